@@ -1,0 +1,5 @@
+//! rumor: barrier-free, eventually consistent training by gossip over mutually authenticated QUIC.
+//!
+//! Peers train candle models on their own data shards and spread versioned model deltas by gossip.
+//! Each peer merges what arrives by version number, at once; when training stops and gossip
+//! settles, all peers hold the same model. See `docs/ALGORITHM.md` for the merge invariant.
