@@ -1,0 +1,1082 @@
+//! The sans-IO protocol core: membership, dissemination and the version-vector merge.
+//!
+//! [`Core`] is a state machine in the manner of quinn-proto. It does no I/O and reads no clock:
+//! the caller passes `now` and decoded messages in ([`Core::handle_message`],
+//! [`Core::handle_timeout`], the local events [`Core::publish`], [`Core::start_drain`],
+//! [`Core::leave`]) and drains what the core wants done ([`Core::poll_transmit`],
+//! [`Core::poll_event`], [`Core::poll_timeout`]). Randomness comes from a seeded RNG, so the same
+//! inputs give the same outputs; the simulator and the unit tests drive many cores without sockets.
+//!
+//! The merge keeps the invariant `base = θ₀ + Σ_{(o,v) ∈ applied} d_{o,v}` (docs/ALGORITHM.md):
+//! every delta is added at most once, whatever path and how many times it arrives.
+
+pub mod delta_log;
+pub mod membership;
+pub mod seen;
+pub mod version_vector;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::wire::{
+    self, DeltaPayload, Digest, Envelope, JoinRequest, LeaveNotice, Lifecycle, MemberRecord,
+    MemberStatus, MembershipView, MessageKind, Payload, PeerId, Snapshot, Welcome,
+};
+use delta_log::{DeltaLog, LoggedDelta};
+use membership::{Membership, MergeOutcome};
+use seen::SeenCache;
+use version_vector::VersionVector;
+
+/// Protocol settings. Durations are wall-clock intervals; sizes are bytes.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// Peers each message is pushed to per hop.
+    pub fanout: usize,
+    /// Largest TTL this peer sends or accepts (hops).
+    pub max_ttl: u8,
+    /// Period of membership gossip (heartbeat raised, view pushed to `fanout` members).
+    pub gossip_interval: Duration,
+    /// Period of anti-entropy digests while training (to one random member).
+    pub anti_entropy_interval: Duration,
+    /// Period of anti-entropy digests while draining (to every live member).
+    pub drain_anti_entropy_interval: Duration,
+    /// How long an envelope id is remembered (at least 90 s).
+    pub seen_retention: Duration,
+    /// Most envelope ids remembered.
+    pub seen_capacity: usize,
+    /// Bytes of delta values kept for anti-entropy pulls.
+    pub delta_log_bytes: usize,
+    /// Largest message body sent or accepted (bytes).
+    pub max_message_bytes: usize,
+    /// Most delta bytes pushed in answer to one digest.
+    pub anti_entropy_max_bytes: usize,
+    /// First wait before retrying a join; doubles per attempt up to `join_backoff_max`.
+    pub join_backoff_initial: Duration,
+    /// Longest wait between join attempts.
+    pub join_backoff_max: Duration,
+    /// Number of model parameters; a delta or snapshot of another length is rejected.
+    pub param_count: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            fanout: 3,
+            max_ttl: 6,
+            gossip_interval: Duration::from_millis(500),
+            anti_entropy_interval: Duration::from_millis(1000),
+            drain_anti_entropy_interval: Duration::from_millis(200),
+            seen_retention: Duration::from_secs(120),
+            seen_capacity: 65_536,
+            delta_log_bytes: 256 * 1024 * 1024,
+            max_message_bytes: 16 * 1024 * 1024,
+            anti_entropy_max_bytes: 8 * 1024 * 1024,
+            join_backoff_initial: Duration::from_millis(250),
+            join_backoff_max: Duration::from_secs(4),
+            param_count: 0,
+        }
+    }
+}
+
+impl CoreConfig {
+    /// The wire limits implied by this config.
+    pub fn limits(&self) -> wire::Limits {
+        wire::Limits {
+            max_body: self.max_message_bytes,
+            max_ttl: self.max_ttl,
+        }
+    }
+}
+
+/// The local peer as the core needs to know it.
+#[derive(Clone, Debug)]
+pub struct LocalPeer {
+    /// Stable id (stored in the data dir).
+    pub id: PeerId,
+    /// Display name (the certificate name).
+    pub name: String,
+    /// The address other peers reach this one at.
+    pub addr: SocketAddr,
+}
+
+/// State restored from a checkpoint (`rumor peer --resume`).
+#[derive(Clone, Debug)]
+pub struct RestoredState {
+    /// The saved base, flat.
+    pub base: Vec<f32>,
+    /// The deltas folded into it.
+    pub applied: VersionVector,
+    /// The last version this peer published before it stopped.
+    pub published: u64,
+    /// The incarnation it ran with; the restarted peer uses one more.
+    pub incarnation: u64,
+}
+
+/// One message to send to one or more peers.
+#[derive(Clone, Debug)]
+pub struct Transmit {
+    /// Listen addresses to send to (the same envelope to each).
+    pub to: Vec<SocketAddr>,
+    /// The message.
+    pub envelope: Envelope,
+}
+
+/// Why a delta was refused. Refused deltas change nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum RejectReason {
+    /// Its length is not the model's parameter count.
+    Shape,
+    /// It holds NaN or an infinity.
+    NonFinite,
+    /// Its weight is outside (0, 1].
+    Weight,
+    /// Version 0 is never published.
+    Version,
+}
+
+impl RejectReason {
+    /// Lower-case name for metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Shape => "shape",
+            RejectReason::NonFinite => "non_finite",
+            RejectReason::Weight => "weight",
+            RejectReason::Version => "version",
+        }
+    }
+}
+
+/// Something the shell or the trainer must know about.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A seed welcomed this peer; `base` has been replaced by its snapshot.
+    Joined {
+        /// The seed that answered.
+        via: PeerId,
+        /// Live members known after the merge.
+        members: usize,
+    },
+    /// A peer not known before appeared in the view.
+    MemberUp(MemberRecord),
+    /// A member left or was declared dead.
+    MemberDown(MemberRecord),
+    /// A delta from another peer was added to `base`; the trainer adds it to `work` too.
+    DeltaApplied {
+        /// Who published it.
+        origin: PeerId,
+        /// Its version.
+        version: u64,
+        /// The values added (flat, scaled).
+        values: Arc<[f32]>,
+    },
+    /// `base` was replaced by a snapshot (topped up with the deltas it lacked).
+    BaseReplaced {
+        /// The new base, flat.
+        base: Arc<[f32]>,
+        /// False when some delta this peer had could not be re-applied (counted as inexact).
+        exact: bool,
+    },
+    /// A delta arrived while earlier versions of the same origin are missing.
+    GapDetected {
+        /// The origin with a gap.
+        origin: PeerId,
+        /// The missing versions.
+        missing: Vec<u64>,
+    },
+    /// A delta was refused.
+    DeltaRejected {
+        /// Who published it.
+        origin: PeerId,
+        /// Why.
+        reason: RejectReason,
+    },
+}
+
+/// Counters of what the core has seen and done since it started.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CoreStats {
+    /// Messages handled, by kind (after dedup).
+    pub received: BTreeMap<&'static str, u64>,
+    /// Messages queued for sending, by kind, counted once per destination.
+    pub sent: BTreeMap<&'static str, u64>,
+    /// Envelopes dropped because their id was in the seen-cache.
+    pub duplicates_dropped: u64,
+    /// Deltas whose `(origin, version)` was already applied (arrived by another path).
+    pub deltas_already_applied: u64,
+    /// Deltas added to the base from other peers.
+    pub deltas_applied: u64,
+    /// Deltas published by this peer.
+    pub deltas_published: u64,
+    /// Forwarded envelopes (counted once per forward, not per destination).
+    pub forwarded: u64,
+    /// Envelopes not forwarded because their TTL reached 0.
+    pub ttl_expired: u64,
+    /// Deltas refused, by reason.
+    pub deltas_rejected: BTreeMap<&'static str, u64>,
+    /// Frames that failed to decode.
+    pub decode_errors: u64,
+    /// Times a delta arrived ahead of a missing earlier version of its origin.
+    pub gaps_detected: u64,
+    /// Deltas pushed in answer to anti-entropy digests.
+    pub anti_entropy_deltas_sent: u64,
+    /// Snapshots sent because a peer lacked deltas no longer in the log.
+    pub snapshots_sent: u64,
+    /// Snapshots installed (the join's included).
+    pub snapshots_installed: u64,
+    /// Snapshot installs that could not re-apply every delta this peer held (inexact merges).
+    pub inexact_merges: u64,
+    /// Join requests sent.
+    pub join_attempts: u64,
+}
+
+/// What this peer last heard of another peer's progress, from its digests.
+#[derive(Clone, Debug)]
+struct PeerProgress {
+    applied: VersionVector,
+    lifecycle: Lifecycle,
+}
+
+/// The protocol state machine of one peer. See the module docs.
+pub struct Core {
+    config: CoreConfig,
+    me: LocalPeer,
+    rng: ChaCha8Rng,
+    lifecycle: Lifecycle,
+    members: Membership,
+    seen: SeenCache,
+    applied: VersionVector,
+    base: Vec<f32>,
+    log: DeltaLog,
+    published: u64,
+    incarnation: u64,
+    progress: HashMap<PeerId, PeerProgress>,
+    seeds: Vec<SocketAddr>,
+    joined: bool,
+    join_attempt: u32,
+    next_join: Option<Instant>,
+    next_gossip: Instant,
+    next_anti_entropy: Instant,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: CoreStats,
+    /// The latest `now` passed in by the caller.
+    now: Instant,
+}
+
+impl Core {
+    /// A fresh peer with initial parameters `base` (θ₀, flat, `config.param_count` long).
+    ///
+    /// With no `seeds` the peer starts a new cluster and counts as joined at once; otherwise it
+    /// sends `Join` to the seeds in turn, with exponential backoff, until one answers `Welcome`.
+    pub fn new(
+        config: CoreConfig,
+        me: LocalPeer,
+        base: Vec<f32>,
+        seeds: Vec<SocketAddr>,
+        rng_seed: u64,
+        now: Instant,
+    ) -> Self {
+        Self::build(
+            config,
+            me,
+            base,
+            VersionVector::new(),
+            0,
+            0,
+            seeds,
+            rng_seed,
+            now,
+        )
+    }
+
+    /// A peer restarted from a checkpoint: it keeps its base, applied set and published
+    /// version, and rejoins with a higher incarnation.
+    pub fn restore(
+        config: CoreConfig,
+        me: LocalPeer,
+        state: RestoredState,
+        seeds: Vec<SocketAddr>,
+        rng_seed: u64,
+        now: Instant,
+    ) -> Self {
+        Self::build(
+            config,
+            me,
+            state.base,
+            state.applied,
+            state.published,
+            state.incarnation + 1,
+            seeds,
+            rng_seed,
+            now,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        config: CoreConfig,
+        me: LocalPeer,
+        base: Vec<f32>,
+        applied: VersionVector,
+        published: u64,
+        incarnation: u64,
+        seeds: Vec<SocketAddr>,
+        rng_seed: u64,
+        now: Instant,
+    ) -> Self {
+        let record = MemberRecord {
+            peer_id: me.id,
+            name: me.name.clone(),
+            addr: me.addr,
+            incarnation,
+            heartbeat: 0,
+            status: MemberStatus::Alive,
+            lifecycle: Lifecycle::Joining,
+            published,
+        };
+        let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me.addr).collect();
+        let joined = seeds.is_empty();
+        Self {
+            seen: SeenCache::new(config.seen_retention, config.seen_capacity),
+            log: DeltaLog::new(config.delta_log_bytes),
+            rng: ChaCha8Rng::seed_from_u64(rng_seed),
+            lifecycle: Lifecycle::Joining,
+            members: Membership::new(record),
+            applied,
+            base,
+            published,
+            incarnation,
+            progress: HashMap::new(),
+            joined,
+            join_attempt: 0,
+            next_join: if joined { None } else { Some(now) },
+            next_gossip: now + config.gossip_interval,
+            next_anti_entropy: now + config.anti_entropy_interval,
+            seeds,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: CoreStats::default(),
+            now,
+            config,
+            me,
+        }
+    }
+
+    // ----- queries -------------------------------------------------------------------------
+
+    /// This peer's id.
+    pub fn id(&self) -> PeerId {
+        self.me.id
+    }
+
+    /// The current base (flat, layout order).
+    pub fn base(&self) -> &[f32] {
+        &self.base
+    }
+
+    /// The deltas folded into the base.
+    pub fn applied(&self) -> &VersionVector {
+        &self.applied
+    }
+
+    /// The last version this peer published (0 before the first).
+    pub fn published(&self) -> u64 {
+        self.published
+    }
+
+    /// This peer's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Where this peer is in its life.
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle
+    }
+
+    /// Whether a seed has welcomed this peer (or it started the cluster).
+    pub fn is_joined(&self) -> bool {
+        self.joined
+    }
+
+    /// Live members (alive or suspect), this peer included: the `n` of the weight `w = 1/n`.
+    pub fn live_count(&self) -> usize {
+        self.members.live_count()
+    }
+
+    /// Every member record held, this peer's own included.
+    pub fn members(&self) -> impl Iterator<Item = &MemberRecord> {
+        self.members.iter()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    /// Bytes and entries of the delta log.
+    pub fn delta_log_usage(&self) -> (usize, usize) {
+        (self.log.bytes(), self.log.len())
+    }
+
+    /// The lifecycle and applied set another peer last reported in a digest.
+    pub fn peer_progress(&self, peer: &PeerId) -> Option<(Lifecycle, &VersionVector)> {
+        self.progress.get(peer).map(|p| (p.lifecycle, &p.applied))
+    }
+
+    /// Whether draining may end: this peer is draining; every other live member has said it
+    /// is draining (so its last delta is published) and reported the same applied set as
+    /// this peer; every member that left has its published versions applied here; no gaps.
+    pub fn drain_complete(&self) -> bool {
+        if self.lifecycle != Lifecycle::Draining || self.applied.has_gaps() {
+            return false;
+        }
+        self.members.iter().all(|m| {
+            if m.peer_id == self.me.id {
+                return true;
+            }
+            match m.status {
+                MemberStatus::Alive | MemberStatus::Suspect => {
+                    self.progress.get(&m.peer_id).is_some_and(|p| {
+                        p.lifecycle >= Lifecycle::Draining && p.applied == self.applied
+                    })
+                }
+                MemberStatus::Left | MemberStatus::Dead => {
+                    self.applied.contiguous_of(m.peer_id) >= m.published
+                }
+            }
+        })
+    }
+
+    // ----- outputs -------------------------------------------------------------------------
+
+    /// The next message to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut next = self.next_gossip.min(self.next_anti_entropy);
+        if let Some(join) = self.next_join {
+            next = next.min(join);
+        }
+        next
+    }
+
+    // ----- inputs --------------------------------------------------------------------------
+
+    /// Advances timers: membership gossip, anti-entropy digests, join retries, seen-cache expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        self.seen.expire(now);
+        if let Some(at) = self.next_join {
+            if now >= at && !self.joined {
+                self.send_join(now);
+            }
+        }
+        if now >= self.next_gossip {
+            self.next_gossip = now + self.config.gossip_interval;
+            self.gossip_membership();
+        }
+        if now >= self.next_anti_entropy {
+            let draining = self.lifecycle == Lifecycle::Draining;
+            self.next_anti_entropy = now
+                + if draining {
+                    self.config.drain_anti_entropy_interval
+                } else {
+                    self.config.anti_entropy_interval
+                };
+            let targets = if draining {
+                self.live_peer_addrs(&[])
+            } else {
+                self.pick_peers(1, &[])
+            };
+            self.send_digest(targets, false);
+        }
+    }
+
+    /// Decodes a frame from `from` and handles it; a frame that does not decode is counted in
+    /// `decode_errors` and changes nothing else.
+    ///
+    /// Errors: the [`wire::DecodeError`], for logging.
+    pub fn handle_bytes(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        frame: &[u8],
+    ) -> Result<(), wire::DecodeError> {
+        match wire::decode(frame, self.config.limits()) {
+            Ok(envelope) => {
+                self.handle_message(now, from, envelope);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.decode_errors += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Handles one decoded message received from the peer at `from` (the connection's remote
+    /// address). Duplicates by envelope id are dropped; nothing here panics on any input.
+    pub fn handle_message(&mut self, now: Instant, from: SocketAddr, envelope: Envelope) {
+        self.now = self.now.max(now);
+        if envelope.ttl > self.config.max_ttl {
+            self.stats.decode_errors += 1;
+            return;
+        }
+        if !self.seen.insert(now, envelope.id) {
+            self.stats.duplicates_dropped += 1;
+            return;
+        }
+        *self
+            .stats
+            .received
+            .entry(envelope.payload.kind().as_str())
+            .or_default() += 1;
+        let origin = envelope.origin;
+        match envelope.payload {
+            Payload::Delta(ref delta) => {
+                let delta = delta.clone();
+                self.handle_delta(from, &envelope, delta);
+            }
+            Payload::Membership(view) => self.merge_view(view.members),
+            Payload::Join(JoinRequest { member }) => self.handle_join(origin, member),
+            Payload::Welcome(welcome) => self.handle_welcome(origin, welcome),
+            Payload::Digest(digest) => self.handle_digest(origin, envelope.origin_addr, digest),
+            Payload::Snapshot(mut snapshot) => {
+                snapshot.applied.normalize();
+                if !snapshot.applied.is_subset_of(&self.applied) {
+                    self.install_snapshot(snapshot);
+                }
+            }
+            Payload::Leave(notice) => self.handle_leave(origin, notice),
+        }
+    }
+
+    /// Publishes a local delta `values` (flat, already scaled by `weight`), which the trainer
+    /// has already added to its own base. Returns the version assigned.
+    ///
+    /// Errors: [`RejectReason`] when the delta has the wrong length, non-finite values or a
+    /// weight outside (0, 1]; nothing changes then.
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        weight: f32,
+        values: Vec<f32>,
+    ) -> Result<u64, RejectReason> {
+        self.now = self.now.max(now);
+        self.check_delta(weight, &values)?;
+        self.published += 1;
+        let version = self.published;
+        let values: Arc<[f32]> = values.into();
+        add_into(&mut self.base, &values);
+        self.applied.insert(self.me.id, version);
+        self.log.insert(
+            self.me.id,
+            version,
+            LoggedDelta {
+                weight,
+                values: values.clone(),
+            },
+        );
+        self.stats.deltas_published += 1;
+        if let Some(me) = self.members.get_mut(&self.me.id) {
+            me.published = version;
+        }
+        let live = self.live_count();
+        let to = self.pick_peers(self.config.fanout, &[]);
+        let ttl = self.initial_ttl(live);
+        let envelope = self.envelope(
+            version,
+            ttl,
+            Payload::Delta(DeltaPayload { weight, values }),
+        );
+        self.queue(to, envelope);
+        Ok(version)
+    }
+
+    /// Marks this peer as training (after joining and waiting for enough members).
+    pub fn start_training(&mut self) {
+        self.set_lifecycle(Lifecycle::Training);
+    }
+
+    /// The training budget is spent and the last delta published: keep gossiping, with digests
+    /// to every live member, until [`Core::drain_complete`].
+    pub fn start_drain(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        self.set_lifecycle(Lifecycle::Draining);
+        self.next_anti_entropy = now;
+        let targets = self.live_peer_addrs(&[]);
+        self.gossip_membership_to(targets);
+    }
+
+    /// Leaves for good: tells every live member, then stops.
+    pub fn leave(&mut self) {
+        self.set_lifecycle(Lifecycle::Stopped);
+        if let Some(me) = self.members.get_mut(&self.me.id) {
+            me.status = MemberStatus::Left;
+        }
+        let to = self.live_peer_addrs(&[]);
+        let envelope = self.envelope(
+            self.published,
+            1,
+            Payload::Leave(LeaveNotice {
+                published: self.published,
+                incarnation: self.incarnation,
+            }),
+        );
+        self.queue(to, envelope);
+    }
+
+    /// A snapshot of this peer's base and applied set, as sent in `Welcome`.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            base: self.base.clone().into(),
+            applied: self.applied.clone(),
+        }
+    }
+
+    // ----- internals -----------------------------------------------------------------------
+
+    fn set_lifecycle(&mut self, lifecycle: Lifecycle) {
+        self.lifecycle = lifecycle;
+        if let Some(me) = self.members.get_mut(&self.me.id) {
+            me.lifecycle = lifecycle;
+            me.heartbeat += 1;
+        }
+    }
+
+    fn check_delta(&self, weight: f32, values: &[f32]) -> Result<(), RejectReason> {
+        if values.len() != self.config.param_count {
+            return Err(RejectReason::Shape);
+        }
+        if !(weight.is_finite() && weight > 0.0 && weight <= 1.0) {
+            return Err(RejectReason::Weight);
+        }
+        if !values.iter().all(|v| v.is_finite()) {
+            return Err(RejectReason::NonFinite);
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, origin: PeerId, reason: RejectReason) {
+        *self
+            .stats
+            .deltas_rejected
+            .entry(reason.as_str())
+            .or_default() += 1;
+        self.events
+            .push_back(Event::DeltaRejected { origin, reason });
+    }
+
+    fn handle_delta(&mut self, from: SocketAddr, envelope: &Envelope, delta: DeltaPayload) {
+        let origin = envelope.origin;
+        let version = envelope.version;
+        if version == 0 {
+            self.reject(origin, RejectReason::Version);
+            return;
+        }
+        if let Err(reason) = self.check_delta(delta.weight, &delta.values) {
+            self.reject(origin, reason);
+            return;
+        }
+        if self.applied.contains(origin, version) {
+            self.stats.deltas_already_applied += 1;
+            return;
+        }
+        let before = self.applied.max_of(origin);
+        add_into(&mut self.base, &delta.values);
+        self.applied.insert(origin, version);
+        self.log.insert(
+            origin,
+            version,
+            LoggedDelta {
+                weight: delta.weight,
+                values: delta.values.clone(),
+            },
+        );
+        self.stats.deltas_applied += 1;
+        if version > before + 1 {
+            self.stats.gaps_detected += 1;
+            let missing = self
+                .applied
+                .origins()
+                .get(&origin)
+                .map(|e| e.missing())
+                .unwrap_or_default();
+            self.events
+                .push_back(Event::GapDetected { origin, missing });
+        }
+        self.events.push_back(Event::DeltaApplied {
+            origin,
+            version,
+            values: delta.values.clone(),
+        });
+        self.forward(from, envelope, Payload::Delta(delta));
+    }
+
+    /// Forwards a newly handled envelope with its TTL decremented, unless it reaches 0.
+    fn forward(&mut self, from: SocketAddr, envelope: &Envelope, payload: Payload) {
+        let ttl = envelope.ttl.saturating_sub(1);
+        if ttl == 0 {
+            self.stats.ttl_expired += 1;
+            return;
+        }
+        let mut exclude = vec![envelope.origin];
+        if let Some(sender) = self.members.by_addr(from) {
+            exclude.push(sender.peer_id);
+        }
+        let to = self.pick_peers(self.config.fanout, &exclude);
+        if to.is_empty() {
+            return;
+        }
+        self.stats.forwarded += 1;
+        let forwarded = Envelope {
+            id: envelope.id,
+            origin: envelope.origin,
+            origin_addr: envelope.origin_addr,
+            version: envelope.version,
+            ttl,
+            payload,
+        };
+        self.queue(to, forwarded);
+    }
+
+    fn merge_view(&mut self, records: Vec<MemberRecord>) {
+        for record in records {
+            self.merge_record(record);
+        }
+    }
+
+    fn merge_record(&mut self, record: MemberRecord) {
+        if record.peer_id == self.me.id {
+            // Someone believes an older or worse version of us: refute by raising the
+            // incarnation (SWIM), unless we are leaving anyway.
+            if record.status != MemberStatus::Alive
+                && record.incarnation >= self.incarnation
+                && self.lifecycle != Lifecycle::Stopped
+            {
+                self.incarnation = record.incarnation + 1;
+                if let Some(me) = self.members.get_mut(&self.me.id) {
+                    me.incarnation = self.incarnation;
+                    me.status = MemberStatus::Alive;
+                }
+            }
+            return;
+        }
+        match self.members.merge(record.clone()) {
+            MergeOutcome::New => {
+                if matches!(record.status, MemberStatus::Alive | MemberStatus::Suspect) {
+                    self.events.push_back(Event::MemberUp(record));
+                }
+            }
+            MergeOutcome::Updated { previous } => {
+                let was_live = matches!(previous, MemberStatus::Alive | MemberStatus::Suspect);
+                let is_live = matches!(record.status, MemberStatus::Alive | MemberStatus::Suspect);
+                if was_live && !is_live {
+                    self.progress.remove(&record.peer_id);
+                    self.events.push_back(Event::MemberDown(record));
+                } else if !was_live && is_live {
+                    self.events.push_back(Event::MemberUp(record));
+                }
+            }
+            MergeOutcome::Unchanged => {}
+        }
+    }
+
+    fn handle_join(&mut self, origin: PeerId, mut member: MemberRecord) {
+        member.peer_id = origin;
+        member.status = MemberStatus::Alive;
+        let addr = member.addr;
+        self.merge_record(member);
+        let welcome = Welcome {
+            view: self.view(),
+            snapshot: self.snapshot(),
+        };
+        let envelope = self.envelope(self.heartbeat(), 1, Payload::Welcome(welcome));
+        self.queue(vec![addr], envelope);
+        // Tell others about the newcomer at once rather than on the next gossip period.
+        let targets = self.pick_peers(self.config.fanout, &[origin]);
+        self.gossip_membership_to(targets);
+    }
+
+    fn handle_welcome(&mut self, origin: PeerId, welcome: Welcome) {
+        self.merge_view(welcome.view.members);
+        if self.joined {
+            return;
+        }
+        self.joined = true;
+        self.next_join = None;
+        let mut snapshot = welcome.snapshot;
+        snapshot.applied.normalize();
+        self.install_snapshot(snapshot);
+        self.events.push_back(Event::Joined {
+            via: origin,
+            members: self.live_count(),
+        });
+        let targets = self.pick_peers(self.config.fanout, &[]);
+        self.gossip_membership_to(targets);
+    }
+
+    /// Replaces the base by `snapshot`, then re-applies the deltas this peer holds that the
+    /// snapshot lacks (DESIGN §4). Deltas no longer in the log are left out of both the base and
+    /// the applied set, so anti-entropy can still bring them; such an install counts as inexact.
+    fn install_snapshot(&mut self, snapshot: Snapshot) {
+        if snapshot.base.len() != self.config.param_count {
+            self.reject(self.me.id, RejectReason::Shape);
+            return;
+        }
+        if !snapshot.base.iter().all(|v| v.is_finite()) {
+            self.reject(self.me.id, RejectReason::NonFinite);
+            return;
+        }
+        let mut base = snapshot.base.to_vec();
+        let mut applied = snapshot.applied;
+        let extra: Vec<(PeerId, u64)> = self.applied.difference(&applied).collect();
+        let mut exact = true;
+        for (origin, version) in extra {
+            match self.log.get(origin, version) {
+                Some(delta) => {
+                    add_into(&mut base, &delta.values);
+                    applied.insert(origin, version);
+                }
+                None => exact = false,
+            }
+        }
+        self.base = base;
+        self.applied = applied;
+        self.stats.snapshots_installed += 1;
+        if !exact {
+            self.stats.inexact_merges += 1;
+        }
+        self.events.push_back(Event::BaseReplaced {
+            base: self.base.clone().into(),
+            exact,
+        });
+    }
+
+    fn handle_digest(&mut self, origin: PeerId, origin_addr: SocketAddr, digest: Digest) {
+        let Digest {
+            mut applied,
+            lifecycle,
+            reply,
+        } = digest;
+        applied.normalize();
+        let addr = self
+            .members
+            .get(&origin)
+            .map(|m| m.addr)
+            .unwrap_or(origin_addr);
+        // Push what they lack, while it is in the log and within the byte budget.
+        let missing: Vec<(PeerId, u64)> = self.applied.difference(&applied).collect();
+        let mut budget = self.config.anti_entropy_max_bytes;
+        let mut lost = false;
+        for (delta_origin, version) in missing {
+            let Some(delta) = self.log.get(delta_origin, version) else {
+                lost = true;
+                continue;
+            };
+            let size = delta.values.len() * 4;
+            if size > budget {
+                break;
+            }
+            budget -= size;
+            let payload = Payload::Delta(DeltaPayload {
+                weight: delta.weight,
+                values: delta.values.clone(),
+            });
+            let origin_addr = self
+                .members
+                .get(&delta_origin)
+                .map(|m| m.addr)
+                .unwrap_or(self.me.addr);
+            let envelope = Envelope {
+                id: self.new_id(),
+                origin: delta_origin,
+                origin_addr,
+                version,
+                ttl: 1,
+                payload,
+            };
+            self.stats.anti_entropy_deltas_sent += 1;
+            self.queue(vec![addr], envelope);
+        }
+        if lost {
+            self.stats.snapshots_sent += 1;
+            let envelope = self.envelope(0, 1, Payload::Snapshot(self.snapshot()));
+            self.queue(vec![addr], envelope);
+        }
+        // Ask for what we lack by answering with our own digest.
+        if !reply && !applied.is_subset_of(&self.applied) {
+            self.send_digest(vec![addr], true);
+        }
+        self.progress
+            .insert(origin, PeerProgress { applied, lifecycle });
+    }
+
+    fn handle_leave(&mut self, origin: PeerId, notice: LeaveNotice) {
+        let Some(existing) = self.members.get(&origin).cloned() else {
+            return;
+        };
+        let mut record = existing;
+        record.status = MemberStatus::Left;
+        record.incarnation = record.incarnation.max(notice.incarnation);
+        record.published = record.published.max(notice.published);
+        record.lifecycle = Lifecycle::Stopped;
+        self.merge_record(record);
+    }
+
+    fn send_join(&mut self, now: Instant) {
+        if self.seeds.is_empty() {
+            return;
+        }
+        let seed = self.seeds[self.join_attempt as usize % self.seeds.len()];
+        let member = self.own_record();
+        let envelope = self.envelope(self.heartbeat(), 1, Payload::Join(JoinRequest { member }));
+        self.stats.join_attempts += 1;
+        self.queue(vec![seed], envelope);
+        let backoff = self
+            .config
+            .join_backoff_initial
+            .saturating_mul(1u32 << self.join_attempt.min(16))
+            .min(self.config.join_backoff_max);
+        self.join_attempt = self.join_attempt.saturating_add(1);
+        self.next_join = Some(now + backoff);
+    }
+
+    fn gossip_membership(&mut self) {
+        if let Some(me) = self.members.get_mut(&self.me.id) {
+            me.heartbeat += 1;
+        }
+        let targets = self.pick_peers(self.config.fanout, &[]);
+        self.gossip_membership_to(targets);
+    }
+
+    fn gossip_membership_to(&mut self, targets: Vec<SocketAddr>) {
+        if targets.is_empty() {
+            return;
+        }
+        let envelope = self.envelope(self.heartbeat(), 1, Payload::Membership(self.view()));
+        self.queue(targets, envelope);
+    }
+
+    fn send_digest(&mut self, targets: Vec<SocketAddr>, reply: bool) {
+        if targets.is_empty() {
+            return;
+        }
+        let digest = Digest {
+            applied: self.applied.clone(),
+            lifecycle: self.lifecycle,
+            reply,
+        };
+        let envelope = self.envelope(self.heartbeat(), 1, Payload::Digest(digest));
+        self.queue(targets, envelope);
+    }
+
+    fn view(&self) -> MembershipView {
+        MembershipView {
+            members: self.members.iter().cloned().collect(),
+        }
+    }
+
+    fn own_record(&self) -> MemberRecord {
+        self.members
+            .get(&self.me.id)
+            .cloned()
+            .unwrap_or_else(|| MemberRecord {
+                peer_id: self.me.id,
+                name: self.me.name.clone(),
+                addr: self.me.addr,
+                incarnation: self.incarnation,
+                heartbeat: 0,
+                status: MemberStatus::Alive,
+                lifecycle: self.lifecycle,
+                published: self.published,
+            })
+    }
+
+    fn heartbeat(&self) -> u64 {
+        self.members.get(&self.me.id).map_or(0, |m| m.heartbeat)
+    }
+
+    /// TTL for a new delta: 1 when the fanout reaches every live peer directly, else enough
+    /// hops for push gossip to cover `live` peers (⌈log_fanout(live)⌉ + 1), capped by `max_ttl`.
+    fn initial_ttl(&self, live: usize) -> u8 {
+        let fanout = self.config.fanout.max(1);
+        if fanout + 1 >= live || fanout == 1 {
+            return if fanout == 1 { self.config.max_ttl } else { 1 };
+        }
+        let hops = ((live as f64).ln() / (fanout as f64).ln()).ceil() as u32 + 1;
+        hops.min(u32::from(self.config.max_ttl)).max(1) as u8
+    }
+
+    fn live_peer_addrs(&self, exclude: &[PeerId]) -> Vec<SocketAddr> {
+        self.members
+            .live()
+            .filter(|m| m.peer_id != self.me.id && !exclude.contains(&m.peer_id))
+            .map(|m| m.addr)
+            .collect()
+    }
+
+    fn pick_peers(&mut self, count: usize, exclude: &[PeerId]) -> Vec<SocketAddr> {
+        let mut candidates = self.live_peer_addrs(exclude);
+        candidates.shuffle(&mut self.rng);
+        candidates.truncate(count);
+        candidates
+    }
+
+    fn new_id(&mut self) -> Uuid {
+        uuid::Builder::from_random_bytes(rand::Rng::gen(&mut self.rng)).into_uuid()
+    }
+
+    fn envelope(&mut self, version: u64, ttl: u8, payload: Payload) -> Envelope {
+        Envelope {
+            id: self.new_id(),
+            origin: self.me.id,
+            origin_addr: self.me.addr,
+            version,
+            ttl: ttl.min(self.config.max_ttl),
+            payload,
+        }
+    }
+
+    fn queue(&mut self, to: Vec<SocketAddr>, envelope: Envelope) {
+        if to.is_empty() {
+            return;
+        }
+        // Our own id is marked seen so an echo is dropped as a duplicate.
+        self.seen_own(envelope.id);
+        let kind: MessageKind = envelope.payload.kind();
+        *self.stats.sent.entry(kind.as_str()).or_default() += to.len() as u64;
+        self.transmits.push_back(Transmit { to, envelope });
+    }
+
+    fn seen_own(&mut self, id: Uuid) {
+        self.seen.insert(self.now, id);
+    }
+}
+
+/// `base += delta`, element by element. Lengths are checked by the callers.
+fn add_into(base: &mut [f32], delta: &[f32]) {
+    for (b, d) in base.iter_mut().zip(delta.iter()) {
+        *b += d;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,330 @@
+//! Unit tests of the core, driven directly and through the simulator.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::sim::{NetModel, Sim};
+
+const P: usize = 16;
+
+fn config() -> CoreConfig {
+    CoreConfig {
+        param_count: P,
+        ..CoreConfig::default()
+    }
+}
+
+fn peer(n: u128) -> LocalPeer {
+    LocalPeer {
+        id: Uuid::from_u128(n),
+        name: format!("p{n}"),
+        addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(),
+    }
+}
+
+fn delta_envelope(origin: u128, version: u64, ttl: u8, value: f32) -> Envelope {
+    let o = peer(origin);
+    Envelope {
+        id: Uuid::new_v4(),
+        origin: o.id,
+        origin_addr: o.addr,
+        version,
+        ttl,
+        payload: Payload::Delta(DeltaPayload {
+            weight: 0.5,
+            values: vec![value; P].into(),
+        }),
+    }
+}
+
+fn member(n: u128) -> MemberRecord {
+    let p = peer(n);
+    MemberRecord {
+        peer_id: p.id,
+        name: p.name,
+        addr: p.addr,
+        incarnation: 0,
+        heartbeat: 1,
+        status: MemberStatus::Alive,
+        lifecycle: Lifecycle::Training,
+        published: 0,
+    }
+}
+
+/// A core (peer 1) that knows peers 2..=n.
+fn core_with_members(n: u128) -> (Core, Instant) {
+    let now = Instant::now();
+    let mut core = Core::new(config(), peer(1), vec![0.0; P], vec![], 7, now);
+    let view = Envelope {
+        id: Uuid::new_v4(),
+        origin: peer(2).id,
+        origin_addr: peer(2).addr,
+        version: 1,
+        ttl: 1,
+        payload: Payload::Membership(MembershipView {
+            members: (2..=n).map(member).collect(),
+        }),
+    };
+    core.handle_message(now, peer(2).addr, view);
+    drain(&mut core);
+    (core, now)
+}
+
+fn drain(core: &mut Core) -> (Vec<Transmit>, Vec<Event>) {
+    let mut t = Vec::new();
+    let mut e = Vec::new();
+    while let Some(x) = core.poll_transmit() {
+        t.push(x);
+    }
+    while let Some(x) = core.poll_event() {
+        e.push(x);
+    }
+    (t, e)
+}
+
+#[test]
+fn same_envelope_id_twice_is_handled_once() {
+    let (mut core, now) = core_with_members(5);
+    let env = delta_envelope(2, 1, 3, 1.0);
+    core.handle_message(now, peer(2).addr, env.clone());
+    core.handle_message(now, peer(3).addr, env);
+    assert_eq!(core.stats().duplicates_dropped, 1);
+    assert_eq!(core.stats().deltas_applied, 1);
+    assert!(core.base().iter().all(|&v| v == 1.0));
+    let (transmits, _) = drain(&mut core);
+    assert_eq!(transmits.len(), 1, "forwarded once, not twice");
+}
+
+#[test]
+fn ttl_one_arrives_and_is_not_forwarded() {
+    let (mut core, now) = core_with_members(8);
+    core.handle_message(now, peer(2).addr, delta_envelope(2, 1, 1, 1.0));
+    let (transmits, _) = drain(&mut core);
+    assert!(
+        transmits.is_empty(),
+        "a delta arriving with ttl 1 reaches ttl 0 here"
+    );
+    assert_eq!(core.stats().ttl_expired, 1);
+    assert_eq!(core.stats().deltas_applied, 1, "still applied locally");
+}
+
+#[test]
+fn ttl_zero_is_never_forwarded() {
+    let (mut core, now) = core_with_members(8);
+    core.handle_message(now, peer(2).addr, delta_envelope(2, 1, 0, 1.0));
+    let (transmits, _) = drain(&mut core);
+    assert!(transmits.is_empty());
+}
+
+#[test]
+fn forwarded_ttl_is_decremented_and_skips_origin_and_sender() {
+    let (mut core, now) = core_with_members(8);
+    core.handle_message(now, peer(3).addr, delta_envelope(2, 1, 3, 1.0));
+    let (transmits, _) = drain(&mut core);
+    assert_eq!(transmits.len(), 1);
+    let t = &transmits[0];
+    assert_eq!(t.envelope.ttl, 2);
+    assert_eq!(t.to.len(), 3);
+    assert!(!t.to.contains(&peer(2).addr) && !t.to.contains(&peer(3).addr));
+}
+
+#[test]
+fn duplicate_delta_by_another_envelope_is_ignored() {
+    let (mut core, now) = core_with_members(4);
+    core.handle_message(now, peer(2).addr, delta_envelope(2, 1, 2, 1.0));
+    core.handle_message(now, peer(3).addr, delta_envelope(2, 1, 2, 1.0));
+    assert_eq!(core.stats().deltas_applied, 1);
+    assert_eq!(core.stats().deltas_already_applied, 1);
+    assert!(core.base().iter().all(|&v| v == 1.0));
+}
+
+#[test]
+fn out_of_order_deltas_are_applied_once_and_the_gap_is_reported() {
+    let (mut core, now) = core_with_members(4);
+    for v in [1, 3, 2, 3, 1] {
+        core.handle_message(now, peer(2).addr, delta_envelope(2, v, 1, v as f32));
+    }
+    let (_, events) = drain(&mut core);
+    let gaps: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::GapDetected { missing, .. } => Some(missing.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gaps, vec![vec![2]]);
+    assert_eq!(core.stats().deltas_applied, 3);
+    assert!(core.base().iter().all(|&v| v == 6.0));
+    assert!(!core.applied().has_gaps());
+}
+
+#[test]
+fn bad_deltas_are_rejected_and_counted() {
+    let (mut core, now) = core_with_members(4);
+    let mut wrong_shape = delta_envelope(2, 1, 1, 1.0);
+    wrong_shape.payload = Payload::Delta(DeltaPayload {
+        weight: 0.5,
+        values: vec![1.0; P + 1].into(),
+    });
+    let mut nan = delta_envelope(2, 2, 1, f32::NAN);
+    nan.id = Uuid::new_v4();
+    let mut weight = delta_envelope(2, 3, 1, 1.0);
+    weight.payload = Payload::Delta(DeltaPayload {
+        weight: 1.5,
+        values: vec![1.0; P].into(),
+    });
+    for env in [wrong_shape, nan, weight] {
+        core.handle_message(now, peer(2).addr, env);
+    }
+    let rejected = &core.stats().deltas_rejected;
+    assert_eq!(rejected.get("shape"), Some(&1));
+    assert_eq!(rejected.get("non_finite"), Some(&1));
+    assert_eq!(rejected.get("weight"), Some(&1));
+    assert!(core.base().iter().all(|&v| v == 0.0));
+    assert!(core.applied().is_empty());
+}
+
+#[test]
+fn snapshot_install_reapplies_deltas_it_lacks() {
+    let (mut core, now) = core_with_members(3);
+    core.handle_message(now, peer(2).addr, delta_envelope(2, 1, 1, 1.0));
+    core.handle_message(now, peer(3).addr, delta_envelope(3, 1, 1, 10.0));
+    let mut applied = VersionVector::new();
+    applied.insert(peer(2).id, 1);
+    applied.insert(peer(2).id, 2);
+    let snap = Envelope {
+        id: Uuid::new_v4(),
+        origin: peer(2).id,
+        origin_addr: peer(2).addr,
+        version: 0,
+        ttl: 1,
+        payload: Payload::Snapshot(Snapshot {
+            base: vec![3.0; P].into(),
+            applied,
+        }),
+    };
+    core.handle_message(now, peer(2).addr, snap);
+    assert!(core.base().iter().all(|&v| v == 13.0));
+    assert!(core.applied().contains(peer(3).id, 1));
+    assert!(core.applied().contains(peer(2).id, 2));
+    assert_eq!(core.stats().inexact_merges, 0);
+}
+
+/// Deterministic values for delta `(origin, version)`.
+fn delta_values(origin: usize, version: u64) -> Vec<f32> {
+    (0..P)
+        .map(|i| ((origin * 31 + version as usize * 7 + i * 13) % 17) as f32 * 0.013 - 0.1)
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any delivery order (with duplicates) of the same deltas gives the same base.
+    #[test]
+    fn any_delivery_order_gives_the_same_base(
+        order in Just((0..24usize).collect::<Vec<_>>()).prop_shuffle(),
+        dups in proptest::collection::vec(0..24usize, 0..10),
+    ) {
+        let origins = 4usize;
+        let all: Vec<(usize, u64)> = (0..24).map(|i| (i % origins + 2, (i / origins) as u64 + 1)).collect();
+        let run = |seq: &[usize]| {
+            let (mut core, now) = core_with_members(origins as u128 + 1);
+            for &i in seq {
+                let (o, v) = all[i];
+                let mut env = delta_envelope(o as u128, v, 1, 0.0);
+                env.payload = Payload::Delta(DeltaPayload { weight: 0.25, values: delta_values(o, v).into() });
+                core.handle_message(now, peer(2).addr, env);
+            }
+            core.base().to_vec()
+        };
+        let reference = run(&(0..24).collect::<Vec<_>>());
+        let mut shuffled = order.clone();
+        shuffled.extend(dups);
+        let other = run(&shuffled);
+        let norm: f64 = reference.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
+        let diff: f64 = reference.iter().zip(&other).map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2)).sum::<f64>().sqrt();
+        prop_assert!(diff / norm.max(1e-12) < 1e-5, "relative difference {}", diff / norm);
+    }
+}
+
+fn sim_config() -> CoreConfig {
+    CoreConfig {
+        param_count: P,
+        ..CoreConfig::default()
+    }
+}
+
+#[test]
+fn sim_join_through_one_seed_reaches_everyone() {
+    let mut sim = Sim::new(sim_config(), NetModel::default(), 11);
+    sim.add_peer(vec![0.0; P], &[]);
+    for _ in 1..12 {
+        sim.add_peer(vec![5.0; P], &[0]);
+    }
+    let all_know_all = sim.run_until(Duration::from_secs(30), Duration::from_millis(100), |s| {
+        (0..12).all(|i| {
+            s.peer(i)
+                .is_some_and(|c| c.live_count() == 12 && c.is_joined())
+        })
+    });
+    assert!(
+        all_know_all,
+        "every peer knows all 12 within 30 s of virtual time"
+    );
+    // Joiners took the seed's snapshot, so every base is θ₀ of the seed.
+    for i in 0..12 {
+        assert!(sim.peer(i).unwrap().base().iter().all(|&v| v == 0.0));
+    }
+}
+
+#[test]
+fn sim_deltas_under_loss_converge_and_drain_completes() {
+    let net = NetModel {
+        loss: 0.2,
+        duplicate: 0.1,
+        ..NetModel::default()
+    };
+    let mut sim = Sim::new(sim_config(), net, 3);
+    let n = 8;
+    sim.add_peer(vec![0.0; P], &[]);
+    for _ in 1..n {
+        sim.add_peer(vec![0.0; P], &[0]);
+    }
+    assert!(
+        sim.run_until(Duration::from_secs(60), Duration::from_millis(100), |s| {
+            (0..n).all(|i| {
+                s.peer(i)
+                    .is_some_and(|c| c.live_count() == n && c.is_joined())
+            })
+        })
+    );
+    for round in 1..=5u64 {
+        for i in 0..n {
+            sim.with_peer(i, |c, now| {
+                c.publish(now, 0.125, delta_values(i, round)).unwrap()
+            });
+        }
+        sim.run_for(Duration::from_millis(50));
+    }
+    for i in 0..n {
+        sim.with_peer(i, |c, now| c.start_drain(now));
+    }
+    let drained = sim.run_until(Duration::from_secs(60), Duration::from_millis(50), |s| {
+        (0..n).all(|i| s.peer(i).is_some_and(Core::drain_complete))
+    });
+    assert!(
+        drained,
+        "all peers drain within 60 s of virtual time at 20% loss"
+    );
+    let reference = sim.peer(0).unwrap().base().to_vec();
+    for i in 1..n {
+        let core = sim.peer(i).unwrap();
+        assert_eq!(core.applied().len(), (n * 5) as u64);
+        for (a, b) in reference.iter().zip(core.base()) {
+            assert!((a - b).abs() < 1e-5);
+        }
+    }
+}

@@ -1,0 +1,598 @@
+//! The messages peers exchange and the one codec that turns them into bytes.
+//!
+//! Every message is an [`Envelope`] (DESIGN §2). On the wire an envelope is a frame:
+//!
+//! ```text
+//! magic "RMOR" (4 bytes) | protocol version (1 byte) | body length (u32, big endian) | body (bincode 2, serde)
+//! ```
+//!
+//! One frame travels on one QUIC unidirectional stream. Decoding never panics: every path is
+//! bounded by a size limit and ends in a typed [`DecodeError`], and [`Envelope::validate`] checks
+//! the semantic bounds (TTL, string lengths, vector lengths) that bincode cannot know.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::core::version_vector::VersionVector;
+
+/// A peer's identity: a UUID created once and stored in the peer's data dir.
+pub type PeerId = Uuid;
+
+/// First four bytes of every frame.
+pub const MAGIC: [u8; 4] = *b"RMOR";
+/// Version of the frame layout and message types; a peer rejects frames of another version.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Bytes before the body: magic, protocol version, body length.
+pub const HEADER_LEN: usize = 9;
+/// Hard upper bound on a body, whatever the configured limit (bytes). Bounds bincode's allocations.
+pub const ABSOLUTE_MAX_BODY: usize = 256 * 1024 * 1024;
+/// Longest peer name accepted (characters).
+pub const MAX_NAME_LEN: usize = 64;
+/// Most member records accepted in one view.
+pub const MAX_VIEW_MEMBERS: usize = 4096;
+/// Most origins accepted in one version vector.
+pub const MAX_VECTOR_ORIGINS: usize = 4096;
+/// Most exception entries (versions above the contiguous prefix) accepted per origin.
+pub const MAX_VECTOR_EXCEPTIONS: usize = 65_536;
+
+/// One gossip message (DESIGN §2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Unique per message; a receiver drops an id it has seen (dedup).
+    pub id: Uuid,
+    /// The peer that created the message.
+    pub origin: PeerId,
+    /// Where the origin listens.
+    pub origin_addr: SocketAddr,
+    /// The origin's version of the item carried: the delta number for `Delta`, the heartbeat for
+    /// membership messages, 0 where no version applies.
+    pub version: u64,
+    /// Hops left. A forwarder decrements it and never forwards at 0.
+    pub ttl: u8,
+    /// What the message carries.
+    pub payload: Payload,
+}
+
+/// The message kinds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Payload {
+    /// A model delta `d = w · (work − base)` published by `origin` as its version `version`.
+    Delta(DeltaPayload),
+    /// A membership view, spread by periodic gossip.
+    Membership(MembershipView),
+    /// A new peer asks a seed to let it in.
+    Join(JoinRequest),
+    /// The seed's answer to `Join`: its view and a snapshot of its base.
+    Welcome(Welcome),
+    /// Anti-entropy: the sender's applied version vector and progress.
+    Digest(Digest),
+    /// A full snapshot sent when the deltas a peer lacks are no longer in the sender's delta log.
+    Snapshot(Snapshot),
+    /// The origin leaves the cluster for good after publishing `published` versions.
+    Leave(LeaveNotice),
+}
+
+impl Payload {
+    /// A short name for metrics and logs.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Payload::Delta(_) => MessageKind::Delta,
+            Payload::Membership(_) => MessageKind::Membership,
+            Payload::Join(_) => MessageKind::Join,
+            Payload::Welcome(_) => MessageKind::Welcome,
+            Payload::Digest(_) => MessageKind::Digest,
+            Payload::Snapshot(_) => MessageKind::Snapshot,
+            Payload::Leave(_) => MessageKind::Leave,
+        }
+    }
+}
+
+/// Message kinds, for per-kind counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum MessageKind {
+    /// [`Payload::Delta`]
+    Delta,
+    /// [`Payload::Membership`]
+    Membership,
+    /// [`Payload::Join`]
+    Join,
+    /// [`Payload::Welcome`]
+    Welcome,
+    /// [`Payload::Digest`]
+    Digest,
+    /// [`Payload::Snapshot`]
+    Snapshot,
+    /// [`Payload::Leave`]
+    Leave,
+}
+
+impl MessageKind {
+    /// All kinds, in a fixed order.
+    pub const ALL: [MessageKind; 7] = [
+        MessageKind::Delta,
+        MessageKind::Membership,
+        MessageKind::Join,
+        MessageKind::Welcome,
+        MessageKind::Digest,
+        MessageKind::Snapshot,
+        MessageKind::Leave,
+    ];
+
+    /// Lower-case name, as used in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Delta => "delta",
+            MessageKind::Membership => "membership",
+            MessageKind::Join => "join",
+            MessageKind::Welcome => "welcome",
+            MessageKind::Digest => "digest",
+            MessageKind::Snapshot => "snapshot",
+            MessageKind::Leave => "leave",
+        }
+    }
+}
+
+/// A model delta. `values` is flat in the model's `ParamLayout` order (f32, one per parameter).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeltaPayload {
+    /// The weight `w = 1/n` the sender scaled its local progress by, in (0, 1].
+    pub weight: f32,
+    /// The delta, already scaled by `weight`.
+    pub values: Arc<[f32]>,
+}
+
+/// Where a peer is in its life (DESIGN §3): `starting → joining → training → draining → stopped`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Lifecycle {
+    /// Loading data and certificates; not yet in contact with anyone.
+    Starting,
+    /// Looking for a seed, or waiting for `min_peers` members.
+    Joining,
+    /// Training and gossiping.
+    Training,
+    /// Training budget spent; gossip continues until consistent or the drain deadline.
+    Draining,
+    /// Saved and gone.
+    Stopped,
+}
+
+impl Lifecycle {
+    /// Lower-case name for tables and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Starting => "starting",
+            Lifecycle::Joining => "joining",
+            Lifecycle::Training => "training",
+            Lifecycle::Draining => "draining",
+            Lifecycle::Stopped => "stopped",
+        }
+    }
+}
+
+/// Liveness of a member as seen by the holder of the record (DESIGN §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MemberStatus {
+    /// Answering and gossiping.
+    Alive,
+    /// Suspected of failure; may refute by raising its incarnation.
+    Suspect,
+    /// Declared failed.
+    Dead,
+    /// Left on purpose.
+    Left,
+}
+
+impl MemberStatus {
+    /// SWIM precedence on equal incarnation: left > dead > suspect > alive.
+    pub fn precedence(self) -> u8 {
+        match self {
+            MemberStatus::Alive => 0,
+            MemberStatus::Suspect => 1,
+            MemberStatus::Dead => 2,
+            MemberStatus::Left => 3,
+        }
+    }
+
+    /// Lower-case name for tables and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberStatus::Alive => "alive",
+            MemberStatus::Suspect => "suspect",
+            MemberStatus::Dead => "dead",
+            MemberStatus::Left => "left",
+        }
+    }
+}
+
+/// One member as a peer knows it (DESIGN §3).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// The member's id.
+    pub peer_id: PeerId,
+    /// Display name (the certificate name).
+    pub name: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Raised by the member itself to refute suspicion or after a restart.
+    pub incarnation: u64,
+    /// Raised by the member itself on every gossip period.
+    pub heartbeat: u64,
+    /// Liveness as the record's holder believes it.
+    pub status: MemberStatus,
+    /// The member's lifecycle state, as it last said.
+    pub lifecycle: Lifecycle,
+    /// How many deltas the member has published (its latest version).
+    pub published: u64,
+}
+
+impl MemberRecord {
+    /// Whether `other` supersedes `self` for the same peer: higher incarnation wins; on equal
+    /// incarnation the status precedence left > dead > suspect > alive; then the higher heartbeat.
+    pub fn is_superseded_by(&self, other: &MemberRecord) -> bool {
+        (
+            other.incarnation,
+            other.status.precedence(),
+            other.heartbeat,
+        ) > (self.incarnation, self.status.precedence(), self.heartbeat)
+    }
+}
+
+/// A membership view: every record the sender holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MembershipView {
+    /// The records, the sender's own included.
+    pub members: Vec<MemberRecord>,
+}
+
+/// A join request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The joiner's own record.
+    pub member: MemberRecord,
+}
+
+/// The answer to a join: a view and a snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The seed's view, the seed's own record included.
+    pub view: MembershipView,
+    /// The seed's base and the set of deltas folded into it.
+    pub snapshot: Snapshot,
+}
+
+/// A base and its applied version vector: `base = θ₀ + Σ_{(o,v) ∈ applied} d_{o,v}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Flat parameters, in layout order.
+    pub base: Arc<[f32]>,
+    /// The deltas folded into `base`.
+    pub applied: VersionVector,
+}
+
+/// Anti-entropy digest: what the sender has applied and where it is in its life.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Digest {
+    /// The sender's applied version vector.
+    pub applied: VersionVector,
+    /// The sender's lifecycle state.
+    pub lifecycle: Lifecycle,
+    /// True when this digest answers another one (the receiver must not answer it with a digest).
+    pub reply: bool,
+}
+
+/// A graceful leave.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaveNotice {
+    /// The leaver's last published version.
+    pub published: u64,
+    /// The leaver's incarnation.
+    pub incarnation: u64,
+}
+
+/// Why a frame could not be decoded. Nothing is changed by a failed decode.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer bytes than the 9-byte header.
+    #[error("frame of {0} bytes is shorter than the {HEADER_LEN}-byte header")]
+    Truncated(usize),
+    /// The first four bytes are not `RMOR`.
+    #[error("bad magic {0:02x?}, not a rumor frame")]
+    BadMagic([u8; 4]),
+    /// A protocol version this peer does not speak.
+    #[error("protocol version {0} is not supported (this peer speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u8),
+    /// The declared body length exceeds the limit.
+    #[error("body of {declared} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Declared body length (bytes).
+        declared: usize,
+        /// The limit in force (bytes).
+        limit: usize,
+    },
+    /// The declared body length does not match the bytes present.
+    #[error("header declares {declared} body bytes but {present} are present")]
+    LengthMismatch {
+        /// Declared body length (bytes).
+        declared: usize,
+        /// Bytes present after the header.
+        present: usize,
+    },
+    /// bincode could not decode the body.
+    #[error("malformed body: {0}")]
+    Malformed(String),
+    /// The body decoded but left bytes unread.
+    #[error("{0} trailing bytes after the body")]
+    TrailingBytes(usize),
+    /// The message decoded but breaks a bound (TTL, a length, a count).
+    #[error("invalid message: {0}")]
+    Invalid(String),
+}
+
+/// Why an envelope could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// bincode failed (should not happen for well-formed values).
+    #[error("encoding failed: {0}")]
+    Bincode(#[from] bincode::error::EncodeError),
+    /// The encoded body exceeds the limit.
+    #[error("encoded body of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Encoded body size (bytes).
+        size: usize,
+        /// The limit in force (bytes).
+        limit: usize,
+    },
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_limit::<ABSOLUTE_MAX_BODY>()
+}
+
+/// Encodes an envelope into a frame. Errors when the body exceeds `max_body` bytes.
+pub fn encode(envelope: &Envelope, max_body: usize) -> Result<Vec<u8>, EncodeError> {
+    let body = bincode::serde::encode_to_vec(envelope, bincode_config())?;
+    let limit = max_body.min(ABSOLUTE_MAX_BODY);
+    if body.len() > limit {
+        return Err(EncodeError::TooLarge {
+            size: body.len(),
+            limit,
+        });
+    }
+    let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
+    frame.extend_from_slice(&MAGIC);
+    frame.push(PROTOCOL_VERSION);
+    // The length fits: body.len() <= ABSOLUTE_MAX_BODY < u32::MAX.
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+/// Bounds applied after decoding.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest body accepted (bytes).
+    pub max_body: usize,
+    /// Largest TTL accepted (hops).
+    pub max_ttl: u8,
+}
+
+/// Decodes one frame and validates the envelope against `limits`.
+///
+/// Errors: [`DecodeError`] for every malformed, oversized or out-of-bounds input. Never panics.
+pub fn decode(frame: &[u8], limits: Limits) -> Result<Envelope, DecodeError> {
+    if frame.len() < HEADER_LEN {
+        return Err(DecodeError::Truncated(frame.len()));
+    }
+    let magic = [frame[0], frame[1], frame[2], frame[3]];
+    if magic != MAGIC {
+        return Err(DecodeError::BadMagic(magic));
+    }
+    if frame[4] != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion(frame[4]));
+    }
+    let declared = u32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]) as usize;
+    let limit = limits.max_body.min(ABSOLUTE_MAX_BODY);
+    if declared > limit {
+        return Err(DecodeError::TooLarge { declared, limit });
+    }
+    let body = &frame[HEADER_LEN..];
+    if body.len() != declared {
+        return Err(DecodeError::LengthMismatch {
+            declared,
+            present: body.len(),
+        });
+    }
+    let (envelope, read): (Envelope, usize) =
+        bincode::serde::decode_from_slice(body, bincode_config())
+            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if read != body.len() {
+        return Err(DecodeError::TrailingBytes(body.len() - read));
+    }
+    envelope.validate(limits)?;
+    Ok(envelope)
+}
+
+impl Envelope {
+    /// Checks the bounds bincode cannot: TTL, names, view and vector sizes, finite delta weight.
+    ///
+    /// Errors: [`DecodeError::Invalid`] naming the first bound broken.
+    pub fn validate(&self, limits: Limits) -> Result<(), DecodeError> {
+        if self.ttl > limits.max_ttl {
+            return Err(DecodeError::Invalid(format!(
+                "ttl {} above the maximum {}",
+                self.ttl, limits.max_ttl
+            )));
+        }
+        match &self.payload {
+            Payload::Delta(_) => Ok(()),
+            Payload::Membership(view) => validate_view(view),
+            Payload::Join(join) => validate_record(&join.member),
+            Payload::Welcome(welcome) => {
+                validate_view(&welcome.view)?;
+                validate_vector(&welcome.snapshot.applied)
+            }
+            Payload::Digest(digest) => validate_vector(&digest.applied),
+            Payload::Snapshot(snapshot) => validate_vector(&snapshot.applied),
+            Payload::Leave(_) => Ok(()),
+        }
+    }
+}
+
+fn validate_record(record: &MemberRecord) -> Result<(), DecodeError> {
+    if record.name.chars().count() > MAX_NAME_LEN {
+        return Err(DecodeError::Invalid(format!(
+            "member name longer than {MAX_NAME_LEN} characters"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_view(view: &MembershipView) -> Result<(), DecodeError> {
+    if view.members.len() > MAX_VIEW_MEMBERS {
+        return Err(DecodeError::Invalid(format!(
+            "view of {} members above the maximum {MAX_VIEW_MEMBERS}",
+            view.members.len()
+        )));
+    }
+    view.members.iter().try_for_each(validate_record)
+}
+
+fn validate_vector(vector: &VersionVector) -> Result<(), DecodeError> {
+    let origins: &BTreeMap<PeerId, _> = vector.origins();
+    if origins.len() > MAX_VECTOR_ORIGINS {
+        return Err(DecodeError::Invalid(format!(
+            "version vector of {} origins above the maximum {MAX_VECTOR_ORIGINS}",
+            origins.len()
+        )));
+    }
+    for entry in origins.values() {
+        if entry.exceptions_len() > MAX_VECTOR_EXCEPTIONS {
+            return Err(DecodeError::Invalid(format!(
+                "version vector entry with {} exceptions above the maximum {MAX_VECTOR_EXCEPTIONS}",
+                entry.exceptions_len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_body: 1 << 20,
+            max_ttl: 8,
+        }
+    }
+
+    fn sample(payload: Payload) -> Envelope {
+        Envelope {
+            id: Uuid::from_u128(7),
+            origin: Uuid::from_u128(1),
+            origin_addr: "127.0.0.1:7000".parse().unwrap(),
+            version: 3,
+            ttl: 2,
+            payload,
+        }
+    }
+
+    #[test]
+    fn delta_round_trips() {
+        let env = sample(Payload::Delta(DeltaPayload {
+            weight: 0.25,
+            values: vec![1.0, -2.5, 3.0].into(),
+        }));
+        let frame = encode(&env, 1 << 20).unwrap();
+        assert_eq!(&frame[..4], b"RMOR");
+        assert_eq!(decode(&frame, limits()).unwrap(), env);
+    }
+
+    #[test]
+    fn header_errors_are_typed() {
+        let env = sample(Payload::Leave(LeaveNotice {
+            published: 1,
+            incarnation: 0,
+        }));
+        let frame = encode(&env, 1 << 20).unwrap();
+        assert_eq!(
+            decode(&frame[..5], limits()),
+            Err(DecodeError::Truncated(5))
+        );
+        let mut bad = frame.clone();
+        bad[0] = b'X';
+        assert!(matches!(
+            decode(&bad, limits()),
+            Err(DecodeError::BadMagic(_))
+        ));
+        let mut bad = frame.clone();
+        bad[4] = 99;
+        assert_eq!(
+            decode(&bad, limits()),
+            Err(DecodeError::UnsupportedVersion(99))
+        );
+        let mut bad = frame.clone();
+        bad.push(0);
+        assert!(matches!(
+            decode(&bad, limits()),
+            Err(DecodeError::LengthMismatch { .. })
+        ));
+        let small = Limits {
+            max_body: 4,
+            max_ttl: 8,
+        };
+        assert!(matches!(
+            decode(&frame, small),
+            Err(DecodeError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn ttl_above_maximum_is_rejected() {
+        let mut env = sample(Payload::Leave(LeaveNotice {
+            published: 0,
+            incarnation: 0,
+        }));
+        env.ttl = 200;
+        let frame = encode(&env, 1 << 20).unwrap();
+        assert!(matches!(
+            decode(&frame, limits()),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn huge_declared_vector_length_does_not_allocate_or_panic() {
+        let env = sample(Payload::Delta(DeltaPayload {
+            weight: 0.5,
+            values: vec![0.0; 4].into(),
+        }));
+        let mut frame = encode(&env, 1 << 20).unwrap();
+        // Corrupt every byte of the body in turn; each decode must return, not panic.
+        for i in HEADER_LEN..frame.len() {
+            let saved = frame[i];
+            frame[i] = 0xff;
+            let _ = decode(&frame, limits());
+            frame[i] = saved;
+        }
+    }
+
+    #[test]
+    fn oversize_encode_is_an_error() {
+        let env = sample(Payload::Delta(DeltaPayload {
+            weight: 0.5,
+            values: vec![0.0; 1000].into(),
+        }));
+        assert!(matches!(
+            encode(&env, 100),
+            Err(EncodeError::TooLarge { .. })
+        ));
+    }
+}
