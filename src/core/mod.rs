@@ -417,6 +417,11 @@ impl Core {
         self.members.iter()
     }
 
+    /// The settings this core runs with.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
     /// Counters.
     pub fn stats(&self) -> &CoreStats {
         &self.stats

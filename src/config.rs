@@ -1,0 +1,497 @@
+//! Configuration: a TOML file (`config/default.toml` documents every key) whose values command
+//! line flags override. Unknown keys and out-of-range values are errors that name the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::CoreConfig;
+use crate::data::{DatasetSpec, Partition, ShardSpec};
+use crate::model::ModelSpec;
+use crate::net::TransportConfig;
+
+/// Why a configuration could not be loaded or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown key, wrong type, bad value).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, naming the key and position.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `train.batch_size`.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// One peer's identity, addresses and lifecycle limits.
+    pub peer: PeerSection,
+    /// Data, model and optimisation.
+    pub train: TrainSection,
+    /// Dissemination and anti-entropy.
+    pub gossip: GossipSection,
+    /// QUIC transport.
+    pub transport: TransportSection,
+    /// `rumor up`.
+    pub up: UpSection,
+}
+
+/// `[peer]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeerSection {
+    /// Certificate name in `certs`, also the display name.
+    pub name: String,
+    /// UDP address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Address other peers reach this one at; empty: the listen address.
+    pub advertise: Option<SocketAddr>,
+    /// Seed peers to join through, tried in turn. Empty: start a new cluster.
+    pub seeds: Vec<SocketAddr>,
+    /// Directory with `ca.pem` and `NAME.pem` / `NAME.key`.
+    pub certs: PathBuf,
+    /// Directory for the peer id, checkpoints and metrics.
+    pub data_dir: PathBuf,
+    /// Members (this peer included) to know before training starts.
+    pub min_peers: usize,
+    /// Longest wait for a seed's welcome and `min_peers` members.
+    #[serde(with = "humantime_serde")]
+    pub join_timeout: Duration,
+    /// Longest drain after the training budget is spent.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// How often the base is checkpointed while running.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for PeerSection {
+    fn default() -> Self {
+        Self {
+            name: "peer".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            seeds: Vec::new(),
+            certs: PathBuf::from("certs"),
+            data_dir: PathBuf::from("run/peer"),
+            min_peers: 1,
+            join_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(60),
+            checkpoint_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How the learning rate of a peer grows with the number of peers N (see `train.lr_scaling`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrScaling {
+    /// `lr` as given.
+    None,
+    /// `lr × N`: each peer's progress is scaled by `w = 1/N` when published, so linear scaling
+    /// keeps the step per sample of the averaged model equal to centralized training.
+    Linear,
+    /// `lr × √N`: a middle ground.
+    Sqrt,
+}
+
+impl LrScaling {
+    /// The factor for `peers` peers.
+    pub fn factor(self, peers: usize) -> f64 {
+        let n = peers.max(1) as f64;
+        match self {
+            LrScaling::None => 1.0,
+            LrScaling::Linear => n,
+            LrScaling::Sqrt => n.sqrt(),
+        }
+    }
+}
+
+/// `[train]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainSection {
+    /// `auto`, `synthetic`, `fashion-mnist` or `idx:DIR`.
+    pub dataset: String,
+    /// MLP layer sizes, e.g. `784-128-10`.
+    pub model: String,
+    /// This peer's shard, `K/N` (1-based).
+    pub shard: String,
+    /// Dirichlet concentration for non-IID shards; absent: IID.
+    pub non_iid_alpha: Option<f64>,
+    /// Passes over the peer's own shard.
+    pub epochs: u32,
+    /// Samples per optimizer step.
+    pub batch_size: usize,
+    /// AdamW learning rate before scaling by the number of peers.
+    pub lr: f64,
+    /// `none`, `linear` or `sqrt`: how the peer learning rate grows with the number of peers.
+    pub lr_scaling: LrScaling,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Local steps between published deltas (H).
+    pub publish_every: u64,
+    /// Local steps between test-set evaluations of the base (0: only at the end).
+    pub eval_every: u64,
+    /// Seed for θ₀, sharding, batch order and protocol randomness.
+    pub rng_seed: u64,
+    /// CPU threads for candle's matrix products.
+    pub threads: usize,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            dataset: "auto".into(),
+            model: "784-128-10".into(),
+            shard: "1/1".into(),
+            non_iid_alpha: None,
+            epochs: 2,
+            batch_size: 64,
+            lr: 1e-3,
+            lr_scaling: LrScaling::Linear,
+            weight_decay: 0.01,
+            publish_every: 10,
+            eval_every: 100,
+            rng_seed: 42,
+            threads: 1,
+        }
+    }
+}
+
+/// `[gossip]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GossipSection {
+    /// Peers each message is pushed to per hop.
+    pub fanout: usize,
+    /// Largest TTL sent or accepted (hops).
+    pub max_ttl: u8,
+    /// Period of membership gossip.
+    #[serde(with = "humantime_serde")]
+    pub gossip_interval: Duration,
+    /// Period of anti-entropy digests while training.
+    #[serde(with = "humantime_serde")]
+    pub anti_entropy_interval: Duration,
+    /// Period of anti-entropy digests while draining.
+    #[serde(with = "humantime_serde")]
+    pub drain_anti_entropy_interval: Duration,
+    /// How long envelope ids stay in the seen-cache (at least 90 s).
+    #[serde(with = "humantime_serde")]
+    pub seen_retention: Duration,
+    /// Most envelope ids in the seen-cache.
+    pub seen_capacity: usize,
+    /// Bytes of deltas kept for anti-entropy pulls.
+    pub delta_log_bytes: usize,
+    /// Largest message accepted or sent (bytes).
+    pub max_message_bytes: usize,
+    /// Most delta bytes pushed in answer to one digest.
+    pub anti_entropy_max_bytes: usize,
+}
+
+impl Default for GossipSection {
+    fn default() -> Self {
+        let c = CoreConfig::default();
+        Self {
+            fanout: c.fanout,
+            max_ttl: c.max_ttl,
+            gossip_interval: c.gossip_interval,
+            anti_entropy_interval: c.anti_entropy_interval,
+            drain_anti_entropy_interval: c.drain_anti_entropy_interval,
+            seen_retention: c.seen_retention,
+            seen_capacity: c.seen_capacity,
+            delta_log_bytes: c.delta_log_bytes,
+            max_message_bytes: c.max_message_bytes,
+            anti_entropy_max_bytes: c.anti_entropy_max_bytes,
+        }
+    }
+}
+
+/// `[transport]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportSection {
+    /// Longest wait for a QUIC handshake.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// QUIC keep-alive period.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// QUIC idle timeout.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Received messages buffered between the network and the core.
+    pub incoming_queue: usize,
+    /// Sends in flight at once; past that a send is dropped and counted (anti-entropy repairs).
+    pub max_inflight_sends: usize,
+}
+
+impl Default for TransportSection {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            incoming_queue: 1024,
+            max_inflight_sends: 256,
+        }
+    }
+}
+
+/// Training mode of `rumor up`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Peers gossip deltas, no barrier (the product).
+    Gossip,
+    /// One process trains on all the data (the baseline).
+    Centralized,
+}
+
+impl Mode {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Gossip => "gossip",
+            Mode::Centralized => "centralized",
+        }
+    }
+}
+
+/// `[up]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpSection {
+    /// Local peers to start.
+    pub peers: usize,
+    /// `gossip` or `centralized`.
+    pub mode: Mode,
+    /// Learning rate of the centralized baseline (not scaled).
+    pub centralized_lr: f64,
+}
+
+impl Default for UpSection {
+    fn default() -> Self {
+        Self {
+            peers: 4,
+            mode: Mode::Gossip,
+            centralized_lr: 1e-3,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (TOML). Errors: unreadable file, unknown key, wrong type, invalid value.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses TOML text. Errors: toml's message naming the key.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks ranges and parses the string-typed keys. Errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.dataset()?;
+        self.model()?;
+        self.shard()?;
+        self.partition()?;
+        let t = &self.train;
+        check(t.epochs >= 1, "train.epochs", "must be at least 1")?;
+        check(t.batch_size >= 1, "train.batch_size", "must be at least 1")?;
+        check(t.publish_every >= 1, "train.publish_every", "must be at least 1")?;
+        check(t.threads >= 1, "train.threads", "must be at least 1")?;
+        check(
+            t.lr.is_finite() && t.lr > 0.0,
+            "train.lr",
+            "must be a positive number",
+        )?;
+        check(
+            t.weight_decay.is_finite() && t.weight_decay >= 0.0,
+            "train.weight_decay",
+            "must be a non-negative number",
+        )?;
+        let g = &self.gossip;
+        check(g.fanout >= 1, "gossip.fanout", "must be at least 1")?;
+        check(g.max_ttl >= 1, "gossip.max_ttl", "must be at least 1")?;
+        check(
+            g.seen_retention >= Duration::from_secs(90),
+            "gossip.seen_retention",
+            "must be at least 90s",
+        )?;
+        check(g.seen_capacity >= 1, "gossip.seen_capacity", "must be at least 1")?;
+        check(
+            g.max_message_bytes >= 64 * 1024,
+            "gossip.max_message_bytes",
+            "must be at least 65536",
+        )?;
+        check(
+            !g.gossip_interval.is_zero()
+                && !g.anti_entropy_interval.is_zero()
+                && !g.drain_anti_entropy_interval.is_zero(),
+            "gossip.*_interval",
+            "intervals must be above zero",
+        )?;
+        check(self.peer.min_peers >= 1, "peer.min_peers", "must be at least 1")?;
+        check(
+            self.transport.incoming_queue >= 1,
+            "transport.incoming_queue",
+            "must be at least 1",
+        )?;
+        check(
+            self.transport.max_inflight_sends >= 1,
+            "transport.max_inflight_sends",
+            "must be at least 1",
+        )?;
+        check(self.up.peers >= 1, "up.peers", "must be at least 1")?;
+        check(
+            self.up.centralized_lr.is_finite() && self.up.centralized_lr > 0.0,
+            "up.centralized_lr",
+            "must be a positive number",
+        )?;
+        let params = self.model()?.param_count();
+        check(
+            params * 4 + 4096 <= g.max_message_bytes,
+            "gossip.max_message_bytes",
+            "is smaller than one delta of this model",
+        )?;
+        Ok(())
+    }
+
+    /// `train.dataset` parsed.
+    pub fn dataset(&self) -> Result<DatasetSpec, ConfigError> {
+        DatasetSpec::from_str(&self.train.dataset).map_err(|e| invalid("train.dataset", e))
+    }
+
+    /// `train.model` parsed.
+    pub fn model(&self) -> Result<ModelSpec, ConfigError> {
+        ModelSpec::from_str(&self.train.model).map_err(|e| invalid("train.model", e))
+    }
+
+    /// `train.shard` parsed.
+    pub fn shard(&self) -> Result<ShardSpec, ConfigError> {
+        ShardSpec::from_str(&self.train.shard).map_err(|e| invalid("train.shard", e))
+    }
+
+    /// IID, or Dirichlet with `train.non_iid_alpha`.
+    pub fn partition(&self) -> Result<Partition, ConfigError> {
+        match self.train.non_iid_alpha {
+            None => Ok(Partition::Iid),
+            Some(alpha) if alpha.is_finite() && alpha > 0.0 => Ok(Partition::Dirichlet { alpha }),
+            Some(alpha) => Err(invalid(
+                "train.non_iid_alpha",
+                format!("must be a positive number, got {alpha}"),
+            )),
+        }
+    }
+
+    /// The protocol settings for a model with `param_count` parameters.
+    pub fn core_config(&self, param_count: usize) -> CoreConfig {
+        let g = &self.gossip;
+        CoreConfig {
+            fanout: g.fanout,
+            max_ttl: g.max_ttl,
+            gossip_interval: g.gossip_interval,
+            anti_entropy_interval: g.anti_entropy_interval,
+            drain_anti_entropy_interval: g.drain_anti_entropy_interval,
+            seen_retention: g.seen_retention,
+            seen_capacity: g.seen_capacity,
+            delta_log_bytes: g.delta_log_bytes,
+            max_message_bytes: g.max_message_bytes,
+            anti_entropy_max_bytes: g.anti_entropy_max_bytes,
+            param_count,
+            ..CoreConfig::default()
+        }
+    }
+
+    /// The transport settings.
+    pub fn transport_config(&self) -> TransportConfig {
+        let t = &self.transport;
+        TransportConfig {
+            max_message_bytes: self.gossip.max_message_bytes,
+            connect_timeout_ms: t.connect_timeout.as_millis() as u64,
+            keep_alive_ms: t.keep_alive.as_millis() as u64,
+            idle_timeout_ms: t.idle_timeout.as_millis() as u64,
+            incoming_queue: t.incoming_queue,
+            ..TransportConfig::default()
+        }
+    }
+}
+
+fn check(ok: bool, key: &'static str, message: &str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(key, message))
+    }
+}
+
+fn invalid(key: &'static str, message: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_default_toml_matches_the_built_in_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+        let parsed = Config::from_file(&path).unwrap();
+        assert_eq!(parsed, Config::default());
+        parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[train]\nbatch_sise = 3\n").unwrap_err();
+        assert!(err.contains("batch_sise"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let mut c = Config::default();
+        c.train.batch_size = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("train.batch_size"), "{err}");
+        let mut c = Config::default();
+        c.train.shard = "5/4".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("train.shard"), "{err}");
+        let err = Config::from_toml("[peer]\njoin_timeout = \"soon\"\n").unwrap_err();
+        assert!(err.contains("join_timeout"), "{err}");
+    }
+}

@@ -1,0 +1,739 @@
+//! The tokio shell around one peer: a task that owns the [`Core`] and drives it with decoded
+//! messages from the QUIC transport, timers and reports from the trainer thread, and carries
+//! out what the core asks (sends, trainer commands). It makes no protocol decisions.
+
+pub mod trainer;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::certs::PeerIdentity;
+use crate::core::version_vector::VersionVector;
+use crate::core::{Core, CoreConfig, CoreStats, Event, LocalPeer, RestoredState};
+use crate::data::Dataset;
+use crate::model::{self, ModelSpec};
+use crate::net::{Transport, TransportConfig};
+use crate::wire::{self, Lifecycle, PeerId};
+use trainer::{FromTrainer, ToTrainer, TrainPlan, TrainProgress, TrainerHandle};
+
+/// Why a peer stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data dir could not be created or written.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The path involved.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The peer id file exists but does not hold a UUID.
+    #[error("peer id file {0} is corrupt (expected a UUID)")]
+    BadPeerId(PathBuf),
+    /// The transport could not start.
+    #[error("transport: {0}")]
+    Net(#[from] crate::net::NetError),
+    /// No seed answered before the join timeout.
+    #[error("no seed answered within {0:?} (seeds: {1})")]
+    JoinTimeout(Duration, String),
+    /// `--resume` with no usable checkpoint, or a checkpoint of another model.
+    #[error("cannot resume: {0}")]
+    Resume(String),
+    /// The model failed (shapes, candle).
+    #[error("model: {0}")]
+    Model(#[from] model::ModelError),
+    /// The trainer thread failed.
+    #[error("trainer failed: {0}")]
+    Trainer(String),
+}
+
+/// Everything one peer needs.
+#[derive(Clone)]
+pub struct PeerOptions {
+    /// Display name (the certificate name).
+    pub name: String,
+    /// UDP address to bind.
+    pub listen: SocketAddr,
+    /// Address to advertise; default the bound address.
+    pub advertise: Option<SocketAddr>,
+    /// Seeds to join through.
+    pub seeds: Vec<SocketAddr>,
+    /// Certificates for mutual TLS.
+    pub identity: Arc<PeerIdentity>,
+    /// Directory for the peer id, checkpoints and metrics.
+    pub data_dir: PathBuf,
+    /// Continue from the checkpoint in `data_dir`.
+    pub resume: bool,
+    /// Initial parameters θ₀ (used when starting a cluster; joiners take the seed's snapshot).
+    pub initial: Vec<f32>,
+    /// The training plan.
+    pub plan: TrainPlan,
+    /// This peer's shard of the training set.
+    pub shard: Arc<Dataset>,
+    /// The test set.
+    pub test: Arc<Dataset>,
+    /// Protocol settings.
+    pub core: CoreConfig,
+    /// Transport settings.
+    pub transport: TransportConfig,
+    /// Members to know before training.
+    pub min_peers: usize,
+    /// Longest wait to join and reach `min_peers`.
+    pub join_timeout: Duration,
+    /// Longest drain.
+    pub drain_timeout: Duration,
+    /// Checkpoint period while running.
+    pub checkpoint_interval: Duration,
+    /// Most sends in flight.
+    pub max_inflight_sends: usize,
+    /// Seed for the protocol RNG.
+    pub rng_seed: u64,
+}
+
+/// A live view of a peer, for tables and tests. Updated by the peer task.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerStatus {
+    /// Display name.
+    pub name: String,
+    /// Peer id (nil until started).
+    pub peer_id: PeerId,
+    /// Advertised address (None until bound).
+    pub addr: Option<SocketAddr>,
+    /// Lifecycle state.
+    pub lifecycle: Lifecycle,
+    /// Deltas published by this peer.
+    pub version: u64,
+    /// Deltas folded into the base (all origins).
+    pub applied: u64,
+    /// Live members known, itself included.
+    pub peers_known: usize,
+    /// Optimizer steps.
+    pub step: u64,
+    /// Samples processed.
+    pub samples: u64,
+    /// Last training loss.
+    pub train_loss: Option<f32>,
+    /// Last test accuracy of the base.
+    pub test_accuracy: Option<f32>,
+    /// UDP bytes sent (quinn counters).
+    pub bytes_sent: u64,
+    /// UDP bytes received.
+    pub bytes_received: u64,
+    /// Envelopes dropped as duplicates.
+    pub duplicates_dropped: u64,
+}
+
+impl PeerStatus {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            peer_id: PeerId::nil(),
+            addr: None,
+            lifecycle: Lifecycle::Starting,
+            version: 0,
+            applied: 0,
+            peers_known: 0,
+            step: 0,
+            samples: 0,
+            train_loss: None,
+            test_accuracy: None,
+            bytes_sent: 0,
+            bytes_received: 0,
+            duplicates_dropped: 0,
+        }
+    }
+}
+
+/// A member as the peer saw it at exit.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberSummary {
+    /// Peer id.
+    pub peer_id: PeerId,
+    /// Display name.
+    pub name: String,
+    /// Liveness status.
+    pub status: String,
+    /// Lifecycle state.
+    pub lifecycle: String,
+}
+
+/// What a peer ends with.
+#[derive(Clone, Debug)]
+pub struct PeerOutcome {
+    /// Peer id.
+    pub peer_id: PeerId,
+    /// Display name.
+    pub name: String,
+    /// The final base (flat).
+    pub base: Vec<f32>,
+    /// The deltas folded into it.
+    pub applied: VersionVector,
+    /// Deltas this peer published.
+    pub version: u64,
+    /// Test accuracy of the final base.
+    pub test_accuracy: f32,
+    /// UDP bytes sent.
+    pub bytes_sent: u64,
+    /// UDP bytes received.
+    pub bytes_received: u64,
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Samples processed.
+    pub samples: u64,
+    /// Whether the drain ended consistent (false: the drain deadline passed first).
+    pub drained: bool,
+    /// Members known at exit.
+    pub members: Vec<MemberSummary>,
+    /// Protocol counters at exit.
+    pub stats: CoreStats,
+    /// Seconds from start to exit.
+    pub wall_seconds: f64,
+}
+
+/// A peer running in this process.
+pub struct PeerHandle {
+    /// Live status.
+    pub status: Arc<Mutex<PeerStatus>>,
+    /// The bound address, once known.
+    pub addr: watch::Receiver<Option<SocketAddr>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<PeerOutcome, NodeError>>,
+}
+
+impl PeerHandle {
+    /// Starts a peer on the current tokio runtime.
+    pub fn spawn(options: PeerOptions) -> Self {
+        let status = Arc::new(Mutex::new(PeerStatus::new(&options.name)));
+        let (addr_tx, addr_rx) = watch::channel(None);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let span = tracing::info_span!("peer", name = %options.name);
+        let task = tokio::spawn(
+            run_peer(options, status.clone(), addr_tx, stop_rx).instrument(span),
+        );
+        Self {
+            status,
+            addr: addr_rx,
+            stop: stop_tx,
+            task,
+        }
+    }
+
+    /// Waits for the bound address (None if the peer failed before binding).
+    pub async fn bound_addr(&mut self) -> Option<SocketAddr> {
+        loop {
+            if let Some(addr) = *self.addr.borrow() {
+                return Some(addr);
+            }
+            if self.addr.changed().await.is_err() {
+                return *self.addr.borrow();
+            }
+        }
+    }
+
+    /// Asks the peer to stop training, leave gracefully and save.
+    pub fn request_stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits for the peer to finish.
+    pub async fn wait(self) -> Result<PeerOutcome, NodeError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(NodeError::Trainer(format!("peer task ended abnormally: {e}"))),
+        }
+    }
+}
+
+/// Reads or creates the peer id stored in `data_dir/peer_id`.
+pub fn load_or_create_peer_id(data_dir: &Path) -> Result<PeerId, NodeError> {
+    let path = data_dir.join("peer_id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| NodeError::BadPeerId(path.clone())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::now_v7();
+            write_atomic(&path, id.to_string().as_bytes())?;
+            Ok(id)
+        }
+        Err(source) => Err(NodeError::DataDir { path, source }),
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
+    let err = |source| NodeError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// The state stored beside the base in a checkpoint's sidecar.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct CheckpointState {
+    /// The peer's id.
+    pub peer_id: PeerId,
+    /// The deltas folded into the saved base.
+    pub applied: VersionVector,
+    /// The last version the peer published.
+    pub published: u64,
+    /// The incarnation it ran with.
+    pub incarnation: u64,
+}
+
+fn save(dir: &Path, spec: &ModelSpec, core: &Core) -> Result<(), NodeError> {
+    let state = CheckpointState {
+        peer_id: core.id(),
+        applied: core.applied().clone(),
+        published: core.published(),
+        incarnation: core.incarnation(),
+    };
+    let state = serde_json::to_value(&state)
+        .map_err(|e| NodeError::Resume(format!("cannot serialise checkpoint state: {e}")))?;
+    model::save_checkpoint(dir, spec, core.base(), &state)?;
+    Ok(())
+}
+
+/// Loads a peer's checkpoint: the base and its state.
+pub fn load_checkpoint(dir: &Path) -> Result<(ModelSpec, Vec<f32>, CheckpointState), NodeError> {
+    let (spec, base, state) = model::load_checkpoint(dir)?;
+    let state: CheckpointState = serde_json::from_value(state)
+        .map_err(|e| NodeError::Resume(format!("checkpoint state in {}: {e}", dir.display())))?;
+    Ok((spec, base, state))
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Serialize)]
+struct MetricsLine<'a> {
+    time: f64,
+    elapsed_seconds: f64,
+    peer: &'a str,
+    lifecycle: &'static str,
+    step: u64,
+    samples: u64,
+    epoch: u32,
+    train_loss: Option<f32>,
+    test_accuracy: Option<f32>,
+    version: u64,
+    applied: u64,
+    live_members: usize,
+    bytes_sent: u64,
+    bytes_received: u64,
+    duplicates_dropped: u64,
+    deltas_applied: u64,
+    anti_entropy_deltas_sent: u64,
+    inexact_merges: u64,
+}
+
+struct MetricsFile {
+    file: Option<std::fs::File>,
+    started: Instant,
+}
+
+impl MetricsFile {
+    fn open(path: &Path) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| warn!("cannot open {}: {e}; metrics are not written", path.display()))
+            .ok();
+        Self {
+            file,
+            started: Instant::now(),
+        }
+    }
+
+    fn write(&mut self, name: &str, core: &Core, transport: &Transport, progress: &TrainProgress) {
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        let stats = core.stats();
+        let net = transport.stats();
+        let line = MetricsLine {
+            time: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+            peer: name,
+            lifecycle: core.lifecycle().as_str(),
+            step: progress.step,
+            samples: progress.samples,
+            epoch: progress.epoch,
+            train_loss: progress.train_loss,
+            test_accuracy: progress.test_accuracy,
+            version: core.published(),
+            applied: core.applied().len(),
+            live_members: core.live_count(),
+            bytes_sent: net.bytes_sent,
+            bytes_received: net.bytes_received,
+            duplicates_dropped: stats.duplicates_dropped,
+            deltas_applied: stats.deltas_applied,
+            anti_entropy_deltas_sent: stats.anti_entropy_deltas_sent,
+            inexact_merges: stats.inexact_merges,
+        };
+        if let Ok(mut text) = serde_json::to_string(&line) {
+            text.push('\n');
+            // One write per line, appended: a crash leaves at most a partial last line.
+            if let Err(e) = file.write_all(text.as_bytes()) {
+                warn!("metrics write failed: {e}; metrics are no longer written");
+                self.file = None;
+            }
+        }
+    }
+}
+
+/// Runs one peer to completion: bind, join, train, drain, save, leave.
+pub async fn run_peer(
+    options: PeerOptions,
+    status: Arc<Mutex<PeerStatus>>,
+    addr_tx: watch::Sender<Option<SocketAddr>>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<PeerOutcome, NodeError> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&options.data_dir).map_err(|source| NodeError::DataDir {
+        path: options.data_dir.clone(),
+        source,
+    })?;
+    let peer_id = load_or_create_peer_id(&options.data_dir)?;
+    let (transport, mut incoming) =
+        Transport::bind(options.listen, &options.identity, options.transport.clone()).await?;
+    let addr = options.advertise.unwrap_or_else(|| transport.local_addr());
+    let _ = addr_tx.send(Some(addr));
+    let me = LocalPeer {
+        id: peer_id,
+        name: options.name.clone(),
+        addr,
+    };
+    let now = Instant::now();
+    let mut core = if options.resume {
+        let (spec, base, state) = load_checkpoint(&options.data_dir)?;
+        if spec != options.plan.spec {
+            return Err(NodeError::Resume(format!(
+                "checkpoint holds model {spec}, this run uses {}",
+                options.plan.spec
+            )));
+        }
+        if state.peer_id != peer_id {
+            return Err(NodeError::Resume("checkpoint belongs to another peer id".into()));
+        }
+        info!(
+            published = state.published,
+            applied = state.applied.len(),
+            "resuming from checkpoint"
+        );
+        let restored = RestoredState {
+            base,
+            applied: state.applied,
+            published: state.published,
+            incarnation: state.incarnation,
+        };
+        Core::restore(
+            options.core.clone(),
+            me,
+            restored,
+            options.seeds.clone(),
+            options.rng_seed,
+            now,
+        )
+    } else {
+        Core::new(
+            options.core.clone(),
+            me,
+            options.initial.clone(),
+            options.seeds.clone(),
+            options.rng_seed,
+            now,
+        )
+    };
+    info!(%addr, %peer_id, seeds = ?options.seeds, "peer started");
+    {
+        let mut s = lock(&status);
+        s.peer_id = peer_id;
+        s.addr = Some(addr);
+        s.lifecycle = Lifecycle::Joining;
+    }
+
+    let live = Arc::new(AtomicUsize::new(core.live_count()));
+    let (report_tx, mut reports) = mpsc::unbounded_channel();
+    let mut trainer: Option<TrainerHandle> = None;
+    let sends = Arc::new(Semaphore::new(options.max_inflight_sends.max(1)));
+    let mut sends_dropped = 0u64;
+    let mut metrics = MetricsFile::open(&options.data_dir.join("metrics.jsonl"));
+    let mut progress = TrainProgress::default();
+    let join_deadline = now + options.join_timeout;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut next_checkpoint = now + options.checkpoint_interval;
+    let mut drained = false;
+    let mut stopping = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        let wake = tokio::time::Instant::from_std(core.poll_timeout());
+        tokio::select! {
+            msg = incoming.recv() => {
+                let Some(msg) = msg else { break };
+                if let Err(e) = core.handle_bytes(Instant::now(), msg.from, &msg.bytes) {
+                    debug!(from = %msg.from, "dropped a frame: {e}");
+                }
+            }
+            report = reports.recv() => {
+                match report {
+                    Some(FromTrainer::Publish { weight, values }) => {
+                        if let Err(reason) = core.publish(Instant::now(), weight, values) {
+                            warn!("local delta refused by the core: {reason:?}");
+                        }
+                    }
+                    Some(FromTrainer::Progress(p)) => {
+                        progress = p;
+                        metrics.write(&options.name, &core, &transport, &progress);
+                    }
+                    Some(FromTrainer::Finished(p)) => {
+                        progress.step = p.step;
+                        progress.samples = p.samples;
+                        info!(steps = p.step, samples = p.samples, "training budget spent, draining");
+                        core.start_drain(Instant::now());
+                        drain_deadline = Some(Instant::now() + options.drain_timeout);
+                    }
+                    Some(FromTrainer::Failed(message)) => return Err(NodeError::Trainer(message)),
+                    None => {}
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => core.handle_timeout(Instant::now()),
+            _ = tick.tick() => {}
+            changed = stop.changed(), if !stopping => {
+                if changed.is_err() || *stop.borrow() {
+                    info!("stop requested: leaving gracefully");
+                    stopping = true;
+                }
+            }
+        }
+
+        // Carry out what the core asked.
+        flush(&mut core, &transport, &sends, &mut sends_dropped);
+        while let Some(event) = core.poll_event() {
+            handle_event(event, trainer.as_ref());
+        }
+        live.store(core.live_count(), Ordering::SeqCst);
+        let now = Instant::now();
+
+        // Lifecycle gates.
+        match core.lifecycle() {
+            Lifecycle::Joining | Lifecycle::Starting if !stopping => {
+                let enough = core.live_count() >= options.min_peers;
+                if core.is_joined() && (enough || now >= join_deadline) {
+                    if !enough {
+                        warn!(
+                            known = core.live_count(),
+                            wanted = options.min_peers,
+                            "join timeout: training with the members known"
+                        );
+                    }
+                    info!(members = core.live_count(), "training starts");
+                    core.start_training();
+                    let handle = TrainerHandle::spawn(
+                        options.plan.clone(),
+                        options.shard.clone(),
+                        options.test.clone(),
+                        core.base().to_vec(),
+                        live.clone(),
+                        report_tx.clone(),
+                        options.name.clone(),
+                    )
+                    .map_err(|e| NodeError::Trainer(format!("cannot start the thread: {e}")))?;
+                    trainer = Some(handle);
+                } else if !core.is_joined() && now >= join_deadline {
+                    transport.close().await;
+                    let seeds: Vec<String> = options.seeds.iter().map(|s| s.to_string()).collect();
+                    return Err(NodeError::JoinTimeout(options.join_timeout, seeds.join(", ")));
+                }
+            }
+            Lifecycle::Draining => {
+                if core.drain_complete() {
+                    drained = true;
+                    break;
+                }
+                if drain_deadline.is_some_and(|d| now >= d) {
+                    warn!("drain deadline passed before every peer was consistent");
+                    break;
+                }
+            }
+            _ => {}
+        }
+        if stopping {
+            if let Some(t) = trainer.take() {
+                t.stop();
+            }
+            break;
+        }
+        if now >= next_checkpoint {
+            next_checkpoint = now + options.checkpoint_interval;
+            if let Err(e) = save(&options.data_dir, &options.plan.spec, &core) {
+                warn!("checkpoint failed: {e}");
+            }
+        }
+        update_status(&status, &core, &transport, &progress);
+    }
+
+    // Leave: say goodbye, let the sends finish, save, evaluate.
+    if let Some(t) = trainer.take() {
+        t.stop();
+    }
+    core.leave();
+    flush(&mut core, &transport, &sends, &mut sends_dropped);
+    let permits = options.max_inflight_sends.max(1) as u32;
+    let _ = tokio::time::timeout(Duration::from_secs(3), sends.acquire_many(permits)).await;
+    save(&options.data_dir, &options.plan.spec, &core)?;
+    let base = core.base().to_vec();
+    let spec = options.plan.spec.clone();
+    let test = options.test.clone();
+    let eval_base = base.clone();
+    let accuracy = tokio::task::spawn_blocking(move || {
+        model::evaluate(&spec, &eval_base, &test.images, &test.labels)
+    })
+    .await
+    .map_err(|e| NodeError::Trainer(format!("evaluation task failed: {e}")))??;
+    progress.test_accuracy = Some(accuracy);
+    metrics.write(&options.name, &core, &transport, &progress);
+    update_status(&status, &core, &transport, &progress);
+    let net = transport.stats();
+    transport.close().await;
+    if sends_dropped > 0 {
+        warn!(sends_dropped, "sends dropped because too many were in flight");
+    }
+    info!(
+        accuracy,
+        version = core.published(),
+        applied = core.applied().len(),
+        drained,
+        "peer stopped"
+    );
+    let members = core
+        .members()
+        .map(|m| MemberSummary {
+            peer_id: m.peer_id,
+            name: m.name.clone(),
+            status: m.status.as_str().to_string(),
+            lifecycle: m.lifecycle.as_str().to_string(),
+        })
+        .collect();
+    Ok(PeerOutcome {
+        peer_id,
+        name: options.name,
+        base,
+        applied: core.applied().clone(),
+        version: core.published(),
+        test_accuracy: accuracy,
+        bytes_sent: net.bytes_sent,
+        bytes_received: net.bytes_received,
+        steps: progress.step,
+        samples: progress.samples,
+        drained,
+        members,
+        stats: core.stats().clone(),
+        wall_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn handle_event(event: Event, trainer: Option<&TrainerHandle>) {
+    match event {
+        Event::DeltaApplied { values, .. } => {
+            if let Some(t) = trainer {
+                let _ = t.commands.send(ToTrainer::ApplyDelta(values));
+            }
+        }
+        Event::BaseReplaced { base, exact } => {
+            if !exact {
+                warn!("snapshot installed inexactly: some deltas were no longer in the log");
+            }
+            if let Some(t) = trainer {
+                let _ = t.commands.send(ToTrainer::ReplaceBase(base));
+            }
+        }
+        Event::Joined { via, members } => info!(%via, members, "joined the cluster"),
+        Event::MemberUp(m) => info!(peer = %m.name, addr = %m.addr, "member up"),
+        Event::MemberDown(m) => info!(peer = %m.name, status = m.status.as_str(), "member down"),
+        Event::GapDetected { origin, missing } => {
+            debug!(%origin, ?missing, "gap in deltas; anti-entropy will pull them")
+        }
+        Event::DeltaRejected { origin, reason } => {
+            warn!(%origin, reason = reason.as_str(), "delta rejected")
+        }
+    }
+}
+
+/// Encodes each queued message once and sends it to each destination in its own task.
+fn flush(core: &mut Core, transport: &Transport, sends: &Arc<Semaphore>, dropped: &mut u64) {
+    let max = core_max_message(core);
+    while let Some(t) = core.poll_transmit() {
+        let frame: Arc<[u8]> = match wire::encode(&t.envelope, max) {
+            Ok(f) => f.into(),
+            Err(e) => {
+                warn!("cannot encode a {:?} message: {e}", t.envelope.payload.kind());
+                continue;
+            }
+        };
+        for to in t.to {
+            let Ok(permit) = sends.clone().try_acquire_owned() else {
+                *dropped += 1;
+                continue;
+            };
+            let transport = transport.clone();
+            let frame = frame.clone();
+            tokio::spawn(async move {
+                if let Err(e) = transport.send(to, frame).await {
+                    debug!(%to, "send failed: {e}");
+                }
+                drop(permit);
+            });
+        }
+    }
+}
+
+fn core_max_message(core: &Core) -> usize {
+    core.config().max_message_bytes
+}
+
+fn update_status(
+    status: &Arc<Mutex<PeerStatus>>,
+    core: &Core,
+    transport: &Transport,
+    progress: &TrainProgress,
+) {
+    let net = transport.stats();
+    let mut s = lock(status);
+    s.lifecycle = core.lifecycle();
+    s.version = core.published();
+    s.applied = core.applied().len();
+    s.peers_known = core.live_count();
+    s.step = progress.step;
+    s.samples = progress.samples;
+    if progress.train_loss.is_some() {
+        s.train_loss = progress.train_loss;
+    }
+    if progress.test_accuracy.is_some() {
+        s.test_accuracy = progress.test_accuracy;
+    }
+    s.bytes_sent = net.bytes_sent;
+    s.bytes_received = net.bytes_received;
+    s.duplicates_dropped = core.stats().duplicates_dropped;
+}
+
+/// Locks a status mutex, recovering the data if a panicking thread poisoned it.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,259 @@
+//! The trainer thread: runs optimizer steps on the peer's shard, publishes deltas every H steps,
+//! and folds in the deltas the core applied. It owns `work` (candle Vars) and a mirror of the
+//! core's base; the core owns the exact base and the version vector.
+//!
+//! Publishing (DESIGN §4): `d = w · (work − base)`, `base += d`, `work = base`, with
+//! `w = 1/n` and n the live members at that moment. Receiving: `base += d`, `work += d`.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::data::{epoch_order, Dataset};
+use crate::model::{self, ModelSpec, Trainer};
+
+/// What the trainer needs to run.
+#[derive(Clone, Debug)]
+pub struct TrainPlan {
+    /// The model shape.
+    pub spec: ModelSpec,
+    /// Passes over the shard.
+    pub epochs: u32,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// Effective learning rate (after scaling by the number of peers).
+    pub lr: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Steps between published deltas (H).
+    pub publish_every: u64,
+    /// Steps between test evaluations of the base (0: never during training).
+    pub eval_every: u64,
+    /// Seed of the batch order.
+    pub order_seed: u64,
+}
+
+/// Commands from the node to the trainer thread.
+#[derive(Debug)]
+pub enum ToTrainer {
+    /// The core applied a delta from another peer: add it to base and work.
+    ApplyDelta(Arc<[f32]>),
+    /// The core replaced its base by a snapshot: keep local progress on top of the new base.
+    ReplaceBase(Arc<[f32]>),
+}
+
+/// Reports from the trainer thread to the node.
+#[derive(Debug)]
+pub enum FromTrainer {
+    /// A local delta to publish: values already scaled by `weight`.
+    Publish {
+        /// `w = 1/n`.
+        weight: f32,
+        /// `w · (work − base)`, flat.
+        values: Vec<f32>,
+    },
+    /// Progress after a step.
+    Progress(TrainProgress),
+    /// The budget is spent and the last delta published.
+    Finished(TrainProgress),
+    /// Training failed; the message says why.
+    Failed(String),
+}
+
+/// Counters of the training loop.
+#[derive(Clone, Debug, Default)]
+pub struct TrainProgress {
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Samples processed.
+    pub samples: u64,
+    /// Current epoch (0-based).
+    pub epoch: u32,
+    /// Mean training loss over the steps since the last report.
+    pub train_loss: Option<f32>,
+    /// Test accuracy of the base, when evaluated at this step.
+    pub test_accuracy: Option<f32>,
+    /// Mean wall time of an optimizer step since the last report (seconds).
+    pub step_seconds: f64,
+}
+
+/// A running trainer thread.
+pub struct TrainerHandle {
+    /// Commands to the thread.
+    pub commands: mpsc::UnboundedSender<ToTrainer>,
+    /// Set to stop the thread early (graceful leave).
+    pub stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TrainerHandle {
+    /// Starts training on `shard` from `base`. `live` is read at every publish for `w = 1/n`.
+    pub fn spawn(
+        plan: TrainPlan,
+        shard: Arc<Dataset>,
+        test: Arc<Dataset>,
+        base: Vec<f32>,
+        live: Arc<AtomicUsize>,
+        reports: mpsc::UnboundedSender<FromTrainer>,
+        name: String,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("train-{name}"))
+            .spawn(move || {
+                let mut run = TrainLoop {
+                    plan,
+                    shard,
+                    test,
+                    live,
+                    reports: reports.clone(),
+                    commands: rx,
+                    stop: stop_flag,
+                };
+                if let Err(e) = run.run(base) {
+                    let _ = reports.send(FromTrainer::Failed(e.to_string()));
+                }
+            })?;
+        Ok(Self {
+            commands: tx,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks the thread to stop and waits for it.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TrainerHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+struct TrainLoop {
+    plan: TrainPlan,
+    shard: Arc<Dataset>,
+    test: Arc<Dataset>,
+    live: Arc<AtomicUsize>,
+    reports: mpsc::UnboundedSender<FromTrainer>,
+    commands: mpsc::UnboundedReceiver<ToTrainer>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TrainLoop {
+    fn run(&mut self, base: Vec<f32>) -> Result<(), model::ModelError> {
+        let mut trainer = Trainer::new(
+            &self.plan.spec,
+            &base,
+            self.plan.lr,
+            self.plan.weight_decay,
+        )?;
+        let mut base = base;
+        let mut progress = TrainProgress::default();
+        let mut loss_sum = 0.0f64;
+        let mut loss_count = 0u32;
+        let mut step_time = Duration::ZERO;
+        let mut since_publish = 0u64;
+        let mut images = Vec::new();
+        let mut labels = Vec::new();
+        let batch = self.plan.batch_size.max(1);
+        'epochs: for epoch in 0..self.plan.epochs {
+            progress.epoch = epoch;
+            let order = epoch_order(self.shard.len(), u64::from(epoch), self.plan.order_seed);
+            for chunk in order.chunks(batch) {
+                if self.stop.load(Ordering::SeqCst) {
+                    break 'epochs;
+                }
+                self.apply_commands(&mut trainer, &mut base)?;
+                self.shard.gather_batch(chunk, &mut images, &mut labels);
+                let started = Instant::now();
+                let loss = trainer.train_step(&images, &labels)?;
+                step_time += started.elapsed();
+                progress.step += 1;
+                progress.samples += chunk.len() as u64;
+                since_publish += 1;
+                loss_sum += f64::from(loss);
+                loss_count += 1;
+                if since_publish >= self.plan.publish_every {
+                    self.publish(&mut trainer, &mut base)?;
+                    since_publish = 0;
+                }
+                let evaluate =
+                    self.plan.eval_every > 0 && progress.step % self.plan.eval_every == 0;
+                if evaluate || progress.step % 10 == 0 {
+                    progress.train_loss = Some((loss_sum / f64::from(loss_count.max(1))) as f32);
+                    progress.step_seconds = step_time.as_secs_f64() / f64::from(loss_count.max(1));
+                    progress.test_accuracy = if evaluate {
+                        Some(model::evaluate(
+                            &self.plan.spec,
+                            &base,
+                            &self.test.images,
+                            &self.test.labels,
+                        )?)
+                    } else {
+                        None
+                    };
+                    loss_sum = 0.0;
+                    loss_count = 0;
+                    step_time = Duration::ZERO;
+                    let _ = self.reports.send(FromTrainer::Progress(progress.clone()));
+                }
+            }
+        }
+        self.apply_commands(&mut trainer, &mut base)?;
+        if since_publish > 0 {
+            self.publish(&mut trainer, &mut base)?;
+        }
+        progress.test_accuracy = None;
+        let _ = self.reports.send(FromTrainer::Finished(progress));
+        Ok(())
+    }
+
+    fn apply_commands(
+        &mut self,
+        trainer: &mut Trainer,
+        base: &mut [f32],
+    ) -> Result<(), model::ModelError> {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                ToTrainer::ApplyDelta(delta) => {
+                    model::axpy(base, 1.0, &delta)?;
+                    trainer.add_to_work(&delta)?;
+                }
+                ToTrainer::ReplaceBase(new_base) => {
+                    // Keep the local progress since the last publish on top of the new base.
+                    let mut work = trainer.work()?;
+                    model::axpy(&mut work, -1.0, base)?;
+                    model::axpy(&mut work, 1.0, &new_base)?;
+                    base.copy_from_slice(&new_base);
+                    trainer.set_work(&work)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, trainer: &mut Trainer, base: &mut [f32]) -> Result<(), model::ModelError> {
+        let n = self.live.load(Ordering::SeqCst).max(1);
+        let weight = 1.0 / n as f32;
+        let work = trainer.work()?;
+        let delta = model::scaled_difference(&work, base, weight)?;
+        model::axpy(base, 1.0, &delta)?;
+        trainer.set_work(base)?;
+        let _ = self.reports.send(FromTrainer::Publish {
+            weight,
+            values: delta,
+        });
+        Ok(())
+    }
+}
