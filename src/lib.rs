@@ -4,6 +4,10 @@
 //! Each peer merges what arrives by version number, at once; when training stops and gossip
 //! settles, all peers hold the same model. See `docs/ALGORITHM.md` for the merge invariant.
 
+pub mod certs;
+pub mod config;
 pub mod core;
+pub mod net;
+pub mod node;
 pub mod sim;
 pub mod wire;

@@ -1,0 +1,590 @@
+//! The cluster CA and peer certificates (rcgen), and loading them for mutual TLS.
+//!
+//! The trust boundary of a rumor cluster is one certificate authority. `rumor certs init` creates it
+//! in a directory (by convention `certs/`); `rumor certs issue NAME` signs a peer certificate with
+//! it. Every peer certificate is usable both as a TLS server and as a TLS client certificate,
+//! because every peer both accepts and opens QUIC connections.
+//!
+//! Files in the directory (all PEM):
+//!
+//! | file | content | mode |
+//! | --- | --- | --- |
+//! | `ca.pem` | the CA certificate | 0644 |
+//! | `ca.key` | the CA private key, PKCS#8 | 0600 |
+//! | `{name}.pem` | the peer certificate, then the CA certificate | 0644 |
+//! | `{name}.key` | the peer private key, PKCS#8 | 0600 |
+//!
+//! Keys are ECDSA P-256 with SHA-256 signatures. Peers do not identify each other by certificate
+//! name (the peer id travels in the envelope); every peer certificate carries the shared DNS name
+//! [`CLUSTER_SERVER_NAME`], which is what a connecting peer checks.
+//!
+//! Files are written to a temporary file in the same directory and renamed into place, so a
+//! crash never leaves a half-written key.
+
+use std::fs;
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use time::{Duration, OffsetDateTime};
+
+/// The DNS name every peer certificate carries and every client connects to.
+///
+/// Peers share it so that a connecting peer can verify any member's certificate without knowing
+/// the member's name in advance.
+pub const CLUSTER_SERVER_NAME: &str = "rumor.cluster";
+
+/// File name of the CA certificate inside the certificate directory.
+pub const CA_CERT_FILE: &str = "ca.pem";
+
+/// File name of the CA private key inside the certificate directory.
+pub const CA_KEY_FILE: &str = "ca.key";
+
+/// Longest accepted peer name, in characters.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Validity of the cluster CA, in days (about ten years).
+pub const CA_VALIDITY_DAYS: i64 = 3650;
+
+/// How far into the past `not_before` is set, in minutes, to tolerate clock skew between peers.
+const BACKDATE_MINUTES: i64 = 5;
+
+/// Errors of certificate creation and loading.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// A file that would be created already exists and overwriting was not asked for.
+    #[error("{} already exists (use --force to overwrite)", path.display())]
+    Exists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// Reading, writing or renaming a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The peer name is empty, longer than 64 characters or has a character outside
+    /// `[A-Za-z0-9._-]`.
+    #[error("bad peer name {name:?}: expected 1 to 64 characters of A-Z a-z 0-9 . _ -")]
+    BadName {
+        /// The rejected name.
+        name: String,
+    },
+    /// The requested validity is zero days, or the validity window is not representable.
+    #[error("bad validity: {reason}")]
+    BadValidity {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A PEM file holds no item of the expected kind (certificate or private key).
+    #[error("{}: no {expected} found", path.display())]
+    Missing {
+        /// The file read.
+        path: PathBuf,
+        /// What was looked for, e.g. "certificate".
+        expected: &'static str,
+    },
+    /// rcgen failed to parse a key or certificate, or to sign one.
+    #[error("certificate generation: {0}")]
+    Rcgen(#[from] rcgen::Error),
+}
+
+/// What to put in a peer certificate beyond the defaults; for tests and tooling.
+///
+/// [`issue`] uses [`IssueOptions::default`]: client authentication allowed, valid from now.
+/// Tests use the other settings to build certificates a server must refuse.
+#[derive(Clone, Copy, Debug)]
+pub struct IssueOptions {
+    /// Include the `clientAuth` extended key usage (next to `serverAuth`). Without it the
+    /// certificate can only serve, and a peer's server refuses it as a client certificate.
+    pub client_auth: bool,
+    /// If set, the certificate expired this many days ago: its validity window of `days` days
+    /// ends `n` days before now.
+    pub not_after_days_ago: Option<u32>,
+}
+
+impl Default for IssueOptions {
+    fn default() -> Self {
+        Self {
+            client_auth: true,
+            not_after_days_ago: None,
+        }
+    }
+}
+
+/// Everything a peer needs for mutual TLS: the cluster CA, its own chain and key.
+pub struct PeerIdentity {
+    /// The cluster CA certificate, the only trust anchor.
+    pub ca: CertificateDer<'static>,
+    /// The peer certificate first, then the CA certificate.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The private key of the peer certificate.
+    pub key: PrivateKeyDer<'static>,
+    /// The peer name the certificate was issued for.
+    pub name: String,
+}
+
+impl Clone for PeerIdentity {
+    fn clone(&self) -> Self {
+        Self {
+            ca: self.ca.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PeerIdentity {
+    /// Shows the name and the chain length, never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerIdentity")
+            .field("name", &self.name)
+            .field("chain_len", &self.chain.len())
+            .field("key", &"[elided]")
+            .finish()
+    }
+}
+
+/// Creates the cluster CA in `dir`: `ca.pem` (certificate) and `ca.key` (PKCS#8 PEM, mode 0600).
+///
+/// Creates `dir` if needed. Refuses to overwrite an existing `ca.pem` or `ca.key` unless `force`.
+/// The CA is valid for [`CA_VALIDITY_DAYS`] days. Returns the path of `ca.pem`.
+///
+/// # Errors
+/// [`CertError::Exists`] if a CA file exists and `force` is false; [`CertError::Io`] on file
+/// system failures; [`CertError::Rcgen`] if key generation or signing fails.
+pub fn init_ca(dir: &Path, force: bool) -> Result<PathBuf, CertError> {
+    fs::create_dir_all(dir).map_err(|source| io_err(dir, source))?;
+    let cert_path = dir.join(CA_CERT_FILE);
+    let key_path = dir.join(CA_KEY_FILE);
+    if !force {
+        for path in [&cert_path, &key_path] {
+            if path.exists() {
+                return Err(CertError::Exists { path: path.clone() });
+            }
+        }
+    }
+
+    let now = OffsetDateTime::now_utc();
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "rumor cluster CA");
+    dn.push(DnType::OrganizationName, "rumor");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = now - Duration::minutes(BACKDATE_MINUTES);
+    params.not_after = now + Duration::days(CA_VALIDITY_DAYS);
+
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+
+    write_file(&key_path, key.serialize_pem().as_bytes(), 0o600, force)?;
+    write_file(&cert_path, cert.pem().as_bytes(), 0o644, force)?;
+    tracing::info!(path = %cert_path.display(), "created cluster CA");
+    Ok(cert_path)
+}
+
+/// Issues a peer certificate signed by the CA in `dir`: `{name}.pem` (leaf then CA) and
+/// `{name}.key` (PKCS#8 PEM, mode 0600).
+///
+/// The certificate is usable for server and client auth (EKU serverAuth + clientAuth, key usage
+/// digitalSignature); its SANs are DNS [`CLUSTER_SERVER_NAME`] and DNS `name`. It is valid for
+/// `days` days from now (backdated by five minutes for clock skew). An existing certificate of
+/// the same name is replaced (re-issue). Returns the path of `{name}.pem`.
+///
+/// # Errors
+/// [`CertError::BadName`] unless `name` is 1..=64 characters of `[A-Za-z0-9._-]`;
+/// [`CertError::BadValidity`] if `days` is 0; [`CertError::Io`] / [`CertError::Missing`] if the
+/// CA files cannot be read; [`CertError::Rcgen`] if they do not parse or signing fails.
+pub fn issue(dir: &Path, name: &str, days: u32) -> Result<PathBuf, CertError> {
+    issue_with(dir, name, days, IssueOptions::default())
+}
+
+/// Like [`issue`], with [`IssueOptions`]; meant for tests and tooling that need certificates a
+/// peer must refuse (expired, or without clientAuth).
+///
+/// # Errors
+/// As [`issue`].
+pub fn issue_with(
+    dir: &Path,
+    name: &str,
+    days: u32,
+    options: IssueOptions,
+) -> Result<PathBuf, CertError> {
+    validate_name(name)?;
+    if days == 0 {
+        return Err(CertError::BadValidity {
+            reason: "validity must be at least one day".into(),
+        });
+    }
+
+    let ca_cert_path = dir.join(CA_CERT_FILE);
+    let ca_key_path = dir.join(CA_KEY_FILE);
+    let ca_pem = read_string(&ca_cert_path)?;
+    let ca_key = KeyPair::from_pem(&read_string(&ca_key_path)?)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
+
+    let now = OffsetDateTime::now_utc();
+    let (not_before, not_after) = match options.not_after_days_ago {
+        None => (
+            now - Duration::minutes(BACKDATE_MINUTES),
+            now + Duration::days(i64::from(days)),
+        ),
+        Some(ago) => {
+            let not_after = now - Duration::days(i64::from(ago));
+            (not_after - Duration::days(i64::from(days)), not_after)
+        }
+    };
+
+    let mut params =
+        CertificateParams::new(vec![CLUSTER_SERVER_NAME.to_string(), name.to_string()])?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    dn.push(DnType::OrganizationName, "rumor");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = if options.client_auth {
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ]
+    } else {
+        vec![ExtendedKeyUsagePurpose::ServerAuth]
+    };
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = not_before;
+    params.not_after = not_after;
+
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+
+    let mut chain_pem = cert.pem();
+    if !chain_pem.ends_with('\n') {
+        chain_pem.push('\n');
+    }
+    chain_pem.push_str(&ca_pem);
+
+    let cert_path = dir.join(format!("{name}.pem"));
+    let key_path = dir.join(format!("{name}.key"));
+    write_file(&key_path, key.serialize_pem().as_bytes(), 0o600, true)?;
+    write_file(&cert_path, chain_pem.as_bytes(), 0o644, true)?;
+    tracing::info!(path = %cert_path.display(), name, days, "issued peer certificate");
+    Ok(cert_path)
+}
+
+/// Reads `ca.pem`, `{name}.pem` and `{name}.key` from `dir`.
+///
+/// The CA certificate is the first certificate in `ca.pem`; the chain is every certificate in
+/// `{name}.pem`, leaf first. Nothing is verified here; the TLS handshake does that.
+///
+/// # Errors
+/// [`CertError::BadName`] for an invalid `name`; [`CertError::Io`] if a file cannot be read or
+/// is not valid PEM; [`CertError::Missing`] if a file holds no certificate or no private key.
+pub fn load_identity(dir: &Path, name: &str) -> Result<PeerIdentity, CertError> {
+    validate_name(name)?;
+    let ca_path = dir.join(CA_CERT_FILE);
+    let ca = read_certs(&ca_path)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| CertError::Missing {
+            path: ca_path.clone(),
+            expected: "certificate",
+        })?;
+    let chain_path = dir.join(format!("{name}.pem"));
+    let chain = read_certs(&chain_path)?;
+    if chain.is_empty() {
+        return Err(CertError::Missing {
+            path: chain_path,
+            expected: "certificate",
+        });
+    }
+    let key_path = dir.join(format!("{name}.key"));
+    let key = read_key(&key_path)?;
+    Ok(PeerIdentity {
+        ca,
+        chain,
+        key,
+        name: name.to_string(),
+    })
+}
+
+/// Checks a peer name: 1..=64 characters of `[A-Za-z0-9._-]`.
+///
+/// # Errors
+/// [`CertError::BadName`] otherwise.
+pub fn validate_name(name: &str) -> Result<(), CertError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CertError::BadName {
+            name: name.to_string(),
+        })
+    }
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> CertError {
+    CertError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_string(path: &Path) -> Result<String, CertError> {
+    fs::read_to_string(path).map_err(|source| io_err(path, source))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let file = fs::File::open(path).map_err(|source| io_err(path, source))?;
+    rustls_pemfile::certs(&mut BufReader::new(file))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| io_err(path, source))
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
+    let file = fs::File::open(path).map_err(|source| io_err(path, source))?;
+    rustls_pemfile::private_key(&mut BufReader::new(file))
+        .map_err(|source| io_err(path, source))?
+        .ok_or_else(|| CertError::Missing {
+            path: path.to_path_buf(),
+            expected: "private key",
+        })
+}
+
+/// Writes `contents` to `path` through a temporary file in the same directory and a rename.
+/// With `overwrite` false an existing `path` is an error ([`CertError::Exists`]).
+fn write_file(path: &Path, contents: &[u8], mode: u32, overwrite: bool) -> Result<(), CertError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // NamedTempFile is created with mode 0600, so a key is never readable by others.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|source| io_err(dir, source))?;
+    tmp.write_all(contents)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|source| io_err(tmp.path(), source))?;
+    set_mode(tmp.path(), mode)?;
+    let persisted = if overwrite {
+        tmp.persist(path)
+    } else {
+        tmp.persist_noclobber(path)
+    };
+    match persisted {
+        Ok(_) => Ok(()),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Err(CertError::Exists {
+            path: path.to_path_buf(),
+        }),
+        Err(e) => Err(io_err(path, e.error)),
+    }
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> Result<(), CertError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|source| io_err(path, source))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_path: &Path, _mode: u32) -> Result<(), CertError> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{ServerName, UnixTime};
+    use rustls::server::WebPkiClientVerifier;
+    use rustls::RootCertStore;
+    use std::sync::Arc;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, rustls::Error> {
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone())?;
+        Ok(Arc::new(roots))
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    /// Verifies `id`'s chain as a client certificate against `ca`, as a peer's server would.
+    fn verify_as_client(
+        ca: &CertificateDer<'static>,
+        id: &PeerIdentity,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider()).build()?;
+        verifier.verify_client_cert(&id.chain[0], &id.chain[1..], UnixTime::now())?;
+        Ok(())
+    }
+
+    /// Verifies `id`'s chain as a server certificate for [`CLUSTER_SERVER_NAME`].
+    fn verify_as_server(
+        ca: &CertificateDer<'static>,
+        id: &PeerIdentity,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots(ca)?, provider())
+                .build()?;
+        let name = ServerName::try_from(CLUSTER_SERVER_NAME)?;
+        verifier.verify_server_cert(&id.chain[0], &id.chain[1..], &name, &[], UnixTime::now())?;
+        Ok(())
+    }
+
+    #[test]
+    fn init_issue_load_round_trip() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let ca_path = init_ca(dir.path(), false)?;
+        assert_eq!(ca_path, dir.path().join("ca.pem"));
+        let cert_path = issue(dir.path(), "peer-1", 30)?;
+        assert_eq!(cert_path, dir.path().join("peer-1.pem"));
+
+        let id = load_identity(dir.path(), "peer-1")?;
+        assert_eq!(id.name, "peer-1");
+        assert_eq!(id.chain.len(), 2, "leaf then CA");
+        assert_eq!(id.chain[1], id.ca);
+        assert!(matches!(id.key, PrivateKeyDer::Pkcs8(_)));
+
+        verify_as_client(&id.ca, &id)?;
+        verify_as_server(&id.ca, &id)?;
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn keys_are_private() -> TestResult {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        init_ca(dir.path(), false)?;
+        issue(dir.path(), "a", 1)?;
+        for file in ["ca.key", "a.key"] {
+            let mode = fs::metadata(dir.path().join(file))?.permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file}");
+        }
+        let mode = fs::metadata(dir.path().join("a.pem"))?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        Ok(())
+    }
+
+    #[test]
+    fn init_refuses_to_overwrite_unless_forced() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        init_ca(dir.path(), false)?;
+        let first = fs::read(dir.path().join("ca.pem"))?;
+        assert!(matches!(
+            init_ca(dir.path(), false),
+            Err(CertError::Exists { .. })
+        ));
+        assert_eq!(fs::read(dir.path().join("ca.pem"))?, first);
+        init_ca(dir.path(), true)?;
+        assert_ne!(fs::read(dir.path().join("ca.pem"))?, first);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_names_are_rejected() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        init_ca(dir.path(), false)?;
+        let long = "x".repeat(65);
+        for name in ["", "a/b", "a b", "../x", "é", "a\0", long.as_str()] {
+            assert!(
+                matches!(issue(dir.path(), name, 1), Err(CertError::BadName { .. })),
+                "{name:?} accepted"
+            );
+            assert!(matches!(
+                load_identity(dir.path(), name),
+                Err(CertError::BadName { .. })
+            ));
+        }
+        let longest = "y".repeat(64);
+        for name in ["A.b_c-9", "-", longest.as_str()] {
+            issue(dir.path(), name, 1)?;
+            let id = load_identity(dir.path(), name)?;
+            verify_as_server(&id.ca, &id)?;
+        }
+        assert!(matches!(
+            issue(dir.path(), "ok", 0),
+            Err(CertError::BadValidity { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn missing_ca_is_an_io_error() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        assert!(matches!(
+            issue(dir.path(), "a", 1),
+            Err(CertError::Io { .. })
+        ));
+        assert!(matches!(
+            load_identity(dir.path(), "a"),
+            Err(CertError::Io { .. })
+        ));
+        fs::write(dir.path().join("ca.pem"), "not pem")?;
+        fs::write(dir.path().join("ca.key"), "not pem")?;
+        assert!(issue(dir.path(), "a", 1).is_err());
+        assert!(matches!(
+            load_identity(dir.path(), "a"),
+            Err(CertError::Missing { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn refused_certificates_fail_client_verification() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        init_ca(dir.path(), false)?;
+        issue_with(
+            dir.path(),
+            "expired",
+            10,
+            IssueOptions {
+                not_after_days_ago: Some(1),
+                ..IssueOptions::default()
+            },
+        )?;
+        issue_with(
+            dir.path(),
+            "server-only",
+            10,
+            IssueOptions {
+                client_auth: false,
+                ..IssueOptions::default()
+            },
+        )?;
+        let expired = load_identity(dir.path(), "expired")?;
+        let server_only = load_identity(dir.path(), "server-only")?;
+        assert!(verify_as_client(&expired.ca, &expired).is_err());
+        assert!(verify_as_client(&server_only.ca, &server_only).is_err());
+        verify_as_server(&server_only.ca, &server_only)?;
+
+        let other = tempfile::tempdir()?;
+        init_ca(other.path(), false)?;
+        issue(other.path(), "stranger", 10)?;
+        let stranger = load_identity(other.path(), "stranger")?;
+        assert!(verify_as_client(&expired.ca, &stranger).is_err());
+        Ok(())
+    }
+}
