@@ -1,0 +1,327 @@
+//! Command-line interface (clap derive). Flags override the TOML config; every flag maps to one
+//! config key, named in its help.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, LrScaling, Mode};
+
+/// rumor: barrier-free training by gossip over mutually authenticated QUIC.
+#[derive(Debug, Parser)]
+#[command(name = "rumor", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format for stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start N local peers (or the centralized baseline), show a live table, print a summary.
+    Up(UpArgs),
+    /// Run one peer.
+    Peer(PeerArgs),
+    /// Manage the cluster CA and peer certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Consensus distance between peers' saved checkpoints.
+    Compare(CompareArgs),
+}
+
+/// `rumor certs ...`
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create the cluster CA (ca.pem, ca.key) in DIR.
+    Init {
+        /// Directory for the CA files.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Overwrite an existing CA.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a peer certificate (NAME.pem, NAME.key) signed by the CA in DIR.
+    Issue {
+        /// Directory holding the CA.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Peer name: 1-64 of [A-Za-z0-9._-].
+        #[arg(long)]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+}
+
+/// `rumor compare`
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Peers' data dirs (each with base.safetensors and checkpoint.json).
+    #[arg(long, num_args = 1.., required = true)]
+    pub checkpoints: Vec<PathBuf>,
+    /// Print JSON: {"consensus_distance": ...}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags shared by `up` and `peer`: training and gossip settings.
+#[derive(Debug, Args, Default)]
+pub struct TrainFlags {
+    /// TOML config file (see config/default.toml); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Dataset: auto | synthetic | fashion-mnist | idx:DIR  [train.dataset]
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// MLP layer sizes, e.g. 784-128-10  [train.model]
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Dirichlet alpha for non-IID shards  [train.non_iid_alpha]
+    #[arg(long, value_name = "ALPHA")]
+    pub non_iid: Option<f64>,
+    /// Passes over the peer's own shard  [train.epochs]
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    /// Samples per step  [train.batch_size]
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Learning rate before scaling by the number of peers  [train.lr]
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// none | linear | sqrt  [train.lr_scaling]
+    #[arg(long, value_parser = parse_lr_scaling)]
+    pub lr_scaling: Option<LrScaling>,
+    /// Local steps between published deltas, H  [train.publish_every]
+    #[arg(long)]
+    pub publish_every: Option<u64>,
+    /// Steps between test evaluations, 0 = only at the end  [train.eval_every]
+    #[arg(long)]
+    pub eval_every: Option<u64>,
+    /// Seed for θ₀, shards, batch order and protocol randomness  [train.rng_seed]
+    #[arg(long)]
+    pub rng_seed: Option<u64>,
+    /// Candle CPU threads  [train.threads]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Gossip fanout  [gossip.fanout]
+    #[arg(long)]
+    pub fanout: Option<usize>,
+    /// Members to know before training  [peer.min_peers]
+    #[arg(long)]
+    pub min_peers: Option<usize>,
+    /// Longest wait to join, e.g. 30s  [peer.join_timeout]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub join_timeout: Option<Duration>,
+    /// Longest drain, e.g. 60s  [peer.drain_timeout]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub drain_timeout: Option<Duration>,
+}
+
+/// `rumor up`
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Local peers  [up.peers]
+    #[arg(long)]
+    pub peers: Option<usize>,
+    /// gossip | centralized  [up.mode]
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Learning rate of the centralized baseline  [up.centralized_lr]
+    #[arg(long)]
+    pub centralized_lr: Option<f64>,
+    /// Certificates directory with a CA; default: a throwaway CA in a temp dir.
+    #[arg(long)]
+    pub certs: Option<PathBuf>,
+    /// Where peers keep data dirs (checkpoints, metrics); default: a temp dir removed at exit.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Plain progress lines instead of the redrawn table.
+    #[arg(long)]
+    pub no_tui: bool,
+    /// Write the run summary as JSON here.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
+    /// Training settings.
+    #[command(flatten)]
+    pub train: TrainFlags,
+}
+
+/// `rumor peer`
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// Certificate name in --certs, also the display name  [peer.name]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// UDP address to listen on  [peer.listen]
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Address others reach this peer at  [peer.advertise]
+    #[arg(long)]
+    pub advertise: Option<SocketAddr>,
+    /// Seed peer address; repeatable  [peer.seeds]
+    #[arg(long = "seed")]
+    pub seeds: Vec<SocketAddr>,
+    /// Certificates directory  [peer.certs]
+    #[arg(long)]
+    pub certs: Option<PathBuf>,
+    /// Data directory  [peer.data_dir]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// This peer's shard, K/N  [train.shard]
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Continue from the checkpoint in --data-dir.
+    #[arg(long)]
+    pub resume: bool,
+    /// Write this peer's summary as JSON here at exit.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
+    /// Training settings.
+    #[command(flatten)]
+    pub train: TrainFlags,
+}
+
+fn parse_lr_scaling(s: &str) -> Result<LrScaling, String> {
+    match s {
+        "none" => Ok(LrScaling::None),
+        "linear" => Ok(LrScaling::Linear),
+        "sqrt" => Ok(LrScaling::Sqrt),
+        other => Err(format!("`{other}` is not one of none, linear, sqrt")),
+    }
+}
+
+impl TrainFlags {
+    /// The config file (or defaults) with these flags applied, validated.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        self.apply(&mut c);
+        Ok(c)
+    }
+
+    fn apply(&self, c: &mut Config) {
+        let t = &mut c.train;
+        set(&mut t.dataset, &self.dataset);
+        set(&mut t.model, &self.model);
+        if self.non_iid.is_some() {
+            t.non_iid_alpha = self.non_iid;
+        }
+        set(&mut t.epochs, &self.epochs);
+        set(&mut t.batch_size, &self.batch_size);
+        set(&mut t.lr, &self.lr);
+        set(&mut t.lr_scaling, &self.lr_scaling);
+        set(&mut t.publish_every, &self.publish_every);
+        set(&mut t.eval_every, &self.eval_every);
+        set(&mut t.rng_seed, &self.rng_seed);
+        set(&mut t.threads, &self.threads);
+        set(&mut c.gossip.fanout, &self.fanout);
+        set(&mut c.peer.min_peers, &self.min_peers);
+        set(&mut c.peer.join_timeout, &self.join_timeout);
+        set(&mut c.peer.drain_timeout, &self.drain_timeout);
+    }
+}
+
+impl UpArgs {
+    /// The effective config for `up`, validated.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        let mut c = self.train.load_config()?;
+        set(&mut c.up.peers, &self.peers);
+        set(&mut c.up.mode, &self.mode);
+        set(&mut c.up.centralized_lr, &self.centralized_lr);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+impl PeerArgs {
+    /// The effective config for `peer`, validated.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        let mut c = self.train.load_config()?;
+        let p = &mut c.peer;
+        set(&mut p.name, &self.name);
+        set(&mut p.listen, &self.listen);
+        if self.advertise.is_some() {
+            p.advertise = self.advertise;
+        }
+        if !self.seeds.is_empty() {
+            p.seeds = self.seeds.clone();
+        }
+        set(&mut p.certs, &self.certs);
+        set(&mut p.data_dir, &self.data_dir);
+        set(&mut c.train.shard, &self.shard);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn set<T: Clone>(slot: &mut T, value: &Option<T>) {
+    if let Some(v) = value {
+        *slot = v.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_config() {
+        let cli = Cli::try_parse_from([
+            "rumor",
+            "peer",
+            "--name",
+            "peer-a",
+            "--seed",
+            "127.0.0.1:7000",
+            "--seed",
+            "127.0.0.1:7001",
+            "--shard",
+            "2/3",
+            "--epochs",
+            "5",
+            "--join-timeout",
+            "3s",
+        ])
+        .unwrap();
+        let Command::Peer(args) = cli.command else {
+            panic!("parsed the wrong command")
+        };
+        let c = args.load_config().unwrap();
+        assert_eq!(c.peer.name, "peer-a");
+        assert_eq!(c.peer.seeds.len(), 2);
+        assert_eq!(c.train.shard, "2/3");
+        assert_eq!(c.train.epochs, 5);
+        assert_eq!(c.peer.join_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn bad_flag_values_are_errors_naming_the_key() {
+        let cli = Cli::try_parse_from(["rumor", "peer", "--shard", "0/3"]).unwrap();
+        let Command::Peer(args) = cli.command else {
+            panic!("parsed the wrong command")
+        };
+        let err = args.load_config().unwrap_err().to_string();
+        assert!(err.contains("train.shard"), "{err}");
+        assert!(Cli::try_parse_from(["rumor", "up", "--lr-scaling", "cubic"]).is_err());
+        assert!(Cli::try_parse_from(["rumor", "up", "--epochs", "-1"]).is_err());
+    }
+}

@@ -1,0 +1,641 @@
+//! What the subcommands do: build peers from a [`Config`], run `up` (many local peers or the
+//! centralized baseline), one `peer`, and `compare`. The binary's `main` only parses and calls
+//! these; errors come back typed so the binary prints them once with their causes.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::certs::{self, PeerIdentity};
+use crate::config::{Config, ConfigError, Mode};
+use crate::data::{self, Dataset, TrainTest};
+use crate::model::{self, ModelSpec, Trainer};
+use crate::node::trainer::TrainPlan;
+use crate::node::{lock, NodeError, PeerHandle, PeerOptions, PeerOutcome, PeerStatus};
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad configuration or flags.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Certificates missing or invalid.
+    #[error(transparent)]
+    Certs(#[from] certs::CertError),
+    /// The dataset could not be loaded or sharded.
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    /// The model failed.
+    #[error(transparent)]
+    Model(#[from] model::ModelError),
+    /// A peer failed.
+    #[error("peer {name}: {source}")]
+    Peer {
+        /// The peer's name.
+        name: String,
+        /// What went wrong.
+        source: NodeError,
+    },
+    /// A file could not be written or a temp dir made.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Io { what, source }
+}
+
+/// One peer's entry in a summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerSummary {
+    /// Peer id.
+    pub peer_id: String,
+    /// Display name.
+    pub name: String,
+    /// Test accuracy of the final base, in [0, 1].
+    pub test_accuracy: f32,
+    /// Deltas this peer published.
+    pub version: u64,
+    /// Deltas folded into its base.
+    pub applied: u64,
+    /// UDP bytes sent.
+    pub bytes_sent: u64,
+    /// UDP bytes received.
+    pub bytes_received: u64,
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Samples processed.
+    pub samples: u64,
+    /// Whether its drain ended consistent before the deadline.
+    pub drained: bool,
+}
+
+/// The summary `up` prints and writes with `--summary-json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    /// `gossip` or `centralized`.
+    pub mode: String,
+    /// Which dataset was used.
+    pub dataset: String,
+    /// One entry per peer.
+    pub peers: Vec<PeerSummary>,
+    /// Mean of the peers' test accuracies.
+    pub mean_test_accuracy: f32,
+    /// Lowest test accuracy.
+    pub min_test_accuracy: f32,
+    /// `mean_i ‖base_i − mean‖ / ‖mean‖` over the final bases.
+    pub consensus_distance: f64,
+    /// Wall time of the whole run (s).
+    pub wall_seconds: f64,
+    /// Samples processed by all peers together.
+    pub samples_total: u64,
+    /// Effective learning rate of each peer.
+    pub lr: f64,
+    /// Epochs of the budget.
+    pub epochs: u32,
+}
+
+/// What `rumor peer --summary-json` writes.
+#[derive(Clone, Debug, Serialize)]
+pub struct SinglePeerSummary {
+    /// `gossip`.
+    pub mode: String,
+    /// Which dataset was used.
+    pub dataset: String,
+    /// This peer's entry.
+    pub peers: Vec<PeerSummary>,
+    /// Its test accuracy.
+    pub mean_test_accuracy: f32,
+    /// Its test accuracy.
+    pub min_test_accuracy: f32,
+    /// 0: one model.
+    pub consensus_distance: f64,
+    /// Wall time (s).
+    pub wall_seconds: f64,
+    /// Samples this peer processed.
+    pub samples_total: u64,
+    /// The members it knew at exit.
+    pub members: Vec<crate::node::MemberSummary>,
+}
+
+fn peer_summary(o: &PeerOutcome) -> PeerSummary {
+    PeerSummary {
+        peer_id: o.peer_id.to_string(),
+        name: o.name.clone(),
+        test_accuracy: o.test_accuracy,
+        version: o.version,
+        applied: o.applied.len(),
+        bytes_sent: o.bytes_sent,
+        bytes_received: o.bytes_received,
+        steps: o.steps,
+        samples: o.samples,
+        drained: o.drained,
+    }
+}
+
+/// Loads the dataset of `config`, saying which one was chosen.
+pub fn load_data(config: &Config) -> Result<TrainTest, RunError> {
+    let spec = config.dataset()?;
+    let data = data::load(&spec, config.train.rng_seed)?;
+    info!(dataset = %data.name, "{}", data.description);
+    Ok(data)
+}
+
+/// The peer options for shard `shard` of `config` (identity and data already loaded).
+pub fn peer_options(
+    config: &Config,
+    identity: Arc<PeerIdentity>,
+    data: &TrainTest,
+    test: Arc<Dataset>,
+    peers: usize,
+) -> Result<PeerOptions, RunError> {
+    let spec = config.model()?;
+    let shard_spec = config.shard()?;
+    let partition = config.partition()?;
+    let indices = data::shard_indices(
+        &data.train.labels,
+        data.train.classes,
+        shard_spec,
+        partition,
+        config.train.rng_seed,
+    )?;
+    let shard = Arc::new(data.train.subset(&indices));
+    let t = &config.train;
+    let lr = t.lr * t.lr_scaling.factor(peers);
+    let plan = TrainPlan {
+        spec: spec.clone(),
+        epochs: t.epochs,
+        batch_size: t.batch_size,
+        lr,
+        weight_decay: t.weight_decay,
+        publish_every: t.publish_every,
+        eval_every: t.eval_every,
+        order_seed: t.rng_seed ^ (0x9e37_79b9 * (shard_spec.index as u64 + 1)),
+    };
+    let p = &config.peer;
+    Ok(PeerOptions {
+        name: p.name.clone(),
+        listen: p.listen,
+        advertise: p.advertise,
+        seeds: p.seeds.clone(),
+        identity,
+        data_dir: p.data_dir.clone(),
+        resume: false,
+        initial: model::init_params(&spec, t.rng_seed),
+        plan,
+        shard,
+        test,
+        core: config.core_config(spec.param_count()),
+        transport: config.transport_config(),
+        min_peers: p.min_peers,
+        join_timeout: p.join_timeout,
+        drain_timeout: p.drain_timeout,
+        checkpoint_interval: p.checkpoint_interval,
+        max_inflight_sends: config.transport.max_inflight_sends,
+        rng_seed: t.rng_seed.wrapping_add(shard_spec.index as u64 * 7919),
+    })
+}
+
+/// `rumor peer`: runs one peer to completion.
+pub async fn peer(config: Config, resume: bool, summary_json: Option<PathBuf>) -> Result<(), RunError> {
+    model::set_compute_threads(config.train.threads);
+    let identity = Arc::new(certs::load_identity(&config.peer.certs, &config.peer.name)?);
+    let data = load_data(&config)?;
+    let test = Arc::new(data.test.clone());
+    let shard = config.shard()?;
+    let mut options = peer_options(&config, identity, &data, test, shard.count)?;
+    options.resume = resume;
+    let handle = PeerHandle::spawn(options);
+    let stopper = handle_signals(&handle);
+    let outcome = handle.wait().await.map_err(|source| RunError::Peer {
+        name: config.peer.name.clone(),
+        source,
+    })?;
+    stopper.abort();
+    let summary = SinglePeerSummary {
+        mode: "gossip".into(),
+        dataset: data.name.clone(),
+        peers: vec![peer_summary(&outcome)],
+        mean_test_accuracy: outcome.test_accuracy,
+        min_test_accuracy: outcome.test_accuracy,
+        consensus_distance: 0.0,
+        wall_seconds: outcome.wall_seconds,
+        samples_total: outcome.samples,
+        members: outcome.members.clone(),
+    };
+    println!(
+        "{}: test accuracy {:.2}%, published {}, applied {}, {} consistent",
+        outcome.name,
+        outcome.test_accuracy * 100.0,
+        outcome.version,
+        outcome.applied.len(),
+        if outcome.drained { "drained" } else { "NOT" }
+    );
+    if let Some(path) = summary_json {
+        write_json(&path, &summary)?;
+    }
+    Ok(())
+}
+
+fn handle_signals(handle: &PeerHandle) -> tokio::task::JoinHandle<()> {
+    let stop = handle.stop_sender();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop.send(true);
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| RunError::Io {
+        what: "serialising the summary".into(),
+        source: std::io::Error::other(e),
+    })?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
+    }
+    std::fs::write(path, text + "\n").map_err(io_err(format!("writing {}", path.display())))
+}
+
+/// Options of `rumor up` that are not in the config file.
+#[derive(Clone, Debug, Default)]
+pub struct UpOptions {
+    /// Existing certificates directory with a CA (peer-0.. certificates issued when missing).
+    pub certs: Option<PathBuf>,
+    /// Parent of the peers' data dirs; default a temp dir.
+    pub out: Option<PathBuf>,
+    /// Plain lines instead of the redrawn table.
+    pub no_tui: bool,
+    /// Where to write the summary JSON.
+    pub summary_json: Option<PathBuf>,
+}
+
+/// `rumor up`: runs the gossip cluster or the centralized baseline and returns the summary.
+pub async fn up(config: Config, options: UpOptions) -> Result<RunSummary, RunError> {
+    model::set_compute_threads(config.train.threads);
+    let data = load_data(&config)?;
+    let summary = match config.up.mode {
+        Mode::Gossip => up_gossip(&config, &options, data).await?,
+        Mode::Centralized => {
+            let config = config.clone();
+            let no_tui = options.no_tui;
+            tokio::task::spawn_blocking(move || centralized(&config, &data, no_tui))
+                .await
+                .map_err(|e| RunError::Io {
+                    what: "centralized training task".into(),
+                    source: std::io::Error::other(e),
+                })??
+        }
+    };
+    print_summary(&summary);
+    if let Some(path) = &options.summary_json {
+        write_json(path, &summary)?;
+    }
+    Ok(summary)
+}
+
+async fn up_gossip(config: &Config, options: &UpOptions, data: TrainTest) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let n = config.up.peers;
+    let temp = tempfile::Builder::new()
+        .prefix("rumor-up-")
+        .tempdir()
+        .map_err(io_err("creating a temp dir"))?;
+    let certs_dir = match &options.certs {
+        Some(dir) => dir.clone(),
+        None => {
+            let dir = temp.path().join("certs");
+            certs::init_ca(&dir, false)?;
+            dir
+        }
+    };
+    let out = options.out.clone().unwrap_or_else(|| temp.path().join("peers"));
+    let test = Arc::new(data.test.clone());
+    let mut handles: Vec<PeerHandle> = Vec::with_capacity(n);
+    let mut seed: Option<SocketAddr> = None;
+    for i in 0..n {
+        let name = format!("peer-{i}");
+        if !certs_dir.join(format!("{name}.pem")).exists() {
+            certs::issue(&certs_dir, &name, 30)?;
+        }
+        let identity = Arc::new(certs::load_identity(&certs_dir, &name)?);
+        let mut c = config.clone();
+        c.peer.name = name.clone();
+        c.peer.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.peer.advertise = None;
+        c.peer.seeds = seed.into_iter().collect();
+        c.peer.data_dir = out.join(&name);
+        c.peer.min_peers = n;
+        c.train.shard = format!("{}/{}", i + 1, n);
+        let opts = peer_options(&c, identity, &data, test.clone(), n)?;
+        let mut handle = PeerHandle::spawn(opts);
+        if i == 0 {
+            seed = handle.bound_addr().await;
+        }
+        handles.push(handle);
+    }
+    info!(peers = n, "all peers started");
+
+    // Live table until every peer is done.
+    let statuses: Vec<_> = handles.iter().map(|h| h.status.clone()).collect();
+    let stops: Vec<_> = handles.iter().map(PeerHandle::stop_sender).collect();
+    let tty = std::io::stdout().is_terminal() && !options.no_tui;
+    let display = tokio::spawn(async move {
+        let mut last_plain = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let rows: Vec<PeerStatus> = statuses.iter().map(|s| lock(s).clone()).collect();
+            if tty {
+                print!("\x1b[2J\x1b[H{}", render_table(&rows, started.elapsed()));
+                let _ = std::io::stdout().flush();
+            } else if last_plain.elapsed() >= Duration::from_secs(5) {
+                last_plain = Instant::now();
+                for r in &rows {
+                    println!("{}", plain_line(r, started.elapsed()));
+                }
+            }
+        }
+    });
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        for s in stops {
+            let _ = s.send(true);
+        }
+    });
+    let mut outcomes = Vec::with_capacity(n);
+    let mut first_error = None;
+    for (i, handle) in handles.into_iter().enumerate() {
+        match handle.wait().await {
+            Ok(o) => outcomes.push(o),
+            Err(source) => {
+                warn!("peer-{i} failed: {source}");
+                first_error.get_or_insert(RunError::Peer {
+                    name: format!("peer-{i}"),
+                    source,
+                });
+            }
+        }
+    }
+    display.abort();
+    signals.abort();
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let bases: Vec<&[f32]> = outcomes.iter().map(|o| o.base.as_slice()).collect();
+    let consensus_distance = model::consensus_distance(&bases)?;
+    let peers: Vec<PeerSummary> = outcomes.iter().map(peer_summary).collect();
+    Ok(summarize(
+        "gossip",
+        &data.name,
+        peers,
+        consensus_distance,
+        started.elapsed(),
+        config.train.lr * config.train.lr_scaling.factor(n),
+        config.train.epochs,
+    ))
+}
+
+fn summarize(
+    mode: &str,
+    dataset: &str,
+    peers: Vec<PeerSummary>,
+    consensus_distance: f64,
+    wall: Duration,
+    lr: f64,
+    epochs: u32,
+) -> RunSummary {
+    let accs: Vec<f32> = peers.iter().map(|p| p.test_accuracy).collect();
+    let mean = accs.iter().sum::<f32>() / accs.len().max(1) as f32;
+    let min = accs.iter().copied().fold(f32::INFINITY, f32::min);
+    RunSummary {
+        mode: mode.into(),
+        dataset: dataset.into(),
+        samples_total: peers.iter().map(|p| p.samples).sum(),
+        peers,
+        mean_test_accuracy: mean,
+        min_test_accuracy: if min.is_finite() { min } else { 0.0 },
+        consensus_distance,
+        wall_seconds: wall.as_secs_f64(),
+        lr,
+        epochs,
+    }
+}
+
+/// The centralized baseline: one model on all the training data, the same sample budget
+/// (`epochs` passes over the whole set) and batch size, learning rate `up.centralized_lr`.
+pub fn centralized(config: &Config, data: &TrainTest, no_tui: bool) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let spec: ModelSpec = config.model()?;
+    let t = &config.train;
+    let lr = config.up.centralized_lr;
+    let initial = model::init_params(&spec, t.rng_seed);
+    let mut trainer = Trainer::new(&spec, &initial, lr, t.weight_decay)?;
+    let train = &data.train;
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    let mut step = 0u64;
+    let mut samples = 0u64;
+    let steps_per_epoch = train.len().div_ceil(t.batch_size.max(1));
+    for epoch in 0..t.epochs {
+        let order = data::epoch_order(train.len(), u64::from(epoch), t.rng_seed);
+        let mut loss_sum = 0.0f64;
+        for (i, chunk) in order.chunks(t.batch_size.max(1)).enumerate() {
+            train.gather_batch(chunk, &mut images, &mut labels);
+            loss_sum += f64::from(trainer.train_step(&images, &labels)?);
+            step += 1;
+            samples += chunk.len() as u64;
+            if t.eval_every > 0 && step % t.eval_every == 0 {
+                let acc = model::evaluate(&spec, &trainer.work()?, &data.test.images, &data.test.labels)?;
+                let line = format!(
+                    "[{:>6.1}s] centralized epoch {}/{} step {}/{} loss {:.4} test accuracy {:.2}%",
+                    started.elapsed().as_secs_f64(),
+                    epoch + 1,
+                    t.epochs,
+                    i + 1,
+                    steps_per_epoch,
+                    loss_sum / (i + 1) as f64,
+                    acc * 100.0
+                );
+                if no_tui || !std::io::stdout().is_terminal() {
+                    println!("{line}");
+                } else {
+                    print!("\r{line}");
+                    let _ = std::io::stdout().flush();
+                }
+            }
+        }
+    }
+    let params = trainer.work()?;
+    let acc = model::evaluate(&spec, &params, &data.test.images, &data.test.labels)?;
+    println!();
+    let peer = PeerSummary {
+        peer_id: uuid::Uuid::nil().to_string(),
+        name: "centralized".into(),
+        test_accuracy: acc,
+        version: 0,
+        applied: 0,
+        bytes_sent: 0,
+        bytes_received: 0,
+        steps: step,
+        samples,
+        drained: true,
+    };
+    Ok(summarize(
+        "centralized",
+        &data.name,
+        vec![peer],
+        0.0,
+        started.elapsed(),
+        lr,
+        t.epochs,
+    ))
+}
+
+/// Renders the live table of `up`.
+pub fn render_table(rows: &[PeerStatus], elapsed: Duration) -> String {
+    let mut out = format!(
+        "rumor up — {} peers — {:.0}s\n\n{:<10} {:<22} {:<10} {:>7} {:>8} {:>7} {:>9} {:>6} {:>10} {:>10}\n",
+        rows.len(),
+        elapsed.as_secs_f64(),
+        "peer",
+        "address",
+        "state",
+        "version",
+        "applied",
+        "step",
+        "accuracy",
+        "peers",
+        "sent",
+        "received"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<10} {:<22} {:<10} {:>7} {:>8} {:>7} {:>9} {:>6} {:>10} {:>10}\n",
+            r.name,
+            r.addr.map_or("-".to_string(), |a| a.to_string()),
+            r.lifecycle.as_str(),
+            r.version,
+            r.applied,
+            r.step,
+            r.test_accuracy
+                .map_or("-".to_string(), |a| format!("{:.2}%", a * 100.0)),
+            r.peers_known,
+            human_bytes(r.bytes_sent),
+            human_bytes(r.bytes_received),
+        ));
+    }
+    out
+}
+
+fn plain_line(r: &PeerStatus, elapsed: Duration) -> String {
+    format!(
+        "[{:>6.1}s] {} {} version {} applied {} step {} accuracy {} peers {} sent {} received {}",
+        elapsed.as_secs_f64(),
+        r.name,
+        r.lifecycle.as_str(),
+        r.version,
+        r.applied,
+        r.step,
+        r.test_accuracy
+            .map_or("-".to_string(), |a| format!("{:.2}%", a * 100.0)),
+        r.peers_known,
+        human_bytes(r.bytes_sent),
+        human_bytes(r.bytes_received)
+    )
+}
+
+/// Bytes in KiB/MiB/GiB with one decimal.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn print_summary(s: &RunSummary) {
+    println!(
+        "\nsummary: mode {} dataset {} epochs {} lr {}",
+        s.mode, s.dataset, s.epochs, s.lr
+    );
+    println!(
+        "{:<12} {:>9} {:>8} {:>8} {:>10} {:>10} {:>8}",
+        "peer", "accuracy", "version", "applied", "sent", "received", "drained"
+    );
+    for p in &s.peers {
+        println!(
+            "{:<12} {:>8.2}% {:>8} {:>8} {:>10} {:>10} {:>8}",
+            p.name,
+            p.test_accuracy * 100.0,
+            p.version,
+            p.applied,
+            human_bytes(p.bytes_sent),
+            human_bytes(p.bytes_received),
+            p.drained
+        );
+    }
+    println!(
+        "mean accuracy {:.2}%  min {:.2}%  consensus distance {:.3e}  wall {:.1}s  samples {}",
+        s.mean_test_accuracy * 100.0,
+        s.min_test_accuracy * 100.0,
+        s.consensus_distance,
+        s.wall_seconds,
+        s.samples_total
+    );
+}
+
+/// `rumor compare`: consensus distance between saved checkpoints.
+pub fn compare(dirs: &[PathBuf], json: bool) -> Result<f64, RunError> {
+    let mut bases = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        let (_, base, _) = model::load_checkpoint(dir)?;
+        bases.push(base);
+    }
+    let refs: Vec<&[f32]> = bases.iter().map(Vec::as_slice).collect();
+    let d = model::consensus_distance(&refs)?;
+    if json {
+        println!("{}", serde_json::json!({ "consensus_distance": d }));
+    } else {
+        println!("consensus distance over {} checkpoints: {d:.6e}", dirs.len());
+    }
+    Ok(d)
+}
