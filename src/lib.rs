@@ -5,9 +5,13 @@
 //! settles, all peers hold the same model. See `docs/ALGORITHM.md` for the merge invariant.
 
 pub mod certs;
+pub mod cli;
 pub mod config;
 pub mod core;
+pub mod data;
+pub mod model;
 pub mod net;
 pub mod node;
+pub mod run;
 pub mod sim;
 pub mod wire;

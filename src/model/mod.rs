@@ -1,0 +1,71 @@
+//! Models: the candle MLP, flat parameter vectors, delta arithmetic and checkpoints.
+//!
+//! This module owns everything the merge of DESIGN §4 needs from the model, and nothing of the
+//! network. Parameters cross its boundary only as *flat* `f32` vectors in the order of a
+//! [`ParamLayout`] (sorted by parameter name), so `base`, `work` and every delta are plain slices
+//! that all peers with the same [`ModelSpec`] index the same way.
+//!
+//! - [`spec`]: [`ModelSpec`] (`784-128-10` by default, 101,770 parameters), [`ParamLayout`],
+//!   seeded [`init_params`].
+//! - [`mlp`]: the [`Mlp`], the local [`Trainer`] (candle `Var`s + AdamW) and [`evaluate`].
+//! - [`flat`]: [`axpy`], [`scaled_difference`], [`l2_norm`], [`all_finite`],
+//!   [`consensus_distance`].
+//! - [`checkpoint`]: [`save_checkpoint`] / [`load_checkpoint`] (safetensors + JSON sidecar).
+//!
+//! Everything runs on candle's CPU device. Call [`set_compute_threads`] once at process start.
+
+pub mod checkpoint;
+mod error;
+pub mod flat;
+pub mod mlp;
+pub mod spec;
+
+pub use checkpoint::{load_checkpoint, save_checkpoint};
+pub use error::ModelError;
+pub use flat::{all_finite, axpy, consensus_distance, l2_norm, scaled_difference};
+pub use mlp::{evaluate, Mlp, Trainer};
+pub use spec::{init_params, ModelSpec, ParamEntry, ParamLayout};
+
+/// Limits candle's CPU compute threads for this process to `n` (at least 1).
+///
+/// How candle 0.11 picks its thread count (candle-core `utils.rs`, `cpu_backend/mod.rs`):
+///
+/// - Matrix products call `utils::get_num_threads()`, which reads `RAYON_NUM_THREADS` on *every*
+///   call (default: the number of physical cores) and hands gemm `Parallelism::None` when it is 1,
+///   `Parallelism::Rayon(n)` otherwise.
+/// - Large element-wise ops (≥ 65,536 elements, e.g. AdamW on the 784×128 weight) run on a
+///   barrier pool built *once*, at first use, with `CANDLE_NUM_THREADS` (falling back to
+///   `RAYON_NUM_THREADS`) threads; candle's private rayon pool (`Device::with_context`) and
+///   rayon's global pool are likewise sized once from `RAYON_NUM_THREADS`.
+///
+/// So this sets both `RAYON_NUM_THREADS` and `CANDLE_NUM_THREADS` with `std::env::set_var`. It
+/// must run before the first tensor operation in the process to size the pools; later calls
+/// still change the matmul parallelism but not the pool sizes. `set_var` is a safe function in
+/// edition 2021, but it races with C code reading the environment on other threads: call it at
+/// the start of `main`, before spawning threads. (Rust's own `std::env` readers, which candle
+/// uses, are synchronised.) DESIGN §6: one thread per peer is as fast as two on the 2-core
+/// machines.
+pub fn set_compute_threads(n: usize) {
+    let n = n.max(1).to_string();
+    std::env::set_var("RAYON_NUM_THREADS", &n);
+    std::env::set_var("CANDLE_NUM_THREADS", &n);
+}
+
+/// The number of threads candle's matrix products use now (candle's `get_num_threads`).
+pub fn compute_threads() -> usize {
+    candle_core::utils::get_num_threads()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_compute_threads_reaches_candle() {
+        // Every test in this crate that computes sets 1, so setting 1 here cannot disturb them.
+        set_compute_threads(0);
+        assert_eq!(compute_threads(), 1);
+        set_compute_threads(1);
+        assert_eq!(compute_threads(), 1);
+    }
+}
