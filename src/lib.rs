@@ -3,3 +3,5 @@
 //! Peers train candle models on their own data shards and spread versioned model deltas by gossip.
 //! Each peer merges what arrives by version number, at once; when training stops and gossip
 //! settles, all peers hold the same model. See `docs/ALGORITHM.md` for the merge invariant.
+
+pub mod data;
