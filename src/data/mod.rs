@@ -1,0 +1,692 @@
+//! Datasets for the peers: what rows a peer trains on and where they came from.
+//!
+//! Every peer must see the same rows in the same layout, and must be able to work out its own
+//! shard without talking to anyone. This module owns that: it loads real data (IDX files such as
+//! Fashion-MNIST, see [`idx`]), falls back to a seeded synthetic set when no real data is
+//! installed (see [`synthetic`]), and splits rows into disjoint shards and per-epoch orders that
+//! depend only on a shared seed (see [`shard`]).
+//!
+//! Layout everywhere: images are row-major `[len, dim]` `f32` in `[0, 1]`, labels are `[len]`
+//! `u8` in `0..classes`.
+
+pub mod idx;
+pub mod shard;
+pub mod synthetic;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+pub use shard::{epoch_order, shard_indices, Partition, ShardSpec};
+pub use synthetic::{SYNTHETIC_TEST_LEN, SYNTHETIC_TRAIN_LEN};
+
+/// Number of values in one image: 28 × 28 grey pixels.
+pub const IMAGE_DIM: usize = 784;
+
+/// Number of label classes (Fashion-MNIST, MNIST and the synthetic set all have 10).
+pub const NUM_CLASSES: usize = 10;
+
+/// Where the Debian package `dataset-fashion-mnist` installs the gzipped IDX files.
+pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// The command that installs Fashion-MNIST on Debian, quoted in error messages.
+pub const FASHION_MNIST_INSTALL_HINT: &str =
+    "install it with `apt-get install dataset-fashion-mnist`";
+
+/// Everything that can go wrong while loading, validating or sharding data.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A file could not be opened or read; this includes a corrupt gzip stream.
+    #[error("cannot read {}: {source}", .path.display())]
+    Io {
+        /// The file being read.
+        path: PathBuf,
+        /// The underlying I/O or decompression error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// None of the accepted spellings of a required IDX file exists in the directory.
+    #[error(
+        "no {what} file in {}: tried {}{}",
+        .dir.display(),
+        .tried.join(", "),
+        .hint.map(|h| format!("; {h}")).unwrap_or_default()
+    )]
+    MissingFile {
+        /// The directory that was searched.
+        dir: PathBuf,
+        /// Which file was wanted, e.g. `train images`.
+        what: &'static str,
+        /// The file names that were tried, in order.
+        tried: Vec<String>,
+        /// How to obtain the files, if known (e.g. the apt-get command for Fashion-MNIST).
+        hint: Option<&'static str>,
+    },
+
+    /// The file ends before its IDX header (magic plus dimension sizes) is complete.
+    #[error(
+        "{}: too short for an IDX header: need {needed} bytes, found {found}",
+        .path.display()
+    )]
+    TruncatedHeader {
+        /// The file being parsed.
+        path: PathBuf,
+        /// Header length in bytes for this kind of file.
+        needed: usize,
+        /// Bytes actually present (after decompression).
+        found: usize,
+    },
+
+    /// The IDX magic number is not the one for the expected kind of file.
+    #[error(
+        "{}: bad IDX magic 0x{found:08x}, expected 0x{expected:08x} ({kind})",
+        .path.display()
+    )]
+    BadMagic {
+        /// The file being parsed.
+        path: PathBuf,
+        /// The magic number this kind of file must start with.
+        expected: u32,
+        /// The first four bytes of the file, big-endian.
+        found: u32,
+        /// A description of the expected kind, e.g. `u8 images [n, rows, cols]`.
+        kind: &'static str,
+    },
+
+    /// An IDX image file declares zero rows or zero columns per image.
+    #[error("{}: invalid image size {rows}x{cols} pixels", .path.display())]
+    BadDims {
+        /// The file being parsed.
+        path: PathBuf,
+        /// Declared rows per image.
+        rows: u32,
+        /// Declared columns per image.
+        cols: u32,
+    },
+
+    /// An IDX file declares zero items.
+    #[error("{}: declares zero items", .path.display())]
+    EmptyFile {
+        /// The file being parsed.
+        path: PathBuf,
+    },
+
+    /// The file holds fewer payload bytes than its header declares.
+    #[error(
+        "{}: truncated: header declares {declared} payload bytes but only {present} are present",
+        .path.display()
+    )]
+    Truncated {
+        /// The file being parsed.
+        path: PathBuf,
+        /// Payload bytes implied by the header (count × rows × cols for images).
+        declared: u128,
+        /// Payload bytes actually present (after decompression).
+        present: u64,
+    },
+
+    /// The header declares more payload than a file of this size could possibly hold.
+    #[error(
+        "{}: header declares {declared} payload bytes, more than this file can hold \
+         (at most {limit}); the header is corrupt",
+        .path.display()
+    )]
+    Oversized {
+        /// The file being parsed.
+        path: PathBuf,
+        /// Payload bytes implied by the header.
+        declared: u128,
+        /// Upper bound on the payload given the file size (for gzip, the deflate ratio limit).
+        limit: u128,
+    },
+
+    /// The file continues after the payload its header declares.
+    #[error(
+        "{}: unexpected bytes after the {declared} payload bytes the header declares",
+        .path.display()
+    )]
+    TrailingBytes {
+        /// The file being parsed.
+        path: PathBuf,
+        /// Payload bytes implied by the header.
+        declared: u128,
+    },
+
+    /// An image file and its label file hold different numbers of items.
+    #[error(
+        "{} holds {images} images but {} holds {labels} labels",
+        .images_path.display(),
+        .labels_path.display()
+    )]
+    CountMismatch {
+        /// The image file.
+        images_path: PathBuf,
+        /// Number of images in it.
+        images: usize,
+        /// The label file.
+        labels_path: PathBuf,
+        /// Number of labels in it.
+        labels: usize,
+    },
+
+    /// A label is not in `0..classes`.
+    #[error("{origin}: label {label} at row {row} is out of range (expected 0..{classes})")]
+    LabelOutOfRange {
+        /// Where the label came from: a file path or the name of the function that got it.
+        origin: String,
+        /// 0-based row of the bad label.
+        row: usize,
+        /// The label value.
+        label: u8,
+        /// Number of classes; valid labels are `0..classes`.
+        classes: usize,
+    },
+
+    /// Train and test images in one directory have different sizes.
+    #[error(
+        "{}: train images have {train} pixels but test images have {test}",
+        .dir.display()
+    )]
+    DimMismatch {
+        /// The dataset directory.
+        dir: PathBuf,
+        /// Values per train image.
+        train: usize,
+        /// Values per test image.
+        test: usize,
+    },
+
+    /// Image and label buffers do not describe the same number of rows.
+    #[error("images hold {images} values but {labels} labels × dim {dim} need {}", .labels * .dim)]
+    BadShape {
+        /// Length of the image buffer (values, not rows).
+        images: usize,
+        /// Number of labels (rows).
+        labels: usize,
+        /// Values per row.
+        dim: usize,
+    },
+
+    /// A dataset spec string is not one of the accepted forms.
+    #[error(
+        "unknown dataset `{value}`: expected one of `auto`, `synthetic`, `fashion-mnist`, `idx:DIR`"
+    )]
+    BadDatasetSpec {
+        /// The string that failed to parse.
+        value: String,
+    },
+
+    /// A shard spec string is not of the form `K/N` with `1 <= K <= N`.
+    #[error("bad shard `{value}`: {reason}; expected K/N with 1 <= K <= N, e.g. `2/5`")]
+    BadShardSpec {
+        /// The string that failed to parse.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A partition string is not `iid` or `dirichlet:ALPHA`.
+    #[error(
+        "bad partition `{value}`: {reason}; expected `iid` or `dirichlet:ALPHA` with ALPHA > 0"
+    )]
+    BadPartition {
+        /// The string that failed to parse.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The Dirichlet concentration is zero, negative, NaN or infinite.
+    #[error("Dirichlet alpha must be finite and > 0, got {alpha}")]
+    BadAlpha {
+        /// The rejected concentration.
+        alpha: f64,
+    },
+
+    /// The shard count is zero.
+    #[error("shard count must be at least 1")]
+    ZeroShards,
+
+    /// The 0-based shard index is not below the shard count.
+    #[error("shard index {index} (0-based) is out of range for {count} shards")]
+    ShardIndexOutOfRange {
+        /// The 0-based index given.
+        index: usize,
+        /// The shard count given.
+        count: usize,
+    },
+
+    /// The partition leaves some shard without rows.
+    #[error(
+        "shard {}/{count} would be empty: {rows} rows cannot be split into {count} non-empty shards \
+         with this partition (use fewer shards, more data, or a larger Dirichlet alpha)",
+        .index + 1
+    )]
+    EmptyShard {
+        /// 0-based index of the (first) empty shard.
+        index: usize,
+        /// The shard count.
+        count: usize,
+        /// Total rows being split.
+        rows: usize,
+    },
+}
+
+/// A labelled set: `images` is row-major `[len, dim]` `f32` in `[0, 1]`, `labels` is `[len]` in
+/// `0..classes`.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// Pixel values, row-major `[len, dim]`, each in `[0, 1]`.
+    pub images: Vec<f32>,
+    /// Class of each row, `[len]`, each in `0..classes`.
+    pub labels: Vec<u8>,
+    /// Values per row (784 for 28 × 28 images).
+    pub dim: usize,
+    /// Number of classes.
+    pub classes: usize,
+}
+
+impl Dataset {
+    /// Builds a dataset after checking the shapes: `images.len() == labels.len() * dim` and every
+    /// label `< classes`. Errors: [`DataError::BadShape`], [`DataError::LabelOutOfRange`].
+    /// Pixel values are not checked.
+    pub fn new(
+        images: Vec<f32>,
+        labels: Vec<u8>,
+        dim: usize,
+        classes: usize,
+    ) -> Result<Self, DataError> {
+        if labels.len().checked_mul(dim) != Some(images.len()) {
+            return Err(DataError::BadShape {
+                images: images.len(),
+                labels: labels.len(),
+                dim,
+            });
+        }
+        check_labels(&labels, classes, "Dataset::new")?;
+        Ok(Dataset {
+            images,
+            labels,
+            dim,
+            classes,
+        })
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The pixels of one row, `[dim]`.
+    ///
+    /// # Panics
+    /// If `row >= self.len()`.
+    pub fn image(&self, row: usize) -> &[f32] {
+        &self.images[row * self.dim..(row + 1) * self.dim]
+    }
+
+    /// A new dataset holding the given rows in the given order (repeats allowed).
+    ///
+    /// # Panics
+    /// If any index is `>= self.len()`; indices come from this process (shards, epoch orders).
+    pub fn subset(&self, indices: &[usize]) -> Dataset {
+        let mut images = Vec::new();
+        let mut labels = Vec::new();
+        self.gather_batch(indices, &mut images, &mut labels);
+        Dataset {
+            images,
+            labels,
+            dim: self.dim,
+            classes: self.classes,
+        }
+    }
+
+    /// Clears `images_out` and `labels_out`, then fills them with the given rows in order:
+    /// `images_out` becomes `[indices.len(), dim]` row-major, `labels_out` `[indices.len()]`.
+    /// Reusing the buffers across batches avoids reallocating.
+    ///
+    /// # Panics
+    /// If any index is `>= self.len()`.
+    pub fn gather_batch(
+        &self,
+        indices: &[usize],
+        images_out: &mut Vec<f32>,
+        labels_out: &mut Vec<u8>,
+    ) {
+        images_out.clear();
+        labels_out.clear();
+        images_out.reserve(indices.len() * self.dim);
+        labels_out.reserve(indices.len());
+        for &row in indices {
+            images_out.extend_from_slice(self.image(row));
+            labels_out.push(self.labels[row]);
+        }
+    }
+}
+
+/// Train and test sets plus a human-readable description of where they came from.
+#[derive(Clone, Debug)]
+pub struct TrainTest {
+    /// Rows to train on (before sharding).
+    pub train: Dataset,
+    /// Held-out rows for measuring accuracy.
+    pub test: Dataset,
+    /// Short name of the data actually used: `fashion-mnist`, `synthetic` or `idx:DIR`.
+    pub name: String,
+    /// One line saying where the data came from, its size, and (for `auto`) why it was chosen.
+    pub description: String,
+}
+
+/// Which data to load: `auto | synthetic | fashion-mnist | idx:DIR`.
+///
+/// Parses from those strings ([`FromStr`] errors with [`DataError::BadDatasetSpec`], naming the
+/// bad value and the accepted forms); [`fmt::Display`] prints the same forms back.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DatasetSpec {
+    /// Fashion-MNIST from [`FASHION_MNIST_DIR`] if its files are present, else synthetic.
+    Auto,
+    /// The seeded synthetic set ([`synthetic`]).
+    Synthetic,
+    /// Fashion-MNIST from [`FASHION_MNIST_DIR`]; an error if it is not installed.
+    FashionMnist,
+    /// IDX files (MNIST layout and names) from the given directory.
+    Idx(PathBuf),
+}
+
+impl FromStr for DatasetSpec {
+    type Err = DataError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(DatasetSpec::Auto),
+            "synthetic" => Ok(DatasetSpec::Synthetic),
+            "fashion-mnist" => Ok(DatasetSpec::FashionMnist),
+            _ => match s.strip_prefix("idx:") {
+                Some(dir) if !dir.is_empty() => Ok(DatasetSpec::Idx(PathBuf::from(dir))),
+                _ => Err(DataError::BadDatasetSpec {
+                    value: s.to_string(),
+                }),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DatasetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatasetSpec::Auto => f.write_str("auto"),
+            DatasetSpec::Synthetic => f.write_str("synthetic"),
+            DatasetSpec::FashionMnist => f.write_str("fashion-mnist"),
+            DatasetSpec::Idx(dir) => write!(f, "idx:{}", dir.display()),
+        }
+    }
+}
+
+/// Loads the data named by `spec`.
+///
+/// `Auto` uses [`FASHION_MNIST_DIR`] when its four files are present, else the synthetic set; the
+/// returned `name`/`description` say which was chosen and why. `synthetic_seed` seeds the synthetic
+/// generator (ignored for real data). Real data has `dim = rows × cols` of its files (784 for
+/// MNIST-style files) and 10 classes; synthetic data has [`SYNTHETIC_TRAIN_LEN`] train and
+/// [`SYNTHETIC_TEST_LEN`] test rows of dim [`IMAGE_DIM`].
+///
+/// Errors: any [`DataError`] from [`idx::load_dir`] — a missing file ([`DataError::MissingFile`],
+/// for Fashion-MNIST mentioning `apt-get install dataset-fashion-mnist`), or a malformed one. With
+/// `Auto`, files that are present but malformed are an error, not a silent fallback.
+pub fn load(spec: &DatasetSpec, synthetic_seed: u64) -> Result<TrainTest, DataError> {
+    match spec {
+        DatasetSpec::Auto => load_auto(Path::new(FASHION_MNIST_DIR), synthetic_seed),
+        DatasetSpec::Synthetic => Ok(synthetic_train_test(synthetic_seed, "requested")),
+        DatasetSpec::FashionMnist => {
+            load_idx_named(Path::new(FASHION_MNIST_DIR), "fashion-mnist", "", true)
+        }
+        DatasetSpec::Idx(dir) => load_idx_named(dir, &format!("idx:{}", dir.display()), "", false),
+    }
+}
+
+/// `Auto` against an arbitrary directory (the public entry point passes [`FASHION_MNIST_DIR`]).
+fn load_auto(dir: &Path, synthetic_seed: u64) -> Result<TrainTest, DataError> {
+    match idx::locate(dir, Some(FASHION_MNIST_INSTALL_HINT)) {
+        Ok(_) => load_idx_named(
+            dir,
+            "fashion-mnist",
+            " (auto: Fashion-MNIST files found)",
+            true,
+        ),
+        Err(missing) => Ok(synthetic_train_test(
+            synthetic_seed,
+            &format!("auto: no real data, {missing}"),
+        )),
+    }
+}
+
+fn load_idx_named(
+    dir: &Path,
+    name: &str,
+    why: &str,
+    fashion: bool,
+) -> Result<TrainTest, DataError> {
+    let hint = fashion.then_some(FASHION_MNIST_INSTALL_HINT);
+    let (train, test) = idx::load_dir(dir, hint)?;
+    let what = if fashion { "Fashion-MNIST" } else { "IDX data" };
+    let description = format!(
+        "{what} from {}{why}: {} train / {} test rows, {} values per image, {} classes",
+        dir.display(),
+        train.len(),
+        test.len(),
+        train.dim,
+        train.classes
+    );
+    Ok(TrainTest {
+        train,
+        test,
+        name: name.to_string(),
+        description,
+    })
+}
+
+fn synthetic_train_test(seed: u64, why: &str) -> TrainTest {
+    let (train, test) = synthetic::generate(seed, SYNTHETIC_TRAIN_LEN, SYNTHETIC_TEST_LEN);
+    let description = format!(
+        "synthetic data, seed {seed} ({why}): {} train / {} test rows, {} values per image, \
+         {} classes; not real images",
+        train.len(),
+        test.len(),
+        train.dim,
+        train.classes
+    );
+    TrainTest {
+        train,
+        test,
+        name: "synthetic".to_string(),
+        description,
+    }
+}
+
+/// Checks that every label is `< classes`; `origin` names the source in the error.
+pub(crate) fn check_labels(labels: &[u8], classes: usize, origin: &str) -> Result<(), DataError> {
+    match labels
+        .iter()
+        .enumerate()
+        .find(|(_, &label)| usize::from(label) >= classes)
+    {
+        Some((row, &label)) => Err(DataError::LabelOutOfRange {
+            origin: origin.to_string(),
+            row,
+            label,
+            classes,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A ChaCha8 generator keyed by (`seed`, `domain`, `extra`): different domains (sharding, epoch
+/// orders, synthetic data) and different `extra` values (epochs) give independent streams.
+pub(crate) fn seeded_rng(seed: u64, domain: [u8; 8], extra: u64) -> ChaCha8Rng {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&domain);
+    key[16..24].copy_from_slice(&extra.to_le_bytes());
+    ChaCha8Rng::from_seed(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dataset_spec_parses_and_round_trips() {
+        let cases = [
+            ("auto", DatasetSpec::Auto),
+            ("synthetic", DatasetSpec::Synthetic),
+            ("fashion-mnist", DatasetSpec::FashionMnist),
+            (
+                "idx:/tmp/mnist",
+                DatasetSpec::Idx(PathBuf::from("/tmp/mnist")),
+            ),
+            ("idx:rel/dir", DatasetSpec::Idx(PathBuf::from("rel/dir"))),
+        ];
+        for (text, spec) in cases {
+            let parsed: DatasetSpec = text.parse().expect("valid spec");
+            assert_eq!(parsed, spec);
+            assert_eq!(spec.to_string(), text);
+            assert_eq!(spec.to_string().parse::<DatasetSpec>().ok(), Some(spec));
+        }
+    }
+
+    #[test]
+    fn dataset_spec_rejects_bad_values_with_clear_error() {
+        for bad in ["", "mnist", "Auto", "idx:", "idx", "fashion_mnist", " auto"] {
+            let err = bad.parse::<DatasetSpec>().expect_err(bad);
+            let msg = err.to_string();
+            assert!(matches!(err, DataError::BadDatasetSpec { .. }), "{msg}");
+            assert!(msg.contains(&format!("`{bad}`")), "{msg}");
+            for form in ["auto", "synthetic", "fashion-mnist", "idx:DIR"] {
+                assert!(msg.contains(form), "{msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn subset_and_gather_batch_keep_order() {
+        let ds = Dataset::new(
+            vec![0.0, 0.1, 1.0, 1.1, 2.0, 2.1],
+            vec![0, 1, 2],
+            2,
+            NUM_CLASSES,
+        )
+        .expect("consistent shapes");
+        assert_eq!(ds.len(), 3);
+        assert!(!ds.is_empty());
+        let sub = ds.subset(&[2, 0, 2]);
+        assert_eq!(sub.images, vec![2.0, 2.1, 0.0, 0.1, 2.0, 2.1]);
+        assert_eq!(sub.labels, vec![2, 0, 2]);
+        assert_eq!((sub.dim, sub.classes), (2, NUM_CLASSES));
+
+        let mut images = vec![9.0; 7];
+        let mut labels = vec![9; 5];
+        ds.gather_batch(&[1], &mut images, &mut labels);
+        assert_eq!(images, vec![1.0, 1.1]);
+        assert_eq!(labels, vec![1]);
+        ds.gather_batch(&[], &mut images, &mut labels);
+        assert!(images.is_empty() && labels.is_empty());
+        assert!(ds.subset(&[]).is_empty());
+    }
+
+    #[test]
+    fn dataset_new_validates_shapes_and_labels() {
+        assert!(matches!(
+            Dataset::new(vec![0.0; 5], vec![0, 1], 3, 10),
+            Err(DataError::BadShape { .. })
+        ));
+        assert!(matches!(
+            Dataset::new(vec![0.0; 4], vec![0, 10], 2, 10),
+            Err(DataError::LabelOutOfRange {
+                row: 1,
+                label: 10,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn synthetic_spec_loads_synthetic() -> Result<(), DataError> {
+        let tt = load(&DatasetSpec::Synthetic, 3)?;
+        assert_eq!(tt.name, "synthetic");
+        assert_eq!(tt.train.len(), SYNTHETIC_TRAIN_LEN);
+        assert_eq!(tt.test.len(), SYNTHETIC_TEST_LEN);
+        assert_eq!(tt.train.dim, IMAGE_DIM);
+        assert!(tt.description.contains("synthetic"), "{}", tt.description);
+        Ok(())
+    }
+
+    #[test]
+    fn auto_falls_back_to_synthetic_and_says_why() -> Result<(), Box<dyn std::error::Error>> {
+        let empty = tempfile::tempdir()?;
+        let tt = load_auto(empty.path(), 7)?;
+        println!("{}", tt.description);
+        assert_eq!(tt.name, "synthetic");
+        assert!(tt.description.contains("auto"), "{}", tt.description);
+        assert!(
+            tt.description
+                .contains("apt-get install dataset-fashion-mnist"),
+            "{}",
+            tt.description
+        );
+        assert!(
+            tt.description.contains(&empty.path().display().to_string()),
+            "{}",
+            tt.description
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn idx_spec_with_missing_dir_names_dir_and_files() {
+        let spec = DatasetSpec::Idx(PathBuf::from("/nonexistent/rumor-data"));
+        let err = load(&spec, 0).expect_err("missing dir");
+        let msg = err.to_string();
+        assert!(matches!(err, DataError::MissingFile { .. }), "{msg}");
+        assert!(msg.contains("/nonexistent/rumor-data"), "{msg}");
+        assert!(msg.contains("train-images-idx3-ubyte.gz"), "{msg}");
+        assert!(msg.contains("train-images.idx3-ubyte"), "{msg}");
+        assert!(!msg.contains("apt-get"), "{msg}");
+    }
+
+    #[test]
+    fn real_fashion_mnist_if_installed() -> Result<(), DataError> {
+        let dir = Path::new(FASHION_MNIST_DIR);
+        if idx::locate(dir, None).is_err() {
+            println!("skipped: Fashion-MNIST not installed in {FASHION_MNIST_DIR}");
+            return Ok(());
+        }
+        let tt = load(&DatasetSpec::FashionMnist, 0)?;
+        println!("{}", tt.description);
+        assert_eq!(tt.name, "fashion-mnist");
+        assert_eq!(tt.train.len(), 60_000);
+        assert_eq!(tt.test.len(), 10_000);
+        assert_eq!(tt.train.dim, IMAGE_DIM);
+        assert_eq!(tt.test.dim, IMAGE_DIM);
+        assert_eq!(tt.train.images.len(), 60_000 * IMAGE_DIM);
+        assert!(tt.train.images.iter().all(|v| (0.0..=1.0).contains(v)));
+        let mut counts = [0usize; NUM_CLASSES];
+        for &label in &tt.train.labels {
+            counts[usize::from(label)] += 1;
+        }
+        assert_eq!(counts, [6_000; NUM_CLASSES]);
+        let auto = load(&DatasetSpec::Auto, 0)?;
+        println!("{}", auto.description);
+        assert_eq!(auto.name, "fashion-mnist");
+        assert!(auto.description.contains("auto"), "{}", auto.description);
+        Ok(())
+    }
+}
