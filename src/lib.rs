@@ -4,7 +4,6 @@
 //! Each peer merges what arrives by version number, at once; when training stops and gossip
 //! settles, all peers hold the same model. See `docs/ALGORITHM.md` for the merge invariant.
 
-<<<<<<< HEAD
 pub mod certs;
 pub mod cli;
 pub mod config;
@@ -16,6 +15,3 @@ pub mod node;
 pub mod run;
 pub mod sim;
 pub mod wire;
-=======
-pub mod data;
->>>>>>> wt-data

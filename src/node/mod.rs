@@ -204,7 +204,7 @@ pub struct PeerHandle {
     pub status: Arc<Mutex<PeerStatus>>,
     /// The bound address, once known.
     pub addr: watch::Receiver<Option<SocketAddr>>,
-    stop: watch::Sender<bool>,
+    stop: Arc<watch::Sender<bool>>,
     task: tokio::task::JoinHandle<Result<PeerOutcome, NodeError>>,
 }
 
@@ -221,7 +221,7 @@ impl PeerHandle {
         Self {
             status,
             addr: addr_rx,
-            stop: stop_tx,
+            stop: Arc::new(stop_tx),
             task,
         }
     }
@@ -241,6 +241,11 @@ impl PeerHandle {
     /// Asks the peer to stop training, leave gracefully and save.
     pub fn request_stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// A handle that asks the peer to stop when `true` is sent.
+    pub fn stop_sender(&self) -> Arc<watch::Sender<bool>> {
+        self.stop.clone()
     }
 
     /// Waits for the peer to finish.
