@@ -209,6 +209,9 @@ pub struct GossipSection {
     pub max_message_bytes: usize,
     /// Most delta bytes pushed in answer to one digest.
     pub anti_entropy_max_bytes: usize,
+    /// How long a delta sent to a peer is not pushed to it again by anti-entropy.
+    #[serde(with = "humantime_serde")]
+    pub resend_after: Duration,
 }
 
 impl Default for GossipSection {
@@ -225,6 +228,7 @@ impl Default for GossipSection {
             delta_log_bytes: c.delta_log_bytes,
             max_message_bytes: c.max_message_bytes,
             anti_entropy_max_bytes: c.anti_entropy_max_bytes,
+            resend_after: c.resend_after,
         }
     }
 }
@@ -429,6 +433,7 @@ impl Config {
             delta_log_bytes: g.delta_log_bytes,
             max_message_bytes: g.max_message_bytes,
             anti_entropy_max_bytes: g.anti_entropy_max_bytes,
+            resend_after: g.resend_after,
             param_count,
             ..CoreConfig::default()
         }

@@ -58,6 +58,9 @@ pub struct CoreConfig {
     pub max_message_bytes: usize,
     /// Most delta bytes pushed in answer to one digest.
     pub anti_entropy_max_bytes: usize,
+    /// A delta sent to a peer is not pushed to it again by anti-entropy for this long: it is
+    /// most likely still in flight (QUIC retransmits it), and pushing it again only adds load.
+    pub resend_after: Duration,
     /// First wait before retrying a join; doubles per attempt up to `join_backoff_max`.
     pub join_backoff_initial: Duration,
     /// Longest wait between join attempts.
@@ -79,6 +82,7 @@ impl Default for CoreConfig {
             delta_log_bytes: 256 * 1024 * 1024,
             max_message_bytes: 16 * 1024 * 1024,
             anti_entropy_max_bytes: 8 * 1024 * 1024,
+            resend_after: Duration::from_secs(5),
             join_backoff_initial: Duration::from_millis(250),
             join_backoff_max: Duration::from_secs(4),
             param_count: 0,
@@ -258,6 +262,8 @@ pub struct Core {
     published: u64,
     incarnation: u64,
     progress: HashMap<PeerId, PeerProgress>,
+    /// Deltas recently sent to a peer: (target, origin, version) → when.
+    recently_sent: HashMap<(SocketAddr, PeerId, u64), Instant>,
     seeds: Vec<SocketAddr>,
     joined: bool,
     join_attempt: u32,
@@ -355,6 +361,7 @@ impl Core {
             published,
             incarnation,
             progress: HashMap::new(),
+            recently_sent: HashMap::new(),
             joined,
             join_attempt: 0,
             next_join: if joined { None } else { Some(now) },
@@ -488,6 +495,9 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = self.now.max(now);
         self.seen.expire(now);
+        let window = self.config.resend_after;
+        self.recently_sent
+            .retain(|_, at| now.saturating_duration_since(*at) < window);
         if let Some(at) = self.next_join {
             if now >= at && !self.joined {
                 self.send_join(now);
@@ -704,6 +714,8 @@ impl Core {
             self.stats.deltas_already_applied += 1;
             return;
         }
+        // The sender has it; never push it back.
+        self.recently_sent.insert((from, origin, version), self.now);
         let before = self.applied.max_of(origin);
         add_into(&mut self.base, &delta.values);
         self.applied.insert(origin, version);
@@ -892,6 +904,9 @@ impl Core {
         let mut budget = self.config.anti_entropy_max_bytes;
         let mut lost = false;
         for (delta_origin, version) in missing {
+            if self.recently_sent.contains_key(&(addr, delta_origin, version)) {
+                continue;
+            }
             let Some(delta) = self.log.get(delta_origin, version) else {
                 lost = true;
                 continue;
@@ -1068,6 +1083,12 @@ impl Core {
         self.seen_own(envelope.id);
         let kind: MessageKind = envelope.payload.kind();
         *self.stats.sent.entry(kind.as_str()).or_default() += to.len() as u64;
+        if kind == MessageKind::Delta {
+            for addr in &to {
+                self.recently_sent
+                    .insert((*addr, envelope.origin, envelope.version), self.now);
+            }
+        }
         self.transmits.push_back(Transmit { to, envelope });
     }
 
