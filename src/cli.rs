@@ -193,6 +193,9 @@ pub struct PeerArgs {
     /// Write this peer's summary as JSON here at exit.
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
+    /// Write the bound address here once listening (for scripts using port 0).
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
     /// Training settings.
     #[command(flatten)]
     pub train: TrainFlags,

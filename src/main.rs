@@ -63,7 +63,12 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Peer(args) => {
             let config = args.load_config()?;
-            runtime.block_on(run::peer(config, args.resume, args.summary_json.clone()))?;
+            runtime.block_on(run::peer(
+                config,
+                args.resume,
+                args.summary_json.clone(),
+                args.ready_file.clone(),
+            ))?;
         }
         Command::Certs(CertsCommand::Init { dir, force }) => {
             let path = certs::init_ca(&dir, force)?;

@@ -208,7 +208,12 @@ pub fn peer_options(
 }
 
 /// `rumor peer`: runs one peer to completion.
-pub async fn peer(config: Config, resume: bool, summary_json: Option<PathBuf>) -> Result<(), RunError> {
+pub async fn peer(
+    config: Config,
+    resume: bool,
+    summary_json: Option<PathBuf>,
+    ready_file: Option<PathBuf>,
+) -> Result<(), RunError> {
     model::set_compute_threads(config.train.threads);
     let identity = Arc::new(certs::load_identity(&config.peer.certs, &config.peer.name)?);
     let data = load_data(&config)?;
@@ -216,8 +221,16 @@ pub async fn peer(config: Config, resume: bool, summary_json: Option<PathBuf>) -
     let shard = config.shard()?;
     let mut options = peer_options(&config, identity, &data, test, shard.count)?;
     options.resume = resume;
-    let handle = PeerHandle::spawn(options);
+    let mut handle = PeerHandle::spawn(options);
     let stopper = handle_signals(&handle);
+    if let Some(path) = ready_file {
+        if let Some(addr) = handle.bound_addr().await {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, format!("{addr}\n"))
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(io_err(format!("writing {}", path.display())))?;
+        }
+    }
     let outcome = handle.wait().await.map_err(|source| RunError::Peer {
         name: config.peer.name.clone(),
         source,

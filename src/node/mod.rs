@@ -194,6 +194,8 @@ pub struct PeerOutcome {
     pub members: Vec<MemberSummary>,
     /// Protocol counters at exit.
     pub stats: CoreStats,
+    /// Transport counters at exit (UDP bytes, handshakes accepted and rejected).
+    pub transport: crate::net::TransportStats,
     /// Seconds from start to exit.
     pub wall_seconds: f64,
 }
@@ -650,6 +652,7 @@ pub async fn run_peer(
         drained,
         members,
         stats: core.stats().clone(),
+        transport: net,
         wall_seconds: started.elapsed().as_secs_f64(),
     })
 }

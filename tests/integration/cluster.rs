@@ -1,0 +1,68 @@
+//! Peers over real QUIC on loopback: join through one seed, train, drain, agree.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumor::model;
+use rumor::node::PeerHandle;
+use rumor::run::peer_options;
+
+use crate::common::{dataset, identities, test_config, within};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_peers_from_one_seed_train_and_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["peer-0", "peer-1", "peer-2", "peer-3"];
+    let ids = identities(&dir.path().join("certs"), &names);
+    let data = dataset();
+    let test = Arc::new(data.test.clone());
+    let n = names.len();
+    let mut handles: Vec<PeerHandle> = Vec::new();
+    let mut seed: Option<SocketAddr> = None;
+    for (i, name) in names.iter().enumerate() {
+        let mut c = test_config();
+        c.peer.name = name.to_string();
+        c.peer.seeds = seed.into_iter().collect();
+        c.peer.data_dir = dir.path().join(name);
+        c.peer.min_peers = n;
+        c.train.shard = format!("{}/{n}", i + 1);
+        c.train.epochs = 1;
+        let opts = peer_options(&c, ids[i].clone(), &data, test.clone(), n).unwrap();
+        let mut h = PeerHandle::spawn(opts);
+        if i == 0 {
+            seed = h.bound_addr().await;
+            assert!(seed.is_some(), "the seed bound an address");
+        }
+        handles.push(h);
+    }
+    let mut outcomes = Vec::new();
+    for h in handles {
+        let o = within(Duration::from_secs(300), "peer finishes", h.wait())
+            .await
+            .expect("peer succeeds");
+        outcomes.push(o);
+    }
+    let accs: Vec<f32> = outcomes.iter().map(|o| o.test_accuracy).collect();
+    let bases: Vec<&[f32]> = outcomes.iter().map(|o| o.base.as_slice()).collect();
+    let distance = model::consensus_distance(&bases).unwrap();
+    eprintln!("accuracies {accs:?}, consensus distance {distance:e}");
+    for o in &outcomes {
+        assert!(o.drained, "{} drained consistent before its deadline", o.name);
+        assert_eq!(o.members.len(), n, "{} knows every peer", o.name);
+        assert_eq!(o.applied, outcomes[0].applied, "same applied set");
+        assert!(o.version > 0, "{} published", o.name);
+        assert!(o.transport.bytes_sent > 0);
+    }
+    let spread = accs.iter().cloned().fold(f32::MIN, f32::max) - accs.iter().cloned().fold(f32::MAX, f32::min);
+    assert!(spread <= 0.01, "accuracies within 1 point: {accs:?}");
+    assert!(distance < 1e-4, "consensus distance {distance}");
+    assert!(accs[0] > 0.5, "the shared model learned something: {accs:?}");
+    // Checkpoints on disk agree too.
+    let saved: Vec<Vec<f32>> = names
+        .iter()
+        .map(|n| model::load_checkpoint(&dir.path().join(n)).unwrap().1)
+        .collect();
+    let refs: Vec<&[f32]> = saved.iter().map(Vec::as_slice).collect();
+    assert!(model::consensus_distance(&refs).unwrap() < 1e-4);
+}

@@ -1,0 +1,57 @@
+//! Helpers shared by the integration tests: throwaway CAs, small configs, dataset choice.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumor::certs::{self, PeerIdentity};
+use rumor::config::Config;
+use rumor::data::{self, DatasetSpec, TrainTest, FASHION_MNIST_DIR};
+
+/// A CA in `dir` and identities `names` issued by it.
+pub fn identities(dir: &Path, names: &[&str]) -> Vec<Arc<PeerIdentity>> {
+    certs::init_ca(dir, false).expect("init CA");
+    names
+        .iter()
+        .map(|n| {
+            certs::issue(dir, n, 30).expect("issue");
+            Arc::new(certs::load_identity(dir, n).expect("load identity"))
+        })
+        .collect()
+}
+
+/// Fashion-MNIST when installed, else synthetic; says which (never silently).
+pub fn dataset() -> TrainTest {
+    let spec = if Path::new(FASHION_MNIST_DIR).exists() {
+        DatasetSpec::FashionMnist
+    } else {
+        eprintln!(
+            "NOTE: {FASHION_MNIST_DIR} is absent (apt-get install dataset-fashion-mnist); \
+             this test uses the synthetic dataset instead"
+        );
+        DatasetSpec::Synthetic
+    };
+    let data = data::load(&spec, 42).expect("load dataset");
+    eprintln!("dataset: {} ({})", data.name, data.description);
+    data
+}
+
+/// A config for fast tests: short timeouts and intervals.
+pub fn test_config() -> Config {
+    let mut c = Config::default();
+    c.peer.join_timeout = Duration::from_secs(30);
+    c.peer.drain_timeout = Duration::from_secs(60);
+    c.gossip.gossip_interval = Duration::from_millis(200);
+    c.gossip.anti_entropy_interval = Duration::from_millis(500);
+    c.gossip.drain_anti_entropy_interval = Duration::from_millis(100);
+    c.train.eval_every = 0;
+    c
+}
+
+/// Runs `fut` with a deadline; panics with `what` when it passes.
+pub async fn within<T>(limit: Duration, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {limit:?}: {what}"),
+    }
+}
