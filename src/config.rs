@@ -333,7 +333,11 @@ impl Config {
         let t = &self.train;
         check(t.epochs >= 1, "train.epochs", "must be at least 1")?;
         check(t.batch_size >= 1, "train.batch_size", "must be at least 1")?;
-        check(t.publish_every >= 1, "train.publish_every", "must be at least 1")?;
+        check(
+            t.publish_every >= 1,
+            "train.publish_every",
+            "must be at least 1",
+        )?;
         check(t.threads >= 1, "train.threads", "must be at least 1")?;
         check(
             t.lr.is_finite() && t.lr > 0.0,
@@ -353,7 +357,11 @@ impl Config {
             "gossip.seen_retention",
             "must be at least 90s",
         )?;
-        check(g.seen_capacity >= 1, "gossip.seen_capacity", "must be at least 1")?;
+        check(
+            g.seen_capacity >= 1,
+            "gossip.seen_capacity",
+            "must be at least 1",
+        )?;
         check(
             g.max_message_bytes >= 64 * 1024,
             "gossip.max_message_bytes",
@@ -366,7 +374,11 @@ impl Config {
             "gossip.*_interval",
             "intervals must be above zero",
         )?;
-        check(self.peer.min_peers >= 1, "peer.min_peers", "must be at least 1")?;
+        check(
+            self.peer.min_peers >= 1,
+            "peer.min_peers",
+            "must be at least 1",
+        )?;
         check(
             self.transport.incoming_queue >= 1,
             "transport.incoming_queue",
@@ -448,7 +460,6 @@ impl Config {
             keep_alive_ms: t.keep_alive.as_millis() as u64,
             idle_timeout_ms: t.idle_timeout.as_millis() as u64,
             incoming_queue: t.incoming_queue,
-            ..TransportConfig::default()
         }
     }
 }

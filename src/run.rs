@@ -39,7 +39,7 @@ pub enum RunError {
         /// The peer's name.
         name: String,
         /// What went wrong.
-        source: NodeError,
+        source: Box<NodeError>,
     },
     /// A file could not be written or a temp dir made.
     #[error("{what}: {source}")]
@@ -233,7 +233,7 @@ pub async fn peer(
     }
     let outcome = handle.wait().await.map_err(|source| RunError::Peer {
         name: config.peer.name.clone(),
-        source,
+        source: Box::new(source),
     })?;
     stopper.abort();
     let summary = SinglePeerSummary {
@@ -297,7 +297,8 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
         source: std::io::Error::other(e),
     })?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
+        std::fs::create_dir_all(parent)
+            .map_err(io_err(format!("creating {}", parent.display())))?;
     }
     std::fs::write(path, text + "\n").map_err(io_err(format!("writing {}", path.display())))
 }
@@ -339,7 +340,11 @@ pub async fn up(config: Config, options: UpOptions) -> Result<RunSummary, RunErr
     Ok(summary)
 }
 
-async fn up_gossip(config: &Config, options: &UpOptions, data: TrainTest) -> Result<RunSummary, RunError> {
+async fn up_gossip(
+    config: &Config,
+    options: &UpOptions,
+    data: TrainTest,
+) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let n = config.up.peers;
     let temp = tempfile::Builder::new()
@@ -354,7 +359,10 @@ async fn up_gossip(config: &Config, options: &UpOptions, data: TrainTest) -> Res
             dir
         }
     };
-    let out = options.out.clone().unwrap_or_else(|| temp.path().join("peers"));
+    let out = options
+        .out
+        .clone()
+        .unwrap_or_else(|| temp.path().join("peers"));
     let test = Arc::new(data.test.clone());
     let mut handles: Vec<PeerHandle> = Vec::with_capacity(n);
     let mut seed: Option<SocketAddr> = None;
@@ -416,7 +424,7 @@ async fn up_gossip(config: &Config, options: &UpOptions, data: TrainTest) -> Res
                 warn!("peer-{i} failed: {source}");
                 first_error.get_or_insert(RunError::Peer {
                     name: format!("peer-{i}"),
-                    source,
+                    source: Box::new(source),
                 });
             }
         }
@@ -468,7 +476,11 @@ fn summarize(
 
 /// The centralized baseline: one model on all the training data, the same sample budget
 /// (`epochs` passes over the whole set) and batch size, learning rate `up.centralized_lr`.
-pub fn centralized(config: &Config, data: &TrainTest, no_tui: bool) -> Result<RunSummary, RunError> {
+pub fn centralized(
+    config: &Config,
+    data: &TrainTest,
+    no_tui: bool,
+) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let spec: ModelSpec = config.model()?;
     let t = &config.train;
@@ -490,7 +502,12 @@ pub fn centralized(config: &Config, data: &TrainTest, no_tui: bool) -> Result<Ru
             step += 1;
             samples += chunk.len() as u64;
             if t.eval_every > 0 && step % t.eval_every == 0 {
-                let acc = model::evaluate(&spec, &trainer.work()?, &data.test.images, &data.test.labels)?;
+                let acc = model::evaluate(
+                    &spec,
+                    &trainer.work()?,
+                    &data.test.images,
+                    &data.test.labels,
+                )?;
                 let line = format!(
                     "[{:>6.1}s] centralized epoch {}/{} step {}/{} loss {:.4} test accuracy {:.2}%",
                     started.elapsed().as_secs_f64(),
@@ -648,7 +665,10 @@ pub fn compare(dirs: &[PathBuf], json: bool) -> Result<f64, RunError> {
     if json {
         println!("{}", serde_json::json!({ "consensus_distance": d }));
     } else {
-        println!("consensus distance over {} checkpoints: {d:.6e}", dirs.len());
+        println!(
+            "consensus distance over {} checkpoints: {d:.6e}",
+            dirs.len()
+        );
     }
     Ok(d)
 }

@@ -904,7 +904,10 @@ impl Core {
         let mut budget = self.config.anti_entropy_max_bytes;
         let mut lost = false;
         for (delta_origin, version) in missing {
-            if self.recently_sent.contains_key(&(addr, delta_origin, version)) {
+            if self
+                .recently_sent
+                .contains_key(&(addr, delta_origin, version))
+            {
                 continue;
             }
             let Some(delta) = self.log.get(delta_origin, version) else {

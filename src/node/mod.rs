@@ -217,9 +217,8 @@ impl PeerHandle {
         let (addr_tx, addr_rx) = watch::channel(None);
         let (stop_tx, stop_rx) = watch::channel(false);
         let span = tracing::info_span!("peer", name = %options.name);
-        let task = tokio::spawn(
-            run_peer(options, status.clone(), addr_tx, stop_rx).instrument(span),
-        );
+        let task =
+            tokio::spawn(run_peer(options, status.clone(), addr_tx, stop_rx).instrument(span));
         Self {
             status,
             addr: addr_rx,
@@ -254,7 +253,9 @@ impl PeerHandle {
     pub async fn wait(self) -> Result<PeerOutcome, NodeError> {
         match self.task.await {
             Ok(result) => result,
-            Err(e) => Err(NodeError::Trainer(format!("peer task ended abnormally: {e}"))),
+            Err(e) => Err(NodeError::Trainer(format!(
+                "peer task ended abnormally: {e}"
+            ))),
         }
     }
 }
@@ -356,7 +357,12 @@ impl MetricsFile {
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|e| warn!("cannot open {}: {e}; metrics are not written", path.display()))
+            .map_err(|e| {
+                warn!(
+                    "cannot open {}: {e}; metrics are not written",
+                    path.display()
+                )
+            })
             .ok();
         Self {
             file,
@@ -435,7 +441,9 @@ pub async fn run_peer(
             )));
         }
         if state.peer_id != peer_id {
-            return Err(NodeError::Resume("checkpoint belongs to another peer id".into()));
+            return Err(NodeError::Resume(
+                "checkpoint belongs to another peer id".into(),
+            ));
         }
         info!(
             published = state.published,
@@ -566,7 +574,10 @@ pub async fn run_peer(
                 } else if !core.is_joined() && now >= join_deadline {
                     transport.close().await;
                     let seeds: Vec<String> = options.seeds.iter().map(|s| s.to_string()).collect();
-                    return Err(NodeError::JoinTimeout(options.join_timeout, seeds.join(", ")));
+                    return Err(NodeError::JoinTimeout(
+                        options.join_timeout,
+                        seeds.join(", "),
+                    ));
                 }
             }
             Lifecycle::Draining => {
@@ -620,7 +631,10 @@ pub async fn run_peer(
     let net = transport.stats();
     transport.close().await;
     if sends_dropped > 0 {
-        warn!(sends_dropped, "sends dropped because too many were in flight");
+        warn!(
+            sends_dropped,
+            "sends dropped because too many were in flight"
+        );
     }
     info!(
         accuracy,
@@ -691,7 +705,10 @@ fn flush(core: &mut Core, transport: &Transport, sends: &Arc<Semaphore>, dropped
         let frame: Arc<[u8]> = match wire::encode(&t.envelope, max) {
             Ok(f) => f.into(),
             Err(e) => {
-                warn!("cannot encode a {:?} message: {e}", t.envelope.payload.kind());
+                warn!(
+                    "cannot encode a {:?} message: {e}",
+                    t.envelope.payload.kind()
+                );
                 continue;
             }
         };

@@ -152,12 +152,8 @@ struct TrainLoop {
 
 impl TrainLoop {
     fn run(&mut self, base: Vec<f32>) -> Result<(), model::ModelError> {
-        let mut trainer = Trainer::new(
-            &self.plan.spec,
-            &base,
-            self.plan.lr,
-            self.plan.weight_decay,
-        )?;
+        let mut trainer =
+            Trainer::new(&self.plan.spec, &base, self.plan.lr, self.plan.weight_decay)?;
         let mut base = base;
         let mut progress = TrainProgress::default();
         let mut loss_sum = 0.0f64;
@@ -243,7 +239,11 @@ impl TrainLoop {
         Ok(())
     }
 
-    fn publish(&mut self, trainer: &mut Trainer, base: &mut [f32]) -> Result<(), model::ModelError> {
+    fn publish(
+        &mut self,
+        trainer: &mut Trainer,
+        base: &mut [f32],
+    ) -> Result<(), model::ModelError> {
         let n = self.live.load(Ordering::SeqCst).max(1);
         let weight = 1.0 / n as f32;
         let work = trainer.work()?;

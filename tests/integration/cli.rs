@@ -44,7 +44,12 @@ fn wait_exit(child: &mut KillOnDrop, limit: Duration) -> std::process::ExitStatu
     }
 }
 
-fn peer_cmd(dir: &Path, name: &str, shard: &str, seed: Option<&str>) -> (KillOnDrop, PathBuf, PathBuf) {
+fn peer_cmd(
+    dir: &Path,
+    name: &str,
+    shard: &str,
+    seed: Option<&str>,
+) -> (KillOnDrop, PathBuf, PathBuf) {
     let ready = dir.join(format!("{name}.addr"));
     let summary = dir.join(format!("{name}.json"));
     let data_dir = dir.join(name);
@@ -53,8 +58,24 @@ fn peer_cmd(dir: &Path, name: &str, shard: &str, seed: Option<&str>) -> (KillOnD
         .arg(dir.join("certs"))
         .arg("--data-dir")
         .arg(&data_dir)
-        .args(["--shard", shard, "--dataset", "synthetic", "--epochs", "1", "--min-peers", "2"])
-        .args(["--join-timeout", "30s", "--drain-timeout", "30s", "--eval-every", "0"])
+        .args([
+            "--shard",
+            shard,
+            "--dataset",
+            "synthetic",
+            "--epochs",
+            "1",
+            "--min-peers",
+            "2",
+        ])
+        .args([
+            "--join-timeout",
+            "30s",
+            "--drain-timeout",
+            "30s",
+            "--eval-every",
+            "0",
+        ])
         .arg("--ready-file")
         .arg(&ready)
         .arg("--summary-json")
@@ -78,7 +99,9 @@ fn certs_peers_and_compare_from_the_command_line() {
         "init refuses to overwrite a CA"
     );
     for name in ["peer-a", "peer-b"] {
-        assert!(rumor(&["certs", "issue", "--dir", certs_s, "--name", name]).status.success());
+        assert!(rumor(&["certs", "issue", "--dir", certs_s, "--name", name])
+            .status
+            .success());
     }
     let bad = rumor(&["certs", "issue", "--dir", certs_s, "--name", "no/slash"]);
     assert!(!bad.status.success());
@@ -90,7 +113,8 @@ fn certs_peers_and_compare_from_the_command_line() {
     assert!(wait_exit(&mut b, Duration::from_secs(180)).success());
 
     for path in [&a_summary, &b_summary] {
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         assert_eq!(v["peers"].as_array().unwrap().len(), 1);
         assert!(v["peers"][0]["test_accuracy"].as_f64().unwrap() > 0.3);
         let members = v["members"].as_array().unwrap();

@@ -48,16 +48,24 @@ async fn four_peers_from_one_seed_train_and_agree() {
     let distance = model::consensus_distance(&bases).unwrap();
     eprintln!("accuracies {accs:?}, consensus distance {distance:e}");
     for o in &outcomes {
-        assert!(o.drained, "{} drained consistent before its deadline", o.name);
+        assert!(
+            o.drained,
+            "{} drained consistent before its deadline",
+            o.name
+        );
         assert_eq!(o.members.len(), n, "{} knows every peer", o.name);
         assert_eq!(o.applied, outcomes[0].applied, "same applied set");
         assert!(o.version > 0, "{} published", o.name);
         assert!(o.transport.bytes_sent > 0);
     }
-    let spread = accs.iter().cloned().fold(f32::MIN, f32::max) - accs.iter().cloned().fold(f32::MAX, f32::min);
+    let spread = accs.iter().cloned().fold(f32::MIN, f32::max)
+        - accs.iter().cloned().fold(f32::MAX, f32::min);
     assert!(spread <= 0.01, "accuracies within 1 point: {accs:?}");
     assert!(distance < 1e-4, "consensus distance {distance}");
-    assert!(accs[0] > 0.5, "the shared model learned something: {accs:?}");
+    assert!(
+        accs[0] > 0.5,
+        "the shared model learned something: {accs:?}"
+    );
     // Checkpoints on disk agree too.
     let saved: Vec<Vec<f32>> = names
         .iter()

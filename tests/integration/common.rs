@@ -49,7 +49,11 @@ pub fn test_config() -> Config {
 }
 
 /// Runs `fut` with a deadline; panics with `what` when it passes.
-pub async fn within<T>(limit: Duration, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+pub async fn within<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = T>,
+) -> T {
     match tokio::time::timeout(limit, fut).await {
         Ok(v) => v,
         Err(_) => panic!("timed out after {limit:?}: {what}"),

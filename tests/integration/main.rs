@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! One integration-test binary (less linking); each module is one area.
 
 mod cli;

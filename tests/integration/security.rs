@@ -76,7 +76,15 @@ async fn peer_from_another_ca_cannot_join_or_get_a_message_applied() {
         .unwrap();
     assert_eq!(outcome.members.len(), 1, "only itself in the view");
     assert_eq!(outcome.stats.deltas_applied, 0);
-    assert!(outcome.stats.received.is_empty(), "no message reached the core: {:?}", outcome.stats.received);
-    assert!(outcome.transport.handshakes_rejected >= 2, "{:?}", outcome.transport);
+    assert!(
+        outcome.stats.received.is_empty(),
+        "no message reached the core: {:?}",
+        outcome.stats.received
+    );
+    assert!(
+        outcome.transport.handshakes_rejected >= 2,
+        "{:?}",
+        outcome.transport
+    );
     assert!(outcome.applied.is_empty());
 }
