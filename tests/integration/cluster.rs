@@ -74,3 +74,56 @@ async fn four_peers_from_one_seed_train_and_agree() {
     let refs: Vec<&[f32]> = saved.iter().map(Vec::as_slice).collect();
     assert!(model::consensus_distance(&refs).unwrap() < 1e-4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_continues_from_the_checkpoint_without_reusing_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = identities(&dir.path().join("certs"), &["solo"]);
+    let data = rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap();
+    let test = Arc::new(data.test.clone());
+    let mut c = test_config();
+    c.peer.name = "solo".into();
+    c.peer.data_dir = dir.path().join("solo");
+    c.train.epochs = 1;
+    let opts = peer_options(&c, ids[0].clone(), &data, test.clone(), 1).unwrap();
+    let first = within(Duration::from_secs(120), "first run", PeerHandle::spawn(opts).wait())
+        .await
+        .unwrap();
+    assert!(first.version > 0);
+    let (_, saved, _) = model::load_checkpoint(&dir.path().join("solo")).unwrap();
+    assert_eq!(saved, first.base, "the checkpoint holds the final base");
+
+    let mut opts = peer_options(&c, ids[0].clone(), &data, test, 1).unwrap();
+    opts.resume = true;
+    let second = within(Duration::from_secs(120), "resumed run", PeerHandle::spawn(opts).wait())
+        .await
+        .unwrap();
+    assert_eq!(second.peer_id, first.peer_id, "same peer id from the data dir");
+    assert_eq!(second.version, 2 * first.version, "versions continue, none reused");
+    assert_eq!(second.applied.len(), 2 * first.version);
+    assert!(first.applied.is_subset_of(&second.applied));
+    assert!(
+        second.test_accuracy >= first.test_accuracy - 0.05,
+        "training continued from the saved base: {} then {}",
+        first.test_accuracy,
+        second.test_accuracy
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_without_a_checkpoint_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = identities(&dir.path().join("certs"), &["fresh"]);
+    let data = rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap();
+    let test = Arc::new(data.test.clone());
+    let mut c = test_config();
+    c.peer.name = "fresh".into();
+    c.peer.data_dir = dir.path().join("fresh");
+    let mut opts = peer_options(&c, ids[0].clone(), &data, test, 1).unwrap();
+    opts.resume = true;
+    let err = within(Duration::from_secs(30), "fails", PeerHandle::spawn(opts).wait())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("base.safetensors") || text.contains("checkpoint"), "{text}");
+}
