@@ -42,6 +42,30 @@ pub enum Command {
     Certs(CertsCommand),
     /// Consensus distance between peers' saved checkpoints.
     Compare(CompareArgs),
+    /// Benchmarks over real QUIC on loopback.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `rumor bench ...`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// N peers without training: join seen by all, crash detected by all, false positives,
+    /// idle traffic per peer.
+    Membership {
+        /// Peers (at least 3).
+        #[arg(long, default_value_t = 8)]
+        peers: usize,
+        /// Seconds of idle traffic to measure.
+        #[arg(long, default_value_t = 10)]
+        idle_seconds: u64,
+        /// TOML config file ([membership] and [transport] settings are used).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `rumor certs ...`

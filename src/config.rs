@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::swim::SwimConfig;
 use crate::core::CoreConfig;
 use crate::data::{DatasetSpec, Partition, ShardSpec};
 use crate::model::ModelSpec;
@@ -52,6 +53,8 @@ pub struct Config {
     pub train: TrainSection,
     /// Dissemination and anti-entropy.
     pub gossip: GossipSection,
+    /// Failure detection (SWIM with Lifeguard).
+    pub membership: MembershipSection,
     /// QUIC transport.
     pub transport: TransportSection,
     /// `rumor up`.
@@ -229,6 +232,68 @@ impl Default for GossipSection {
             max_message_bytes: c.max_message_bytes,
             anti_entropy_max_bytes: c.anti_entropy_max_bytes,
             resend_after: c.resend_after,
+        }
+    }
+}
+
+/// `[membership]`: SWIM failure detection; defaults follow memberlist's LAN profile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MembershipSection {
+    /// One member is probed per period.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// Wait for a direct ack before asking others to probe.
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+    /// Members asked to probe indirectly.
+    pub indirect_checks: usize,
+    /// Suspicion timeout floor: `suspicion_mult × max(1, log10 n) × probe_interval`.
+    pub suspicion_mult: u32,
+    /// Suspicion timeout ceiling, as a multiple of the floor.
+    pub suspicion_max_timeout_mult: u32,
+    /// Most a slow peer stretches its own probe interval and timeout (Lifeguard).
+    pub awareness_max_multiplier: u32,
+    /// A membership change is piggybacked `retransmit_mult × ⌈log10(n + 1)⌉` times.
+    pub retransmit_mult: u32,
+    /// Period of the full-view push-pull exchange with one random member.
+    #[serde(with = "humantime_serde")]
+    pub push_pull_interval: Duration,
+    /// Period of the attempt to reach one member declared dead (heals partitions).
+    #[serde(with = "humantime_serde")]
+    pub reconnect_interval: Duration,
+}
+
+impl Default for MembershipSection {
+    fn default() -> Self {
+        let s = SwimConfig::default();
+        Self {
+            probe_interval: s.probe_interval,
+            probe_timeout: s.probe_timeout,
+            indirect_checks: s.indirect_checks,
+            suspicion_mult: s.suspicion_mult,
+            suspicion_max_timeout_mult: s.suspicion_max_timeout_mult,
+            awareness_max_multiplier: s.awareness_max_multiplier,
+            retransmit_mult: s.retransmit_mult,
+            push_pull_interval: s.push_pull_interval,
+            reconnect_interval: s.reconnect_interval,
+        }
+    }
+}
+
+impl MembershipSection {
+    /// The failure-detector settings.
+    pub fn swim(&self) -> SwimConfig {
+        SwimConfig {
+            probe_interval: self.probe_interval,
+            probe_timeout: self.probe_timeout,
+            indirect_checks: self.indirect_checks,
+            suspicion_mult: self.suspicion_mult,
+            suspicion_max_timeout_mult: self.suspicion_max_timeout_mult,
+            awareness_max_multiplier: self.awareness_max_multiplier,
+            retransmit_mult: self.retransmit_mult,
+            push_pull_interval: self.push_pull_interval,
+            reconnect_interval: self.reconnect_interval,
         }
     }
 }
@@ -446,6 +511,7 @@ impl Config {
             max_message_bytes: g.max_message_bytes,
             anti_entropy_max_bytes: g.anti_entropy_max_bytes,
             resend_after: g.resend_after,
+            swim: self.membership.swim(),
             param_count,
             ..CoreConfig::default()
         }

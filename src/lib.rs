@@ -4,6 +4,7 @@
 //! Each peer merges what arrives by version number, at once; when training stops and gossip
 //! settles, all peers hold the same model. See `docs/ALGORITHM.md` for the merge invariant.
 
+pub mod bench;
 pub mod certs;
 pub mod cli;
 pub mod config;

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use rumor::cli::{CertsCommand, Cli, Command, LogFormat};
-use rumor::{certs, model, run};
+use rumor::cli::{BenchCommand, CertsCommand, Cli, Command, LogFormat};
+use rumor::config::Config;
+use rumor::{bench, certs, model, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -80,6 +81,36 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Compare(args) => {
             run::compare(&args.checkpoints, args.json)?;
+        }
+        Command::Bench(BenchCommand::Membership {
+            peers,
+            idle_seconds,
+            config,
+            json,
+        }) => {
+            let config = match config {
+                Some(path) => Config::from_file(&path)?,
+                None => Config::default(),
+            };
+            config.validate()?;
+            let result = runtime.block_on(bench::membership(
+                &config,
+                peers,
+                std::time::Duration::from_secs(idle_seconds),
+            ))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                println!(
+                    "{} peers: join seen by all in {:.3} s, crash detected by all in {:.3} s, \
+                     {} false positives, idle {:.0} B/s per peer",
+                    result.peers,
+                    result.join_seen_by_all_seconds,
+                    result.crash_detected_by_all_seconds,
+                    result.false_positives,
+                    result.idle_bytes_per_second_per_peer
+                );
+            }
         }
     }
     Ok(())

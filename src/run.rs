@@ -204,6 +204,7 @@ pub fn peer_options(
         checkpoint_interval: p.checkpoint_interval,
         max_inflight_sends: config.transport.max_inflight_sends,
         rng_seed: t.rng_seed.wrapping_add(shard_spec.index as u64 * 7919),
+        train: true,
     })
 }
 

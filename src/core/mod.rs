@@ -13,6 +13,7 @@
 pub mod delta_log;
 pub mod membership;
 pub mod seen;
+pub mod swim;
 pub mod version_vector;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -28,12 +29,17 @@ use uuid::Uuid;
 
 use crate::wire::{
     self, DeltaPayload, Digest, Envelope, JoinRequest, LeaveNotice, Lifecycle, MemberRecord,
-    MemberStatus, MembershipView, MessageKind, Payload, PeerId, Snapshot, Welcome,
+    MemberStatus, MembershipView, MessageKind, Payload, PeerId, PingRequest, Probe, Snapshot,
+    Welcome,
 };
 use delta_log::{DeltaLog, LoggedDelta};
 use membership::{Membership, MergeOutcome};
 use seen::SeenCache;
+use swim::{PendingProbe, Relay, Suspicion, SwimConfig, SwimState};
 use version_vector::VersionVector;
+
+/// Most membership records piggybacked on one probe or gossip message.
+const MAX_PIGGYBACK: usize = 8;
 
 /// Protocol settings. Durations are wall-clock intervals; sizes are bytes.
 #[derive(Clone, Debug)]
@@ -42,7 +48,8 @@ pub struct CoreConfig {
     pub fanout: usize,
     /// Largest TTL this peer sends or accepts (hops).
     pub max_ttl: u8,
-    /// Period of membership gossip (heartbeat raised, view pushed to `fanout` members).
+    /// Period of membership gossip: pending membership changes are pushed to `fanout` members
+    /// (nothing is sent when there is no change).
     pub gossip_interval: Duration,
     /// Period of anti-entropy digests while training (to one random member).
     pub anti_entropy_interval: Duration,
@@ -67,6 +74,8 @@ pub struct CoreConfig {
     pub join_backoff_max: Duration,
     /// Number of model parameters; a delta or snapshot of another length is rejected.
     pub param_count: usize,
+    /// Failure detection.
+    pub swim: SwimConfig,
 }
 
 impl Default for CoreConfig {
@@ -74,7 +83,7 @@ impl Default for CoreConfig {
         Self {
             fanout: 3,
             max_ttl: 6,
-            gossip_interval: Duration::from_millis(500),
+            gossip_interval: Duration::from_millis(200),
             anti_entropy_interval: Duration::from_millis(1000),
             drain_anti_entropy_interval: Duration::from_millis(200),
             seen_retention: Duration::from_secs(120),
@@ -86,6 +95,7 @@ impl Default for CoreConfig {
             join_backoff_initial: Duration::from_millis(250),
             join_backoff_max: Duration::from_secs(4),
             param_count: 0,
+            swim: SwimConfig::default(),
         }
     }
 }
@@ -172,6 +182,8 @@ pub enum Event {
     MemberUp(MemberRecord),
     /// A member left or was declared dead.
     MemberDown(MemberRecord),
+    /// A member is suspected of failure.
+    MemberSuspect(MemberRecord),
     /// A delta from another peer was added to `base`; the trainer adds it to `work` too.
     DeltaApplied {
         /// Who published it.
@@ -239,6 +251,20 @@ pub struct CoreStats {
     pub inexact_merges: u64,
     /// Join requests sent.
     pub join_attempts: u64,
+    /// Join requests passed on to another member to answer (snapshot load spreading).
+    pub joins_forwarded: u64,
+    /// Direct probes sent.
+    pub probes_sent: u64,
+    /// Indirect probe requests sent.
+    pub indirect_probes_sent: u64,
+    /// Probes that got no ack, direct or indirect.
+    pub probes_failed: u64,
+    /// Members this peer started to suspect.
+    pub suspicions_raised: u64,
+    /// Members this peer declared dead after the suspicion timeout.
+    pub members_declared_dead: u64,
+    /// Times this peer refuted a suspicion of itself.
+    pub refutations: u64,
 }
 
 /// What this peer last heard of another peer's progress, from its digests.
@@ -264,6 +290,15 @@ pub struct Core {
     progress: HashMap<PeerId, PeerProgress>,
     /// Deltas recently sent to a peer: (target, origin, version) → when.
     recently_sent: HashMap<(SocketAddr, PeerId, u64), Instant>,
+    /// Failure detector.
+    swim: SwimState,
+    /// Membership changes still to piggyback, with retransmits left.
+    updates: Vec<(MemberRecord, u32)>,
+    next_probe: Instant,
+    next_push_pull: Instant,
+    next_reconnect: Instant,
+    /// When a digest was last sent to a peer because its applied fingerprint differed.
+    last_digest_to: HashMap<PeerId, Instant>,
     seeds: Vec<SocketAddr>,
     joined: bool,
     join_attempt: u32,
@@ -353,7 +388,12 @@ impl Core {
         Self {
             seen: SeenCache::new(config.seen_retention, config.seen_capacity),
             log: DeltaLog::new(config.delta_log_bytes),
-            rng: ChaCha8Rng::seed_from_u64(rng_seed),
+            // Mixing in the peer id keeps envelope ids distinct across peers that were given
+            // the same seed, while a run stays a pure function of (seed, peer id).
+            rng: ChaCha8Rng::seed_from_u64({
+                let id = me.id.as_u128();
+                rng_seed ^ (id as u64) ^ ((id >> 64) as u64).rotate_left(17)
+            }),
             lifecycle: Lifecycle::Joining,
             members: Membership::new(record),
             applied,
@@ -362,6 +402,12 @@ impl Core {
             incarnation,
             progress: HashMap::new(),
             recently_sent: HashMap::new(),
+            swim: SwimState::default(),
+            updates: Vec::new(),
+            next_probe: now + config.swim.probe_interval,
+            next_push_pull: now + config.swim.push_pull_interval,
+            next_reconnect: now + config.swim.reconnect_interval,
+            last_digest_to: HashMap::new(),
             joined,
             join_attempt: 0,
             next_join: if joined { None } else { Some(now) },
@@ -451,20 +497,13 @@ impl Core {
         if self.lifecycle != Lifecycle::Draining || self.applied.has_gaps() {
             return false;
         }
-        self.members.iter().all(|m| {
-            if m.peer_id == self.me.id {
-                return true;
-            }
-            match m.status {
-                MemberStatus::Alive | MemberStatus::Suspect => {
-                    self.progress.get(&m.peer_id).is_some_and(|p| {
-                        p.lifecycle >= Lifecycle::Draining && p.applied == self.applied
-                    })
-                }
-                MemberStatus::Left | MemberStatus::Dead => {
-                    self.applied.contiguous_of(m.peer_id) >= m.published
-                }
-            }
+        // Members that left or died are not waited for: every live peer must agree with this
+        // one, so whatever they published reached all or none of the survivors.
+        self.members.live().all(|m| {
+            m.peer_id == self.me.id
+                || self.progress.get(&m.peer_id).is_some_and(|p| {
+                    p.lifecycle >= Lifecycle::Draining && p.applied == self.applied
+                })
         })
     }
 
@@ -482,11 +521,35 @@ impl Core {
 
     /// When [`Core::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Instant {
-        let mut next = self.next_gossip.min(self.next_anti_entropy);
+        let mut next = self
+            .next_gossip
+            .min(self.next_anti_entropy)
+            .min(self.next_probe)
+            .min(self.next_push_pull)
+            .min(self.next_reconnect);
         if let Some(join) = self.next_join {
             next = next.min(join);
         }
+        if let Some(p) = &self.swim.pending {
+            next = next.min(if p.indirect_sent {
+                p.fail_at
+            } else {
+                p.indirect_at
+            });
+        }
+        if let Some(at) = self.next_suspicion_deadline() {
+            next = next.min(at);
+        }
         next
+    }
+
+    fn next_suspicion_deadline(&self) -> Option<Instant> {
+        let n = self.live_count();
+        self.swim
+            .suspicions
+            .values()
+            .map(|s| s.started + self.config.swim.suspicion_timeout(n, s.confirmations.len()))
+            .min()
     }
 
     // ----- inputs --------------------------------------------------------------------------
@@ -505,9 +568,30 @@ impl Core {
         }
         if now >= self.next_gossip {
             self.next_gossip = now + self.config.gossip_interval;
-            self.gossip_membership();
+            self.gossip_updates();
         }
-        if now >= self.next_anti_entropy {
+        if now >= self.next_push_pull {
+            self.next_push_pull = now + self.config.swim.push_pull_interval;
+            let targets = self.pick_peers(1, &[]);
+            self.send_view(targets, true, false);
+        }
+        if now >= self.next_reconnect {
+            self.next_reconnect = now + self.config.swim.reconnect_interval;
+            let mut dead: Vec<(PeerId, SocketAddr)> = self
+                .members
+                .iter()
+                .filter(|m| m.status == MemberStatus::Dead)
+                .map(|m| (m.peer_id, m.addr))
+                .collect();
+            dead.sort();
+            if let Some(&(_, addr)) = dead.choose(&mut self.rng) {
+                self.send_view(vec![addr], true, false);
+            }
+        }
+        self.run_failure_detector(now);
+        if now >= self.next_anti_entropy && self.lifecycle < Lifecycle::Training {
+            self.next_anti_entropy = now + self.config.anti_entropy_interval;
+        } else if now >= self.next_anti_entropy {
             let draining = self.lifecycle == Lifecycle::Draining;
             self.next_anti_entropy = now
                 + if draining {
@@ -569,8 +653,37 @@ impl Core {
                 let delta = delta.clone();
                 self.handle_delta(from, &envelope, delta);
             }
-            Payload::Membership(view) => self.merge_view(view.members),
-            Payload::Join(JoinRequest { member }) => self.handle_join(origin, member),
+            Payload::Membership(view) => {
+                let answer = view.push_pull && !view.reply;
+                self.merge_view(view.members, Some(origin));
+                if answer {
+                    self.send_view(vec![envelope.origin_addr], true, true);
+                }
+            }
+            Payload::Join(JoinRequest { member, forwarded }) => self.handle_join(
+                origin,
+                envelope.origin_addr,
+                envelope.version,
+                member,
+                forwarded,
+            ),
+            Payload::Ping(probe) => {
+                self.merge_view(probe.updates, Some(origin));
+                self.check_fingerprint(origin, envelope.origin_addr, probe.applied_hash);
+                let ack = self.probe_payload(probe.seq);
+                let env = self.envelope(0, 1, Payload::Ack(ack));
+                self.queue(vec![envelope.origin_addr], env);
+            }
+            Payload::Ack(probe) => {
+                self.merge_view(probe.updates, Some(origin));
+                self.check_fingerprint(origin, envelope.origin_addr, probe.applied_hash);
+                self.handle_ack(now, probe.seq);
+            }
+            Payload::PingReq(mut req) => {
+                let updates = std::mem::take(&mut req.updates);
+                self.merge_view(updates, Some(origin));
+                self.relay_probe(now, envelope.origin_addr, req);
+            }
             Payload::Welcome(welcome) => self.handle_welcome(origin, welcome),
             Payload::Digest(digest) => self.handle_digest(origin, envelope.origin_addr, digest),
             Payload::Snapshot(mut snapshot) => {
@@ -636,8 +749,7 @@ impl Core {
         self.now = self.now.max(now);
         self.set_lifecycle(Lifecycle::Draining);
         self.next_anti_entropy = now;
-        let targets = self.live_peer_addrs(&[]);
-        self.gossip_membership_to(targets);
+        self.next_gossip = now;
     }
 
     /// Leaves for good: tells every live member, then stops.
@@ -672,8 +784,10 @@ impl Core {
         self.lifecycle = lifecycle;
         if let Some(me) = self.members.get_mut(&self.me.id) {
             me.lifecycle = lifecycle;
+            me.published = self.published;
             me.heartbeat += 1;
         }
+        self.enqueue_own();
     }
 
     fn check_delta(&self, weight: f32, values: &[f32]) -> Result<(), RejectReason> {
@@ -728,6 +842,10 @@ impl Core {
             },
         );
         self.stats.deltas_applied += 1;
+        if origin == self.me.id {
+            // One of our own deltas coming back after a restart: never publish it again.
+            self.published = self.published.max(version);
+        }
         if version > before + 1 {
             self.stats.gaps_detected += 1;
             let missing = self
@@ -774,66 +892,374 @@ impl Core {
         self.queue(to, forwarded);
     }
 
-    fn merge_view(&mut self, records: Vec<MemberRecord>) {
+    fn merge_view(&mut self, records: Vec<MemberRecord>, from: Option<PeerId>) {
         for record in records {
-            self.merge_record(record);
+            self.merge_record(record, from);
         }
     }
 
-    fn merge_record(&mut self, record: MemberRecord) {
+    /// Merges one record by version (DESIGN §3), queues real changes for piggybacking, keeps
+    /// the suspicion bookkeeping, and refutes suspicions of this peer. `from` is the peer whose
+    /// message carried the record (an independent confirmation of a suspicion).
+    fn merge_record(&mut self, record: MemberRecord, from: Option<PeerId>) {
         if record.peer_id == self.me.id {
-            // Someone believes an older or worse version of us: refute by raising the
-            // incarnation (SWIM), unless we are leaving anyway.
+            // A restarted peer learns the versions it published before its checkpoint.
+            self.published = self.published.max(record.published);
+            // Someone believes a worse version of us: refute by raising the incarnation (SWIM),
+            // unless we are leaving anyway.
             if record.status != MemberStatus::Alive
                 && record.incarnation >= self.incarnation
                 && self.lifecycle != Lifecycle::Stopped
             {
                 self.incarnation = record.incarnation + 1;
+                self.stats.refutations += 1;
+                // Lifeguard: being suspected hints that this peer is the slow one.
+                self.swim
+                    .adjust_awareness(1, self.config.swim.awareness_max_multiplier);
                 if let Some(me) = self.members.get_mut(&self.me.id) {
                     me.incarnation = self.incarnation;
                     me.status = MemberStatus::Alive;
+                    me.heartbeat += 1;
                 }
+                self.enqueue_own();
             }
             return;
         }
+        let peer = record.peer_id;
         match self.members.merge(record.clone()) {
             MergeOutcome::New => {
-                if matches!(record.status, MemberStatus::Alive | MemberStatus::Suspect) {
-                    self.events.push_back(Event::MemberUp(record));
+                self.enqueue_update(record.clone());
+                match record.status {
+                    MemberStatus::Alive => self.events.push_back(Event::MemberUp(record)),
+                    MemberStatus::Suspect => {
+                        self.events.push_back(Event::MemberUp(record.clone()));
+                        self.start_suspicion(&record, from);
+                    }
+                    MemberStatus::Dead | MemberStatus::Left => {}
                 }
             }
             MergeOutcome::Updated { previous } => {
+                self.enqueue_update(record.clone());
                 let was_live = matches!(previous, MemberStatus::Alive | MemberStatus::Suspect);
-                let is_live = matches!(record.status, MemberStatus::Alive | MemberStatus::Suspect);
-                if was_live && !is_live {
-                    self.progress.remove(&record.peer_id);
-                    self.events.push_back(Event::MemberDown(record));
-                } else if !was_live && is_live {
-                    self.events.push_back(Event::MemberUp(record));
+                match record.status {
+                    MemberStatus::Alive => {
+                        self.swim.suspicions.remove(&peer);
+                        if !was_live {
+                            self.events.push_back(Event::MemberUp(record));
+                        }
+                    }
+                    MemberStatus::Suspect => {
+                        self.start_suspicion(&record, from);
+                        if !was_live {
+                            self.events.push_back(Event::MemberUp(record.clone()));
+                        }
+                        self.events.push_back(Event::MemberSuspect(record));
+                    }
+                    MemberStatus::Dead | MemberStatus::Left => {
+                        self.swim.suspicions.remove(&peer);
+                        if was_live {
+                            self.progress.remove(&peer);
+                            self.events.push_back(Event::MemberDown(record));
+                        }
+                    }
                 }
             }
-            MergeOutcome::Unchanged => {}
+            MergeOutcome::Unchanged => {
+                // The same suspicion reported by another peer confirms it (Lifeguard).
+                if record.status == MemberStatus::Suspect {
+                    if let (Some(s), Some(from)) = (self.swim.suspicions.get_mut(&peer), from) {
+                        if s.incarnation == record.incarnation && from != peer {
+                            s.confirmations.insert(from);
+                        }
+                    }
+                }
+            }
         }
     }
 
-    fn handle_join(&mut self, origin: PeerId, mut member: MemberRecord) {
+    fn start_suspicion(&mut self, record: &MemberRecord, from: Option<PeerId>) {
+        let now = self.now;
+        let entry = self
+            .swim
+            .suspicions
+            .entry(record.peer_id)
+            .or_insert_with(|| Suspicion {
+                incarnation: record.incarnation,
+                started: now,
+                confirmations: Default::default(),
+            });
+        if entry.incarnation != record.incarnation {
+            *entry = Suspicion {
+                incarnation: record.incarnation,
+                started: now,
+                confirmations: Default::default(),
+            };
+        }
+        if let Some(from) = from.filter(|f| *f != record.peer_id && *f != self.me.id) {
+            entry.confirmations.insert(from);
+        }
+    }
+
+    fn enqueue_update(&mut self, record: MemberRecord) {
+        let retransmits = self.config.swim.retransmits(self.members.len());
+        self.updates.retain(|(r, _)| r.peer_id != record.peer_id);
+        self.updates.push((record, retransmits));
+    }
+
+    fn enqueue_own(&mut self) {
+        let own = self.own_record();
+        self.enqueue_update(own);
+    }
+
+    /// Up to [`MAX_PIGGYBACK`] pending changes, those with the most retransmits left first.
+    fn take_updates(&mut self) -> Vec<MemberRecord> {
+        self.updates.sort_by_key(|u| std::cmp::Reverse(u.1));
+        let mut out = Vec::new();
+        for (record, left) in self.updates.iter_mut().take(MAX_PIGGYBACK) {
+            out.push(record.clone());
+            *left = left.saturating_sub(1);
+        }
+        self.updates.retain(|(_, left)| *left > 0);
+        out
+    }
+
+    fn probe_payload(&mut self, seq: u64) -> Probe {
+        Probe {
+            seq,
+            updates: self.take_updates(),
+            applied_hash: self.applied.fingerprint(),
+        }
+    }
+
+    /// When a probe shows a peer's applied set differs from ours, start anti-entropy with it
+    /// (at most once per anti-entropy interval per peer).
+    fn check_fingerprint(&mut self, peer: PeerId, addr: SocketAddr, hash: u64) {
+        if hash == self.applied.fingerprint() || !self.joined {
+            return;
+        }
+        let now = self.now;
+        let gap = self.config.anti_entropy_interval;
+        if self
+            .last_digest_to
+            .get(&peer)
+            .is_some_and(|at| now.saturating_duration_since(*at) < gap)
+        {
+            return;
+        }
+        self.last_digest_to.insert(peer, now);
+        let addr = self.members.get(&peer).map_or(addr, |m| m.addr);
+        self.send_digest(vec![addr], false);
+    }
+
+    /// SWIM: one probe per (health-stretched) period, indirect probes on a missed ack,
+    /// suspicion on a failed probe, death after the suspicion timeout.
+    fn run_failure_detector(&mut self, now: Instant) {
+        let swim = self.config.swim.clone();
+        let mult = self.swim.health_multiplier();
+        // The probe in progress.
+        if let Some(p) = self.swim.pending.clone() {
+            if !p.indirect_sent && now >= p.indirect_at {
+                let target_addr = self.members.get(&p.target).map(|m| m.addr);
+                if let Some(target_addr) = target_addr {
+                    let helpers = self.pick_peers(swim.indirect_checks, &[p.target]);
+                    if !helpers.is_empty() {
+                        self.stats.indirect_probes_sent += helpers.len() as u64;
+                        let req = PingRequest {
+                            target: p.target,
+                            target_addr,
+                            seq: p.seq,
+                            updates: self.take_updates(),
+                        };
+                        let env = self.envelope(0, 1, Payload::PingReq(req));
+                        self.queue(helpers, env);
+                    }
+                }
+                if let Some(pending) = self.swim.pending.as_mut() {
+                    pending.indirect_sent = true;
+                }
+            }
+            if now >= p.fail_at {
+                self.swim.pending = None;
+                self.stats.probes_failed += 1;
+                self.swim.adjust_awareness(1, swim.awareness_max_multiplier);
+                self.suspect(p.target);
+            }
+        }
+        // A new probe.
+        if now >= self.next_probe {
+            self.next_probe = now + swim.probe_interval * mult;
+            if self.swim.pending.is_none() {
+                if let Some(target) = self.next_probe_target() {
+                    if let Some(addr) = self.members.get(&target).map(|m| m.addr) {
+                        self.swim.seq += 1;
+                        let seq = self.swim.seq;
+                        self.swim.pending = Some(PendingProbe {
+                            target,
+                            seq,
+                            indirect_at: now + swim.probe_timeout * mult,
+                            fail_at: now + swim.probe_interval * mult,
+                            indirect_sent: false,
+                        });
+                        self.stats.probes_sent += 1;
+                        let ping = self.probe_payload(seq);
+                        let env = self.envelope(0, 1, Payload::Ping(ping));
+                        self.queue(vec![addr], env);
+                    }
+                }
+            }
+        }
+        // Suspicions that ran out.
+        let n = self.live_count();
+        let expired: Vec<(PeerId, u64)> = self
+            .swim
+            .suspicions
+            .iter()
+            .filter(|(_, s)| now >= s.started + swim.suspicion_timeout(n, s.confirmations.len()))
+            .map(|(p, s)| (*p, s.incarnation))
+            .collect();
+        for (peer, incarnation) in expired {
+            self.swim.suspicions.remove(&peer);
+            let Some(mut record) = self.members.get(&peer).cloned() else {
+                continue;
+            };
+            if record.status == MemberStatus::Suspect && record.incarnation == incarnation {
+                record.status = MemberStatus::Dead;
+                self.stats.members_declared_dead += 1;
+                self.merge_record(record, None);
+            }
+        }
+        // Relays nobody answered.
+        self.swim.relays.retain(|_, r| r.expires > now);
+    }
+
+    fn next_probe_target(&mut self) -> Option<PeerId> {
+        for _ in 0..2 {
+            while self.swim.next < self.swim.order.len() {
+                let candidate = self.swim.order[self.swim.next];
+                self.swim.next += 1;
+                let live = self.members.get(&candidate).is_some_and(|m| {
+                    matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect)
+                });
+                if live && candidate != self.me.id {
+                    return Some(candidate);
+                }
+            }
+            // Refill: every live member once, in a fresh random order (SWIM's round robin).
+            let mut order: Vec<PeerId> = self
+                .members
+                .live()
+                .map(|m| m.peer_id)
+                .filter(|p| *p != self.me.id)
+                .collect();
+            order.shuffle(&mut self.rng);
+            self.swim.order = order;
+            self.swim.next = 0;
+        }
+        None
+    }
+
+    fn suspect(&mut self, peer: PeerId) {
+        let Some(mut record) = self.members.get(&peer).cloned() else {
+            return;
+        };
+        if record.status != MemberStatus::Alive {
+            return;
+        }
+        record.status = MemberStatus::Suspect;
+        self.stats.suspicions_raised += 1;
+        self.merge_record(record, None);
+    }
+
+    fn handle_ack(&mut self, now: Instant, seq: u64) {
+        if let Some(p) = &self.swim.pending {
+            if p.seq == seq {
+                self.swim.pending = None;
+                self.swim
+                    .adjust_awareness(-1, self.config.swim.awareness_max_multiplier);
+                return;
+            }
+        }
+        if let Some(relay) = self.swim.relays.remove(&seq) {
+            if relay.expires > now {
+                let ack = self.probe_payload(relay.their_seq);
+                let env = self.envelope(0, 1, Payload::Ack(ack));
+                self.queue(vec![relay.requester], env);
+            }
+        }
+    }
+
+    fn relay_probe(&mut self, now: Instant, requester: SocketAddr, req: PingRequest) {
+        if req.target == self.me.id {
+            return;
+        }
+        self.swim.seq += 1;
+        let seq = self.swim.seq;
+        self.swim.relays.insert(
+            seq,
+            Relay {
+                requester,
+                their_seq: req.seq,
+                expires: now + self.config.swim.probe_interval * self.swim.health_multiplier(),
+            },
+        );
+        let ping = self.probe_payload(seq);
+        let env = self.envelope(0, 1, Payload::Ping(ping));
+        self.queue(vec![req.target_addr], env);
+    }
+
+    fn handle_join(
+        &mut self,
+        origin: PeerId,
+        origin_addr: SocketAddr,
+        version: u64,
+        mut member: MemberRecord,
+        forwarded: bool,
+    ) {
         member.peer_id = origin;
         member.status = MemberStatus::Alive;
         let addr = member.addr;
-        self.merge_record(member);
+        self.merge_record(member.clone(), None);
+        if !forwarded {
+            // Spread the snapshot load: a random member that is already training answers,
+            // or this seed itself when none is (a cluster still forming).
+            let mut donors: Vec<&MemberRecord> = self
+                .members
+                .live()
+                .filter(|m| {
+                    m.peer_id != origin
+                        && (m.peer_id == self.me.id
+                            || matches!(m.lifecycle, Lifecycle::Training | Lifecycle::Draining))
+                })
+                .collect();
+            donors.sort_by_key(|m| m.peer_id);
+            let donor = donors.choose(&mut self.rng).map(|m| (m.peer_id, m.addr));
+            if let Some((_, donor_addr)) = donor.filter(|(d, _)| *d != self.me.id) {
+                self.stats.joins_forwarded += 1;
+                let forward = Envelope {
+                    id: self.new_id(),
+                    origin,
+                    origin_addr,
+                    version,
+                    ttl: 1,
+                    payload: Payload::Join(JoinRequest {
+                        member,
+                        forwarded: true,
+                    }),
+                };
+                self.queue(vec![donor_addr], forward);
+                return;
+            }
+        }
         let welcome = Welcome {
-            view: self.view(),
+            view: self.full_view(),
             snapshot: self.snapshot(),
         };
         let envelope = self.envelope(self.heartbeat(), 1, Payload::Welcome(welcome));
         self.queue(vec![addr], envelope);
-        // Tell others about the newcomer at once rather than on the next gossip period.
-        let targets = self.pick_peers(self.config.fanout, &[origin]);
-        self.gossip_membership_to(targets);
     }
 
     fn handle_welcome(&mut self, origin: PeerId, welcome: Welcome) {
-        self.merge_view(welcome.view.members);
+        self.merge_view(welcome.view.members, Some(origin));
         if self.joined {
             return;
         }
@@ -846,8 +1272,7 @@ impl Core {
             via: origin,
             members: self.live_count(),
         });
-        let targets = self.pick_peers(self.config.fanout, &[]);
-        self.gossip_membership_to(targets);
+        self.enqueue_own();
     }
 
     /// Replaces the base by `snapshot`, then re-applies the deltas this peer holds that the
@@ -877,6 +1302,8 @@ impl Core {
         }
         self.base = base;
         self.applied = applied;
+        // A restarted peer learns the versions it published before its checkpoint.
+        self.published = self.published.max(self.applied.max_of(self.me.id));
         self.stats.snapshots_installed += 1;
         if !exact {
             self.stats.inexact_merges += 1;
@@ -961,7 +1388,7 @@ impl Core {
         record.incarnation = record.incarnation.max(notice.incarnation);
         record.published = record.published.max(notice.published);
         record.lifecycle = Lifecycle::Stopped;
-        self.merge_record(record);
+        self.merge_record(record, Some(origin));
     }
 
     fn send_join(&mut self, now: Instant) {
@@ -970,7 +1397,14 @@ impl Core {
         }
         let seed = self.seeds[self.join_attempt as usize % self.seeds.len()];
         let member = self.own_record();
-        let envelope = self.envelope(self.heartbeat(), 1, Payload::Join(JoinRequest { member }));
+        let envelope = self.envelope(
+            self.heartbeat(),
+            1,
+            Payload::Join(JoinRequest {
+                member,
+                forwarded: false,
+            }),
+        );
         self.stats.join_attempts += 1;
         self.queue(vec![seed], envelope);
         let backoff = self
@@ -982,19 +1416,34 @@ impl Core {
         self.next_join = Some(now + backoff);
     }
 
-    fn gossip_membership(&mut self) {
-        if let Some(me) = self.members.get_mut(&self.me.id) {
-            me.heartbeat += 1;
+    /// Pushes pending membership changes to `fanout` members; sends nothing when idle.
+    fn gossip_updates(&mut self) {
+        if self.updates.is_empty() {
+            return;
         }
         let targets = self.pick_peers(self.config.fanout, &[]);
-        self.gossip_membership_to(targets);
-    }
-
-    fn gossip_membership_to(&mut self, targets: Vec<SocketAddr>) {
         if targets.is_empty() {
             return;
         }
-        let envelope = self.envelope(self.heartbeat(), 1, Payload::Membership(self.view()));
+        let members = self.take_updates();
+        let view = MembershipView {
+            members,
+            push_pull: false,
+            reply: false,
+        };
+        let envelope = self.envelope(self.heartbeat(), 1, Payload::Membership(view));
+        self.queue(targets, envelope);
+    }
+
+    /// Sends the whole view (push-pull).
+    fn send_view(&mut self, targets: Vec<SocketAddr>, push_pull: bool, reply: bool) {
+        if targets.is_empty() {
+            return;
+        }
+        let mut view = self.full_view();
+        view.push_pull = push_pull;
+        view.reply = reply;
+        let envelope = self.envelope(self.heartbeat(), 1, Payload::Membership(view));
         self.queue(targets, envelope);
     }
 
@@ -1011,9 +1460,11 @@ impl Core {
         self.queue(targets, envelope);
     }
 
-    fn view(&self) -> MembershipView {
+    fn full_view(&self) -> MembershipView {
         MembershipView {
             members: self.members.iter().cloned().collect(),
+            push_pull: false,
+            reply: false,
         }
     }
 

@@ -65,6 +65,8 @@ fn core_with_members(n: u128) -> (Core, Instant) {
         ttl: 1,
         payload: Payload::Membership(MembershipView {
             members: (2..=n).map(member).collect(),
+            push_pull: false,
+            reply: false,
         }),
     };
     core.handle_message(now, peer(2).addr, view);

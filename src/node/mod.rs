@@ -96,6 +96,8 @@ pub struct PeerOptions {
     pub max_inflight_sends: usize,
     /// Seed for the protocol RNG.
     pub rng_seed: u64,
+    /// Whether to train at all; false runs membership and gossip only (benchmarks).
+    pub train: bool,
 }
 
 /// A live view of a peer, for tables and tests. Updated by the peer task.
@@ -129,6 +131,12 @@ pub struct PeerStatus {
     pub bytes_received: u64,
     /// Envelopes dropped as duplicates.
     pub duplicates_dropped: u64,
+    /// The members this peer knows, with their status as it sees them.
+    pub members: Vec<MemberSummary>,
+    /// Suspicions this peer raised.
+    pub suspicions_raised: u64,
+    /// Members this peer declared dead.
+    pub members_declared_dead: u64,
 }
 
 impl PeerStatus {
@@ -148,6 +156,9 @@ impl PeerStatus {
             bytes_sent: 0,
             bytes_received: 0,
             duplicates_dropped: 0,
+            members: Vec::new(),
+            suspicions_raised: 0,
+            members_declared_dead: 0,
         }
     }
 }
@@ -161,6 +172,8 @@ pub struct MemberSummary {
     pub name: String,
     /// Liveness status.
     pub status: String,
+    /// Incarnation.
+    pub incarnation: u64,
     /// Lifecycle state.
     pub lifecycle: String,
 }
@@ -237,6 +250,11 @@ impl PeerHandle {
                 return *self.addr.borrow();
             }
         }
+    }
+
+    /// Ends the peer abruptly, as a crash would: no leave, no save, the endpoint dropped.
+    pub fn kill(&self) {
+        self.task.abort();
     }
 
     /// Asks the peer to stop training, leave gracefully and save.
@@ -494,6 +512,7 @@ pub async fn run_peer(
     let mut next_checkpoint = now + options.checkpoint_interval;
     let mut drained = false;
     let mut stopping = false;
+    let mut last_status = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -550,7 +569,9 @@ pub async fn run_peer(
         match core.lifecycle() {
             Lifecycle::Joining | Lifecycle::Starting if !stopping => {
                 let enough = core.live_count() >= options.min_peers;
-                if core.is_joined() && (enough || now >= join_deadline) {
+                if !options.train && core.is_joined() {
+                    // Membership only (benchmarks): stay up, gossip, never train.
+                } else if core.is_joined() && (enough || now >= join_deadline) {
                     if !enough {
                         warn!(
                             known = core.live_count(),
@@ -593,8 +614,16 @@ pub async fn run_peer(
             _ => {}
         }
         if stopping {
+            // Graceful leave: the trainer publishes what it learned since its last delta.
             if let Some(t) = trainer.take() {
                 t.stop();
+            }
+            while let Ok(report) = reports.try_recv() {
+                if let FromTrainer::Publish { weight, values } = report {
+                    if let Err(reason) = core.publish(Instant::now(), weight, values) {
+                        warn!("last local delta refused by the core: {reason:?}");
+                    }
+                }
             }
             break;
         }
@@ -604,7 +633,10 @@ pub async fn run_peer(
                 warn!("checkpoint failed: {e}");
             }
         }
-        update_status(&status, &core, &transport, &progress);
+        if now.saturating_duration_since(last_status) >= Duration::from_millis(50) {
+            last_status = now;
+            update_status(&status, &core, &transport, &progress);
+        }
     }
 
     // Leave: say goodbye, let the sends finish, save, evaluate.
@@ -643,15 +675,7 @@ pub async fn run_peer(
         drained,
         "peer stopped"
     );
-    let members = core
-        .members()
-        .map(|m| MemberSummary {
-            peer_id: m.peer_id,
-            name: m.name.clone(),
-            status: m.status.as_str().to_string(),
-            lifecycle: m.lifecycle.as_str().to_string(),
-        })
-        .collect();
+    let members = member_summaries(&core);
     Ok(PeerOutcome {
         peer_id,
         name: options.name,
@@ -689,6 +713,9 @@ fn handle_event(event: Event, trainer: Option<&TrainerHandle>) {
         Event::Joined { via, members } => info!(%via, members, "joined the cluster"),
         Event::MemberUp(m) => info!(peer = %m.name, addr = %m.addr, "member up"),
         Event::MemberDown(m) => info!(peer = %m.name, status = m.status.as_str(), "member down"),
+        Event::MemberSuspect(m) => {
+            info!(peer = %m.name, incarnation = m.incarnation, "member suspected")
+        }
         Event::GapDetected { origin, missing } => {
             debug!(%origin, ?missing, "gap in deltas; anti-entropy will pull them")
         }
@@ -756,6 +783,21 @@ fn update_status(
     s.bytes_sent = net.bytes_sent;
     s.bytes_received = net.bytes_received;
     s.duplicates_dropped = core.stats().duplicates_dropped;
+    s.suspicions_raised = core.stats().suspicions_raised;
+    s.members_declared_dead = core.stats().members_declared_dead;
+    s.members = member_summaries(core);
+}
+
+fn member_summaries(core: &Core) -> Vec<MemberSummary> {
+    core.members()
+        .map(|m| MemberSummary {
+            peer_id: m.peer_id,
+            name: m.name.clone(),
+            status: m.status.as_str().to_string(),
+            incarnation: m.incarnation,
+            lifecycle: m.lifecycle.as_str().to_string(),
+        })
+        .collect()
 }
 
 /// Locks a status mutex, recovering the data if a panicking thread poisoned it.

@@ -6,7 +6,7 @@
 //! time run in milliseconds and a run is a pure function of its seed.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,58 @@ impl Default for NetModel {
             max_latency: Duration::from_millis(5),
         }
     }
+}
+
+/// A check on the whole simulation.
+pub type Check = fn(&Sim) -> bool;
+
+/// One step of a scenario script.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Add `count` peers joining through `seeds` (indices).
+    AddPeers {
+        /// How many.
+        count: usize,
+        /// Seed indices.
+        seeds: Vec<usize>,
+    },
+    /// Advance virtual time.
+    Run(Duration),
+    /// Crash a peer.
+    Crash(usize),
+    /// Cut every link between two groups.
+    Partition(Vec<usize>, Vec<usize>),
+    /// Restore every link.
+    Heal,
+    /// Give one host its own link behaviour (slow, lossy).
+    SlowHost(usize, NetModel),
+    /// Each of `peers` publishes a delta per round, rounds `every` apart.
+    Publish {
+        /// Publishing peers.
+        peers: Vec<usize>,
+        /// Rounds.
+        rounds: usize,
+        /// Virtual time between rounds.
+        every: Duration,
+    },
+    /// Run until `check` holds, failing after `limit`.
+    ExpectWithin {
+        /// Deadline (virtual time).
+        limit: Duration,
+        /// What is expected, for the failure message.
+        what: &'static str,
+        /// The condition.
+        check: Check,
+    },
+    /// `check` must hold at every 100 ms for `duration`.
+    ExpectAlways {
+        /// How long (virtual time).
+        duration: Duration,
+        /// What is expected, for the failure message.
+        what: &'static str,
+        /// The condition.
+        check: Check,
+    },
 }
 
 struct InFlight {
@@ -78,11 +130,16 @@ pub struct Sim {
     pub net: NetModel,
     /// Links currently cut, as (from, to) index pairs.
     pub cut: HashSet<(usize, usize)>,
+    /// Per-peer link behaviour overriding `net` for every message to or from that peer
+    /// (a slow or lossy host).
+    pub host_net: HashMap<usize, NetModel>,
     /// Messages delivered, dropped by loss, and dropped because a link was cut.
     pub delivered: u64,
     /// Messages lost to the loss model.
     pub dropped: u64,
     rng: ChaCha8Rng,
+    /// The seed of this run (printed by tests on failure).
+    pub seed: u64,
     queue: BinaryHeap<Reverse<InFlight>>,
     seq: u64,
     config: CoreConfig,
@@ -97,9 +154,11 @@ impl Sim {
             now: Instant::now(),
             net,
             cut: HashSet::new(),
+            host_net: HashMap::new(),
             delivered: 0,
             dropped: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
+            seed,
             queue: BinaryHeap::new(),
             seq: 0,
             config,
@@ -202,6 +261,70 @@ impl Sim {
         done(self)
     }
 
+    /// Runs a script of steps; on failure returns which step failed and why.
+    pub fn run_script(&mut self, steps: &[Step]) -> Result<(), String> {
+        for (i, step) in steps.iter().enumerate() {
+            self.run_step(step)
+                .map_err(|e| format!("step {i} ({step:?}) failed: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn run_step(&mut self, step: &Step) -> Result<(), String> {
+        match step {
+            Step::AddPeers { count, seeds } => {
+                for _ in 0..*count {
+                    self.add_peer(vec![0.0; self.config.param_count], seeds);
+                }
+            }
+            Step::Run(d) => self.run_for(*d),
+            Step::Crash(i) => self.crash(*i),
+            Step::Partition(a, b) => self.partition(a, b),
+            Step::Heal => self.heal(),
+            Step::SlowHost(i, net) => {
+                self.host_net.insert(*i, net.clone());
+            }
+            Step::Publish {
+                peers,
+                rounds,
+                every,
+            } => {
+                for round in 0..*rounds {
+                    for &p in peers {
+                        let values = (0..self.config.param_count)
+                            .map(|k| ((p * 7 + round * 3 + k) % 11) as f32 * 0.01)
+                            .collect();
+                        self.with_peer(p, |c, now| {
+                            let w = 1.0 / c.live_count().max(1) as f32;
+                            let _ = c.publish(now, w, values);
+                        });
+                    }
+                    self.run_for(*every);
+                }
+            }
+            Step::ExpectWithin { limit, what, check } => {
+                let ok = self.run_until(*limit, Duration::from_millis(100), check);
+                if !ok {
+                    return Err(format!("`{what}` did not hold within {limit:?}"));
+                }
+            }
+            Step::ExpectAlways {
+                duration,
+                what,
+                check,
+            } => {
+                let end = self.now + *duration;
+                while self.now < end {
+                    if !check(self) {
+                        return Err(format!("`{what}` broke at {:?}", self.now));
+                    }
+                    self.run_for(Duration::from_millis(100));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Removes a peer abruptly (a crash): it sends and receives nothing more.
     pub fn crash(&mut self, index: usize) {
         if let Some(slot) = self.peers.get_mut(index) {
@@ -247,22 +370,59 @@ impl Sim {
         }
     }
 
+    /// Cuts every link between `a` and `b` (both directions).
+    pub fn partition(&mut self, a: &[usize], b: &[usize]) {
+        for &x in a {
+            for &y in b {
+                self.cut.insert((x, y));
+                self.cut.insert((y, x));
+            }
+        }
+    }
+
+    /// Restores every cut link.
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Indices of the running peers.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.peers.len())
+            .filter(|&i| self.peers[i].is_some())
+            .collect()
+    }
+
+    /// The status peer `observer` holds for peer `subject`, if it knows it.
+    pub fn status_of(&self, observer: usize, subject: usize) -> Option<crate::wire::MemberStatus> {
+        let id = Uuid::from_u128(subject as u128 + 1);
+        self.peer(observer)?
+            .members()
+            .find(|m| m.peer_id == id)
+            .map(|m| m.status)
+    }
+
     fn send(&mut self, from: usize, to: usize, frame: Vec<u8>) {
-        if self.cut.contains(&(from, to)) || self.rng.gen_bool(self.net.loss.clamp(0.0, 1.0)) {
+        let net = self
+            .host_net
+            .get(&from)
+            .or_else(|| self.host_net.get(&to))
+            .unwrap_or(&self.net)
+            .clone();
+        if self.cut.contains(&(from, to)) || self.rng.gen_bool(net.loss.clamp(0.0, 1.0)) {
             self.dropped += 1;
             return;
         }
-        let copies = if self.rng.gen_bool(self.net.duplicate.clamp(0.0, 1.0)) {
+        let copies = if self.rng.gen_bool(net.duplicate.clamp(0.0, 1.0)) {
             2
         } else {
             1
         };
         for _ in 0..copies {
-            let span = self.net.max_latency.saturating_sub(self.net.min_latency);
+            let span = net.max_latency.saturating_sub(net.min_latency);
             let jitter = span.mul_f64(self.rng.gen::<f64>());
             self.seq += 1;
             self.queue.push(Reverse(InFlight {
-                at: self.now + self.net.min_latency + jitter,
+                at: self.now + net.min_latency + jitter,
                 seq: self.seq,
                 from,
                 to,
@@ -271,3 +431,6 @@ impl Sim {
         }
     }
 }
+
+#[cfg(test)]
+mod scenarios;

@@ -74,6 +74,12 @@ pub enum Payload {
     Snapshot(Snapshot),
     /// The origin leaves the cluster for good after publishing `published` versions.
     Leave(LeaveNotice),
+    /// SWIM probe: "are you alive?", with piggybacked membership changes.
+    Ping(Probe),
+    /// SWIM answer to `Ping`, direct or relayed, with piggybacked membership changes.
+    Ack(Probe),
+    /// SWIM indirect probe: "probe `target` for me and relay its ack".
+    PingReq(PingRequest),
 }
 
 impl Payload {
@@ -87,6 +93,9 @@ impl Payload {
             Payload::Digest(_) => MessageKind::Digest,
             Payload::Snapshot(_) => MessageKind::Snapshot,
             Payload::Leave(_) => MessageKind::Leave,
+            Payload::Ping(_) => MessageKind::Ping,
+            Payload::Ack(_) => MessageKind::Ack,
+            Payload::PingReq(_) => MessageKind::PingReq,
         }
     }
 }
@@ -108,11 +117,17 @@ pub enum MessageKind {
     Snapshot,
     /// [`Payload::Leave`]
     Leave,
+    /// [`Payload::Ping`]
+    Ping,
+    /// [`Payload::Ack`]
+    Ack,
+    /// [`Payload::PingReq`]
+    PingReq,
 }
 
 impl MessageKind {
     /// All kinds, in a fixed order.
-    pub const ALL: [MessageKind; 7] = [
+    pub const ALL: [MessageKind; 10] = [
         MessageKind::Delta,
         MessageKind::Membership,
         MessageKind::Join,
@@ -120,6 +135,9 @@ impl MessageKind {
         MessageKind::Digest,
         MessageKind::Snapshot,
         MessageKind::Leave,
+        MessageKind::Ping,
+        MessageKind::Ack,
+        MessageKind::PingReq,
     ];
 
     /// Lower-case name, as used in metric labels.
@@ -132,6 +150,9 @@ impl MessageKind {
             MessageKind::Digest => "digest",
             MessageKind::Snapshot => "snapshot",
             MessageKind::Leave => "leave",
+            MessageKind::Ping => "ping",
+            MessageKind::Ack => "ack",
+            MessageKind::PingReq => "ping_req",
         }
     }
 }
@@ -241,11 +262,39 @@ impl MemberRecord {
     }
 }
 
-/// A membership view: every record the sender holds.
+/// Membership records: recent changes (gossip), or the sender's whole view (push-pull).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MembershipView {
-    /// The records, the sender's own included.
+    /// The records.
     pub members: Vec<MemberRecord>,
+    /// Push-pull: true when this is the whole view and the receiver should answer with its own.
+    pub push_pull: bool,
+    /// True when this answers a push-pull (the receiver must not answer it again).
+    pub reply: bool,
+}
+
+/// A SWIM probe or its ack.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    /// Sequence number; the ack echoes it.
+    pub seq: u64,
+    /// Piggybacked membership changes.
+    pub updates: Vec<MemberRecord>,
+    /// A hash of the sender's applied version vector; a mismatch triggers anti-entropy.
+    pub applied_hash: u64,
+}
+
+/// An indirect probe request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PingRequest {
+    /// The member to probe.
+    pub target: PeerId,
+    /// Where it listens.
+    pub target_addr: SocketAddr,
+    /// The requester's sequence number, echoed in the relayed ack.
+    pub seq: u64,
+    /// Piggybacked membership changes.
+    pub updates: Vec<MemberRecord>,
 }
 
 /// A join request.
@@ -253,6 +302,9 @@ pub struct MembershipView {
 pub struct JoinRequest {
     /// The joiner's own record.
     pub member: MemberRecord,
+    /// True when a seed passed the request on to another member to answer (spreading the
+    /// snapshot load); a forwarded request is answered, never forwarded again.
+    pub forwarded: bool,
 }
 
 /// The answer to a join: a view and a snapshot.
@@ -440,6 +492,8 @@ impl Envelope {
             Payload::Digest(digest) => validate_vector(&digest.applied),
             Payload::Snapshot(snapshot) => validate_vector(&snapshot.applied),
             Payload::Leave(_) => Ok(()),
+            Payload::Ping(probe) | Payload::Ack(probe) => validate_records(&probe.updates),
+            Payload::PingReq(req) => validate_records(&req.updates),
         }
     }
 }
@@ -454,13 +508,17 @@ fn validate_record(record: &MemberRecord) -> Result<(), DecodeError> {
 }
 
 fn validate_view(view: &MembershipView) -> Result<(), DecodeError> {
-    if view.members.len() > MAX_VIEW_MEMBERS {
+    validate_records(&view.members)
+}
+
+fn validate_records(records: &[MemberRecord]) -> Result<(), DecodeError> {
+    if records.len() > MAX_VIEW_MEMBERS {
         return Err(DecodeError::Invalid(format!(
             "view of {} members above the maximum {MAX_VIEW_MEMBERS}",
-            view.members.len()
+            records.len()
         )));
     }
-    view.members.iter().try_for_each(validate_record)
+    records.iter().try_for_each(validate_record)
 }
 
 fn validate_vector(vector: &VersionVector) -> Result<(), DecodeError> {

@@ -1,0 +1,192 @@
+//! `rumor bench membership`: N real peers over QUIC on loopback, no training, measuring how fast
+//! a join is seen by all, how fast a crash is detected by all, false positives, and the idle
+//! traffic of the failure detector (quinn's UDP byte counters).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::certs;
+use crate::config::Config;
+use crate::data::{self, DatasetSpec};
+use crate::node::{lock, PeerHandle, PeerStatus};
+use crate::run::{peer_options, RunError};
+
+/// What `rumor bench membership` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct MembershipBench {
+    /// Peers in the cluster (the joiner included).
+    pub peers: usize,
+    /// From starting the last peer to every peer listing all of them as live (s).
+    pub join_seen_by_all_seconds: f64,
+    /// From killing one peer to every survivor listing it as dead (s).
+    pub crash_detected_by_all_seconds: f64,
+    /// Live peers that some peer declared dead during the run.
+    pub false_positives: usize,
+    /// UDP bytes sent per peer per second over the idle window, mean over peers (B/s).
+    pub idle_bytes_per_second_per_peer: f64,
+    /// Length of the idle window (s).
+    pub idle_window_seconds: f64,
+    /// Probe interval in force (ms).
+    pub probe_interval_ms: u64,
+}
+
+fn statuses(handles: &[PeerHandle]) -> Vec<PeerStatus> {
+    handles.iter().map(|h| lock(&h.status).clone()).collect()
+}
+
+async fn wait_until(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> bool,
+) -> Result<Duration, RunError> {
+    let started = Instant::now();
+    loop {
+        if check() {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            return Err(RunError::Io {
+                what: format!("benchmark: {what} did not happen within {limit:?}"),
+                source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs the membership benchmark with `peers` peers (at least 3) and `config`'s membership
+/// settings; `idle_window` is how long idle traffic is measured.
+///
+/// Errors: certificates or sockets that cannot be set up, or a phase that does not complete
+/// within 120 s.
+pub async fn membership(
+    config: &Config,
+    peers: usize,
+    idle_window: Duration,
+) -> Result<MembershipBench, RunError> {
+    let peers = peers.max(3);
+    let temp = tempfile::Builder::new()
+        .prefix("rumor-bench-")
+        .tempdir()
+        .map_err(|source| RunError::Io {
+            what: "creating a temp dir".into(),
+            source,
+        })?;
+    let certs_dir = temp.path().join("certs");
+    certs::init_ca(&certs_dir, false)?;
+    let data = data::load(&DatasetSpec::Synthetic, 1)?;
+    let test = Arc::new(data.test.clone());
+    let mut handles: Vec<PeerHandle> = Vec::new();
+    let mut seed: Option<SocketAddr> = None;
+    let spawn = |i: usize, seed: Option<SocketAddr>| -> Result<PeerHandle, RunError> {
+        let name = format!("bench-{i}");
+        certs::issue(&certs_dir, &name, 2)?;
+        let identity = Arc::new(certs::load_identity(&certs_dir, &name)?);
+        let mut c = config.clone();
+        c.peer.name = name.clone();
+        c.peer.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.peer.seeds = seed.into_iter().collect();
+        c.peer.data_dir = temp.path().join(&name);
+        c.peer.join_timeout = Duration::from_secs(120);
+        let mut opts = peer_options(&c, identity, &data, test.clone(), 1)?;
+        opts.train = false;
+        Ok(PeerHandle::spawn(opts))
+    };
+    for i in 0..peers - 1 {
+        let mut h = spawn(i, seed)?;
+        if i == 0 {
+            seed = h.bound_addr().await;
+        }
+        handles.push(h);
+    }
+    let n0 = peers - 1;
+    wait_until(
+        Duration::from_secs(120),
+        "the first peers to form a cluster",
+        || statuses(&handles).iter().all(|s| s.peers_known == n0),
+    )
+    .await?;
+
+    // Join: the last peer through the seed.
+    handles.push(spawn(peers - 1, seed)?);
+    let join = wait_until(
+        Duration::from_secs(120),
+        "the join to be seen by all",
+        || statuses(&handles).iter().all(|s| s.peers_known == peers),
+    )
+    .await?;
+
+    let mut false_positive_pairs = std::collections::HashSet::new();
+    let mut note_dead = |rows: &[PeerStatus], victim: Option<uuid::Uuid>| {
+        for r in rows {
+            for m in &r.members {
+                if m.status == "dead" && Some(m.peer_id) != victim {
+                    false_positive_pairs.insert(m.peer_id);
+                }
+            }
+        }
+    };
+
+    // Idle traffic: let piggybacked changes die out, then measure a window.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before: Vec<u64> = statuses(&handles).iter().map(|s| s.bytes_sent).collect();
+    let window_start = Instant::now();
+    while window_start.elapsed() < idle_window {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        note_dead(&statuses(&handles), None);
+    }
+    let window = window_start.elapsed().as_secs_f64();
+    let after: Vec<u64> = statuses(&handles).iter().map(|s| s.bytes_sent).collect();
+    let idle = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a.saturating_sub(*b) as f64)
+        .sum::<f64>()
+        / peers as f64
+        / window;
+
+    // Crash: kill a non-seed peer abruptly.
+    let victim_index = peers / 2;
+    let victim = lock(&handles[victim_index].status).peer_id;
+    handles[victim_index].kill();
+    let crashed_at = Instant::now();
+    let survivors: Vec<usize> = (0..peers).filter(|&i| i != victim_index).collect();
+    let mut detected = None;
+    while crashed_at.elapsed() < Duration::from_secs(120) {
+        let rows = statuses(&handles);
+        note_dead(&rows, Some(victim));
+        let all = survivors.iter().all(|&i| {
+            rows[i]
+                .members
+                .iter()
+                .any(|m| m.peer_id == victim && m.status == "dead")
+        });
+        if all {
+            detected = Some(crashed_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let detected = detected.ok_or_else(|| RunError::Io {
+        what: "benchmark: the crash was not detected by all within 120 s".into(),
+        source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+    })?;
+    for (i, h) in handles.into_iter().enumerate() {
+        if i != victim_index {
+            h.request_stop();
+            let _ = tokio::time::timeout(Duration::from_secs(10), h.wait()).await;
+        }
+    }
+    Ok(MembershipBench {
+        peers,
+        join_seen_by_all_seconds: join.as_secs_f64(),
+        crash_detected_by_all_seconds: detected.as_secs_f64(),
+        false_positives: false_positive_pairs.len(),
+        idle_bytes_per_second_per_peer: idle,
+        idle_window_seconds: window,
+        probe_interval_ms: config.membership.probe_interval.as_millis() as u64,
+    })
+}
