@@ -182,6 +182,7 @@ pub fn peer_options(
         publish_every: t.publish_every,
         eval_every: t.eval_every,
         order_seed: t.rng_seed ^ (0x9e37_79b9 * (shard_spec.index as u64 + 1)),
+        start_step: 0,
     };
     let p = &config.peer;
     Ok(PeerOptions {

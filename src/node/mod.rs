@@ -318,14 +318,18 @@ pub struct CheckpointState {
     pub published: u64,
     /// The incarnation it ran with.
     pub incarnation: u64,
+    /// Optimizer steps done when it was saved.
+    #[serde(default)]
+    pub steps_done: u64,
 }
 
-fn save(dir: &Path, spec: &ModelSpec, core: &Core) -> Result<(), NodeError> {
+fn save(dir: &Path, spec: &ModelSpec, core: &Core, steps_done: u64) -> Result<(), NodeError> {
     let state = CheckpointState {
         peer_id: core.id(),
         applied: core.applied().clone(),
         published: core.published(),
         incarnation: core.incarnation(),
+        steps_done,
     };
     let state = serde_json::to_value(&state)
         .map_err(|e| NodeError::Resume(format!("cannot serialise checkpoint state: {e}")))?;
@@ -450,8 +454,10 @@ pub async fn run_peer(
         addr,
     };
     let now = Instant::now();
+    let mut plan = options.plan.clone();
     let mut core = if options.resume {
         let (spec, base, state) = load_checkpoint(&options.data_dir)?;
+        plan.start_step = state.steps_done;
         if spec != options.plan.spec {
             return Err(NodeError::Resume(format!(
                 "checkpoint holds model {spec}, this run uses {}",
@@ -506,7 +512,10 @@ pub async fn run_peer(
     let sends = Arc::new(Semaphore::new(options.max_inflight_sends.max(1)));
     let mut sends_dropped = 0u64;
     let mut metrics = MetricsFile::open(&options.data_dir.join("metrics.jsonl"));
-    let mut progress = TrainProgress::default();
+    let mut progress = TrainProgress {
+        step: plan.start_step,
+        ..TrainProgress::default()
+    };
     let join_deadline = now + options.join_timeout;
     let mut drain_deadline: Option<Instant> = None;
     let mut next_checkpoint = now + options.checkpoint_interval;
@@ -582,7 +591,7 @@ pub async fn run_peer(
                     info!(members = core.live_count(), "training starts");
                     core.start_training();
                     let handle = TrainerHandle::spawn(
-                        options.plan.clone(),
+                        plan.clone(),
                         options.shard.clone(),
                         options.test.clone(),
                         core.base().to_vec(),
@@ -629,7 +638,7 @@ pub async fn run_peer(
         }
         if now >= next_checkpoint {
             next_checkpoint = now + options.checkpoint_interval;
-            if let Err(e) = save(&options.data_dir, &options.plan.spec, &core) {
+            if let Err(e) = save(&options.data_dir, &options.plan.spec, &core, progress.step) {
                 warn!("checkpoint failed: {e}");
             }
         }
@@ -647,7 +656,7 @@ pub async fn run_peer(
     flush(&mut core, &transport, &sends, &mut sends_dropped);
     let permits = options.max_inflight_sends.max(1) as u32;
     let _ = tokio::time::timeout(Duration::from_secs(3), sends.acquire_many(permits)).await;
-    save(&options.data_dir, &options.plan.spec, &core)?;
+    save(&options.data_dir, &options.plan.spec, &core, progress.step)?;
     let base = core.base().to_vec();
     let spec = options.plan.spec.clone();
     let test = options.test.clone();

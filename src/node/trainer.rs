@@ -33,6 +33,9 @@ pub struct TrainPlan {
     pub eval_every: u64,
     /// Seed of the batch order.
     pub order_seed: u64,
+    /// Steps already done before a restart: the loop skips that many batches (their samples
+    /// count as processed) so a resumed peer finishes its budget instead of starting over.
+    pub start_step: u64,
 }
 
 /// Commands from the node to the trainer thread.
@@ -169,6 +172,11 @@ impl TrainLoop {
             for chunk in order.chunks(batch) {
                 if self.stop.load(Ordering::SeqCst) {
                     break 'epochs;
+                }
+                if progress.step < self.plan.start_step {
+                    progress.step += 1;
+                    progress.samples += chunk.len() as u64;
+                    continue;
                 }
                 self.apply_commands(&mut trainer, &mut base)?;
                 self.shard.gather_batch(chunk, &mut images, &mut labels);

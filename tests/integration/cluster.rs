@@ -97,6 +97,8 @@ async fn resume_continues_from_the_checkpoint_without_reusing_versions() {
     let (_, saved, _) = model::load_checkpoint(&dir.path().join("solo")).unwrap();
     assert_eq!(saved, first.base, "the checkpoint holds the final base");
 
+    // The budget grows by one epoch: the resumed peer trains only that epoch.
+    c.train.epochs = 2;
     let mut opts = peer_options(&c, ids[0].clone(), &data, test, 1).unwrap();
     opts.resume = true;
     let second = within(

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! One integration-test binary (less linking); each module is one area.
 
+mod churn;
 mod cli;
 mod cluster;
 mod common;

@@ -1,0 +1,240 @@
+//! Churn over real QUIC with child processes of the binary: a peer killed with SIGKILL
+//! mid-training is declared dead while the others keep training; restarted with `--resume` it
+//! rejoins; a peer that joins after training started; all end consistent.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rumor");
+
+/// A child process killed when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Cluster {
+    dir: PathBuf,
+    config: PathBuf,
+    dataset: &'static str,
+    epochs: u32,
+}
+
+impl Cluster {
+    fn spawn(
+        &self,
+        name: &str,
+        shard: &str,
+        seed: Option<&str>,
+        min_peers: usize,
+        resume: bool,
+    ) -> KillOnDrop {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["peer", "--config"])
+            .arg(&self.config)
+            .args(["--name", name, "--listen", "127.0.0.1:0", "--certs"])
+            .arg(self.dir.join("certs"))
+            .arg("--data-dir")
+            .arg(self.dir.join(name))
+            .args(["--shard", shard, "--dataset", self.dataset])
+            .args(["--epochs", &self.epochs.to_string()])
+            .args(["--min-peers", &min_peers.to_string()])
+            .arg("--ready-file")
+            .arg(self.dir.join(format!("{name}.addr")))
+            .arg("--summary-json")
+            .arg(self.dir.join(format!("{name}.json")))
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.dir.join(format!("{name}.log")))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            );
+        if let Some(seed) = seed {
+            cmd.args(["--seed", seed]);
+        }
+        if resume {
+            cmd.arg("--resume");
+        }
+        KillOnDrop(cmd.spawn().expect("spawn peer"))
+    }
+
+    /// The last line of a peer's metrics.jsonl.
+    fn last_metrics(&self, name: &str) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.join(name).join("metrics.jsonl")).ok()?;
+        text.lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    }
+
+    fn step(&self, name: &str) -> u64 {
+        self.last_metrics(name)
+            .and_then(|v| v["step"].as_u64())
+            .unwrap_or(0)
+    }
+}
+
+fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {limit:?} waiting for: {what}");
+}
+
+fn read_addr(path: &Path) -> String {
+    let mut addr = String::new();
+    wait_for(Duration::from_secs(30), "the seed's address", || {
+        addr = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        !addr.is_empty()
+    });
+    addr
+}
+
+fn wait_exit(child: &mut KillOnDrop, limit: Duration, name: &str, dir: &Path) {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            assert!(
+                status.success(),
+                "{name} exited with {status}; log tail: {tail:#?}"
+            );
+            return;
+        }
+        assert!(Instant::now() < end, "{name} did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_killed_peer_is_declared_dead_rejoins_with_resume_and_ends_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    rumor::certs::init_ca(&certs, false).unwrap();
+    let names = ["peer-1", "peer-2", "peer-3", "peer-4", "peer-5", "late"];
+    for n in names {
+        rumor::certs::issue(&certs, n, 2).unwrap();
+    }
+    let config = dir.path().join("churn.toml");
+    std::fs::write(
+        &config,
+        "[peer]\ncheckpoint_interval = \"1s\"\njoin_timeout = \"60s\"\ndrain_timeout = \"180s\"\n\
+         [train]\neval_every = 0\nmodel = \"784-64-10\"\npublish_every = 20\n",
+    )
+    .unwrap();
+    let real = Path::new(rumor::data::FASHION_MNIST_DIR).exists();
+    if !real {
+        eprintln!(
+            "NOTE: Fashion-MNIST absent; the churn test uses synthetic data with more epochs"
+        );
+    }
+    let cluster = Cluster {
+        dir: dir.path().to_path_buf(),
+        config,
+        dataset: if real { "fashion-mnist" } else { "synthetic" },
+        epochs: if real { 12 } else { 36 },
+    };
+
+    let mut peers: Vec<Option<KillOnDrop>> = Vec::new();
+    peers.push(Some(cluster.spawn("peer-1", "1/5", None, 5, false)));
+    let seed = read_addr(&dir.path().join("peer-1.addr"));
+    for (i, name) in names[1..5].iter().enumerate() {
+        peers.push(Some(cluster.spawn(
+            name,
+            &format!("{}/5", i + 2),
+            Some(&seed),
+            5,
+            false,
+        )));
+    }
+    wait_for(
+        Duration::from_secs(120),
+        "every peer to train and peer-5 to checkpoint",
+        || {
+            names[..5].iter().all(|n| cluster.step(n) >= 20)
+                && dir.path().join("peer-5").join("checkpoint.json").exists()
+        },
+    );
+
+    // SIGKILL peer-5 mid-training.
+    if let Some(mut victim) = peers[4].take() {
+        victim.0.kill().expect("kill -9");
+        let _ = victim.0.wait();
+    }
+    let survivors = &names[..4];
+    let steps_at_kill: Vec<u64> = survivors.iter().map(|n| cluster.step(n)).collect();
+    wait_for(
+        Duration::from_secs(60),
+        "every survivor to count 4 live members",
+        || {
+            survivors.iter().all(|n| {
+                cluster
+                    .last_metrics(n)
+                    .is_some_and(|v| v["live_members"].as_u64() == Some(4))
+            })
+        },
+    );
+    let steps_after: Vec<u64> = survivors.iter().map(|n| cluster.step(n)).collect();
+    for ((n, before), after) in survivors.iter().zip(&steps_at_kill).zip(&steps_after) {
+        assert!(
+            after > before,
+            "{n} kept training while peer-5 was down: {before} -> {after}"
+        );
+    }
+    let unfinished = survivors.iter().any(|n| {
+        cluster
+            .last_metrics(n)
+            .is_some_and(|v| v["lifecycle"] == "training")
+    });
+    assert!(
+        unfinished,
+        "survivors are still training when peer-5 comes back (budget too small)"
+    );
+
+    // Restart it from its data dir, and start a late joiner.
+    peers[4] = Some(cluster.spawn("peer-5", "5/5", Some(&seed), 1, true));
+    peers.push(Some(cluster.spawn("late", "1/5", Some(&seed), 1, false)));
+
+    for (name, child) in names.iter().zip(peers.iter_mut()) {
+        if let Some(child) = child.as_mut() {
+            wait_exit(child, Duration::from_secs(300), name, dir.path());
+        }
+    }
+    let mut args = vec![
+        "compare".to_string(),
+        "--json".into(),
+        "--checkpoints".into(),
+    ];
+    for n in names {
+        args.push(dir.path().join(n).to_string_lossy().into_owned());
+    }
+    let out = Command::new(BIN).args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let distance = v["consensus_distance"].as_f64().unwrap();
+    eprintln!("consensus distance over 6 peers after churn: {distance:e}");
+    assert!(distance < 1e-4, "consensus distance {distance}");
+    for n in names {
+        let s: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(format!("{n}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(s["peers"][0]["drained"], true, "{n} drained consistent");
+    }
+}
