@@ -5,4 +5,5 @@ mod churn;
 mod cli;
 mod cluster;
 mod common;
+mod netns;
 mod security;
