@@ -151,3 +151,64 @@ async fn resume_without_a_checkpoint_is_a_clear_error() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_leave_is_dropped_without_suspicion() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["a", "b", "c"];
+    let ids = identities(&dir.path().join("certs"), &names);
+    let data = rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap();
+    let test = Arc::new(data.test.clone());
+    let mut handles: Vec<PeerHandle> = Vec::new();
+    let mut seed: Option<SocketAddr> = None;
+    for (i, name) in names.iter().enumerate() {
+        let mut c = test_config();
+        c.peer.name = name.to_string();
+        c.peer.seeds = seed.into_iter().collect();
+        c.peer.data_dir = dir.path().join(name);
+        c.peer.min_peers = 3;
+        c.train.shard = format!("{}/3", i + 1);
+        c.train.epochs = 1000;
+        let opts = peer_options(&c, ids[i].clone(), &data, test.clone(), 3).unwrap();
+        let mut h = PeerHandle::spawn(opts);
+        if i == 0 {
+            seed = h.bound_addr().await;
+        }
+        handles.push(h);
+    }
+    let status = |h: &PeerHandle| rumor::node::lock(&h.status).clone();
+    within(Duration::from_secs(60), "all train", async {
+        while !handles.iter().all(|h| status(h).step > 20) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let leaver = handles.remove(1);
+    let version_before = status(&leaver).version;
+    leaver.request_stop();
+    let outcome = within(Duration::from_secs(30), "leaver exits", leaver.wait())
+        .await
+        .unwrap();
+    assert!(outcome.version >= version_before, "it published its last delta");
+    assert!(dir.path().join("b").join("checkpoint.json").exists(), "it saved");
+    within(Duration::from_secs(10), "the others mark it left", async {
+        while !handles.iter().all(|h| {
+            status(h)
+                .members
+                .iter()
+                .any(|m| m.name == "b" && m.status == "left")
+        }) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    for h in &handles {
+        let s = status(h);
+        assert_eq!(s.suspicions_raised, 0, "{} never suspected anyone", s.name);
+        assert_eq!(s.peers_known, 2);
+    }
+    for h in handles {
+        h.request_stop();
+        within(Duration::from_secs(30), "peer stops", h.wait()).await.unwrap();
+    }
+}
