@@ -212,3 +212,37 @@ async fn a_graceful_leave_is_dropped_without_suspicion() {
         within(Duration::from_secs(30), "peer stops", h.wait()).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_seed_does_not_stop_a_join_through_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = identities(&dir.path().join("certs"), &["a", "b"]);
+    let data = rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap();
+    let test = Arc::new(data.test.clone());
+    // An address nobody listens on: bind a UDP socket, note its port, close it.
+    let dead: SocketAddr = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    let mut c = test_config();
+    c.peer.name = "a".into();
+    c.peer.data_dir = dir.path().join("a");
+    c.peer.min_peers = 2;
+    c.train.shard = "1/2".into();
+    c.train.epochs = 1;
+    let mut a = PeerHandle::spawn(peer_options(&c, ids[0].clone(), &data, test.clone(), 2).unwrap());
+    let seed = a.bound_addr().await.unwrap();
+    let mut c = test_config();
+    c.peer.name = "b".into();
+    c.peer.data_dir = dir.path().join("b");
+    c.peer.seeds = vec![dead, seed];
+    c.peer.min_peers = 2;
+    c.train.shard = "2/2".into();
+    c.train.epochs = 1;
+    let b = PeerHandle::spawn(peer_options(&c, ids[1].clone(), &data, test, 2).unwrap());
+    let ob = within(Duration::from_secs(120), "b finishes", b.wait()).await.unwrap();
+    let oa = within(Duration::from_secs(120), "a finishes", a.wait()).await.unwrap();
+    assert_eq!(ob.members.len(), 2);
+    assert!(ob.stats.join_attempts >= 2, "the dead seed was tried first");
+    assert_eq!(oa.applied, ob.applied);
+}
