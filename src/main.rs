@@ -6,7 +6,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use rumor::cli::{CertsCommand, Cli, Command, LogFormat};
-use rumor::{certs, model, run};
+use rumor::{certs, model, run, ui};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,7 +38,7 @@ fn init_logging(cli: &Cli) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(ui::dashboard::LogWriter::make);
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -58,6 +58,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 out: args.out.clone(),
                 no_tui: args.no_tui,
                 summary_json: args.summary_json.clone(),
+                metrics: args.metrics,
             };
             runtime.block_on(run::up(config, options))?;
         }
@@ -68,6 +69,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 args.resume,
                 args.summary_json.clone(),
                 args.ready_file.clone(),
+                args.metrics_addr,
             ))?;
         }
         Command::Certs(CertsCommand::Init { dir, force }) => {
@@ -80,6 +82,12 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Compare(args) => {
             run::compare(&args.checkpoints, args.json)?;
+        }
+        Command::Status(args) => {
+            runtime.block_on(ui::table::status(&args.addr, args.timeout))?;
+        }
+        Command::Top(args) => {
+            runtime.block_on(ui::table::top(&args.addrs, args.interval, args.timeout))?;
         }
     }
     Ok(())
