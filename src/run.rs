@@ -536,14 +536,16 @@ async fn up_dashboard(
     let mut first_error = None;
     for slot in slots {
         match slot.end {
-            SlotEnd::Done(Ok(o)) => outcomes.push(o),
-            SlotEnd::Done(Err(source)) => {
-                warn!("{} failed: {source}", slot.options.name);
-                first_error.get_or_insert(RunError::Peer {
-                    name: slot.options.name.clone(),
-                    source: Box::new(source),
-                });
-            }
+            SlotEnd::Done(end) => match *end {
+                Ok(o) => outcomes.push(o),
+                Err(source) => {
+                    warn!("{} failed: {source}", slot.options.name);
+                    first_error.get_or_insert(RunError::Peer {
+                        name: slot.options.name.clone(),
+                        source: Box::new(source),
+                    });
+                }
+            },
             SlotEnd::Killed | SlotEnd::Running => {
                 println!("{}: killed, left out of the summary", slot.options.name)
             }

@@ -234,6 +234,12 @@ impl EventLog {
     }
 }
 
+/// The last 8 hex digits of a peer id (UUIDv7 ids share their leading, time-based digits).
+pub fn short_id(id: &str) -> String {
+    let hex: Vec<char> = id.chars().filter(char::is_ascii_hexdigit).collect();
+    hex[hex.len().saturating_sub(8)..].iter().collect()
+}
+
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> f64 {
     SystemTime::now()

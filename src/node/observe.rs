@@ -344,7 +344,7 @@ impl Observer {
     }
 }
 
-/// The first 8 hex digits of a peer id.
+/// The last 8 hex digits of a peer id.
 pub fn short_id(id: PeerId) -> String {
-    id.to_string().chars().take(8).collect()
+    crate::metrics::short_id(&id.to_string())
 }

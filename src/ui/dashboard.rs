@@ -123,7 +123,7 @@ pub fn row_cells(row: &PeerRow) -> Vec<String> {
     let v = &row.view;
     vec![
         v.name.clone(),
-        v.peer_id.chars().take(8).collect(),
+        crate::metrics::short_id(&v.peer_id),
         v.addr.clone(),
         state_style(row).0,
         v.version.to_string(),
@@ -357,7 +357,7 @@ pub enum SlotEnd {
     /// Killed by the operator and not restarted.
     Killed,
     /// Ended on its own.
-    Done(Result<PeerOutcome, NodeError>),
+    Done(Box<Result<PeerOutcome, NodeError>>),
 }
 
 /// One peer of the run: its options (to restart it) and its handle while it runs.
@@ -394,8 +394,8 @@ impl Slot {
     fn mark(&self) -> Mark {
         match (&self.end, &self.handle) {
             (SlotEnd::Killed, _) => Mark::Killed,
-            (SlotEnd::Done(Ok(_)), _) => Mark::Done,
-            (SlotEnd::Done(Err(_)), _) => Mark::Failed,
+            (SlotEnd::Done(r), _) if r.is_ok() => Mark::Done,
+            (SlotEnd::Done(_), _) => Mark::Failed,
             (SlotEnd::Running, Some(h)) if h.is_paused() => Mark::Paused,
             (SlotEnd::Running, _) => Mark::Running,
         }
@@ -465,7 +465,7 @@ async fn event_loop(
                             if let Err(e) = &r {
                                 state.message = format!("{} failed: {e}", slot.options.name);
                             }
-                            slot.end = SlotEnd::Done(r);
+                            slot.end = SlotEnd::Done(Box::new(r));
                         }
                     }
                 }
@@ -537,7 +537,7 @@ async fn event_loop(
                             o.resume = o.data_dir.join("checkpoint.json").exists();
                             o.seeds = seeds;
                             o.min_peers = 1;
-                            o.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+                            o.listen = same_or_any_port(&slot.last.addr);
                             let how = if o.resume {
                                 "restarted from its checkpoint (--resume)"
                             } else {
@@ -594,6 +594,15 @@ async fn event_loop(
             started.elapsed().as_secs_f64()
         );
         terminal.draw(|f| draw(f, &state))?;
+    }
+}
+
+/// The peer's old address when it can be bound again (peers know it there), else any port.
+fn same_or_any_port(old: &str) -> SocketAddr {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    match old.parse::<SocketAddr>() {
+        Ok(addr) if std::net::UdpSocket::bind(addr).is_ok() => addr,
+        _ => any,
     }
 }
 

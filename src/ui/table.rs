@@ -55,7 +55,7 @@ pub fn render_status(s: &StatusSnapshot, color: bool) -> String {
         "{} ({}) at {} — {}\n  version {}  applied {}  accuracy {}  loss {}  peers {}  steps {}  \
          sent {}  received {}  duplicates {}  incarnation {}  up {:.0}s\n\n",
         ansi("1", &p.name, color),
-        p.peer_id.chars().take(8).collect::<String>(),
+        crate::metrics::short_id(&p.peer_id),
         p.addr,
         ansi(state_code(state), state, color),
         p.version,
@@ -88,7 +88,7 @@ pub fn render_status(s: &StatusSnapshot, color: bool) -> String {
         out.push_str(&format!(
             "{:<12} {:<8} {:<21} {} {} {:>5} {:>9} {:>9} {:>9} {:>8}\n",
             m.name,
-            m.peer_id.chars().take(8).collect::<String>(),
+            crate::metrics::short_id(&m.peer_id),
             m.addr,
             pad_state(&m.status, 8, color),
             pad_state(&m.lifecycle, 9, color),
