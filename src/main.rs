@@ -1,5 +1,6 @@
 //! The `rumor` binary: parse flags, run the command, print the error once with its causes.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -38,6 +39,7 @@ fn init_logging(cli: &Cli) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(ui::dashboard::LogWriter::make);
     match cli.log_format {
         LogFormat::Text => builder.init(),

@@ -229,7 +229,7 @@ impl PeerHandle {
         let snapshot = observers.snapshot.subscribe();
         let events = observers.events.clone();
         let paused = observers.paused.clone();
-        let span = tracing::info_span!("peer", name = %options.name);
+        let span = tracing::info_span!("peer", peer = %options.name);
         let task = tokio::spawn(
             run_peer_observed(options, status.clone(), addr_tx, stop_rx, observers)
                 .instrument(span),

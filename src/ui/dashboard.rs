@@ -337,7 +337,7 @@ impl Write for LogWriter {
 impl Drop for LogWriter {
     fn drop(&mut self) {
         if let Some(b) = self.buf.take() {
-            let text = String::from_utf8_lossy(&b).trim_end().to_string();
+            let text = strip_ansi(String::from_utf8_lossy(&b).trim_end());
             if !text.is_empty() {
                 let mut q = crate::node::lock(&CAPTURED_LOGS);
                 while q.len() >= EVENTS_KEPT {
@@ -347,6 +347,24 @@ impl Drop for LogWriter {
             }
         }
     }
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// How a slot's peer ended.
@@ -541,7 +559,10 @@ async fn event_loop(
                             let how = if o.resume {
                                 "restarted from its checkpoint (--resume)"
                             } else {
-                                "restarted fresh (no checkpoint yet)"
+                                // Without a checkpoint its published versions are unknown:
+                                // reusing its id would republish versions peers already hold.
+                                let _ = std::fs::remove_file(o.data_dir.join("peer_id"));
+                                "restarted fresh with a new peer id (no checkpoint yet)"
                             };
                             let name = o.name.clone();
                             slot.handle = Some(PeerHandle::spawn(o));
@@ -662,6 +683,14 @@ mod tests {
             }
         }
         panic!("no table row with {needle}");
+    }
+
+    #[test]
+    fn log_lines_lose_their_colours_in_the_pane() {
+        assert_eq!(
+            strip_ansi("\x1b[32m INFO\x1b[0m peer{peer=a}"),
+            " INFO peer{peer=a}"
+        );
     }
 
     #[test]
