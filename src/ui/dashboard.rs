@@ -423,16 +423,30 @@ impl Slot {
 /// Makes the options of a new peer (the `a` key): its index and live seeds to join through.
 pub type AddPeer = Box<dyn FnMut(usize, Vec<SocketAddr>) -> Result<PeerOptions, String> + Send>;
 
-/// Runs the dashboard until every peer has ended; returns the slots (outcomes inside).
+/// Runs the dashboard until every peer has ended; returns the slots (outcomes inside). When the
+/// terminal cannot be put in raw mode it waits for the peers without a screen.
 ///
 /// # Errors
-/// The terminal could not be put in raw mode or drawn to.
+/// The terminal failed while drawing or reading keys.
 pub async fn run(
     mut slots: Vec<Slot>,
     mut add_peer: AddPeer,
     started: Instant,
 ) -> std::io::Result<Vec<Slot>> {
-    let mut terminal = ratatui::try_init()?;
+    let mut terminal = match ratatui::try_init() {
+        Ok(t) => t,
+        Err(e) => {
+            // No usable terminal after all: run to the end without a screen.
+            tracing::warn!("cannot open the dashboard ({e}); running without it");
+            ratatui::restore();
+            for slot in &mut slots {
+                if let Some(h) = slot.handle.take() {
+                    slot.end = SlotEnd::Done(Box::new(h.wait().await));
+                }
+            }
+            return Ok(slots);
+        }
+    };
     CAPTURING.store(true, std::sync::atomic::Ordering::SeqCst);
     let result = event_loop(&mut terminal, &mut slots, &mut add_peer, started).await;
     CAPTURING.store(false, std::sync::atomic::Ordering::SeqCst);
