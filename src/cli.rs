@@ -45,6 +45,10 @@ pub enum Command {
     /// Benchmarks over real QUIC on loopback.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print one peer's view (itself and each member as it sees them) from its --metrics-addr.
+    Status(StatusArgs),
+    /// A cluster-wide table refreshed from several peers' --metrics-addr (q quits).
+    Top(TopArgs),
 }
 
 /// `rumor bench ...`
@@ -66,6 +70,30 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `rumor status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The peer's metrics address (HOST:PORT or http://HOST:PORT).
+    pub addr: String,
+    /// Longest wait for the answer, e.g. 5s.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `rumor top`
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The peers' metrics addresses (HOST:PORT or http://HOST:PORT).
+    #[arg(required = true, num_args = 1..)]
+    pub addrs: Vec<String>,
+    /// Time between refreshes, e.g. 1s.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Longest wait for each peer's answer, e.g. 2s.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
 }
 
 /// `rumor certs ...`
@@ -176,9 +204,12 @@ pub struct UpArgs {
     /// Where peers keep data dirs (checkpoints, metrics); default: a temp dir removed at exit.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Plain progress lines instead of the redrawn table.
+    /// Plain progress lines instead of the live dashboard (also when stdout is not a terminal).
     #[arg(long)]
     pub no_tui: bool,
+    /// Serve each peer's /metrics and /status on 127.0.0.1 (a free port each) and print where.
+    #[arg(long)]
+    pub metrics: bool,
     /// Write the run summary as JSON here.
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
@@ -220,6 +251,9 @@ pub struct PeerArgs {
     /// Write the bound address here once listening (for scripts using port 0).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// Serve /metrics (Prometheus text) and /status (JSON) over HTTP on this local TCP address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Training settings.
     #[command(flatten)]
     pub train: TrainFlags,

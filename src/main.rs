@@ -1,5 +1,6 @@
 //! The `rumor` binary: parse flags, run the command, print the error once with its causes.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -7,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 
 use rumor::cli::{BenchCommand, CertsCommand, Cli, Command, LogFormat};
 use rumor::config::Config;
-use rumor::{bench, certs, model, run};
+use rumor::{bench, certs, model, run, ui};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -39,7 +40,8 @@ fn init_logging(cli: &Cli) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(ui::dashboard::LogWriter::make);
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -59,6 +61,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 out: args.out.clone(),
                 no_tui: args.no_tui,
                 summary_json: args.summary_json.clone(),
+                metrics: args.metrics,
             };
             runtime.block_on(run::up(config, options))?;
         }
@@ -69,6 +72,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 args.resume,
                 args.summary_json.clone(),
                 args.ready_file.clone(),
+                args.metrics_addr,
             ))?;
         }
         Command::Certs(CertsCommand::Init { dir, force }) => {
@@ -111,6 +115,12 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                     result.idle_bytes_per_second_per_peer
                 );
             }
+        }
+        Command::Status(args) => {
+            runtime.block_on(ui::table::status(&args.addr, args.timeout))?;
+        }
+        Command::Top(args) => {
+            runtime.block_on(ui::table::top(&args.addrs, args.interval, args.timeout))?;
         }
     }
     Ok(())

@@ -14,9 +14,11 @@ use tracing::{info, warn};
 use crate::certs::{self, PeerIdentity};
 use crate::config::{Config, ConfigError, Mode};
 use crate::data::{self, Dataset, TrainTest};
+use crate::metrics::http::MetricsServer;
 use crate::model::{self, ModelSpec, Trainer};
 use crate::node::trainer::TrainPlan;
 use crate::node::{lock, NodeError, PeerHandle, PeerOptions, PeerOutcome, PeerStatus};
+use crate::ui::dashboard::{self, Slot, SlotEnd};
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,9 @@ pub enum RunError {
         /// What went wrong.
         source: Box<NodeError>,
     },
+    /// The metrics server could not start, or a peer's `/status` could not be fetched.
+    #[error(transparent)]
+    Http(#[from] crate::metrics::http::HttpError),
     /// A file could not be written or a temp dir made.
     #[error("{what}: {source}")]
     Io {
@@ -209,12 +214,14 @@ pub fn peer_options(
     })
 }
 
-/// `rumor peer`: runs one peer to completion.
+/// `rumor peer`: runs one peer to completion; with `metrics_addr`, serves `/metrics` and
+/// `/status` there while it runs.
 pub async fn peer(
     config: Config,
     resume: bool,
     summary_json: Option<PathBuf>,
     ready_file: Option<PathBuf>,
+    metrics_addr: Option<SocketAddr>,
 ) -> Result<(), RunError> {
     model::set_compute_threads(config.train.threads);
     let identity = Arc::new(certs::load_identity(&config.peer.certs, &config.peer.name)?);
@@ -225,6 +232,14 @@ pub async fn peer(
     options.resume = resume;
     let mut handle = PeerHandle::spawn(options);
     let stopper = handle_signals(&handle);
+    let _metrics = match metrics_addr {
+        Some(addr) => {
+            let server = MetricsServer::start(addr, handle.snapshot.clone()).await?;
+            info!(addr = %server.local_addr(), "serving /metrics and /status");
+            Some(server)
+        }
+        None => None,
+    };
     if let Some(path) = ready_file {
         if let Some(addr) = handle.bound_addr().await {
             let tmp = path.with_extension("tmp");
@@ -316,6 +331,8 @@ pub struct UpOptions {
     pub no_tui: bool,
     /// Where to write the summary JSON.
     pub summary_json: Option<PathBuf>,
+    /// Serve each peer's `/metrics` and `/status` on 127.0.0.1 (any free port) and print where.
+    pub metrics: bool,
 }
 
 /// `rumor up`: runs the gossip cluster or the centralized baseline and returns the summary.
@@ -367,6 +384,7 @@ async fn up_gossip(
         .unwrap_or_else(|| temp.path().join("peers"));
     let test = Arc::new(data.test.clone());
     let mut handles: Vec<PeerHandle> = Vec::with_capacity(n);
+    let mut all_options: Vec<PeerOptions> = Vec::with_capacity(n);
     let mut seed: Option<SocketAddr> = None;
     for i in 0..n {
         let name = format!("peer-{i}");
@@ -383,6 +401,7 @@ async fn up_gossip(
         c.peer.min_peers = n;
         c.train.shard = format!("{}/{}", i + 1, n);
         let opts = peer_options(&c, identity, &data, test.clone(), n)?;
+        all_options.push(opts.clone());
         let mut handle = PeerHandle::spawn(opts);
         if i == 0 {
             seed = handle.bound_addr().await;
@@ -390,11 +409,41 @@ async fn up_gossip(
         handles.push(handle);
     }
     info!(peers = n, "all peers started");
+    let mut servers = Vec::new();
+    if options.metrics {
+        for h in &handles {
+            let server =
+                MetricsServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), h.snapshot.clone())
+                    .await?;
+            println!(
+                "{}: metrics on http://{}/metrics, status on http://{}/status",
+                lock(&h.status).name,
+                server.local_addr(),
+                server.local_addr()
+            );
+            servers.push(server);
+        }
+    }
+    let tty = std::io::stdout().is_terminal() && !options.no_tui;
+    if tty {
+        let outcomes = up_dashboard(
+            config,
+            &data,
+            &test,
+            &certs_dir,
+            &out,
+            all_options,
+            handles,
+            started,
+        )
+        .await?;
+        drop(servers);
+        return finish_gossip(config, &data, outcomes, started, n);
+    }
 
     // Live table until every peer is done.
     let statuses: Vec<_> = handles.iter().map(|h| h.status.clone()).collect();
     let stops: Vec<_> = handles.iter().map(PeerHandle::stop_sender).collect();
-    let tty = std::io::stdout().is_terminal() && !options.no_tui;
     let display = tokio::spawn(async move {
         let mut last_plain = Instant::now();
         loop {
@@ -433,9 +482,94 @@ async fn up_gossip(
     }
     display.abort();
     signals.abort();
+    drop(servers);
     if let Some(e) = first_error {
         return Err(e);
     }
+    finish_gossip(config, &data, outcomes, started, n)
+}
+
+/// The dashboard path of `up`: peers as slots an operator can pause, kill, restart and add to.
+/// Killed peers that were not restarted are left out of the summary (and said so).
+#[allow(clippy::too_many_arguments)]
+async fn up_dashboard(
+    config: &Config,
+    data: &TrainTest,
+    test: &Arc<Dataset>,
+    certs_dir: &Path,
+    out: &Path,
+    all_options: Vec<PeerOptions>,
+    handles: Vec<PeerHandle>,
+    started: Instant,
+) -> Result<Vec<PeerOutcome>, RunError> {
+    let n = handles.len();
+    let slots: Vec<Slot> = all_options
+        .into_iter()
+        .zip(handles)
+        .map(|(o, h)| Slot::new(o, h))
+        .collect();
+    let config = config.clone();
+    let data_for_add = data.clone();
+    let test = test.clone();
+    let certs_dir = certs_dir.to_path_buf();
+    let out = out.to_path_buf();
+    // A new peer takes the shard of peer (index mod n): the cluster's shards stay the same.
+    let add: dashboard::AddPeer = Box::new(move |index, seeds| {
+        let name = format!("peer-{index}");
+        if !certs_dir.join(format!("{name}.pem")).exists() {
+            certs::issue(&certs_dir, &name, 30).map_err(|e| e.to_string())?;
+        }
+        let identity =
+            Arc::new(certs::load_identity(&certs_dir, &name).map_err(|e| e.to_string())?);
+        let mut c = config.clone();
+        c.peer.name = name.clone();
+        c.peer.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.peer.advertise = None;
+        c.peer.seeds = seeds;
+        c.peer.data_dir = out.join(&name);
+        c.peer.min_peers = 1;
+        c.train.shard = format!("{}/{}", index % n + 1, n);
+        peer_options(&c, identity, &data_for_add, test.clone(), n).map_err(|e| e.to_string())
+    });
+    let slots = dashboard::run(slots, add, started)
+        .await
+        .map_err(io_err("running the dashboard"))?;
+    let mut outcomes = Vec::new();
+    let mut first_error = None;
+    for slot in slots {
+        match slot.end {
+            SlotEnd::Done(end) => match *end {
+                Ok(o) => outcomes.push(o),
+                Err(source) => {
+                    warn!("{} failed: {source}", slot.options.name);
+                    first_error.get_or_insert(RunError::Peer {
+                        name: slot.options.name.clone(),
+                        source: Box::new(source),
+                    });
+                }
+            },
+            SlotEnd::Killed | SlotEnd::Running => {
+                println!("{}: killed, left out of the summary", slot.options.name)
+            }
+        }
+    }
+    if outcomes.is_empty() {
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+    } else if let Some(e) = first_error {
+        warn!("{e}");
+    }
+    Ok(outcomes)
+}
+
+fn finish_gossip(
+    config: &Config,
+    data: &TrainTest,
+    outcomes: Vec<PeerOutcome>,
+    started: Instant,
+    n: usize,
+) -> Result<RunSummary, RunError> {
     let bases: Vec<&[f32]> = outcomes.iter().map(|o| o.base.as_slice()).collect();
     let consensus_distance = model::consensus_distance(&bases)?;
     let peers: Vec<PeerSummary> = outcomes.iter().map(peer_summary).collect();
@@ -495,6 +629,12 @@ pub fn centralized(
     let mut step = 0u64;
     let mut samples = 0u64;
     let steps_per_epoch = train.len().div_ceil(t.batch_size.max(1));
+    let bars = crate::ui::progress::drawn(!no_tui);
+    let pb = crate::ui::progress::bar(
+        steps_per_epoch as u64 * u64::from(t.epochs),
+        "centralized",
+        !no_tui,
+    );
     for epoch in 0..t.epochs {
         let order = data::epoch_order(train.len(), u64::from(epoch), t.rng_seed);
         let mut loss_sum = 0.0f64;
@@ -503,6 +643,15 @@ pub fn centralized(
             loss_sum += f64::from(trainer.train_step(&images, &labels)?);
             step += 1;
             samples += chunk.len() as u64;
+            pb.inc(1);
+            if step % 20 == 0 {
+                pb.set_message(format!(
+                    "epoch {}/{} loss {:.4}",
+                    epoch + 1,
+                    t.epochs,
+                    loss_sum / (i + 1) as f64
+                ));
+            }
             if t.eval_every > 0 && step % t.eval_every == 0 {
                 let acc = model::evaluate(
                     &spec,
@@ -520,18 +669,17 @@ pub fn centralized(
                     loss_sum / (i + 1) as f64,
                     acc * 100.0
                 );
-                if no_tui || !std::io::stdout().is_terminal() {
-                    println!("{line}");
+                if bars {
+                    pb.println(line);
                 } else {
-                    print!("\r{line}");
-                    let _ = std::io::stdout().flush();
+                    println!("{line}");
                 }
             }
         }
     }
+    pb.finish_and_clear();
     let params = trainer.work()?;
     let acc = model::evaluate(&spec, &params, &data.test.images, &data.test.labels)?;
-    println!();
     let peer = PeerSummary {
         peer_id: uuid::Uuid::nil().to_string(),
         name: "centralized".into(),

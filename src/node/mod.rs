@@ -2,12 +2,13 @@
 //! messages from the QUIC transport, timers and reports from the trainer thread, and carries
 //! out what the core asks (sends, trainer commands). It makes no protocol decisions.
 
+pub mod observe;
 pub mod trainer;
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +23,7 @@ use crate::data::Dataset;
 use crate::model::{self, ModelSpec};
 use crate::net::{Transport, TransportConfig};
 use crate::wire::{self, Lifecycle, PeerId};
+use observe::{Observer, Observers};
 use trainer::{FromTrainer, ToTrainer, TrainPlan, TrainProgress, TrainerHandle};
 
 /// Why a peer stopped with an error.
@@ -219,6 +221,13 @@ pub struct PeerHandle {
     pub status: Arc<Mutex<PeerStatus>>,
     /// The bound address, once known.
     pub addr: watch::Receiver<Option<SocketAddr>>,
+    /// The latest status snapshot (membership view, version vector, counters), for
+    /// `/status`, `/metrics` and dashboards.
+    pub snapshot: watch::Receiver<Arc<crate::metrics::StatusSnapshot>>,
+    /// Recent gossip events of this peer (bounded; a dashboard drains it).
+    pub events: crate::metrics::EventLog,
+    /// While true the peer is frozen: its trainer and core do nothing.
+    pub paused: Arc<AtomicBool>,
     stop: Arc<watch::Sender<bool>>,
     task: tokio::task::JoinHandle<Result<PeerOutcome, NodeError>>,
 }
@@ -229,15 +238,46 @@ impl PeerHandle {
         let status = Arc::new(Mutex::new(PeerStatus::new(&options.name)));
         let (addr_tx, addr_rx) = watch::channel(None);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let span = tracing::info_span!("peer", name = %options.name);
-        let task =
-            tokio::spawn(run_peer(options, status.clone(), addr_tx, stop_rx).instrument(span));
+        let observers = Observers::default();
+        let snapshot = observers.snapshot.subscribe();
+        let events = observers.events.clone();
+        let paused = observers.paused.clone();
+        let span = tracing::info_span!("peer", peer = %options.name);
+        let task = tokio::spawn(
+            run_peer_observed(options, status.clone(), addr_tx, stop_rx, observers)
+                .instrument(span),
+        );
         Self {
             status,
             addr: addr_rx,
+            snapshot,
+            events,
+            paused,
             stop: Arc::new(stop_tx),
             task,
         }
+    }
+
+    /// Freezes (true) or resumes (false) the peer's trainer and core, as an operator simulating
+    /// a stall. Messages wait in the transport's queue meanwhile.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// Whether the peer is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Aborts the peer at once, as a crash: no leave, no final save (the last periodic
+    /// checkpoint stays). Its trainer thread stops at its next step.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+
+    /// Whether the peer task has ended (finished, failed or killed).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
     }
 
     /// Waits for the bound address (None if the peer failed before binding).
@@ -250,11 +290,6 @@ impl PeerHandle {
                 return *self.addr.borrow();
             }
         }
-    }
-
-    /// Ends the peer abruptly, as a crash would: no leave, no save, the endpoint dropped.
-    pub fn kill(&self) {
-        self.task.abort();
     }
 
     /// Asks the peer to stop training, leave gracefully and save.
@@ -436,8 +471,20 @@ pub async fn run_peer(
     options: PeerOptions,
     status: Arc<Mutex<PeerStatus>>,
     addr_tx: watch::Sender<Option<SocketAddr>>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<PeerOutcome, NodeError> {
+    run_peer_observed(options, status, addr_tx, stop, Observers::default()).await
+}
+
+/// [`run_peer`], also reporting events and snapshots to `observers` and honouring its pause flag.
+pub async fn run_peer_observed(
+    options: PeerOptions,
+    status: Arc<Mutex<PeerStatus>>,
+    addr_tx: watch::Sender<Option<SocketAddr>>,
+    mut stop: watch::Receiver<bool>,
+    observers: Observers,
+) -> Result<PeerOutcome, NodeError> {
+    let mut observer = Observer::new(&options.name, observers);
     let started = Instant::now();
     std::fs::create_dir_all(&options.data_dir).map_err(|source| NodeError::DataDir {
         path: options.data_dir.clone(),
@@ -527,14 +574,21 @@ pub async fn run_peer(
 
     loop {
         let wake = tokio::time::Instant::from_std(core.poll_timeout());
+        // Paused: nothing but the tick and a stop request wakes the loop; messages wait in the
+        // transport's queue and timers fire late, as in a stalled process.
+        let paused = observer.paused();
+        if let Some(t) = &trainer {
+            t.pause.store(paused, Ordering::SeqCst);
+        }
         tokio::select! {
-            msg = incoming.recv() => {
+            msg = incoming.recv(), if !paused => {
                 let Some(msg) = msg else { break };
+                observer.heard();
                 if let Err(e) = core.handle_bytes(Instant::now(), msg.from, &msg.bytes) {
                     debug!(from = %msg.from, "dropped a frame: {e}");
                 }
             }
-            report = reports.recv() => {
+            report = reports.recv(), if !paused => {
                 match report {
                     Some(FromTrainer::Publish { weight, values }) => {
                         if let Err(reason) = core.publish(Instant::now(), weight, values) {
@@ -542,6 +596,7 @@ pub async fn run_peer(
                         }
                     }
                     Some(FromTrainer::Progress(p)) => {
+                        observer.progress(&p);
                         progress = p;
                         metrics.write(&options.name, &core, &transport, &progress);
                     }
@@ -556,7 +611,7 @@ pub async fn run_peer(
                     None => {}
                 }
             }
-            _ = tokio::time::sleep_until(wake) => core.handle_timeout(Instant::now()),
+            _ = tokio::time::sleep_until(wake), if !paused => core.handle_timeout(Instant::now()),
             _ = tick.tick() => {}
             changed = stop.changed(), if !stopping => {
                 if changed.is_err() || *stop.borrow() {
@@ -569,6 +624,7 @@ pub async fn run_peer(
         // Carry out what the core asked.
         flush(&mut core, &transport, &sends, &mut sends_dropped);
         while let Some(event) = core.poll_event() {
+            observer.event(&core, &event);
             handle_event(event, trainer.as_ref());
         }
         live.store(core.live_count(), Ordering::SeqCst);
@@ -645,6 +701,7 @@ pub async fn run_peer(
         if now.saturating_duration_since(last_status) >= Duration::from_millis(50) {
             last_status = now;
             update_status(&status, &core, &transport, &progress);
+            observer.refresh(&core, &transport, &lock(&status));
         }
     }
 
@@ -669,6 +726,7 @@ pub async fn run_peer(
     progress.test_accuracy = Some(accuracy);
     metrics.write(&options.name, &core, &transport, &progress);
     update_status(&status, &core, &transport, &progress);
+    observer.refresh(&core, &transport, &lock(&status));
     let net = transport.stats();
     transport.close().await;
     if sends_dropped > 0 {

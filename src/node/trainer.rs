@@ -88,6 +88,8 @@ pub struct TrainerHandle {
     pub commands: mpsc::UnboundedSender<ToTrainer>,
     /// Set to stop the thread early (graceful leave).
     pub stop: Arc<AtomicBool>,
+    /// While set the thread sleeps between steps (an operator's pause).
+    pub pause: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -105,6 +107,8 @@ impl TrainerHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = stop.clone();
+        let pause = Arc::new(AtomicBool::new(false));
+        let pause_flag = pause.clone();
         let thread = std::thread::Builder::new()
             .name(format!("train-{name}"))
             .spawn(move || {
@@ -116,6 +120,7 @@ impl TrainerHandle {
                     reports: reports.clone(),
                     commands: rx,
                     stop: stop_flag,
+                    pause: pause_flag,
                 };
                 if let Err(e) = run.run(base) {
                     let _ = reports.send(FromTrainer::Failed(e.to_string()));
@@ -124,6 +129,7 @@ impl TrainerHandle {
         Ok(Self {
             commands: tx,
             stop,
+            pause,
             thread: Some(thread),
         })
     }
@@ -151,6 +157,7 @@ struct TrainLoop {
     reports: mpsc::UnboundedSender<FromTrainer>,
     commands: mpsc::UnboundedReceiver<ToTrainer>,
     stop: Arc<AtomicBool>,
+    pause: Arc<AtomicBool>,
 }
 
 impl TrainLoop {
@@ -170,6 +177,9 @@ impl TrainLoop {
             progress.epoch = epoch;
             let order = epoch_order(self.shard.len(), u64::from(epoch), self.plan.order_seed);
             for chunk in order.chunks(batch) {
+                while self.pause.load(Ordering::SeqCst) && !self.stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 if self.stop.load(Ordering::SeqCst) {
                     break 'epochs;
                 }

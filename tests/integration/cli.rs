@@ -163,11 +163,25 @@ fn sigterm_makes_a_peer_leave_save_and_exit_zero() {
     let data_dir = dir.path().join("solo");
     let mut child = KillOnDrop(
         Command::new(BIN)
-            .args(["peer", "--name", "solo", "--listen", "127.0.0.1:0", "--certs"])
+            .args([
+                "peer",
+                "--name",
+                "solo",
+                "--listen",
+                "127.0.0.1:0",
+                "--certs",
+            ])
             .arg(&certs)
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--dataset", "synthetic", "--epochs", "1000", "--eval-every", "0"])
+            .args([
+                "--dataset",
+                "synthetic",
+                "--epochs",
+                "1000",
+                "--eval-every",
+                "0",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -176,8 +190,15 @@ fn sigterm_makes_a_peer_leave_save_and_exit_zero() {
     let metrics = data_dir.join("metrics.jsonl");
     wait_for_file(&metrics, Duration::from_secs(60));
     let pid = child.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    assert!(wait_exit(&mut child, Duration::from_secs(30)).success(), "exit 0 after SIGTERM");
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(30)).success(),
+        "exit 0 after SIGTERM"
+    );
     let (_, base, _) = rumor::model::load_checkpoint(&data_dir).expect("checkpoint saved");
     assert!(!base.is_empty());
 }

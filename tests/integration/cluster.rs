@@ -189,8 +189,14 @@ async fn a_graceful_leave_is_dropped_without_suspicion() {
     let outcome = within(Duration::from_secs(30), "leaver exits", leaver.wait())
         .await
         .unwrap();
-    assert!(outcome.version >= version_before, "it published its last delta");
-    assert!(dir.path().join("b").join("checkpoint.json").exists(), "it saved");
+    assert!(
+        outcome.version >= version_before,
+        "it published its last delta"
+    );
+    assert!(
+        dir.path().join("b").join("checkpoint.json").exists(),
+        "it saved"
+    );
     within(Duration::from_secs(10), "the others mark it left", async {
         while !handles.iter().all(|h| {
             status(h)
@@ -209,7 +215,9 @@ async fn a_graceful_leave_is_dropped_without_suspicion() {
     }
     for h in handles {
         h.request_stop();
-        within(Duration::from_secs(30), "peer stops", h.wait()).await.unwrap();
+        within(Duration::from_secs(30), "peer stops", h.wait())
+            .await
+            .unwrap();
     }
 }
 
@@ -230,7 +238,8 @@ async fn a_dead_seed_does_not_stop_a_join_through_the_next_one() {
     c.peer.min_peers = 2;
     c.train.shard = "1/2".into();
     c.train.epochs = 1;
-    let mut a = PeerHandle::spawn(peer_options(&c, ids[0].clone(), &data, test.clone(), 2).unwrap());
+    let mut a =
+        PeerHandle::spawn(peer_options(&c, ids[0].clone(), &data, test.clone(), 2).unwrap());
     let seed = a.bound_addr().await.unwrap();
     let mut c = test_config();
     c.peer.name = "b".into();
@@ -240,8 +249,12 @@ async fn a_dead_seed_does_not_stop_a_join_through_the_next_one() {
     c.train.shard = "2/2".into();
     c.train.epochs = 1;
     let b = PeerHandle::spawn(peer_options(&c, ids[1].clone(), &data, test, 2).unwrap());
-    let ob = within(Duration::from_secs(120), "b finishes", b.wait()).await.unwrap();
-    let oa = within(Duration::from_secs(120), "a finishes", a.wait()).await.unwrap();
+    let ob = within(Duration::from_secs(120), "b finishes", b.wait())
+        .await
+        .unwrap();
+    let oa = within(Duration::from_secs(120), "a finishes", a.wait())
+        .await
+        .unwrap();
     assert_eq!(ob.members.len(), 2);
     assert!(ob.stats.join_attempts >= 2, "the dead seed was tried first");
     assert_eq!(oa.applied, ob.applied);

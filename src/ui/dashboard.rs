@@ -1,0 +1,757 @@
+//! The live dashboard of `rumor up`: a ratatui screen with a table of the peers, a per-peer
+//! accuracy sparkline and a scrolling pane of recent gossip events, and keys for an operator to
+//! pause, kill, restart and add peers or quit gracefully.
+//!
+//! Rendering ([`draw`]) is a pure function of a [`DashboardState`], so tests draw it into
+//! ratatui's `TestBackend`. The controller ([`run`]) owns the peers of the run as [`Slot`]s,
+//! polls keys without blocking, and restores the terminal on exit and on panic (ratatui's
+//! `try_init` installs a panic hook that does).
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
+use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table, TableState};
+use ratatui::Frame;
+
+use crate::metrics::{EventKind, GossipEvent, PeerView};
+use crate::node::{NodeError, PeerHandle, PeerOptions, PeerOutcome};
+use crate::run::human_bytes;
+
+/// Most events kept in the pane.
+const EVENTS_KEPT: usize = 500;
+/// Most accuracy samples kept per peer.
+const HISTORY_KEPT: usize = 400;
+
+/// How a peer's row is shown beyond its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mark {
+    /// Running normally: show the lifecycle.
+    Running,
+    /// Paused by the operator.
+    Paused,
+    /// Killed by the operator (r restarts it).
+    Killed,
+    /// Ended with an error.
+    Failed,
+    /// Finished and saved.
+    Done,
+}
+
+/// One row of the dashboard.
+#[derive(Clone, Debug)]
+pub struct PeerRow {
+    /// What the peer last reported.
+    pub view: PeerView,
+    /// Operator state.
+    pub mark: Mark,
+    /// Test accuracy samples over time, in [0, 1].
+    pub history: Vec<f32>,
+}
+
+/// Everything the dashboard shows, independent of the terminal.
+#[derive(Clone, Debug, Default)]
+pub struct DashboardState {
+    /// The title line.
+    pub title: String,
+    /// One row per peer.
+    pub rows: Vec<PeerRow>,
+    /// Recent events, oldest first.
+    pub events: VecDeque<GossipEvent>,
+    /// The selected row.
+    pub selected: usize,
+    /// A one-line message from the last operator action.
+    pub message: String,
+}
+
+/// The state's display text and colour.
+pub fn state_style(row: &PeerRow) -> (String, Color) {
+    match row.mark {
+        Mark::Paused => ("paused".into(), Color::Magenta),
+        Mark::Killed => ("killed".into(), Color::Red),
+        Mark::Failed => ("failed".into(), Color::LightRed),
+        Mark::Done | Mark::Running => {
+            let s = row.view.lifecycle.clone();
+            let c = lifecycle_color(&s);
+            (s, c)
+        }
+    }
+}
+
+/// Colour of a lifecycle state or member status.
+pub fn lifecycle_color(state: &str) -> Color {
+    match state {
+        "starting" => Color::Gray,
+        "joining" => Color::Yellow,
+        "training" | "alive" => Color::Green,
+        "draining" => Color::Cyan,
+        "stopped" | "left" => Color::Blue,
+        "suspect" => Color::Yellow,
+        "dead" => Color::Red,
+        _ => Color::White,
+    }
+}
+
+fn pct(v: Option<f32>) -> String {
+    v.map_or("-".into(), |a| format!("{:.2}%", a * 100.0))
+}
+
+fn ago(v: Option<f64>) -> String {
+    v.map_or("-".into(), |s| {
+        if s < 10.0 {
+            format!("{s:.1}s")
+        } else {
+            format!("{s:.0}s")
+        }
+    })
+}
+
+/// The column titles of the peer table.
+pub const COLUMNS: [&str; 13] = [
+    "peer", "id", "address", "state", "version", "applied", "accuracy", "loss", "peers", "heard",
+    "sent", "received", "dups",
+];
+
+/// The cells of one peer's row, in [`COLUMNS`] order.
+pub fn row_cells(row: &PeerRow) -> Vec<String> {
+    let v = &row.view;
+    vec![
+        v.name.clone(),
+        crate::metrics::short_id(&v.peer_id),
+        v.addr.clone(),
+        state_style(row).0,
+        v.version.to_string(),
+        v.applied.to_string(),
+        pct(v.test_accuracy),
+        v.train_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        v.peers_known.to_string(),
+        ago(v.last_heard_seconds),
+        human_bytes(v.bytes_sent),
+        human_bytes(v.bytes_received),
+        v.duplicates_dropped.to_string(),
+    ]
+}
+
+fn event_color(kind: EventKind) -> Color {
+    match kind {
+        EventKind::Membership => Color::Green,
+        EventKind::Failure => Color::Red,
+        EventKind::Delta => Color::Gray,
+        EventKind::Gossip => Color::Cyan,
+        EventKind::Problem => Color::LightRed,
+        EventKind::Operator => Color::Magenta,
+    }
+}
+
+/// Draws the dashboard into `frame`.
+pub fn draw(frame: &mut Frame, state: &DashboardState) {
+    let area = frame.area();
+    let table_height = (state.rows.len() as u16 + 3).min(area.height / 2 + 1);
+    let chunks = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([
+            Constraint::Length(1),
+            Constraint::Length(table_height),
+            Constraint::Min(4),
+            Constraint::Length(1),
+        ])
+        .split(area);
+    frame.render_widget(
+        Paragraph::new(Line::from(Span::styled(
+            state.title.clone(),
+            Style::default().add_modifier(Modifier::BOLD),
+        ))),
+        chunks[0],
+    );
+    draw_table(frame, state, chunks[1]);
+    let middle = Layout::default()
+        .direction(Direction::Horizontal)
+        .constraints([Constraint::Percentage(40), Constraint::Percentage(60)])
+        .split(chunks[2]);
+    draw_sparklines(frame, state, middle[0]);
+    draw_events(frame, state, middle[1]);
+    let help = if state.message.is_empty() {
+        "↑/↓ select  p pause/resume  k kill  r restart  a add peer  q quit (peers leave and save)"
+            .to_string()
+    } else {
+        state.message.clone()
+    };
+    frame.render_widget(
+        Paragraph::new(help).style(Style::default().fg(Color::DarkGray)),
+        chunks[3],
+    );
+}
+
+fn draw_table(frame: &mut Frame, state: &DashboardState, area: Rect) {
+    let header = Row::new(COLUMNS.iter().map(|c| Cell::from(*c)))
+        .style(Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+    let rows = state.rows.iter().map(|r| {
+        let (_, color) = state_style(r);
+        let cells = row_cells(r).into_iter().enumerate().map(|(i, text)| {
+            if i == 3 {
+                Cell::from(text).style(Style::default().fg(color))
+            } else {
+                Cell::from(text)
+            }
+        });
+        Row::new(cells)
+    });
+    let widths = [
+        Constraint::Length(10),
+        Constraint::Length(8),
+        Constraint::Length(21),
+        Constraint::Length(9),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(8),
+        Constraint::Length(7),
+        Constraint::Length(5),
+        Constraint::Length(6),
+        Constraint::Length(10),
+        Constraint::Length(10),
+        Constraint::Length(6),
+    ];
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(Block::default().borders(Borders::ALL).title(" peers "))
+        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
+        .highlight_symbol("▶ ");
+    let mut ts = TableState::default();
+    if !state.rows.is_empty() {
+        ts.select(Some(state.selected.min(state.rows.len() - 1)));
+    }
+    frame.render_stateful_widget(table, area, &mut ts);
+}
+
+fn draw_sparklines(frame: &mut Frame, state: &DashboardState, area: Rect) {
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(" test accuracy over time (0–100%) ");
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let per = state.rows.len().max(1) as u16;
+    let h = (inner.height / per).clamp(1, 3);
+    for (i, row) in state.rows.iter().enumerate() {
+        let y = inner.y + i as u16 * h;
+        if y + h > inner.y + inner.height {
+            break;
+        }
+        let line = Rect::new(inner.x, y, inner.width, h);
+        let parts = Layout::default()
+            .direction(Direction::Horizontal)
+            .constraints([Constraint::Length(18), Constraint::Min(1)])
+            .split(line);
+        let (_, color) = state_style(row);
+        frame.render_widget(
+            Paragraph::new(format!(
+                "{:<9} {:>7}",
+                row.view.name,
+                pct(row.view.test_accuracy)
+            ))
+            .style(Style::default().fg(color)),
+            parts[0],
+        );
+        let width = parts[1].width as usize;
+        let data: Vec<u64> = row
+            .history
+            .iter()
+            .skip(row.history.len().saturating_sub(width))
+            .map(|a| (a.clamp(0.0, 1.0) * 1000.0) as u64)
+            .collect();
+        frame.render_widget(
+            Sparkline::default()
+                .data(&data)
+                .max(1000)
+                .style(Style::default().fg(color)),
+            parts[1],
+        );
+    }
+}
+
+fn draw_events(frame: &mut Frame, state: &DashboardState, area: Rect) {
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(" recent gossip events ");
+    let inner = block.inner(area);
+    let shown = inner.height as usize;
+    let start = state.events.len().saturating_sub(shown);
+    let lines: Vec<Line> = state
+        .events
+        .iter()
+        .skip(start)
+        .map(|e| {
+            Line::from(vec![
+                Span::styled(format!("{:<9} ", e.peer), Style::default().fg(Color::White)),
+                Span::styled(e.text.clone(), Style::default().fg(event_color(e.kind))),
+            ])
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+/// Log lines captured while the dashboard owns the terminal (shown in the events pane).
+static CAPTURED_LOGS: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+static CAPTURING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A log writer for `tracing_subscriber`: stderr, except while the dashboard is on screen, when
+/// each line goes to the dashboard's events pane instead of garbling the screen.
+pub struct LogWriter {
+    buf: Option<Vec<u8>>,
+}
+
+impl LogWriter {
+    /// A writer for one log record.
+    pub fn make() -> Self {
+        let capture = CAPTURING.load(std::sync::atomic::Ordering::SeqCst);
+        Self {
+            buf: capture.then(Vec::new),
+        }
+    }
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        match &mut self.buf {
+            Some(b) => {
+                b.extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            None => std::io::stderr().write(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.buf {
+            Some(_) => Ok(()),
+            None => std::io::stderr().flush(),
+        }
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            let text = strip_ansi(String::from_utf8_lossy(&b).trim_end());
+            if !text.is_empty() {
+                let mut q = crate::node::lock(&CAPTURED_LOGS);
+                while q.len() >= EVENTS_KEPT {
+                    q.pop_front();
+                }
+                q.push_back(text);
+            }
+        }
+    }
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// How a slot's peer ended.
+#[derive(Debug)]
+pub enum SlotEnd {
+    /// Still running (or never started).
+    Running,
+    /// Killed by the operator and not restarted.
+    Killed,
+    /// Ended on its own.
+    Done(Box<Result<PeerOutcome, NodeError>>),
+}
+
+/// One peer of the run: its options (to restart it) and its handle while it runs.
+pub struct Slot {
+    /// The options it was started with.
+    pub options: PeerOptions,
+    /// The running peer.
+    pub handle: Option<PeerHandle>,
+    /// How it ended.
+    pub end: SlotEnd,
+    /// The last view of it.
+    pub last: PeerView,
+    /// Accuracy samples.
+    pub history: Vec<f32>,
+}
+
+impl Slot {
+    /// A slot for a peer just started.
+    pub fn new(options: PeerOptions, handle: PeerHandle) -> Self {
+        let last = PeerView {
+            name: options.name.clone(),
+            lifecycle: "starting".into(),
+            ..PeerView::default()
+        };
+        Self {
+            options,
+            handle: Some(handle),
+            end: SlotEnd::Running,
+            last,
+            history: Vec::new(),
+        }
+    }
+
+    fn mark(&self) -> Mark {
+        match (&self.end, &self.handle) {
+            (SlotEnd::Killed, _) => Mark::Killed,
+            (SlotEnd::Done(r), _) if r.is_ok() => Mark::Done,
+            (SlotEnd::Done(_), _) => Mark::Failed,
+            (SlotEnd::Running, Some(h)) if h.is_paused() => Mark::Paused,
+            (SlotEnd::Running, _) => Mark::Running,
+        }
+    }
+}
+
+/// Makes the options of a new peer (the `a` key): its index and live seeds to join through.
+pub type AddPeer = Box<dyn FnMut(usize, Vec<SocketAddr>) -> Result<PeerOptions, String> + Send>;
+
+/// Runs the dashboard until every peer has ended; returns the slots (outcomes inside). When the
+/// terminal cannot be put in raw mode it waits for the peers without a screen.
+///
+/// # Errors
+/// The terminal failed while drawing or reading keys.
+pub async fn run(
+    mut slots: Vec<Slot>,
+    mut add_peer: AddPeer,
+    started: Instant,
+) -> std::io::Result<Vec<Slot>> {
+    let mut terminal = match ratatui::try_init() {
+        Ok(t) => t,
+        Err(e) => {
+            // No usable terminal after all: run to the end without a screen.
+            tracing::warn!("cannot open the dashboard ({e}); running without it");
+            ratatui::restore();
+            for slot in &mut slots {
+                if let Some(h) = slot.handle.take() {
+                    slot.end = SlotEnd::Done(Box::new(h.wait().await));
+                }
+            }
+            return Ok(slots);
+        }
+    };
+    CAPTURING.store(true, std::sync::atomic::Ordering::SeqCst);
+    let result = event_loop(&mut terminal, &mut slots, &mut add_peer, started).await;
+    CAPTURING.store(false, std::sync::atomic::Ordering::SeqCst);
+    ratatui::restore();
+    result.map(|()| slots)
+}
+
+fn live_seeds(slots: &[Slot], except: usize) -> Vec<SocketAddr> {
+    slots
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| *i != except && s.handle.is_some() && matches!(s.end, SlotEnd::Running))
+        .filter_map(|(_, s)| s.last.addr.parse().ok())
+        .collect()
+}
+
+async fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    slots: &mut Vec<Slot>,
+    add_peer: &mut AddPeer,
+    started: Instant,
+) -> std::io::Result<()> {
+    let mut state = DashboardState::default();
+    let mut quitting = false;
+    let mut last_sample = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        // Collect what peers said.
+        let sample = last_sample.elapsed() >= Duration::from_secs(1);
+        if sample {
+            last_sample = Instant::now();
+        }
+        for slot in slots.iter_mut() {
+            if let Some(h) = &slot.handle {
+                let view = h.snapshot.borrow().peer.clone();
+                if !view.name.is_empty() {
+                    slot.last = view;
+                }
+                for e in h.events.drain() {
+                    push_event(&mut state.events, e);
+                }
+                if h.is_finished() {
+                    if let Some(h) = slot.handle.take() {
+                        let killed = matches!(slot.end, SlotEnd::Killed);
+                        let r = h.wait().await;
+                        if !killed {
+                            if let Err(e) = &r {
+                                state.message = format!("{} failed: {e}", slot.options.name);
+                            }
+                            slot.end = SlotEnd::Done(Box::new(r));
+                        }
+                    }
+                }
+            }
+            if sample && slot.handle.is_some() {
+                if let Some(a) = slot.last.test_accuracy {
+                    slot.history.push(a);
+                    if slot.history.len() > HISTORY_KEPT {
+                        slot.history.remove(0);
+                    }
+                }
+            }
+        }
+        for line in crate::node::lock(&CAPTURED_LOGS).drain(..) {
+            push_event(
+                &mut state.events,
+                GossipEvent {
+                    at: crate::metrics::unix_now(),
+                    peer: "log".into(),
+                    kind: EventKind::Problem,
+                    text: line,
+                },
+            );
+        }
+        if slots.iter().all(|s| s.handle.is_none()) {
+            return Ok(());
+        }
+        // Keys.
+        while event::poll(Duration::ZERO)? {
+            let TermEvent::Key(key) = event::read()? else {
+                continue;
+            };
+            if key.kind != KeyEventKind::Press {
+                continue;
+            }
+            let sel = state.selected.min(slots.len().saturating_sub(1));
+            match key.code {
+                KeyCode::Char('q') | KeyCode::Esc => quitting = true,
+                KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                    quitting = true
+                }
+                KeyCode::Up => state.selected = sel.saturating_sub(1),
+                KeyCode::Down => state.selected = (sel + 1).min(slots.len().saturating_sub(1)),
+                KeyCode::Char('p') => {
+                    if let Some(h) = slots.get(sel).and_then(|s| s.handle.as_ref()) {
+                        let now = !h.is_paused();
+                        h.set_paused(now);
+                        state.message = format!(
+                            "{} {}",
+                            slots[sel].options.name,
+                            if now { "paused" } else { "resumed" }
+                        );
+                    }
+                }
+                KeyCode::Char('k') => {
+                    if let Some(slot) = slots.get_mut(sel) {
+                        if let Some(h) = &slot.handle {
+                            h.kill();
+                            slot.end = SlotEnd::Killed;
+                            operator(&mut state, &slot.options.name, "killed (no leave)");
+                        }
+                    }
+                }
+                KeyCode::Char('r') if !quitting => {
+                    let seeds = live_seeds(slots, sel);
+                    if let Some(slot) = slots.get_mut(sel) {
+                        if matches!(slot.end, SlotEnd::Killed) && slot.handle.is_none() {
+                            let mut o = slot.options.clone();
+                            o.resume = o.data_dir.join("checkpoint.json").exists();
+                            o.seeds = seeds;
+                            o.min_peers = 1;
+                            o.listen = same_or_any_port(&slot.last.addr);
+                            let how = if o.resume {
+                                "restarted from its checkpoint (--resume)"
+                            } else {
+                                // Without a checkpoint its published versions are unknown:
+                                // reusing its id would republish versions peers already hold.
+                                let _ = std::fs::remove_file(o.data_dir.join("peer_id"));
+                                "restarted fresh with a new peer id (no checkpoint yet)"
+                            };
+                            let name = o.name.clone();
+                            slot.handle = Some(PeerHandle::spawn(o));
+                            slot.end = SlotEnd::Running;
+                            operator(&mut state, &name, how);
+                        } else {
+                            state.message = "r restarts a killed peer".into();
+                        }
+                    }
+                }
+                KeyCode::Char('a') if !quitting => {
+                    let seeds = live_seeds(slots, usize::MAX);
+                    if seeds.is_empty() {
+                        state.message = "no live peer to join through".into();
+                    } else {
+                        match add_peer(slots.len(), seeds) {
+                            Ok(o) => {
+                                let name = o.name.clone();
+                                let handle = PeerHandle::spawn(o.clone());
+                                slots.push(Slot::new(o, handle));
+                                operator(&mut state, &name, "added");
+                            }
+                            Err(e) => state.message = format!("cannot add a peer: {e}"),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if quitting {
+            for s in slots.iter() {
+                if let Some(h) = &s.handle {
+                    h.set_paused(false);
+                    h.request_stop();
+                }
+            }
+            state.message = "quitting: peers leave gracefully and save…".into();
+        }
+        state.rows = slots
+            .iter()
+            .map(|s| PeerRow {
+                view: s.last.clone(),
+                mark: s.mark(),
+                history: s.history.clone(),
+            })
+            .collect();
+        state.title = format!(
+            "rumor up — {} peers — {:.0}s",
+            slots.len(),
+            started.elapsed().as_secs_f64()
+        );
+        terminal.draw(|f| draw(f, &state))?;
+    }
+}
+
+/// The peer's old address when it can be bound again (peers know it there), else any port.
+fn same_or_any_port(old: &str) -> SocketAddr {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    match old.parse::<SocketAddr>() {
+        Ok(addr) if std::net::UdpSocket::bind(addr).is_ok() => addr,
+        _ => any,
+    }
+}
+
+fn operator(state: &mut DashboardState, peer: &str, text: &str) {
+    state.message = format!("{peer} {text}");
+    push_event(
+        &mut state.events,
+        GossipEvent {
+            at: crate::metrics::unix_now(),
+            peer: peer.to_string(),
+            kind: EventKind::Operator,
+            text: text.to_string(),
+        },
+    );
+}
+
+fn push_event(events: &mut VecDeque<GossipEvent>, e: GossipEvent) {
+    while events.len() >= EVENTS_KEPT {
+        events.pop_front();
+    }
+    events.push_back(e);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+
+    fn row(name: &str, lifecycle: &str, version: u64, acc: Option<f32>, mark: Mark) -> PeerRow {
+        PeerRow {
+            view: PeerView {
+                name: name.into(),
+                peer_id: "0193aabbccddeeff".into(),
+                addr: "127.0.0.1:7000".into(),
+                lifecycle: lifecycle.into(),
+                version,
+                applied: version * 3,
+                test_accuracy: acc,
+                train_loss: Some(0.5),
+                peers_known: 3,
+                ..PeerView::default()
+            },
+            mark,
+            history: vec![0.1, 0.5, 0.8],
+        }
+    }
+
+    fn line_of(buffer: &ratatui::buffer::Buffer, needle: &str) -> (u16, String) {
+        let area = buffer.area;
+        for y in 0..area.height {
+            let text: String = (0..area.width)
+                .map(|x| buffer[(x, y)].symbol().to_string())
+                .collect();
+            if text.contains(needle) && text.contains("127.0.0.1") {
+                return (y, text);
+            }
+        }
+        panic!("no table row with {needle}");
+    }
+
+    #[test]
+    fn log_lines_lose_their_colours_in_the_pane() {
+        assert_eq!(
+            strip_ansi("\x1b[32m INFO\x1b[0m peer{peer=a}"),
+            " INFO peer{peer=a}"
+        );
+    }
+
+    #[test]
+    fn the_table_shows_each_peers_state_version_and_accuracy_in_colour() {
+        let state = DashboardState {
+            title: "rumor up — 3 peers".into(),
+            rows: vec![
+                row("peer-0", "training", 7, Some(0.8125), Mark::Running),
+                row("peer-1", "draining", 12, Some(0.5), Mark::Running),
+                row("peer-2", "training", 3, None, Mark::Killed),
+            ],
+            events: VecDeque::from(vec![GossipEvent {
+                at: 0.0,
+                peer: "peer-1".into(),
+                kind: EventKind::Delta,
+                text: "delta from peer-0 v7 applied".into(),
+            }]),
+            selected: 1,
+            message: String::new(),
+        };
+        let mut terminal = Terminal::new(TestBackend::new(160, 30)).unwrap();
+        terminal.draw(|f| draw(f, &state)).unwrap();
+        let buffer = terminal.backend().buffer().clone();
+
+        let (y0, l0) = line_of(&buffer, "peer-0");
+        let cells: Vec<&str> = l0.split_whitespace().collect();
+        assert!(cells.contains(&"training"), "{l0}");
+        assert!(cells.contains(&"7"), "{l0}");
+        assert!(cells.contains(&"81.25%"), "{l0}");
+        let (_, l1) = line_of(&buffer, "peer-1");
+        assert!(
+            l1.contains("draining") && l1.contains(" 12 ") && l1.contains("50.00%"),
+            "{l1}"
+        );
+        let (y2, l2) = line_of(&buffer, "peer-2");
+        assert!(l2.contains("killed") && l2.contains(" - "), "{l2}");
+
+        // The state cell is coloured by state.
+        let col =
+            |line: &str, needle: &str| line[..line.find(needle).unwrap()].chars().count() as u16;
+        let x0 = col(&l0, "training");
+        assert_eq!(buffer[(x0, y0)].fg, Color::Green);
+        let x2 = col(&l2, "killed");
+        assert_eq!(buffer[(x2, y2)].fg, Color::Red);
+
+        let all: String = buffer.content().iter().map(|c| c.symbol()).collect();
+        assert!(all.contains("delta from peer-0 v7 applied"));
+        assert!(all.contains("test accuracy over time"));
+    }
+}
