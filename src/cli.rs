@@ -151,6 +151,9 @@ pub struct TrainFlags {
     /// Passes over the peer's own shard  [train.epochs]
     #[arg(long)]
     pub epochs: Option<u32>,
+    /// Stop training after this long, e.g. 10m  [train.max_train_time]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub max_train_time: Option<Duration>,
     /// Samples per step  [train.batch_size]
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -287,6 +290,9 @@ impl TrainFlags {
             t.non_iid_alpha = self.non_iid;
         }
         set(&mut t.epochs, &self.epochs);
+        if self.max_train_time.is_some() {
+            t.max_train_time = self.max_train_time;
+        }
         set(&mut t.batch_size, &self.batch_size);
         set(&mut t.lr, &self.lr);
         set(&mut t.lr_scaling, &self.lr_scaling);

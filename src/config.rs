@@ -146,6 +146,9 @@ pub struct TrainSection {
     pub non_iid_alpha: Option<f64>,
     /// Passes over the peer's own shard.
     pub epochs: u32,
+    /// Stop training after this long even if epochs remain (a time-boxed run); absent: no limit.
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_train_time: Option<Duration>,
     /// Samples per optimizer step.
     pub batch_size: usize,
     /// AdamW learning rate before scaling by the number of peers.
@@ -172,6 +175,7 @@ impl Default for TrainSection {
             shard: "1/1".into(),
             non_iid_alpha: None,
             epochs: 2,
+            max_train_time: None,
             batch_size: 64,
             lr: 1e-3,
             lr_scaling: LrScaling::Linear,

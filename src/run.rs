@@ -188,6 +188,7 @@ pub fn peer_options(
         eval_every: t.eval_every,
         order_seed: t.rng_seed ^ (0x9e37_79b9 * (shard_spec.index as u64 + 1)),
         start_step: 0,
+        max_train_time: t.max_train_time,
     };
     let p = &config.peer;
     Ok(PeerOptions {

@@ -578,7 +578,18 @@ impl Core {
             self.send_view(targets, true, false);
         }
         if now >= self.next_reconnect {
-            self.next_reconnect = now + self.config.swim.reconnect_interval;
+            // One member believed dead per period; while draining, every one of them each
+            // second, so that a peer that was only cut off is not left behind by the drain.
+            let draining = self.lifecycle == Lifecycle::Draining;
+            let period = if draining {
+                self.config
+                    .swim
+                    .reconnect_interval
+                    .min(Duration::from_secs(1))
+            } else {
+                self.config.swim.reconnect_interval
+            };
+            self.next_reconnect = now + period;
             let mut dead: Vec<(PeerId, SocketAddr)> = self
                 .members
                 .iter()
@@ -586,9 +597,15 @@ impl Core {
                 .map(|m| (m.peer_id, m.addr))
                 .collect();
             dead.sort();
-            if let Some(&(_, addr)) = dead.choose(&mut self.rng) {
-                self.send_view(vec![addr], true, false);
-            }
+            let targets: Vec<SocketAddr> = if draining {
+                dead.iter().map(|&(_, addr)| addr).collect()
+            } else {
+                dead.choose(&mut self.rng)
+                    .map(|&(_, a)| a)
+                    .into_iter()
+                    .collect()
+            };
+            self.send_view(targets, true, false);
         }
         self.run_failure_detector(now);
         if now >= self.next_anti_entropy && self.lifecycle < Lifecycle::Training {
@@ -752,6 +769,7 @@ impl Core {
         self.set_lifecycle(Lifecycle::Draining);
         self.next_anti_entropy = now;
         self.next_gossip = now;
+        self.next_reconnect = now;
     }
 
     /// Leaves for good: tells every live member, then stops.

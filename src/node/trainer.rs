@@ -36,6 +36,8 @@ pub struct TrainPlan {
     /// Steps already done before a restart: the loop skips that many batches (their samples
     /// count as processed) so a resumed peer finishes its budget instead of starting over.
     pub start_step: u64,
+    /// Stop training after this long even if epochs remain.
+    pub max_train_time: Option<Duration>,
 }
 
 /// Commands from the node to the trainer thread.
@@ -173,6 +175,7 @@ impl TrainLoop {
         let mut images = Vec::new();
         let mut labels = Vec::new();
         let batch = self.plan.batch_size.max(1);
+        let started_training = Instant::now();
         'epochs: for epoch in 0..self.plan.epochs {
             progress.epoch = epoch;
             let order = epoch_order(self.shard.len(), u64::from(epoch), self.plan.order_seed);
@@ -180,7 +183,12 @@ impl TrainLoop {
                 while self.pause.load(Ordering::SeqCst) && !self.stop.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                if self.stop.load(Ordering::SeqCst) {
+                if self.stop.load(Ordering::SeqCst)
+                    || self
+                        .plan
+                        .max_train_time
+                        .is_some_and(|limit| started_training.elapsed() >= limit)
+                {
                     break 'epochs;
                 }
                 if progress.step < self.plan.start_step {

@@ -59,3 +59,10 @@ pub async fn within<T>(
         Err(_) => panic!("timed out after {limit:?}: {what}"),
     }
 }
+
+/// Tests that start many processes or peers take this lock so that they do not overlap: their
+/// fault timelines (kill, cut, restore) assume the machine is not shared with another such test.
+pub fn heavy_test_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
