@@ -42,6 +42,9 @@ pub enum Command {
     Certs(CertsCommand),
     /// Consensus distance between peers' saved checkpoints.
     Compare(CompareArgs),
+    /// Run a grid of experiments (modes × loss × seeds × peers × non-IID × straggler) and write
+    /// runs.csv, summary.json, report.md and plots.
+    Lab(LabArgs),
 }
 
 /// `rumor certs ...`
@@ -68,6 +71,16 @@ pub enum CertsCommand {
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
+}
+
+/// `rumor lab`
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// The lab file (see `config/lab/*.toml`).
+    pub file: PathBuf,
+    /// Output folder; default `results/NAME` with NAME from the lab file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// `rumor compare`
@@ -132,6 +145,37 @@ pub struct TrainFlags {
     /// Longest drain, e.g. 60s  [peer.drain_timeout]
     #[arg(long, value_parser = humantime::parse_duration)]
     pub drain_timeout: Option<Duration>,
+    /// Drop this fraction of UDP datagrams both ways, in [0, 1] (`loss.loss_in` and
+    /// `loss.loss_out`).
+    #[arg(long, value_name = "P")]
+    pub loss: Option<f64>,
+    /// Drop this fraction of received datagrams (`loss.loss_in`; overrides `--loss`).
+    #[arg(long, value_name = "P")]
+    pub loss_in: Option<f64>,
+    /// Drop this fraction of sent datagrams (`loss.loss_out`; overrides `--loss`).
+    #[arg(long, value_name = "P")]
+    pub loss_out: Option<f64>,
+    /// Seed of the drop decisions (`loss.seed`).
+    #[arg(long)]
+    pub loss_seed: Option<u64>,
+    /// Make peer PEER's steps FACTOR times slower, e.g. `peer-1=4` (`train.slowdown`);
+    /// repeatable.
+    #[arg(long, value_name = "PEER=FACTOR", value_parser = parse_slowdown)]
+    pub slowdown: Vec<(String, f64)>,
+}
+
+/// Parses `PEER=FACTOR`.
+fn parse_slowdown(s: &str) -> Result<(String, f64), String> {
+    let (name, factor) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not PEER=FACTOR"))?;
+    let factor: f64 = factor
+        .parse()
+        .map_err(|_| format!("`{factor}` is not a number"))?;
+    if name.is_empty() || !factor.is_finite() || factor < 1.0 {
+        return Err(format!("`{s}`: need a peer name and a factor ≥ 1"));
+    }
+    Ok((name.to_string(), factor))
 }
 
 /// `rumor up`
@@ -140,12 +184,15 @@ pub struct UpArgs {
     /// Local peers  [up.peers]
     #[arg(long)]
     pub peers: Option<usize>,
-    /// gossip | centralized  [up.mode]
+    /// gossip | sync | centralized  [up.mode]
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
     /// Learning rate of the centralized baseline  [up.centralized_lr]
     #[arg(long)]
     pub centralized_lr: Option<f64>,
+    /// `sync` mode: longest wait at a barrier (`up.sync_timeout`), e.g. `30s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub sync_timeout: Option<Duration>,
     /// Certificates directory with a CA; default: a throwaway CA in a temp dir.
     #[arg(long)]
     pub certs: Option<PathBuf>,
@@ -240,6 +287,14 @@ impl TrainFlags {
         set(&mut c.peer.min_peers, &self.min_peers);
         set(&mut c.peer.join_timeout, &self.join_timeout);
         set(&mut c.peer.drain_timeout, &self.drain_timeout);
+        set(&mut c.loss.loss_in, &self.loss);
+        set(&mut c.loss.loss_out, &self.loss);
+        set(&mut c.loss.loss_in, &self.loss_in);
+        set(&mut c.loss.loss_out, &self.loss_out);
+        set(&mut c.loss.seed, &self.loss_seed);
+        for (name, factor) in &self.slowdown {
+            c.train.slowdown.insert(name.clone(), *factor);
+        }
     }
 }
 
@@ -250,6 +305,7 @@ impl UpArgs {
         set(&mut c.up.peers, &self.peers);
         set(&mut c.up.mode, &self.mode);
         set(&mut c.up.centralized_lr, &self.centralized_lr);
+        set(&mut c.up.sync_timeout, &self.sync_timeout);
         c.validate()?;
         Ok(c)
     }

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
 
 fn init_logging(cli: &Cli) {
     let default = match cli.command {
-        Command::Up(_) => "rumor=warn",
+        Command::Up(_) | Command::Lab(_) => "rumor=warn",
         _ => "rumor=info",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
@@ -58,6 +58,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 out: args.out.clone(),
                 no_tui: args.no_tui,
                 summary_json: args.summary_json.clone(),
+                ..Default::default()
             };
             runtime.block_on(run::up(config, options))?;
         }
@@ -80,6 +81,18 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Compare(args) => {
             run::compare(&args.checkpoints, args.json)?;
+        }
+        Command::Lab(args) => {
+            let options = rumor::lab::LabOptions {
+                out: args.out.clone(),
+            };
+            let summary = runtime.block_on(rumor::lab::run_lab(&args.file, options))?;
+            println!(
+                "lab {}: {} runs; runs.csv, summary.json, report.md and {} plot files written",
+                summary.name,
+                summary.cells.len(),
+                summary.plots.len()
+            );
         }
     }
     Ok(())

@@ -86,20 +86,35 @@ async fn resume_continues_from_the_checkpoint_without_reusing_versions() {
     c.peer.data_dir = dir.path().join("solo");
     c.train.epochs = 1;
     let opts = peer_options(&c, ids[0].clone(), &data, test.clone(), 1).unwrap();
-    let first = within(Duration::from_secs(120), "first run", PeerHandle::spawn(opts).wait())
-        .await
-        .unwrap();
+    let first = within(
+        Duration::from_secs(120),
+        "first run",
+        PeerHandle::spawn(opts).wait(),
+    )
+    .await
+    .unwrap();
     assert!(first.version > 0);
     let (_, saved, _) = model::load_checkpoint(&dir.path().join("solo")).unwrap();
     assert_eq!(saved, first.base, "the checkpoint holds the final base");
 
     let mut opts = peer_options(&c, ids[0].clone(), &data, test, 1).unwrap();
     opts.resume = true;
-    let second = within(Duration::from_secs(120), "resumed run", PeerHandle::spawn(opts).wait())
-        .await
-        .unwrap();
-    assert_eq!(second.peer_id, first.peer_id, "same peer id from the data dir");
-    assert_eq!(second.version, 2 * first.version, "versions continue, none reused");
+    let second = within(
+        Duration::from_secs(120),
+        "resumed run",
+        PeerHandle::spawn(opts).wait(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        second.peer_id, first.peer_id,
+        "same peer id from the data dir"
+    );
+    assert_eq!(
+        second.version,
+        2 * first.version,
+        "versions continue, none reused"
+    );
     assert_eq!(second.applied.len(), 2 * first.version);
     assert!(first.applied.is_subset_of(&second.applied));
     assert!(
@@ -121,9 +136,16 @@ async fn resume_without_a_checkpoint_is_a_clear_error() {
     c.peer.data_dir = dir.path().join("fresh");
     let mut opts = peer_options(&c, ids[0].clone(), &data, test, 1).unwrap();
     opts.resume = true;
-    let err = within(Duration::from_secs(30), "fails", PeerHandle::spawn(opts).wait())
-        .await
-        .unwrap_err();
+    let err = within(
+        Duration::from_secs(30),
+        "fails",
+        PeerHandle::spawn(opts).wait(),
+    )
+    .await
+    .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("base.safetensors") || text.contains("checkpoint"), "{text}");
+    assert!(
+        text.contains("base.safetensors") || text.contains("checkpoint"),
+        "{text}"
+    );
 }
