@@ -145,23 +145,36 @@ pub struct TrainFlags {
     /// Longest drain, e.g. 60s  [peer.drain_timeout]
     #[arg(long, value_parser = humantime::parse_duration)]
     pub drain_timeout: Option<Duration>,
-    /// Drop this fraction of UDP datagrams both ways, in [0, 1] (`loss.loss_in` and
-    /// `loss.loss_out`).
+    /// Packet loss P in [0, 1] on every link: this process drops P of the datagrams it sends
+    ///  [loss.loss_out]
     #[arg(long, value_name = "P")]
     pub loss: Option<f64>,
-    /// Drop this fraction of received datagrams (`loss.loss_in`; overrides `--loss`).
+    /// Drop this fraction of received datagrams  [loss.loss_in]
     #[arg(long, value_name = "P")]
     pub loss_in: Option<f64>,
-    /// Drop this fraction of sent datagrams (`loss.loss_out`; overrides `--loss`).
+    /// Drop this fraction of sent datagrams (overrides `--loss`)  [loss.loss_out]
     #[arg(long, value_name = "P")]
     pub loss_out: Option<f64>,
-    /// Seed of the drop decisions (`loss.seed`).
+    /// Seed of the drop decisions  [loss.seed]
     #[arg(long)]
     pub loss_seed: Option<u64>,
-    /// Make peer PEER's steps FACTOR times slower, e.g. `peer-1=4` (`train.slowdown`);
-    /// repeatable.
+    /// QUIC congestion controller: cubic | newreno | bbr  [transport.congestion]
+    #[arg(long, value_parser = parse_congestion)]
+    pub congestion: Option<crate::net::Congestion>,
+    /// Make peer PEER's steps FACTOR times slower, e.g. `peer-1=4`; repeatable
+    ///  [train.slowdown]
     #[arg(long, value_name = "PEER=FACTOR", value_parser = parse_slowdown)]
     pub slowdown: Vec<(String, f64)>,
+}
+
+fn parse_congestion(s: &str) -> Result<crate::net::Congestion, String> {
+    use crate::net::Congestion;
+    match s {
+        "cubic" => Ok(Congestion::Cubic),
+        "newreno" => Ok(Congestion::NewReno),
+        "bbr" => Ok(Congestion::Bbr),
+        other => Err(format!("`{other}` is not one of cubic, newreno, bbr")),
+    }
 }
 
 /// Parses `PEER=FACTOR`.
@@ -287,11 +300,15 @@ impl TrainFlags {
         set(&mut c.peer.min_peers, &self.min_peers);
         set(&mut c.peer.join_timeout, &self.join_timeout);
         set(&mut c.peer.drain_timeout, &self.drain_timeout);
-        set(&mut c.loss.loss_in, &self.loss);
-        set(&mut c.loss.loss_out, &self.loss);
+        if let Some(p) = self.loss {
+            // Every datagram crosses exactly one sender's socket: dropping P on send makes
+            // each link lose P of its datagrams (dropping both ways would lose 1 − (1 − P)²).
+            c.loss.loss_out = p;
+        }
         set(&mut c.loss.loss_in, &self.loss_in);
         set(&mut c.loss.loss_out, &self.loss_out);
         set(&mut c.loss.seed, &self.loss_seed);
+        set(&mut c.transport.congestion, &self.congestion);
         for (name, factor) in &self.slowdown {
             c.train.slowdown.insert(name.clone(), *factor);
         }

@@ -284,6 +284,8 @@ pub struct TransportSection {
     pub incoming_queue: usize,
     /// Sends in flight at once; past that a send is dropped and counted (anti-entropy repairs).
     pub max_inflight_sends: usize,
+    /// QUIC congestion controller: `cubic`, `newreno` or `bbr`.
+    pub congestion: crate::net::Congestion,
 }
 
 impl Default for TransportSection {
@@ -294,6 +296,7 @@ impl Default for TransportSection {
             idle_timeout: Duration::from_secs(30),
             incoming_queue: 1024,
             max_inflight_sends: 256,
+            congestion: crate::net::Congestion::Cubic,
         }
     }
 }
@@ -550,6 +553,7 @@ impl Config {
             keep_alive_ms: t.keep_alive.as_millis() as u64,
             idle_timeout_ms: t.idle_timeout.as_millis() as u64,
             incoming_queue: t.incoming_queue,
+            congestion: t.congestion,
         }
     }
 }

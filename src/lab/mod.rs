@@ -85,7 +85,8 @@ pub struct LabFile {
     /// Modes to run: `gossip`, `sync` (and `centralized`, as a reference).
     #[serde(default = "default_modes")]
     pub modes: Vec<Mode>,
-    /// Loss rates, each applied both ways on every peer (`--loss`).
+    /// Loss rates: every peer drops this fraction of the datagrams it sends (`--loss`), so
+    /// every link loses it.
     #[serde(default = "default_loss")]
     pub loss: Vec<f64>,
     /// Seeds (`train.rng_seed` and `loss.seed`).
@@ -237,7 +238,7 @@ impl Cell {
         let mut c = lab.config.clone();
         c.up.mode = self.mode;
         c.up.peers = self.peers;
-        c.loss.loss_in = self.loss;
+        // As `--loss`: each sender drops `loss` of its datagrams, so every link loses `loss`.
         c.loss.loss_out = self.loss;
         c.loss.seed = self.seed;
         c.train.rng_seed = self.seed;

@@ -74,6 +74,23 @@ pub struct TransportConfig {
     pub idle_timeout_ms: u64,
     /// Capacity of the channel of received messages, in messages (at least 1). Default 1024.
     pub incoming_queue: usize,
+    /// QUIC congestion controller. Default [`Congestion::Cubic`] (quinn's default).
+    pub congestion: Congestion,
+}
+
+/// QUIC congestion controller (quinn `congestion`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Congestion {
+    /// CUBIC (RFC 9438), quinn's default: backs off on every loss, so random (non-congestion)
+    /// loss shrinks its window.
+    #[default]
+    Cubic,
+    /// NewReno (RFC 9002 §7).
+    NewReno,
+    /// BBR (quinn's experimental implementation): paces by measured bandwidth and RTT and
+    /// does not treat each loss as congestion; suited to lossy links.
+    Bbr,
 }
 
 impl Default for TransportConfig {
@@ -84,6 +101,7 @@ impl Default for TransportConfig {
             keep_alive_ms: 5000,
             idle_timeout_ms: 30_000,
             incoming_queue: 1024,
+            congestion: Congestion::Cubic,
         }
     }
 }

@@ -345,7 +345,9 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
                 reply,
             } => {
                 last_round = round;
-                broadcast(&transport, &peers, index, &down, round, last, &values);
+                broadcast(
+                    &transport, &peers, index, &down, round, last, &values, timeout,
+                );
                 // Who we wait for: live, not finished, not us.
                 let mut got: BTreeMap<usize, Vec<f32>> = pending.remove(&round).unwrap_or_default();
                 let deadline = tokio::time::Instant::now() + timeout;
@@ -494,6 +496,7 @@ fn unix_now() -> f64 {
 }
 
 /// Sends this round's model to every peer not known down, each in its own task.
+#[allow(clippy::too_many_arguments)]
 fn broadcast(
     transport: &Transport,
     peers: &[SocketAddr],
@@ -502,6 +505,7 @@ fn broadcast(
     round: u64,
     last: bool,
     values: &[f32],
+    retry_for: Duration,
 ) {
     let frame: Arc<[u8]> = SyncFrame {
         round,
@@ -518,8 +522,21 @@ fn broadcast(
         let transport = transport.clone();
         let frame = frame.clone();
         tokio::spawn(async move {
-            if let Err(e) = transport.send(to, frame).await {
-                debug!(%to, "sync send failed: {e}");
+            // Retry failed sends (e.g. a handshake lost to packet loss) until the barrier's
+            // timeout; QUIC retransmits within one attempt.
+            let deadline = tokio::time::Instant::now() + retry_for;
+            loop {
+                match transport.send(to, frame.clone()).await {
+                    Ok(()) => break,
+                    Err(e) if tokio::time::Instant::now() < deadline => {
+                        debug!(%to, "sync send failed, retrying: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => {
+                        debug!(%to, "sync send failed: {e}");
+                        break;
+                    }
+                }
             }
         });
     }
