@@ -147,8 +147,8 @@ heal() { for h in $(seq 1 "$N"); do on "$h" "nft flush chain inet $TABLE in"; do
 for h in "${!LOSS[@]}"; do loss "$h" "${LOSS[$h]}"; done
 
 # --- peers ---------------------------------------------------------------------------------
-"$BIN" certs init --dir "$WORK/certs" >/dev/null
-for h in $(seq 1 "$N"); do "$BIN" certs issue --dir "$WORK/certs" --name "host-$h" >/dev/null; done
+"$BIN" certs init --dir "$WORK/certs" >/dev/null 2>&1
+for h in $(seq 1 "$N"); do "$BIN" certs issue --dir "$WORK/certs" --name "host-$h" >/dev/null 2>&1; done
 for h in $(seq 1 "$N"); do push "$h" "$WORK/certs"; done
 
 start() { # start HOST [extra flags]: (re)starts the host's peer in the background
