@@ -403,7 +403,10 @@ async fn up_gossip(
     let quiet = options.quiet;
     let display = tokio::spawn(async move {
         let mut last_plain = Instant::now();
-        while !quiet {
+        if quiet {
+            return;
+        }
+        loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let rows: Vec<PeerStatus> = statuses.iter().map(|s| lock(s).clone()).collect();
             if tty {
