@@ -675,3 +675,99 @@ pub fn report(s: &LabSummary) -> String {
     out.push_str("Accuracy spread (max − min of the peers' latest test accuracies) is plotted as the per-time stand-in for consensus distance, which is measured on the final models only.\n");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_lab_files_parse_and_every_cell_validates() {
+        for name in ["loss-sweep", "straggler"] {
+            let path =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/lab/{name}.toml"));
+            let lab = LabFile::from_file(&path).unwrap();
+            assert_eq!(lab.name, name);
+            let cells = lab.cells();
+            assert!(!cells.is_empty());
+            for c in &cells {
+                c.config(&lab).validate().unwrap();
+            }
+        }
+    }
+
+    fn line(peer: &str, t: f64, acc: Option<f32>) -> String {
+        serde_json::json!({
+            "time": 1000.0 + t, "elapsed_seconds": t, "peer": peer, "step": 1, "samples": 64,
+            "test_accuracy": acc, "bytes_sent": 10, "bytes_received": 10
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn time_to_target_uses_every_peers_latest_accuracy() {
+        let dir = tempfile::tempdir().unwrap();
+        for (peer, lines) in [
+            (
+                "peer-0",
+                vec![
+                    line("peer-0", 1.0, Some(0.5)),
+                    line("peer-0", 3.0, Some(0.9)),
+                ],
+            ),
+            (
+                "peer-1",
+                vec![
+                    line("peer-1", 2.0, Some(0.7)),
+                    line("peer-1", 5.0, Some(0.85)),
+                ],
+            ),
+        ] {
+            std::fs::create_dir_all(dir.path().join(peer)).unwrap();
+            std::fs::write(
+                dir.path().join(peer).join("metrics.jsonl"),
+                lines.join("\n"),
+            )
+            .unwrap();
+        }
+        let peer = |name: &str| run::PeerSummary {
+            peer_id: String::new(),
+            name: name.into(),
+            test_accuracy: 0.9,
+            version: 1,
+            applied: 1,
+            bytes_sent: 10,
+            bytes_received: 10,
+            steps: 1,
+            samples: 64,
+            drained: true,
+        };
+        let summary = RunSummary {
+            mode: "gossip".into(),
+            dataset: "synthetic".into(),
+            peers: vec![peer("peer-0"), peer("peer-1")],
+            mean_test_accuracy: 0.9,
+            min_test_accuracy: 0.9,
+            consensus_distance: 0.0,
+            wall_seconds: 6.0,
+            samples_total: 128,
+            lr: 0.001,
+            epochs: 1,
+        };
+        let lab: LabFile = toml::from_str("name = \"t\"\ntarget_accuracy = 0.75\n").unwrap();
+        let cell = lab.cells()[0];
+        let (rows, s, series) = analyse(&lab, &cell, dir.path(), &summary).unwrap();
+        assert_eq!(rows.len(), 4);
+        // Mean: t=2 → 0.6, t=3 → 0.8 (reached), t=5 → 0.875; every peer ≥ 0.75 only at t=5.
+        assert_eq!(s.time_to_target_seconds, Some(3.0));
+        assert_eq!(s.time_to_target_all_seconds, Some(5.0));
+        assert_eq!(series.mean_accuracy.len(), 3);
+        assert!(report(&LabSummary {
+            name: "t".into(),
+            target_accuracy: 0.8,
+            time_to_target_definition: String::new(),
+            cells: vec![s],
+            plots: vec![],
+        })
+        .contains("| gossip |"));
+    }
+}
