@@ -198,12 +198,15 @@ impl AsyncUdpSocket for LossySocket {
             Some(s) if s > 0 && s < transmit.contents.len() => s,
             _ => transmit.contents.len().max(1),
         };
-        let mut first = true;
-        let mut chunks = transmit.contents.chunks(seg).peekable();
+        // Counted locally and committed only when quinn will not retry the batch, so a retried
+        // batch is never counted twice.
+        let (mut offered, mut dropped) = (0u64, 0u64);
+        let mut sent_any = false;
+        let mut chunks = transmit.contents.chunks(seg);
         while let Some(chunk) = chunks.next() {
-            self.counters.sent_offered.fetch_add(1, Ordering::Relaxed);
+            offered += 1;
             if self.drop_out(p) {
-                self.counters.dropped_out.fetch_add(1, Ordering::Relaxed);
+                dropped += 1;
                 continue;
             }
             let single = Transmit {
@@ -214,22 +217,25 @@ impl AsyncUdpSocket for LossySocket {
                 src_ip: transmit.src_ip,
             };
             match self.inner.try_send(&single) {
-                Ok(()) => first = false,
-                Err(e) if first => {
-                    // Nothing went out yet: quinn may retry the whole batch. Undo the counts
-                    // of this attempt so a retry is not counted twice.
-                    self.counters.sent_offered.fetch_sub(1, Ordering::Relaxed);
-                    return Err(e);
-                }
+                Ok(()) => sent_any = true,
+                // Nothing went out yet: quinn may retry the whole batch; count nothing.
+                Err(e) if !sent_any => return Err(e),
                 Err(_) => {
                     let rest = 1 + chunks.by_ref().count() as u64;
+                    offered += rest - 1;
                     self.counters
                         .send_overflow
                         .fetch_add(rest, Ordering::Relaxed);
-                    return Ok(());
+                    break;
                 }
             }
         }
+        self.counters
+            .sent_offered
+            .fetch_add(offered, Ordering::Relaxed);
+        self.counters
+            .dropped_out
+            .fetch_add(dropped, Ordering::Relaxed);
         Ok(())
     }
 

@@ -13,6 +13,10 @@
 //! use the same learning rate (`lr × lr_scaling(N)`). References: McMahan et al., 2017
 //! (FedAvg); Stich, 2019 ("Local SGD converges fast and communicates little").
 //!
+//! **Start.** Each peer first sends a *hello* (round [`HELLO_ROUND`], no values) to every other
+//! peer and waits for theirs (at most `up.sync_timeout`), so QUIC handshakes happen before
+//! training, not inside the first barrier.
+//!
 //! **Timeouts.** A peer whose model has not arrived within `up.sync_timeout` is left out of that
 //! round and is not waited for afterwards; it is averaged in again in any later round its model
 //! arrives in time.
@@ -20,7 +24,9 @@
 //! **End.** When its budget is spent, a peer sends a *final* frame with its model; peers ignore
 //! a finished peer in later rounds. Every peer then waits for the final model of every peer it
 //! still counts live and sets its model to their mean: with no timeouts all peers end with the
-//! same model (consensus distance 0).
+//! same model (consensus distance 0). With non-IID shards of unequal size, peers with smaller
+//! shards finish first and stop taking part in the rounds; their final models enter the final
+//! mean with equal weight (FedAvg with equal client weights).
 //!
 //! # Frames
 //!
@@ -53,6 +59,9 @@ pub const SYNC_MAGIC: [u8; 4] = *b"RSYN";
 pub const SYNC_VERSION: u8 = 1;
 /// Bytes before the values.
 pub const SYNC_HEADER_LEN: usize = 22;
+/// Round number of the *hello* frame (no values) each peer sends once before training, so
+/// connections are set up before the first barrier, as a DDP job rendezvouses before training.
+pub const HELLO_ROUND: u64 = u64::MAX;
 
 /// Errors of the sync baseline.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +142,11 @@ impl SyncFrame {
             _ => return Err(bad("bad final flag")),
         };
         let count = u32_at(18) as usize;
+        let expected_len = if round == HELLO_ROUND {
+            0
+        } else {
+            expected_len
+        };
         if count != expected_len || bytes.len() != SYNC_HEADER_LEN + 4 * count {
             return Err(SyncError::Frame(format!(
                 "{count} values in {} bytes, expected {expected_len} values",
@@ -270,6 +284,52 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
         .ok();
     let n = peers.len();
     let param_count = initial.len();
+    // Frames by round and sender; finals by sender.
+    let mut pending: BTreeMap<u64, BTreeMap<usize, Vec<f32>>> = BTreeMap::new();
+    let mut finals: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
+    let mut finished: BTreeSet<usize> = BTreeSet::new();
+    let mut down: BTreeSet<usize> = BTreeSet::new();
+
+    // Rendezvous: hello to everyone, wait for everyone's hello (or any frame of theirs).
+    broadcast(
+        &transport,
+        &peers,
+        index,
+        &down,
+        HELLO_ROUND,
+        false,
+        &[],
+        timeout,
+    );
+    let mut present: BTreeSet<usize> = BTreeSet::from([index]);
+    let deadline = tokio::time::Instant::now() + timeout;
+    while present.len() < n {
+        tokio::select! {
+            msg = incoming.recv() => {
+                let Some(msg) = msg else { break };
+                let Ok(f) = SyncFrame::decode(&msg.bytes, param_count) else { continue };
+                let i = f.index as usize;
+                if i >= n || peers[i] != msg.from {
+                    continue;
+                }
+                present.insert(i);
+                if f.last {
+                    finished.insert(i);
+                    finals.insert(i, f.values);
+                } else if f.round != HELLO_ROUND {
+                    pending.entry(f.round).or_default().insert(i, f.values);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let missing: Vec<usize> = (0..n).filter(|i| !present.contains(i)).collect();
+                warn!(?missing, "sync rendezvous timeout: starting without them");
+                down.extend(missing);
+                break;
+            }
+        }
+    }
+    info!(%name, peers = present.len(), "sync rendezvous done");
+
     let (to_net, mut from_trainer) = mpsc::unbounded_channel();
     let spec = plan.spec.clone();
     let thread = std::thread::Builder::new()
@@ -285,11 +345,6 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
         .map_err(|e| SyncError::Trainer(format!("cannot start the thread: {e}")))?;
     drop(to_net);
 
-    // Frames by round and sender; finals by sender.
-    let mut pending: BTreeMap<u64, BTreeMap<usize, Vec<f32>>> = BTreeMap::new();
-    let mut finals: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
-    let mut finished: BTreeSet<usize> = BTreeSet::new();
-    let mut down: BTreeSet<usize> = BTreeSet::new();
     let mut rounds = 0u64;
     let mut timeouts = 0u64;
     let mut last_round = 0u64;
@@ -383,6 +438,9 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
                                     }
                                     // A live frame re-admits a peer that timed out.
                                     down.remove(&i);
+                                    if f.round == HELLO_ROUND && !f.last {
+                                        continue;
+                                    }
                                     if f.last {
                                         finished.insert(i);
                                         finals.insert(i, f.values);
@@ -646,5 +704,12 @@ mod tests {
         wrong[0] = b'X';
         assert!(SyncFrame::decode(&wrong, 3).is_err());
         assert!(SyncFrame::decode(&[], 3).is_err());
+        let hello = SyncFrame {
+            round: HELLO_ROUND,
+            index: 1,
+            last: false,
+            values: vec![],
+        };
+        assert_eq!(SyncFrame::decode(&hello.encode(), 3).unwrap(), hello);
     }
 }
