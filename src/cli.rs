@@ -49,6 +49,9 @@ pub enum Command {
     Status(StatusArgs),
     /// A cluster-wide table refreshed from several peers' --metrics-addr (q quits).
     Top(TopArgs),
+    /// Run a grid of experiments (modes × loss × seeds × peers × non-IID × straggler) and write
+    /// runs.csv, summary.json, report.md and plots.
+    Lab(LabArgs),
 }
 
 /// `rumor bench ...`
@@ -122,6 +125,16 @@ pub enum CertsCommand {
     },
 }
 
+/// `rumor lab`
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// The lab file (see `config/lab/*.toml`).
+    pub file: PathBuf,
+    /// Output folder; default `results/NAME` with NAME from the lab file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
 /// `rumor compare`
 #[derive(Debug, Args)]
 pub struct CompareArgs {
@@ -187,6 +200,50 @@ pub struct TrainFlags {
     /// Longest drain, e.g. 60s  [peer.drain_timeout]
     #[arg(long, value_parser = humantime::parse_duration)]
     pub drain_timeout: Option<Duration>,
+    /// Packet loss P in [0, 1] on every link: this process drops P of the datagrams it sends
+    ///  [loss.loss_out]
+    #[arg(long, value_name = "P")]
+    pub loss: Option<f64>,
+    /// Drop this fraction of received datagrams  [loss.loss_in]
+    #[arg(long, value_name = "P")]
+    pub loss_in: Option<f64>,
+    /// Drop this fraction of sent datagrams (overrides `--loss`)  [loss.loss_out]
+    #[arg(long, value_name = "P")]
+    pub loss_out: Option<f64>,
+    /// Seed of the drop decisions  [loss.seed]
+    #[arg(long)]
+    pub loss_seed: Option<u64>,
+    /// QUIC congestion controller: cubic | newreno | bbr  [transport.congestion]
+    #[arg(long, value_parser = parse_congestion)]
+    pub congestion: Option<crate::net::Congestion>,
+    /// Make peer PEER's steps FACTOR times slower, e.g. `peer-1=4`; repeatable
+    ///  [train.slowdown]
+    #[arg(long, value_name = "PEER=FACTOR", value_parser = parse_slowdown)]
+    pub slowdown: Vec<(String, f64)>,
+}
+
+fn parse_congestion(s: &str) -> Result<crate::net::Congestion, String> {
+    use crate::net::Congestion;
+    match s {
+        "cubic" => Ok(Congestion::Cubic),
+        "newreno" => Ok(Congestion::NewReno),
+        "bbr" => Ok(Congestion::Bbr),
+        other => Err(format!("`{other}` is not one of cubic, newreno, bbr")),
+    }
+}
+
+/// Parses `PEER=FACTOR`.
+fn parse_slowdown(s: &str) -> Result<(String, f64), String> {
+    let (name, factor) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not PEER=FACTOR"))?;
+    let factor: f64 = factor
+        .parse()
+        .map_err(|_| format!("`{factor}` is not a number"))?;
+    if name.is_empty() || !factor.is_finite() || factor < 1.0 {
+        return Err(format!("`{s}`: need a peer name and a factor ≥ 1"));
+    }
+    Ok((name.to_string(), factor))
 }
 
 /// `rumor up`
@@ -195,12 +252,15 @@ pub struct UpArgs {
     /// Local peers  [up.peers]
     #[arg(long)]
     pub peers: Option<usize>,
-    /// gossip | centralized  [up.mode]
+    /// gossip | sync | centralized  [up.mode]
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
     /// Learning rate of the centralized baseline  [up.centralized_lr]
     #[arg(long)]
     pub centralized_lr: Option<f64>,
+    /// `sync` mode: longest wait at a barrier (`up.sync_timeout`), e.g. `30s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub sync_timeout: Option<Duration>,
     /// Certificates directory with a CA; default: a throwaway CA in a temp dir.
     #[arg(long)]
     pub certs: Option<PathBuf>,
@@ -304,6 +364,18 @@ impl TrainFlags {
         set(&mut c.peer.min_peers, &self.min_peers);
         set(&mut c.peer.join_timeout, &self.join_timeout);
         set(&mut c.peer.drain_timeout, &self.drain_timeout);
+        if let Some(p) = self.loss {
+            // Every datagram crosses exactly one sender's socket: dropping P on send makes
+            // each link lose P of its datagrams (dropping both ways would lose 1 − (1 − P)²).
+            c.loss.loss_out = p;
+        }
+        set(&mut c.loss.loss_in, &self.loss_in);
+        set(&mut c.loss.loss_out, &self.loss_out);
+        set(&mut c.loss.seed, &self.loss_seed);
+        set(&mut c.transport.congestion, &self.congestion);
+        for (name, factor) in &self.slowdown {
+            c.train.slowdown.insert(name.clone(), *factor);
+        }
     }
 }
 
@@ -314,6 +386,7 @@ impl UpArgs {
         set(&mut c.up.peers, &self.peers);
         set(&mut c.up.mode, &self.mode);
         set(&mut c.up.centralized_lr, &self.centralized_lr);
+        set(&mut c.up.sync_timeout, &self.sync_timeout);
         c.validate()?;
         Ok(c)
     }

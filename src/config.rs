@@ -59,6 +59,36 @@ pub struct Config {
     pub transport: TransportSection,
     /// `rumor up`.
     pub up: UpSection,
+    /// Loss injection under QUIC (experiments).
+    pub loss: LossSection,
+}
+
+/// `[loss]`: datagrams dropped on purpose by this process's socket ([`crate::net::lossy`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossSection {
+    /// Fraction of received datagrams dropped, in [0, 1].
+    pub loss_in: f64,
+    /// Fraction of sent datagrams dropped, in [0, 1].
+    pub loss_out: f64,
+    /// Seed of the drop decisions (mixed with the peer's shard index).
+    pub seed: u64,
+    /// Per-link overrides by remote address.
+    pub links: Vec<LinkLossSection>,
+}
+
+/// One `[[loss.links]]` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkLossSection {
+    /// The remote peer's address.
+    pub addr: SocketAddr,
+    /// Fraction of datagrams from it dropped, in [0, 1].
+    #[serde(default)]
+    pub loss_in: f64,
+    /// Fraction of datagrams to it dropped, in [0, 1].
+    #[serde(default)]
+    pub loss_out: f64,
 }
 
 /// `[peer]`
@@ -165,6 +195,9 @@ pub struct TrainSection {
     pub rng_seed: u64,
     /// CPU threads for candle's matrix products.
     pub threads: usize,
+    /// Stragglers on purpose: peer name → factor ≥ 1; that peer sleeps (factor − 1) × its
+    /// measured step time after each step.
+    pub slowdown: std::collections::BTreeMap<String, f64>,
 }
 
 impl Default for TrainSection {
@@ -184,6 +217,7 @@ impl Default for TrainSection {
             eval_every: 100,
             rng_seed: 42,
             threads: 1,
+            slowdown: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -319,6 +353,8 @@ pub struct TransportSection {
     pub incoming_queue: usize,
     /// Sends in flight at once; past that a send is dropped and counted (anti-entropy repairs).
     pub max_inflight_sends: usize,
+    /// QUIC congestion controller: `cubic`, `newreno` or `bbr`.
+    pub congestion: crate::net::Congestion,
 }
 
 impl Default for TransportSection {
@@ -329,6 +365,7 @@ impl Default for TransportSection {
             idle_timeout: Duration::from_secs(30),
             incoming_queue: 1024,
             max_inflight_sends: 256,
+            congestion: crate::net::Congestion::Cubic,
         }
     }
 }
@@ -341,6 +378,9 @@ pub enum Mode {
     Gossip,
     /// One process trains on all the data (the baseline).
     Centralized,
+    /// Peers average their models behind a barrier every H steps (the baseline of synchronous
+    /// data parallelism and FedAvg), over the same QUIC transport.
+    Sync,
 }
 
 impl Mode {
@@ -349,6 +389,7 @@ impl Mode {
         match self {
             Mode::Gossip => "gossip",
             Mode::Centralized => "centralized",
+            Mode::Sync => "sync",
         }
     }
 }
@@ -363,6 +404,10 @@ pub struct UpSection {
     pub mode: Mode,
     /// Learning rate of the centralized baseline (not scaled).
     pub centralized_lr: f64,
+    /// `sync` mode: longest wait at a barrier for the other peers' models; a peer whose model
+    /// has not arrived by then is left out of that round's average.
+    #[serde(with = "humantime_serde")]
+    pub sync_timeout: Duration,
 }
 
 impl Default for UpSection {
@@ -371,6 +416,7 @@ impl Default for UpSection {
             peers: 4,
             mode: Mode::Gossip,
             centralized_lr: 1e-3,
+            sync_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -464,6 +510,21 @@ impl Config {
             "up.centralized_lr",
             "must be a positive number",
         )?;
+        for (name, f) in &self.train.slowdown {
+            check(
+                f.is_finite() && *f >= 1.0,
+                "train.slowdown",
+                &format!("factor of {name} must be a number ≥ 1, got {f}"),
+            )?;
+        }
+        check(
+            !self.up.sync_timeout.is_zero(),
+            "up.sync_timeout",
+            "must be above zero",
+        )?;
+        self.loss_config(0)
+            .validate()
+            .map_err(|m| invalid("loss", m))?;
         let params = self.model()?.param_count();
         check(
             params * 4 + 4096 <= g.max_message_bytes,
@@ -521,6 +582,38 @@ impl Config {
         }
     }
 
+    /// The loss injection of the peer with shard index `index` (0-based; mixed into the seed so
+    /// peers drop different datagrams).
+    pub fn loss_config(&self, index: usize) -> crate::net::lossy::LossConfig {
+        use crate::net::lossy::{LinkLoss, LossConfig};
+        let l = &self.loss;
+        LossConfig {
+            default: LinkLoss {
+                loss_in: l.loss_in,
+                loss_out: l.loss_out,
+            },
+            links: l
+                .links
+                .iter()
+                .map(|k| {
+                    (
+                        k.addr,
+                        LinkLoss {
+                            loss_in: k.loss_in,
+                            loss_out: k.loss_out,
+                        },
+                    )
+                })
+                .collect(),
+            seed: l.seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        }
+    }
+
+    /// The slowdown factor of the peer called `name` (1: none).
+    pub fn slowdown_of(&self, name: &str) -> f64 {
+        self.train.slowdown.get(name).copied().unwrap_or(1.0)
+    }
+
     /// The transport settings.
     pub fn transport_config(&self) -> TransportConfig {
         let t = &self.transport;
@@ -530,6 +623,7 @@ impl Config {
             keep_alive_ms: t.keep_alive.as_millis() as u64,
             idle_timeout_ms: t.idle_timeout.as_millis() as u64,
             incoming_queue: t.incoming_queue,
+            congestion: t.congestion,
         }
     }
 }

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
 
 fn init_logging(cli: &Cli) {
     let default = match cli.command {
-        Command::Up(_) => "rumor=warn",
+        Command::Up(_) | Command::Lab(_) => "rumor=warn",
         _ => "rumor=info",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
@@ -62,6 +62,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 no_tui: args.no_tui,
                 summary_json: args.summary_json.clone(),
                 metrics: args.metrics,
+                ..Default::default()
             };
             runtime.block_on(run::up(config, options))?;
         }
@@ -121,6 +122,18 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Top(args) => {
             runtime.block_on(ui::table::top(&args.addrs, args.interval, args.timeout))?;
+        }
+        Command::Lab(args) => {
+            let options = rumor::lab::LabOptions {
+                out: args.out.clone(),
+            };
+            let summary = runtime.block_on(rumor::lab::run_lab(&args.file, options))?;
+            println!(
+                "lab {}: {} runs; runs.csv, summary.json, report.md and {} plot files written",
+                summary.name,
+                summary.cells.len(),
+                summary.plots.len()
+            );
         }
     }
     Ok(())

@@ -189,6 +189,7 @@ pub fn peer_options(
         order_seed: t.rng_seed ^ (0x9e37_79b9 * (shard_spec.index as u64 + 1)),
         start_step: 0,
         max_train_time: t.max_train_time,
+        slowdown: config.slowdown_of(&config.peer.name),
     };
     let p = &config.peer;
     Ok(PeerOptions {
@@ -212,6 +213,7 @@ pub fn peer_options(
         max_inflight_sends: config.transport.max_inflight_sends,
         rng_seed: t.rng_seed.wrapping_add(shard_spec.index as u64 * 7919),
         train: true,
+        loss: config.loss_config(shard_spec.index),
     })
 }
 
@@ -334,6 +336,8 @@ pub struct UpOptions {
     pub summary_json: Option<PathBuf>,
     /// Serve each peer's `/metrics` and `/status` on 127.0.0.1 (any free port) and print where.
     pub metrics: bool,
+    /// Print nothing (no live table, no plain lines, no summary): for the lab.
+    pub quiet: bool,
 }
 
 /// `rumor up`: runs the gossip cluster or the centralized baseline and returns the summary.
@@ -342,6 +346,7 @@ pub async fn up(config: Config, options: UpOptions) -> Result<RunSummary, RunErr
     let data = load_data(&config)?;
     let summary = match config.up.mode {
         Mode::Gossip => up_gossip(&config, &options, data).await?,
+        Mode::Sync => up_sync(&config, &options, data).await?,
         Mode::Centralized => {
             let config = config.clone();
             let no_tui = options.no_tui;
@@ -353,7 +358,9 @@ pub async fn up(config: Config, options: UpOptions) -> Result<RunSummary, RunErr
                 })??
         }
     };
-    print_summary(&summary);
+    if !options.quiet {
+        print_summary(&summary);
+    }
     if let Some(path) = &options.summary_json {
         write_json(path, &summary)?;
     }
@@ -425,7 +432,7 @@ async fn up_gossip(
             servers.push(server);
         }
     }
-    let tty = std::io::stdout().is_terminal() && !options.no_tui;
+    let tty = std::io::stdout().is_terminal() && !options.no_tui && !options.quiet;
     if tty {
         let outcomes = up_dashboard(
             config,
@@ -445,8 +452,12 @@ async fn up_gossip(
     // Live table until every peer is done.
     let statuses: Vec<_> = handles.iter().map(|h| h.status.clone()).collect();
     let stops: Vec<_> = handles.iter().map(PeerHandle::stop_sender).collect();
+    let quiet = options.quiet;
     let display = tokio::spawn(async move {
         let mut last_plain = Instant::now();
+        if quiet {
+            return;
+        }
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let rows: Vec<PeerStatus> = statuses.iter().map(|s| lock(s).clone()).collect();
@@ -576,6 +587,118 @@ fn finish_gossip(
     let peers: Vec<PeerSummary> = outcomes.iter().map(peer_summary).collect();
     Ok(summarize(
         "gossip",
+        &data.name,
+        peers,
+        consensus_distance,
+        started.elapsed(),
+        config.train.lr * config.train.lr_scaling.factor(n),
+        config.train.epochs,
+    ))
+}
+
+/// `rumor up --mode sync`: the barrier baseline ([`crate::sync`]) with the same peers, shards,
+/// learning rate, certificates and loss injection as gossip.
+async fn up_sync(
+    config: &Config,
+    options: &UpOptions,
+    data: TrainTest,
+) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let n = config.up.peers;
+    let temp = tempfile::Builder::new()
+        .prefix("rumor-up-")
+        .tempdir()
+        .map_err(io_err("creating a temp dir"))?;
+    let certs_dir = match &options.certs {
+        Some(dir) => dir.clone(),
+        None => {
+            let dir = temp.path().join("certs");
+            certs::init_ca(&dir, false)?;
+            dir
+        }
+    };
+    let out = options
+        .out
+        .clone()
+        .unwrap_or_else(|| temp.path().join("peers"));
+    let test = Arc::new(data.test.clone());
+    let peer_err = |name: &str, e: crate::node::NodeError| RunError::Peer {
+        name: name.to_string(),
+        source: Box::new(e),
+    };
+    // Bind every transport first so each peer knows every address.
+    let mut bound = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = format!("peer-{i}");
+        if !certs_dir.join(format!("{name}.pem")).exists() {
+            certs::issue(&certs_dir, &name, 30)?;
+        }
+        let identity = Arc::new(certs::load_identity(&certs_dir, &name)?);
+        let mut c = config.clone();
+        c.peer.name = name.clone();
+        c.peer.data_dir = out.join(&name);
+        c.train.shard = format!("{}/{}", i + 1, n);
+        let opts = peer_options(&c, identity, &data, test.clone(), n)?;
+        let (transport, incoming) = crate::net::Transport::bind_lossy(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            &opts.identity,
+            opts.transport.clone(),
+            opts.loss.clone(),
+        )
+        .await
+        .map_err(|e| peer_err(&name, e.into()))?;
+        bound.push((opts, transport, incoming));
+    }
+    let addrs: Vec<SocketAddr> = bound.iter().map(|(_, t, _)| t.local_addr()).collect();
+    let mut tasks = Vec::with_capacity(n);
+    for (i, (opts, transport, incoming)) in bound.into_iter().enumerate() {
+        let peer = crate::sync::SyncPeer {
+            name: opts.name.clone(),
+            index: i,
+            peers: addrs.clone(),
+            transport,
+            incoming,
+            initial: opts.initial,
+            plan: opts.plan,
+            shard: opts.shard,
+            test: opts.test,
+            data_dir: opts.data_dir,
+            timeout: config.up.sync_timeout,
+        };
+        tasks.push((opts.name, tokio::spawn(crate::sync::run_sync_peer(peer))));
+    }
+    info!(peers = n, "sync peers started");
+    let mut outcomes = Vec::with_capacity(n);
+    for (name, task) in tasks {
+        let result = task.await.map_err(|e| RunError::Io {
+            what: format!("sync peer {name}"),
+            source: std::io::Error::other(e),
+        })?;
+        let o = result.map_err(|e| RunError::Peer {
+            name: name.clone(),
+            source: Box::new(crate::node::NodeError::Trainer(e.to_string())),
+        })?;
+        outcomes.push(o);
+    }
+    let bases: Vec<&[f32]> = outcomes.iter().map(|o| o.base.as_slice()).collect();
+    let consensus_distance = model::consensus_distance(&bases)?;
+    let peers = outcomes
+        .iter()
+        .map(|o| PeerSummary {
+            peer_id: uuid::Uuid::nil().to_string(),
+            name: o.name.clone(),
+            test_accuracy: o.test_accuracy,
+            version: o.rounds,
+            applied: o.rounds,
+            bytes_sent: o.transport.bytes_sent,
+            bytes_received: o.transport.bytes_received,
+            steps: o.steps,
+            samples: o.samples,
+            drained: o.complete,
+        })
+        .collect();
+    Ok(summarize(
+        "sync",
         &data.name,
         peers,
         consensus_distance,

@@ -31,6 +31,7 @@
 //!   final counters are folded into running totals when it closes. Datagrams of handshakes that
 //!   never produced a connection (refused peers) are not counted.
 
+pub mod lossy;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -73,6 +74,23 @@ pub struct TransportConfig {
     pub idle_timeout_ms: u64,
     /// Capacity of the channel of received messages, in messages (at least 1). Default 1024.
     pub incoming_queue: usize,
+    /// QUIC congestion controller. Default [`Congestion::Cubic`] (quinn's default).
+    pub congestion: Congestion,
+}
+
+/// QUIC congestion controller (quinn `congestion`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Congestion {
+    /// CUBIC (RFC 9438), quinn's default: backs off on every loss, so random (non-congestion)
+    /// loss shrinks its window.
+    #[default]
+    Cubic,
+    /// NewReno (RFC 9002 §7).
+    NewReno,
+    /// BBR (quinn's experimental implementation): paces by measured bandwidth and RTT and
+    /// does not treat each loss as congestion; suited to lossy links.
+    Bbr,
 }
 
 impl Default for TransportConfig {
@@ -83,6 +101,7 @@ impl Default for TransportConfig {
             keep_alive_ms: 5000,
             idle_timeout_ms: 30_000,
             incoming_queue: 1024,
+            congestion: Congestion::Cubic,
         }
     }
 }
@@ -129,6 +148,10 @@ pub struct TransportStats {
     pub oversize_messages: u64,
     /// Connections currently open, opened or accepted.
     pub connections_open: u64,
+    /// Datagrams dropped on purpose on send by loss injection ([`lossy`]); 0 without it.
+    pub datagrams_dropped_out: u64,
+    /// Datagrams dropped on purpose on receive by loss injection ([`lossy`]); 0 without it.
+    pub datagrams_dropped_in: u64,
 }
 
 impl TransportStats {
@@ -260,6 +283,8 @@ struct Shared {
     handshakes_rejected: AtomicU64,
     oversize_messages: AtomicU64,
     incoming: mpsc::Sender<Incoming>,
+    /// Drop counters of the loss-injecting socket, when there is one.
+    drops: Option<Arc<lossy::LossCounters>>,
 }
 
 /// Owned by [`Transport`] handles only (not by background tasks): when the last handle goes,
@@ -314,6 +339,33 @@ impl Transport {
         Self::bind_socket(socket, identity, config).await
     }
 
+    /// Like [`Transport::bind`], with loss injection: the socket drops datagrams as `loss`
+    /// says ([`lossy::LossySocket`]) and [`TransportStats`] counts the drops. An inactive
+    /// `loss` (all zero) binds the plain socket.
+    ///
+    /// # Errors
+    /// As [`Transport::bind`]; [`NetError::Config`] if a probability is outside [0, 1].
+    pub async fn bind_lossy(
+        addr: SocketAddr,
+        identity: &PeerIdentity,
+        config: TransportConfig,
+        loss: lossy::LossConfig,
+    ) -> Result<(Transport, mpsc::Receiver<Incoming>), NetError> {
+        if !loss.is_active() {
+            return Self::bind(addr, identity, config).await;
+        }
+        loss.validate()
+            .map_err(|reason| NetError::Config { reason })?;
+        let socket =
+            std::net::UdpSocket::bind(addr).map_err(|source| NetError::Bind { addr, source })?;
+        let inner = TokioRuntime
+            .wrap_udp_socket(socket)
+            .map_err(|source| NetError::Bind { addr, source })?;
+        let lossy = lossy::LossySocket::new(inner, loss);
+        let drops = lossy.counters();
+        Self::bind_inner(Arc::new(lossy), identity, config, Some(drops)).await
+    }
+
     /// Like [`Transport::bind`], on a socket built by the caller (e.g. a wrapper that drops
     /// datagrams, for loss experiments).
     ///
@@ -323,6 +375,15 @@ impl Transport {
         socket: Arc<dyn AsyncUdpSocket>,
         identity: &PeerIdentity,
         config: TransportConfig,
+    ) -> Result<(Transport, mpsc::Receiver<Incoming>), NetError> {
+        Self::bind_inner(socket, identity, config, None).await
+    }
+
+    async fn bind_inner(
+        socket: Arc<dyn AsyncUdpSocket>,
+        identity: &PeerIdentity,
+        config: TransportConfig,
+        drops: Option<Arc<lossy::LossCounters>>,
     ) -> Result<(Transport, mpsc::Receiver<Incoming>), NetError> {
         if config.incoming_queue == 0 {
             return Err(NetError::Config {
@@ -359,6 +420,7 @@ impl Transport {
             handshakes_rejected: AtomicU64::new(0),
             oversize_messages: AtomicU64::new(0),
             incoming: tx,
+            drops,
         });
         tokio::spawn(accept_loop(shared.clone()));
         tracing::debug!(%local_addr, name = %identity.name, "transport bound");
@@ -524,6 +586,10 @@ impl Shared {
         stats.handshakes_accepted = self.handshakes_accepted.load(Ordering::Relaxed);
         stats.handshakes_rejected = self.handshakes_rejected.load(Ordering::Relaxed);
         stats.oversize_messages = self.oversize_messages.load(Ordering::Relaxed);
+        if let Some(d) = &self.drops {
+            stats.datagrams_dropped_out = d.dropped_out.load(Ordering::Relaxed);
+            stats.datagrams_dropped_in = d.dropped_in.load(Ordering::Relaxed);
+        }
         stats
     }
 }

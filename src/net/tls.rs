@@ -58,6 +58,18 @@ fn root_store(identity: &PeerIdentity) -> Result<Arc<RootCertStore>, NetError> {
 /// [`NetError::Config`] if `idle_timeout_ms` is out of QUIC's range (2^62 ms).
 pub fn transport_config(config: &TransportConfig) -> Result<quinn::TransportConfig, NetError> {
     let mut transport = quinn::TransportConfig::default();
+    match config.congestion {
+        super::Congestion::Cubic => {}
+        super::Congestion::NewReno => {
+            transport.congestion_controller_factory(Arc::new(
+                quinn::congestion::NewRenoConfig::default(),
+            ));
+        }
+        super::Congestion::Bbr => {
+            transport
+                .congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+        }
+    }
     let idle =
         IdleTimeout::try_from(Duration::from_millis(config.idle_timeout_ms)).map_err(|_| {
             NetError::Config {

@@ -100,6 +100,8 @@ pub struct PeerOptions {
     pub rng_seed: u64,
     /// Whether to train at all; false runs membership and gossip only (benchmarks).
     pub train: bool,
+    /// Datagrams the peer's socket drops on purpose (inactive: none).
+    pub loss: crate::net::lossy::LossConfig,
 }
 
 /// A live view of a peer, for tables and tests. Updated by the peer task.
@@ -491,8 +493,13 @@ pub async fn run_peer_observed(
         source,
     })?;
     let peer_id = load_or_create_peer_id(&options.data_dir)?;
-    let (transport, mut incoming) =
-        Transport::bind(options.listen, &options.identity, options.transport.clone()).await?;
+    let (transport, mut incoming) = Transport::bind_lossy(
+        options.listen,
+        &options.identity,
+        options.transport.clone(),
+        options.loss.clone(),
+    )
+    .await?;
     let addr = options.advertise.unwrap_or_else(|| transport.local_addr());
     let _ = addr_tx.send(Some(addr));
     let me = LocalPeer {

@@ -38,6 +38,9 @@ pub struct TrainPlan {
     pub start_step: u64,
     /// Stop training after this long even if epochs remain.
     pub max_train_time: Option<Duration>,
+    /// Straggler factor ≥ 1: after each step the thread sleeps (factor − 1) × that step's
+    /// measured time, so steps take `slowdown` times as long. 1: no sleep.
+    pub slowdown: f64,
 }
 
 /// Commands from the node to the trainer thread.
@@ -200,7 +203,11 @@ impl TrainLoop {
                 self.shard.gather_batch(chunk, &mut images, &mut labels);
                 let started = Instant::now();
                 let loss = trainer.train_step(&images, &labels)?;
-                step_time += started.elapsed();
+                let took = started.elapsed();
+                step_time += took;
+                if self.plan.slowdown > 1.0 && self.plan.slowdown.is_finite() {
+                    std::thread::sleep(took.mul_f64(self.plan.slowdown - 1.0));
+                }
                 progress.step += 1;
                 progress.samples += chunk.len() as u64;
                 since_publish += 1;

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Runs a rumor cluster on N separate "hosts" with loss and faults in the kernel, and collects
+# every host's metrics, summary and checkpoint.
+#
+# Hosts are network namespaces joined by veth pairs to a bridge this script creates (addresses
+# 10.77.0.11.. on 10.77.0.0/24, which exists only inside the namespaces), or real machines
+# listed in a hosts file and reached over ssh. Every per-host step goes through one function,
+# `on HOST CMD`, whose prefix is `ip netns exec NS` locally and `ssh TARGET` remotely: what CI
+# runs in namespaces is what runs on a cluster.
+#
+#   scripts/netns/cluster.sh [options]
+#     --hosts N             namespaces to create (default 3)
+#     --hosts-file FILE     real machines instead: one "SSH_TARGET LISTEN_IP" per line
+#     --loss HOST=P         host HOST (1-based) drops P% of the UDP datagrams it sends (nftables
+#                           `numgen random mod 100 < P drop`), so its links lose P%; repeatable
+#     --dataset D --epochs E  passed to every peer (defaults synthetic, 1)
+#     --peer-args "ARGS"    more flags for every `rumor peer` (e.g. "--congestion bbr")
+#     --events "STEPS"      shell run once every peer is up, with these helpers:
+#                             freeze H | resume H | kill H | restart H | partition H1 H2 | heal
+#                             loss H P | sleep S
+#     --out DIR             where to collect results (default ./netns-results)
+#     --timeout S           longest wait for the peers to finish (default 300)
+#     --bin PATH            the rumor binary (default target/release/rumor; on ssh hosts
+#                           $RUMOR_REMOTE_BIN or `rumor` on PATH)
+#
+# Output: DIR/host-I/{metrics.jsonl,summary.json,peer.log,base.safetensors,checkpoint.json,
+# nft.txt (the host's rules with drop counters)}
+# and DIR/compare.json ({"consensus_distance": D}). Exit status 0 when every peer finished.
+# Cleanup always runs (trap): peers are resumed and killed, nftables tables deleted, and the
+# namespaces, veths and bridge removed. Needs root (namespaces, nftables).
+set -euo pipefail
+
+N=3
+HOSTS_FILE=""
+DATASET=synthetic
+EPOCHS=1
+PEER_ARGS=""
+EVENTS=""
+OUT=netns-results
+TIMEOUT=300
+BIN=target/release/rumor
+declare -A LOSS=()
+PORT=7000
+TABLE=rumor_lab
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --hosts) N=$2; shift 2 ;;
+        --hosts-file) HOSTS_FILE=$2; shift 2 ;;
+        --loss) LOSS[${2%%=*}]=${2#*=}; shift 2 ;;
+        --dataset) DATASET=$2; shift 2 ;;
+        --epochs) EPOCHS=$2; shift 2 ;;
+        --peer-args) PEER_ARGS=$2; shift 2 ;;
+        --events) EVENTS=$2; shift 2 ;;
+        --out) OUT=$2; shift 2 ;;
+        --timeout) TIMEOUT=$2; shift 2 ;;
+        --bin) BIN=$2; shift 2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+BIN=$(realpath "$BIN")
+[ -x "$BIN" ] || { echo "missing rumor binary $BIN" >&2; exit 2; }
+RUN=$(( $$ % 10000 ))
+WORK=$(mktemp -d -t rumor-netns-XXXXXX)
+mkdir -p "$OUT"
+OUT=$(realpath "$OUT")
+BRIDGE="rmrbr$RUN"
+TARGETS=()   # ssh target per host (ssh mode)
+IPS=()       # listen IP per host
+if [ -n "$HOSTS_FILE" ]; then
+    MODE=ssh
+    while read -r target ip _; do
+        case "$target" in ''|'#'*) continue ;; esac
+        TARGETS+=("$target"); IPS+=("$ip")
+    done < "$HOSTS_FILE"
+    N=${#TARGETS[@]}
+    REMOTE_BIN=${RUMOR_REMOTE_BIN:-rumor}
+    REMOTE_DIR="/tmp/rumor-netns-$RUN"
+else
+    MODE=netns
+    for i in $(seq 1 "$N"); do IPS+=("10.77.0.$((10 + i))"); done
+    REMOTE_BIN=$BIN
+    REMOTE_DIR=$WORK/hosts
+fi
+
+ns() { echo "rmr${RUN}h$1"; }
+ip_of() { echo "${IPS[$(( $1 - 1 ))]}"; }
+
+# The one per-host code path: run a shell command on host $1.
+on() {
+    local h=$1; shift
+    if [ "$MODE" = netns ]; then
+        ip netns exec "$(ns "$h")" sh -c "$*"
+    else
+        ssh -o BatchMode=yes "${TARGETS[$(( h - 1 ))]}" -- "$*"
+    fi
+}
+# Copy a local file to host $1's dir / a host's dir back.
+push() { if [ "$MODE" = netns ]; then cp -r "$2" "$REMOTE_DIR/host-$1/"; else scp -q -r "$2" "${TARGETS[$(( $1 - 1 ))]}:$REMOTE_DIR/host-$1/"; fi; }
+fetch() { if [ "$MODE" = netns ]; then cp -r "$REMOTE_DIR/host-$1/." "$2/"; else scp -q -r "${TARGETS[$(( $1 - 1 ))]}:$REMOTE_DIR/host-$1/." "$2/"; fi; }
+
+cleanup() {
+    set +e
+    for h in $(seq 1 "$N"); do
+        on "$h" "p=\$(cat $REMOTE_DIR/host-$h/pid 2>/dev/null) && [ -n \"\$p\" ] && { kill -CONT \$p; kill \$p; sleep 0.5; kill -9 \$p; }; nft delete table inet $TABLE" >/dev/null 2>&1
+    done
+    if [ "$MODE" = netns ]; then
+        for h in $(seq 1 "$N"); do
+            ip netns del "$(ns "$h")" 2>/dev/null
+            ip link del "rmr${RUN}v$h" 2>/dev/null
+        done
+        ip link del "$BRIDGE" 2>/dev/null
+    else
+        for h in $(seq 1 "$N"); do on "$h" "rm -rf $REMOTE_DIR" >/dev/null 2>&1; done
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- hosts ---------------------------------------------------------------------------------
+if [ "$MODE" = netns ]; then
+    ip link add "$BRIDGE" type bridge
+    ip link set "$BRIDGE" up
+    for h in $(seq 1 "$N"); do
+        ip netns add "$(ns "$h")"
+        ip link add "rmr${RUN}v$h" type veth peer name eth0 netns "$(ns "$h")"
+        ip link set "rmr${RUN}v$h" master "$BRIDGE" up
+        on "$h" "ip link set lo up && ip addr add $(ip_of "$h")/24 dev eth0 && ip link set eth0 up"
+    done
+fi
+for h in $(seq 1 "$N"); do
+    on "$h" "mkdir -p $REMOTE_DIR/host-$h && nft add table inet $TABLE && nft add chain inet $TABLE out '{ type filter hook output priority 0; }' && nft add chain inet $TABLE in '{ type filter hook input priority 0; }'"
+done
+
+# --- faults --------------------------------------------------------------------------------
+loss() { # loss HOST P: host drops P% of the UDP datagrams it sends (replaces earlier loss)
+    on "$1" "nft flush chain inet $TABLE out; [ $2 -gt 0 ] && nft add rule inet $TABLE out meta l4proto udp numgen random mod 100 '<' $2 counter drop || true"
+}
+partition() { # partition H1 H2: no packets between them, both ways
+    on "$1" "nft add rule inet $TABLE in ip saddr $(ip_of "$2") drop"
+    on "$2" "nft add rule inet $TABLE in ip saddr $(ip_of "$1") drop"
+}
+heal() { for h in $(seq 1 "$N"); do on "$h" "nft flush chain inet $TABLE in"; done; }
+for h in "${!LOSS[@]}"; do loss "$h" "${LOSS[$h]}"; done
+
+# --- peers ---------------------------------------------------------------------------------
+"$BIN" certs init --dir "$WORK/certs" >/dev/null 2>&1
+for h in $(seq 1 "$N"); do "$BIN" certs issue --dir "$WORK/certs" --name "host-$h" >/dev/null 2>&1; done
+for h in $(seq 1 "$N"); do push "$h" "$WORK/certs"; done
+
+start() { # start HOST [extra flags]: (re)starts the host's peer in the background
+    local h=$1; shift
+    local seed=""
+    [ "$h" != 1 ] && seed="--seed $(ip_of 1):$PORT"
+    local d="$REMOTE_DIR/host-$h"
+    on "$h" "cd $d && rm -f ready summary.json && nohup $REMOTE_BIN peer --name host-$h \
+        --listen $(ip_of "$h"):$PORT --certs $d/certs --data-dir $d --shard $h/$N \
+        --dataset $DATASET --epochs $EPOCHS --min-peers $N $seed --ready-file $d/ready \
+        --summary-json $d/summary.json $PEER_ARGS $* >>$d/peer.log 2>&1 </dev/null & echo \$! > $d/pid"
+}
+pid_of() { on "$1" "cat $REMOTE_DIR/host-$1/pid"; }
+freeze() { on "$1" "kill -STOP \$(cat $REMOTE_DIR/host-$1/pid)"; echo "froze host-$1"; }
+resume() { on "$1" "kill -CONT \$(cat $REMOTE_DIR/host-$1/pid)"; echo "resumed host-$1"; }
+kill_host() { on "$1" "kill -9 \$(cat $REMOTE_DIR/host-$1/pid)" || true; echo "killed host-$1"; }
+restart() { start "$1" --resume; echo "restarted host-$1"; }
+wait_ready() {
+    local h=$1
+    for _ in $(seq 1 300); do on "$h" "[ -s $REMOTE_DIR/host-$h/ready ]" && return 0; sleep 0.1; done
+    echo "host-$h did not bind" >&2; return 1
+}
+
+start 1
+wait_ready 1
+for h in $(seq 2 "$N"); do start "$h"; done
+for h in $(seq 2 "$N"); do wait_ready "$h"; done
+echo "$N peers up ($MODE)"
+
+if [ -n "$EVENTS" ]; then
+    # `kill H` in events means killing the host's peer.
+    eval "${EVENTS//kill /kill_host }"
+fi
+
+# --- wait, collect -------------------------------------------------------------------------
+deadline=$(( $(date +%s) + TIMEOUT ))
+status=0
+for h in $(seq 1 "$N"); do
+    until on "$h" "! kill -0 \$(cat $REMOTE_DIR/host-$h/pid) 2>/dev/null"; do
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            echo "host-$h still running after ${TIMEOUT}s" >&2; status=1; break
+        fi
+        sleep 0.5
+    done
+    on "$h" "[ -s $REMOTE_DIR/host-$h/summary.json ]" || { echo "host-$h wrote no summary" >&2; status=1; }
+done
+DIRS=()
+for h in $(seq 1 "$N"); do
+    rm -rf "$OUT/host-$h"; mkdir -p "$OUT/host-$h"
+    # The host's nftables rules with their drop counters, for the record.
+    on "$h" "nft list table inet $TABLE" > "$OUT/host-$h/nft.txt" 2>&1 || true
+    fetch "$h" "$OUT/host-$h"
+    rm -rf "$OUT/host-$h/certs" "$OUT/host-$h/pid" "$OUT/host-$h/ready"
+    DIRS+=("$OUT/host-$h")
+done
+if [ "$status" = 0 ]; then
+    "$BIN" compare --json --checkpoints "${DIRS[@]}" | tee "$OUT/compare.json"
+else
+    tail -n 5 "$OUT"/host-*/peer.log >&2 || true
+fi
+exit "$status"

@@ -1,0 +1,275 @@
+//! The convergence lab: gossip under injected packet loss, the sync baseline, kernel loss in
+//! network namespaces through `scripts/netns/cluster.sh`, and a tiny `rumor lab` grid.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumor::config::Mode;
+use rumor::data::{self, DatasetSpec};
+use rumor::model;
+use rumor::net::Congestion;
+use rumor::node::PeerHandle;
+use rumor::run::{self, peer_options, UpOptions};
+
+use crate::common::{identities, test_config, within};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_peers_at_20_percent_loss_finish_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["peer-0", "peer-1", "peer-2", "peer-3"];
+    let ids = identities(&dir.path().join("certs"), &names);
+    let data = data::load(&DatasetSpec::Synthetic, 42).unwrap();
+    let test = Arc::new(data.test.clone());
+    let n = names.len();
+    let mut handles: Vec<PeerHandle> = Vec::new();
+    let mut seed: Option<SocketAddr> = None;
+    for (i, name) in names.iter().enumerate() {
+        let mut c = test_config();
+        c.peer.name = name.to_string();
+        c.peer.seeds = seed.into_iter().collect();
+        c.peer.data_dir = dir.path().join(name);
+        c.peer.min_peers = n;
+        c.peer.drain_timeout = Duration::from_secs(120);
+        c.train.shard = format!("{}/{n}", i + 1);
+        c.train.epochs = 1;
+        // Every link loses 20% of its datagrams (each sender drops 20% of what it sends).
+        c.loss.loss_out = 0.2;
+        c.loss.seed = 5;
+        c.transport.congestion = Congestion::Bbr;
+        let opts = peer_options(&c, ids[i].clone(), &data, test.clone(), n).unwrap();
+        let mut h = PeerHandle::spawn(opts);
+        if i == 0 {
+            seed = h.bound_addr().await;
+        }
+        handles.push(h);
+    }
+    let mut outcomes = Vec::new();
+    for h in handles {
+        outcomes.push(
+            within(Duration::from_secs(400), "lossy peer finishes", h.wait())
+                .await
+                .expect("peer succeeds"),
+        );
+    }
+    let bases: Vec<&[f32]> = outcomes.iter().map(|o| o.base.as_slice()).collect();
+    let distance = model::consensus_distance(&bases).unwrap();
+    let dropped: u64 = outcomes
+        .iter()
+        .map(|o| o.transport.datagrams_dropped_out)
+        .sum();
+    let sent: u64 = outcomes.iter().map(|o| o.transport.datagrams_sent).sum();
+    eprintln!("consensus distance {distance:e}; dropped {dropped} of {sent} datagrams sent");
+    for o in &outcomes {
+        assert!(o.drained, "{} drained consistent", o.name);
+        assert_eq!(o.applied, outcomes[0].applied, "same applied set");
+    }
+    assert!(distance < 1e-4, "consensus distance {distance}");
+    assert!(dropped > 0, "the lossy sockets dropped datagrams");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_mode_averages_to_one_model_under_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = test_config();
+    c.train.dataset = "synthetic".into();
+    c.train.epochs = 1;
+    c.up.mode = Mode::Sync;
+    c.up.peers = 3;
+    c.loss.loss_out = 0.1;
+    c.transport.congestion = Congestion::Bbr;
+    let options = UpOptions {
+        out: Some(dir.path().join("peers")),
+        no_tui: true,
+        quiet: true,
+        ..UpOptions::default()
+    };
+    let summary = within(Duration::from_secs(300), "sync run", run::up(c, options))
+        .await
+        .unwrap();
+    eprintln!(
+        "sync: mean accuracy {} consensus {:e}",
+        summary.mean_test_accuracy, summary.consensus_distance
+    );
+    assert_eq!(summary.mode, "sync");
+    assert_eq!(summary.peers.len(), 3);
+    assert!(
+        summary.peers.iter().all(|p| p.drained),
+        "final average complete"
+    );
+    assert_eq!(summary.consensus_distance, 0.0, "bit-identical averages");
+    assert!(summary.mean_test_accuracy > 0.5, "it learned");
+    assert!(summary.peers.iter().all(|p| p.bytes_sent > 0));
+    assert!(dir.path().join("peers/peer-0/metrics.jsonl").exists());
+}
+
+/// Why the namespace test cannot run here, if it cannot.
+fn namespace_skip_reason() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("not root".into());
+    }
+    if !Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Some("`ip netns` unavailable (install iproute2)".into());
+    }
+    if !Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Some("`nft` unavailable (apt-get install -y nftables)".into());
+    }
+    None
+}
+
+fn leftovers() -> (String, String) {
+    let out = |args: &[&str]| {
+        Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    };
+    let ns: String = out(&["ip", "netns", "list"])
+        .lines()
+        .filter(|l| l.starts_with("rmr"))
+        .collect();
+    let links: String = out(&["ip", "-o", "link"])
+        .lines()
+        .filter(|l| l.contains(": rmr"))
+        .collect();
+    (ns, links)
+}
+
+#[test]
+fn namespace_cluster_with_kernel_loss_on_one_host_finishes_consistent() {
+    if let Some(reason) = namespace_skip_reason() {
+        eprintln!("SKIPPED namespace test: {reason}");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/netns/cluster.sh");
+    let status = Command::new("timeout")
+        .arg("400")
+        .arg(&script)
+        .args(["--bin", env!("CARGO_BIN_EXE_rumor")])
+        .args(["--hosts", "3", "--loss", "3=20", "--timeout", "300"])
+        .args(["--dataset", "synthetic", "--epochs", "1"])
+        .args(["--peer-args", "--congestion bbr"])
+        .args(["--events", "sleep 1; freeze 2; sleep 1; resume 2"])
+        .arg("--out")
+        .arg(out.path())
+        .status()
+        .unwrap();
+    let (ns, links) = leftovers();
+    assert!(ns.is_empty(), "namespaces left behind: {ns}");
+    assert!(links.is_empty(), "links left behind: {links}");
+    assert!(status.success(), "the cluster script failed: {status}");
+    let compare: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("compare.json")).unwrap())
+            .unwrap();
+    let d = compare["consensus_distance"].as_f64().unwrap();
+    assert!(d < 1e-4, "consensus distance {d}");
+    let nft = std::fs::read_to_string(out.path().join("host-3/nft.txt")).unwrap();
+    assert!(nft.contains("numgen random mod 100 < 20"), "{nft}");
+    for h in 1..=3 {
+        let dir = out.path().join(format!("host-{h}"));
+        assert!(dir.join("metrics.jsonl").exists(), "host-{h} metrics");
+        assert!(dir.join("base.safetensors").exists(), "host-{h} checkpoint");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_lab_grid_writes_csv_summary_report_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny.toml");
+    std::fs::write(
+        &file,
+        r#"
+name = "tiny"
+target_accuracy = 0.6
+modes = ["gossip", "sync"]
+loss = [0.0, 0.1]
+seeds = [1]
+peers = [2]
+
+[config.train]
+dataset = "synthetic"
+epochs = 1
+eval_every = 10
+
+[config.peer]
+join_timeout = "30s"
+drain_timeout = "60s"
+
+[config.gossip]
+gossip_interval = "200ms"
+anti_entropy_interval = "500ms"
+drain_anti_entropy_interval = "100ms"
+
+[config.transport]
+congestion = "bbr"
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let summary = within(
+        Duration::from_secs(600),
+        "tiny lab",
+        rumor::lab::run_lab(
+            &file,
+            rumor::lab::LabOptions {
+                out: Some(out.clone()),
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.cells.len(), 4);
+    let csv = std::fs::read_to_string(out.join("runs.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    assert!(header.contains("t_seconds") && header.contains("test_accuracy"));
+    assert!(csv.lines().count() > 8, "rows per run and time");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let cells = json["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 4);
+    for c in cells {
+        for key in [
+            "mode",
+            "loss",
+            "slowdown",
+            "non_iid_alpha",
+            "peers",
+            "seed",
+            "time_to_target_seconds",
+            "final_mean_test_accuracy",
+            "final_min_test_accuracy",
+            "final_consensus_distance",
+            "bytes_sent_per_peer",
+        ] {
+            assert!(c.get(key).is_some(), "cell lacks {key}: {c}");
+        }
+        assert!(c["bytes_sent_per_peer"].as_f64().unwrap() > 0.0);
+        assert!(c["final_consensus_distance"].as_f64().unwrap() < 1e-4);
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| gossip |") && report.contains("| sync |"));
+    let plots = &summary.plots;
+    if plots.is_empty() {
+        eprintln!("NOTE: no TrueType font on this machine; plots were skipped");
+    } else {
+        for p in plots {
+            let meta = std::fs::metadata(out.join(p)).unwrap();
+            assert!(meta.len() > 0, "{p} is empty");
+        }
+        assert!(plots.iter().any(|p| p.ends_with(".png")));
+        assert!(plots.iter().any(|p| p.ends_with(".svg")));
+    }
+}
