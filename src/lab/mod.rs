@@ -626,8 +626,17 @@ pub fn report(s: &LabSummary) -> String {
         let c0 = cs[0];
         let n = cs.len();
         let (reached, ttt) = mean_opt(cs.iter().map(|c| c.time_to_target_seconds).collect());
-        let (_, all) = mean_opt(cs.iter().map(|c| c.time_to_target_all_seconds).collect());
-        let (_, others) = mean_opt(cs.iter().map(|c| c.time_to_target_others_seconds).collect());
+        let (all_n, all) = mean_opt(cs.iter().map(|c| c.time_to_target_all_seconds).collect());
+        let (others_n, others) =
+            mean_opt(cs.iter().map(|c| c.time_to_target_others_seconds).collect());
+        // Say how many seeds a mean is over when some never reached the target.
+        let with_count = |t: Option<f64>, k: usize| {
+            if k < n && t.is_some() {
+                format!("{} ({k}/{n})", fmt_secs(t))
+            } else {
+                fmt_secs(t)
+            }
+        };
         let mean =
             |f: &dyn Fn(&CellSummary) -> f64| cs.iter().map(|c| f(c)).sum::<f64>() / n as f64;
         out.push_str(&format!(
@@ -641,8 +650,12 @@ pub fn report(s: &LabSummary) -> String {
             reached,
             n,
             fmt_secs(ttt),
-            fmt_secs(all),
-            if c0.slowdown > 1.0 { fmt_secs(others) } else { "-".into() },
+            with_count(all, all_n),
+            if c0.slowdown > 1.0 {
+                with_count(others, others_n)
+            } else {
+                "-".into()
+            },
             mean(&|c| f64::from(c.final_mean_test_accuracy)) * 100.0,
             mean(&|c| f64::from(c.final_min_test_accuracy)) * 100.0,
             mean(&|c| c.final_consensus_distance),

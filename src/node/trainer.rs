@@ -39,7 +39,8 @@ pub struct TrainPlan {
     /// Stop training after this long even if epochs remain.
     pub max_train_time: Option<Duration>,
     /// Straggler factor ≥ 1: after each step the thread sleeps (factor − 1) × that step's
-    /// measured time, so steps take `slowdown` times as long. 1: no sleep.
+    /// measured wall time (folding in received deltas, gathering the batch, the optimizer
+    /// step), so steps take `slowdown` times as long. 1: no sleep.
     pub slowdown: f64,
 }
 
@@ -199,14 +200,15 @@ impl TrainLoop {
                     progress.samples += chunk.len() as u64;
                     continue;
                 }
+                let iteration = Instant::now();
                 self.apply_commands(&mut trainer, &mut base)?;
                 self.shard.gather_batch(chunk, &mut images, &mut labels);
                 let started = Instant::now();
                 let loss = trainer.train_step(&images, &labels)?;
-                let took = started.elapsed();
-                step_time += took;
+                step_time += started.elapsed();
                 if self.plan.slowdown > 1.0 && self.plan.slowdown.is_finite() {
-                    std::thread::sleep(took.mul_f64(self.plan.slowdown - 1.0));
+                    // The whole iteration (received deltas folded in, batch, step) is stretched.
+                    std::thread::sleep(iteration.elapsed().mul_f64(self.plan.slowdown - 1.0));
                 }
                 progress.step += 1;
                 progress.samples += chunk.len() as u64;

@@ -639,9 +639,10 @@ fn train_loop(
     for epoch in 0..plan.epochs {
         let order = epoch_order(shard.len(), u64::from(epoch), plan.order_seed);
         for chunk in order.chunks(batch) {
-            shard.gather_batch(chunk, &mut images, &mut labels);
             let t0 = Instant::now();
+            shard.gather_batch(chunk, &mut images, &mut labels);
             let loss = trainer.train_step(&images, &labels)?;
+            // As in gossip: the step's wall time, batch included (no deltas to fold in here).
             let took = t0.elapsed();
             if plan.slowdown > 1.0 && plan.slowdown.is_finite() {
                 std::thread::sleep(took.mul_f64(plan.slowdown - 1.0));
