@@ -367,13 +367,9 @@ pub async fn up(config: Config, options: UpOptions) -> Result<RunSummary, RunErr
     Ok(summary)
 }
 
-async fn up_gossip(
-    config: &Config,
-    options: &UpOptions,
-    data: TrainTest,
-) -> Result<RunSummary, RunError> {
-    let started = Instant::now();
-    let n = config.up.peers;
+/// The temp dir, certificates dir (a throwaway CA unless `--certs`) and data-dir parent of a
+/// local run. The temp dir is removed when the returned guard drops.
+fn up_workspace(options: &UpOptions) -> Result<(tempfile::TempDir, PathBuf, PathBuf), RunError> {
     let temp = tempfile::Builder::new()
         .prefix("rumor-up-")
         .tempdir()
@@ -390,25 +386,51 @@ async fn up_gossip(
         .out
         .clone()
         .unwrap_or_else(|| temp.path().join("peers"));
+    Ok((temp, certs_dir, out))
+}
+
+/// Options of local peer `i` of `up`: `peer-i` on 127.0.0.1 (any port), shard `i+1/n`, its
+/// certificate issued by the CA in `certs_dir` when missing. Seeds and `min_peers` are the caller's.
+fn local_peer_options(
+    config: &Config,
+    certs_dir: &Path,
+    out: &Path,
+    data: &TrainTest,
+    test: &Arc<Dataset>,
+    i: usize,
+) -> Result<PeerOptions, RunError> {
+    let n = config.up.peers;
+    let name = format!("peer-{i}");
+    if !certs_dir.join(format!("{name}.pem")).exists() {
+        certs::issue(certs_dir, &name, 30)?;
+    }
+    let identity = Arc::new(certs::load_identity(certs_dir, &name)?);
+    let mut c = config.clone();
+    c.peer.name = name.clone();
+    c.peer.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.peer.advertise = None;
+    c.peer.seeds = Vec::new();
+    c.peer.data_dir = out.join(&name);
+    c.train.shard = format!("{}/{}", i + 1, n);
+    peer_options(&c, identity, data, test.clone(), n)
+}
+
+async fn up_gossip(
+    config: &Config,
+    options: &UpOptions,
+    data: TrainTest,
+) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let n = config.up.peers;
+    let (_temp, certs_dir, out) = up_workspace(options)?;
     let test = Arc::new(data.test.clone());
     let mut handles: Vec<PeerHandle> = Vec::with_capacity(n);
     let mut all_options: Vec<PeerOptions> = Vec::with_capacity(n);
     let mut seed: Option<SocketAddr> = None;
     for i in 0..n {
-        let name = format!("peer-{i}");
-        if !certs_dir.join(format!("{name}.pem")).exists() {
-            certs::issue(&certs_dir, &name, 30)?;
-        }
-        let identity = Arc::new(certs::load_identity(&certs_dir, &name)?);
-        let mut c = config.clone();
-        c.peer.name = name.clone();
-        c.peer.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        c.peer.advertise = None;
-        c.peer.seeds = seed.into_iter().collect();
-        c.peer.data_dir = out.join(&name);
-        c.peer.min_peers = n;
-        c.train.shard = format!("{}/{}", i + 1, n);
-        let opts = peer_options(&c, identity, &data, test.clone(), n)?;
+        let mut opts = local_peer_options(config, &certs_dir, &out, &data, &test, i)?;
+        opts.seeds = seed.into_iter().collect();
+        opts.min_peers = n;
         all_options.push(opts.clone());
         let mut handle = PeerHandle::spawn(opts);
         if i == 0 {
@@ -605,22 +627,7 @@ async fn up_sync(
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let n = config.up.peers;
-    let temp = tempfile::Builder::new()
-        .prefix("rumor-up-")
-        .tempdir()
-        .map_err(io_err("creating a temp dir"))?;
-    let certs_dir = match &options.certs {
-        Some(dir) => dir.clone(),
-        None => {
-            let dir = temp.path().join("certs");
-            certs::init_ca(&dir, false)?;
-            dir
-        }
-    };
-    let out = options
-        .out
-        .clone()
-        .unwrap_or_else(|| temp.path().join("peers"));
+    let (_temp, certs_dir, out) = up_workspace(options)?;
     let test = Arc::new(data.test.clone());
     let peer_err = |name: &str, e: crate::node::NodeError| RunError::Peer {
         name: name.to_string(),
@@ -629,16 +636,8 @@ async fn up_sync(
     // Bind every transport first so each peer knows every address.
     let mut bound = Vec::with_capacity(n);
     for i in 0..n {
-        let name = format!("peer-{i}");
-        if !certs_dir.join(format!("{name}.pem")).exists() {
-            certs::issue(&certs_dir, &name, 30)?;
-        }
-        let identity = Arc::new(certs::load_identity(&certs_dir, &name)?);
-        let mut c = config.clone();
-        c.peer.name = name.clone();
-        c.peer.data_dir = out.join(&name);
-        c.train.shard = format!("{}/{}", i + 1, n);
-        let opts = peer_options(&c, identity, &data, test.clone(), n)?;
+        let opts = local_peer_options(config, &certs_dir, &out, &data, &test, i)?;
+        let name = opts.name.clone();
         let (transport, incoming) = crate::net::Transport::bind_lossy(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             &opts.identity,
