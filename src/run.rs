@@ -761,7 +761,7 @@ pub fn centralized(
     for epoch in 0..t.epochs {
         let order = data::epoch_order(train.len(), u64::from(epoch), t.rng_seed);
         let mut loss_sum = 0.0f64;
-        for (i, chunk) in order.chunks(t.batch_size.max(1)).enumerate() {
+        for (i, chunk) in order.chunks_exact(t.batch_size.max(1)).enumerate() {
             train.gather_batch(chunk, &mut images, &mut labels);
             loss_sum += f64::from(trainer.train_step(&images, &labels)?);
             step += 1;

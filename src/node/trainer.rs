@@ -183,7 +183,7 @@ impl TrainLoop {
         'epochs: for epoch in 0..self.plan.epochs {
             progress.epoch = epoch;
             let order = epoch_order(self.shard.len(), u64::from(epoch), self.plan.order_seed);
-            for chunk in order.chunks(batch) {
+            for chunk in order.chunks_exact(batch) {
                 while self.pause.load(Ordering::SeqCst) && !self.stop.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(20));
                 }

@@ -638,7 +638,7 @@ fn train_loop(
     };
     for epoch in 0..plan.epochs {
         let order = epoch_order(shard.len(), u64::from(epoch), plan.order_seed);
-        for chunk in order.chunks(batch) {
+        for chunk in order.chunks_exact(batch) {
             let t0 = Instant::now();
             shard.gather_batch(chunk, &mut images, &mut labels);
             let loss = trainer.train_step(&images, &labels)?;
