@@ -546,6 +546,9 @@ impl Core {
     }
 
     fn next_suspicion_deadline(&self) -> Option<Instant> {
+        if self.swim.suspicions.is_empty() {
+            return None;
+        }
         let n = self.live_count();
         self.swim
             .suspicions

@@ -141,6 +141,8 @@ pub struct Sim {
     /// The seed of this run (printed by tests on failure).
     pub seed: u64,
     queue: BinaryHeap<Reverse<InFlight>>,
+    /// Each peer's next timer, refreshed whenever the peer is touched (None: not running).
+    timers: Vec<Option<Instant>>,
     seq: u64,
     config: CoreConfig,
 }
@@ -160,6 +162,7 @@ impl Sim {
             rng: ChaCha8Rng::seed_from_u64(seed),
             seed,
             queue: BinaryHeap::new(),
+            timers: Vec::new(),
             seq: 0,
             config,
         }
@@ -187,6 +190,7 @@ impl Sim {
         let core = Core::new(self.config.clone(), me, base, seeds, seed, self.now);
         self.peers.push(Some(core));
         self.events.push(Vec::new());
+        self.timers.push(None);
         self.flush(index);
         index
     }
@@ -213,10 +217,10 @@ impl Sim {
         let end = self.now + duration;
         loop {
             let next_timer = self
-                .peers
+                .timers
                 .iter()
                 .enumerate()
-                .filter_map(|(i, p)| p.as_ref().map(|c| (c.poll_timeout(), i)))
+                .filter_map(|(i, t)| t.map(|t| (t, i)))
                 .min();
             let next_msg = self.queue.peek().map(|Reverse(m)| m.at);
             let next = match (next_timer, next_msg) {
@@ -330,6 +334,9 @@ impl Sim {
         if let Some(slot) = self.peers.get_mut(index) {
             *slot = None;
         }
+        if let Some(t) = self.timers.get_mut(index) {
+            *t = None;
+        }
     }
 
     fn deliver(&mut self, msg: InFlight) {
@@ -346,8 +353,15 @@ impl Sim {
 
     fn flush(&mut self, index: usize) {
         let Some(Some(core)) = self.peers.get_mut(index) else {
+            if let Some(t) = self.timers.get_mut(index) {
+                *t = None;
+            }
             return;
         };
+        let next = core.poll_timeout();
+        if let Some(t) = self.timers.get_mut(index) {
+            *t = Some(next);
+        }
         let mut transmits = Vec::new();
         while let Some(t) = core.poll_transmit() {
             transmits.push(t);

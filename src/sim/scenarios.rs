@@ -216,3 +216,31 @@ fn a_healed_partition_of_16_reconverges_membership_and_applied_sets() {
         ],
     );
 }
+
+#[test]
+fn two_hundred_peers_join_through_one_seed_in_seconds() {
+    let started = Instant::now();
+    run(
+        "join 200",
+        NetModel::default(),
+        &[
+            Step::AddPeers {
+                count: 1,
+                seeds: vec![],
+            },
+            Step::AddPeers {
+                count: 199,
+                seeds: vec![0],
+            },
+            Step::ExpectWithin {
+                limit: Duration::from_secs(60),
+                what: "all 200 peers know all 200",
+                check: everyone_knows_everyone,
+            },
+        ],
+    );
+    eprintln!(
+        "200 simulated peers, 3 seeds: {:?} of wall time",
+        started.elapsed()
+    );
+}
