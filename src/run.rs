@@ -111,25 +111,13 @@ pub struct RunSummary {
     pub epochs: u32,
 }
 
-/// What `rumor peer --summary-json` writes.
+/// What `rumor peer --summary-json` writes: the run summary of one peer plus the members it
+/// knew at exit.
 #[derive(Clone, Debug, Serialize)]
 pub struct SinglePeerSummary {
-    /// `gossip`.
-    pub mode: String,
-    /// Which dataset was used.
-    pub dataset: String,
-    /// This peer's entry.
-    pub peers: Vec<PeerSummary>,
-    /// Its test accuracy.
-    pub mean_test_accuracy: f32,
-    /// Its test accuracy.
-    pub min_test_accuracy: f32,
-    /// 0: one model.
-    pub consensus_distance: f64,
-    /// Wall time (s).
-    pub wall_seconds: f64,
-    /// Samples this peer processed.
-    pub samples_total: u64,
+    /// The same fields as `up`'s summary, for this peer alone (consensus distance 0).
+    #[serde(flatten)]
+    pub run: RunSummary,
     /// The members it knew at exit.
     pub members: Vec<crate::node::MemberSummary>,
 }
@@ -256,15 +244,17 @@ pub async fn peer(
         source: Box::new(source),
     })?;
     stopper.abort();
+    let t = &config.train;
     let summary = SinglePeerSummary {
-        mode: "gossip".into(),
-        dataset: data.name.clone(),
-        peers: vec![peer_summary(&outcome)],
-        mean_test_accuracy: outcome.test_accuracy,
-        min_test_accuracy: outcome.test_accuracy,
-        consensus_distance: 0.0,
-        wall_seconds: outcome.wall_seconds,
-        samples_total: outcome.samples,
+        run: summarize(
+            "gossip",
+            &data.name,
+            vec![peer_summary(&outcome)],
+            0.0,
+            Duration::from_secs_f64(outcome.wall_seconds),
+            t.lr * t.lr_scaling.factor(shard.count),
+            t.epochs,
+        ),
         members: outcome.members.clone(),
     };
     println!(

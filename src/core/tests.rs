@@ -1,4 +1,5 @@
-//! Unit tests of the core, driven directly and through the simulator.
+//! Unit tests of the core, driven directly and through the simulator. This whole file is
+//! compiled only under `#[cfg(test)]` (see `mod tests` in `core/mod.rs`).
 
 use std::time::Duration;
 
