@@ -131,6 +131,21 @@ async fn metrics_counters_move_as_messages_flow() {
     assert!(value(&after, "rumor_step_duration_seconds_count{}") > 0.0);
     let acc = value(&after, "rumor_test_accuracy_ratio{}");
     assert!((0.0..=1.0).contains(&acc), "accuracy ratio {acc}");
+    // The dashboard's event ring heard the same story.
+    let events: Vec<String> = handles[0]
+        .events
+        .recent()
+        .into_iter()
+        .map(|e| e.text)
+        .collect();
+    assert!(
+        events.iter().any(|e| e.starts_with("delta from peer-1 v")),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e == "joining → training"),
+        "{events:?}"
+    );
     for h in handles {
         h.request_stop();
         within(Duration::from_secs(120), "peer stops", h.wait())
