@@ -229,10 +229,23 @@ fn draw_table(frame: &mut Frame, state: &DashboardState, area: Rect) {
     frame.render_stateful_widget(table, area, &mut ts);
 }
 
+/// The lower end of the sparklines' scale: the lowest accuracy of the last minute, rounded down
+/// to 10%, so that differences between peers at 85% and 87% stay visible.
+pub fn sparkline_floor(rows: &[PeerRow]) -> f32 {
+    let min = rows
+        .iter()
+        .flat_map(|r| r.history.iter().rev().take(60).copied())
+        .filter(|a| a.is_finite())
+        .fold(1.0f32, f32::min);
+    ((min * 10.0).floor() / 10.0).clamp(0.0, 0.9)
+}
+
 fn draw_sparklines(frame: &mut Frame, state: &DashboardState, area: Rect) {
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(" test accuracy over time (0–100%) ");
+    let floor = sparkline_floor(&state.rows);
+    let block = Block::default().borders(Borders::ALL).title(format!(
+        " test accuracy over time ({:.0}–100%) ",
+        floor * 100.0
+    ));
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let per = state.rows.len().max(1) as u16;
@@ -262,7 +275,7 @@ fn draw_sparklines(frame: &mut Frame, state: &DashboardState, area: Rect) {
             .history
             .iter()
             .skip(row.history.len().saturating_sub(width))
-            .map(|a| (a.clamp(0.0, 1.0) * 1000.0) as u64)
+            .map(|a| ((a.clamp(floor, 1.0) - floor) / (1.0 - floor) * 1000.0) as u64)
             .collect();
         frame.render_widget(
             Sparkline::default()
@@ -752,6 +765,6 @@ mod tests {
 
         let all: String = buffer.content().iter().map(|c| c.symbol()).collect();
         assert!(all.contains("delta from peer-0 v7 applied"));
-        assert!(all.contains("test accuracy over time"));
+        assert!(all.contains("test accuracy over time (10–100%)"));
     }
 }

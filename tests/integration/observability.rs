@@ -131,6 +131,21 @@ async fn metrics_counters_move_as_messages_flow() {
     assert!(value(&after, "rumor_step_duration_seconds_count{}") > 0.0);
     let acc = value(&after, "rumor_test_accuracy_ratio{}");
     assert!((0.0..=1.0).contains(&acc), "accuracy ratio {acc}");
+    // The dashboard's event ring heard the same story.
+    let events: Vec<String> = handles[0]
+        .events
+        .recent()
+        .into_iter()
+        .map(|e| e.text)
+        .collect();
+    assert!(
+        events.iter().any(|e| e.starts_with("delta from peer-1 v")),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e == "joining → training"),
+        "{events:?}"
+    );
     for h in handles {
         h.request_stop();
         within(Duration::from_secs(120), "peer stops", h.wait())
@@ -268,4 +283,86 @@ async fn status_and_top_show_every_peer_of_a_three_peer_cluster() {
             .await
             .expect("peer succeeds");
     }
+}
+
+/// A child process killed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn rumor_peer_serves_its_status_on_metrics_addr() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    identities(&certs, &["peer-a"]);
+    // A free port: bound, read, released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{port}");
+    let peer = KillOnDrop(
+        std::process::Command::new(BIN)
+            .args([
+                "peer",
+                "--name",
+                "peer-a",
+                "--listen",
+                "127.0.0.1:0",
+                "--certs",
+            ])
+            .arg(&certs)
+            .arg("--data-dir")
+            .arg(dir.path().join("peer-a"))
+            .args([
+                "--dataset",
+                "synthetic",
+                "--epochs",
+                "1000",
+                "--min-peers",
+                "1",
+            ])
+            .args(["--metrics-addr", &metrics])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn peer"),
+    );
+    let end = Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let out = std::process::Command::new(BIN)
+            .args(["status", &metrics, "--timeout", "5s"])
+            .output()
+            .expect("run rumor status");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && text.lines().next().is_some_and(|l| l.contains("training")) {
+            break text;
+        }
+        assert!(
+            Instant::now() < end,
+            "peer-a never reported training: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.starts_with("peer-a"), "{text}");
+    assert!(
+        !text.contains("\x1b["),
+        "no colours when stdout is not a terminal"
+    );
+
+    // Nothing listening: a clear error, not a hang.
+    drop(peer);
+    let out = std::process::Command::new(BIN)
+        .args(["status", &metrics, "--timeout", "5s"])
+        .output()
+        .expect("run rumor status");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&metrics), "{err}");
 }
