@@ -239,6 +239,9 @@ pub struct GossipSection {
     /// Period of anti-entropy digests while draining.
     #[serde(with = "humantime_serde")]
     pub drain_anti_entropy_interval: Duration,
+    /// How long the drain condition must hold unchanged before the drain completes.
+    #[serde(with = "humantime_serde")]
+    pub drain_settle: Duration,
     /// How long envelope ids stay in the seen-cache (at least 90 s).
     #[serde(with = "humantime_serde")]
     pub seen_retention: Duration,
@@ -264,6 +267,7 @@ impl Default for GossipSection {
             gossip_interval: c.gossip_interval,
             anti_entropy_interval: c.anti_entropy_interval,
             drain_anti_entropy_interval: c.drain_anti_entropy_interval,
+            drain_settle: c.drain_settle,
             seen_retention: c.seen_retention,
             seen_capacity: c.seen_capacity,
             delta_log_bytes: c.delta_log_bytes,
@@ -351,8 +355,12 @@ pub struct TransportSection {
     pub idle_timeout: Duration,
     /// Received messages buffered between the network and the core.
     pub incoming_queue: usize,
-    /// Sends in flight at once; past that a send is dropped and counted (anti-entropy repairs).
-    pub max_inflight_sends: usize,
+    /// Deltas and snapshots in flight at once to one destination; past that a send is dropped
+    /// and counted (anti-entropy repairs it). Control messages are not limited.
+    pub max_inflight_per_peer: usize,
+    /// A send not acknowledged after this long is abandoned (its stream reset).
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
     /// QUIC congestion controller: `cubic`, `newreno` or `bbr`.
     pub congestion: crate::net::Congestion,
 }
@@ -364,7 +372,8 @@ impl Default for TransportSection {
             keep_alive: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             incoming_queue: 1024,
-            max_inflight_sends: 256,
+            max_inflight_per_peer: 64,
+            send_timeout: Duration::from_secs(10),
             congestion: crate::net::Congestion::Cubic,
         }
     }
@@ -500,9 +509,14 @@ impl Config {
             "must be at least 1",
         )?;
         check(
-            self.transport.max_inflight_sends >= 1,
-            "transport.max_inflight_sends",
+            self.transport.max_inflight_per_peer >= 1,
+            "transport.max_inflight_per_peer",
             "must be at least 1",
+        )?;
+        check(
+            !self.transport.send_timeout.is_zero(),
+            "transport.send_timeout",
+            "must be above zero",
         )?;
         check(self.up.peers >= 1, "up.peers", "must be at least 1")?;
         check(
@@ -570,6 +584,7 @@ impl Config {
             gossip_interval: g.gossip_interval,
             anti_entropy_interval: g.anti_entropy_interval,
             drain_anti_entropy_interval: g.drain_anti_entropy_interval,
+            drain_settle: g.drain_settle,
             seen_retention: g.seen_retention,
             seen_capacity: g.seen_capacity,
             delta_log_bytes: g.delta_log_bytes,

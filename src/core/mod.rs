@@ -17,6 +17,7 @@ pub mod swim;
 pub mod version_vector;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +56,11 @@ pub struct CoreConfig {
     pub anti_entropy_interval: Duration,
     /// Period of anti-entropy digests while draining (to every live member).
     pub drain_anti_entropy_interval: Duration,
+    /// How long the drain condition must hold, with the same live members and applied set and
+    /// no member under suspicion, before the drain completes. Gives a member falsely declared
+    /// dead time to refute (draining peers try every dead member each second), so a peer does
+    /// not finish alone with a view that lacks that member's deltas.
+    pub drain_settle: Duration,
     /// How long an envelope id is remembered (at least 90 s).
     pub seen_retention: Duration,
     /// Most envelope ids remembered.
@@ -86,6 +92,7 @@ impl Default for CoreConfig {
             gossip_interval: Duration::from_millis(200),
             anti_entropy_interval: Duration::from_millis(1000),
             drain_anti_entropy_interval: Duration::from_millis(200),
+            drain_settle: Duration::from_secs(3),
             seen_retention: Duration::from_secs(120),
             seen_capacity: 65_536,
             delta_log_bytes: 256 * 1024 * 1024,
@@ -297,6 +304,10 @@ pub struct Core {
     next_probe: Instant,
     next_push_pull: Instant,
     next_reconnect: Instant,
+    /// Since when the drain condition holds, and the view it holds for.
+    drain_since: Option<(Instant, u64)>,
+    /// Whether the drain condition has held for `drain_settle`.
+    drain_settled: bool,
     /// When a digest was last sent to a peer because its applied fingerprint differed.
     last_digest_to: HashMap<PeerId, Instant>,
     seeds: Vec<SocketAddr>,
@@ -407,6 +418,8 @@ impl Core {
             next_probe: now + config.swim.probe_interval,
             next_push_pull: now + config.swim.push_pull_interval,
             next_reconnect: now + config.swim.reconnect_interval,
+            drain_since: None,
+            drain_settled: false,
             last_digest_to: HashMap::new(),
             joined,
             join_attempt: 0,
@@ -490,10 +503,16 @@ impl Core {
         self.progress.get(peer).map(|p| (p.lifecycle, &p.applied))
     }
 
-    /// Whether draining may end: this peer is draining, and every other live member has said
-    /// it is draining (so its last delta is published) and reported the same applied set as
-    /// this peer.
+    /// Whether draining may end: this peer is draining, and for the last
+    /// [`CoreConfig::drain_settle`] every other live member has said it is draining (so its last
+    /// delta is published) and reported the same applied set as this peer, none was under
+    /// suspicion, and neither the live members nor the applied set changed.
     pub fn drain_complete(&self) -> bool {
+        self.drain_settled
+    }
+
+    /// The drain condition at this instant (see [`Core::drain_complete`]).
+    fn drain_condition(&self) -> bool {
         // Gaps do not block: a version every live peer lacks (published by a peer that crashed
         // before it got out) can never arrive, and equal applied sets are what consistency needs.
         if self.lifecycle != Lifecycle::Draining {
@@ -503,10 +522,46 @@ impl Core {
         // one, so whatever they published reached all or none of the survivors.
         self.members.live().all(|m| {
             m.peer_id == self.me.id
-                || self.progress.get(&m.peer_id).is_some_and(|p| {
-                    p.lifecycle >= Lifecycle::Draining && p.applied == self.applied
-                })
+                || (m.status == MemberStatus::Alive
+                    && self.progress.get(&m.peer_id).is_some_and(|p| {
+                        p.lifecycle >= Lifecycle::Draining && p.applied == self.applied
+                    }))
         })
+    }
+
+    /// What must stay unchanged while the drain settles: the live members with their
+    /// incarnations, and the applied set.
+    fn drain_view(&self) -> u64 {
+        let mut live: Vec<(PeerId, u64)> = self
+            .members
+            .live()
+            .map(|m| (m.peer_id, m.incarnation))
+            .collect();
+        live.sort();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        live.hash(&mut hasher);
+        self.applied.fingerprint().hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Re-evaluates [`Core::drain_complete`] at `now`.
+    fn update_drain(&mut self, now: Instant) {
+        if !self.drain_condition() {
+            self.drain_since = None;
+            self.drain_settled = false;
+            return;
+        }
+        let view = self.drain_view();
+        match self.drain_since {
+            Some((since, v)) if v == view => {
+                self.drain_settled =
+                    now.saturating_duration_since(since) >= self.config.drain_settle;
+            }
+            _ => {
+                self.drain_since = Some((now, view));
+                self.drain_settled = self.config.drain_settle.is_zero();
+            }
+        }
     }
 
     // ----- outputs -------------------------------------------------------------------------
@@ -628,6 +683,7 @@ impl Core {
             };
             self.send_digest(targets, false);
         }
+        self.update_drain(now);
     }
 
     /// Decodes a frame from `from` and handles it; a frame that does not decode is counted in
@@ -655,6 +711,11 @@ impl Core {
     /// Handles one decoded message received from the peer at `from` (the connection's remote
     /// address). Duplicates by envelope id are dropped; nothing here panics on any input.
     pub fn handle_message(&mut self, now: Instant, from: SocketAddr, envelope: Envelope) {
+        self.handle_message_inner(now, from, envelope);
+        self.update_drain(now);
+    }
+
+    fn handle_message_inner(&mut self, now: Instant, from: SocketAddr, envelope: Envelope) {
         self.now = self.now.max(now);
         if envelope.ttl > self.config.max_ttl {
             self.stats.decode_errors += 1;
@@ -773,6 +834,7 @@ impl Core {
         self.next_anti_entropy = now;
         self.next_gossip = now;
         self.next_reconnect = now;
+        self.update_drain(now);
     }
 
     /// Leaves for good: tells every live member, then stops.

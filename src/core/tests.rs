@@ -465,3 +465,71 @@ proptest! {
         prop_assert!(core.base().iter().all(|v| v.is_finite()));
     }
 }
+
+/// A peer cut off just before the drain is declared dead by the others; without the settle
+/// period they would finish at once, without its last delta. With it, the heal one second
+/// into the drain lets it refute, and every peer finishes with the same applied set.
+#[test]
+fn sim_drain_waits_for_a_member_falsely_declared_dead() {
+    for seed in [5u64, 6, 7] {
+        let mut sim = Sim::new(sim_config(), NetModel::default(), seed);
+        let n = 4;
+        sim.add_peer(vec![0.0; P], &[]);
+        for _ in 1..n {
+            sim.add_peer(vec![0.0; P], &[0]);
+        }
+        assert!(
+            sim.run_until(Duration::from_secs(30), Duration::from_millis(100), |s| {
+                (0..n).all(|i| {
+                    s.peer(i)
+                        .is_some_and(|c| c.live_count() == n && c.is_joined())
+                })
+            })
+        );
+        for i in 0..n {
+            sim.with_peer(i, |c, _| c.start_training());
+            sim.with_peer(i, |c, now| {
+                c.publish(now, 0.25, delta_values(i, 1)).unwrap()
+            });
+        }
+        sim.run_for(Duration::from_secs(1));
+        sim.partition(&[0, 1, 2], &[3]);
+        sim.with_peer(3, |c, now| {
+            c.publish(now, 0.25, delta_values(3, 2)).unwrap()
+        });
+        let declared = sim.run_until(Duration::from_secs(120), Duration::from_millis(100), |s| {
+            (0..3).all(|i| s.status_of(i, 3) == Some(crate::wire::MemberStatus::Dead))
+        });
+        assert!(declared, "seed {seed}: the cut-off peer is declared dead");
+        for i in 0..n {
+            sim.with_peer(i, |c, now| c.start_drain(now));
+        }
+        sim.run_for(Duration::from_secs(1));
+        assert!(
+            (0..3).all(|i| !sim.peer(i).unwrap().drain_complete()),
+            "seed {seed}: nobody finishes within the settle period"
+        );
+        sim.heal();
+        // Each peer's applied set when it first may stop.
+        let mut finished: Vec<Option<u64>> = vec![None; n];
+        let all = sim.run_until(Duration::from_secs(60), Duration::from_millis(50), |s| {
+            for (i, f) in finished.iter_mut().enumerate() {
+                if let Some(c) = s.peer(i) {
+                    if f.is_none() && c.drain_complete() {
+                        *f = Some(c.applied().len());
+                    }
+                }
+            }
+            finished.iter().all(Option::is_some)
+        });
+        assert!(
+            all,
+            "seed {seed}: every peer finishes its drain: {finished:?}"
+        );
+        assert!(
+            finished.iter().all(|&f| f == Some(n as u64 + 1)),
+            "seed {seed}: every peer stops with all {} deltas: {finished:?}",
+            n + 1
+        );
+    }
+}

@@ -451,6 +451,20 @@ impl Transport {
     /// certificate); [`NetError::Stopped`] when the receiver refused the message;
     /// [`NetError::Write`] for other stream failures.
     pub async fn send(&self, to: SocketAddr, bytes: Arc<[u8]>) -> Result<(), NetError> {
+        self.send_with_priority(to, bytes, 0).await
+    }
+
+    /// [`Transport::send`] on a stream of the given priority: within one connection, quinn
+    /// sends data of higher-priority streams first (default 0).
+    ///
+    /// # Errors
+    /// As [`Transport::send`].
+    pub async fn send_with_priority(
+        &self,
+        to: SocketAddr,
+        bytes: Arc<[u8]>,
+        priority: i32,
+    ) -> Result<(), NetError> {
         let shared = &self.handle.shared;
         let max = shared.config.max_message_bytes;
         if bytes.len() > max {
@@ -464,13 +478,32 @@ impl Transport {
         loop {
             let conn = shared.connection(addr).await?;
             match conn.open_uni().await {
-                Ok(stream) => return write_message(addr, stream, &bytes).await,
+                Ok(stream) => {
+                    // Fails only on a stream that is already closed; the write then reports it.
+                    let _ = stream.set_priority(priority);
+                    return write_message(addr, stream, &bytes).await;
+                }
                 Err(source) if retried => return Err(NetError::Connection { addr, source }),
                 Err(source) => {
                     tracing::debug!(%addr, error = %source, "cached connection lost, reconnecting");
                     shared.forget(addr, &conn);
                     retried = true;
                 }
+            }
+        }
+    }
+
+    /// Closes the connection to `to`, if any (its pending sends fail), and forgets it; a later
+    /// send connects anew. For members that died or left.
+    pub fn disconnect(&self, to: SocketAddr) {
+        let shared = &self.handle.shared;
+        let addr = canonical(to);
+        shared.cache.remove(&addr);
+        // Both directions: the connection this peer opened and the one it accepted. Their
+        // tasks fold the counters when they see the close.
+        for conn in shared.live.iter() {
+            if canonical(conn.remote_address()) == addr {
+                conn.close(VarInt::from_u32(CODE_CLOSING), b"member down");
             }
         }
     }

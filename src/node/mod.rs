@@ -3,6 +3,7 @@
 //! out what the core asks (sends, trainer commands). It makes no protocol decisions.
 
 pub mod observe;
+pub mod sender;
 pub mod trainer;
 
 use std::io::Write;
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::certs::PeerIdentity;
@@ -22,8 +23,9 @@ use crate::core::{Core, CoreConfig, CoreStats, Event, LocalPeer, RestoredState};
 use crate::data::Dataset;
 use crate::model::{self, ModelSpec};
 use crate::net::{Transport, TransportConfig};
-use crate::wire::{self, Lifecycle, PeerId};
+use crate::wire::{Lifecycle, PeerId};
 use observe::{Observer, Observers};
+use sender::Sender;
 use trainer::{FromTrainer, ToTrainer, TrainPlan, TrainProgress, TrainerHandle};
 
 /// Why a peer stopped with an error.
@@ -94,8 +96,10 @@ pub struct PeerOptions {
     pub drain_timeout: Duration,
     /// Checkpoint period while running.
     pub checkpoint_interval: Duration,
-    /// Most sends in flight.
-    pub max_inflight_sends: usize,
+    /// Most deltas and snapshots in flight to one destination.
+    pub max_inflight_per_peer: usize,
+    /// A send not acknowledged after this long is abandoned.
+    pub send_timeout: Duration,
     /// Seed for the protocol RNG.
     pub rng_seed: u64,
     /// Whether to train at all; false runs membership and gossip only (benchmarks).
@@ -563,8 +567,11 @@ pub async fn run_peer_observed(
     let live = Arc::new(AtomicUsize::new(core.live_count()));
     let (report_tx, mut reports) = mpsc::unbounded_channel();
     let mut trainer: Option<TrainerHandle> = None;
-    let sends = Arc::new(Semaphore::new(options.max_inflight_sends.max(1)));
-    let mut sends_dropped = 0u64;
+    let mut sender = Sender::new(
+        transport.clone(),
+        options.max_inflight_per_peer,
+        options.send_timeout,
+    );
     let mut metrics = MetricsFile::open(&options.data_dir.join("metrics.jsonl"));
     let mut progress = TrainProgress {
         step: plan.start_step,
@@ -629,9 +636,12 @@ pub async fn run_peer_observed(
         }
 
         // Carry out what the core asked.
-        flush(&mut core, &transport, &sends, &mut sends_dropped);
+        sender.flush(&mut core);
         while let Some(event) = core.poll_event() {
             observer.event(&core, &event);
+            if let Event::MemberDown(m) = &event {
+                sender.forget(m.addr);
+            }
             handle_event(event, trainer.as_ref());
         }
         live.store(core.live_count(), Ordering::SeqCst);
@@ -717,9 +727,8 @@ pub async fn run_peer_observed(
         t.stop();
     }
     core.leave();
-    flush(&mut core, &transport, &sends, &mut sends_dropped);
-    let permits = options.max_inflight_sends.max(1) as u32;
-    let _ = tokio::time::timeout(Duration::from_secs(3), sends.acquire_many(permits)).await;
+    sender.flush(&mut core);
+    sender.settle(Duration::from_secs(3)).await;
     save(&options.data_dir, &options.plan.spec, &core, progress.step)?;
     let base = core.base().to_vec();
     let spec = options.plan.spec.clone();
@@ -736,10 +745,11 @@ pub async fn run_peer_observed(
     observer.refresh(&core, &transport, &lock(&status));
     let net = transport.stats();
     transport.close().await;
-    if sends_dropped > 0 {
-        warn!(
-            sends_dropped,
-            "sends dropped because too many were in flight"
+    if sender.dropped_full() > 0 || sender.timed_out() > 0 {
+        info!(
+            dropped = sender.dropped_full(),
+            timed_out = sender.timed_out(),
+            "deltas or snapshots not sent: destination busy or unresponsive (anti-entropy repairs)"
         );
     }
     info!(
@@ -797,41 +807,6 @@ fn handle_event(event: Event, trainer: Option<&TrainerHandle>) {
             warn!(%origin, reason = reason.as_str(), "delta rejected")
         }
     }
-}
-
-/// Encodes each queued message once and sends it to each destination in its own task.
-fn flush(core: &mut Core, transport: &Transport, sends: &Arc<Semaphore>, dropped: &mut u64) {
-    let max = core_max_message(core);
-    while let Some(t) = core.poll_transmit() {
-        let frame: Arc<[u8]> = match wire::encode(&t.envelope, max) {
-            Ok(f) => f.into(),
-            Err(e) => {
-                warn!(
-                    "cannot encode a {:?} message: {e}",
-                    t.envelope.payload.kind()
-                );
-                continue;
-            }
-        };
-        for to in t.to {
-            let Ok(permit) = sends.clone().try_acquire_owned() else {
-                *dropped += 1;
-                continue;
-            };
-            let transport = transport.clone();
-            let frame = frame.clone();
-            tokio::spawn(async move {
-                if let Err(e) = transport.send(to, frame).await {
-                    debug!(%to, "send failed: {e}");
-                }
-                drop(permit);
-            });
-        }
-    }
-}
-
-fn core_max_message(core: &Core) -> usize {
-    core.config().max_message_bytes
 }
 
 fn update_status(
