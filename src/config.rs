@@ -191,6 +191,13 @@ pub struct TrainSection {
     pub publish_every: u64,
     /// Local steps between test-set evaluations of the base (0: only at the end).
     pub eval_every: u64,
+    /// Write the base to `data_dir/evals/` at each evaluation point instead of evaluating it
+    /// during the run; `rumor lab` evaluates the files afterwards, so measuring costs the run
+    /// no compute.
+    pub deferred_eval: bool,
+    /// Flow control: a due publish is put off while this many of the peer's own deltas are
+    /// unacknowledged by some live member (0: no limit).
+    pub max_unacked_deltas: usize,
     /// Seed for θ₀, sharding, batch order and protocol randomness.
     pub rng_seed: u64,
     /// CPU threads for candle's matrix products.
@@ -215,6 +222,8 @@ impl Default for TrainSection {
             weight_decay: 0.01,
             publish_every: 10,
             eval_every: 100,
+            deferred_eval: false,
+            max_unacked_deltas: 4,
             rng_seed: 42,
             threads: 1,
             slowdown: std::collections::BTreeMap::new(),
@@ -253,6 +262,9 @@ pub struct GossipSection {
     pub max_message_bytes: usize,
     /// Most delta bytes pushed in answer to one digest.
     pub anti_entropy_max_bytes: usize,
+    /// Anti-entropy pushes another origin's delta only once held this long.
+    #[serde(with = "humantime_serde")]
+    pub anti_entropy_delay: Duration,
     /// How long a delta sent to a peer is not pushed to it again by anti-entropy.
     #[serde(with = "humantime_serde")]
     pub resend_after: Duration,
@@ -273,6 +285,7 @@ impl Default for GossipSection {
             delta_log_bytes: c.delta_log_bytes,
             max_message_bytes: c.max_message_bytes,
             anti_entropy_max_bytes: c.anti_entropy_max_bytes,
+            anti_entropy_delay: c.anti_entropy_delay,
             resend_after: c.resend_after,
         }
     }
@@ -363,6 +376,9 @@ pub struct TransportSection {
     pub send_timeout: Duration,
     /// QUIC congestion controller: `cubic`, `newreno` or `bbr`.
     pub congestion: crate::net::Congestion,
+    /// RTT assumed before the first sample (RFC 9002 §6.2.2).
+    #[serde(with = "humantime_serde")]
+    pub initial_rtt: Duration,
 }
 
 impl Default for TransportSection {
@@ -372,9 +388,10 @@ impl Default for TransportSection {
             keep_alive: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             incoming_queue: 1024,
-            max_inflight_per_peer: 64,
+            max_inflight_per_peer: 16,
             send_timeout: Duration::from_secs(10),
             congestion: crate::net::Congestion::Cubic,
+            initial_rtt: Duration::from_millis(333),
         }
     }
 }
@@ -590,6 +607,7 @@ impl Config {
             delta_log_bytes: g.delta_log_bytes,
             max_message_bytes: g.max_message_bytes,
             anti_entropy_max_bytes: g.anti_entropy_max_bytes,
+            anti_entropy_delay: g.anti_entropy_delay,
             resend_after: g.resend_after,
             swim: self.membership.swim(),
             param_count,
@@ -639,6 +657,7 @@ impl Config {
             idle_timeout_ms: t.idle_timeout.as_millis() as u64,
             incoming_queue: t.incoming_queue,
             congestion: t.congestion,
+            initial_rtt_ms: t.initial_rtt.as_millis().max(1) as u64,
         }
     }
 }

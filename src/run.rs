@@ -178,6 +178,8 @@ pub fn peer_options(
         start_step: 0,
         max_train_time: t.max_train_time,
         slowdown: config.slowdown_of(&config.peer.name),
+        max_unacked_deltas: t.max_unacked_deltas,
+        eval_snapshots: t.deferred_eval.then(|| config.peer.data_dir.join("evals")),
     };
     let p = &config.peer;
     Ok(PeerOptions {

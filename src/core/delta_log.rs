@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::wire::PeerId;
 
@@ -13,6 +14,8 @@ pub struct LoggedDelta {
     pub weight: f32,
     /// Flat values, already scaled by `weight`.
     pub values: Arc<[f32]>,
+    /// When this peer applied (or published) it.
+    pub logged_at: Instant,
 }
 
 /// Deltas by `(origin, version)`, oldest evicted first once over `max_bytes`.
@@ -100,6 +103,7 @@ mod tests {
                 LoggedDelta {
                     weight: 1.0,
                     values: vec![0.0; 4].into(),
+                    logged_at: Instant::now(),
                 },
             );
         }

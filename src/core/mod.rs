@@ -71,6 +71,9 @@ pub struct CoreConfig {
     pub max_message_bytes: usize,
     /// Most delta bytes pushed in answer to one digest.
     pub anti_entropy_max_bytes: usize,
+    /// Anti-entropy pushes another origin's delta only once this peer has held it this long:
+    /// until then its origin's own send is most likely still under way.
+    pub anti_entropy_delay: Duration,
     /// A delta sent to a peer is not pushed to it again by anti-entropy for this long: it is
     /// most likely still in flight (QUIC retransmits it), and pushing it again only adds load.
     pub resend_after: Duration,
@@ -98,6 +101,7 @@ impl Default for CoreConfig {
             delta_log_bytes: 256 * 1024 * 1024,
             max_message_bytes: 16 * 1024 * 1024,
             anti_entropy_max_bytes: 8 * 1024 * 1024,
+            anti_entropy_delay: Duration::from_secs(2),
             resend_after: Duration::from_secs(5),
             join_backoff_initial: Duration::from_millis(250),
             join_backoff_max: Duration::from_secs(4),
@@ -148,6 +152,19 @@ pub struct Transmit {
     pub to: Vec<SocketAddr>,
     /// The message.
     pub envelope: Envelope,
+}
+
+/// How long a delta sent without a reported outcome blocks anti-entropy from pushing it to the
+/// same destination again (a safety net: the shell reports every outcome well before this).
+const MAX_IN_FLIGHT_AGE: Duration = Duration::from_secs(60);
+
+/// What this peer knows of one delta's way to one destination.
+#[derive(Clone, Copy, Debug)]
+enum Sent {
+    /// Sent at this time; no outcome reported yet.
+    InFlight(Instant),
+    /// The destination has it (delivered, or it sent it to us) as of this time.
+    Has(Instant),
 }
 
 /// Why a delta was refused. Refused deltas change nothing.
@@ -250,6 +267,9 @@ pub struct CoreStats {
     pub gaps_detected: u64,
     /// Deltas pushed in answer to anti-entropy digests.
     pub anti_entropy_deltas_sent: u64,
+    /// Delta sends the shell reported failed (refused, timed out, or dropped because the
+    /// destination had too many in flight); anti-entropy pushes them again.
+    pub delta_sends_failed: u64,
     /// Snapshots sent because a peer lacked deltas no longer in the log.
     pub snapshots_sent: u64,
     /// Snapshots installed (the join's included).
@@ -296,7 +316,7 @@ pub struct Core {
     incarnation: u64,
     progress: HashMap<PeerId, PeerProgress>,
     /// Deltas recently sent to a peer: (target, origin, version) → when.
-    recently_sent: HashMap<(SocketAddr, PeerId, u64), Instant>,
+    recently_sent: HashMap<(SocketAddr, PeerId, u64), Sent>,
     /// Failure detector.
     swim: SwimState,
     /// Membership changes still to piggyback, with retransmits left.
@@ -619,8 +639,10 @@ impl Core {
         self.now = self.now.max(now);
         self.seen.expire(now);
         let window = self.config.resend_after;
-        self.recently_sent
-            .retain(|_, at| now.saturating_duration_since(*at) < window);
+        self.recently_sent.retain(|_, sent| match *sent {
+            Sent::InFlight(at) => now.saturating_duration_since(at) < MAX_IN_FLIGHT_AGE,
+            Sent::Has(at) => now.saturating_duration_since(at) < window,
+        });
         if let Some(at) = self.next_join {
             if now >= at && !self.joined {
                 self.send_join(now);
@@ -705,6 +727,53 @@ impl Core {
                 self.stats.decode_errors += 1;
                 Err(e)
             }
+        }
+    }
+
+    /// How many of this peer's own deltas are still on their way (sent, no outcome reported)
+    /// to some member that is alive and not under suspicion. For flow control: the trainer
+    /// publishes no more while this is at its window.
+    pub fn own_deltas_unacked(&self) -> usize {
+        let alive: std::collections::HashSet<SocketAddr> = self
+            .members
+            .iter()
+            .filter(|m| m.status == MemberStatus::Alive && m.peer_id != self.me.id)
+            .map(|m| m.addr)
+            .collect();
+        let mut versions: Vec<u64> = self
+            .recently_sent
+            .iter()
+            .filter(|((to, origin, _), sent)| {
+                *origin == self.me.id && matches!(sent, Sent::InFlight(_)) && alive.contains(to)
+            })
+            .map(|((_, _, version), _)| *version)
+            .collect();
+        versions.sort_unstable();
+        versions.dedup();
+        versions.len()
+    }
+
+    /// What became of a delta this peer sent to `to` (the address of a
+    /// [`Transmit`]): `delivered` when the receiver's transport acknowledged every byte, false
+    /// when the send failed, timed out or was never made. Until then anti-entropy does not push
+    /// that delta to `to` again (a send under loss can take long; pushing it again only adds
+    /// load); after a failure it pushes it at the next digest that shows it missing. Reporting
+    /// is optional: an unreported send stops blocking re-pushes after 60 s.
+    pub fn send_outcome(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        origin: PeerId,
+        version: u64,
+        delivered: bool,
+    ) {
+        self.now = self.now.max(now);
+        let key = (to, origin, version);
+        if delivered {
+            self.recently_sent.insert(key, Sent::Has(self.now));
+        } else if matches!(self.recently_sent.get(&key), Some(Sent::InFlight(_))) {
+            self.recently_sent.remove(&key);
+            self.stats.delta_sends_failed += 1;
         }
     }
 
@@ -803,6 +872,7 @@ impl Core {
             LoggedDelta {
                 weight,
                 values: values.clone(),
+                logged_at: now,
             },
         );
         self.stats.deltas_published += 1;
@@ -914,7 +984,8 @@ impl Core {
             return;
         }
         // The sender has it; never push it back.
-        self.recently_sent.insert((from, origin, version), self.now);
+        self.recently_sent
+            .insert((from, origin, version), Sent::Has(self.now));
         let before = self.applied.max_of(origin);
         add_into(&mut self.base, &delta.values);
         self.applied.insert(origin, version);
@@ -924,6 +995,7 @@ impl Core {
             LoggedDelta {
                 weight: delta.weight,
                 values: delta.values.clone(),
+                logged_at: self.now,
             },
         );
         self.stats.deltas_applied += 1;
@@ -1426,6 +1498,14 @@ impl Core {
                 lost = true;
                 continue;
             };
+            // Someone else's fresh delta is most likely still on its way from its origin;
+            // pushing it too would race the origin's own send (under loss, many times over).
+            if delta_origin != self.me.id
+                && self.now.saturating_duration_since(delta.logged_at)
+                    < self.config.anti_entropy_delay
+            {
+                continue;
+            }
             let size = delta.values.len() * 4;
             if size > budget {
                 break;
@@ -1624,8 +1704,10 @@ impl Core {
         *self.stats.sent.entry(kind.as_str()).or_default() += to.len() as u64;
         if kind == MessageKind::Delta {
             for addr in &to {
-                self.recently_sent
-                    .insert((*addr, envelope.origin, envelope.version), self.now);
+                self.recently_sent.insert(
+                    (*addr, envelope.origin, envelope.version),
+                    Sent::InFlight(self.now),
+                );
             }
         }
         self.transmits.push_back(Transmit { to, envelope });

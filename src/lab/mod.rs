@@ -242,6 +242,9 @@ impl Cell {
         c.loss.loss_out = self.loss;
         c.loss.seed = self.seed;
         c.train.rng_seed = self.seed;
+        // Evaluation points save the base; they are evaluated after the run
+        // ([`evaluate_deferred`]), so measuring costs the timed run no compute.
+        c.train.deferred_eval = true;
         c.train.non_iid_alpha = (self.non_iid_alpha > 0.0).then_some(self.non_iid_alpha);
         if self.slowdown > 1.0 {
             c.train
@@ -428,7 +431,13 @@ pub async fn run_lab(file: &Path, options: LabOptions) -> Result<LabSummary, Lab
             quiet: true,
             ..UpOptions::default()
         };
-        let summary = run::up(config, up).await.map_err(|e| LabError::Run {
+        let summary = run::up(config.clone(), up)
+            .await
+            .map_err(|e| LabError::Run {
+                cell: id.clone(),
+                source: Box::new(e),
+            })?;
+        evaluate_deferred(&config, &dir, &summary).map_err(|e| LabError::Run {
             cell: id.clone(),
             source: Box::new(e),
         })?;
@@ -459,6 +468,58 @@ pub async fn run_lab(file: &Path, options: LabOptions) -> Result<LabSummary, Lab
         .map_err(io_err("writing summary.json"))?;
     std::fs::write(out.join("report.md"), report(&summary)).map_err(io_err("writing report.md"))?;
     Ok(summary)
+}
+
+/// Fills in the test accuracy of every evaluation point a run saved for later
+/// ([`crate::config::TrainSection::deferred_eval`]): evaluates each saved base on the test set,
+/// rewrites the peer's `metrics.jsonl` with the accuracies, and deletes the saved bases.
+///
+/// # Errors
+/// [`RunError`] if the data cannot be loaded, a metrics file cannot be read or written, or a
+/// saved base cannot be evaluated.
+pub fn evaluate_deferred(
+    config: &Config,
+    dir: &Path,
+    summary: &RunSummary,
+) -> Result<(), RunError> {
+    let spec = config.model()?;
+    let data = run::load_data(config)?;
+    for p in &summary.peers {
+        let peer_dir = dir.join(&p.name);
+        let path = peer_dir.join("metrics.jsonl");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let mut out = String::with_capacity(text.len());
+        for line in text.lines() {
+            let Ok(mut value) = serde_json::from_str::<serde_json::Value>(line) else {
+                // A torn last line (a killed writer) is dropped, as readers skip it anyway.
+                continue;
+            };
+            if let Some(file) = value.get("eval_snapshot").and_then(|v| v.as_str()) {
+                let accuracy =
+                    crate::node::trainer::evaluate_snapshot(&spec, Path::new(file), &data.test)?;
+                value["test_accuracy"] = serde_json::json!(accuracy);
+                if let Some(map) = value.as_object_mut() {
+                    map.remove("eval_snapshot");
+                }
+            }
+            out.push_str(&value.to_string());
+            out.push('\n');
+        }
+        std::fs::write(&path, out).map_err(|source| RunError::Io {
+            what: format!("rewriting {}", path.display()),
+            source,
+        })?;
+        let evals = peer_dir.join("evals");
+        if evals.exists() {
+            std::fs::remove_dir_all(&evals).map_err(|source| RunError::Io {
+                what: format!("removing {}", evals.display()),
+                source,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads a run's metrics files and derives its rows, summary and series.

@@ -76,6 +76,9 @@ pub struct TransportConfig {
     pub incoming_queue: usize,
     /// QUIC congestion controller. Default [`Congestion::Cubic`] (quinn's default).
     pub congestion: Congestion,
+    /// RTT assumed before the first sample, in ms; sets how soon a lost handshake packet is
+    /// sent again (3 × this at first). Default 333, RFC 9002 §6.2.2's value for unknown paths.
+    pub initial_rtt_ms: u64,
 }
 
 /// QUIC congestion controller (quinn `congestion`).
@@ -102,6 +105,7 @@ impl Default for TransportConfig {
             idle_timeout_ms: 30_000,
             incoming_queue: 1024,
             congestion: Congestion::Cubic,
+            initial_rtt_ms: 333,
         }
     }
 }

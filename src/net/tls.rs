@@ -78,6 +78,7 @@ pub fn transport_config(config: &TransportConfig) -> Result<quinn::TransportConf
         })?;
     transport
         .max_idle_timeout(Some(idle))
+        .initial_rtt(Duration::from_millis(config.initial_rtt_ms.max(1)))
         .keep_alive_interval(
             (config.keep_alive_ms > 0).then(|| Duration::from_millis(config.keep_alive_ms)),
         )

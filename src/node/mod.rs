@@ -398,6 +398,8 @@ struct MetricsLine<'a> {
     epoch: u32,
     train_loss: Option<f32>,
     test_accuracy: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_snapshot: Option<&'a Path>,
     version: u64,
     applied: u64,
     live_members: usize,
@@ -451,6 +453,7 @@ impl MetricsFile {
             epoch: progress.epoch,
             train_loss: progress.train_loss,
             test_accuracy: progress.test_accuracy,
+            eval_snapshot: progress.eval_snapshot.as_deref(),
             version: core.published(),
             applied: core.applied().len(),
             live_members: core.live_count(),
@@ -565,9 +568,10 @@ pub async fn run_peer_observed(
     }
 
     let live = Arc::new(AtomicUsize::new(core.live_count()));
+    let unacked = Arc::new(AtomicUsize::new(0));
     let (report_tx, mut reports) = mpsc::unbounded_channel();
     let mut trainer: Option<TrainerHandle> = None;
-    let mut sender = Sender::new(
+    let (mut sender, mut outcomes) = Sender::new(
         transport.clone(),
         options.max_inflight_per_peer,
         options.send_timeout,
@@ -601,6 +605,9 @@ pub async fn run_peer_observed(
                 if let Err(e) = core.handle_bytes(Instant::now(), msg.from, &msg.bytes) {
                     debug!(from = %msg.from, "dropped a frame: {e}");
                 }
+            }
+            Some(o) = outcomes.recv() => {
+                core.send_outcome(Instant::now(), o.to, o.origin, o.version, o.delivered);
             }
             report = reports.recv(), if !paused => {
                 match report {
@@ -645,6 +652,7 @@ pub async fn run_peer_observed(
             handle_event(event, trainer.as_ref());
         }
         live.store(core.live_count(), Ordering::SeqCst);
+        unacked.store(core.own_deltas_unacked(), Ordering::SeqCst);
         let now = Instant::now();
 
         // Lifecycle gates.
@@ -668,7 +676,10 @@ pub async fn run_peer_observed(
                         options.shard.clone(),
                         options.test.clone(),
                         core.base().to_vec(),
-                        live.clone(),
+                        trainer::Gauges {
+                            live: live.clone(),
+                            unacked: unacked.clone(),
+                        },
                         report_tx.clone(),
                         options.name.clone(),
                     )

@@ -12,7 +12,13 @@
 //!   and always sent.
 //! - **Send timeout.** A send that has not been acknowledged after `send_timeout` is abandoned
 //!   (its stream reset), so a destination that went away without closing its connection does
-//!   not hold a slot until the QUIC idle timeout.
+//!   not hold a slot until the QUIC idle timeout. The connection it was on is presumed stuck
+//!   (under heavy loss a QUIC connection can stop making progress while staying open) and is
+//!   closed, at most once per `send_timeout` per destination; the next send connects afresh.
+//! - **Outcomes.** Whether each delta reached its destination (acknowledged, failed, timed
+//!   out, or dropped for the budget) goes back to the core ([`SendOutcome`],
+//!   [`Core::send_outcome`]), so anti-entropy neither pushes a delta that is still on its way
+//!   nor waits long to push one that was lost.
 //! - **Departed members.** When the core declares a member dead or left, its connection is
 //!   closed, which fails its pending sends at once.
 
@@ -22,12 +28,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 
 use crate::core::Core;
 use crate::net::Transport;
-use crate::wire::{self, MessageKind};
+use crate::wire::{self, MessageKind, PeerId};
 
 /// QUIC stream priority of control messages (quinn: higher is sent first).
 const PRIORITY_CONTROL: i32 = 2;
@@ -52,6 +58,19 @@ fn priority(kind: MessageKind) -> i32 {
     }
 }
 
+/// What became of one delta sent to one destination (for [`Core::send_outcome`]).
+#[derive(Clone, Copy, Debug)]
+pub struct SendOutcome {
+    /// The destination.
+    pub to: SocketAddr,
+    /// The delta's origin.
+    pub origin: PeerId,
+    /// Its version.
+    pub version: u64,
+    /// Acknowledged by the destination's transport.
+    pub delivered: bool,
+}
+
 /// Counters of the sender, shared with its send tasks.
 #[derive(Debug, Default)]
 struct Counters {
@@ -70,19 +89,31 @@ pub struct Sender {
     send_timeout: Duration,
     budgets: HashMap<SocketAddr, Arc<Semaphore>>,
     counters: Arc<Counters>,
+    outcomes: mpsc::UnboundedSender<SendOutcome>,
+    /// When each destination's connection was last closed for a timed-out send.
+    reconnected: Arc<std::sync::Mutex<HashMap<SocketAddr, tokio::time::Instant>>>,
 }
 
 impl Sender {
     /// A sender over `transport` allowing `max_inflight_per_peer` (at least 1) bulk messages in
-    /// flight per destination, each send abandoned after `send_timeout`.
-    pub fn new(transport: Transport, max_inflight_per_peer: usize, send_timeout: Duration) -> Self {
-        Self {
+    /// flight per destination, each send abandoned after `send_timeout`. The receiver gets the
+    /// outcome of every delta send; pass each to [`Core::send_outcome`].
+    pub fn new(
+        transport: Transport,
+        max_inflight_per_peer: usize,
+        send_timeout: Duration,
+    ) -> (Self, mpsc::UnboundedReceiver<SendOutcome>) {
+        let (outcomes, rx) = mpsc::unbounded_channel();
+        let sender = Self {
             transport,
             max_inflight_per_peer: max_inflight_per_peer.max(1),
             send_timeout,
             budgets: HashMap::new(),
             counters: Arc::new(Counters::default()),
-        }
+            outcomes,
+            reconnected: Arc::default(),
+        };
+        (sender, rx)
     }
 
     /// Sends everything the core has queued. Must be called inside a tokio runtime.
@@ -97,7 +128,20 @@ impl Sender {
                     continue;
                 }
             };
+            let delta =
+                (kind == MessageKind::Delta).then_some((t.envelope.origin, t.envelope.version));
             for to in t.to {
+                let report = |delivered: bool| {
+                    if let Some((origin, version)) = delta {
+                        // The receiver lives as long as the peer task that calls flush.
+                        let _ = self.outcomes.send(SendOutcome {
+                            to,
+                            origin,
+                            version,
+                            delivered,
+                        });
+                    }
+                };
                 let permit = if is_bulk(kind) {
                     let budget = self
                         .budgets
@@ -107,6 +151,7 @@ impl Sender {
                         Ok(p) => Some(p),
                         Err(_) => {
                             self.counters.dropped_full.fetch_add(1, Ordering::Relaxed);
+                            report(false);
                             continue;
                         }
                     }
@@ -117,16 +162,44 @@ impl Sender {
                 let frame = frame.clone();
                 let counters = self.counters.clone();
                 let timeout = self.send_timeout;
+                let outcomes = self.outcomes.clone();
+                let reconnected = self.reconnected.clone();
                 counters.in_flight.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let send = transport.send_with_priority(to, frame, priority(kind));
-                    match tokio::time::timeout(timeout, send).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => debug!(%to, "send of a {kind:?} failed: {e}"),
+                    let delivered = match tokio::time::timeout(timeout, send).await {
+                        Ok(Ok(())) => true,
+                        Ok(Err(e)) => {
+                            debug!(%to, "send of a {kind:?} failed: {e}");
+                            false
+                        }
                         Err(_) => {
                             counters.timed_out.fetch_add(1, Ordering::Relaxed);
                             debug!(%to, "send of a {kind:?} abandoned after {timeout:?}");
+                            let now = tokio::time::Instant::now();
+                            let mut last = reconnected
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            if last
+                                .get(&to)
+                                .is_none_or(|t| now.duration_since(*t) >= timeout)
+                            {
+                                last.insert(to, now);
+                                drop(last);
+                                debug!(%to, "connection presumed stuck: reconnecting");
+                                transport.disconnect(to);
+                            }
+                            false
                         }
+                    };
+                    if let Some((origin, version)) = delta {
+                        // Nobody listens once the peer task ended; nothing to report then.
+                        let _ = outcomes.send(SendOutcome {
+                            to,
+                            origin,
+                            version,
+                            delivered,
+                        });
                     }
                     drop(permit);
                     counters.in_flight.fetch_sub(1, Ordering::SeqCst);

@@ -5,6 +5,7 @@
 //! Publishing (DESIGN §4): `d = w · (work − base)`, `base += d`, `work = base`, with
 //! `w = 1/n` and n the live members at that moment. Receiving: `base += d`, `work += d`.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +43,62 @@ pub struct TrainPlan {
     /// measured wall time (folding in received deltas, gathering the batch, the optimizer
     /// step), so steps take `slowdown` times as long. 1: no sleep.
     pub slowdown: f64,
+    /// When set, an evaluation point does not evaluate: it writes the base to this directory
+    /// ([`write_eval_snapshot`]) and reports the file in [`TrainProgress::eval_snapshot`], to be
+    /// evaluated after the run ([`evaluate_snapshot`]). Measurement then costs the run no
+    /// compute (the lab uses this). None: evaluate in place.
+    pub eval_snapshots: Option<PathBuf>,
+    /// Flow control: while this many of the peer's own deltas are still unacknowledged by some
+    /// live member (the shell's count), a due publish is put off and training goes on; the
+    /// next step tries again, and the delta then carries every step since the last one. So a
+    /// slow or lossy network stretches the publish period instead of queueing deltas that go
+    /// stale, and training never waits (for the network or for another peer). 0: no limit.
+    pub max_unacked_deltas: usize,
+}
+
+/// Writes `base` to `dir/step-NNNNNNNN.f32` (little-endian `f32`s, no header; the directory is
+/// created if needed) and returns the path. Not fsync'd: these files only live for the run.
+///
+/// # Errors
+/// The I/O error, if the directory or file cannot be written.
+pub fn write_eval_snapshot(dir: &Path, step: u64, base: &[f32]) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("step-{step:08}.f32"));
+    let mut bytes = Vec::with_capacity(base.len() * 4);
+    for v in base {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(&path, bytes)?;
+    Ok(path)
+}
+
+/// Evaluates a file written by [`write_eval_snapshot`]: test accuracy in [0, 1] of the model
+/// `spec` with those parameters on `test`.
+///
+/// # Errors
+/// [`model::ModelError`] if the file cannot be read, its length is not `4 × spec.param_count()`
+/// bytes, or evaluation fails.
+pub fn evaluate_snapshot(
+    spec: &ModelSpec,
+    path: &Path,
+    test: &Dataset,
+) -> Result<f32, model::ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| model::ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if bytes.len() != spec.param_count() * 4 {
+        return Err(model::ModelError::LengthMismatch {
+            what: "evaluation snapshot",
+            expected: spec.param_count() * 4,
+            actual: bytes.len(),
+        });
+    }
+    let base: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    model::evaluate(spec, &base, &test.images, &test.labels)
 }
 
 /// Commands from the node to the trainer thread.
@@ -84,8 +141,20 @@ pub struct TrainProgress {
     pub train_loss: Option<f32>,
     /// Test accuracy of the base, when evaluated at this step.
     pub test_accuracy: Option<f32>,
+    /// With [`TrainPlan::eval_snapshots`]: the file holding the base at this evaluation point,
+    /// to be evaluated after the run (then `test_accuracy` is None).
+    pub eval_snapshot: Option<PathBuf>,
     /// Mean wall time of an optimizer step since the last report (seconds).
     pub step_seconds: f64,
+}
+
+/// Counts the shell keeps current for the trainer thread.
+#[derive(Clone, Debug, Default)]
+pub struct Gauges {
+    /// Live members: read at every publish for `w = 1/n`.
+    pub live: Arc<AtomicUsize>,
+    /// Own deltas not yet acknowledged by every live member ([`TrainPlan::max_unacked_deltas`]).
+    pub unacked: Arc<AtomicUsize>,
 }
 
 /// A running trainer thread.
@@ -100,13 +169,13 @@ pub struct TrainerHandle {
 }
 
 impl TrainerHandle {
-    /// Starts training on `shard` from `base`. `live` is read at every publish for `w = 1/n`.
+    /// Starts training on `shard` from `base`, reading `gauges` as the shell updates them.
     pub fn spawn(
         plan: TrainPlan,
         shard: Arc<Dataset>,
         test: Arc<Dataset>,
         base: Vec<f32>,
-        live: Arc<AtomicUsize>,
+        gauges: Gauges,
         reports: mpsc::UnboundedSender<FromTrainer>,
         name: String,
     ) -> std::io::Result<Self> {
@@ -122,7 +191,8 @@ impl TrainerHandle {
                     plan,
                     shard,
                     test,
-                    live,
+                    live: gauges.live,
+                    unacked: gauges.unacked,
                     reports: reports.clone(),
                     commands: rx,
                     stop: stop_flag,
@@ -160,6 +230,8 @@ struct TrainLoop {
     shard: Arc<Dataset>,
     test: Arc<Dataset>,
     live: Arc<AtomicUsize>,
+    /// Own deltas not yet acknowledged by every live member (kept by the shell).
+    unacked: Arc<AtomicUsize>,
     reports: mpsc::UnboundedSender<FromTrainer>,
     commands: mpsc::UnboundedReceiver<ToTrainer>,
     stop: Arc<AtomicBool>,
@@ -215,7 +287,7 @@ impl TrainLoop {
                 since_publish += 1;
                 loss_sum += f64::from(loss);
                 loss_count += 1;
-                if since_publish >= self.plan.publish_every {
+                if since_publish >= self.plan.publish_every && self.network_ready() {
                     self.publish(&mut trainer, &mut base)?;
                     since_publish = 0;
                 }
@@ -224,16 +296,26 @@ impl TrainLoop {
                 if evaluate || progress.step % 10 == 0 {
                     progress.train_loss = Some((loss_sum / f64::from(loss_count.max(1))) as f32);
                     progress.step_seconds = step_time.as_secs_f64() / f64::from(loss_count.max(1));
-                    progress.test_accuracy = if evaluate {
-                        Some(model::evaluate(
-                            &self.plan.spec,
-                            &base,
-                            &self.test.images,
-                            &self.test.labels,
-                        )?)
-                    } else {
-                        None
-                    };
+                    progress.test_accuracy = None;
+                    progress.eval_snapshot = None;
+                    if evaluate {
+                        if let Some(dir) = &self.plan.eval_snapshots {
+                            match write_eval_snapshot(dir, progress.step, &base) {
+                                Ok(path) => progress.eval_snapshot = Some(path),
+                                Err(e) => tracing::warn!(
+                                    "cannot write an evaluation snapshot in {}: {e}",
+                                    dir.display()
+                                ),
+                            }
+                        } else {
+                            progress.test_accuracy = Some(model::evaluate(
+                                &self.plan.spec,
+                                &base,
+                                &self.test.images,
+                                &self.test.labels,
+                            )?);
+                        }
+                    }
                     loss_sum = 0.0;
                     loss_count = 0;
                     step_time = Duration::ZERO;
@@ -246,8 +328,15 @@ impl TrainLoop {
             self.publish(&mut trainer, &mut base)?;
         }
         progress.test_accuracy = None;
+        progress.eval_snapshot = None;
         let _ = self.reports.send(FromTrainer::Finished(progress));
         Ok(())
+    }
+
+    /// Flow control ([`TrainPlan::max_unacked_deltas`]): whether a due publish may go out now.
+    fn network_ready(&self) -> bool {
+        let window = self.plan.max_unacked_deltas;
+        window == 0 || self.unacked.load(Ordering::SeqCst) < window
     }
 
     fn apply_commands(

@@ -99,6 +99,8 @@ struct InFlight {
     from: usize,
     to: usize,
     frame: Vec<u8>,
+    /// Origin and version, when the frame is a delta (its outcome goes back to the sender).
+    delta: Option<(crate::wire::PeerId, u64)>,
 }
 
 impl PartialEq for InFlight {
@@ -349,6 +351,7 @@ impl Sim {
         // Every frame goes through the real decoder.
         let _ = core.handle_bytes(now, from, &msg.frame);
         self.flush(msg.to);
+        self.report(msg.from, msg.to, msg.delta, true);
     }
 
     fn flush(&mut self, index: usize) {
@@ -379,7 +382,9 @@ impl Sim {
                 let Some(target) = (port as usize).checked_sub(1000) else {
                     continue;
                 };
-                self.send(index, target, frame.clone());
+                let delta = (t.envelope.payload.kind() == wire::MessageKind::Delta)
+                    .then_some((t.envelope.origin, t.envelope.version));
+                self.send(index, target, frame.clone(), delta);
             }
         }
     }
@@ -415,7 +420,31 @@ impl Sim {
             .map(|m| m.status)
     }
 
-    fn send(&mut self, from: usize, to: usize, frame: Vec<u8>) {
+    /// Tells the sender what became of a delta it sent, as the real shell does once QUIC
+    /// acknowledged or gave up on it.
+    fn report(
+        &mut self,
+        from: usize,
+        to: usize,
+        delta: Option<(crate::wire::PeerId, u64)>,
+        ok: bool,
+    ) {
+        let Some((origin, version)) = delta else {
+            return;
+        };
+        let now = self.now;
+        if let Some(Some(core)) = self.peers.get_mut(from) {
+            core.send_outcome(now, Self::addr(to), origin, version, ok);
+        }
+    }
+
+    fn send(
+        &mut self,
+        from: usize,
+        to: usize,
+        frame: Vec<u8>,
+        delta: Option<(crate::wire::PeerId, u64)>,
+    ) {
         let net = self
             .host_net
             .get(&from)
@@ -424,6 +453,7 @@ impl Sim {
             .clone();
         if self.cut.contains(&(from, to)) || self.rng.gen_bool(net.loss.clamp(0.0, 1.0)) {
             self.dropped += 1;
+            self.report(from, to, delta, false);
             return;
         }
         let copies = if self.rng.gen_bool(net.duplicate.clamp(0.0, 1.0)) {
@@ -441,6 +471,7 @@ impl Sim {
                 from,
                 to,
                 frame: frame.clone(),
+                delta,
             }));
         }
     }

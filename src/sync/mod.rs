@@ -51,7 +51,7 @@ use tracing::{debug, info, warn};
 use crate::data::{epoch_order, Dataset};
 use crate::model::{self, Trainer};
 use crate::net::{Incoming, Transport, TransportStats};
-use crate::node::trainer::TrainPlan;
+use crate::node::trainer::{write_eval_snapshot, TrainPlan};
 
 /// First four bytes of a sync frame.
 pub const SYNC_MAGIC: [u8; 4] = *b"RSYN";
@@ -234,6 +234,7 @@ enum ToNet {
         epoch: u32,
         train_loss: Option<f32>,
         test_accuracy: Option<f32>,
+        eval_snapshot: Option<std::path::PathBuf>,
     },
     /// Training ended (steps, samples) or failed.
     Done(Result<(u64, u64), String>),
@@ -251,6 +252,8 @@ struct MetricsLine<'a> {
     epoch: u32,
     train_loss: Option<f32>,
     test_accuracy: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_snapshot: Option<&'a std::path::Path>,
     round: u64,
     bytes_sent: u64,
     bytes_received: u64,
@@ -371,6 +374,7 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
                 epoch,
                 train_loss,
                 test_accuracy,
+                eval_snapshot,
             } => {
                 let net = transport.stats();
                 write_metrics(&MetricsLine {
@@ -384,6 +388,7 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
                     epoch,
                     train_loss,
                     test_accuracy,
+                    eval_snapshot: eval_snapshot.as_deref(),
                     round: rounds,
                     bytes_sent: net.bytes_sent,
                     bytes_received: net.bytes_received,
@@ -527,6 +532,7 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
         epoch: 0,
         train_loss: None,
         test_accuracy: Some(accuracy),
+        eval_snapshot: None,
         round: rounds,
         bytes_sent: net.bytes_sent,
         bytes_received: net.bytes_received,
@@ -659,22 +665,33 @@ fn train_loop(
             }
             let evaluate = plan.eval_every > 0 && step % plan.eval_every == 0;
             if evaluate || step % 10 == 0 {
-                let test_accuracy = if evaluate {
-                    Some(model::evaluate(
-                        &plan.spec,
-                        &base,
-                        &test.images,
-                        &test.labels,
-                    )?)
-                } else {
-                    None
-                };
+                let mut test_accuracy = None;
+                let mut eval_snapshot = None;
+                if evaluate {
+                    if let Some(dir) = &plan.eval_snapshots {
+                        match write_eval_snapshot(dir, step, &base) {
+                            Ok(path) => eval_snapshot = Some(path),
+                            Err(e) => warn!(
+                                "cannot write an evaluation snapshot in {}: {e}",
+                                dir.display()
+                            ),
+                        }
+                    } else {
+                        test_accuracy = Some(model::evaluate(
+                            &plan.spec,
+                            &base,
+                            &test.images,
+                            &test.labels,
+                        )?);
+                    }
+                }
                 let _ = to_net.send(ToNet::Progress {
                     step,
                     samples,
                     epoch,
                     train_loss: Some((loss_sum / f64::from(loss_count.max(1))) as f32),
                     test_accuracy,
+                    eval_snapshot,
                 });
                 loss_sum = 0.0;
                 loss_count = 0;
