@@ -1062,3 +1062,43 @@ fn member_summaries(core: &Core) -> Vec<MemberSummary> {
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_in_the_data_dir_reads_as_a_full_disk() {
+        let e = NodeError::DataDir {
+            path: PathBuf::from("/data/peer"),
+            source: std::io::Error::from_raw_os_error(28), // ENOSPC
+        };
+        let text = e.to_string();
+        assert!(text.contains("/data/peer"), "{text}");
+        assert!(text.contains("disk is full"), "{text}");
+        let e = NodeError::DataDir {
+            path: PathBuf::from("/data/peer"),
+            source: std::io::Error::from_raw_os_error(30), // EROFS
+        };
+        assert!(e.to_string().contains("not writable"), "{e}");
+    }
+
+    #[test]
+    fn torn_metrics_line_is_terminated_on_open() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("metrics.jsonl");
+        std::fs::write(&path, b"{\"step\": 1}\n{\"step\": 2, \"tra")?;
+        let _ = MetricsFile::open(&path);
+        let text = std::fs::read_to_string(&path)?;
+        assert!(text.ends_with('\n'), "{text:?}");
+        // Opening again adds nothing; the whole lines still parse, the torn one is skipped.
+        let _ = MetricsFile::open(&path);
+        assert_eq!(std::fs::read_to_string(&path)?, text);
+        let parsed = text
+            .lines()
+            .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+            .count();
+        assert_eq!(parsed, 1);
+        Ok(())
+    }
+}
