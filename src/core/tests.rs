@@ -465,3 +465,32 @@ proptest! {
         prop_assert!(core.base().iter().all(|v| v.is_finite()));
     }
 }
+
+/// A peer restarted without its state (damaged checkpoint) hears of an alive, higher incarnation
+/// of itself: it outranks it instead of running under the lower one.
+#[test]
+fn restarted_peer_outranks_a_higher_incarnation_of_itself() {
+    let (mut core, now) = core_with_members(3);
+    assert_eq!(core.incarnation(), 0);
+    let mut me = member(1);
+    me.incarnation = 5;
+    let view = Envelope {
+        id: Uuid::new_v4(),
+        origin: peer(2).id,
+        origin_addr: peer(2).addr,
+        version: 2,
+        ttl: 1,
+        payload: Payload::Membership(MembershipView {
+            members: vec![me],
+            push_pull: false,
+            reply: false,
+        }),
+    };
+    core.handle_message(now, peer(2).addr, view);
+    assert_eq!(core.incarnation(), 6);
+    assert_eq!(
+        core.stats().refutations,
+        0,
+        "not a refutation: it was not suspected"
+    );
+}
