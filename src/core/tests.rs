@@ -494,3 +494,22 @@ fn restarted_peer_outranks_a_higher_incarnation_of_itself() {
         "not a refutation: it was not suspected"
     );
 }
+
+/// Writes [`sample_frames`] as the fuzz seed corpus, one file per message kind, into the
+/// directory named by `RUMOR_FUZZ_SEEDS` (e.g. `fuzz/seeds`). Run on demand:
+/// `RUMOR_FUZZ_SEEDS=fuzz/seeds cargo test --lib write_fuzz_seed_corpus -- --ignored`.
+#[test]
+#[ignore = "writes files; run on demand to regenerate fuzz/seeds"]
+fn write_fuzz_seed_corpus() {
+    let dir = std::env::var_os("RUMOR_FUZZ_SEEDS").expect("set RUMOR_FUZZ_SEEDS to a directory");
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for frame in sample_frames() {
+        let kind = wire::decode(&frame, config().limits())
+            .unwrap()
+            .payload
+            .kind();
+        let name = format!("{kind:?}").to_lowercase();
+        std::fs::write(dir.join(name), &frame).unwrap();
+    }
+}
