@@ -138,7 +138,7 @@ pub struct LabArgs {
 /// `rumor compare`
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// Peers' data dirs (each with base.safetensors and checkpoint.json).
+    /// Peers' data dirs (each with a checkpoint: checkpoint.json and the base-*.safetensors it names).
     #[arg(long, num_args = 1.., required = true)]
     pub checkpoints: Vec<PathBuf>,
     /// Print JSON: {"consensus_distance": ...}.

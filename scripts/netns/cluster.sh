@@ -23,7 +23,7 @@
 #     --bin PATH            the rumor binary (default target/release/rumor; on ssh hosts
 #                           $RUMOR_REMOTE_BIN or `rumor` on PATH)
 #
-# Output: DIR/host-I/{metrics.jsonl,summary.json,peer.log,base.safetensors,checkpoint.json,
+# Output: DIR/host-I/{metrics.jsonl,summary.json,peer.log,checkpoint.json,base-*.safetensors,
 # nft.txt (the host's rules with drop counters)}
 # and DIR/compare.json ({"consensus_distance": D}). Exit status 0 when every peer finished.
 # Cleanup always runs (trap): peers are resumed and killed, nftables tables deleted, and the

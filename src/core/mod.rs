@@ -1079,6 +1079,17 @@ impl Core {
                     me.heartbeat += 1;
                 }
                 self.enqueue_own();
+            } else if record.incarnation > self.incarnation && self.lifecycle != Lifecycle::Stopped
+            {
+                // Someone knows an alive incarnation of us above ours: this peer restarted
+                // without its state (e.g. a damaged checkpoint). Outrank it, so that its records
+                // and ours do not fight over which one is current.
+                self.incarnation = record.incarnation + 1;
+                if let Some(me) = self.members.get_mut(&self.me.id) {
+                    me.incarnation = self.incarnation;
+                    me.heartbeat += 1;
+                }
+                self.enqueue_own();
             }
             return;
         }

@@ -533,3 +533,51 @@ fn sim_drain_waits_for_a_member_falsely_declared_dead() {
         );
     }
 }
+
+/// A peer restarted without its state (damaged checkpoint) hears of an alive, higher incarnation
+/// of itself: it outranks it instead of running under the lower one.
+#[test]
+fn restarted_peer_outranks_a_higher_incarnation_of_itself() {
+    let (mut core, now) = core_with_members(3);
+    assert_eq!(core.incarnation(), 0);
+    let mut me = member(1);
+    me.incarnation = 5;
+    let view = Envelope {
+        id: Uuid::new_v4(),
+        origin: peer(2).id,
+        origin_addr: peer(2).addr,
+        version: 2,
+        ttl: 1,
+        payload: Payload::Membership(MembershipView {
+            members: vec![me],
+            push_pull: false,
+            reply: false,
+        }),
+    };
+    core.handle_message(now, peer(2).addr, view);
+    assert_eq!(core.incarnation(), 6);
+    assert_eq!(
+        core.stats().refutations,
+        0,
+        "not a refutation: it was not suspected"
+    );
+}
+
+/// Writes [`sample_frames`] as the fuzz seed corpus, one file per message kind, into the
+/// directory named by `RUMOR_FUZZ_SEEDS` (e.g. `fuzz/seeds`). Run on demand:
+/// `RUMOR_FUZZ_SEEDS=fuzz/seeds cargo test --lib write_fuzz_seed_corpus -- --ignored`.
+#[test]
+#[ignore = "writes files; run on demand to regenerate fuzz/seeds"]
+fn write_fuzz_seed_corpus() {
+    let dir = std::env::var_os("RUMOR_FUZZ_SEEDS").expect("set RUMOR_FUZZ_SEEDS to a directory");
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for frame in sample_frames() {
+        let kind = wire::decode(&frame, config().limits())
+            .unwrap()
+            .payload
+            .kind();
+        let name = format!("{kind:?}").to_lowercase();
+        std::fs::write(dir.join(name), &frame).unwrap();
+    }
+}

@@ -2,18 +2,24 @@
 //!
 //! Layout in the checkpoint directory:
 //!
-//! - `base.safetensors`: one `f32` tensor per [`ParamEntry`](super::ParamEntry), under its name
-//!   and with its shape, written by candle's own safetensors support.
+//! - `base-<checksum>.safetensors`: one `f32` tensor per [`ParamEntry`](super::ParamEntry), under
+//!   its name and with its shape, written by candle's own safetensors support. `<checksum>` is
+//!   the file's FNV-1a 64 in 16 hex digits, so two different contents never share a name.
 //! - `checkpoint.json`: `{"format_version": 1, "spec": {..}, "param_count": N,
-//!   "checksum": {"fnv1a64": "<16 hex digits>"}, "state": <caller's JSON>}`. The checksum covers
-//!   the exact bytes of `base.safetensors`; `state` carries the version vector and whatever else
-//!   the caller needs to resume.
+//!   "tensors_file": "base-<checksum>.safetensors", "checksum": {"fnv1a64": "<16 hex digits>"},
+//!   "state": <caller's JSON>}`. The checksum covers the exact bytes of the tensor file the
+//!   sidecar names; `state` carries the version vector and whatever else the caller needs to
+//!   resume. A sidecar without `tensors_file` (written by earlier builds) names
+//!   [`TENSORS_FILE`], `base.safetensors`.
 //!
-//! Durability: each file is written to a fresh temp file in the same directory, fsync'd and
-//! renamed over its final name; after both renames the directory is fsync'd. The tensor file is
-//! renamed first. A crash between the two renames leaves a new tensor file beside the old sidecar;
-//! [`load_checkpoint`] then reports [`ModelError::ChecksumMismatch`] rather than loading a mixed
-//! state. FNV-1a detects accidental corruption, not tampering; the data dir is trusted.
+//! Durability: the sidecar is the commit point. A save writes the new tensor file under its new
+//! name (temp file, fsync, rename, fsync of the directory), then the new sidecar the same way,
+//! and only then deletes the tensor files no sidecar names any more and leftover temp files.
+//! Until the sidecar's rename the old sidecar still names the old, untouched tensor file; after
+//! it the new sidecar names the new, already durable one. A write killed at any moment therefore
+//! leaves either the previous or the new checkpoint loadable, never a mix (the integration test
+//! `killed_checkpoint_writer_leaves_a_loadable_checkpoint` kills a writer 20 times to check).
+//! FNV-1a detects accidental corruption, not tampering; the data dir is trusted.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -25,8 +31,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{ModelError, ModelSpec};
 
-/// File name of the tensor file inside a checkpoint directory.
+/// File name of the tensor file in the layout of earlier builds, whose sidecar has no
+/// `tensors_file`; still read, never written.
 pub const TENSORS_FILE: &str = "base.safetensors";
+/// Prefix of the tensor files this build writes (`base-<checksum>.safetensors`).
+pub const TENSORS_PREFIX: &str = "base";
+/// Suffix of every tensor file.
+pub const TENSORS_SUFFIX: &str = ".safetensors";
 /// File name of the JSON sidecar inside a checkpoint directory.
 pub const SIDECAR_FILE: &str = "checkpoint.json";
 /// The sidecar format this code writes and reads.
@@ -53,6 +64,9 @@ struct Sidecar {
     format_version: u32,
     spec: ModelSpec,
     param_count: usize,
+    /// The tensor file this sidecar commits to; absent in the old layout ([`TENSORS_FILE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tensors_file: Option<String>,
     checksum: Checksum,
     state: serde_json::Value,
 }
@@ -99,14 +113,17 @@ fn safetensors_bytes(dir: &Path, spec: &ModelSpec, params: &[f32]) -> Result<Vec
 }
 
 /// Saves a checkpoint of `params` (flat, `spec.layout()` order) with caller `state` into `dir`
-/// (which must exist): `dir/base.safetensors` and `dir/checkpoint.json`, each via temp file,
-/// fsync and rename, then an fsync of `dir`. See the module docs for the format.
+/// (which must exist): the tensor file `dir/base-<checksum>.safetensors`, then the sidecar
+/// `dir/checkpoint.json` naming it, each via temp file, fsync, rename and an fsync of `dir`;
+/// then stale tensor and temp files are removed. See the module docs for the format and why a
+/// save killed at any moment leaves a loadable checkpoint.
 ///
 /// # Errors
 /// [`ModelError::InvalidSpec`]; [`ModelError::LengthMismatch`] if `params.len()` is not
-/// `spec.param_count()`; [`ModelError::Io`] naming the file or directory on any I/O failure;
-/// [`ModelError::Candle`] if serialisation fails. The previous checkpoint stays in place unless
-/// the error came after the first rename (see the module docs).
+/// `spec.param_count()`; [`ModelError::Io`] naming the file or directory on any I/O failure
+/// (e.g. a full disk: the `source` is `StorageFull`); [`ModelError::Candle`] if serialisation
+/// fails. On any error the previous checkpoint stays loadable. Failing to remove a stale file is
+/// not an error (the next save retries).
 pub fn save_checkpoint(
     dir: &Path,
     spec: &ModelSpec,
@@ -115,13 +132,14 @@ pub fn save_checkpoint(
 ) -> Result<(), ModelError> {
     spec.validate()?;
     let bytes = safetensors_bytes(dir, spec, params)?;
+    let checksum = format!("{:016x}", fnv1a64(&bytes));
+    let tensors_file = format!("{TENSORS_PREFIX}-{checksum}{TENSORS_SUFFIX}");
     let sidecar = Sidecar {
         format_version: FORMAT_VERSION,
         spec: spec.clone(),
         param_count: params.len(),
-        checksum: Checksum {
-            fnv1a64: format!("{:016x}", fnv1a64(&bytes)),
-        },
+        tensors_file: Some(tensors_file.clone()),
+        checksum: Checksum { fnv1a64: checksum },
         state: state.clone(),
     };
     let sidecar_path = dir.join(SIDECAR_FILE);
@@ -129,16 +147,123 @@ pub fn save_checkpoint(
         path: sidecar_path.clone(),
         source,
     })?;
-    write_atomically(dir, TENSORS_FILE, &bytes)?;
+    let sync_dir = || {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))
+    };
+    write_atomically(dir, &tensors_file, &bytes)?;
+    sync_dir()?;
+    // The commit point: from here on the new checkpoint is the one that loads.
     write_atomically(dir, SIDECAR_FILE, &json)?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))?;
+    sync_dir()?;
+    remove_stale(dir, &tensors_file);
     Ok(())
 }
 
+/// Removes tensor files other than `keep` and temp files left by killed saves. Best effort.
+fn remove_stale(dir: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stale_tensors =
+            name.starts_with(TENSORS_PREFIX) && name.ends_with(TENSORS_SUFFIX) && name != keep;
+        let temp = name.starts_with(".base") || name.starts_with(&format!(".{SIDECAR_FILE}."));
+        if stale_tensors || temp {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether `name` may be a tensor file named by a sidecar: a plain file name in the checkpoint
+/// directory, `base*.safetensors`.
+fn valid_tensors_name(name: &str) -> bool {
+    name.starts_with(TENSORS_PREFIX)
+        && name.ends_with(TENSORS_SUFFIX)
+        && !name.contains(['/', '\\'])
+        && !name.contains("..")
+}
+
+/// The files that make up the checkpoint in `dir` as far as they exist: the sidecar and every
+/// tensor file (named by the sidecar or not), for moving a corrupt checkpoint aside.
+///
+/// # Errors
+/// [`ModelError::Io`] if `dir` cannot be listed.
+pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name == SIDECAR_FILE || valid_tensors_name(name) {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Moves every file of the checkpoint in `dir` (see [`checkpoint_files`]) aside by appending
+/// `.corrupt-<unix_seconds>` to its name, so that the next save starts clean and the bad files
+/// stay for inspection. Returns the new paths.
+///
+/// # Errors
+/// [`ModelError::Io`] naming the file that could not be renamed (the earlier ones stay moved).
+pub fn quarantine_checkpoint(dir: &Path, unix_seconds: u64) -> Result<Vec<PathBuf>, ModelError> {
+    let mut moved = Vec::new();
+    for path in checkpoint_files(dir)? {
+        let mut target = path.clone().into_os_string();
+        target.push(format!(".corrupt-{unix_seconds}"));
+        let target = PathBuf::from(target);
+        std::fs::rename(&path, &target).map_err(io_err(&path))?;
+        moved.push(target);
+    }
+    if !moved.is_empty() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+    }
+    Ok(moved)
+}
+
+/// The tensor file the sidecar in `dir` names (for tools and tests).
+///
+/// # Errors
+/// As [`load_checkpoint`] for the sidecar.
+pub fn tensors_path(dir: &Path) -> Result<PathBuf, ModelError> {
+    let sidecar_path = dir.join(SIDECAR_FILE);
+    let sidecar = read_sidecar(&sidecar_path)?;
+    sidecar_tensors_path(dir, &sidecar_path, &sidecar)
+}
+
+fn read_sidecar(sidecar_path: &Path) -> Result<Sidecar, ModelError> {
+    let json = std::fs::read(sidecar_path).map_err(io_err(sidecar_path))?;
+    serde_json::from_slice(&json).map_err(|source| ModelError::Sidecar {
+        path: sidecar_path.to_path_buf(),
+        source,
+    })
+}
+
+fn sidecar_tensors_path(
+    dir: &Path,
+    sidecar_path: &Path,
+    sidecar: &Sidecar,
+) -> Result<PathBuf, ModelError> {
+    match &sidecar.tensors_file {
+        None => Ok(dir.join(TENSORS_FILE)),
+        Some(name) if valid_tensors_name(name) => Ok(dir.join(name)),
+        Some(name) => Err(ModelError::CheckpointFormat {
+            path: sidecar_path.to_path_buf(),
+            reason: format!("tensors_file {name:?} is not a base*.safetensors file name"),
+        }),
+    }
+}
+
 /// Loads the checkpoint in `dir` and verifies it: sidecar format version, spec validity,
-/// checksum of the tensor file, and that the tensor file holds exactly the spec's tensors with
+/// checksum of the tensor file the sidecar names (or `base.safetensors` in the old layout), and that the tensor file holds exactly the spec's tensors with
 /// their shapes as `f32`. Returns `(spec, flat params in layout order, state)`.
 ///
 /// # Errors
@@ -149,17 +274,13 @@ pub fn save_checkpoint(
 /// misshapen tensor.
 pub fn load_checkpoint(dir: &Path) -> Result<(ModelSpec, Vec<f32>, serde_json::Value), ModelError> {
     let sidecar_path = dir.join(SIDECAR_FILE);
-    let tensors_path = dir.join(TENSORS_FILE);
     let format_err = |path: &PathBuf, reason: String| ModelError::CheckpointFormat {
         path: path.clone(),
         reason,
     };
 
-    let json = std::fs::read(&sidecar_path).map_err(io_err(&sidecar_path))?;
-    let sidecar: Sidecar = serde_json::from_slice(&json).map_err(|source| ModelError::Sidecar {
-        path: sidecar_path.clone(),
-        source,
-    })?;
+    let sidecar = read_sidecar(&sidecar_path)?;
+    let tensors_path = sidecar_tensors_path(dir, &sidecar_path, &sidecar)?;
     if sidecar.format_version != FORMAT_VERSION {
         return Err(format_err(
             &sidecar_path,
@@ -273,7 +394,9 @@ mod tests {
             .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect::<Result<_, _>>()?;
         names.sort();
-        assert_eq!(names, [TENSORS_FILE, SIDECAR_FILE]);
+        let tensors = tensors_path(dir.path())?;
+        let tensors = tensors.file_name().ok_or("no name")?.to_string_lossy();
+        assert_eq!(names, [tensors.as_ref(), SIDECAR_FILE]);
         Ok(())
     }
 
@@ -281,7 +404,7 @@ mod tests {
     fn flipped_byte_in_tensors_is_a_checksum_error() -> TestResult {
         let dir = tempfile::tempdir()?;
         save_default(dir.path())?;
-        let path = dir.path().join(TENSORS_FILE);
+        let path = tensors_path(dir.path())?;
         let mut bytes = std::fs::read(&path)?;
         let i = bytes.len() - 100;
         bytes[i] ^= 0x40;
@@ -291,7 +414,12 @@ mod tests {
             matches!(&err, Some(ModelError::ChecksumMismatch { path: p, .. }) if *p == path),
             "{err:?}"
         );
-        assert!(format!("{}", err.ok_or("no error")?).contains(TENSORS_FILE));
+        let name = path
+            .file_name()
+            .ok_or("no name")?
+            .to_string_lossy()
+            .into_owned();
+        assert!(format!("{}", err.ok_or("no error")?).contains(&name));
         Ok(())
     }
 
@@ -320,10 +448,11 @@ mod tests {
             "{err:?}"
         );
         save_default(dir.path())?;
-        std::fs::remove_file(dir.path().join(TENSORS_FILE))?;
+        let tensors = tensors_path(dir.path())?;
+        std::fs::remove_file(&tensors)?;
         let err = load_checkpoint(dir.path()).err();
         assert!(
-            matches!(&err, Some(ModelError::Io { path, .. }) if path.ends_with(TENSORS_FILE)),
+            matches!(&err, Some(ModelError::Io { path, .. }) if *path == tensors),
             "{err:?}"
         );
         Ok(())
@@ -339,9 +468,10 @@ mod tests {
         v["spec"]["hidden"] = json!([64]);
         v["param_count"] = json!("784-64-10".parse::<ModelSpec>()?.param_count());
         std::fs::write(&path, serde_json::to_vec(&v)?)?;
+        let tensors = tensors_path(dir.path())?;
         let err = load_checkpoint(dir.path()).err();
         assert!(
-            matches!(&err, Some(ModelError::CheckpointFormat { path, .. }) if path.ends_with(TENSORS_FILE)),
+            matches!(&err, Some(ModelError::CheckpointFormat { path, .. }) if *path == tensors),
             "{err:?}"
         );
         // An unknown format version is refused.
@@ -364,6 +494,78 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn save_interrupted_before_the_sidecar_leaves_the_previous_checkpoint() -> TestResult {
+        // A save killed after its tensor file's rename: the new tensor file and temp leftovers
+        // sit beside the old sidecar, which still names the old, intact tensor file.
+        let dir = tempfile::tempdir()?;
+        let (_, params, state) = save_default(dir.path())?;
+        std::fs::write(dir.path().join("base-00000000deadbeef.safetensors"), b"new")?;
+        std::fs::write(dir.path().join(".base.scratch.abc"), b"partial")?;
+        std::fs::write(dir.path().join(".checkpoint.json.xyz.tmp"), b"{")?;
+        let (_, params2, state2) = load_checkpoint(dir.path())?;
+        assert_eq!(params2, params);
+        assert_eq!(state2, state);
+        // The next save removes the leftovers.
+        save_default(dir.path())?;
+        assert_eq!(std::fs::read_dir(dir.path())?.count(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn old_layout_without_tensors_file_still_loads() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (_, params, _) = save_default(dir.path())?;
+        std::fs::rename(tensors_path(dir.path())?, dir.path().join(TENSORS_FILE))?;
+        let sidecar = dir.path().join(SIDECAR_FILE);
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&sidecar)?)?;
+        v.as_object_mut()
+            .ok_or("not an object")?
+            .remove("tensors_file");
+        std::fs::write(&sidecar, serde_json::to_vec(&v)?)?;
+        assert_eq!(load_checkpoint(dir.path())?.1, params);
+        // A save in the new layout replaces it and removes the old tensor file.
+        save_default(dir.path())?;
+        assert!(!dir.path().join(TENSORS_FILE).exists());
+        assert_eq!(load_checkpoint(dir.path())?.1, params);
+        Ok(())
+    }
+
+    #[test]
+    fn sidecar_naming_a_path_outside_the_dir_is_refused() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        save_default(dir.path())?;
+        let sidecar = dir.path().join(SIDECAR_FILE);
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&sidecar)?)?;
+        v["tensors_file"] = json!("base/../../etc.safetensors");
+        std::fs::write(&sidecar, serde_json::to_vec(&v)?)?;
+        let err = load_checkpoint(dir.path()).err();
+        assert!(
+            matches!(&err, Some(ModelError::CheckpointFormat { path, .. }) if *path == sidecar),
+            "{err:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn quarantine_moves_every_checkpoint_file_aside() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        save_default(dir.path())?;
+        std::fs::write(dir.path().join("peer_id"), b"x")?;
+        let moved = quarantine_checkpoint(dir.path(), 1234)?;
+        assert_eq!(moved.len(), 2, "{moved:?}");
+        assert!(moved
+            .iter()
+            .all(|p| p.to_string_lossy().ends_with(".corrupt-1234")));
+        assert!(checkpoint_files(dir.path())?.is_empty());
+        assert!(dir.path().join("peer_id").exists());
+        assert!(matches!(
+            load_checkpoint(dir.path()),
+            Err(ModelError::Io { .. })
+        ));
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 use crate::certs::PeerIdentity;
 use crate::core::version_vector::VersionVector;
@@ -31,8 +31,9 @@ use trainer::{FromTrainer, ToTrainer, TrainPlan, TrainProgress, TrainerHandle};
 /// Why a peer stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    /// The data dir could not be created or written.
-    #[error("data dir {path}: {source}")]
+    /// The data dir could not be created or written (checked at start by creating, writing and
+    /// fsyncing a probe file in it). A full disk reads "No space left on device".
+    #[error("data dir {path}: {source}{}", storage_hint(source))]
     DataDir {
         /// The path involved.
         path: PathBuf,
@@ -57,6 +58,20 @@ pub enum NodeError {
     /// The trainer thread failed.
     #[error("trainer failed: {0}")]
     Trainer(String),
+}
+
+/// A hint appended to I/O errors that an operator can act on.
+fn storage_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull => {
+            " (the disk is full: free space or pick another --data-dir)"
+        }
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+            " (not writable by this user: fix permissions or pick another --data-dir)"
+        }
+        std::io::ErrorKind::NotADirectory => " (a path component is a file, not a directory)",
+        _ => "",
+    }
 }
 
 /// Everything one peer needs.
@@ -348,6 +363,58 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
     std::fs::rename(&tmp, path).map_err(err)
 }
 
+/// Checks that `data_dir` exists (creating it) and takes writes: creates a probe file in it,
+/// writes a few bytes, fsyncs and removes it. Run at peer start so that an unwritable data dir
+/// or a full disk is a clear error before the peer joins, not a warning hours later.
+///
+/// # Errors
+/// [`NodeError::DataDir`] naming the directory or probe file and the I/O cause.
+pub fn probe_data_dir(data_dir: &Path) -> Result<(), NodeError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| NodeError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    let probe = data_dir.join(format!(".write-probe-{}", std::process::id()));
+    let err = |source| NodeError::DataDir {
+        path: probe.clone(),
+        source,
+    };
+    let written = std::fs::File::create(&probe)
+        .and_then(|mut f| {
+            f.write_all(b"rumor write probe\n")?;
+            f.sync_all()
+        })
+        .map_err(err);
+    let removed = std::fs::remove_file(&probe);
+    written?;
+    removed.map_err(err)
+}
+
+/// Whether a checkpoint load failed because the files are damaged (corrupt, truncated,
+/// inconsistent, half missing), as opposed to absent altogether or unreadable for another reason.
+fn checkpoint_is_damaged(e: &NodeError) -> bool {
+    use model::ModelError as M;
+    match e {
+        NodeError::Model(
+            M::ChecksumMismatch { .. }
+            | M::Sidecar { .. }
+            | M::Safetensors { .. }
+            | M::CheckpointFormat { .. }
+            | M::InvalidSpec(..)
+            | M::LengthMismatch { .. },
+        ) => true,
+        // The sidecar is there but its tensor file is not.
+        NodeError::Model(M::Io { path, source }) => {
+            source.kind() == std::io::ErrorKind::NotFound
+                && path
+                    .file_name()
+                    .is_some_and(|n| n != model::checkpoint::SIDECAR_FILE)
+        }
+        NodeError::Resume(_) => true,
+        _ => false,
+    }
+}
+
 /// The state stored beside the base in a checkpoint's sidecar.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct CheckpointState {
@@ -411,9 +478,47 @@ struct MetricsLine<'a> {
     inexact_merges: u64,
 }
 
+/// Logs a repeating failure (a checkpoint or metrics write) once, then at most once per
+/// [`WarnLimiter::PERIOD`] with the count since, and once when it recovers.
+#[derive(Default)]
+struct WarnLimiter {
+    failures: u64,
+    last_warned: Option<Instant>,
+}
+
+impl WarnLimiter {
+    const PERIOD: Duration = Duration::from_secs(60);
+
+    fn failed(&mut self, what: &str, e: &dyn std::fmt::Display) {
+        self.failures += 1;
+        let now = Instant::now();
+        if self
+            .last_warned
+            .is_none_or(|t| now.saturating_duration_since(t) >= Self::PERIOD)
+        {
+            self.last_warned = Some(now);
+            warn!(
+                failures = self.failures,
+                "{what} write failed: {e} (the peer runs on; repeats are logged at most once a minute)"
+            );
+        }
+    }
+
+    fn recovered(&mut self, what: &str) {
+        if self.failures > 0 {
+            info!(failures = self.failures, "{what} writes work again");
+            *self = Self::default();
+        }
+    }
+}
+
+/// `metrics.jsonl`, appended one whole line per `write_all` (`O_APPEND`): a crash leaves at most
+/// a partial last line, which readers skip and the next open terminates. Write errors are
+/// logged through a [`WarnLimiter`], never fatal.
 struct MetricsFile {
     file: Option<std::fs::File>,
     started: Instant,
+    warnings: WarnLimiter,
 }
 
 impl MetricsFile {
@@ -421,6 +526,7 @@ impl MetricsFile {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(path)
             .map_err(|e| {
                 warn!(
@@ -429,10 +535,17 @@ impl MetricsFile {
                 )
             })
             .ok();
-        Self {
+        let mut me = Self {
             file,
             started: Instant::now(),
+            warnings: WarnLimiter::default(),
+        };
+        if let Some(f) = me.file.as_mut() {
+            if let Err(e) = terminate_torn_line(f) {
+                me.warnings.failed("metrics", &e);
+            }
         }
+        me
     }
 
     fn write(&mut self, name: &str, core: &Core, transport: &Transport, progress: &TrainProgress) {
@@ -467,12 +580,34 @@ impl MetricsFile {
         if let Ok(mut text) = serde_json::to_string(&line) {
             text.push('\n');
             // One write per line, appended: a crash leaves at most a partial last line.
-            if let Err(e) = file.write_all(text.as_bytes()) {
-                warn!("metrics write failed: {e}; metrics are no longer written");
-                self.file = None;
+            match file.write_all(text.as_bytes()) {
+                Ok(()) => self.warnings.recovered("metrics"),
+                Err(e) => {
+                    self.warnings.failed("metrics", &e);
+                    // A partial line may have gone out (disk full): end it, so the next line
+                    // starts clean; if even that fails, the next open does it.
+                    let _ = file.write_all(b"\n");
+                }
             }
         }
     }
+}
+
+/// If `file` is non-empty and its last byte is not a newline (a line torn by a crash), appends
+/// one, so the next line does not run into the fragment.
+fn terminate_torn_line(file: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    file.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    if last[0] != b'\n' {
+        file.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 /// Runs one peer to completion: bind, join, train, drain, save, leave.
@@ -495,10 +630,7 @@ pub async fn run_peer_observed(
 ) -> Result<PeerOutcome, NodeError> {
     let mut observer = Observer::new(&options.name, observers);
     let started = Instant::now();
-    std::fs::create_dir_all(&options.data_dir).map_err(|source| NodeError::DataDir {
-        path: options.data_dir.clone(),
-        source,
-    })?;
+    probe_data_dir(&options.data_dir)?;
     let peer_id = load_or_create_peer_id(&options.data_dir)?;
     let (transport, mut incoming) = Transport::bind_lossy(
         options.listen,
@@ -516,8 +648,36 @@ pub async fn run_peer_observed(
     };
     let now = Instant::now();
     let mut plan = options.plan.clone();
-    let mut core = if options.resume {
-        let (spec, base, state) = load_checkpoint(&options.data_dir)?;
+    let checkpoint = if options.resume {
+        match load_checkpoint(&options.data_dir) {
+            Ok(checkpoint) => Some(checkpoint),
+            Err(e) if checkpoint_is_damaged(&e) && !options.seeds.is_empty() => {
+                // Never train on from θ₀ as if nothing happened: move the bad files aside and
+                // rejoin through the seeds, taking the base (and the versions this peer
+                // published, from the snapshot's applied set and the members' records of it)
+                // from a peer's snapshot.
+                let ts = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let moved = model::checkpoint::quarantine_checkpoint(&options.data_dir, ts)?;
+                error!(
+                    moved = ?moved,
+                    "checkpoint unreadable: {e}; moved it aside, rejoining from a peer's snapshot"
+                );
+                None
+            }
+            Err(e) if checkpoint_is_damaged(&e) => {
+                return Err(NodeError::Resume(format!(
+                    "{e}; the checkpoint is damaged and there is no seed to take a snapshot \
+                     from (start with --seed, or without --resume to start a new cluster)"
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    let mut core = if let Some((spec, base, state)) = checkpoint {
         plan.start_step = state.steps_done;
         if spec != options.plan.spec {
             return Err(NodeError::Resume(format!(
@@ -540,6 +700,24 @@ pub async fn run_peer_observed(
             applied: state.applied,
             published: state.published,
             incarnation: state.incarnation,
+        };
+        Core::restore(
+            options.core.clone(),
+            me,
+            restored,
+            options.seeds.clone(),
+            options.rng_seed,
+            now,
+        )
+    } else if options.resume {
+        // The checkpoint was damaged: its published version and incarnation are lost. Start at
+        // incarnation 1 (the core outranks any higher incarnation of itself it hears of) and
+        // published 0 (raised from the Welcome before the first publish).
+        let restored = RestoredState {
+            base: options.initial.clone(),
+            applied: VersionVector::new(),
+            published: 0,
+            incarnation: 0,
         };
         Core::restore(
             options.core.clone(),
@@ -577,6 +755,7 @@ pub async fn run_peer_observed(
         options.send_timeout,
     );
     let mut metrics = MetricsFile::open(&options.data_dir.join("metrics.jsonl"));
+    let mut checkpoint_warnings = WarnLimiter::default();
     let mut progress = TrainProgress {
         step: plan.start_step,
         ..TrainProgress::default()
@@ -722,8 +901,9 @@ pub async fn run_peer_observed(
         }
         if now >= next_checkpoint {
             next_checkpoint = now + options.checkpoint_interval;
-            if let Err(e) = save(&options.data_dir, &options.plan.spec, &core, progress.step) {
-                warn!("checkpoint failed: {e}");
+            match save(&options.data_dir, &options.plan.spec, &core, progress.step) {
+                Ok(()) => checkpoint_warnings.recovered("checkpoint"),
+                Err(e) => checkpoint_warnings.failed("checkpoint", &e),
             }
         }
         if now.saturating_duration_since(last_status) >= Duration::from_millis(50) {
@@ -740,7 +920,11 @@ pub async fn run_peer_observed(
     core.leave();
     sender.flush(&mut core);
     sender.settle(Duration::from_secs(3)).await;
-    save(&options.data_dir, &options.plan.spec, &core, progress.step)?;
+    // A failed final save loses at most what happened since the last periodic checkpoint; the
+    // run's outcome is still worth returning.
+    if let Err(e) = save(&options.data_dir, &options.plan.spec, &core, progress.step) {
+        error!("final checkpoint failed: {e}; the data dir keeps the previous one");
+    }
     let base = core.base().to_vec();
     let spec = options.plan.spec.clone();
     let test = options.test.clone();
@@ -863,4 +1047,44 @@ fn member_summaries(core: &Core) -> Vec<MemberSummary> {
 /// Locks a status mutex, recovering the data if a panicking thread poisoned it.
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_in_the_data_dir_reads_as_a_full_disk() {
+        let e = NodeError::DataDir {
+            path: PathBuf::from("/data/peer"),
+            source: std::io::Error::from_raw_os_error(28), // ENOSPC
+        };
+        let text = e.to_string();
+        assert!(text.contains("/data/peer"), "{text}");
+        assert!(text.contains("disk is full"), "{text}");
+        let e = NodeError::DataDir {
+            path: PathBuf::from("/data/peer"),
+            source: std::io::Error::from_raw_os_error(30), // EROFS
+        };
+        assert!(e.to_string().contains("not writable"), "{e}");
+    }
+
+    #[test]
+    fn torn_metrics_line_is_terminated_on_open() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("metrics.jsonl");
+        std::fs::write(&path, b"{\"step\": 1}\n{\"step\": 2, \"tra")?;
+        let _ = MetricsFile::open(&path);
+        let text = std::fs::read_to_string(&path)?;
+        assert!(text.ends_with('\n'), "{text:?}");
+        // Opening again adds nothing; the whole lines still parse, the torn one is skipped.
+        let _ = MetricsFile::open(&path);
+        assert_eq!(std::fs::read_to_string(&path)?, text);
+        let parsed = text
+            .lines()
+            .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+            .count();
+        assert_eq!(parsed, 1);
+        Ok(())
+    }
 }

@@ -88,3 +88,276 @@ async fn peer_from_another_ca_cannot_join_or_get_a_message_applied() {
     );
     assert!(outcome.applied.is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Node-level authentication: a real running peer is contacted over raw QUIC by clients it must
+// refuse. Each case checks the server's verdict (the handshake fails or the connection is
+// closed), that the peer's core never sees a frame, that `handshakes_rejected` rises, and that
+// the peer still serves a legitimate member afterwards.
+
+mod node_auth {
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use quinn::crypto::rustls::QuicClientConfig;
+    use rumor::certs::{self, IssueOptions, PeerIdentity, CLUSTER_SERVER_NAME};
+    use rumor::net::{tls::ALPN, Transport, TransportConfig};
+    use rumor::node::PeerHandle;
+    use rumor::run::peer_options;
+    use rumor::wire::{self, Envelope, Payload, Probe};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    use crate::common::{dataset, identities, test_config, within};
+
+    /// How a client authenticates itself, if at all.
+    enum ClientCert {
+        None,
+        Identity(Arc<PeerIdentity>),
+    }
+
+    /// A peer that waits (joining, as the only member) for a second member that never comes.
+    struct LonelyPeer {
+        handle: PeerHandle,
+        addr: SocketAddr,
+        /// The cluster CA's directory, to issue more certificates from.
+        ca_dir: std::path::PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn lonely_peer() -> LonelyPeer {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_dir = dir.path().join("cluster");
+        let ids = identities(&ca_dir, &["server"]);
+        let data = dataset();
+        let mut c = test_config();
+        c.peer.name = "server".into();
+        c.peer.data_dir = dir.path().join("server");
+        c.peer.min_peers = 2;
+        c.peer.join_timeout = Duration::from_secs(300);
+        c.train.epochs = 1;
+        let opts = peer_options(&c, ids[0].clone(), &data, Arc::new(data.test.clone()), 2).unwrap();
+        let mut handle = PeerHandle::spawn(opts);
+        let addr = within(Duration::from_secs(30), "peer binds", handle.bound_addr())
+            .await
+            .expect("peer bound");
+        LonelyPeer {
+            handle,
+            addr,
+            ca_dir,
+            _dir: dir,
+        }
+    }
+
+    fn issue(ca_dir: &Path, name: &str, options: IssueOptions) -> Arc<PeerIdentity> {
+        certs::issue_with(ca_dir, name, 30, options).unwrap();
+        Arc::new(certs::load_identity(ca_dir, name).unwrap())
+    }
+
+    /// A QUIC client that trusts `ca` (so it accepts the server) and presents `cert`.
+    fn client_config(ca: &CertificateDer<'static>, cert: &ClientCert) -> quinn::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.clone()).unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots);
+        let mut tls = match cert {
+            ClientCert::None => builder.with_no_client_auth(),
+            ClientCert::Identity(id) => {
+                let key: PrivateKeyDer<'static> = id.key.clone_key();
+                builder
+                    .with_client_auth_cert(id.chain.clone(), key)
+                    .unwrap()
+            }
+        };
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()))
+    }
+
+    /// A well-formed frame the core would handle if it ever got it.
+    fn ping_frame(from: SocketAddr) -> Vec<u8> {
+        let envelope = Envelope {
+            id: uuid::Uuid::new_v4(),
+            origin: uuid::Uuid::new_v4(),
+            origin_addr: from,
+            version: 1,
+            ttl: 1,
+            payload: Payload::Ping(Probe {
+                seq: 1,
+                updates: vec![],
+                applied_hash: 0,
+            }),
+        };
+        wire::encode(&envelope, 1 << 20).unwrap()
+    }
+
+    /// Connects to `server` with `config`, sends one frame on a unidirectional stream and waits
+    /// for the server's verdict. Returns a description of how the attempt ended; panics if the
+    /// server kept the connection open.
+    async fn attempt(server: SocketAddr, config: quinn::ClientConfig) -> String {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(config);
+        let from = endpoint.local_addr().unwrap();
+        let verdict = async {
+            let conn = match endpoint.connect(server, CLUSTER_SERVER_NAME).unwrap().await {
+                Ok(conn) => conn,
+                Err(e) => return format!("handshake failed: {e}"),
+            };
+            // TLS 1.3: the client finishes its side before the server has checked the client
+            // certificate. A completed connect proves nothing; the server's close does.
+            if let Ok(mut stream) = conn.open_uni().await {
+                let _ = stream.write_all(&ping_frame(from)).await;
+                let _ = stream.finish();
+            }
+            format!("connection closed: {}", conn.closed().await)
+        };
+        let outcome = within(
+            Duration::from_secs(20),
+            "server refuses the client",
+            verdict,
+        )
+        .await;
+        endpoint.close(0u32.into(), b"done");
+        outcome
+    }
+
+    /// Polls the peer's status snapshot until `pred` holds or `limit` passes.
+    async fn wait_for_snapshot(
+        peer: &LonelyPeer,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&rumor::metrics::StatusSnapshot) -> bool,
+    ) {
+        let deadline = Instant::now() + limit;
+        let mut rx = peer.handle.snapshot.clone();
+        loop {
+            if pred(&rx.borrow_and_update()) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "timed out after {limit:?}: {what}");
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), rx.changed()).await;
+        }
+    }
+
+    fn rejected(s: &rumor::metrics::StatusSnapshot) -> u64 {
+        s.transport["handshakes_rejected"].as_u64().unwrap_or(0)
+    }
+
+    fn received_total(s: &rumor::metrics::StatusSnapshot) -> u64 {
+        s.core["received"]
+            .as_object()
+            .map_or(0, |m| m.values().filter_map(|v| v.as_u64()).sum())
+    }
+
+    /// The whole case: a refused client, then checks on the peer, then a legitimate member's
+    /// frame still gets through.
+    async fn refused(cert: impl FnOnce(&Path) -> ClientCert) {
+        let peer = lonely_peer().await;
+        let ca = certs::load_identity(&peer.ca_dir, "server").unwrap().ca;
+        let before = peer.handle.snapshot.borrow().clone();
+        assert_eq!(received_total(&before), 0);
+
+        let how = attempt(peer.addr, client_config(&ca, &cert(&peer.ca_dir))).await;
+        eprintln!("refused client: {how}");
+
+        let rejected_before = rejected(&before);
+        wait_for_snapshot(
+            &peer,
+            "handshakes_rejected rises",
+            Duration::from_secs(20),
+            |s| rejected(s) > rejected_before,
+        )
+        .await;
+        let after = peer.handle.snapshot.borrow().clone();
+        assert_eq!(
+            received_total(&after),
+            0,
+            "no frame reached the core: {:?}",
+            after.core
+        );
+        assert_eq!(after.members.len(), 1, "only itself in the view");
+        assert_eq!(after.transport["handshakes_accepted"].as_u64(), Some(0));
+        assert!(after.version_vector.is_empty(), "no delta applied");
+
+        // The peer keeps working: a member with a good certificate gets a frame handled.
+        let friend = issue(&peer.ca_dir, "friend", IssueOptions::default());
+        let (transport, _rx) = Transport::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &friend,
+            TransportConfig::default(),
+        )
+        .await
+        .unwrap();
+        let frame = ping_frame(transport.local_addr());
+        within(
+            Duration::from_secs(20),
+            "legitimate send",
+            transport.send(peer.addr, frame.into()),
+        )
+        .await
+        .expect("a member's frame is accepted");
+        wait_for_snapshot(
+            &peer,
+            "the core handles the member's ping",
+            Duration::from_secs(20),
+            |s| received_total(s) >= 1,
+        )
+        .await;
+        transport.close().await;
+
+        peer.handle.request_stop();
+        let outcome = within(Duration::from_secs(30), "peer stops", peer.handle.wait())
+            .await
+            .expect("peer ends cleanly");
+        assert!(outcome.applied.is_empty());
+        assert_eq!(outcome.stats.deltas_applied, 0);
+        assert!(outcome.transport.handshakes_rejected >= 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn client_without_certificate_is_refused_by_a_running_peer() {
+        refused(|_| ClientCert::None).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn client_with_certificate_from_another_ca_is_refused_by_a_running_peer() {
+        let other = tempfile::tempdir().unwrap();
+        let rogue = identities(other.path(), &["rogue"]).remove(0);
+        refused(move |_| ClientCert::Identity(rogue)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn client_with_expired_certificate_is_refused_by_a_running_peer() {
+        refused(|ca_dir| {
+            ClientCert::Identity(issue(
+                ca_dir,
+                "expired",
+                IssueOptions {
+                    client_auth: true,
+                    not_after_days_ago: Some(2),
+                },
+            ))
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn client_certificate_without_client_auth_eku_is_refused_by_a_running_peer() {
+        refused(|ca_dir| {
+            ClientCert::Identity(issue(
+                ca_dir,
+                "serveronly",
+                IssueOptions {
+                    client_auth: false,
+                    not_after_days_ago: None,
+                },
+            ))
+        })
+        .await;
+    }
+}

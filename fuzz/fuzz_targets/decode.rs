@@ -1,0 +1,84 @@
+//! Fuzz target `decode`: arbitrary bytes through `rumor::wire::decode`, and every frame that
+//! decodes through `Envelope::validate` and a small `Core`'s message handler (`handle_bytes`),
+//! followed by a timer tick. Nothing may panic; a frame that does not decode must be counted as a
+//! decode error by the core.
+#![no_main]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use libfuzzer_sys::fuzz_target;
+use rumor::core::{Core, CoreConfig, LocalPeer};
+use rumor::wire::{self, Envelope, Lifecycle, MemberRecord, MemberStatus, MembershipView, Payload};
+use uuid::Uuid;
+
+/// Parameters of the fuzzed core's model (the seed corpus in `fuzz/seeds/` uses the same).
+const P: usize = 16;
+
+fn peer(n: u128) -> LocalPeer {
+    LocalPeer {
+        id: Uuid::from_u128(n),
+        name: format!("p{n}"),
+        addr: SocketAddr::from(([127, 0, 0, 1], 7000 + n as u16)),
+    }
+}
+
+fn member(n: u128) -> MemberRecord {
+    let p = peer(n);
+    MemberRecord {
+        peer_id: p.id,
+        name: p.name,
+        addr: p.addr,
+        incarnation: 0,
+        heartbeat: 1,
+        status: MemberStatus::Alive,
+        lifecycle: Lifecycle::Training,
+        published: 0,
+    }
+}
+
+/// Peer 1, knowing peers 2..=4 (as the core's own proptest builds it).
+fn core(now: Instant) -> Core {
+    let config = CoreConfig {
+        param_count: P,
+        ..CoreConfig::default()
+    };
+    let mut core = Core::new(config, peer(1), vec![0.0; P], vec![], 7, now);
+    let view = Envelope {
+        id: Uuid::from_u128(99),
+        origin: peer(2).id,
+        origin_addr: peer(2).addr,
+        version: 1,
+        ttl: 1,
+        payload: Payload::Membership(MembershipView {
+            members: (2..=4).map(member).collect(),
+            push_pull: false,
+            reply: false,
+        }),
+    };
+    core.handle_message(now, peer(2).addr, view);
+    while core.poll_transmit().is_some() {}
+    while core.poll_event().is_some() {}
+    core
+}
+
+fuzz_target!(|data: &[u8]| {
+    let now = Instant::now();
+    let mut core = core(now);
+    let limits = core.config().limits();
+    let decoded = wire::decode(data, limits);
+    if let Ok(envelope) = &decoded {
+        // decode validates already; validating again must agree.
+        assert!(envelope.validate(limits).is_ok(), "decode returned an invalid envelope");
+    }
+    let before = core.stats().decode_errors;
+    let handled = core.handle_bytes(now, peer(2).addr, data);
+    assert_eq!(handled.is_ok(), decoded.is_ok(), "core and decoder disagree");
+    if handled.is_err() {
+        assert_eq!(core.stats().decode_errors, before + 1);
+    }
+    core.handle_timeout(now + Duration::from_secs(1));
+    while core.poll_transmit().is_some() {}
+    while core.poll_event().is_some() {}
+    assert!(core.base().iter().all(|v| v.is_finite()), "non-finite base");
+});
