@@ -253,6 +253,12 @@ pub struct GossipSection {
     /// How long a delta sent to a peer is not pushed to it again by anti-entropy.
     #[serde(with = "humantime_serde")]
     pub resend_after: Duration,
+    /// A received delta whose L2 norm is above this factor times the median norm of the last
+    /// 64 accepted deltas is rejected (`norm`); 0 disables the check.
+    pub max_delta_norm_factor: f32,
+    /// A received delta more than this many versions above the highest version known of its
+    /// origin is rejected (`version_jump`); 0 disables the check.
+    pub max_version_jump: u64,
 }
 
 impl Default for GossipSection {
@@ -270,6 +276,8 @@ impl Default for GossipSection {
             max_message_bytes: c.max_message_bytes,
             anti_entropy_max_bytes: c.anti_entropy_max_bytes,
             resend_after: c.resend_after,
+            max_delta_norm_factor: c.max_delta_norm_factor,
+            max_version_jump: c.max_version_jump,
         }
     }
 }
@@ -490,6 +498,12 @@ impl Config {
             "intervals must be above zero",
         )?;
         check(
+            g.max_delta_norm_factor.is_finite()
+                && (g.max_delta_norm_factor == 0.0 || g.max_delta_norm_factor >= 1.0),
+            "gossip.max_delta_norm_factor",
+            "must be 0 (off) or a number ≥ 1",
+        )?;
+        check(
             self.peer.min_peers >= 1,
             "peer.min_peers",
             "must be at least 1",
@@ -576,6 +590,8 @@ impl Config {
             max_message_bytes: g.max_message_bytes,
             anti_entropy_max_bytes: g.anti_entropy_max_bytes,
             resend_after: g.resend_after,
+            max_delta_norm_factor: g.max_delta_norm_factor,
+            max_version_jump: g.max_version_jump,
             swim: self.membership.swim(),
             param_count,
             ..CoreConfig::default()

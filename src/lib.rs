@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod node;
+pub mod ratelog;
 pub mod run;
 pub mod sim;
 pub mod sync;

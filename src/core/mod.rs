@@ -41,6 +41,17 @@ use version_vector::VersionVector;
 /// Most membership records piggybacked on one probe or gossip message.
 const MAX_PIGGYBACK: usize = 8;
 
+/// Most missing versions listed in one [`Event::GapDetected`].
+const MAX_GAP_REPORT: usize = 1024;
+
+/// Norms of the last this many accepted deltas (received or published) form the reference of
+/// the norm check ([`CoreConfig::max_delta_norm_factor`]).
+pub const NORM_WINDOW: usize = 64;
+
+/// The norm check starts once this many accepted deltas have been seen; before that any finite
+/// delta of the right shape passes.
+pub const NORM_MIN_SAMPLES: usize = 8;
+
 /// Protocol settings. Durations are wall-clock intervals; sizes are bytes.
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
@@ -74,6 +85,18 @@ pub struct CoreConfig {
     pub join_backoff_max: Duration,
     /// Number of model parameters; a delta or snapshot of another length is rejected.
     pub param_count: usize,
+    /// A received delta whose L2 norm (of its values, which are already scaled by its weight:
+    /// the norm of what would be added to `base`) is above this factor times the median norm of
+    /// the last [`NORM_WINDOW`] accepted deltas is rejected as [`RejectReason::Norm`]. No check
+    /// before [`NORM_MIN_SAMPLES`] deltas were accepted; 0 disables the check.
+    pub max_delta_norm_factor: f32,
+    /// A received delta whose version is more than this many versions above the highest
+    /// version known of its origin is rejected as [`RejectReason::VersionJump`]. The known
+    /// version is the larger of the highest version applied from that origin and the
+    /// `published` version its member record announces; it is 0 for an origin never heard of,
+    /// so a new origin's first deltas must have versions at most this value. 0 disables the
+    /// check.
+    pub max_version_jump: u64,
     /// Failure detection.
     pub swim: SwimConfig,
 }
@@ -95,6 +118,8 @@ impl Default for CoreConfig {
             join_backoff_initial: Duration::from_millis(250),
             join_backoff_max: Duration::from_secs(4),
             param_count: 0,
+            max_delta_norm_factor: 10.0,
+            max_version_jump: 10_000,
             swim: SwimConfig::default(),
         }
     }
@@ -154,6 +179,12 @@ pub enum RejectReason {
     Weight,
     /// Version 0 is never published.
     Version,
+    /// Its L2 norm is far above the norms of recently accepted deltas
+    /// ([`CoreConfig::max_delta_norm_factor`]).
+    Norm,
+    /// Its version is too far above the highest version known of its origin
+    /// ([`CoreConfig::max_version_jump`]).
+    VersionJump,
 }
 
 impl RejectReason {
@@ -164,6 +195,8 @@ impl RejectReason {
             RejectReason::NonFinite => "non_finite",
             RejectReason::Weight => "weight",
             RejectReason::Version => "version",
+            RejectReason::Norm => "norm",
+            RejectReason::VersionJump => "version_jump",
         }
     }
 }
@@ -235,7 +268,8 @@ pub struct CoreStats {
     pub forwarded: u64,
     /// Envelopes not forwarded because their TTL reached 0.
     pub ttl_expired: u64,
-    /// Deltas refused, by reason.
+    /// Deltas refused, by reason (`shape`, `non_finite`, `weight`, `version`, `norm`,
+    /// `version_jump`).
     pub deltas_rejected: BTreeMap<&'static str, u64>,
     /// Frames that failed to decode.
     pub decode_errors: u64,
@@ -308,6 +342,8 @@ pub struct Core {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: CoreStats,
+    /// L2 norms of the last [`NORM_WINDOW`] accepted deltas (a ring).
+    norms: VecDeque<f64>,
     /// The latest `now` passed in by the caller.
     now: Instant,
 }
@@ -417,6 +453,7 @@ impl Core {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: CoreStats::default(),
+            norms: VecDeque::with_capacity(NORM_WINDOW),
             now,
             config,
             me,
@@ -731,6 +768,7 @@ impl Core {
     ) -> Result<u64, RejectReason> {
         self.now = self.now.max(now);
         self.check_delta(weight, &values)?;
+        self.record_norm(l2_norm(&values));
         self.published += 1;
         let version = self.published;
         let values: Arc<[f32]> = values.into();
@@ -826,6 +864,48 @@ impl Core {
         Ok(())
     }
 
+    /// The highest version known of `origin`: applied, or announced in its member record.
+    fn known_version(&self, origin: PeerId) -> u64 {
+        let announced = self.members.get(&origin).map_or(0, |m| m.published);
+        self.applied.max_of(origin).max(announced)
+    }
+
+    fn check_version_jump(&self, origin: PeerId, version: u64) -> Result<(), RejectReason> {
+        let jump = self.config.max_version_jump;
+        if jump > 0 && version > self.known_version(origin).saturating_add(jump) {
+            return Err(RejectReason::VersionJump);
+        }
+        Ok(())
+    }
+
+    /// The median of the recent accepted norms, once there are enough of them.
+    fn reference_norm(&self) -> Option<f64> {
+        if self.norms.len() < NORM_MIN_SAMPLES {
+            return None;
+        }
+        let mut sorted: Vec<f64> = self.norms.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        Some(sorted[sorted.len() / 2])
+    }
+
+    fn check_norm(&self, norm: f64) -> Result<(), RejectReason> {
+        let factor = f64::from(self.config.max_delta_norm_factor);
+        if factor <= 0.0 {
+            return Ok(());
+        }
+        match self.reference_norm() {
+            Some(reference) if norm > factor * reference => Err(RejectReason::Norm),
+            _ => Ok(()),
+        }
+    }
+
+    fn record_norm(&mut self, norm: f64) {
+        if self.norms.len() >= NORM_WINDOW {
+            self.norms.pop_front();
+        }
+        self.norms.push_back(norm);
+    }
+
     fn reject(&mut self, origin: PeerId, reason: RejectReason) {
         *self
             .stats
@@ -851,6 +931,16 @@ impl Core {
             self.stats.deltas_already_applied += 1;
             return;
         }
+        if let Err(reason) = self.check_version_jump(origin, version) {
+            self.reject(origin, reason);
+            return;
+        }
+        let norm = l2_norm(&delta.values);
+        if let Err(reason) = self.check_norm(norm) {
+            self.reject(origin, reason);
+            return;
+        }
+        self.record_norm(norm);
         // The sender has it; never push it back.
         self.recently_sent.insert((from, origin, version), self.now);
         let before = self.applied.max_of(origin);
@@ -875,7 +965,7 @@ impl Core {
                 .applied
                 .origins()
                 .get(&origin)
-                .map(|e| e.missing())
+                .map(|e| e.missing_at_most(MAX_GAP_REPORT))
                 .unwrap_or_default();
             self.events
                 .push_back(Event::GapDetected { origin, missing });
@@ -1575,6 +1665,15 @@ impl Core {
 }
 
 /// `base += delta`, element by element. Lengths are checked by the callers.
+/// The L2 norm of `values`, accumulated in f64.
+fn l2_norm(values: &[f32]) -> f64 {
+    values
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        .sqrt()
+}
+
 fn add_into(base: &mut [f32], delta: &[f32]) {
     for (b, d) in base.iter_mut().zip(delta.iter()) {
         *b += d;

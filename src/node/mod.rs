@@ -22,6 +22,7 @@ use crate::core::{Core, CoreConfig, CoreStats, Event, LocalPeer, RestoredState};
 use crate::data::Dataset;
 use crate::model::{self, ModelSpec};
 use crate::net::{Transport, TransportConfig};
+use crate::ratelog::RateLimitedLog;
 use crate::wire::{self, Lifecycle, PeerId};
 use observe::{Observer, Observers};
 use trainer::{FromTrainer, ToTrainer, TrainPlan, TrainProgress, TrainerHandle};
@@ -576,6 +577,7 @@ pub async fn run_peer_observed(
     let mut drained = false;
     let mut stopping = false;
     let mut last_status = Instant::now();
+    let mut reject_log = RateLimitedLog::new(crate::ratelog::LOG_INTERVAL);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -632,7 +634,7 @@ pub async fn run_peer_observed(
         flush(&mut core, &transport, &sends, &mut sends_dropped);
         while let Some(event) = core.poll_event() {
             observer.event(&core, &event);
-            handle_event(event, trainer.as_ref());
+            handle_event(event, trainer.as_ref(), &mut reject_log);
         }
         live.store(core.live_count(), Ordering::SeqCst);
         let now = Instant::now();
@@ -769,7 +771,11 @@ pub async fn run_peer_observed(
     })
 }
 
-fn handle_event(event: Event, trainer: Option<&TrainerHandle>) {
+fn handle_event(
+    event: Event,
+    trainer: Option<&TrainerHandle>,
+    reject_log: &mut RateLimitedLog<PeerId>,
+) {
     match event {
         Event::DeltaApplied { values, .. } => {
             if let Some(t) = trainer {
@@ -794,7 +800,17 @@ fn handle_event(event: Event, trainer: Option<&TrainerHandle>) {
             debug!(%origin, ?missing, "gap in deltas; anti-entropy will pull them")
         }
         Event::DeltaRejected { origin, reason } => {
-            warn!(%origin, reason = reason.as_str(), "delta rejected")
+            // Every rejection is counted in the core's stats; the log says so at most once per
+            // origin per interval.
+            if let Some(suppressed) = reject_log.hit(Instant::now(), &origin) {
+                warn!(
+                    %origin,
+                    reason = reason.as_str(),
+                    suppressed_since_last_log = suppressed,
+                    "delta rejected (logged at most once per origin every {}s)",
+                    crate::ratelog::LOG_INTERVAL.as_secs()
+                )
+            }
         }
     }
 }
