@@ -363,10 +363,17 @@ pub struct TransportSection {
     pub max_inflight_sends: usize,
     /// QUIC congestion controller: `cubic`, `newreno` or `bbr`.
     pub congestion: crate::net::Congestion,
+    /// Streams (messages) one connection may have open, or in flight towards the core, at once.
+    pub max_streams_per_connection: u32,
+    /// Messages/s accepted from one connection (one second of burst); 0: no limit.
+    pub rate_limit_messages: u32,
+    /// Bytes/s accepted from one connection (one second of burst); 0: no limit.
+    pub rate_limit_bytes: u64,
 }
 
 impl Default for TransportSection {
     fn default() -> Self {
+        let n = TransportConfig::default();
         Self {
             connect_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(5),
@@ -374,6 +381,9 @@ impl Default for TransportSection {
             incoming_queue: 1024,
             max_inflight_sends: 256,
             congestion: crate::net::Congestion::Cubic,
+            max_streams_per_connection: n.max_streams_per_connection,
+            rate_limit_messages: n.rate_limit_messages,
+            rate_limit_bytes: n.rate_limit_bytes,
         }
     }
 }
@@ -514,6 +524,11 @@ impl Config {
             "must be at least 1",
         )?;
         check(
+            self.transport.max_streams_per_connection >= 1,
+            "transport.max_streams_per_connection",
+            "must be at least 1",
+        )?;
+        check(
             self.transport.max_inflight_sends >= 1,
             "transport.max_inflight_sends",
             "must be at least 1",
@@ -640,6 +655,9 @@ impl Config {
             idle_timeout_ms: t.idle_timeout.as_millis() as u64,
             incoming_queue: t.incoming_queue,
             congestion: t.congestion,
+            max_streams_per_connection: t.max_streams_per_connection,
+            rate_limit_messages: t.rate_limit_messages,
+            rate_limit_bytes: t.rate_limit_bytes,
         }
     }
 }
