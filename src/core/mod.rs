@@ -44,8 +44,9 @@ const MAX_PIGGYBACK: usize = 8;
 /// Most missing versions listed in one [`Event::GapDetected`].
 const MAX_GAP_REPORT: usize = 1024;
 
-/// Norms of the last this many accepted deltas (received or published) form the reference of
-/// the norm check ([`CoreConfig::max_delta_norm_factor`]).
+/// Norms of the last this many accepted deltas (received from a live member of the view, or
+/// published here; all-zero deltas left out) form the reference of the norm check
+/// ([`CoreConfig::max_delta_norm_factor`]).
 pub const NORM_WINDOW: usize = 64;
 
 /// The norm check starts once this many accepted deltas have been seen; before that any finite
@@ -900,6 +901,9 @@ impl Core {
     }
 
     fn record_norm(&mut self, norm: f64) {
+        if norm.is_nan() || norm <= 0.0 {
+            return;
+        }
         if self.norms.len() >= NORM_WINDOW {
             self.norms.pop_front();
         }
@@ -940,7 +944,15 @@ impl Core {
             self.reject(origin, reason);
             return;
         }
-        self.record_norm(norm);
+        // Only members' deltas shape the reference: deltas from origins outside the view (or
+        // all-zero ones) could otherwise drag the median down until honest deltas fail.
+        if self
+            .members
+            .get(&origin)
+            .is_some_and(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
+        {
+            self.record_norm(norm);
+        }
         // The sender has it; never push it back.
         self.recently_sent.insert((from, origin, version), self.now);
         let before = self.applied.max_of(origin);

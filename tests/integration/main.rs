@@ -5,6 +5,7 @@ mod churn;
 mod cli;
 mod cluster;
 mod common;
+mod flood;
 mod lab;
 mod netns;
 mod observability;
