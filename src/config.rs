@@ -253,8 +253,8 @@ pub struct GossipSection {
     /// How long a delta sent to a peer is not pushed to it again by anti-entropy.
     #[serde(with = "humantime_serde")]
     pub resend_after: Duration,
-    /// A received delta whose L2 norm is above this factor times the median norm of the last
-    /// 64 accepted deltas is rejected (`norm`); 0 disables the check.
+    /// A received delta whose L2 norm is above this factor times the highest median norm of
+    /// the last 64 accepted deltas seen is rejected (`norm`); 0 disables the check.
     pub max_delta_norm_factor: f32,
     /// A received delta more than this many versions above the highest version known of its
     /// origin is rejected (`version_jump`); 0 disables the check.

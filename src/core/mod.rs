@@ -87,9 +87,11 @@ pub struct CoreConfig {
     /// Number of model parameters; a delta or snapshot of another length is rejected.
     pub param_count: usize,
     /// A received delta whose L2 norm (of its values, which are already scaled by its weight:
-    /// the norm of what would be added to `base`) is above this factor times the median norm of
-    /// the last [`NORM_WINDOW`] accepted deltas is rejected as [`RejectReason::Norm`]. No check
-    /// before [`NORM_MIN_SAMPLES`] deltas were accepted; 0 disables the check.
+    /// the norm of what would be added to `base`) is above this factor times the reference
+    /// norm is rejected as [`RejectReason::Norm`]. The reference is the highest median of the
+    /// norms of the last [`NORM_WINDOW`] accepted deltas seen so far; it never decreases, so an
+    /// early (large) delta delivered late still passes. No check before [`NORM_MIN_SAMPLES`]
+    /// deltas were accepted; 0 disables the check.
     pub max_delta_norm_factor: f32,
     /// A received delta whose version is more than this many versions above the highest
     /// version known of its origin is rejected as [`RejectReason::VersionJump`]. The known
@@ -345,6 +347,8 @@ pub struct Core {
     stats: CoreStats,
     /// L2 norms of the last [`NORM_WINDOW`] accepted deltas (a ring).
     norms: VecDeque<f64>,
+    /// The highest median of `norms` seen (0 until [`NORM_MIN_SAMPLES`] were accepted).
+    norm_reference: f64,
     /// The latest `now` passed in by the caller.
     now: Instant,
 }
@@ -455,6 +459,7 @@ impl Core {
             events: VecDeque::new(),
             stats: CoreStats::default(),
             norms: VecDeque::with_capacity(NORM_WINDOW),
+            norm_reference: 0.0,
             now,
             config,
             me,
@@ -879,27 +884,23 @@ impl Core {
         Ok(())
     }
 
-    /// The median of the recent accepted norms, once there are enough of them.
-    fn reference_norm(&self) -> Option<f64> {
-        if self.norms.len() < NORM_MIN_SAMPLES {
-            return None;
-        }
-        let mut sorted: Vec<f64> = self.norms.iter().copied().collect();
-        sorted.sort_by(f64::total_cmp);
-        Some(sorted[sorted.len() / 2])
-    }
-
     fn check_norm(&self, norm: f64) -> Result<(), RejectReason> {
         let factor = f64::from(self.config.max_delta_norm_factor);
-        if factor <= 0.0 {
+        if factor <= 0.0 || self.norm_reference <= 0.0 {
             return Ok(());
         }
-        match self.reference_norm() {
-            Some(reference) if norm > factor * reference => Err(RejectReason::Norm),
-            _ => Ok(()),
+        if norm > factor * self.norm_reference {
+            return Err(RejectReason::Norm);
         }
+        Ok(())
     }
 
+    /// Adds an accepted delta's norm to the window and raises the reference to the window's
+    /// median if that is higher.
+    ///
+    /// The reference never goes down: deltas shrink as training converges, and a delta
+    /// published early but delivered late (a straggler, an anti-entropy repair) must still pass,
+    /// or the peers that rejected it would never be consistent with those that applied it.
     fn record_norm(&mut self, norm: f64) {
         if norm.is_nan() || norm <= 0.0 {
             return;
@@ -908,6 +909,11 @@ impl Core {
             self.norms.pop_front();
         }
         self.norms.push_back(norm);
+        if self.norms.len() >= NORM_MIN_SAMPLES {
+            let mut sorted: Vec<f64> = self.norms.iter().copied().collect();
+            sorted.sort_by(f64::total_cmp);
+            self.norm_reference = self.norm_reference.max(sorted[sorted.len() / 2]);
+        }
     }
 
     fn reject(&mut self, origin: PeerId, reason: RejectReason) {

@@ -216,6 +216,14 @@ fn norm_check_waits_for_enough_samples_then_rejects_outliers() {
             ..
         }
     )));
+    // Training converges: many small deltas follow. An early delta delivered late (norm 4·9)
+    // still passes, because the reference does not go down.
+    for v in 1..=NORM_WINDOW as u64 {
+        core.handle_message(now, peer(3).addr, delta_envelope(3, v + 1, 1, 0.01));
+    }
+    core.handle_message(now, peer(2).addr, delta_envelope(2, next + 1, 1, 9.0));
+    assert!(core.applied().contains(peer(2).id, next + 1));
+    assert_eq!(core.stats().deltas_rejected.get("norm"), Some(&1));
 }
 
 #[test]

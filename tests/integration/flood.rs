@@ -70,6 +70,8 @@ fn spawn_peer(dir: &Path, name: &str, shard: &str, seed: Option<&str>, min_peers
         .args(["--metrics-addr", &metrics])
         .arg("--ready-file")
         .arg(dir.join(format!("{name}.addr")))
+        .arg("--summary-json")
+        .arg(dir.join(format!("{name}.json")))
         .stdout(Stdio::null())
         .stderr(
             std::fs::File::create(dir.join(format!("{name}.log")))
@@ -171,10 +173,21 @@ fn chaos_options(target: SocketAddr, kind: ChaosKind, count: u64, seed: u64) -> 
     }
 }
 
+/// Waits for a peer to exit with success; prints its last scraped rejection counters.
 async fn wait_exit(peer: &mut Peer, limit: Duration, dir: &Path) {
     let end = Instant::now() + limit;
+    let mut last = HashMap::new();
     loop {
+        if let Some(m) = metrics(peer).await {
+            last = m;
+        }
+        let rejected: Vec<(String, f64)> = last
+            .iter()
+            .filter(|(k, _)| k.starts_with("rumor_deltas_rejected_total") || k.contains("inexact"))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         if let Some(status) = peer.child.0.try_wait().expect("wait") {
+            eprintln!("{} exits; last counters: {rejected:?}", peer.name);
             let log =
                 std::fs::read_to_string(dir.join(format!("{}.log", peer.name))).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
@@ -344,6 +357,17 @@ async fn flood_of_100k_messages_is_absorbed_and_the_cluster_stays_consistent() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let distance = v["consensus_distance"].as_f64().unwrap();
+    for n in names {
+        let s: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(format!("{n}.json"))).unwrap_or_default(),
+        )
+        .unwrap_or_default();
+        let p = &s["peers"][0];
+        eprintln!(
+            "{n}: drained {}, version {}, applied {}",
+            p["drained"], p["version"], p["applied"]
+        );
+    }
     eprintln!("consensus distance after the flood: {distance:e}");
     assert!(distance < 1e-4, "consensus distance {distance}");
 }
