@@ -1506,8 +1506,12 @@ impl Core {
         if !reply && !applied.is_subset_of(&self.applied) {
             self.send_digest(vec![addr], true);
         }
-        self.progress
-            .insert(origin, PeerProgress { applied, lifecycle });
+        // Progress is kept for members of the view only: digests claiming other origins would
+        // otherwise grow this map (each entry a version vector) without bound.
+        if self.members.get(&origin).is_some() {
+            self.progress
+                .insert(origin, PeerProgress { applied, lifecycle });
+        }
     }
 
     fn handle_leave(&mut self, origin: PeerId, notice: LeaveNotice) {
