@@ -214,9 +214,24 @@ const FLOOD_COUNTERS: [&str; 4] = [
     "rumor_oversize_messages_total{}",
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flood_of_100k_messages_is_absorbed_and_the_cluster_stays_consistent() {
+/// Runs `body` on a 2-thread runtime while holding the heavy-test lock (a std mutex, so it is
+/// not held across an await of the test's own runtime).
+fn heavy<F: std::future::Future<Output = ()>>(body: F) {
     let _serial = crate::common::heavy_test_lock();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(body);
+}
+
+#[test]
+fn flood_of_100k_messages_is_absorbed_and_the_cluster_stays_consistent() {
+    heavy(flood_of_100k_messages());
+}
+
+async fn flood_of_100k_messages() {
     let dir = tempfile::tempdir().unwrap();
     let names = ["peer-1", "peer-2", "peer-3"];
     setup(dir.path(), &["peer-1", "peer-2", "peer-3", "flooder"]);
@@ -372,9 +387,12 @@ async fn flood_of_100k_messages_is_absorbed_and_the_cluster_stays_consistent() {
     assert!(distance < 1e-4, "consensus distance {distance}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_chaos_kind_is_rejected_by_its_reason_and_the_peer_survives() {
-    let _serial = crate::common::heavy_test_lock();
+#[test]
+fn each_chaos_kind_is_rejected_by_its_reason_and_the_peer_survives() {
+    heavy(each_chaos_kind());
+}
+
+async fn each_chaos_kind() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path(), &["peer-1", "chaos"]);
     let mut peer = spawn_peer(dir.path(), "peer-1", "1/1", None, 1);
