@@ -142,8 +142,12 @@ async fn metrics_counters_move_as_messages_flow() {
         events.iter().any(|e| e.starts_with("delta from peer-1 v")),
         "{events:?}"
     );
+    // The observer samples the lifecycle every 50 ms, so a seed whose second peer joins
+    // within its first 50 ms goes from "starting" straight to "training" in the ring.
     assert!(
-        events.iter().any(|e| e == "joining → training"),
+        events
+            .iter()
+            .any(|e| e == "joining → training" || e == "starting → training"),
         "{events:?}"
     );
     for h in handles {
