@@ -52,6 +52,45 @@ pub enum Command {
     /// Run a grid of experiments (modes × loss × seeds × peers × non-IID × straggler) and write
     /// runs.csv, summary.json, report.md and plots.
     Lab(LabArgs),
+    /// Send hostile or broken messages to one peer with a member's certificate (for tests and
+    /// operators): junk, truncated, oversized, duplicate, replay, nan, shape, norm, version,
+    /// flood. Prints what was sent and what the peer refused.
+    Chaos(ChaosArgs),
+}
+
+/// `rumor chaos KIND`
+#[derive(Debug, Args)]
+pub struct ChaosArgs {
+    /// What to send.
+    #[arg(value_enum)]
+    pub kind: crate::chaos::ChaosKind,
+    /// The peer's listen address.
+    #[arg(long)]
+    pub target: SocketAddr,
+    /// Directory with the cluster CA and the member's certificate.
+    #[arg(long, default_value = "certs")]
+    pub certs: PathBuf,
+    /// The member whose certificate is used.
+    #[arg(long)]
+    pub name: String,
+    /// Messages to send.
+    #[arg(long, default_value_t = 1)]
+    pub count: u64,
+    /// Messages per second; 0 for as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// The target's model (MLP layer sizes), for the length of valid deltas.
+    #[arg(long, default_value = "784-128-10")]
+    pub model: String,
+    /// The target's message size limit in bytes (an oversized frame is one byte more).
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Sends in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Seed of the random bytes and ids.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// `rumor bench ...`

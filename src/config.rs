@@ -268,6 +268,12 @@ pub struct GossipSection {
     /// How long a delta sent to a peer is not pushed to it again by anti-entropy.
     #[serde(with = "humantime_serde")]
     pub resend_after: Duration,
+    /// A received delta whose L2 norm is above this factor times the highest median norm of
+    /// the last 64 accepted deltas seen is rejected (`norm`); 0 disables the check.
+    pub max_delta_norm_factor: f32,
+    /// A received delta more than this many versions above the highest version known of its
+    /// origin is rejected (`version_jump`); 0 disables the check.
+    pub max_version_jump: u64,
 }
 
 impl Default for GossipSection {
@@ -287,6 +293,8 @@ impl Default for GossipSection {
             anti_entropy_max_bytes: c.anti_entropy_max_bytes,
             anti_entropy_delay: c.anti_entropy_delay,
             resend_after: c.resend_after,
+            max_delta_norm_factor: c.max_delta_norm_factor,
+            max_version_jump: c.max_version_jump,
         }
     }
 }
@@ -379,10 +387,17 @@ pub struct TransportSection {
     /// RTT assumed before the first sample (RFC 9002 §6.2.2).
     #[serde(with = "humantime_serde")]
     pub initial_rtt: Duration,
+    /// Streams (messages) one connection may have open, or in flight towards the core, at once.
+    pub max_streams_per_connection: u32,
+    /// Messages/s accepted from one connection (one second of burst); 0: no limit.
+    pub rate_limit_messages: u32,
+    /// Bytes/s accepted from one connection (one second of burst); 0: no limit.
+    pub rate_limit_bytes: u64,
 }
 
 impl Default for TransportSection {
     fn default() -> Self {
+        let n = TransportConfig::default();
         Self {
             connect_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(5),
@@ -392,6 +407,9 @@ impl Default for TransportSection {
             send_timeout: Duration::from_secs(10),
             congestion: crate::net::Congestion::Cubic,
             initial_rtt: Duration::from_millis(333),
+            max_streams_per_connection: n.max_streams_per_connection,
+            rate_limit_messages: n.rate_limit_messages,
+            rate_limit_bytes: n.rate_limit_bytes,
         }
     }
 }
@@ -516,6 +534,12 @@ impl Config {
             "intervals must be above zero",
         )?;
         check(
+            g.max_delta_norm_factor.is_finite()
+                && (g.max_delta_norm_factor == 0.0 || g.max_delta_norm_factor >= 1.0),
+            "gossip.max_delta_norm_factor",
+            "must be 0 (off) or a number ≥ 1",
+        )?;
+        check(
             self.peer.min_peers >= 1,
             "peer.min_peers",
             "must be at least 1",
@@ -523,6 +547,11 @@ impl Config {
         check(
             self.transport.incoming_queue >= 1,
             "transport.incoming_queue",
+            "must be at least 1",
+        )?;
+        check(
+            self.transport.max_streams_per_connection >= 1,
+            "transport.max_streams_per_connection",
             "must be at least 1",
         )?;
         check(
@@ -609,6 +638,8 @@ impl Config {
             anti_entropy_max_bytes: g.anti_entropy_max_bytes,
             anti_entropy_delay: g.anti_entropy_delay,
             resend_after: g.resend_after,
+            max_delta_norm_factor: g.max_delta_norm_factor,
+            max_version_jump: g.max_version_jump,
             swim: self.membership.swim(),
             param_count,
             ..CoreConfig::default()
@@ -658,6 +689,9 @@ impl Config {
             incoming_queue: t.incoming_queue,
             congestion: t.congestion,
             initial_rtt_ms: t.initial_rtt.as_millis().max(1) as u64,
+            max_streams_per_connection: t.max_streams_per_connection,
+            rate_limit_messages: t.rate_limit_messages,
+            rate_limit_bytes: t.rate_limit_bytes,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod certs;
+pub mod chaos;
 pub mod cli;
 pub mod config;
 pub mod core;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod node;
+pub mod ratelog;
 pub mod run;
 pub mod sim;
 pub mod sync;

@@ -123,6 +123,22 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Top(args) => {
             runtime.block_on(ui::table::top(&args.addrs, args.interval, args.timeout))?;
         }
+        Command::Chaos(args) => {
+            let identity = certs::load_identity(&args.certs, &args.name)?;
+            let spec: model::ModelSpec = args.model.parse()?;
+            let options = rumor::chaos::ChaosOptions {
+                target: args.target,
+                kind: args.kind,
+                count: args.count,
+                rate: args.rate,
+                param_count: spec.param_count(),
+                max_message_bytes: args.max_message_bytes,
+                concurrency: args.concurrency,
+                seed: args.seed,
+            };
+            let report = runtime.block_on(rumor::chaos::run_chaos(&identity, &options))?;
+            println!("{report}");
+        }
         Command::Lab(args) => {
             let options = rumor::lab::LabOptions {
                 out: args.out.clone(),

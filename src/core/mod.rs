@@ -42,6 +42,18 @@ use version_vector::VersionVector;
 /// Most membership records piggybacked on one probe or gossip message.
 const MAX_PIGGYBACK: usize = 8;
 
+/// Most missing versions listed in one [`Event::GapDetected`].
+const MAX_GAP_REPORT: usize = 1024;
+
+/// Norms of the last this many accepted deltas (received from a live member of the view, or
+/// published here; all-zero deltas left out) form the reference of the norm check
+/// ([`CoreConfig::max_delta_norm_factor`]).
+pub const NORM_WINDOW: usize = 64;
+
+/// The norm check starts once this many accepted deltas have been seen; before that any finite
+/// delta of the right shape passes.
+pub const NORM_MIN_SAMPLES: usize = 8;
+
 /// Protocol settings. Durations are wall-clock intervals; sizes are bytes.
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
@@ -83,6 +95,20 @@ pub struct CoreConfig {
     pub join_backoff_max: Duration,
     /// Number of model parameters; a delta or snapshot of another length is rejected.
     pub param_count: usize,
+    /// A received delta whose L2 norm (of its values, which are already scaled by its weight:
+    /// the norm of what would be added to `base`) is above this factor times the reference
+    /// norm is rejected as [`RejectReason::Norm`]. The reference is the highest median of the
+    /// norms of the last [`NORM_WINDOW`] accepted deltas seen so far; it never decreases, so an
+    /// early (large) delta delivered late still passes. No check before [`NORM_MIN_SAMPLES`]
+    /// deltas were accepted; 0 disables the check.
+    pub max_delta_norm_factor: f32,
+    /// A received delta whose version is more than this many versions above the highest
+    /// version known of its origin is rejected as [`RejectReason::VersionJump`]. The known
+    /// version is the larger of the highest version applied from that origin and the
+    /// `published` version its member record announces; it is 0 for an origin never heard of,
+    /// so a new origin's first deltas must have versions at most this value. 0 disables the
+    /// check.
+    pub max_version_jump: u64,
     /// Failure detection.
     pub swim: SwimConfig,
 }
@@ -106,6 +132,8 @@ impl Default for CoreConfig {
             join_backoff_initial: Duration::from_millis(250),
             join_backoff_max: Duration::from_secs(4),
             param_count: 0,
+            max_delta_norm_factor: 10.0,
+            max_version_jump: 10_000,
             swim: SwimConfig::default(),
         }
     }
@@ -178,6 +206,12 @@ pub enum RejectReason {
     Weight,
     /// Version 0 is never published.
     Version,
+    /// Its L2 norm is far above the norms of recently accepted deltas
+    /// ([`CoreConfig::max_delta_norm_factor`]).
+    Norm,
+    /// Its version is too far above the highest version known of its origin
+    /// ([`CoreConfig::max_version_jump`]).
+    VersionJump,
 }
 
 impl RejectReason {
@@ -188,6 +222,8 @@ impl RejectReason {
             RejectReason::NonFinite => "non_finite",
             RejectReason::Weight => "weight",
             RejectReason::Version => "version",
+            RejectReason::Norm => "norm",
+            RejectReason::VersionJump => "version_jump",
         }
     }
 }
@@ -259,7 +295,8 @@ pub struct CoreStats {
     pub forwarded: u64,
     /// Envelopes not forwarded because their TTL reached 0.
     pub ttl_expired: u64,
-    /// Deltas refused, by reason.
+    /// Deltas refused, by reason (`shape`, `non_finite`, `weight`, `version`, `norm`,
+    /// `version_jump`).
     pub deltas_rejected: BTreeMap<&'static str, u64>,
     /// Frames that failed to decode.
     pub decode_errors: u64,
@@ -339,6 +376,10 @@ pub struct Core {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: CoreStats,
+    /// L2 norms of the last [`NORM_WINDOW`] accepted deltas (a ring).
+    norms: VecDeque<f64>,
+    /// The highest median of `norms` seen (0 until [`NORM_MIN_SAMPLES`] were accepted).
+    norm_reference: f64,
     /// The latest `now` passed in by the caller.
     now: Instant,
 }
@@ -450,6 +491,8 @@ impl Core {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: CoreStats::default(),
+            norms: VecDeque::with_capacity(NORM_WINDOW),
+            norm_reference: 0.0,
             now,
             config,
             me,
@@ -861,6 +904,7 @@ impl Core {
     ) -> Result<u64, RejectReason> {
         self.now = self.now.max(now);
         self.check_delta(weight, &values)?;
+        self.record_norm(l2_norm(&values));
         self.published += 1;
         let version = self.published;
         let values: Arc<[f32]> = values.into();
@@ -958,6 +1002,52 @@ impl Core {
         Ok(())
     }
 
+    /// The highest version known of `origin`: applied, or announced in its member record.
+    fn known_version(&self, origin: PeerId) -> u64 {
+        let announced = self.members.get(&origin).map_or(0, |m| m.published);
+        self.applied.max_of(origin).max(announced)
+    }
+
+    fn check_version_jump(&self, origin: PeerId, version: u64) -> Result<(), RejectReason> {
+        let jump = self.config.max_version_jump;
+        if jump > 0 && version > self.known_version(origin).saturating_add(jump) {
+            return Err(RejectReason::VersionJump);
+        }
+        Ok(())
+    }
+
+    fn check_norm(&self, norm: f64) -> Result<(), RejectReason> {
+        let factor = f64::from(self.config.max_delta_norm_factor);
+        if factor <= 0.0 || self.norm_reference <= 0.0 {
+            return Ok(());
+        }
+        if norm > factor * self.norm_reference {
+            return Err(RejectReason::Norm);
+        }
+        Ok(())
+    }
+
+    /// Adds an accepted delta's norm to the window and raises the reference to the window's
+    /// median if that is higher.
+    ///
+    /// The reference never goes down: deltas shrink as training converges, and a delta
+    /// published early but delivered late (a straggler, an anti-entropy repair) must still pass,
+    /// or the peers that rejected it would never be consistent with those that applied it.
+    fn record_norm(&mut self, norm: f64) {
+        if norm.is_nan() || norm <= 0.0 {
+            return;
+        }
+        if self.norms.len() >= NORM_WINDOW {
+            self.norms.pop_front();
+        }
+        self.norms.push_back(norm);
+        if self.norms.len() >= NORM_MIN_SAMPLES {
+            let mut sorted: Vec<f64> = self.norms.iter().copied().collect();
+            sorted.sort_by(f64::total_cmp);
+            self.norm_reference = self.norm_reference.max(sorted[sorted.len() / 2]);
+        }
+    }
+
     fn reject(&mut self, origin: PeerId, reason: RejectReason) {
         *self
             .stats
@@ -982,6 +1072,24 @@ impl Core {
         if self.applied.contains(origin, version) {
             self.stats.deltas_already_applied += 1;
             return;
+        }
+        if let Err(reason) = self.check_version_jump(origin, version) {
+            self.reject(origin, reason);
+            return;
+        }
+        let norm = l2_norm(&delta.values);
+        if let Err(reason) = self.check_norm(norm) {
+            self.reject(origin, reason);
+            return;
+        }
+        // Only members' deltas shape the reference: deltas from origins outside the view (or
+        // all-zero ones) could otherwise drag the median down until honest deltas fail.
+        if self
+            .members
+            .get(&origin)
+            .is_some_and(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
+        {
+            self.record_norm(norm);
         }
         // The sender has it; never push it back.
         self.recently_sent
@@ -1009,7 +1117,7 @@ impl Core {
                 .applied
                 .origins()
                 .get(&origin)
-                .map(|e| e.missing())
+                .map(|e| e.missing_at_most(MAX_GAP_REPORT))
                 .unwrap_or_default();
             self.events
                 .push_back(Event::GapDetected { origin, missing });
@@ -1551,8 +1659,12 @@ impl Core {
         if !reply && !applied.is_subset_of(&self.applied) {
             self.send_digest(vec![addr], true);
         }
-        self.progress
-            .insert(origin, PeerProgress { applied, lifecycle });
+        // Progress is kept for members of the view only: digests claiming other origins would
+        // otherwise grow this map (each entry a version vector) without bound.
+        if self.members.get(&origin).is_some() {
+            self.progress
+                .insert(origin, PeerProgress { applied, lifecycle });
+        }
     }
 
     fn handle_leave(&mut self, origin: PeerId, notice: LeaveNotice) {
@@ -1730,6 +1842,15 @@ impl Core {
 }
 
 /// `base += delta`, element by element. Lengths are checked by the callers.
+/// The L2 norm of `values`, accumulated in f64.
+fn l2_norm(values: &[f32]) -> f64 {
+    values
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        .sqrt()
+}
+
 fn add_into(base: &mut [f32], delta: &[f32]) {
     for (b, d) in base.iter_mut().zip(delta.iter()) {
         *b += d;

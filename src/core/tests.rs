@@ -190,6 +190,115 @@ fn bad_deltas_are_rejected_and_counted() {
 }
 
 #[test]
+fn norm_check_waits_for_enough_samples_then_rejects_outliers() {
+    let (mut core, now) = core_with_members(3);
+    // Before NORM_MIN_SAMPLES accepted deltas, any finite delta passes, however large.
+    core.handle_message(now, peer(2).addr, delta_envelope(2, 1, 1, 1000.0));
+    for v in 2..=NORM_MIN_SAMPLES as u64 + 1 {
+        core.handle_message(now, peer(2).addr, delta_envelope(2, v, 1, 1.0));
+    }
+    assert_eq!(core.stats().deltas_applied, NORM_MIN_SAMPLES as u64 + 1);
+    let before = core.base().to_vec();
+    // Median norm is now 4 (16 values of 1.0); 10x that is 40, one of 50 per value is 200.
+    let next = NORM_MIN_SAMPLES as u64 + 2;
+    core.handle_message(now, peer(2).addr, delta_envelope(2, next, 1, 50.0));
+    assert_eq!(core.stats().deltas_rejected.get("norm"), Some(&1));
+    assert_eq!(core.base(), &before[..]);
+    assert!(!core.applied().contains(peer(2).id, next));
+    // A delta within the factor (9x the median) passes.
+    core.handle_message(now, peer(3).addr, delta_envelope(3, 1, 1, 9.0));
+    assert!(core.applied().contains(peer(3).id, 1));
+    let (_, events) = drain(&mut core);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::DeltaRejected {
+            reason: RejectReason::Norm,
+            ..
+        }
+    )));
+    // Training converges: many small deltas follow. An early delta delivered late (norm 4·9)
+    // still passes, because the reference does not go down.
+    for v in 1..=NORM_WINDOW as u64 {
+        core.handle_message(now, peer(3).addr, delta_envelope(3, v + 1, 1, 0.01));
+    }
+    core.handle_message(now, peer(2).addr, delta_envelope(2, next + 1, 1, 9.0));
+    assert!(core.applied().contains(peer(2).id, next + 1));
+    assert_eq!(core.stats().deltas_rejected.get("norm"), Some(&1));
+}
+
+#[test]
+fn local_deltas_count_towards_the_norm_reference() {
+    let (mut core, now) = core_with_members(2);
+    for _ in 0..NORM_MIN_SAMPLES {
+        core.publish(now, 0.5, vec![0.01; P]).unwrap();
+    }
+    core.handle_message(now, peer(2).addr, delta_envelope(2, 1, 1, 1.0));
+    assert_eq!(core.stats().deltas_rejected.get("norm"), Some(&1));
+}
+
+#[test]
+fn norm_check_off_when_factor_is_zero() {
+    let now = Instant::now();
+    let config = CoreConfig {
+        max_delta_norm_factor: 0.0,
+        ..config()
+    };
+    let mut core = Core::new(config, peer(1), vec![0.0; P], vec![], 7, now);
+    for _ in 0..NORM_MIN_SAMPLES {
+        core.publish(now, 0.5, vec![0.01; P]).unwrap();
+    }
+    core.handle_message(now, peer(2).addr, delta_envelope(2, 1, 1, 1e6));
+    assert!(core.stats().deltas_rejected.is_empty());
+}
+
+#[test]
+fn version_far_ahead_of_the_known_one_is_rejected() {
+    let (mut core, now) = core_with_members(3);
+    let jump = core.config().max_version_jump;
+    // Unknown version (nothing applied, record says 0): up to `jump` is accepted.
+    core.handle_message(now, peer(2).addr, delta_envelope(2, jump, 1, 1.0));
+    assert!(core.applied().contains(peer(2).id, jump));
+    core.handle_message(now, peer(3).addr, delta_envelope(3, jump + 1, 1, 1.0));
+    core.handle_message(now, peer(2).addr, delta_envelope(2, 2 * jump + 1, 1, 1.0));
+    core.handle_message(now, peer(2).addr, delta_envelope(2, u64::MAX, 1, 1.0));
+    assert_eq!(core.stats().deltas_rejected.get("version_jump"), Some(&3));
+    // Relative to the highest applied version, not the contiguous prefix.
+    core.handle_message(now, peer(2).addr, delta_envelope(2, 2 * jump, 1, 1.0));
+    assert!(core.applied().contains(peer(2).id, 2 * jump));
+    // The gap event lists a bounded number of missing versions.
+    let (_, events) = drain(&mut core);
+    for e in events {
+        if let Event::GapDetected { missing, .. } = e {
+            assert!(missing.len() <= MAX_GAP_REPORT);
+        }
+    }
+}
+
+#[test]
+fn announced_version_raises_the_known_one() {
+    let (mut core, now) = core_with_members(2);
+    let jump = core.config().max_version_jump;
+    let mut record = member(3);
+    record.published = 5 * jump;
+    let view = Envelope {
+        id: Uuid::new_v4(),
+        origin: peer(3).id,
+        origin_addr: peer(3).addr,
+        version: 1,
+        ttl: 1,
+        payload: Payload::Membership(MembershipView {
+            members: vec![record],
+            push_pull: false,
+            reply: false,
+        }),
+    };
+    core.handle_message(now, peer(3).addr, view);
+    core.handle_message(now, peer(3).addr, delta_envelope(3, 5 * jump + 1, 1, 1.0));
+    assert!(core.applied().contains(peer(3).id, 5 * jump + 1));
+    assert!(core.stats().deltas_rejected.is_empty());
+}
+
+#[test]
 fn snapshot_install_reapplies_deltas_it_lacks() {
     let (mut core, now) = core_with_members(3);
     core.handle_message(now, peer(2).addr, delta_envelope(2, 1, 1, 1.0));

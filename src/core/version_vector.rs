@@ -47,11 +47,22 @@ impl OriginEntry {
     }
 
     /// Versions below `max()` that are missing (the gaps), in increasing order.
+    ///
+    /// A gap can be as wide as the versions a peer accepted allow; prefer
+    /// [`OriginEntry::missing_at_most`] on anything that came from the network.
     pub fn missing(&self) -> Vec<u64> {
+        self.missing_at_most(usize::MAX)
+    }
+
+    /// The first `limit` versions below `max()` that are missing, in increasing order.
+    pub fn missing_at_most(&self, limit: usize) -> Vec<u64> {
         let mut out = Vec::new();
         let mut expect = self.contiguous + 1;
         for &v in &self.exceptions {
             while expect < v {
+                if out.len() >= limit {
+                    return out;
+                }
                 out.push(expect);
                 expect += 1;
             }

@@ -27,6 +27,20 @@
 //! - **Delivery.** [`Transport::send`] returns once the receiver's QUIC stack acknowledged every
 //!   byte (not that the application processed it). Received messages go into a bounded channel;
 //!   when it is full, readers wait, and QUIC flow control pushes back on the senders.
+//! - **Floods.** Each connection may have at most
+//!   [`TransportConfig::max_streams_per_connection`] streams open towards us (QUIC
+//!   `max_concurrent_uni_streams`), and a stream is accepted only while fewer than that many of
+//!   the connection's messages are being read or wait for room in the shared channel. So one
+//!   connection holds at most that many of the channel's waiting places and readers, whatever it
+//!   sends; the others keep their turn (tokio's channel serves waiting senders in order). On top
+//!   of that, each connection has two token buckets, on messages/s and bytes/s
+//!   ([`TransportConfig::rate_limit_messages`], [`TransportConfig::rate_limit_bytes`], each
+//!   with one second of burst). A message over a limit is not delivered: its stream is stopped
+//!   with [`CODE_RATE_LIMITED`] and counted in [`TransportStats::messages_rate_limited`], and
+//!   the event is logged at most once per connection per [`crate::ratelog::LOG_INTERVAL`].
+//!   Nothing legitimate is lost for good: deltas are repaired by anti-entropy, membership is
+//!   re-gossiped, and probes are retried. Limits are per connection: another connection costs
+//!   a full handshake with a cluster certificate.
 //! - **Statistics.** UDP counters of live connections are summed on demand; a connection's
 //!   final counters are folded into running totals when it closes. Datagrams of handshakes that
 //!   never produced a connection (refused peers) are not counted.
@@ -37,7 +51,7 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -46,9 +60,10 @@ use quinn::{
     TokioRuntime, VarInt,
 };
 use serde::Serialize;
-use tokio::sync::{mpsc, OnceCell};
+use tokio::sync::{mpsc, OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use crate::certs::{PeerIdentity, CLUSTER_SERVER_NAME};
+use crate::ratelog::RateLimitedLog;
 
 /// Application error code: the endpoint is shutting down.
 const CODE_CLOSING: u32 = 0;
@@ -56,6 +71,8 @@ const CODE_CLOSING: u32 = 0;
 pub const CODE_TOO_LARGE: u32 = 1;
 /// Application error code on a stream: the sender abandoned the message midway.
 pub const CODE_CANCELLED: u32 = 2;
+/// Application error code on a stream: the message was over the connection's rate limit.
+pub const CODE_RATE_LIMITED: u32 = 3;
 
 /// Upper bound on how long [`Transport::close`] waits for connections to drain, in ms.
 const CLOSE_WAIT_MS: u64 = 1000;
@@ -79,6 +96,16 @@ pub struct TransportConfig {
     /// RTT assumed before the first sample, in ms; sets how soon a lost handshake packet is
     /// sent again (3 × this at first). Default 333, RFC 9002 §6.2.2's value for unknown paths.
     pub initial_rtt_ms: u64,
+    /// Streams (messages) one connection may have open towards us, and messages of one
+    /// connection being read or waiting for room in the incoming channel, at once. Default 256.
+    pub max_streams_per_connection: u32,
+    /// Messages per second accepted from one connection, with one second of burst; 0 for no
+    /// limit. Default 2000.
+    pub rate_limit_messages: u32,
+    /// Bytes per second accepted from one connection, with one second of burst; a message is
+    /// accepted while the bucket is not empty (so one message of any allowed size passes), and
+    /// its length is then taken out. 0 for no limit. Default 128 MiB/s.
+    pub rate_limit_bytes: u64,
 }
 
 /// QUIC congestion controller (quinn `congestion`).
@@ -106,6 +133,9 @@ impl Default for TransportConfig {
             incoming_queue: 1024,
             congestion: Congestion::Cubic,
             initial_rtt_ms: 333,
+            max_streams_per_connection: 256,
+            rate_limit_messages: 2000,
+            rate_limit_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -150,6 +180,9 @@ pub struct TransportStats {
     pub handshakes_rejected: u64,
     /// Received streams dropped because they exceeded the message size limit.
     pub oversize_messages: u64,
+    /// Received messages dropped because their connection was over its rate limit
+    /// (messages/s or bytes/s).
+    pub messages_rate_limited: u64,
     /// Connections currently open, opened or accepted.
     pub connections_open: u64,
     /// Datagrams dropped on purpose on send by loss injection ([`lossy`]); 0 without it.
@@ -286,6 +319,9 @@ struct Shared {
     handshakes_accepted: AtomicU64,
     handshakes_rejected: AtomicU64,
     oversize_messages: AtomicU64,
+    messages_rate_limited: AtomicU64,
+    /// Throttles the log lines about rate-limited connections.
+    rate_log: Mutex<RateLimitedLog<SocketAddr>>,
     incoming: mpsc::Sender<Incoming>,
     /// Drop counters of the loss-injecting socket, when there is one.
     drops: Option<Arc<lossy::LossCounters>>,
@@ -394,6 +430,11 @@ impl Transport {
                 reason: "incoming_queue must be at least 1".into(),
             });
         }
+        if config.max_streams_per_connection == 0 {
+            return Err(NetError::Config {
+                reason: "max_streams_per_connection must be at least 1".into(),
+            });
+        }
         let server = tls::server_config(identity, &config)?;
         let client = tls::client_config(identity, &config)?;
         let addr = socket.local_addr().map_err(|source| NetError::Bind {
@@ -423,6 +464,8 @@ impl Transport {
             handshakes_accepted: AtomicU64::new(0),
             handshakes_rejected: AtomicU64::new(0),
             oversize_messages: AtomicU64::new(0),
+            messages_rate_limited: AtomicU64::new(0),
+            rate_log: Mutex::new(RateLimitedLog::new(crate::ratelog::LOG_INTERVAL)),
             incoming: tx,
             drops,
         });
@@ -623,6 +666,7 @@ impl Shared {
         stats.handshakes_accepted = self.handshakes_accepted.load(Ordering::Relaxed);
         stats.handshakes_rejected = self.handshakes_rejected.load(Ordering::Relaxed);
         stats.oversize_messages = self.oversize_messages.load(Ordering::Relaxed);
+        stats.messages_rate_limited = self.messages_rate_limited.load(Ordering::Relaxed);
         if let Some(d) = &self.drops {
             stats.datagrams_dropped_out = d.dropped_out.load(Ordering::Relaxed);
             stats.datagrams_dropped_in = d.dropped_in.load(Ordering::Relaxed);
@@ -680,10 +724,25 @@ impl Shared {
 /// Accepts the unidirectional streams of one connection (opened or accepted) until it closes,
 /// then removes it from the cache and folds its counters.
 async fn drive_connection(shared: Arc<Shared>, conn: Connection, addr: SocketAddr) {
+    let limiter = Arc::new(Mutex::new(RateLimiter::new(&shared.config, Instant::now())));
+    let in_flight = Arc::new(Semaphore::new(
+        shared.config.max_streams_per_connection as usize,
+    ));
     loop {
+        // A stream is accepted only while the connection has a free in-flight place; until
+        // then the sender's further streams wait in QUIC flow control.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
         match conn.accept_uni().await {
             Ok(stream) => {
-                tokio::spawn(read_message(shared.clone(), addr, stream));
+                let reader = Reader {
+                    shared: shared.clone(),
+                    from: addr,
+                    limiter: limiter.clone(),
+                    _permit: permit,
+                };
+                tokio::spawn(reader.read(stream));
             }
             Err(error) => {
                 tracing::debug!(%addr, %error, "connection closed");
@@ -695,11 +754,120 @@ async fn drive_connection(shared: Arc<Shared>, conn: Connection, addr: SocketAdd
     shared.fold(&conn);
 }
 
-/// Reads one message (one stream) and queues it; a stream over the limit is stopped and
-/// counted.
-async fn read_message(shared: Arc<Shared>, from: SocketAddr, mut stream: quinn::RecvStream) {
+/// Token buckets of one connection: messages/s and bytes/s, each with one second of burst.
+#[derive(Debug)]
+struct RateLimiter {
+    messages: TokenBucket,
+    bytes: TokenBucket,
+}
+
+impl RateLimiter {
+    fn new(config: &TransportConfig, now: Instant) -> Self {
+        Self {
+            messages: TokenBucket::new(f64::from(config.rate_limit_messages), now),
+            bytes: TokenBucket::new(config.rate_limit_bytes as f64, now),
+        }
+    }
+}
+
+/// A token bucket refilled at `rate` per second up to `rate` tokens (one second of burst).
+/// [`TokenBucket::take`] succeeds while the bucket is not empty and may leave it in debt, so
+/// a single large message always gets through a bucket smaller than itself.
+#[derive(Debug)]
+struct TokenBucket {
+    /// Tokens per second; 0 means no limit.
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, now: Instant) -> Self {
+        Self {
+            rate,
+            tokens: rate,
+            last: now,
+        }
+    }
+
+    /// Takes `n` tokens at `now` if the bucket is not empty; false if it is (nothing taken).
+    fn take(&mut self, now: Instant, n: f64) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        if self.tokens <= 0.0 {
+            return false;
+        }
+        self.tokens -= n;
+        true
+    }
+}
+
+/// Reads one stream of a connection; holds one of the connection's in-flight places until
+/// the message is queued or dropped.
+struct Reader {
+    shared: Arc<Shared>,
+    from: SocketAddr,
+    limiter: Arc<Mutex<RateLimiter>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Reader {
+    fn admit(&self, len: Option<usize>) -> bool {
+        let mut limiter = self.limiter.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        match len {
+            None => limiter.messages.take(now, 1.0),
+            Some(len) => limiter.bytes.take(now, len as f64),
+        }
+    }
+
+    fn rate_limited(&self, what: &str) {
+        let shared = &self.shared;
+        shared.messages_rate_limited.fetch_add(1, Ordering::Relaxed);
+        let logged = shared
+            .rate_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .hit(Instant::now(), &self.from);
+        if let Some(suppressed) = logged {
+            tracing::warn!(
+                from = %self.from,
+                limit = what,
+                suppressed_since_last_log = suppressed,
+                "messages over the connection's rate limit dropped (logged at most once per \
+                 connection every {}s)",
+                crate::ratelog::LOG_INTERVAL.as_secs()
+            );
+        }
+    }
+
+    /// Reads the message, checks the rate limits and queues it.
+    async fn read(self, mut stream: quinn::RecvStream) {
+        if !self.admit(None) {
+            self.rate_limited("messages/s");
+            // Fails only if the stream is already closed: nothing to stop.
+            let _ = stream.stop(VarInt::from_u32(CODE_RATE_LIMITED));
+            return;
+        }
+        read_message(&self, stream).await;
+    }
+}
+
+/// Reads one message (one stream) and queues it; a stream over the size limit is stopped and
+/// counted, and so is a message over the byte rate.
+async fn read_message(reader: &Reader, mut stream: quinn::RecvStream) {
+    let shared = &reader.shared;
+    let from = reader.from;
     match stream.read_to_end(shared.config.max_message_bytes).await {
         Ok(bytes) => {
+            if !reader.admit(Some(bytes.len())) {
+                reader.rate_limited("bytes/s");
+                return;
+            }
             // A closed receiver means nobody listens any more; the message is dropped.
             let _ = shared.incoming.send(Incoming { from, bytes }).await;
         }
@@ -964,6 +1132,60 @@ mod tests {
         timeout(WAIT, sender).await???;
         assert!(b.stats().bytes_received > (COUNT * LEN) as u64);
         assert_eq!(b.stats().connections_open, 1);
+        a.close().await;
+        b.close().await;
+        Ok(())
+    }
+
+    #[test]
+    fn token_bucket_allows_one_second_of_burst_then_the_rate() {
+        let t0 = std::time::Instant::now();
+        let mut bucket = TokenBucket::new(10.0, t0);
+        assert_eq!((0..20).filter(|_| bucket.take(t0, 1.0)).count(), 10);
+        let later = t0 + Duration::from_millis(500);
+        assert_eq!((0..20).filter(|_| bucket.take(later, 1.0)).count(), 5);
+        // Debt: one large take passes while the bucket is not empty, then nothing for a while.
+        let mut bytes = TokenBucket::new(100.0, t0);
+        assert!(bytes.take(t0, 1000.0));
+        assert!(!bytes.take(t0 + Duration::from_secs(5), 1.0));
+        assert!(bytes.take(t0 + Duration::from_secs(11), 1.0));
+        let mut off = TokenBucket::new(0.0, t0);
+        assert!((0..1000).all(|_| off.take(t0, 1e9)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn messages_over_the_rate_limit_are_dropped_and_counted() -> TestResult {
+        let (_dir, ids) = cluster(&["a", "b"])?;
+        let (a, _a_rx) = bind(&ids[0], TransportConfig::default()).await?;
+        let limited = TransportConfig {
+            rate_limit_messages: 5,
+            ..TransportConfig::default()
+        };
+        let (b, mut b_rx) = bind(&ids[1], limited).await?;
+        let to = b.local_addr();
+        let mut refused = 0;
+        for i in 0..50u8 {
+            match timeout(WAIT, a.send(to, Arc::from(&[i][..]))).await? {
+                Ok(()) => {}
+                Err(NetError::Stopped { code, .. }) if code == u64::from(CODE_RATE_LIMITED) => {
+                    refused += 1
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let limited = b.stats().messages_rate_limited;
+        // 5 tokens of burst, then 5/s: unless the 50 sends took over 5 s, at least 20 fail.
+        assert!(
+            limited >= 20,
+            "only {limited} of 50 messages were rate-limited"
+        );
+        assert!(refused <= limited);
+        let mut delivered = 0;
+        while delivered + limited < 50 {
+            recv(&mut b_rx).await?;
+            delivered += 1;
+        }
+        assert_eq!(b.stats().messages_rate_limited, limited);
         a.close().await;
         b.close().await;
         Ok(())

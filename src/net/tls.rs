@@ -27,10 +27,6 @@ use crate::certs::PeerIdentity;
 /// The ALPN protocol identifier of rumor's wire protocol, version 1.
 pub const ALPN: &[u8] = b"rumor/1";
 
-/// Unidirectional streams (one per message) a peer may have open towards us at once, per
-/// connection.
-pub const MAX_CONCURRENT_UNI_STREAMS: u32 = 1024;
-
 /// Flow-control window of one stream, in bytes: a 1 MB message fits without waiting for a
 /// window update.
 pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
@@ -82,7 +78,7 @@ pub fn transport_config(config: &TransportConfig) -> Result<quinn::TransportConf
         .keep_alive_interval(
             (config.keep_alive_ms > 0).then(|| Duration::from_millis(config.keep_alive_ms)),
         )
-        .max_concurrent_uni_streams(VarInt::from_u32(MAX_CONCURRENT_UNI_STREAMS))
+        .max_concurrent_uni_streams(VarInt::from_u32(config.max_streams_per_connection))
         .max_concurrent_bidi_streams(VarInt::from_u32(0))
         .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW_BYTES))
         .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW_BYTES))

@@ -23,6 +23,7 @@ use crate::core::{Core, CoreConfig, CoreStats, Event, LocalPeer, RestoredState};
 use crate::data::Dataset;
 use crate::model::{self, ModelSpec};
 use crate::net::{Transport, TransportConfig};
+use crate::ratelog::RateLimitedLog;
 use crate::wire::{Lifecycle, PeerId};
 use observe::{Observer, Observers};
 use sender::Sender;
@@ -766,6 +767,7 @@ pub async fn run_peer_observed(
     let mut drained = false;
     let mut stopping = false;
     let mut last_status = Instant::now();
+    let mut reject_log = RateLimitedLog::new(crate::ratelog::LOG_INTERVAL);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -828,7 +830,7 @@ pub async fn run_peer_observed(
             if let Event::MemberDown(m) = &event {
                 sender.forget(m.addr);
             }
-            handle_event(event, trainer.as_ref());
+            handle_event(event, trainer.as_ref(), &mut reject_log);
         }
         live.store(core.live_count(), Ordering::SeqCst);
         unacked.store(core.own_deltas_unacked(), Ordering::SeqCst);
@@ -974,7 +976,11 @@ pub async fn run_peer_observed(
     })
 }
 
-fn handle_event(event: Event, trainer: Option<&TrainerHandle>) {
+fn handle_event(
+    event: Event,
+    trainer: Option<&TrainerHandle>,
+    reject_log: &mut RateLimitedLog<PeerId>,
+) {
     match event {
         Event::DeltaApplied { values, .. } => {
             if let Some(t) = trainer {
@@ -999,7 +1005,17 @@ fn handle_event(event: Event, trainer: Option<&TrainerHandle>) {
             debug!(%origin, ?missing, "gap in deltas; anti-entropy will pull them")
         }
         Event::DeltaRejected { origin, reason } => {
-            warn!(%origin, reason = reason.as_str(), "delta rejected")
+            // Every rejection is counted in the core's stats; the log says so at most once per
+            // origin per interval.
+            if let Some(suppressed) = reject_log.hit(Instant::now(), &origin) {
+                warn!(
+                    %origin,
+                    reason = reason.as_str(),
+                    suppressed_since_last_log = suppressed,
+                    "delta rejected (logged at most once per origin every {}s)",
+                    crate::ratelog::LOG_INTERVAL.as_secs()
+                )
+            }
         }
     }
 }

@@ -327,7 +327,7 @@ impl Observer {
                     OriginView {
                         contiguous: entry.contiguous(),
                         max: entry.max(),
-                        missing: entry.missing(),
+                        missing: entry.missing_at_most(1024),
                     },
                 )
             })

@@ -63,6 +63,12 @@ pub const SYNC_HEADER_LEN: usize = 22;
 /// connections are set up before the first barrier, as a DDP job rendezvouses before training.
 pub const HELLO_ROUND: u64 = u64::MAX;
 
+/// Frames of rounds more than this many ahead of the current one are dropped, so a peer cannot
+/// make this one buffer values without bound. With the barrier a live peer is at most one round
+/// ahead; one that considered this peer down and went on alone may be further ahead, and such a
+/// peer's late frames only cost a timeout.
+pub const MAX_ROUNDS_AHEAD: u64 = 16;
+
 /// Errors of the sync baseline.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -319,7 +325,7 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
                 if f.last {
                     finished.insert(i);
                     finals.insert(i, f.values);
-                } else if f.round != HELLO_ROUND {
+                } else if f.round != HELLO_ROUND && f.round < MAX_ROUNDS_AHEAD {
                     pending.entry(f.round).or_default().insert(i, f.values);
                 }
             }
@@ -451,7 +457,9 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
                                         finals.insert(i, f.values);
                                     } else if f.round == round {
                                         got.insert(i, f.values);
-                                    } else if f.round > round {
+                                    } else if f.round > round
+                                        && f.round <= round.saturating_add(MAX_ROUNDS_AHEAD)
+                                    {
                                         pending.entry(f.round).or_default().insert(i, f.values);
                                     }
                                 }

@@ -57,6 +57,19 @@ async fn four_peers_from_one_seed_train_and_agree() {
         assert_eq!(o.applied, outcomes[0].applied, "same applied set");
         assert!(o.version > 0, "{} published", o.name);
         assert!(o.transport.bytes_sent > 0);
+        // Legitimate training never trips the delta checks (norm, version jump, ...) nor the
+        // transport's rate limits.
+        assert!(
+            o.stats.deltas_rejected.is_empty(),
+            "{} rejected deltas: {:?}",
+            o.name,
+            o.stats.deltas_rejected
+        );
+        assert_eq!(
+            o.transport.messages_rate_limited, 0,
+            "{} rate-limited",
+            o.name
+        );
     }
     let spread = accs.iter().cloned().fold(f32::MIN, f32::max)
         - accs.iter().cloned().fold(f32::MAX, f32::min);
