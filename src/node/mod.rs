@@ -827,8 +827,12 @@ pub async fn run_peer_observed(
         sender.flush(&mut core);
         while let Some(event) = core.poll_event() {
             observer.event(&core, &event);
+            // A member that left closes its own connections once its last messages are out
+            // (its Leave can overtake its last delta, so closing here could cut that delta off).
             if let Event::MemberDown(m) = &event {
-                sender.forget(m.addr);
+                if m.status == crate::wire::MemberStatus::Dead {
+                    sender.forget(m.addr);
+                }
             }
             handle_event(event, trainer.as_ref(), &mut reject_log);
         }
