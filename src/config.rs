@@ -198,6 +198,8 @@ pub struct TrainSection {
     /// Flow control: a due publish is put off while this many of the peer's own deltas are
     /// unacknowledged by some live member (0: no limit).
     pub max_unacked_deltas: usize,
+    /// Run the training thread at the lowest priority (the network's work goes first).
+    pub low_priority: bool,
     /// Seed for θ₀, sharding, batch order and protocol randomness.
     pub rng_seed: u64,
     /// CPU threads for candle's matrix products.
@@ -224,6 +226,7 @@ impl Default for TrainSection {
             eval_every: 100,
             deferred_eval: false,
             max_unacked_deltas: 4,
+            low_priority: true,
             rng_seed: 42,
             threads: 1,
             slowdown: std::collections::BTreeMap::new(),

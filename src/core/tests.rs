@@ -690,3 +690,59 @@ fn write_fuzz_seed_corpus() {
         std::fs::write(dir.join(name), &frame).unwrap();
     }
 }
+
+/// Deltas pushed by anti-entropy to peer 2 of a core, in queue order.
+fn deltas_pushed_to(core: &mut Core, to: SocketAddr) -> Vec<(PeerId, u64)> {
+    let mut out = Vec::new();
+    while let Some(t) = core.poll_transmit() {
+        if t.envelope.payload.kind() == MessageKind::Delta && t.to.contains(&to) {
+            out.push((t.envelope.origin, t.envelope.version));
+        }
+    }
+    out
+}
+
+/// An empty digest from peer 2: it lacks everything.
+fn empty_digest_from_2() -> Envelope {
+    Envelope {
+        id: Uuid::new_v4(),
+        origin: peer(2).id,
+        origin_addr: peer(2).addr,
+        version: 0,
+        ttl: 1,
+        payload: Payload::Digest(Digest {
+            applied: VersionVector::default(),
+            lifecycle: Lifecycle::Training,
+            reply: false,
+        }),
+    }
+}
+
+/// A delta still on its way to a member is not pushed to it again by anti-entropy, however
+/// long it takes; once its send is reported failed, the next digest pushes it at once; once
+/// delivered, it is not pushed again.
+#[test]
+fn anti_entropy_respects_send_outcomes() {
+    let (mut core, now) = core_with_members(3);
+    core.start_training();
+    let v = core.publish(now, 0.5, delta_values(1, 1)).unwrap();
+    let to = peer(2).addr;
+    assert_eq!(deltas_pushed_to(&mut core, to), vec![(peer(1).id, v)]);
+    // Long after the resend window, still no outcome: not pushed again.
+    let later = now + Duration::from_secs(30);
+    core.handle_timeout(later);
+    core.handle_message(later, to, empty_digest_from_2());
+    assert!(deltas_pushed_to(&mut core, to).is_empty(), "in flight");
+    // The send failed: the next digest pushes it.
+    core.send_outcome(later, to, peer(1).id, v, false);
+    core.handle_message(later, to, empty_digest_from_2());
+    assert_eq!(deltas_pushed_to(&mut core, to), vec![(peer(1).id, v)]);
+    assert_eq!(core.stats().delta_sends_failed, 1);
+    // Delivered: a stale digest within the resend window does not bring it back.
+    core.send_outcome(later, to, peer(1).id, v, true);
+    core.handle_message(later, to, empty_digest_from_2());
+    assert!(deltas_pushed_to(&mut core, to).is_empty(), "delivered");
+    assert_eq!(core.own_deltas_unacked(), 1, "still on its way to peer 3");
+    core.send_outcome(later, peer(3).addr, peer(1).id, v, true);
+    assert_eq!(core.own_deltas_unacked(), 0);
+}

@@ -941,6 +941,8 @@ pub async fn run_peer_observed(
     .await
     .map_err(|e| NodeError::Trainer(format!("evaluation task failed: {e}")))??;
     progress.test_accuracy = Some(accuracy);
+    // The final accuracy is of the final base, not of the last saved evaluation point.
+    progress.eval_snapshot = None;
     metrics.write(&options.name, &core, &transport, &progress);
     update_status(&status, &core, &transport, &progress);
     observer.refresh(&core, &transport, &lock(&status));

@@ -54,6 +54,23 @@ pub struct TrainPlan {
     /// slow or lossy network stretches the publish period instead of queueing deltas that go
     /// stale, and training never waits (for the network or for another peer). 0: no limit.
     pub max_unacked_deltas: usize,
+    /// Run the training thread at the lowest priority, so the protocol and network tasks get
+    /// the CPU first when it is short: probes are answered and deltas sent while training
+    /// takes what is left.
+    pub low_priority: bool,
+}
+
+/// Gives the calling thread the lowest priority of its scheduling policy when `low` (on Linux,
+/// niceness 19 under the default policy); a refusal is logged, not fatal.
+pub fn lower_current_thread_priority(low: bool) {
+    if !low {
+        return;
+    }
+    if let Err(e) =
+        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
+    {
+        tracing::debug!("cannot lower the training thread's priority: {e:?}");
+    }
 }
 
 /// Writes `base` to `dir/step-NNNNNNNN.f32` (little-endian `f32`s, no header; the directory is
@@ -187,6 +204,7 @@ impl TrainerHandle {
         let thread = std::thread::Builder::new()
             .name(format!("train-{name}"))
             .spawn(move || {
+                lower_current_thread_priority(plan.low_priority);
                 let mut run = TrainLoop {
                     plan,
                     shard,

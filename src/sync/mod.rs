@@ -51,7 +51,7 @@ use tracing::{debug, info, warn};
 use crate::data::{epoch_order, Dataset};
 use crate::model::{self, Trainer};
 use crate::net::{Incoming, Transport, TransportStats};
-use crate::node::trainer::{write_eval_snapshot, TrainPlan};
+use crate::node::trainer::{lower_current_thread_priority, write_eval_snapshot, TrainPlan};
 
 /// First four bytes of a sync frame.
 pub const SYNC_MAGIC: [u8; 4] = *b"RSYN";
@@ -347,6 +347,7 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
             let to_net = to_net.clone();
             let test = test.clone();
             move || {
+                lower_current_thread_priority(plan.low_priority);
                 let r = train_loop(&plan, &shard, &test, initial, &to_net);
                 let _ = to_net.send(ToNet::Done(r.map_err(|e| e.to_string())));
             }
