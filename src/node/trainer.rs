@@ -49,8 +49,9 @@ pub struct TrainPlan {
     /// compute (the lab uses this). None: evaluate in place.
     pub eval_snapshots: Option<PathBuf>,
     /// Flow control: while this many of the peer's own deltas are still unacknowledged by some
-    /// live member (the shell's count), a due publish is put off and training goes on; the
-    /// next step tries again, and the delta then carries every step since the last one. So a
+    /// live member (the shell's count), a due publish is put off (at most until the delta
+    /// carries [`MAX_COALESCE`] × `publish_every` steps) and training goes on; the next step
+    /// tries again, and the delta then carries every step since the last one. So a
     /// slow or lossy network stretches the publish period instead of queueing deltas that go
     /// stale, and training never waits (for the network or for another peer). 0: no limit.
     pub max_unacked_deltas: usize,
@@ -59,6 +60,10 @@ pub struct TrainPlan {
     /// takes what is left.
     pub low_priority: bool,
 }
+
+/// Flow control puts a publish off at most until the delta carries this many times
+/// `publish_every` steps; past that it is published even if the network is behind.
+pub const MAX_COALESCE: u64 = 4;
 
 /// Gives the calling thread the lowest priority of its scheduling policy when `low` (on Linux,
 /// niceness 19 under the default policy); a refusal is logged, not fatal.
@@ -305,7 +310,11 @@ impl TrainLoop {
                 since_publish += 1;
                 loss_sum += f64::from(loss);
                 loss_count += 1;
-                if since_publish >= self.plan.publish_every && self.network_ready() {
+                // A publish is put off at most until it would carry MAX_COALESCE × H steps, so a
+                // delta stays within a small multiple of the usual size (the norm check compares
+                // it with recent deltas).
+                let overdue = since_publish >= MAX_COALESCE * self.plan.publish_every.max(1);
+                if since_publish >= self.plan.publish_every && (self.network_ready() || overdue) {
                     self.publish(&mut trainer, &mut base)?;
                     since_publish = 0;
                 }
