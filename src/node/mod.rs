@@ -678,7 +678,7 @@ pub async fn run_peer_observed(
     } else {
         None
     };
-    let mut core = if let Some((spec, base, state)) = checkpoint {
+    let restored = if let Some((spec, base, state)) = checkpoint {
         plan.start_step = state.steps_done;
         if spec != options.plan.spec {
             return Err(NodeError::Resume(format!(
@@ -696,47 +696,42 @@ pub async fn run_peer_observed(
             applied = state.applied.len(),
             "resuming from checkpoint"
         );
-        let restored = RestoredState {
+        Some(RestoredState {
             base,
             applied: state.applied,
             published: state.published,
             incarnation: state.incarnation,
-        };
-        Core::restore(
-            options.core.clone(),
-            me,
-            restored,
-            options.seeds.clone(),
-            options.rng_seed,
-            now,
-        )
+        })
     } else if options.resume {
         // The checkpoint was damaged: its published version and incarnation are lost. Start at
         // incarnation 1 (the core outranks any higher incarnation of itself it hears of) and
         // published 0 (raised from the Welcome before the first publish).
-        let restored = RestoredState {
+        Some(RestoredState {
             base: options.initial.clone(),
             applied: VersionVector::new(),
             published: 0,
             incarnation: 0,
-        };
-        Core::restore(
+        })
+    } else {
+        None
+    };
+    let mut core = match restored {
+        Some(restored) => Core::restore(
             options.core.clone(),
             me,
             restored,
             options.seeds.clone(),
             options.rng_seed,
             now,
-        )
-    } else {
-        Core::new(
+        ),
+        None => Core::new(
             options.core.clone(),
             me,
             options.initial.clone(),
             options.seeds.clone(),
             options.rng_seed,
             now,
-        )
+        ),
     };
     info!(%addr, %peer_id, seeds = ?options.seeds, "peer started");
     {

@@ -219,22 +219,7 @@ fn a_killed_peer_is_declared_dead_rejoins_with_resume_and_ends_consistent() {
             wait_exit(child, Duration::from_secs(300), name, dir.path());
         }
     }
-    let mut args = vec![
-        "compare".to_string(),
-        "--json".into(),
-        "--checkpoints".into(),
-    ];
-    for n in names {
-        args.push(dir.path().join(n).to_string_lossy().into_owned());
-    }
-    let out = Command::new(BIN).args(&args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let distance = v["consensus_distance"].as_f64().unwrap();
+    let distance = crate::common::compare_checkpoints(dir.path(), &names);
     eprintln!("consensus distance over 6 peers after churn: {distance:e}");
     assert!(distance < 1e-4, "consensus distance {distance}");
     for n in names {

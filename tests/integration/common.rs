@@ -66,3 +66,27 @@ pub fn heavy_test_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Runs `rumor compare --json --checkpoints` over the checkpoints in `dir/NAME` for each name
+/// and returns the consensus distance it reports.
+pub fn compare_checkpoints(dir: &Path, names: &[&str]) -> f64 {
+    let mut args = vec![
+        "compare".to_string(),
+        "--json".into(),
+        "--checkpoints".into(),
+    ];
+    for n in names {
+        args.push(dir.join(n).to_string_lossy().into_owned());
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rumor"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["consensus_distance"].as_f64().unwrap()
+}

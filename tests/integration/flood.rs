@@ -357,22 +357,7 @@ async fn flood_of_100k_messages() {
     for p in &mut peers {
         wait_exit(p, Duration::from_secs(180), dir.path()).await;
     }
-    let mut args = vec![
-        "compare".to_string(),
-        "--json".into(),
-        "--checkpoints".into(),
-    ];
-    for n in names {
-        args.push(dir.path().join(n).to_string_lossy().into_owned());
-    }
-    let out = Command::new(BIN).args(&args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let distance = v["consensus_distance"].as_f64().unwrap();
+    let distance = crate::common::compare_checkpoints(dir.path(), &names);
     for n in names {
         let s: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.path().join(format!("{n}.json"))).unwrap_or_default(),
