@@ -226,7 +226,7 @@ impl Default for TrainSection {
             eval_every: 100,
             deferred_eval: false,
             max_unacked_deltas: 4,
-            low_priority: true,
+            low_priority: false,
             rng_seed: 42,
             threads: 1,
             slowdown: std::collections::BTreeMap::new(),
