@@ -55,21 +55,26 @@ fn member(n: u128) -> MemberRecord {
 }
 
 /// A core (peer 1) that knows peers 2..=n.
-fn core_with_members(n: u128) -> (Core, Instant) {
-    let now = Instant::now();
-    let mut core = Core::new(config(), peer(1), vec![0.0; P], vec![], 7, now);
-    let view = Envelope {
+/// A one-hop membership view (no push-pull) from peer `sender`, carrying `members`.
+fn view_from(sender: u128, version: u64, members: Vec<MemberRecord>) -> Envelope {
+    Envelope {
         id: Uuid::new_v4(),
-        origin: peer(2).id,
-        origin_addr: peer(2).addr,
-        version: 1,
+        origin: peer(sender).id,
+        origin_addr: peer(sender).addr,
+        version,
         ttl: 1,
         payload: Payload::Membership(MembershipView {
-            members: (2..=n).map(member).collect(),
+            members,
             push_pull: false,
             reply: false,
         }),
-    };
+    }
+}
+
+fn core_with_members(n: u128) -> (Core, Instant) {
+    let now = Instant::now();
+    let mut core = Core::new(config(), peer(1), vec![0.0; P], vec![], 7, now);
+    let view = view_from(2, 1, (2..=n).map(member).collect());
     core.handle_message(now, peer(2).addr, view);
     drain(&mut core);
     (core, now)
@@ -280,18 +285,7 @@ fn announced_version_raises_the_known_one() {
     let jump = core.config().max_version_jump;
     let mut record = member(3);
     record.published = 5 * jump;
-    let view = Envelope {
-        id: Uuid::new_v4(),
-        origin: peer(3).id,
-        origin_addr: peer(3).addr,
-        version: 1,
-        ttl: 1,
-        payload: Payload::Membership(MembershipView {
-            members: vec![record],
-            push_pull: false,
-            reply: false,
-        }),
-    };
+    let view = view_from(3, 1, vec![record]);
     core.handle_message(now, peer(3).addr, view);
     core.handle_message(now, peer(3).addr, delta_envelope(3, 5 * jump + 1, 1, 1.0));
     assert!(core.applied().contains(peer(3).id, 5 * jump + 1));
@@ -651,18 +645,7 @@ fn restarted_peer_outranks_a_higher_incarnation_of_itself() {
     assert_eq!(core.incarnation(), 0);
     let mut me = member(1);
     me.incarnation = 5;
-    let view = Envelope {
-        id: Uuid::new_v4(),
-        origin: peer(2).id,
-        origin_addr: peer(2).addr,
-        version: 2,
-        ttl: 1,
-        payload: Payload::Membership(MembershipView {
-            members: vec![me],
-            push_pull: false,
-            reply: false,
-        }),
-    };
+    let view = view_from(2, 2, vec![me]);
     core.handle_message(now, peer(2).addr, view);
     assert_eq!(core.incarnation(), 6);
     assert_eq!(
