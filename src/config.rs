@@ -196,8 +196,13 @@ pub struct TrainSection {
     /// no compute.
     pub deferred_eval: bool,
     /// Flow control: a due publish is put off while this many of the peer's own deltas are
-    /// unacknowledged by some live member (0: no limit).
+    /// unacknowledged by some live member, and past 4 × `publish_every` steps training waits
+    /// for them (0: no limit).
     pub max_unacked_deltas: usize,
+    /// How published deltas are quantized before they are applied and sent: `none` (f32),
+    /// `bf16` (2 bytes per parameter) or `int8` (≈ 1 byte), with error feedback. The sync
+    /// baseline compresses its model exchange the same way.
+    pub delta_compression: crate::model::Compression,
     /// Run the training thread at the lowest priority (the network's work goes first).
     pub low_priority: bool,
     /// Seed for θ₀, sharding, batch order and protocol randomness.
@@ -226,6 +231,7 @@ impl Default for TrainSection {
             eval_every: 100,
             deferred_eval: false,
             max_unacked_deltas: 4,
+            delta_compression: crate::model::Compression::None,
             low_priority: false,
             rng_seed: 42,
             threads: 1,
@@ -390,6 +396,9 @@ pub struct TransportSection {
     /// RTT assumed before the first sample (RFC 9002 §6.2.2).
     #[serde(with = "humantime_serde")]
     pub initial_rtt: Duration,
+    /// ACK delay asked of the peer (QUIC ACK frequency extension); 0: the peer's own, 25 ms.
+    #[serde(with = "humantime_serde")]
+    pub max_ack_delay: Duration,
     /// Streams (messages) one connection may have open, or in flight towards the core, at once.
     pub max_streams_per_connection: u32,
     /// Messages/s accepted from one connection (one second of burst); 0: no limit.
@@ -410,6 +419,7 @@ impl Default for TransportSection {
             send_timeout: Duration::from_secs(10),
             congestion: crate::net::Congestion::Cubic,
             initial_rtt: Duration::from_millis(333),
+            max_ack_delay: Duration::ZERO,
             max_streams_per_connection: n.max_streams_per_connection,
             rate_limit_messages: n.rate_limit_messages,
             rate_limit_bytes: n.rate_limit_bytes,
@@ -567,6 +577,11 @@ impl Config {
             "transport.send_timeout",
             "must be above zero",
         )?;
+        check(
+            self.transport.max_ack_delay < Duration::from_millis(1 << 14),
+            "transport.max_ack_delay",
+            "must be below 16384ms (RFC 9000 §18.2)",
+        )?;
         check(self.up.peers >= 1, "up.peers", "must be at least 1")?;
         check(
             self.up.centralized_lr.is_finite() && self.up.centralized_lr > 0.0,
@@ -692,6 +707,7 @@ impl Config {
             incoming_queue: t.incoming_queue,
             congestion: t.congestion,
             initial_rtt_ms: t.initial_rtt.as_millis().max(1) as u64,
+            max_ack_delay_ms: t.max_ack_delay.as_millis() as u64,
             max_streams_per_connection: t.max_streams_per_connection,
             rate_limit_messages: t.rate_limit_messages,
             rate_limit_bytes: t.rate_limit_bytes,

@@ -179,6 +179,7 @@ pub fn peer_options(
         max_train_time: t.max_train_time,
         slowdown: config.slowdown_of(&config.peer.name),
         max_unacked_deltas: t.max_unacked_deltas,
+        delta_compression: t.delta_compression,
         low_priority: t.low_priority,
         eval_snapshots: t.deferred_eval.then(|| config.peer.data_dir.join("evals")),
     };

@@ -466,6 +466,7 @@ struct MetricsLine<'a> {
     epoch: u32,
     train_loss: Option<f32>,
     test_accuracy: Option<f32>,
+    flow_control_wait_seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     eval_snapshot: Option<&'a Path>,
     version: u64,
@@ -567,6 +568,7 @@ impl MetricsFile {
             epoch: progress.epoch,
             train_loss: progress.train_loss,
             test_accuracy: progress.test_accuracy,
+            flow_control_wait_seconds: progress.flow_control_wait_seconds,
             eval_snapshot: progress.eval_snapshot.as_deref(),
             version: core.published(),
             applied: core.applied().len(),

@@ -49,12 +49,19 @@ pub struct TrainPlan {
     /// compute (the lab uses this). None: evaluate in place.
     pub eval_snapshots: Option<PathBuf>,
     /// Flow control: while this many of the peer's own deltas are still unacknowledged by some
-    /// live member (the shell's count), a due publish is put off (at most until the delta
-    /// carries [`MAX_COALESCE`] × `publish_every` steps) and training goes on; the next step
-    /// tries again, and the delta then carries every step since the last one. So a
-    /// slow or lossy network stretches the publish period instead of queueing deltas that go
-    /// stale, and training never waits (for the network or for another peer). 0: no limit.
+    /// live member (the shell's count), a due publish is put off and training goes on; the next
+    /// step tries again, and the delta then carries every step since the last one. So a slow or
+    /// lossy network first stretches the publish period instead of queueing deltas that go
+    /// stale. Once a delta would carry [`MAX_COALESCE`] × `publish_every` steps, the trainer
+    /// stops stepping until the window opens (back-pressure from its own outbox, like a full
+    /// socket buffer): a peer never trains further ahead of what its peers have received, which
+    /// keeps the merged deltas from going stale and overshooting together (asynchronous SGD's
+    /// staleness problem). It waits for transport acknowledgements only, never for another
+    /// peer's training; members under suspicion or dead are not waited for, and a send counts
+    /// as done once it fails or times out. 0: no limit, no waiting.
     pub max_unacked_deltas: usize,
+    /// How published deltas are quantized ([`model::Compression`], with error feedback).
+    pub delta_compression: model::Compression,
     /// Run the training thread at the lowest priority, so the protocol and network tasks get
     /// the CPU first when it is short: probes are answered and deltas sent while training
     /// takes what is left.
@@ -62,7 +69,7 @@ pub struct TrainPlan {
 }
 
 /// Flow control puts a publish off at most until the delta carries this many times
-/// `publish_every` steps; past that it is published even if the network is behind.
+/// `publish_every` steps; past that the trainer waits for the network before it publishes.
 pub const MAX_COALESCE: u64 = 4;
 
 /// Gives the calling thread the lowest priority of its scheduling policy when `low` (on Linux,
@@ -168,6 +175,9 @@ pub struct TrainProgress {
     pub eval_snapshot: Option<PathBuf>,
     /// Mean wall time of an optimizer step since the last report (seconds).
     pub step_seconds: f64,
+    /// Wall time spent waiting for the network by flow control so far ([`MAX_COALESCE`]),
+    /// in seconds.
+    pub flow_control_wait_seconds: f64,
 }
 
 /// Counts the shell keeps current for the trainer thread.
@@ -211,6 +221,7 @@ impl TrainerHandle {
             .spawn(move || {
                 lower_current_thread_priority(plan.low_priority);
                 let mut run = TrainLoop {
+                    quantizer: model::Quantizer::new(plan.delta_compression),
                     plan,
                     shard,
                     test,
@@ -259,6 +270,7 @@ struct TrainLoop {
     commands: mpsc::UnboundedReceiver<ToTrainer>,
     stop: Arc<AtomicBool>,
     pause: Arc<AtomicBool>,
+    quantizer: model::Quantizer,
 }
 
 impl TrainLoop {
@@ -313,10 +325,19 @@ impl TrainLoop {
                 // A publish is put off at most until it would carry MAX_COALESCE × H steps, so a
                 // delta stays within a small multiple of the usual size (the norm check compares
                 // it with recent deltas).
-                let overdue = since_publish >= MAX_COALESCE * self.plan.publish_every.max(1);
-                if since_publish >= self.plan.publish_every && (self.network_ready() || overdue) {
-                    self.publish(&mut trainer, &mut base)?;
-                    since_publish = 0;
+                if since_publish >= self.plan.publish_every {
+                    let overdue = since_publish >= MAX_COALESCE * self.plan.publish_every.max(1);
+                    if overdue && !self.network_ready() {
+                        let waited = Instant::now();
+                        self.wait_for_network();
+                        progress.flow_control_wait_seconds += waited.elapsed().as_secs_f64();
+                        // Deltas that arrived meanwhile go into the base before it is published.
+                        self.apply_commands(&mut trainer, &mut base)?;
+                    }
+                    if overdue || self.network_ready() {
+                        self.publish(&mut trainer, &mut base)?;
+                        since_publish = 0;
+                    }
                 }
                 let evaluate =
                     self.plan.eval_every > 0 && progress.step % self.plan.eval_every == 0;
@@ -366,6 +387,13 @@ impl TrainLoop {
         window == 0 || self.unacked.load(Ordering::SeqCst) < window
     }
 
+    /// Blocks until flow control lets a publish out or the trainer is told to stop.
+    fn wait_for_network(&self) {
+        while !self.network_ready() && !self.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     fn apply_commands(
         &mut self,
         trainer: &mut Trainer,
@@ -398,7 +426,10 @@ impl TrainLoop {
         let n = self.live.load(Ordering::SeqCst).max(1);
         let weight = 1.0 / n as f32;
         let work = trainer.work()?;
-        let delta = model::scaled_difference(&work, base, weight)?;
+        let mut delta = model::scaled_difference(&work, base, weight)?;
+        // The quantized delta is what every peer adds, this one included; what rounding left
+        // out goes into the next delta.
+        self.quantizer.quantize(&mut delta);
         model::axpy(base, 1.0, &delta)?;
         trainer.set_work(base)?;
         let _ = self.reports.send(FromTrainer::Publish {

@@ -6,12 +6,19 @@
 //! # Algorithm (local SGD / FedAvg with full participation)
 //!
 //! Every peer trains on its shard with its own AdamW state. Every H = `train.publish_every`
-//! steps it sends its model to every other live peer and waits until it holds the same round's
-//! model of every live peer, then sets its model to the plain mean (summed in peer-index order,
-//! so every peer computes the bit-identical average). The averaged model moves by
+//! steps it sends its update (below) to every other live peer and waits until it holds the same
+//! round's update of every live peer, then sets its model to the previous average plus their
+//! plain mean (summed in peer-index order, so every peer computes the bit-identical average). The averaged model moves by
 //! `(1/N) Σ_i Δ_i`, exactly as the gossip peers' shared model does with `w = 1/N`, so both modes
 //! use the same learning rate (`lr × lr_scaling(N)`). References: McMahan et al., 2017
 //! (FedAvg); Stich, 2019 ("Local SGD converges fast and communicates little").
+//!
+//! **What a round carries.** A round frame carries the sender's *update* since the last
+//! average, `u_i = work_i − avg`, quantized with error feedback as `train.delta_compression`
+//! says (the same scheme as the gossip deltas, so both modes put the same bytes per parameter
+//! on the wire); every peer then sets `avg ← avg + (1/N) Σ_i u_i`. With no compression this is
+//! the mean of the models up to float rounding. The final frame carries the whole model, in
+//! `f32`.
 //!
 //! **Start.** Each peer first sends a *hello* (round [`HELLO_ROUND`], no values) to every other
 //! peer and waits for theirs (at most `up.sync_timeout`), so QUIC handshakes happen before
@@ -35,7 +42,8 @@
 //!
 //! ```text
 //! magic "RSYN" (4) | version 1 (1) | round u64 BE (8) | sender index u32 BE (4) | final u8 (1)
-//!   | value count u32 BE (4) | values f32 LE
+//!   | value count u32 BE (4) | values (CompactValues::to_bytes: format byte, then
+//!   f32 LE, bf16 LE, or int8 block exponents and values)
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,14 +57,14 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::data::{epoch_order, Dataset};
-use crate::model::{self, Trainer};
+use crate::model::{self, CompactValues, Quantizer, Trainer};
 use crate::net::{Incoming, Transport, TransportStats};
 use crate::node::trainer::{lower_current_thread_priority, write_eval_snapshot, TrainPlan};
 
 /// First four bytes of a sync frame.
 pub const SYNC_MAGIC: [u8; 4] = *b"RSYN";
 /// Version of the sync frame layout.
-pub const SYNC_VERSION: u8 = 1;
+pub const SYNC_VERSION: u8 = 2;
 /// Bytes before the values.
 pub const SYNC_HEADER_LEN: usize = 22;
 /// Round number of the *hello* frame (no values) each peer sends once before training, so
@@ -95,23 +103,23 @@ pub struct SyncFrame {
     pub index: u32,
     /// The sender's budget is spent; this is its final model.
     pub last: bool,
-    /// The sender's model, flat.
+    /// The sender's update since the last average (its whole model when `last`), flat.
     pub values: Vec<f32>,
 }
 
 impl SyncFrame {
-    /// Encodes the frame (see the module docs for the layout).
+    /// Encodes the frame (see the module docs for the layout); the values go in their densest
+    /// exact form ([`CompactValues`]), so a quantized update costs about a byte per value.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(SYNC_HEADER_LEN + 4 * self.values.len());
+        let data = CompactValues::encode(&self.values).to_bytes();
+        let mut out = Vec::with_capacity(SYNC_HEADER_LEN + data.len());
         out.extend_from_slice(&SYNC_MAGIC);
         out.push(SYNC_VERSION);
         out.extend_from_slice(&self.round.to_be_bytes());
         out.extend_from_slice(&self.index.to_be_bytes());
         out.push(u8::from(self.last));
         out.extend_from_slice(&(self.values.len() as u32).to_be_bytes());
-        for v in &self.values {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        out.extend_from_slice(&data);
         out
     }
 
@@ -153,16 +161,13 @@ impl SyncFrame {
         } else {
             expected_len
         };
-        if count != expected_len || bytes.len() != SYNC_HEADER_LEN + 4 * count {
+        if count != expected_len {
             return Err(SyncError::Frame(format!(
-                "{count} values in {} bytes, expected {expected_len} values",
-                bytes.len()
+                "{count} values, expected {expected_len}"
             )));
         }
-        let values = bytes[SYNC_HEADER_LEN..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let values = CompactValues::decode_bytes(&bytes[SYNC_HEADER_LEN..], count)
+            .map_err(|e| SyncError::Frame(format!("values: {e}")))?;
         Ok(Self {
             round,
             index,
@@ -226,7 +231,8 @@ pub struct SyncOutcome {
 
 /// Requests from the trainer thread.
 enum ToNet {
-    /// Average this model with the others of round `round`; answer on `reply`.
+    /// Average these values (this round's update, or the final model when `last`) with the
+    /// others of round `round`; answer the mean on `reply`.
     Round {
         round: u64,
         last: bool,
@@ -634,9 +640,23 @@ fn train_loop(
     let mut images = Vec::new();
     let mut labels = Vec::new();
     let batch = plan.batch_size.max(1);
-    let barrier = |trainer: &mut Trainer, round: u64, last: bool| -> Result<Vec<f32>, SyncError> {
+    let mut quantizer = Quantizer::new(plan.delta_compression);
+    // Sends this round's update (or, last, the whole model) and waits for the average.
+    let barrier = |trainer: &mut Trainer,
+                   base: &[f32],
+                   quantizer: &mut Quantizer,
+                   round: u64,
+                   last: bool|
+     -> Result<Vec<f32>, SyncError> {
         let (reply, answer) = std::sync::mpsc::channel();
-        let values = trainer.work()?;
+        let work = trainer.work()?;
+        let values = if last {
+            work
+        } else {
+            let mut update = model::scaled_difference(&work, base, 1.0)?;
+            quantizer.quantize(&mut update);
+            update
+        };
         to_net
             .send(ToNet::Round {
                 round,
@@ -645,9 +665,16 @@ fn train_loop(
                 reply,
             })
             .map_err(|_| SyncError::Trainer("the network task ended".into()))?;
-        let avg = answer
+        let mean = answer
             .recv()
             .map_err(|_| SyncError::Trainer("the network task ended".into()))?;
+        let avg = if last {
+            mean
+        } else {
+            let mut avg = base.to_vec();
+            model::axpy(&mut avg, 1.0, &mean)?;
+            avg
+        };
         trainer.set_work(&avg)?;
         Ok(avg)
     };
@@ -668,7 +695,7 @@ fn train_loop(
             loss_sum += f64::from(loss);
             loss_count += 1;
             if since >= plan.publish_every {
-                base = barrier(&mut trainer, round, false)?;
+                base = barrier(&mut trainer, &base, &mut quantizer, round, false)?;
                 round += 1;
                 since = 0;
             }
@@ -707,7 +734,7 @@ fn train_loop(
             }
         }
     }
-    barrier(&mut trainer, round, true)?;
+    barrier(&mut trainer, &base, &mut quantizer, round, true)?;
     Ok((step, samples))
 }
 

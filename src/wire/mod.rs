@@ -25,7 +25,7 @@ pub type PeerId = Uuid;
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"RMOR";
 /// Version of the frame layout and message types; a peer rejects frames of another version.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Bytes before the body: magic, protocol version, body length.
 pub const HEADER_LEN: usize = 9;
 /// Hard upper bound on a body, whatever the configured limit (bytes). Bounds bincode's allocations.
@@ -162,7 +162,9 @@ impl MessageKind {
 pub struct DeltaPayload {
     /// The weight `w = 1/n` the sender scaled its local progress by, in (0, 1].
     pub weight: f32,
-    /// The delta, already scaled by `weight`.
+    /// The delta, already scaled by `weight`. On the wire in its densest exact form
+    /// ([`crate::model::CompactValues`]: int8 blocks, bf16 or f32), decoded bit for bit.
+    #[serde(with = "crate::model::compress::compact_serde")]
     pub values: Arc<[f32]>,
 }
 
