@@ -96,6 +96,10 @@ pub struct TransportConfig {
     /// RTT assumed before the first sample, in ms; sets how soon a lost handshake packet is
     /// sent again (3 × this at first). Default 333, RFC 9002 §6.2.2's value for unknown paths.
     pub initial_rtt_ms: u64,
+    /// ACK delay requested from the peer through the QUIC ACK frequency extension
+    /// (draft-ietf-quic-ack-frequency), in ms; 0 leaves the peer's own (25 ms in quinn).
+    /// Default 0.
+    pub max_ack_delay_ms: u64,
     /// Streams (messages) one connection may have open towards us, and messages of one
     /// connection being read or waiting for room in the incoming channel, at once. Default 256.
     pub max_streams_per_connection: u32,
@@ -133,6 +137,7 @@ impl Default for TransportConfig {
             incoming_queue: 1024,
             congestion: Congestion::Cubic,
             initial_rtt_ms: 333,
+            max_ack_delay_ms: 0,
             max_streams_per_connection: 256,
             rate_limit_messages: 2000,
             rate_limit_bytes: 128 * 1024 * 1024,

@@ -83,6 +83,15 @@ pub fn transport_config(config: &TransportConfig) -> Result<quinn::TransportConf
         .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW_BYTES))
         .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW_BYTES))
         .send_window(SEND_WINDOW_BYTES);
+    if config.max_ack_delay_ms > 0 {
+        // Ask the peer to acknowledge sooner than its own max_ack_delay (25 ms by default):
+        // a probe timeout waits srtt + 4·rttvar + max_ack_delay, doubling while probes are
+        // lost, so on a lossy low-RTT link the ACK delay sets how long a tail loss stalls a
+        // stream.
+        let mut ack = quinn::AckFrequencyConfig::default();
+        ack.max_ack_delay(Some(Duration::from_millis(config.max_ack_delay_ms)));
+        transport.ack_frequency_config(Some(ack));
+    }
     Ok(transport)
 }
 
