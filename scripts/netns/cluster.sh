@@ -118,8 +118,10 @@ fetch() { on "$1" "tar -C $REMOTE_DIR/host-$1 --exclude=./certs -cf - ." | tar -
 
 cleanup() {
     set +e
+    # ssh hosts remove only their own host-H dir (then the run dir once empty): hosts may share
+    # a filesystem, as the namespaces of ssh-hosts.sh do.
     for h in $(seq 1 "$N"); do
-        on "$h" "p=\$(cat $REMOTE_DIR/host-$h/pid 2>/dev/null) && [ -n \"\$p\" ] && { kill -CONT \$p; kill \$p; sleep 0.5; kill -9 \$p; }; nft delete table inet $TABLE; [ $MODE = netns ] || rm -rf $REMOTE_DIR" >/dev/null 2>&1
+        on "$h" "p=\$(cat $REMOTE_DIR/host-$h/pid 2>/dev/null) && [ -n \"\$p\" ] && { kill -CONT \$p; kill \$p; sleep 0.5; kill -9 \$p; }; nft delete table inet $TABLE; [ $MODE = netns ] || { rm -rf $REMOTE_DIR/host-$h; rmdir $REMOTE_DIR; }" >/dev/null 2>&1
     done
     if [ "$MODE" = netns ]; then
         for h in $(seq 1 "$N"); do

@@ -1,7 +1,8 @@
 //! The ssh path of `scripts/netns/cluster.sh`, run for real without machines:
 //! `scripts/netns/ssh-hosts.sh` starts an sshd in each of three network namespaces on a bridge
 //! the root namespace is also on, and cluster.sh drives them through `--hosts-file`, with 20%
-//! kernel loss on one host and a freeze/resume of another. Skipped, with the reason printed,
+//! kernel loss on one host and a freeze/resume of another; then a run that times out with a
+//! peer frozen, whose trap must clean the hosts all the same. Skipped, with the reason printed,
 //! without root, `ip`, `nft`, `sshd` or `ssh`. A guard takes the hosts down even on failure.
 
 use std::collections::BTreeSet;
@@ -103,6 +104,52 @@ fn remote_dirs() -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// What cluster.sh's trap must have removed on the "remote" hosts: peers (and ssh sessions)
+/// gone, so each namespace runs only its sshd; the nftables table; the remote run dir.
+fn assert_hosts_clean(tag: &str, sshd: &[u32], dirs_before: &BTreeSet<String>) {
+    for (i, pid) in sshd.iter().enumerate() {
+        let ns = format!("{tag}h{}", i + 1);
+        let only_sshd = wait_for(Duration::from_secs(10), || {
+            stdout_of(&["ip", "netns", "pids", &ns])
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                == [pid.to_string().as_str()]
+        });
+        assert!(
+            only_sshd,
+            "processes left in {ns} besides sshd {pid}: {}",
+            stdout_of(&["ip", "netns", "pids", &ns])
+        );
+        let tables = stdout_of(&["ip", "netns", "exec", &ns, "nft", "list", "tables"]);
+        assert!(
+            tables.trim().is_empty(),
+            "nft tables left in {ns}: {tables}"
+        );
+    }
+    let new_dirs: Vec<_> = remote_dirs().difference(dirs_before).cloned().collect();
+    assert!(new_dirs.is_empty(), "remote dirs left behind: {new_dirs:?}");
+}
+
+/// cluster.sh in ssh mode against the hosts in `lab` (at most 80 s).
+fn cluster_over_ssh(lab: &Path, out: &Path, args: &[&str]) -> std::process::ExitStatus {
+    Command::new("timeout")
+        .args(["-k", "5", "80"])
+        .arg(script("cluster.sh"))
+        .env(
+            "RUMOR_SSH_OPTS",
+            format!("-F {}", lab.join("ssh_config").display()),
+        )
+        .env("RUMOR_REMOTE_BIN", BIN)
+        .arg("--hosts-file")
+        .arg(lab.join("hosts"))
+        .args(["--bin", BIN, "--dataset", "synthetic"])
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .status()
+        .unwrap()
+}
+
 #[test]
 fn cluster_script_over_ssh_with_kernel_loss_on_one_host_finishes_consistent() {
     let _serial = crate::common::heavy_test_lock();
@@ -139,49 +186,22 @@ fn cluster_script_over_ssh_with_kernel_loss_on_one_host_finishes_consistent() {
 
     let out = tmp.path().join("out");
     let began = Instant::now();
-    let status = Command::new("timeout")
-        .args(["-k", "5", "80"])
-        .arg(script("cluster.sh"))
-        .env(
-            "RUMOR_SSH_OPTS",
-            format!("-F {}", lab.join("ssh_config").display()),
-        )
-        .env("RUMOR_REMOTE_BIN", BIN)
-        .arg("--hosts-file")
-        .arg(lab.join("hosts"))
-        .args(["--bin", BIN, "--loss", "3=20", "--timeout", "60"])
-        .args(["--dataset", "synthetic", "--epochs", "1"])
-        .args(["--events", "sleep 1; freeze 2; sleep 1; resume 2"])
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .unwrap();
+    let status = cluster_over_ssh(
+        &lab,
+        &out,
+        &[
+            "--loss",
+            "3=20",
+            "--timeout",
+            "60",
+            "--epochs",
+            "1",
+            "--events",
+            "sleep 1; freeze 2; sleep 1; resume 2",
+        ],
+    );
     eprintln!("cluster.sh over ssh took {:?}", began.elapsed());
-
-    // What cluster.sh's trap must have removed on the "remote" hosts: peers (and any ssh
-    // session) gone, so each namespace runs only its sshd; the nftables table; the remote dir.
-    for (i, pid) in sshd.iter().enumerate() {
-        let ns = format!("{tag}h{}", i + 1);
-        let only_sshd = wait_for(Duration::from_secs(10), || {
-            stdout_of(&["ip", "netns", "pids", &ns])
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                == [pid.to_string().as_str()]
-        });
-        assert!(
-            only_sshd,
-            "processes left in {ns} besides sshd {pid}: {}",
-            stdout_of(&["ip", "netns", "pids", &ns])
-        );
-        let tables = stdout_of(&["ip", "netns", "exec", &ns, "nft", "list", "tables"]);
-        assert!(
-            tables.trim().is_empty(),
-            "nft tables left in {ns}: {tables}"
-        );
-    }
-    let new_dirs: Vec<_> = remote_dirs().difference(&dirs_before).cloned().collect();
-    assert!(new_dirs.is_empty(), "remote dirs left behind: {new_dirs:?}");
-
+    assert_hosts_clean(&tag, &sshd, &dirs_before);
     assert!(status.success(), "cluster.sh over ssh failed: {status}");
     let compare: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
@@ -202,6 +222,22 @@ fn cluster_script_over_ssh_with_kernel_loss_on_one_host_finishes_consistent() {
             "host-{h} checkpoint"
         );
     }
+
+    // A run that gives up (peers still training, one of them frozen): the trap must resume and
+    // kill the remote peers and remove the tables and dirs all the same.
+    let began = Instant::now();
+    let status = cluster_over_ssh(
+        &lab,
+        &tmp.path().join("out-2"),
+        &["--timeout", "1", "--epochs", "1000", "--events", "freeze 2"],
+    );
+    eprintln!("a run that times out took {:?}", began.elapsed());
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "cluster.sh should report the timeout"
+    );
+    assert_hosts_clean(&tag, &sshd, &dirs_before);
 
     drop(hosts);
     let namespaces: Vec<String> = stdout_of(&["ip", "netns", "list"])
