@@ -130,10 +130,10 @@ fn assert_hosts_clean(tag: &str, sshd: &[u32], dirs_before: &BTreeSet<String>) {
     assert!(new_dirs.is_empty(), "remote dirs left behind: {new_dirs:?}");
 }
 
-/// cluster.sh in ssh mode against the hosts in `lab` (at most 80 s).
+/// cluster.sh in ssh mode against the hosts in `lab` (killed after 200 s).
 fn cluster_over_ssh(lab: &Path, out: &Path, args: &[&str]) -> std::process::ExitStatus {
     Command::new("timeout")
-        .args(["-k", "5", "80"])
+        .args(["-k", "5", "200"])
         .arg(script("cluster.sh"))
         .env(
             "RUMOR_SSH_OPTS",
@@ -193,7 +193,7 @@ fn cluster_script_over_ssh_with_kernel_loss_on_one_host_finishes_consistent() {
             "--loss",
             "3=20",
             "--timeout",
-            "60",
+            "120",
             "--epochs",
             "1",
             "--events",
