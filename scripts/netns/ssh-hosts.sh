@@ -30,12 +30,16 @@ SSHD=$(command -v sshd || echo /usr/sbin/sshd)
 
 down() {
     set +e
-    [ -f "$DIR/tag" ] || { rm -rf "$DIR"; return 0; }
-    local tag k
+    # Without the tag `up` writes first, DIR is not ours (or nothing was created): touch nothing.
+    [ -f "$DIR/tag" ] || return 0
+    local tag k p
     tag=$(cat "$DIR/tag")
     k=$(cat "$DIR/count" 2>/dev/null || echo 0)
+    # Our sshds (a pid is only trusted while its command line still names our config).
     for f in "$DIR"/sshd-*.pid; do
-        [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null
+        [ -s "$f" ] || continue
+        p=$(cat "$f")
+        tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$DIR/sshd-" && kill "$p"
     done
     for i in $(seq 1 "$k"); do
         local ns="${tag}h$i"
