@@ -23,6 +23,12 @@
 #     --bin PATH            the rumor binary (default target/release/rumor; on ssh hosts
 #                           $RUMOR_REMOTE_BIN or `rumor` on PATH)
 #
+# ssh mode: every host step is `ssh -o BatchMode=yes -o ConnectTimeout=10 $RUMOR_SSH_OPTS TARGET
+# sh -c CMD` (RUMOR_SSH_OPTS is split on spaces, e.g. "-F lab/ssh_config" or "-i KEY -p 2222");
+# the remote user needs root (nftables), and files move as tar streams through the same path.
+# Each host works in its own /tmp/rumor-remote-XXXXXX, removed at the end.
+# scripts/netns/ssh-hosts.sh stands up sshd in local namespaces to try this without machines.
+#
 # Output: DIR/host-I/{metrics.jsonl,summary.json,peer.log,checkpoint.json,base-*.safetensors,
 # nft.txt (the host's rules with drop counters)}
 # and DIR/compare.json ({"consensus_distance": D}). Exit status 0 when every peer finished.
@@ -73,11 +79,16 @@ if [ -n "$HOSTS_FILE" ]; then
     MODE=ssh
     while read -r target ip _; do
         case "$target" in ''|'#'*) continue ;; esac
+        [ -n "$ip" ] || { echo "$HOSTS_FILE: no LISTEN_IP for $target" >&2; exit 2; }
         TARGETS+=("$target"); IPS+=("$ip")
     done < "$HOSTS_FILE"
     N=${#TARGETS[@]}
+    [ "$N" -gt 0 ] || { echo "$HOSTS_FILE lists no hosts" >&2; exit 2; }
     REMOTE_BIN=${RUMOR_REMOTE_BIN:-rumor}
-    REMOTE_DIR="/tmp/rumor-netns-$RUN"
+    # Unique per run (a fixed name could collide with another run, or with $WORK when the
+    # "remote" hosts share this filesystem).
+    REMOTE_DIR="/tmp/rumor-remote-${WORK##*-}"
+    read -r -a SSH_OPTS <<< "${RUMOR_SSH_OPTS:-}"
 else
     MODE=netns
     for i in $(seq 1 "$N"); do IPS+=("10.77.0.$((10 + i))"); done
@@ -88,23 +99,29 @@ fi
 ns() { echo "rmr${RUN}h$1"; }
 ip_of() { echo "${IPS[$(( $1 - 1 ))]}"; }
 
-# The one per-host code path: run a shell command on host $1.
+# The one per-host code path: run a shell command with `sh` on host $1 (stdin passed through).
 on() {
     local h=$1; shift
     if [ "$MODE" = netns ]; then
         ip netns exec "$(ns "$h")" sh -c "$*"
     else
-        ssh -o BatchMode=yes "${TARGETS[$(( h - 1 ))]}" -- "$*"
+        # ssh hands the remote login shell one string: quote the command so that shell passes
+        # it to `sh -c` unchanged, whatever the login shell is.
+        ssh -o BatchMode=yes -o ConnectTimeout=10 "${SSH_OPTS[@]}" "${TARGETS[$(( h - 1 ))]}" \
+            -- "sh -c $(printf %q "$*")"
     fi
 }
-# Copy a local file to host $1's dir / a host's dir back.
-push() { if [ "$MODE" = netns ]; then cp -r "$2" "$REMOTE_DIR/host-$1/"; else scp -q -r "$2" "${TARGETS[$(( $1 - 1 ))]}:$REMOTE_DIR/host-$1/"; fi; }
-fetch() { if [ "$MODE" = netns ]; then cp -r "$REMOTE_DIR/host-$1/." "$2/"; else scp -q -r "${TARGETS[$(( $1 - 1 ))]}:$REMOTE_DIR/host-$1/." "$2/"; fi; }
+# Copy local dir $2 into host $1's dir / host $1's dir (but its certs) into local dir $2, as
+# tar streams through `on`.
+push() { tar -C "$(dirname "$2")" -cf - "$(basename "$2")" | on "$1" "tar -C $REMOTE_DIR/host-$1 -xf -"; }
+fetch() { on "$1" "tar -C $REMOTE_DIR/host-$1 --exclude=./certs -cf - ." | tar -C "$2" -xf -; }
 
 cleanup() {
     set +e
+    # ssh hosts remove only their own host-H dir (then the run dir once empty): hosts may share
+    # a filesystem, as the namespaces of ssh-hosts.sh do.
     for h in $(seq 1 "$N"); do
-        on "$h" "p=\$(cat $REMOTE_DIR/host-$h/pid 2>/dev/null) && [ -n \"\$p\" ] && { kill -CONT \$p; kill \$p; sleep 0.5; kill -9 \$p; }; nft delete table inet $TABLE" >/dev/null 2>&1
+        on "$h" "p=\$(cat $REMOTE_DIR/host-$h/pid 2>/dev/null) && [ -n \"\$p\" ] && { kill -CONT \$p; kill \$p; sleep 0.5; kill -9 \$p; }; nft delete table inet $TABLE; [ $MODE = netns ] || { rm -rf $REMOTE_DIR/host-$h; rmdir $REMOTE_DIR; }" >/dev/null 2>&1
     done
     if [ "$MODE" = netns ]; then
         for h in $(seq 1 "$N"); do
@@ -112,13 +129,12 @@ cleanup() {
             ip link del "rmr${RUN}v$h" 2>/dev/null
         done
         ip link del "$BRIDGE" 2>/dev/null
-    else
-        for h in $(seq 1 "$N"); do on "$h" "rm -rf $REMOTE_DIR" >/dev/null 2>&1; done
     fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+exec </dev/null   # only the tar streams of push/fetch feed `on` (ssh would read our stdin)
 
 # --- hosts ---------------------------------------------------------------------------------
 if [ "$MODE" = netns ]; then
@@ -132,7 +148,7 @@ if [ "$MODE" = netns ]; then
     done
 fi
 for h in $(seq 1 "$N"); do
-    on "$h" "mkdir -p $REMOTE_DIR/host-$h && nft add table inet $TABLE && nft add chain inet $TABLE out '{ type filter hook output priority 0; }' && nft add chain inet $TABLE in '{ type filter hook input priority 0; }'"
+    on "$h" "umask 077 && mkdir -p $REMOTE_DIR/host-$h && { nft delete table inet $TABLE 2>/dev/null; nft add table inet $TABLE && nft add chain inet $TABLE out '{ type filter hook output priority 0; }' && nft add chain inet $TABLE in '{ type filter hook input priority 0; }'; }"
 done
 
 # --- faults --------------------------------------------------------------------------------
@@ -156,10 +172,12 @@ start() { # start HOST [extra flags]: (re)starts the host's peer in the backgrou
     local seed=""
     [ "$h" != 1 ] && seed="--seed $(ip_of 1):$PORT"
     local d="$REMOTE_DIR/host-$h"
-    on "$h" "cd $d && rm -f ready summary.json && nohup $REMOTE_BIN peer --name host-$h \
+    # The braces make $! the peer's pid (nohup execs it) rather than a subshell's, whatever
+    # shell runs this, so freeze/kill/cleanup signal the peer itself.
+    on "$h" "cd $d && rm -f ready summary.json && { nohup $REMOTE_BIN peer --name host-$h \
         --listen $(ip_of "$h"):$PORT --certs $d/certs --data-dir $d --shard $h/$N \
         --dataset $DATASET --epochs $EPOCHS --min-peers $N $seed --ready-file $d/ready \
-        --summary-json $d/summary.json $PEER_ARGS $* >>$d/peer.log 2>&1 </dev/null & echo \$! > $d/pid"
+        --summary-json $d/summary.json $PEER_ARGS $* >>$d/peer.log 2>&1 </dev/null & echo \$! > $d/pid; }"
 }
 pid_of() { on "$1" "cat $REMOTE_DIR/host-$1/pid"; }
 freeze() { on "$1" "kill -STOP \$(cat $REMOTE_DIR/host-$1/pid)"; echo "froze host-$1"; }

@@ -11,3 +11,4 @@ mod lab;
 mod netns;
 mod observability;
 mod security;
+mod ssh;
