@@ -828,10 +828,7 @@ async fn up_sync(
 /// dataset, learning rate and epochs from the first part. `None` when `parts` is empty.
 pub fn combine_summaries(parts: Vec<RunSummary>, consensus_distance: f64) -> Option<RunSummary> {
     let first = parts.first()?.clone();
-    let wall = parts
-        .iter()
-        .map(|p| p.wall_seconds)
-        .fold(0.0f64, f64::max);
+    let wall = parts.iter().map(|p| p.wall_seconds).fold(0.0f64, f64::max);
     let peers = parts.into_iter().flat_map(|p| p.peers).collect();
     Some(summarize(
         &first.mode,

@@ -636,10 +636,7 @@ pub fn evaluate_deferred(
                 let copied = recorded
                     .file_name()
                     .map(|name| peer_dir.join("evals").join(name));
-                let path = copied
-                    .as_deref()
-                    .filter(|p| p.exists())
-                    .unwrap_or(recorded);
+                let path = copied.as_deref().filter(|p| p.exists()).unwrap_or(recorded);
                 let accuracy = crate::node::trainer::evaluate_snapshot(&spec, path, &data.test)?;
                 value["test_accuracy"] = serde_json::json!(accuracy);
                 if let Some(map) = value.as_object_mut() {
