@@ -124,7 +124,8 @@ pub(super) fn check_environment(lab: &LabFile, bin: Option<&Path>) -> Result<Net
 ///
 /// # Errors
 /// [`LabError::Netns`] naming the cell when the config cannot be written, the script cannot
-/// start or fails (with the tail of its log), or a host left no summary or checkpoint.
+/// start or fails (with the tail of its log), or a host left no summary or checkpoint, or one
+/// that ran another mode.
 pub(super) async fn run_cell(
     env: &NetnsEnv,
     lab: &LabFile,
@@ -197,6 +198,14 @@ pub(super) async fn run_cell(
             .map_err(|e| fail(format!("reading {}: {e}", path.display())))?;
         let part: RunSummary = serde_json::from_str(&text)
             .map_err(|e| fail(format!("parsing {}: {e}", path.display())))?;
+        if part.mode != cell.mode.as_str() {
+            return Err(fail(format!(
+                "{} says mode {}, not {}: the peers did not run the cell's mode",
+                path.display(),
+                part.mode,
+                cell.mode.as_str()
+            )));
+        }
         parts.push(part);
     }
     let distance = run::checkpoint_consensus(&hosts)

@@ -105,6 +105,10 @@ async fn sync_mode_averages_to_one_model_under_loss() {
     assert!(dir.path().join("peers/peer-0/metrics.jsonl").exists());
 }
 
+/// Held by every test here that runs `cluster.sh`: [`leftovers`] sees every `rmr*` namespace on
+/// the machine, so a cluster still running in a parallel test would read as left behind.
+static CLUSTER_SCRIPT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Why the namespace test cannot run here, if it cannot.
 fn namespace_skip_reason() -> Option<String> {
     let uid = Command::new("id").arg("-u").output().ok()?;
@@ -153,6 +157,7 @@ fn namespace_cluster_with_kernel_loss_on_one_host_finishes_consistent() {
         eprintln!("SKIPPED namespace test: {reason}");
         return;
     }
+    let _one_cluster = CLUSTER_SCRIPT.blocking_lock();
     let out = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/netns/cluster.sh");
     let status = Command::new("timeout")
@@ -284,6 +289,7 @@ async fn netns_lab_runs_gossip_and_sync_cells_with_kernel_loss() {
         eprintln!("SKIPPED netns lab test: {reason}");
         return;
     }
+    let _one_cluster = CLUSTER_SCRIPT.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("netns.toml");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/netns/cluster.sh");
@@ -378,6 +384,19 @@ initial_rtt = "50ms"
         config.loss.loss_out, 0.0,
         "loss is the kernel's, not the socket's"
     );
+    for cell in &summary.cells {
+        for h in 1..=3 {
+            let path = out.join(format!("runs/{}/host-{h}/summary.json", cell.cell));
+            let host: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            assert_eq!(
+                host["mode"],
+                cell.mode.as_str(),
+                "host-{h} of {}",
+                cell.cell
+            );
+        }
+    }
     let csv = std::fs::read_to_string(out.join("runs.csv")).unwrap();
     let mut lines = csv.lines();
     let header = lines.next().unwrap();
