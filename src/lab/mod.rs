@@ -912,6 +912,34 @@ mod tests {
         }
     }
 
+    #[test]
+    fn netns_cells_move_loss_to_the_kernel_and_the_straggler_to_its_host() {
+        let text = "name = \"t\"\ntarget_accuracy = 0.5\nrunner = \"netns\"\n\
+                    modes = [\"gossip\", \"sync\", \"centralized\"]\nloss = [0.1]\n\
+                    peers = [3]\nslowdown = [4.0]\n";
+        let lab: LabFile = toml::from_str(text).unwrap();
+        let cells = lab.cells();
+        for cell in &cells[..2] {
+            assert_eq!(cell.runner(&lab), Runner::Netns);
+            let c = cell.config(&lab).unwrap();
+            assert_eq!(c.loss.loss_out, 0.0, "nftables drops, not the socket");
+            assert_eq!(
+                c.slowdown_of("host-2"),
+                4.0,
+                "peer-1 trains shard 2: host-2"
+            );
+            assert_eq!(c.up.mode, cell.mode);
+            // What the hosts get through --config reads back the same.
+            let back = Config::from_toml(&toml::to_string(&c).unwrap()).unwrap();
+            assert_eq!(back, c);
+        }
+        assert_eq!(cells[2].runner(&lab), Runner::InProcess, "centralized");
+        assert_eq!(cells[2].config(&lab).unwrap().loss.loss_out, 0.1);
+        let mut lab = lab;
+        lab.straggler = "peer-3".into();
+        assert!(matches!(cells[0].config(&lab), Err(LabError::Netns { .. })));
+    }
+
     fn line(peer: &str, t: f64, acc: Option<f32>) -> String {
         serde_json::json!({
             "time": 1000.0 + t, "elapsed_seconds": t, "peer": peer, "step": 1, "samples": 64,
