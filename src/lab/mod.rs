@@ -485,10 +485,16 @@ pub async fn run_lab(file: &Path, options: LabOptions) -> Result<LabSummary, Lab
     let mut configs = Vec::with_capacity(cells.len());
     for cell in &cells {
         if cell.runner(&lab) == Runner::Netns {
-            netns::loss_percent(cell).map_err(|message| LabError::Netns {
+            let netns_err = |message: String| LabError::Netns {
                 cell: cell.id(),
                 message,
-            })?;
+            };
+            netns::loss_percent(cell).map_err(netns_err)?;
+            if cell.mode == Mode::Sync && cell.peers < 2 {
+                return Err(netns_err(
+                    "a sync peer on its own host needs at least one other (peers ≥ 2)".into(),
+                ));
+            }
         }
         configs.push(cell.config(&lab)?);
     }
