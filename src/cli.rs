@@ -356,6 +356,20 @@ pub struct PeerArgs {
     /// Serve /metrics (Prometheus text) and /status (JSON) over HTTP on this local TCP address.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// gossip | sync (`centralized` is `rumor up`'s)  [up.mode]
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// `sync` mode: every sync peer's address in index order, comma-separated, this one
+    /// included  [up.sync_peers]
+    #[arg(long, value_name = "A,B,..", value_delimiter = ',')]
+    pub sync_peers: Vec<SocketAddr>,
+    /// `sync` mode: this peer's index in --sync-peers (default: where its address is)
+    ///  [up.sync_index]
+    #[arg(long)]
+    pub sync_index: Option<usize>,
+    /// `sync` mode: longest wait at a barrier, e.g. `30s`  [up.sync_timeout]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub sync_timeout: Option<Duration>,
     /// Training settings.
     #[command(flatten)]
     pub train: TrainFlags,
@@ -447,6 +461,14 @@ impl PeerArgs {
         set(&mut p.certs, &self.certs);
         set(&mut p.data_dir, &self.data_dir);
         set(&mut c.train.shard, &self.shard);
+        set(&mut c.up.mode, &self.mode);
+        if !self.sync_peers.is_empty() {
+            c.up.sync_peers = self.sync_peers.clone();
+        }
+        if self.sync_index.is_some() {
+            c.up.sync_index = self.sync_index;
+        }
+        set(&mut c.up.sync_timeout, &self.sync_timeout);
         c.validate()?;
         Ok(c)
     }
@@ -490,6 +512,42 @@ mod tests {
         assert_eq!(c.train.shard, "2/3");
         assert_eq!(c.train.epochs, 5);
         assert_eq!(c.peer.join_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn sync_peer_flags_find_this_peers_index() {
+        let cli = Cli::try_parse_from([
+            "rumor",
+            "peer",
+            "--mode",
+            "sync",
+            "--listen",
+            "10.0.0.2:7000",
+            "--sync-peers",
+            "10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000",
+        ])
+        .unwrap();
+        let Command::Peer(args) = cli.command else {
+            panic!("parsed the wrong command")
+        };
+        let c = args.load_config().unwrap();
+        assert_eq!(c.up.mode, Mode::Sync);
+        assert_eq!(c.up.sync_peers.len(), 3);
+        assert_eq!(c.sync_index().unwrap(), 1);
+        let cli = Cli::try_parse_from([
+            "rumor",
+            "peer",
+            "--sync-peers",
+            "10.0.0.1:7000,10.0.0.3:7000",
+            "--listen",
+            "10.0.0.2:7000",
+        ])
+        .unwrap();
+        let Command::Peer(args) = cli.command else {
+            panic!("parsed the wrong command")
+        };
+        let err = args.load_config().unwrap().sync_index().unwrap_err();
+        assert!(err.to_string().contains("up.sync_index"), "{err}");
     }
 
     #[test]

@@ -465,6 +465,12 @@ pub struct UpSection {
     /// has not arrived by then is left out of that round's average.
     #[serde(with = "humantime_serde")]
     pub sync_timeout: Duration,
+    /// `rumor peer` in `sync` mode: every sync peer's address, in peer-index order (this peer
+    /// included). `rumor up` ignores it (its peers learn each other's addresses in-process).
+    pub sync_peers: Vec<SocketAddr>,
+    /// `rumor peer` in `sync` mode: this peer's index in `sync_peers`; unset: the position of
+    /// its advertise (else listen) address there.
+    pub sync_index: Option<usize>,
 }
 
 impl Default for UpSection {
@@ -474,6 +480,8 @@ impl Default for UpSection {
             mode: Mode::Gossip,
             centralized_lr: 1e-3,
             sync_timeout: Duration::from_secs(30),
+            sync_peers: Vec::new(),
+            sync_index: None,
         }
     }
 }
@@ -600,6 +608,16 @@ impl Config {
             "up.sync_timeout",
             "must be above zero",
         )?;
+        if let Some(i) = self.up.sync_index {
+            check(
+                i < self.up.sync_peers.len(),
+                "up.sync_index",
+                &format!(
+                    "{i} is not an index into up.sync_peers ({} addresses)",
+                    self.up.sync_peers.len()
+                ),
+            )?;
+        }
         self.loss_config(0)
             .validate()
             .map_err(|m| invalid("loss", m))?;
@@ -689,6 +707,36 @@ impl Config {
                 .collect(),
             seed: l.seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
         }
+    }
+
+    /// `rumor peer --mode sync`: this peer's index in `up.sync_peers` (`up.sync_index`, else the
+    /// position of `peer.advertise`, else of `peer.listen`, in the list).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when `up.sync_peers` has fewer than two addresses or this
+    /// peer's address is not in it and no index is set.
+    pub fn sync_index(&self) -> Result<usize, ConfigError> {
+        let peers = &self.up.sync_peers;
+        check(
+            peers.len() >= 2,
+            "up.sync_peers",
+            "sync mode needs every sync peer's address (at least two)",
+        )?;
+        if let Some(i) = self.up.sync_index {
+            check(
+                i < peers.len(),
+                "up.sync_index",
+                "is not an index into up.sync_peers",
+            )?;
+            return Ok(i);
+        }
+        let own = self.peer.advertise.unwrap_or(self.peer.listen);
+        peers.iter().position(|a| *a == own).ok_or_else(|| {
+            invalid(
+                "up.sync_index",
+                format!("unset, and this peer's address {own} is not in up.sync_peers"),
+            )
+        })
     }
 
     /// The slowdown factor of the peer called `name` (1: none).

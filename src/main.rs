@@ -142,6 +142,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Lab(args) => {
             let options = rumor::lab::LabOptions {
                 out: args.out.clone(),
+                bin: None,
             };
             let summary = runtime.block_on(rumor::lab::run_lab(&args.file, options))?;
             println!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::certs::{self, PeerIdentity};
@@ -62,7 +62,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
 }
 
 /// One peer's entry in a summary.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PeerSummary {
     /// Peer id.
     pub peer_id: String,
@@ -86,10 +86,11 @@ pub struct PeerSummary {
     pub drained: bool,
 }
 
-/// The summary `up` prints and writes with `--summary-json`.
-#[derive(Clone, Debug, Serialize)]
+/// The summary `up` prints and writes with `--summary-json` (and, for one peer, `rumor peer
+/// --summary-json`, which the lab reads back).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunSummary {
-    /// `gossip` or `centralized`.
+    /// `gossip`, `sync` or `centralized`.
     pub mode: String,
     /// Which dataset was used.
     pub dataset: String,
@@ -211,7 +212,13 @@ pub fn peer_options(
 }
 
 /// `rumor peer`: runs one peer to completion; with `metrics_addr`, serves `/metrics` and
-/// `/status` there while it runs.
+/// `/status` there while it runs. `up.mode = "sync"` runs one peer of the barrier baseline
+/// ([`crate::sync`]) with the addresses of `up.sync_peers` instead.
+///
+/// # Errors
+/// [`RunError::Config`] for mode `centralized`, or for `sync` with `resume`, a metrics address,
+/// or no resolvable index in `up.sync_peers`; otherwise what loading the certificates, the data
+/// or the model, binding, training or writing the summary fails with.
 pub async fn peer(
     config: Config,
     resume: bool,
@@ -219,9 +226,36 @@ pub async fn peer(
     ready_file: Option<PathBuf>,
     metrics_addr: Option<SocketAddr>,
 ) -> Result<(), RunError> {
+    let mode_err = |message: &str| {
+        RunError::Config(ConfigError::Invalid {
+            key: "up.mode",
+            message: message.into(),
+        })
+    };
+    match config.up.mode {
+        Mode::Gossip => {}
+        Mode::Centralized => {
+            return Err(mode_err(
+                "`rumor peer` runs gossip or sync; centralized is `rumor up --mode centralized`",
+            ))
+        }
+        Mode::Sync if resume => {
+            return Err(mode_err("a sync peer cannot --resume"));
+        }
+        Mode::Sync if metrics_addr.is_some() => {
+            return Err(mode_err("a sync peer does not serve --metrics-addr"));
+        }
+        Mode::Sync => {
+            // Checked before loading anything, so a bad peer list fails at once.
+            config.sync_index()?;
+        }
+    }
     model::set_compute_threads(config.train.threads);
     let identity = Arc::new(certs::load_identity(&config.peer.certs, &config.peer.name)?);
     let data = load_data(&config)?;
+    if config.up.mode == Mode::Sync {
+        return peer_sync(&config, identity, data, summary_json, ready_file).await;
+    }
     let test = Arc::new(data.test.clone());
     let shard = config.shard()?;
     let mut options = peer_options(&config, identity, &data, test, shard.count)?;
@@ -238,10 +272,7 @@ pub async fn peer(
     };
     if let Some(path) = ready_file {
         if let Some(addr) = handle.bound_addr().await {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, format!("{addr}\n"))
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .map_err(io_err(format!("writing {}", path.display())))?;
+            write_ready(&path, addr)?;
         }
     }
     let outcome = handle.wait().await.map_err(|source| RunError::Peer {
@@ -274,6 +305,109 @@ pub async fn peer(
         write_json(&path, &summary)?;
     }
     Ok(())
+}
+
+/// Writes `addr` to `path` atomically (temp file, then rename): scripts wait for it.
+fn write_ready(path: &Path, addr: SocketAddr) -> Result<(), RunError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(io_err(format!("writing {}", path.display())))
+}
+
+/// `rumor peer --mode sync`: binds, writes the ready file, runs one [`crate::sync::SyncPeer`]
+/// at index [`Config::sync_index`] of `up.sync_peers`, prints and writes its summary.
+async fn peer_sync(
+    config: &Config,
+    identity: Arc<PeerIdentity>,
+    data: TrainTest,
+    summary_json: Option<PathBuf>,
+    ready_file: Option<PathBuf>,
+) -> Result<(), RunError> {
+    let index = config.sync_index()?;
+    let shard = config.shard()?;
+    let test = Arc::new(data.test.clone());
+    let opts = peer_options(config, identity, &data, test, shard.count)?;
+    let name = opts.name.clone();
+    let (transport, incoming) = crate::net::Transport::bind_lossy(
+        opts.listen,
+        &opts.identity,
+        opts.transport.clone(),
+        opts.loss.clone(),
+    )
+    .await
+    .map_err(|e| RunError::Peer {
+        name: name.clone(),
+        source: Box::new(e.into()),
+    })?;
+    if let Some(path) = ready_file {
+        write_ready(&path, transport.local_addr())?;
+    }
+    info!(%name, index, peers = config.up.sync_peers.len(), "sync peer started");
+    let peer = crate::sync::SyncPeer {
+        name: name.clone(),
+        index,
+        peers: config.up.sync_peers.clone(),
+        transport,
+        incoming,
+        initial: opts.initial,
+        plan: opts.plan,
+        shard: opts.shard,
+        test: opts.test,
+        data_dir: opts.data_dir,
+        timeout: config.up.sync_timeout,
+    };
+    let outcome = crate::sync::run_sync_peer(peer)
+        .await
+        .map_err(|e| RunError::Peer {
+            name: name.clone(),
+            source: Box::new(NodeError::Trainer(e.to_string())),
+        })?;
+    let t = &config.train;
+    let summary = SinglePeerSummary {
+        run: summarize(
+            "sync",
+            &data.name,
+            vec![sync_peer_summary(&outcome)],
+            0.0,
+            Duration::from_secs_f64(outcome.wall_seconds),
+            t.lr * t.lr_scaling.factor(shard.count),
+            t.epochs,
+        ),
+        members: Vec::new(),
+    };
+    println!(
+        "{}: test accuracy {:.2}%, rounds {}, {} peer-rounds timed out, final average {}",
+        outcome.name,
+        outcome.test_accuracy * 100.0,
+        outcome.rounds,
+        outcome.timeouts,
+        if outcome.complete {
+            "complete"
+        } else {
+            "INCOMPLETE"
+        }
+    );
+    if let Some(path) = summary_json {
+        write_json(&path, &summary)?;
+    }
+    Ok(())
+}
+
+/// A sync peer's entry in a summary (rounds stand in for versions and applied deltas).
+fn sync_peer_summary(o: &crate::sync::SyncOutcome) -> PeerSummary {
+    PeerSummary {
+        peer_id: uuid::Uuid::nil().to_string(),
+        name: o.name.clone(),
+        test_accuracy: o.test_accuracy,
+        version: o.rounds,
+        applied: o.rounds,
+        bytes_sent: o.transport.bytes_sent,
+        bytes_received: o.transport.bytes_received,
+        steps: o.steps,
+        samples: o.samples,
+        drained: o.complete,
+    }
 }
 
 fn handle_signals(handle: &PeerHandle) -> tokio::task::JoinHandle<()> {
@@ -676,21 +810,7 @@ async fn up_sync(
     }
     let bases: Vec<&[f32]> = outcomes.iter().map(|o| o.base.as_slice()).collect();
     let consensus_distance = model::consensus_distance(&bases)?;
-    let peers = outcomes
-        .iter()
-        .map(|o| PeerSummary {
-            peer_id: uuid::Uuid::nil().to_string(),
-            name: o.name.clone(),
-            test_accuracy: o.test_accuracy,
-            version: o.rounds,
-            applied: o.rounds,
-            bytes_sent: o.transport.bytes_sent,
-            bytes_received: o.transport.bytes_received,
-            steps: o.steps,
-            samples: o.samples,
-            drained: o.complete,
-        })
-        .collect();
+    let peers = outcomes.iter().map(sync_peer_summary).collect();
     Ok(summarize(
         "sync",
         &data.name,
@@ -699,6 +819,26 @@ async fn up_sync(
         started.elapsed(),
         config.train.lr * config.train.lr_scaling.factor(n),
         config.train.epochs,
+    ))
+}
+
+/// One summary of a cluster from the summaries its peers wrote one by one (`rumor peer
+/// --summary-json`, each with one peer): the peers' entries in the given order, accuracies and
+/// sample totals recomputed over all of them, `consensus_distance` as measured by the caller
+/// (e.g. [`compare`] on the peers' checkpoints), wall time the longest peer's (s), mode,
+/// dataset, learning rate and epochs from the first part. `None` when `parts` is empty.
+pub fn combine_summaries(parts: Vec<RunSummary>, consensus_distance: f64) -> Option<RunSummary> {
+    let first = parts.first()?.clone();
+    let wall = parts.iter().map(|p| p.wall_seconds).fold(0.0f64, f64::max);
+    let peers = parts.into_iter().flat_map(|p| p.peers).collect();
+    Some(summarize(
+        &first.mode,
+        &first.dataset,
+        peers,
+        consensus_distance,
+        Duration::try_from_secs_f64(wall).unwrap_or_default(),
+        first.lr,
+        first.epochs,
     ))
 }
 
@@ -921,15 +1061,24 @@ fn print_summary(s: &RunSummary) {
     );
 }
 
-/// `rumor compare`: consensus distance between saved checkpoints.
-pub fn compare(dirs: &[PathBuf], json: bool) -> Result<f64, RunError> {
+/// Consensus distance (`mean_i ‖base_i − mean‖ / ‖mean‖`) of the bases checkpointed in
+/// `dirs` (peers' data dirs).
+///
+/// # Errors
+/// [`RunError::Model`] if a checkpoint cannot be loaded or the bases differ in length.
+pub fn checkpoint_consensus(dirs: &[PathBuf]) -> Result<f64, RunError> {
     let mut bases = Vec::with_capacity(dirs.len());
     for dir in dirs {
         let (_, base, _) = model::load_checkpoint(dir)?;
         bases.push(base);
     }
     let refs: Vec<&[f32]> = bases.iter().map(Vec::as_slice).collect();
-    let d = model::consensus_distance(&refs)?;
+    Ok(model::consensus_distance(&refs)?)
+}
+
+/// `rumor compare`: consensus distance between saved checkpoints.
+pub fn compare(dirs: &[PathBuf], json: bool) -> Result<f64, RunError> {
+    let d = checkpoint_consensus(dirs)?;
     if json {
         println!("{}", serde_json::json!({ "consensus_distance": d }));
     } else {

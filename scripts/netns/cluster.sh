@@ -13,7 +13,14 @@
 #     --hosts-file FILE     real machines instead: one "SSH_TARGET LISTEN_IP" per line
 #     --loss HOST=P         host HOST (1-based) drops P% of the UDP datagrams it sends (nftables
 #                           `numgen random mod 100 < P drop`), so its links lose P%; repeatable
-#     --dataset D --epochs E  passed to every peer (defaults synthetic, 1)
+#     --dataset D --epochs E  passed to every peer (defaults synthetic, 1; with --config, only
+#                           when given, so the file's values hold)
+#     --config FILE         a rumor TOML config copied to every host (like the certificates) and
+#                           passed as `--config`; the flags this script sets (name, listen,
+#                           certs, data dir, shard, seeds, min peers, sync peer list) override it
+#     --mode gossip|sync    passed to every peer as `--mode`; with sync every peer also gets
+#                           `--sync-peers` (every host's IP:PORT, host order) so host H is sync
+#                           peer H-1 (default: no flag, the config file's up.mode, else gossip)
 #     --peer-args "ARGS"    more flags for every `rumor peer` (e.g. "--congestion bbr")
 #     --events "STEPS"      shell run once every peer is up, with these helpers:
 #                             freeze H | resume H | kill H | restart H | partition H1 H2 | heal
@@ -38,8 +45,10 @@ set -euo pipefail
 
 N=3
 HOSTS_FILE=""
-DATASET=synthetic
-EPOCHS=1
+DATASET=""
+EPOCHS=""
+CONFIG=""
+PEER_MODE=""
 PEER_ARGS=""
 EVENTS=""
 OUT=netns-results
@@ -56,6 +65,8 @@ while [ $# -gt 0 ]; do
         --loss) LOSS[${2%%=*}]=${2#*=}; shift 2 ;;
         --dataset) DATASET=$2; shift 2 ;;
         --epochs) EPOCHS=$2; shift 2 ;;
+        --config) CONFIG=$2; shift 2 ;;
+        --mode) PEER_MODE=$2; shift 2 ;;
         --peer-args) PEER_ARGS=$2; shift 2 ;;
         --events) EVENTS=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
@@ -68,6 +79,13 @@ done
 
 BIN=$(realpath "$BIN")
 [ -x "$BIN" ] || { echo "missing rumor binary $BIN" >&2; exit 2; }
+if [ -n "$CONFIG" ]; then
+    [ -f "$CONFIG" ] || { echo "missing config file $CONFIG" >&2; exit 2; }
+else
+    DATASET=${DATASET:-synthetic}
+    EPOCHS=${EPOCHS:-1}
+fi
+case "$PEER_MODE" in ''|gossip|sync) ;; *) echo "--mode must be gossip or sync" >&2; exit 2 ;; esac
 RUN=$(( $$ % 10000 ))
 WORK=$(mktemp -d -t rumor-netns-XXXXXX)
 mkdir -p "$OUT"
@@ -166,17 +184,35 @@ for h in "${!LOSS[@]}"; do loss "$h" "${LOSS[$h]}"; done
 "$BIN" certs init --dir "$WORK/certs" >/dev/null 2>&1
 for h in $(seq 1 "$N"); do "$BIN" certs issue --dir "$WORK/certs" --name "host-$h" >/dev/null 2>&1; done
 for h in $(seq 1 "$N"); do push "$h" "$WORK/certs"; done
+# Flags every peer gets; the per-host ones are added in start().
+COMMON=""
+[ -n "$DATASET" ] && COMMON="$COMMON --dataset $DATASET"
+[ -n "$EPOCHS" ] && COMMON="$COMMON --epochs $EPOCHS"
+if [ -n "$CONFIG" ]; then
+    cp "$CONFIG" "$WORK/rumor.toml"
+    for h in $(seq 1 "$N"); do push "$h" "$WORK/rumor.toml"; done
+fi
+if [ -n "$PEER_MODE" ]; then
+    COMMON="$COMMON --mode $PEER_MODE"
+    if [ "$PEER_MODE" = sync ]; then
+        SYNC_PEERS=""
+        for h in $(seq 1 "$N"); do SYNC_PEERS="$SYNC_PEERS${SYNC_PEERS:+,}$(ip_of "$h"):$PORT"; done
+        COMMON="$COMMON --sync-peers $SYNC_PEERS"
+    fi
+fi
 
 start() { # start HOST [extra flags]: (re)starts the host's peer in the background
     local h=$1; shift
     local seed=""
     [ "$h" != 1 ] && seed="--seed $(ip_of 1):$PORT"
     local d="$REMOTE_DIR/host-$h"
+    local config=""
+    [ -n "$CONFIG" ] && config="--config $d/rumor.toml"
     # The braces make $! the peer's pid (nohup execs it) rather than a subshell's, whatever
     # shell runs this, so freeze/kill/cleanup signal the peer itself.
-    on "$h" "cd $d && rm -f ready summary.json && { nohup $REMOTE_BIN peer --name host-$h \
+    on "$h" "cd $d && rm -f ready summary.json && { nohup $REMOTE_BIN peer $config --name host-$h \
         --listen $(ip_of "$h"):$PORT --certs $d/certs --data-dir $d --shard $h/$N \
-        --dataset $DATASET --epochs $EPOCHS --min-peers $N $seed --ready-file $d/ready \
+        $COMMON --min-peers $N $seed --ready-file $d/ready \
         --summary-json $d/summary.json $PEER_ARGS $* >>$d/peer.log 2>&1 </dev/null & echo \$! > $d/pid; }"
 }
 pid_of() { on "$1" "cat $REMOTE_DIR/host-$1/pid"; }

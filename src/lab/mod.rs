@@ -1,6 +1,16 @@
-//! `rumor lab FILE.toml`: runs a grid of in-process clusters (modes × loss rates × seeds × peer
-//! counts × IID/non-IID × straggler factor) and writes what a person needs to judge convergence
-//! under loss and stragglers: `runs.csv`, `summary.json`, `report.md` and plots ([`plot`]).
+//! `rumor lab FILE.toml`: runs a grid of clusters (modes × loss rates × seeds × peer counts ×
+//! IID/non-IID × straggler factor) and writes what a person needs to judge convergence under
+//! loss and stragglers: `runs.csv`, `summary.json`, `report.md` and plots ([`plot`]).
+//!
+//! # Runners
+//!
+//! - `runner = "in-process"` (default): each cell is `rumor up` in this process (peers on
+//!   127.0.0.1, loss dropped by each peer's socket, `loss.loss_out`).
+//! - `runner = "netns"`: each cell is a cluster of separate hosts ([`netns`]): one `rumor peer`
+//!   process per network namespace through `scripts/netns/cluster.sh`, the loss rate dropped by
+//!   nftables in every host's kernel. Needs root, `ip` and `nft`; loss rates must be whole
+//!   percents. Peers are named `host-1..host-N` there. `centralized` cells have no network and
+//!   always run in-process.
 //!
 //! # Definitions
 //!
@@ -18,11 +28,13 @@
 //!   (`final_consensus_distance`, `mean_i ‖θ_i − θ̄‖ / ‖θ̄‖`).
 //! - **Bytes.** UDP payload bytes sent per peer, from quinn's connection statistics.
 
+pub mod netns;
 pub mod plot;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +70,15 @@ pub enum LabError {
         what: String,
         /// The error.
         source: std::io::Error,
+    },
+    /// A `runner = "netns"` cell could not run: no root, `ip` or `nft`, no cluster script,
+    /// a loss rate nftables cannot drop, or the cluster script failed.
+    #[error("run {cell} (netns): {message}")]
+    Netns {
+        /// The cell id.
+        cell: String,
+        /// What is wrong.
+        message: String,
     },
     /// A plot could not be drawn.
     #[error("plot {file}: {message}")]
@@ -104,9 +125,43 @@ pub struct LabFile {
     /// Which peer is slowed down.
     #[serde(default = "default_straggler")]
     pub straggler: String,
+    /// Where each cell runs: `in-process` (default; `rumor up` in this process) or `netns`
+    /// (one `rumor peer` per network namespace through `netns_script`, kernel loss).
+    #[serde(default)]
+    pub runner: Runner,
+    /// `runner = "netns"`: the cluster script, relative to the current dir (default
+    /// `scripts/netns/cluster.sh`).
+    #[serde(default = "default_netns_script")]
+    pub netns_script: PathBuf,
+    /// `runner = "netns"`: longest wait for one cell's peers to finish (the script's
+    /// `--timeout`, whole seconds), e.g. `"30m"` (default 1 h).
+    #[serde(default = "default_netns_timeout", with = "humantime_serde")]
+    pub netns_timeout: Duration,
     /// The rumor configuration every run starts from (same keys as `config/default.toml`).
     #[serde(default)]
     pub config: Config,
+}
+
+/// Where the lab runs a cell.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runner {
+    /// `rumor up` in this process: peers on 127.0.0.1, loss injected by their sockets.
+    #[default]
+    InProcess,
+    /// One `rumor peer` per network namespace (`scripts/netns/cluster.sh`), loss dropped by
+    /// nftables in each namespace's kernel.
+    Netns,
+}
+
+impl Runner {
+    /// The lab-file spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runner::InProcess => "in-process",
+            Runner::Netns => "netns",
+        }
+    }
 }
 
 fn default_modes() -> Vec<Mode> {
@@ -129,6 +184,12 @@ fn default_slowdown() -> Vec<f64> {
 }
 fn default_straggler() -> String {
     "peer-1".into()
+}
+fn default_netns_script() -> PathBuf {
+    PathBuf::from("scripts/netns/cluster.sh")
+}
+fn default_netns_timeout() -> Duration {
+    netns::DEFAULT_TIMEOUT
 }
 
 impl LabFile {
@@ -155,6 +216,9 @@ impl LabFile {
         }
         if !(lab.target_accuracy > 0.0 && lab.target_accuracy <= 1.0) {
             return Err(err("target_accuracy must lie in (0, 1]".into()));
+        }
+        if lab.runner == Runner::Netns && lab.netns_timeout.as_secs() == 0 {
+            return Err(err("netns_timeout must be at least 1s".into()));
         }
         Ok(lab)
     }
@@ -234,12 +298,41 @@ impl Cell {
         )
     }
 
-    fn config(&self, lab: &LabFile) -> Config {
+    /// Where this cell runs in `lab`: centralized cells have no network and run in-process.
+    pub fn runner(&self, lab: &LabFile) -> Runner {
+        if self.mode == Mode::Centralized {
+            Runner::InProcess
+        } else {
+            lab.runner
+        }
+    }
+
+    /// The name of the straggler's peer in this cell's runner (`host-H` in namespaces).
+    fn straggler(&self, lab: &LabFile) -> Result<String, LabError> {
+        match self.runner(lab) {
+            Runner::InProcess => Ok(lab.straggler.clone()),
+            Runner::Netns => {
+                netns::host_name(&lab.straggler, self.peers).map_err(|message| LabError::Netns {
+                    cell: self.id(),
+                    message,
+                })
+            }
+        }
+    }
+
+    fn config(&self, lab: &LabFile) -> Result<Config, LabError> {
         let mut c = lab.config.clone();
         c.up.mode = self.mode;
         c.up.peers = self.peers;
-        // As `--loss`: each sender drops `loss` of its datagrams, so every link loses `loss`.
-        c.loss.loss_out = self.loss;
+        match self.runner(lab) {
+            // As `--loss`: each sender drops `loss` of its datagrams, so every link loses it.
+            Runner::InProcess => c.loss.loss_out = self.loss,
+            // Every host's kernel drops `loss` of the UDP datagrams it sends instead.
+            Runner::Netns => {
+                c.loss.loss_out = 0.0;
+                c.loss.loss_in = 0.0;
+            }
+        }
         c.loss.seed = self.seed;
         c.train.rng_seed = self.seed;
         // Evaluation points save the base; they are evaluated after the run
@@ -247,11 +340,10 @@ impl Cell {
         c.train.deferred_eval = true;
         c.train.non_iid_alpha = (self.non_iid_alpha > 0.0).then_some(self.non_iid_alpha);
         if self.slowdown > 1.0 {
-            c.train
-                .slowdown
-                .insert(lab.straggler.clone(), self.slowdown);
+            c.train.slowdown.insert(self.straggler(lab)?, self.slowdown);
         }
-        c
+        c.validate()?;
+        Ok(c)
     }
 }
 
@@ -322,6 +414,8 @@ pub struct CellSummary {
     pub peers: usize,
     /// Seed.
     pub seed: u64,
+    /// Where it ran: `in-process` or `netns`.
+    pub runner: String,
     /// First time the mean accuracy reached the target (s); null: never.
     pub time_to_target_seconds: Option<f64>,
     /// First time every peer's accuracy reached the target (s); null: never.
@@ -373,14 +467,48 @@ pub struct Series {
 pub struct LabOptions {
     /// Output folder; default `results/NAME`.
     pub out: Option<PathBuf>,
+    /// `runner = "netns"`: the rumor binary every namespace runs; default this executable
+    /// (`std::env::current_exe`), which is right for the `rumor` binary but not for a test.
+    pub bin: Option<PathBuf>,
 }
 
 /// Runs the grid of `file` and writes the outputs; returns the summary.
+///
+/// Every cell's configuration is checked, and for `runner = "netns"` the machine too, before
+/// the first cell starts.
 ///
 /// # Errors
 /// [`LabError`] naming the file, the cell or the output at fault.
 pub async fn run_lab(file: &Path, options: LabOptions) -> Result<LabSummary, LabError> {
     let lab = LabFile::from_file(file)?;
+    let cells = lab.cells();
+    let mut configs = Vec::with_capacity(cells.len());
+    for cell in &cells {
+        if cell.runner(&lab) == Runner::Netns {
+            let netns_err = |message: String| LabError::Netns {
+                cell: cell.id(),
+                message,
+            };
+            netns::loss_percent(cell).map_err(netns_err)?;
+            if cell.mode == Mode::Sync && cell.peers < 2 {
+                return Err(netns_err(
+                    "a sync peer on its own host needs at least one other (peers ≥ 2)".into(),
+                ));
+            }
+        }
+        configs.push(cell.config(&lab)?);
+    }
+    let netns_env = match cells.iter().find(|c| c.runner(&lab) == Runner::Netns) {
+        Some(first) => Some(
+            netns::check_environment(&lab, options.bin.as_deref()).map_err(|message| {
+                LabError::Netns {
+                    cell: first.id(),
+                    message,
+                }
+            })?,
+        ),
+        None => None,
+    };
     let out = options
         .out
         .clone()
@@ -395,7 +523,6 @@ pub async fn run_lab(file: &Path, options: LabOptions) -> Result<LabSummary, Lab
         cell: "certificates".into(),
         source: Box::new(RunError::Certs(e)),
     })?;
-    let cells = lab.cells();
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(cells.len() as u64);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -410,33 +537,45 @@ pub async fn run_lab(file: &Path, options: LabOptions) -> Result<LabSummary, Lab
     let mut rows = Vec::new();
     let mut summaries = Vec::new();
     let mut series = Vec::new();
-    for (k, cell) in cells.iter().enumerate() {
+    for (k, (cell, config)) in cells.iter().zip(configs).enumerate() {
         let id = cell.id();
         bar.set_message(id.clone());
         if bar.is_hidden() {
             eprintln!("lab: run {}/{}: {id}", k + 1, cells.len());
         }
-        let config = cell.config(&lab);
-        config.validate()?;
         let dir = out.join("runs").join(&id);
         if dir.exists() {
             // A rerun starts clean: metrics files are appended to.
             std::fs::remove_dir_all(&dir).map_err(io_err(format!("clearing {}", dir.display())))?;
         }
-        let up = UpOptions {
-            certs: Some(certs_dir.path().to_path_buf()),
-            out: Some(dir.clone()),
-            no_tui: true,
-            summary_json: Some(dir.join("summary.json")),
-            quiet: true,
-            ..UpOptions::default()
+        let summary = match (cell.runner(&lab), &netns_env) {
+            (Runner::Netns, Some(env)) => {
+                let summary = netns::run_cell(env, &lab, cell, &config, &dir).await?;
+                let json = serde_json::to_string_pretty(&summary).map_err(|e| LabError::Io {
+                    what: "serialising a run summary".into(),
+                    source: std::io::Error::other(e),
+                })?;
+                std::fs::write(dir.join("summary.json"), json + "\n")
+                    .map_err(io_err(format!("writing {}/summary.json", dir.display())))?;
+                summary
+            }
+            _ => {
+                let up = UpOptions {
+                    certs: Some(certs_dir.path().to_path_buf()),
+                    out: Some(dir.clone()),
+                    no_tui: true,
+                    summary_json: Some(dir.join("summary.json")),
+                    quiet: true,
+                    ..UpOptions::default()
+                };
+                run::up(config.clone(), up)
+                    .await
+                    .map_err(|e| LabError::Run {
+                        cell: id.clone(),
+                        source: Box::new(e),
+                    })?
+            }
         };
-        let summary = run::up(config.clone(), up)
-            .await
-            .map_err(|e| LabError::Run {
-                cell: id.clone(),
-                source: Box::new(e),
-            })?;
         evaluate_deferred(&config, &dir, &summary).map_err(|e| LabError::Run {
             cell: id.clone(),
             source: Box::new(e),
@@ -497,8 +636,14 @@ pub fn evaluate_deferred(
                 continue;
             };
             if let Some(file) = value.get("eval_snapshot").and_then(|v| v.as_str()) {
-                let accuracy =
-                    crate::node::trainer::evaluate_snapshot(&spec, Path::new(file), &data.test)?;
+                // The recorded path is where the peer wrote it; a namespace or remote host's
+                // files were copied into `dir` since, so the copy there comes first.
+                let recorded = Path::new(file);
+                let copied = recorded
+                    .file_name()
+                    .map(|name| peer_dir.join("evals").join(name));
+                let path = copied.as_deref().filter(|p| p.exists()).unwrap_or(recorded);
+                let accuracy = crate::node::trainer::evaluate_snapshot(&spec, path, &data.test)?;
                 value["test_accuracy"] = serde_json::json!(accuracy);
                 if let Some(map) = value.as_object_mut() {
                     map.remove("eval_snapshot");
@@ -556,7 +701,8 @@ fn analyse(
         bytes_per_peer: Vec::new(),
     };
     let (mut ttt, mut ttt_all, mut ttt_others) = (None, None, None);
-    let straggler = (cell.slowdown > 1.0).then_some(lab.straggler.as_str());
+    let straggler_name = cell.straggler(lab)?;
+    let straggler = (cell.slowdown > 1.0).then_some(straggler_name.as_str());
     let target = lab.target_accuracy;
     for l in &lines {
         let t = l.time - t0;
@@ -625,6 +771,7 @@ fn analyse(
         non_iid_alpha: cell.non_iid_alpha,
         peers: cell.peers,
         seed: cell.seed,
+        runner: cell.runner(lab).as_str().into(),
         time_to_target_seconds: ttt,
         time_to_target_all_seconds: ttt_all,
         time_to_target_others_seconds: ttt_others,
@@ -724,11 +871,12 @@ pub fn report(s: &LabSummary) -> String {
         ));
     }
     out.push_str("\nMeans of time to target are over the seeds that reached it (see `reached`).\n\n## Every run\n\n");
-    out.push_str("| run | time to target (s) | every peer (s) | final mean acc | final min acc | consensus dist | MiB sent/peer | wall (s) |\n|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| run | runner | time to target (s) | every peer (s) | final mean acc | final min acc | consensus dist | MiB sent/peer | wall (s) |\n|---|---|---|---|---|---|---|---|---|\n");
     for c in &s.cells {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.2}% | {:.2}% | {:.1e} | {:.1} | {:.1} |\n",
+            "| {} | {} | {} | {} | {:.2}% | {:.2}% | {:.1e} | {:.1} | {:.1} |\n",
             c.cell,
+            c.runner,
             fmt_secs(c.time_to_target_seconds),
             fmt_secs(c.time_to_target_all_seconds),
             c.final_mean_test_accuracy * 100.0,
@@ -765,9 +913,37 @@ mod tests {
             let cells = lab.cells();
             assert!(!cells.is_empty());
             for c in &cells {
-                c.config(&lab).validate().unwrap();
+                c.config(&lab).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn netns_cells_move_loss_to_the_kernel_and_the_straggler_to_its_host() {
+        let text = "name = \"t\"\ntarget_accuracy = 0.5\nrunner = \"netns\"\n\
+                    modes = [\"gossip\", \"sync\", \"centralized\"]\nloss = [0.1]\n\
+                    peers = [3]\nslowdown = [4.0]\n";
+        let lab: LabFile = toml::from_str(text).unwrap();
+        let cells = lab.cells();
+        for cell in &cells[..2] {
+            assert_eq!(cell.runner(&lab), Runner::Netns);
+            let c = cell.config(&lab).unwrap();
+            assert_eq!(c.loss.loss_out, 0.0, "nftables drops, not the socket");
+            assert_eq!(
+                c.slowdown_of("host-2"),
+                4.0,
+                "peer-1 trains shard 2: host-2"
+            );
+            assert_eq!(c.up.mode, cell.mode);
+            // What the hosts get through --config reads back the same.
+            let back = Config::from_toml(&toml::to_string(&c).unwrap()).unwrap();
+            assert_eq!(back, c);
+        }
+        assert_eq!(cells[2].runner(&lab), Runner::InProcess, "centralized");
+        assert_eq!(cells[2].config(&lab).unwrap().loss.loss_out, 0.1);
+        let mut lab = lab;
+        lab.straggler = "peer-3".into();
+        assert!(matches!(cells[0].config(&lab), Err(LabError::Netns { .. })));
     }
 
     fn line(peer: &str, t: f64, acc: Option<f32>) -> String {

@@ -105,6 +105,10 @@ async fn sync_mode_averages_to_one_model_under_loss() {
     assert!(dir.path().join("peers/peer-0/metrics.jsonl").exists());
 }
 
+/// Held by every test here that runs `cluster.sh`: [`leftovers`] sees every `rmr*` namespace on
+/// the machine, so a cluster still running in a parallel test would read as left behind.
+static CLUSTER_SCRIPT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Why the namespace test cannot run here, if it cannot.
 fn namespace_skip_reason() -> Option<String> {
     let uid = Command::new("id").arg("-u").output().ok()?;
@@ -153,6 +157,7 @@ fn namespace_cluster_with_kernel_loss_on_one_host_finishes_consistent() {
         eprintln!("SKIPPED namespace test: {reason}");
         return;
     }
+    let _one_cluster = CLUSTER_SCRIPT.blocking_lock();
     let out = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/netns/cluster.sh");
     let status = Command::new("timeout")
@@ -229,6 +234,7 @@ congestion = "bbr"
             &file,
             rumor::lab::LabOptions {
                 out: Some(out.clone()),
+                ..Default::default()
             },
         ),
     )
@@ -275,4 +281,176 @@ congestion = "bbr"
         assert!(plots.iter().any(|p| p.ends_with(".png")));
         assert!(plots.iter().any(|p| p.ends_with(".svg")));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netns_lab_runs_gossip_and_sync_cells_with_kernel_loss() {
+    if let Some(reason) = namespace_skip_reason() {
+        eprintln!("SKIPPED netns lab test: {reason}");
+        return;
+    }
+    let _one_cluster = CLUSTER_SCRIPT.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("netns.toml");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/netns/cluster.sh");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+name = "netns-tiny"
+target_accuracy = 0.6
+runner = "netns"
+netns_script = "{}"
+netns_timeout = "120s"
+modes = ["gossip", "sync"]
+loss = [0.2]
+seeds = [1]
+peers = [3]
+
+[config.train]
+dataset = "synthetic"
+epochs = 1
+eval_every = 10
+
+[config.peer]
+join_timeout = "30s"
+drain_timeout = "60s"
+
+[config.gossip]
+gossip_interval = "200ms"
+anti_entropy_interval = "500ms"
+drain_anti_entropy_interval = "100ms"
+
+[config.transport]
+congestion = "bbr"
+initial_rtt = "50ms"
+"#,
+            script.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let started = std::time::Instant::now();
+    let result = within(
+        Duration::from_secs(300),
+        "netns lab",
+        rumor::lab::run_lab(
+            &file,
+            rumor::lab::LabOptions {
+                out: Some(out.clone()),
+                bin: Some(env!("CARGO_BIN_EXE_rumor").into()),
+            },
+        ),
+    )
+    .await;
+    eprintln!("netns lab took {:.1}s", started.elapsed().as_secs_f64());
+    let (ns, links) = leftovers();
+    let tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    assert!(ns.is_empty(), "namespaces left behind: {ns}");
+    assert!(links.is_empty(), "links left behind: {links}");
+    assert!(!tables.contains("rumor_lab"), "nft tables left: {tables}");
+    let summary = result.unwrap();
+    assert_eq!(summary.cells.len(), 2);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let cells = json["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 2);
+    for c in cells {
+        assert_eq!(c["runner"], "netns", "{c}");
+        assert_eq!(c["peers"], 3, "{c}");
+        assert!(c["bytes_sent_per_peer"].as_f64().unwrap() > 0.0, "{c}");
+        // Gossip converges to one model; sync ends on one average when every final model
+        // arrived (measured on the hosts' checkpoints).
+        let d = c["final_consensus_distance"].as_f64().unwrap();
+        assert!(d < 1e-4, "{} consensus distance {d}", c["mode"]);
+        assert!(c["final_mean_test_accuracy"].as_f64().unwrap() > 0.5, "{c}");
+    }
+    let cell_dir = out.join("runs").join(summary.cells[0].cell.clone());
+    // The kernel of every host dropped 20% of its UDP datagrams, not the peers' sockets.
+    for h in 1..=3 {
+        let nft = std::fs::read_to_string(cell_dir.join(format!("host-{h}/nft.txt"))).unwrap();
+        assert!(
+            nft.contains("numgen random mod 100 < 20"),
+            "host-{h}: {nft}"
+        );
+    }
+    let config = std::fs::read_to_string(cell_dir.join("rumor.toml")).unwrap();
+    let config = rumor::config::Config::from_toml(&config).unwrap();
+    assert_eq!(
+        config.loss.loss_out, 0.0,
+        "loss is the kernel's, not the socket's"
+    );
+    for cell in &summary.cells {
+        for h in 1..=3 {
+            let path = out.join(format!("runs/{}/host-{h}/summary.json", cell.cell));
+            let host: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            assert_eq!(
+                host["mode"],
+                cell.mode.as_str(),
+                "host-{h} of {}",
+                cell.cell
+            );
+        }
+    }
+    let csv = std::fs::read_to_string(out.join("runs.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    assert!(header.contains("t_seconds") && header.contains("test_accuracy"));
+    for mode in ["gossip", "sync"] {
+        let rows = lines
+            .clone()
+            .filter(|l| l.starts_with(&format!("{mode}-")))
+            .count();
+        assert!(rows >= 3, "{mode}: {rows} rows in runs.csv");
+    }
+    assert!(csv.contains(",host-1,") && csv.contains(",host-3,"));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| netns |"), "{report}");
+}
+
+#[tokio::test]
+async fn netns_lab_without_its_script_fails_before_any_cell_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "name = \"bad\"\ntarget_accuracy = 0.5\nrunner = \"netns\"\nnetns_script = \"/nonexistent/cluster.sh\"\nmodes = [\"gossip\"]\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let err = rumor::lab::run_lab(
+        &file,
+        rumor::lab::LabOptions {
+            out: Some(out.clone()),
+            bin: Some(env!("CARGO_BIN_EXE_rumor").into()),
+        },
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("gossip-loss0.00") && err.contains("netns"),
+        "{err}"
+    );
+    assert!(err.contains("/nonexistent/cluster.sh"), "{err}");
+    assert!(!out.join("runs.csv").exists());
+    // A loss rate nftables cannot drop is refused before anything starts, naming the cell.
+    std::fs::write(
+        &file,
+        "name = \"bad\"\ntarget_accuracy = 0.5\nrunner = \"netns\"\nloss = [0.025]\nmodes = [\"gossip\"]\n",
+    )
+    .unwrap();
+    let err = rumor::lab::run_lab(&file, rumor::lab::LabOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("run gossip-loss") && err.contains("whole percent"),
+        "{err}"
+    );
 }
