@@ -123,6 +123,32 @@ pub struct SinglePeerSummary {
     pub members: Vec<crate::node::MemberSummary>,
 }
 
+/// The summary `peer` writes: `up`'s fields for this one peer (consensus distance 0), with the
+/// learning rate of a cluster of `peers`, and the members it knew (`wall_seconds` in s).
+fn single_peer_summary(
+    config: &Config,
+    mode: &str,
+    dataset: &str,
+    peer: PeerSummary,
+    wall_seconds: f64,
+    peers: usize,
+    members: Vec<crate::node::MemberSummary>,
+) -> SinglePeerSummary {
+    let t = &config.train;
+    SinglePeerSummary {
+        run: summarize(
+            mode,
+            dataset,
+            vec![peer],
+            0.0,
+            Duration::from_secs_f64(wall_seconds),
+            t.lr * t.lr_scaling.factor(peers),
+            t.epochs,
+        ),
+        members,
+    }
+}
+
 fn peer_summary(o: &PeerOutcome) -> PeerSummary {
     PeerSummary {
         peer_id: o.peer_id.to_string(),
@@ -280,19 +306,15 @@ pub async fn peer(
         source: Box::new(source),
     })?;
     stopper.abort();
-    let t = &config.train;
-    let summary = SinglePeerSummary {
-        run: summarize(
-            "gossip",
-            &data.name,
-            vec![peer_summary(&outcome)],
-            0.0,
-            Duration::from_secs_f64(outcome.wall_seconds),
-            t.lr * t.lr_scaling.factor(shard.count),
-            t.epochs,
-        ),
-        members: outcome.members.clone(),
-    };
+    let summary = single_peer_summary(
+        &config,
+        "gossip",
+        &data.name,
+        peer_summary(&outcome),
+        outcome.wall_seconds,
+        shard.count,
+        outcome.members.clone(),
+    );
     println!(
         "{}: test accuracy {:.2}%, published {}, applied {}, {} consistent",
         outcome.name,
@@ -363,19 +385,15 @@ async fn peer_sync(
             name: name.clone(),
             source: Box::new(NodeError::Trainer(e.to_string())),
         })?;
-    let t = &config.train;
-    let summary = SinglePeerSummary {
-        run: summarize(
-            "sync",
-            &data.name,
-            vec![sync_peer_summary(&outcome)],
-            0.0,
-            Duration::from_secs_f64(outcome.wall_seconds),
-            t.lr * t.lr_scaling.factor(shard.count),
-            t.epochs,
-        ),
-        members: Vec::new(),
-    };
+    let summary = single_peer_summary(
+        config,
+        "sync",
+        &data.name,
+        sync_peer_summary(&outcome),
+        outcome.wall_seconds,
+        shard.count,
+        Vec::new(),
+    );
     println!(
         "{}: test accuracy {:.2}%, rounds {}, {} peer-rounds timed out, final average {}",
         outcome.name,
