@@ -54,7 +54,8 @@ pub enum Command {
     Lab(LabArgs),
     /// Send hostile or broken messages to one peer with a member's certificate (for tests and
     /// operators): junk, truncated, oversized, duplicate, replay, nan, shape, norm, version,
-    /// flood. Prints what was sent and what the peer refused.
+    /// flood. Prints what was sent, what the peer's QUIC acknowledged or stopped, and with
+    /// --metrics what the peer counted.
     Chaos(ChaosArgs),
 }
 
@@ -88,9 +89,22 @@ pub struct ChaosArgs {
     /// Sends in flight at once.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// Seed of the random bytes and ids.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    /// Seed for a reproducible run (random bytes, envelope ids, origins). Without it they come
+    /// from the OS RNG and are new on every run; with it, each kind has its own stream, so kinds
+    /// never share ids, but rerunning a kind with the same seed repeats its ids (a target that
+    /// saw them drops them as duplicates).
+    #[arg(long)]
+    pub rng_seed: Option<u64>,
+    /// The target's metrics address (its --metrics-addr, HOST:PORT or http://HOST:PORT):
+    /// scraped before and after the run to print what the target counted beside what was sent.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Longest wait after the last send for the target's counters to settle, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub settle_timeout: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `rumor bench ...`

@@ -134,10 +134,16 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 param_count: spec.param_count(),
                 max_message_bytes: args.max_message_bytes,
                 concurrency: args.concurrency,
-                seed: args.seed,
+                rng_seed: args.rng_seed,
+                metrics: args.metrics.clone(),
+                settle_timeout: args.settle_timeout,
             };
             let report = runtime.block_on(rumor::chaos::run_chaos(&identity, &options))?;
-            println!("{report}");
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
         }
         Command::Lab(args) => {
             let options = rumor::lab::LabOptions {

@@ -1,7 +1,10 @@
 //! Hostile input against peers running as child processes of the binary (so each one's memory
 //! can be read from `/proc/PID/status`): a member-certified flooder sends 100,000 cheap
-//! messages as fast as it can to one peer of three, and every chaos kind is sent once to a
-//! running peer and seen rejected by its reason.
+//! messages as fast as it can to one peer of three; every chaos kind is sent once to a running
+//! peer and seen rejected by its reason; several kinds sent one after another with default
+//! options are each counted by their reason (not as duplicates of the previous run), and what
+//! chaos reports the target counted equals the target's counters; oversized frames are seen
+//! refused by size by the sender and by the target.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rumor::chaos::target::TargetCounts;
 use rumor::chaos::{run_chaos, ChaosKind, ChaosOptions, ChaosReport};
 use rumor::metrics::http::get;
 
@@ -161,16 +165,12 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn chaos_options(target: SocketAddr, kind: ChaosKind, count: u64, seed: u64) -> ChaosOptions {
+/// Chaos options for the test model, with fresh ids (the default).
+fn chaos_options(target: SocketAddr, kind: ChaosKind, count: u64) -> ChaosOptions {
     ChaosOptions {
-        target,
-        kind,
-        count,
-        rate: 0.0,
         param_count: PARAMS,
         max_message_bytes: MAX_MESSAGE,
-        concurrency: 64,
-        seed,
+        ..ChaosOptions::new(target, kind, count)
     }
 }
 
@@ -283,7 +283,7 @@ async fn flood_of_100k_messages() {
     let identity = rumor::certs::load_identity(&dir.path().join("certs"), "flooder").unwrap();
     let target_addr: SocketAddr = seed.parse().unwrap();
     let flood = {
-        let options = chaos_options(target_addr, ChaosKind::Flood, FLOOD, 7);
+        let options = chaos_options(target_addr, ChaosKind::Flood, FLOOD);
         tokio::spawn(async move { run_chaos(&identity, &options).await })
     };
     // Steps of every peer, read while the flood is still running.
@@ -419,9 +419,9 @@ async fn each_chaos_kind() {
             "rumor_deltas_rejected_total{reason=version_jump}",
         ),
     ];
-    for (i, (kind, count, counter)) in cases.into_iter().enumerate() {
+    for (kind, count, counter) in cases {
         let before = metrics(&peer).await.unwrap();
-        let report = run_chaos(&identity, &chaos_options(addr, kind, count, 100 + i as u64))
+        let report = run_chaos(&identity, &chaos_options(addr, kind, count))
             .await
             .unwrap();
         let after = poll_until(
@@ -434,10 +434,10 @@ async fn each_chaos_kind() {
         )
         .await;
         eprintln!(
-            "chaos {}: sent {}, {} refused by the transport; {counter} {} -> {}",
+            "chaos {}: sent {}, {} stopped by the target's transport; {counter} {} -> {}",
             kind.as_str(),
             report.sent,
-            report.refused_rate_limited + report.refused_too_large,
+            report.stopped_rate_limited + report.stopped_too_large,
             value(&before, counter),
             value(&after, counter)
         );
@@ -453,4 +453,193 @@ async fn each_chaos_kind() {
         (steps(&peer).await > s).then_some(())
     })
     .await;
+}
+
+/// The counters of a chaos report's "target counted", as (key in [`scrape`]'s format, value).
+fn target_figures(t: &TargetCounts) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = [
+        ("rumor_decode_errors_total{}", t.decode_errors),
+        ("rumor_oversize_messages_total{}", t.oversize_messages),
+        ("rumor_messages_rate_limited_total{}", t.messages_rate_limited),
+        ("rumor_duplicates_dropped_total{}", t.duplicates_dropped),
+        ("rumor_deltas_applied_total{}", t.deltas_applied),
+        (
+            "rumor_deltas_already_applied_total{}",
+            t.deltas_already_applied,
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (reason, n) in &t.deltas_rejected {
+        out.push((format!("rumor_deltas_rejected_total{{reason={reason}}}"), *n));
+    }
+    for (kind, n) in &t.messages_received {
+        out.push((format!("rumor_messages_received_total{{kind={kind}}}"), *n));
+    }
+    out
+}
+
+/// Starts one peer that trains alone and waits until its metrics answer; returns it, its
+/// listen address and a member's identity for chaos.
+async fn lone_peer(dir: &Path) -> (Peer, SocketAddr, rumor::certs::PeerIdentity) {
+    setup(dir, &["peer-1", "chaos"]);
+    let peer = spawn_peer(dir, "peer-1", "1/1", None, 1);
+    let addr: SocketAddr = read_addr(dir.join("peer-1.addr")).await.parse().unwrap();
+    poll_until(Duration::from_secs(60), "the peer's metrics", || async {
+        metrics(&peer).await.map(|_| ())
+    })
+    .await;
+    let identity = rumor::certs::load_identity(&dir.join("certs"), "chaos").unwrap();
+    (peer, addr, identity)
+}
+
+/// Runs chaos with the peer's metrics address; returns its report and the peer's counters
+/// before and after (after: once `counter` has grown by `expected`).
+async fn chaos_against(
+    peer: &Peer,
+    identity: &rumor::certs::PeerIdentity,
+    options: ChaosOptions,
+    counter: &str,
+    expected: f64,
+) -> (ChaosReport, HashMap<String, f64>, HashMap<String, f64>) {
+    let before = metrics(peer).await.unwrap();
+    let options = ChaosOptions {
+        metrics: Some(peer.metrics.clone()),
+        ..options
+    };
+    let report = tokio::time::timeout(Duration::from_secs(60), run_chaos(identity, &options))
+        .await
+        .expect("chaos within a minute")
+        .unwrap();
+    eprintln!("{report}");
+    let after = poll_until(
+        Duration::from_secs(20),
+        &format!("{counter} to grow by {expected}"),
+        || async {
+            let m = metrics(peer).await?;
+            (value(&m, counter) >= value(&before, counter) + expected).then_some(m)
+        },
+    )
+    .await;
+    (report, before, after)
+}
+
+/// Asserts that every figure chaos reports as counted by the target is the increase of that
+/// counter between the test's own scrapes around the run.
+fn assert_figures_match(report: &ChaosReport, before: &HashMap<String, f64>, after: &HashMap<String, f64>) {
+    let t = report
+        .target_counted
+        .as_ref()
+        .unwrap_or_else(|| panic!("no target counts: {:?}", report.target_error));
+    assert!(t.settled, "the target's counters settled: {t:?}");
+    for (key, figure) in target_figures(t) {
+        assert_eq!(
+            figure as f64,
+            value(after, &key) - value(before, &key),
+            "chaos {} reports {key} +{figure}",
+            report.kind
+        );
+    }
+}
+
+#[test]
+fn chaos_kinds_in_sequence_are_each_rejected_by_reason_and_reported_as_the_target_counted() {
+    heavy(chaos_kinds_in_sequence());
+}
+
+async fn chaos_kinds_in_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peer, addr, identity) = lone_peer(dir.path()).await;
+    // Each kind after another, twice over, with default options: with ids reused across runs,
+    // every kind after the first would be dropped as duplicates.
+    let cases: [(ChaosKind, &str); 4] = [
+        (ChaosKind::Replay, "rumor_deltas_already_applied_total{}"),
+        (ChaosKind::Nan, "rumor_deltas_rejected_total{reason=non_finite}"),
+        (ChaosKind::Shape, "rumor_deltas_rejected_total{reason=shape}"),
+        (
+            ChaosKind::Version,
+            "rumor_deltas_rejected_total{reason=version_jump}",
+        ),
+    ];
+    const COUNT: u64 = 3;
+    for round in 0..2 {
+        for (kind, counter) in cases {
+            // A replay's first delta is applied, the others are already applied.
+            let expected = if kind == ChaosKind::Replay {
+                COUNT - 1
+            } else {
+                COUNT
+            };
+            let (report, before, after) = chaos_against(
+                &peer,
+                &identity,
+                chaos_options(addr, kind, COUNT),
+                counter,
+                expected as f64,
+            )
+            .await;
+            let what = format!("round {round}, {kind:?}");
+            assert_eq!(report.sent, COUNT, "{what}");
+            assert_eq!(report.failed, 0, "{what}");
+            assert_eq!(
+                value(&after, counter) - value(&before, counter),
+                expected as f64,
+                "{what}: {counter}"
+            );
+            let dups = "rumor_duplicates_dropped_total{}";
+            assert_eq!(value(&after, dups), value(&before, dups), "{what}: duplicates");
+            let t = report.target_counted.as_ref().unwrap();
+            assert_eq!(t.duplicates_dropped, 0, "{what}");
+            match kind {
+                ChaosKind::Replay => {
+                    assert_eq!(t.deltas_already_applied, expected, "{what}");
+                    assert_eq!(t.deltas_applied, 1, "{what}");
+                }
+                ChaosKind::Nan => assert_eq!(t.rejected("non_finite"), expected, "{what}"),
+                ChaosKind::Shape => assert_eq!(t.rejected("shape"), expected, "{what}"),
+                _ => assert_eq!(t.rejected("version_jump"), expected, "{what}"),
+            }
+            assert_eq!(t.accounted(), COUNT, "{what}: every message accounted for");
+            assert_figures_match(&report, &before, &after);
+        }
+    }
+    assert!(peer.child.0.try_wait().unwrap().is_none(), "the peer survives");
+}
+
+#[test]
+fn oversized_frames_are_reported_refused_by_size_as_the_target_counted() {
+    heavy(oversized_frames_are_refused_by_size());
+}
+
+async fn oversized_frames_are_refused_by_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peer, addr, identity) = lone_peer(dir.path()).await;
+    const COUNT: u64 = 3;
+    let counter = "rumor_oversize_messages_total{}";
+    let (report, before, after) = chaos_against(
+        &peer,
+        &identity,
+        chaos_options(addr, ChaosKind::Oversized, COUNT),
+        counter,
+        COUNT as f64,
+    )
+    .await;
+    assert_eq!(report.sent, COUNT);
+    assert_eq!(report.stopped_too_large, COUNT, "{report:?}");
+    assert_eq!(report.delivered, 0);
+    assert_eq!(value(&after, counter) - value(&before, counter), COUNT as f64);
+    let t = report.target_counted.as_ref().unwrap();
+    assert_eq!(t.oversize_messages, COUNT);
+    assert_figures_match(&report, &before, &after);
+    let text = report.to_string();
+    let line = text
+        .lines()
+        .find(|l| l.contains("too large"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!("{COUNT}               {COUNT}  rumor_oversize_messages_total")),
+        "{text}"
+    );
+    assert!(peer.child.0.try_wait().unwrap().is_none(), "the peer survives");
 }

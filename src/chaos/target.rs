@@ -1,0 +1,364 @@
+//! What the target counted: its `/metrics` scraped before and after a run (with the client
+//! `rumor status` and `rumor top` use), and the deltas of its counters.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::metrics::http::{get, HttpError};
+
+/// Longest wait for one scrape.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time between scrapes while waiting for the target's counters to settle.
+const SETTLE_POLL: Duration = Duration::from_millis(100);
+
+/// Counters unchanged for this long settle a run even when they do not account for every
+/// message (some were lost without being counted, or other traffic moved the totals).
+const SETTLE_QUIET: Duration = Duration::from_secs(1);
+
+/// The counters of one scrape: `name` or `name{label="value",...}` (labels sorted, the
+/// `peer` label left out) → value. Only samples of metrics declared `counter` are kept.
+pub type Counters = BTreeMap<String, f64>;
+
+/// Parses Prometheus text (version 0.0.4) into its counter samples. Lines that do not parse
+/// are skipped.
+pub fn parse_counters(text: &str) -> Counters {
+    let mut counter_names = std::collections::HashSet::new();
+    let mut out = Counters::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut words = rest.split_whitespace();
+            if let (Some(name), Some("counter")) = (words.next(), words.next()) {
+                counter_names.insert(name.to_string());
+            }
+            continue;
+        }
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, labels, value)) = parse_sample(line) else {
+            continue;
+        };
+        if !counter_names.contains(name) {
+            continue;
+        }
+        out.insert(sample_key(name, &labels), value);
+    }
+    out
+}
+
+/// `name{label="value",...}` with the labels sorted and `peer` left out; `name` alone without
+/// labels.
+fn sample_key(name: &str, labels: &[(String, String)]) -> String {
+    let mut kept: Vec<&(String, String)> = labels.iter().filter(|(k, _)| k != "peer").collect();
+    if kept.is_empty() {
+        return name.to_string();
+    }
+    kept.sort();
+    let inner: Vec<String> = kept
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{name}{{{}}}", inner.join(","))
+}
+
+/// Splits `name{labels} value [timestamp]`.
+fn parse_sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
+    let name_end = line
+        .find(|c: char| c == '{' || c.is_whitespace())
+        .unwrap_or(line.len());
+    let name = &line[..name_end];
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(after) = rest.strip_prefix('{') {
+        let (parsed, tail) = parse_labels(after)?;
+        labels = parsed;
+        rest = tail;
+    }
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        "NaN" => f64::NAN,
+        v => v.parse().ok()?,
+    };
+    (!name.is_empty()).then_some((name, labels, value))
+}
+
+/// Parses `k="v",k2="v2"}` (after the opening brace); returns the labels and what follows the
+/// closing brace.
+fn parse_labels(mut s: &str) -> Option<(Vec<(String, String)>, &str)> {
+    let mut labels = Vec::new();
+    loop {
+        s = s.trim_start_matches([',', ' ']);
+        if let Some(tail) = s.strip_prefix('}') {
+            return Some((labels, tail));
+        }
+        let eq = s.find('=')?;
+        let key = s[..eq].trim().to_string();
+        s = s[eq + 1..].trim_start().strip_prefix('"')?;
+        let mut value = String::new();
+        let mut chars = s.char_indices();
+        let end = loop {
+            let (i, c) = chars.next()?;
+            match c {
+                '"' => break i,
+                '\\' => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                c => value.push(c),
+            }
+        };
+        labels.push((key, value));
+        s = &s[end + 1..];
+    }
+}
+
+/// Scrapes the counters at `addr` (`host:port` or `http://host:port`).
+///
+/// # Errors
+/// [`HttpError`] when the target's metrics address cannot be reached or answers an error.
+pub async fn scrape(addr: &str) -> Result<Counters, HttpError> {
+    Ok(parse_counters(&get(addr, "/metrics", SCRAPE_TIMEOUT).await?))
+}
+
+/// What the target counted during a chaos run: the increase of its counters between the
+/// scrape before the first message and the one after the last. They include all the target's
+/// traffic in that time, not only chaos's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TargetCounts {
+    /// The metrics address scraped.
+    pub metrics: String,
+    /// True when the counters accounted for every message the target acknowledged or stopped
+    /// and stopped moving, or stood still for a second; false when the settle timeout ended
+    /// the wait first.
+    pub settled: bool,
+    /// Seconds spent after the last send waiting for the counters to settle.
+    pub waited_s: f64,
+    /// Messages dropped by the target's per-connection rate limits
+    /// (`rumor_messages_rate_limited_total`).
+    pub messages_rate_limited: u64,
+    /// Streams dropped for exceeding the target's size limit (`rumor_oversize_messages_total`).
+    pub oversize_messages: u64,
+    /// Frames that failed to decode (`rumor_decode_errors_total`).
+    pub decode_errors: u64,
+    /// Envelopes dropped as already seen (`rumor_duplicates_dropped_total`).
+    pub duplicates_dropped: u64,
+    /// Messages its core handled, by kind (`rumor_messages_received_total`).
+    pub messages_received: BTreeMap<String, u64>,
+    /// Deltas added to its base from other peers (`rumor_deltas_applied_total`).
+    pub deltas_applied: u64,
+    /// Deltas whose origin and version were already applied
+    /// (`rumor_deltas_already_applied_total`).
+    pub deltas_already_applied: u64,
+    /// Deltas refused, by reason (`rumor_deltas_rejected_total`).
+    pub deltas_rejected: BTreeMap<String, u64>,
+    /// UDP payload bytes it received over all its connections (`rumor_bytes_received_total`).
+    pub bytes_received: u64,
+    /// Every other counter that moved, by its key (`name` or `name{label="value"}`).
+    pub other: BTreeMap<String, u64>,
+}
+
+/// Counter names read into the named fields of [`TargetCounts`].
+const RATE_LIMITED: &str = "rumor_messages_rate_limited_total";
+const OVERSIZE: &str = "rumor_oversize_messages_total";
+const DECODE_ERRORS: &str = "rumor_decode_errors_total";
+const DUPLICATES: &str = "rumor_duplicates_dropped_total";
+const RECEIVED: &str = "rumor_messages_received_total";
+const APPLIED: &str = "rumor_deltas_applied_total";
+const ALREADY_APPLIED: &str = "rumor_deltas_already_applied_total";
+const REJECTED: &str = "rumor_deltas_rejected_total";
+const BYTES_RECEIVED: &str = "rumor_bytes_received_total";
+
+/// `name{label="value"}` → (`name`, `value`) for a sample with exactly one label.
+fn split_one_label(key: &str) -> Option<(&str, &str)> {
+    let (name, rest) = key.split_once('{')?;
+    let inner = rest.strip_suffix('}')?;
+    let (_, value) = inner.split_once('=')?;
+    let value = value.strip_prefix('"')?.strip_suffix('"')?;
+    (!value.contains("\",")).then_some((name, value))
+}
+
+impl TargetCounts {
+    /// The increase of each counter from `before` to `after` (a counter that went down, e.g.
+    /// after a restart, counts its value in `after`).
+    pub fn between(metrics: &str, before: &Counters, after: &Counters) -> Self {
+        let mut out = Self {
+            metrics: metrics.to_string(),
+            ..Self::default()
+        };
+        for (key, now) in after {
+            let then = before.get(key).copied().unwrap_or(0.0);
+            let delta = if *now >= then { now - then } else { *now };
+            // Counters are integers; the rounding only guards against float text.
+            let delta = if delta.is_finite() && delta > 0.0 {
+                delta.round() as u64
+            } else {
+                0
+            };
+            match key.as_str() {
+                RATE_LIMITED => out.messages_rate_limited = delta,
+                OVERSIZE => out.oversize_messages = delta,
+                DECODE_ERRORS => out.decode_errors = delta,
+                DUPLICATES => out.duplicates_dropped = delta,
+                APPLIED => out.deltas_applied = delta,
+                ALREADY_APPLIED => out.deltas_already_applied = delta,
+                BYTES_RECEIVED => out.bytes_received = delta,
+                _ => match split_one_label(key) {
+                    Some((RECEIVED, kind)) => {
+                        out.messages_received.insert(kind.to_string(), delta);
+                    }
+                    Some((REJECTED, reason)) => {
+                        out.deltas_rejected.insert(reason.to_string(), delta);
+                    }
+                    _ if delta > 0 => {
+                        out.other.insert(key.clone(), delta);
+                    }
+                    _ => {}
+                },
+            }
+        }
+        out
+    }
+
+    /// Messages the target accounted for, each in exactly one counter: dropped by its transport
+    /// (rate limit, size), failed to decode, dropped as a duplicate, or handled by its core.
+    pub fn accounted(&self) -> u64 {
+        self.messages_rate_limited
+            + self.oversize_messages
+            + self.decode_errors
+            + self.duplicates_dropped
+            + self.messages_received.values().sum::<u64>()
+    }
+
+    /// Deltas rejected for `reason` (0 when the target never counted one).
+    pub fn rejected(&self, reason: &str) -> u64 {
+        self.deltas_rejected.get(reason).copied().unwrap_or(0)
+    }
+
+    /// The counters compared to decide that they stopped moving (bytes left out: keep-alives
+    /// move them).
+    fn settle_view(&self) -> Self {
+        Self {
+            bytes_received: 0,
+            other: BTreeMap::new(),
+            settled: false,
+            waited_s: 0.0,
+            ..self.clone()
+        }
+    }
+}
+
+/// Scrapes `metrics` until the target's counters since `before` account for `expected`
+/// messages and stop moving, or stand still for [`SETTLE_QUIET`], or `timeout` passes.
+///
+/// # Errors
+/// The last scrape's [`HttpError`] when no scrape succeeded before the timeout.
+pub async fn settle(
+    metrics: &str,
+    before: &Counters,
+    expected: u64,
+    timeout: Duration,
+) -> Result<TargetCounts, HttpError> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut last: Option<(TargetCounts, Instant)> = None;
+    loop {
+        match scrape(metrics).await {
+            Ok(after) => {
+                let now = Instant::now();
+                let mut counts = TargetCounts::between(metrics, before, &after);
+                // Settled: unchanged since the previous scrape, and every message accounted
+                // for or nothing moved for a while.
+                let (settled, since) = match &last {
+                    Some((prev, since)) if prev.settle_view() == counts.settle_view() => {
+                        let quiet = now.duration_since(*since) >= SETTLE_QUIET;
+                        (counts.accounted() >= expected || quiet, *since)
+                    }
+                    _ => (false, now),
+                };
+                counts.waited_s = started.elapsed().as_secs_f64();
+                if settled || now >= deadline {
+                    counts.settled = settled;
+                    return Ok(counts);
+                }
+                last = Some((counts, since));
+            }
+            Err(e) if Instant::now() >= deadline => {
+                return last.map(|(counts, _)| counts).ok_or(e);
+            }
+            Err(e) => tracing::debug!("chaos: scrape failed, trying again: {e}"),
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{render_prometheus, PeerView, StatusSnapshot};
+
+    fn snapshot(rejected_shape: u64, decode: u64, bytes: u64) -> StatusSnapshot {
+        StatusSnapshot {
+            peer: PeerView {
+                name: "pe\"er".into(),
+                ..PeerView::default()
+            },
+            core: serde_json::json!({
+                "received": {"delta": 5, "membership": 1},
+                "decode_errors": decode,
+                "deltas_rejected": {"shape": rejected_shape, "norm": 0},
+                "a_new_counter": decode * 2,
+            }),
+            transport: serde_json::json!({
+                "bytes_received": bytes,
+                "oversize_messages": 1,
+                "connections_open": 3,
+            }),
+            ..StatusSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn counters_are_parsed_from_the_peers_own_rendering() {
+        let c = parse_counters(&render_prometheus(&snapshot(2, 7, 100)));
+        assert_eq!(c.get("rumor_decode_errors_total"), Some(&7.0));
+        assert_eq!(
+            c.get("rumor_deltas_rejected_total{reason=\"shape\"}"),
+            Some(&2.0)
+        );
+        assert_eq!(
+            c.get("rumor_messages_received_total{kind=\"delta\"}"),
+            Some(&5.0)
+        );
+        assert_eq!(c.get("rumor_bytes_received_total"), Some(&100.0));
+        // Gauges and histograms are not counters.
+        assert!(!c.keys().any(|k| k.starts_with("rumor_connections_open")));
+        assert!(!c.keys().any(|k| k.starts_with("rumor_step_duration")));
+        assert_eq!(
+            parse_sample("x{a=\"q\\\"z\",b=\"c\"} 3 1700000000"),
+            Some(("x", vec![("a".into(), "q\"z".into()), ("b".into(), "c".into())], 3.0))
+        );
+        assert_eq!(parse_sample("broken{a=\"1\" 3"), None);
+    }
+
+    #[test]
+    fn deltas_are_split_into_named_fields_and_the_rest() {
+        let before = parse_counters(&render_prometheus(&snapshot(2, 7, 100)));
+        let after = parse_counters(&render_prometheus(&snapshot(5, 8, 350)));
+        let d = TargetCounts::between("m:1", &before, &after);
+        assert_eq!(d.rejected("shape"), 3);
+        assert_eq!(d.rejected("norm"), 0);
+        assert_eq!(d.decode_errors, 1);
+        assert_eq!(d.bytes_received, 250);
+        assert_eq!(d.oversize_messages, 0);
+        assert_eq!(d.messages_received.get("delta"), Some(&0));
+        assert_eq!(d.other.get("rumor_a_new_counter_total"), Some(&2));
+        assert_eq!(d.other.len(), 1, "{:?}", d.other);
+        assert_eq!(d.accounted(), 1);
+    }
+}
