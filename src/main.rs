@@ -142,7 +142,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("{report}");
+                print!("{report}");
             }
         }
         Command::Lab(args) => {

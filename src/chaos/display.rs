@@ -42,13 +42,45 @@ fn expected(kind: &str) -> (&'static [Row], Option<&'static str>) {
     }
 }
 
-/// What "delivered" can and cannot say, one line each.
-const NOTE: [&str; 4] = [
-    "'delivered' means the target's QUIC acknowledged every byte before any stop; its",
-    "application may still have dropped the message (rate limit, decode error, duplicate,",
-    "rejection). A stream stopped after that acknowledgement looks delivered, as most",
-    "rate-limited ones do. Oversized frames are held open until refused, so each refusal shows.",
-];
+/// What "delivered" can and cannot say.
+const NOTE: &str = "'delivered' means the target's QUIC acknowledged every byte before any stop; \
+    its application may still have dropped the message (rate limit, decode error, duplicate, \
+    rejection). A stream stopped after that acknowledgement looks delivered to the sender, as \
+    most rate-limited ones do. Oversized frames are held open until refused, so each refusal \
+    by size shows.";
+
+/// Text width the notes are wrapped to.
+const WIDTH: usize = 100;
+
+/// Writes `text` after "  " and `lead`, wrapped at spaces to [`WIDTH`] columns, the
+/// continuation lines indented under the text; ends with a newline.
+fn wrap(f: &mut Formatter<'_>, lead: &str, text: &str) -> fmt::Result {
+    wrap_items(f, lead, text.split_whitespace().map(str::to_string))
+}
+
+/// [`wrap`] of items that are never split (a space between two).
+fn wrap_items(
+    f: &mut Formatter<'_>,
+    lead: &str,
+    items: impl Iterator<Item = String>,
+) -> fmt::Result {
+    let indent = 2 + lead.len();
+    let mut line = format!("  {lead}");
+    let mut empty = true;
+    for item in items {
+        if !empty && line.len() + 1 + item.len() > WIDTH {
+            writeln!(f, "{line}")?;
+            line = " ".repeat(indent);
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(&item);
+        empty = false;
+    }
+    writeln!(f, "{line}")
+}
 
 /// Width of the label column.
 const LABEL: usize = 46;
@@ -207,60 +239,68 @@ impl Display for ChaosReport {
             let cell = |v: Option<u64>| v.map_or_else(String::new, |v| v.to_string());
             let aimed = line.aimed || (line.row != Row::Rejected && expect.contains(&line.row));
             let mark = if aimed { "  <- expected" } else { "" };
+            // The counter's name only beside a figure of the target's.
+            let counter = if line.counted.is_some() {
+                line.counter.as_str()
+            } else {
+                ""
+            };
             let text = format!(
-                "  {:<LABEL$} {:>10} {:>15}  {}{mark}",
+                "  {:<LABEL$} {:>10} {:>15}  {counter}{mark}",
                 line.label,
                 cell(line.saw),
                 cell(line.counted),
-                line.counter
             );
             writeln!(f, "{}", text.trim_end())?;
         }
         if let Some(t) = t {
             if !t.other.is_empty() {
-                let moved: Vec<String> =
-                    t.other.iter().map(|(k, v)| format!("{k} +{v}")).collect();
-                writeln!(f, "  other target counters that moved: {}", moved.join(", "))?;
+                let moved: Vec<String> = t.other.iter().map(|(k, v)| format!("{k} +{v}")).collect();
+                let last = moved.len() - 1;
+                let items = moved.iter().enumerate().map(|(i, m)| {
+                    if i < last {
+                        format!("{m},")
+                    } else {
+                        m.clone()
+                    }
+                });
+                wrap_items(f, "other target counters that moved: ", items)?;
             }
             let reached = self.sent - self.failed;
-            if t.settled {
-                writeln!(
-                    f,
-                    "  target: {} of the {reached} messages that reached it accounted for; \
-                     counters settled {:.1} s after the last send",
-                    t.accounted().min(reached),
-                    t.waited_s
-                )?;
+            let settled = if t.settled {
+                format!("counters settled {:.1} s after the last send", t.waited_s)
             } else {
-                writeln!(
-                    f,
-                    "  target: counters still moving {:.1} s after the last send (settle \
-                     timeout): what it counted later is missing",
+                format!(
+                    "counters still moving {:.1} s after the last send (settle timeout): what \
+                     it counted later is missing",
                     t.waited_s
-                )?;
-            }
-            writeln!(
+                )
+            };
+            wrap(
                 f,
-                "  note: the target's counters cover all its traffic during the run, not only \
-                 chaos's"
+                "target: ",
+                &format!(
+                    "{} messages accounted for (rate limit, size, decode, duplicate, handled), \
+                     {reached} of chaos's reached it; {settled}. The counters include all its \
+                     traffic during the run.",
+                    t.accounted()
+                ),
             )?;
         } else if let Some(e) = &self.target_error {
-            writeln!(f, "  target counted: unknown, the scrape after the run failed: {e}")?;
-        } else {
-            writeln!(
+            wrap(
                 f,
-                "  target counted: not scraped; pass --metrics ADDR (the target's \
-                 --metrics-addr) to see what it did with each message"
+                "target counted: ",
+                &format!("unknown, the scrape after the run failed: {e}"),
+            )?;
+        } else {
+            wrap(
+                f,
+                "target counted: ",
+                "not scraped; pass --metrics ADDR (the target's --metrics-addr) to see what it \
+                 did with each message.",
             )?;
         }
-        for (i, text) in NOTE.iter().enumerate() {
-            let lead = if i == 0 { "  note: " } else { "        " };
-            if i + 1 < NOTE.len() {
-                writeln!(f, "{lead}{text}")?;
-            } else {
-                write!(f, "{lead}{text}")?;
-            }
-        }
+        wrap(f, "note: ", NOTE)?;
         Ok(())
     }
 }

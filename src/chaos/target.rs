@@ -65,8 +65,11 @@ fn sample_key(name: &str, labels: &[(String, String)]) -> String {
     format!("{name}{{{}}}", inner.join(","))
 }
 
+/// Label names and values of one sample, in their order.
+type Labels = Vec<(String, String)>;
+
 /// Splits `name{labels} value [timestamp]`.
-fn parse_sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
+fn parse_sample(line: &str) -> Option<(&str, Labels, f64)> {
     let name_end = line
         .find(|c: char| c == '{' || c.is_whitespace())
         .unwrap_or(line.len());
@@ -90,7 +93,7 @@ fn parse_sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
 
 /// Parses `k="v",k2="v2"}` (after the opening brace); returns the labels and what follows the
 /// closing brace.
-fn parse_labels(mut s: &str) -> Option<(Vec<(String, String)>, &str)> {
+fn parse_labels(mut s: &str) -> Option<(Labels, &str)> {
     let mut labels = Vec::new();
     loop {
         s = s.trim_start_matches([',', ' ']);
@@ -123,7 +126,9 @@ fn parse_labels(mut s: &str) -> Option<(Vec<(String, String)>, &str)> {
 /// # Errors
 /// [`HttpError`] when the target's metrics address cannot be reached or answers an error.
 pub async fn scrape(addr: &str) -> Result<Counters, HttpError> {
-    Ok(parse_counters(&get(addr, "/metrics", SCRAPE_TIMEOUT).await?))
+    Ok(parse_counters(
+        &get(addr, "/metrics", SCRAPE_TIMEOUT).await?,
+    ))
 }
 
 /// What the target counted during a chaos run: the increase of its counters between the
@@ -341,7 +346,11 @@ mod tests {
         assert!(!c.keys().any(|k| k.starts_with("rumor_step_duration")));
         assert_eq!(
             parse_sample("x{a=\"q\\\"z\",b=\"c\"} 3 1700000000"),
-            Some(("x", vec![("a".into(), "q\"z".into()), ("b".into(), "c".into())], 3.0))
+            Some((
+                "x",
+                vec![("a".into(), "q\"z".into()), ("b".into(), "c".into())],
+                3.0
+            ))
         );
         assert_eq!(parse_sample("broken{a=\"1\" 3"), None);
     }

@@ -460,7 +460,10 @@ fn target_figures(t: &TargetCounts) -> Vec<(String, u64)> {
     let mut out: Vec<(String, u64)> = [
         ("rumor_decode_errors_total{}", t.decode_errors),
         ("rumor_oversize_messages_total{}", t.oversize_messages),
-        ("rumor_messages_rate_limited_total{}", t.messages_rate_limited),
+        (
+            "rumor_messages_rate_limited_total{}",
+            t.messages_rate_limited,
+        ),
         ("rumor_duplicates_dropped_total{}", t.duplicates_dropped),
         ("rumor_deltas_applied_total{}", t.deltas_applied),
         (
@@ -472,7 +475,10 @@ fn target_figures(t: &TargetCounts) -> Vec<(String, u64)> {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     for (reason, n) in &t.deltas_rejected {
-        out.push((format!("rumor_deltas_rejected_total{{reason={reason}}}"), *n));
+        out.push((
+            format!("rumor_deltas_rejected_total{{reason={reason}}}"),
+            *n,
+        ));
     }
     for (kind, n) in &t.messages_received {
         out.push((format!("rumor_messages_received_total{{kind={kind}}}"), *n));
@@ -527,7 +533,11 @@ async fn chaos_against(
 
 /// Asserts that every figure chaos reports as counted by the target is the increase of that
 /// counter between the test's own scrapes around the run.
-fn assert_figures_match(report: &ChaosReport, before: &HashMap<String, f64>, after: &HashMap<String, f64>) {
+fn assert_figures_match(
+    report: &ChaosReport,
+    before: &HashMap<String, f64>,
+    after: &HashMap<String, f64>,
+) {
     let t = report
         .target_counted
         .as_ref()
@@ -555,8 +565,14 @@ async fn chaos_kinds_in_sequence() {
     // every kind after the first would be dropped as duplicates.
     let cases: [(ChaosKind, &str); 4] = [
         (ChaosKind::Replay, "rumor_deltas_already_applied_total{}"),
-        (ChaosKind::Nan, "rumor_deltas_rejected_total{reason=non_finite}"),
-        (ChaosKind::Shape, "rumor_deltas_rejected_total{reason=shape}"),
+        (
+            ChaosKind::Nan,
+            "rumor_deltas_rejected_total{reason=non_finite}",
+        ),
+        (
+            ChaosKind::Shape,
+            "rumor_deltas_rejected_total{reason=shape}",
+        ),
         (
             ChaosKind::Version,
             "rumor_deltas_rejected_total{reason=version_jump}",
@@ -588,7 +604,11 @@ async fn chaos_kinds_in_sequence() {
                 "{what}: {counter}"
             );
             let dups = "rumor_duplicates_dropped_total{}";
-            assert_eq!(value(&after, dups), value(&before, dups), "{what}: duplicates");
+            assert_eq!(
+                value(&after, dups),
+                value(&before, dups),
+                "{what}: duplicates"
+            );
             let t = report.target_counted.as_ref().unwrap();
             assert_eq!(t.duplicates_dropped, 0, "{what}");
             match kind {
@@ -604,7 +624,10 @@ async fn chaos_kinds_in_sequence() {
             assert_figures_match(&report, &before, &after);
         }
     }
-    assert!(peer.child.0.try_wait().unwrap().is_none(), "the peer survives");
+    assert!(
+        peer.child.0.try_wait().unwrap().is_none(),
+        "the peer survives"
+    );
 }
 
 #[test]
@@ -628,7 +651,10 @@ async fn oversized_frames_are_refused_by_size() {
     assert_eq!(report.sent, COUNT);
     assert_eq!(report.stopped_too_large, COUNT, "{report:?}");
     assert_eq!(report.delivered, 0);
-    assert_eq!(value(&after, counter) - value(&before, counter), COUNT as f64);
+    assert_eq!(
+        value(&after, counter) - value(&before, counter),
+        COUNT as f64
+    );
     let t = report.target_counted.as_ref().unwrap();
     assert_eq!(t.oversize_messages, COUNT);
     assert_figures_match(&report, &before, &after);
@@ -638,8 +664,13 @@ async fn oversized_frames_are_refused_by_size() {
         .find(|l| l.contains("too large"))
         .unwrap_or_default();
     assert!(
-        line.contains(&format!("{COUNT}               {COUNT}  rumor_oversize_messages_total")),
+        line.contains(&format!(
+            "{COUNT}               {COUNT}  rumor_oversize_messages_total"
+        )),
         "{text}"
     );
-    assert!(peer.child.0.try_wait().unwrap().is_none(), "the peer survives");
+    assert!(
+        peer.child.0.try_wait().unwrap().is_none(),
+        "the peer survives"
+    );
 }
