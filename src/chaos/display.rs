@@ -266,6 +266,15 @@ impl Display for ChaosReport {
                 });
                 wrap_items(f, "other target counters that moved: ", items)?;
             }
+            let repeats_on_purpose = matches!(self.kind.as_str(), "duplicate" | "flood");
+            if self.rng_seed.is_some() && t.duplicates_dropped > 0 && !repeats_on_purpose {
+                wrap(
+                    f,
+                    "hint: ",
+                    "the target dropped duplicates: a run with the same --rng-seed and kind as \
+                     an earlier one repeats its envelope ids; leave --rng-seed out for fresh ones.",
+                )?;
+            }
             let reached = self.sent - self.failed;
             let settled = if t.settled {
                 format!("counters settled {:.1} s after the last send", t.waited_s)
