@@ -16,7 +16,7 @@ const SETTLE_POLL: Duration = Duration::from_millis(100);
 
 /// Counters unchanged for this long settle a run even when they do not account for every
 /// message (some were lost without being counted, or other traffic moved the totals).
-const SETTLE_QUIET: Duration = Duration::from_secs(1);
+const SETTLE_QUIET: Duration = Duration::from_secs(2);
 
 /// The counters of one scrape: `name` or `name{label="value",...}` (labels sorted, the
 /// `peer` label left out) → value. Only samples of metrics declared `counter` are kept.
@@ -139,7 +139,7 @@ pub struct TargetCounts {
     /// The metrics address scraped.
     pub metrics: String,
     /// True when the counters accounted for every message the target acknowledged or stopped
-    /// and stopped moving, or stood still for a second; false when the settle timeout ended
+    /// and stopped moving, or stood still for two seconds; false when the settle timeout ended
     /// the wait first.
     pub settled: bool,
     /// Seconds spent after the last send waiting for the counters to settle.
