@@ -36,16 +36,37 @@
 //!   of that, each connection has two token buckets, on messages/s and bytes/s
 //!   ([`TransportConfig::rate_limit_messages`], [`TransportConfig::rate_limit_bytes`], each
 //!   with one second of burst). A message over a limit is not delivered: its stream is stopped
-//!   with [`CODE_RATE_LIMITED`] and counted in [`TransportStats::messages_rate_limited`], and
-//!   the event is logged at most once per connection per [`crate::ratelog::LOG_INTERVAL`].
+//!   with [`CODE_RATE_LIMITED`] and counted in [`TransportStats::messages_rate_limited`].
 //!   Nothing legitimate is lost for good: deltas are repaired by anti-entropy, membership is
-//!   re-gossiped, and probes are retried. Limits are per connection: another connection costs
-//!   a full handshake with a cluster certificate.
+//!   re-gossiped, and probes are retried.
+//! - **Unfinished messages** ([`reader`]). The bytes of messages still being read are taken
+//!   from a byte budget of their connection and one of their member (every connection with
+//!   the same certificate name, [`member`]); a stream that finds a budget spent waits, so QUIC
+//!   flow control holds its sender back. A stream not finished within
+//!   [`TransportConfig::stream_timeout_ms`] is stopped with [`CODE_TIMED_OUT`] and counted in
+//!   [`TransportStats::streams_timed_out`]. A member may have at most
+//!   [`TransportConfig::max_connections_per_member`] connections open to this peer; more are
+//!   closed with [`CODE_TOO_MANY_CONNECTIONS`]. So one member holds at most its budget plus,
+//!   per connection, QUIC's receive window
+//!   ([`tls::CONNECTION_RECEIVE_WINDOW_BYTES`]) and one chunk per stream, whatever it sends.
+//! - **Handshakes from strangers** ([`admission`]). Before any certificate is checked, an
+//!   incoming connection attempt is admitted only while fewer than
+//!   [`TransportConfig::max_handshakes`] handshakes (and fewer than
+//!   [`TransportConfig::max_handshakes_per_ip`] from its IP) are in progress; past
+//!   [`TransportConfig::handshakes_before_retry`] an unvalidated source gets a QUIC Retry first.
+//!   A handshake must complete within [`TransportConfig::handshake_timeout_ms`]. Refusals,
+//!   retries and timeouts are counted in [`TransportStats`].
+//! - **Log lines** that a remote party can cause are throttled: at most one per member (for
+//!   members) or per IP address (for strangers) every [`crate::ratelog::LOG_INTERVAL`], with
+//!   the count of lines suppressed since.
 //! - **Statistics.** UDP counters of live connections are summed on demand; a connection's
 //!   final counters are folded into running totals when it closes. Datagrams of handshakes that
 //!   never produced a connection (refused peers) are not counted.
 
+pub mod admission;
 pub mod lossy;
+pub mod member;
+mod reader;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -60,7 +81,7 @@ use quinn::{
     TokioRuntime, VarInt,
 };
 use serde::Serialize;
-use tokio::sync::{mpsc, OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OnceCell, Semaphore};
 
 use crate::certs::{PeerIdentity, CLUSTER_SERVER_NAME};
 use crate::ratelog::RateLimitedLog;
@@ -73,6 +94,12 @@ pub const CODE_TOO_LARGE: u32 = 1;
 pub const CODE_CANCELLED: u32 = 2;
 /// Application error code on a stream: the message was over the connection's rate limit.
 pub const CODE_RATE_LIMITED: u32 = 3;
+/// Application error code on a stream: the message was not finished within the receiver's
+/// stream timeout.
+pub const CODE_TIMED_OUT: u32 = 4;
+/// Application error code closing a connection: its member already has as many connections
+/// with this peer as allowed.
+pub const CODE_TOO_MANY_CONNECTIONS: u32 = 5;
 
 /// Upper bound on how long [`Transport::close`] waits for connections to drain, in ms.
 const CLOSE_WAIT_MS: u64 = 1000;
@@ -110,6 +137,28 @@ pub struct TransportConfig {
     /// accepted while the bucket is not empty (so one message of any allowed size passes), and
     /// its length is then taken out. 0 for no limit. Default 128 MiB/s.
     pub rate_limit_bytes: u64,
+    /// An incoming handshake not completed within this long is abandoned, in ms. Default 5000.
+    pub handshake_timeout_ms: u64,
+    /// Incoming handshakes in progress at once; further attempts are refused. Default 256.
+    pub max_handshakes: usize,
+    /// Incoming handshakes in progress above which a source address that has not been
+    /// validated gets a QUIC Retry first. Default 32.
+    pub handshakes_before_retry: usize,
+    /// Incoming handshakes in progress at once from one IP address. Default 64.
+    pub max_handshakes_per_ip: usize,
+    /// A received message (stream) must be finished within this long of being accepted, in
+    /// ms; else it is stopped with [`CODE_TIMED_OUT`]. Default 15000.
+    pub stream_timeout_ms: u64,
+    /// Bytes of unfinished messages one connection may hold at once, in bytes; a smaller value
+    /// than [`TransportConfig::max_message_bytes`] is raised to it. Default 32 MiB.
+    pub max_buffered_bytes_per_connection: u64,
+    /// Bytes of unfinished messages all connections of one member may hold at once, in bytes;
+    /// a smaller value than [`TransportConfig::max_message_bytes`] is raised to it. Default
+    /// 64 MiB.
+    pub max_buffered_bytes_per_member: u64,
+    /// Connections one member (one certificate name) may open to this peer at once; more are
+    /// closed with [`CODE_TOO_MANY_CONNECTIONS`]. Default 4.
+    pub max_connections_per_member: usize,
 }
 
 /// QUIC congestion controller (quinn `congestion`).
@@ -141,7 +190,46 @@ impl Default for TransportConfig {
             max_streams_per_connection: 256,
             rate_limit_messages: 2000,
             rate_limit_bytes: 128 * 1024 * 1024,
+            handshake_timeout_ms: 5000,
+            max_handshakes: 256,
+            handshakes_before_retry: 32,
+            max_handshakes_per_ip: 64,
+            stream_timeout_ms: 15_000,
+            max_buffered_bytes_per_connection: 32 * 1024 * 1024,
+            max_buffered_bytes_per_member: 64 * 1024 * 1024,
+            max_connections_per_member: 4,
         }
+    }
+}
+
+impl TransportConfig {
+    /// Checks the values a transport cannot work with.
+    ///
+    /// # Errors
+    /// [`NetError::Config`] naming the first field that is zero where at least 1 is needed.
+    pub fn validate(&self) -> Result<(), NetError> {
+        let fail = |reason: String| Err(NetError::Config { reason });
+        let at_least_one: [(&str, u64); 7] = [
+            ("incoming_queue", self.incoming_queue as u64),
+            (
+                "max_streams_per_connection",
+                u64::from(self.max_streams_per_connection),
+            ),
+            ("max_handshakes", self.max_handshakes as u64),
+            ("max_handshakes_per_ip", self.max_handshakes_per_ip as u64),
+            (
+                "max_connections_per_member",
+                self.max_connections_per_member as u64,
+            ),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("stream_timeout_ms", self.stream_timeout_ms),
+        ];
+        for (name, value) in at_least_one {
+            if value == 0 {
+                return fail(format!("{name} must be at least 1"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -150,6 +238,9 @@ impl Default for TransportConfig {
 pub struct Incoming {
     /// The connection's remote address: the sender's listen address.
     pub from: SocketAddr,
+    /// The member that sent it: the common name of the certificate its connection presented
+    /// ([`member::member_name`]).
+    pub member: Arc<str>,
     /// The message, at most [`TransportConfig::max_message_bytes`] bytes.
     pub bytes: Vec<u8>,
 }
@@ -159,6 +250,7 @@ impl std::fmt::Debug for Incoming {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Incoming")
             .field("from", &self.from)
+            .field("member", &self.member)
             .field("len", &self.bytes.len())
             .finish()
     }
@@ -181,8 +273,28 @@ pub struct TransportStats {
     pub lost_packets: u64,
     /// Incoming handshakes that completed (the client's certificate was accepted).
     pub handshakes_accepted: u64,
-    /// Incoming handshakes that failed: certificate refused, TLS error, or timeout.
+    /// Incoming handshakes that failed: certificate refused or TLS error.
     pub handshakes_rejected: u64,
+    /// Incoming handshakes abandoned after [`TransportConfig::handshake_timeout_ms`].
+    pub handshakes_timed_out: u64,
+    /// Incoming connection attempts refused before any handshake because
+    /// [`TransportConfig::max_handshakes`] were in progress.
+    pub handshakes_refused_capacity: u64,
+    /// Incoming connection attempts refused before any handshake because their IP address
+    /// had [`TransportConfig::max_handshakes_per_ip`] in progress.
+    pub handshakes_refused_per_source: u64,
+    /// QUIC Retry packets sent to validate a source address (RFC 9000 §8.1.2).
+    pub handshake_retries_sent: u64,
+    /// Incoming handshakes in progress now.
+    pub handshakes_in_progress: u64,
+    /// Accepted connections closed because their member already had
+    /// [`TransportConfig::max_connections_per_member`].
+    pub connections_refused_per_member: u64,
+    /// Received streams stopped because they were not finished within
+    /// [`TransportConfig::stream_timeout_ms`].
+    pub streams_timed_out: u64,
+    /// Bytes of unfinished received messages held now, in bytes.
+    pub buffered_bytes: u64,
     /// Received streams dropped because they exceeded the message size limit.
     pub oversize_messages: u64,
     /// Received messages dropped because their connection was over its rate limit
@@ -309,6 +421,23 @@ impl ConnectFailure {
 /// A cache entry: a connection attempt, pending or finished, shared by concurrent senders.
 type Slot = Arc<OnceCell<Result<Connection, ConnectFailure>>>;
 
+/// Event counters of a transport; see [`TransportStats`] for their meaning.
+#[derive(Default)]
+struct Counters {
+    handshakes_accepted: AtomicU64,
+    handshakes_rejected: AtomicU64,
+    handshakes_timed_out: AtomicU64,
+    handshakes_refused_capacity: AtomicU64,
+    handshakes_refused_per_source: AtomicU64,
+    handshake_retries_sent: AtomicU64,
+    connections_refused_per_member: AtomicU64,
+    streams_timed_out: AtomicU64,
+    oversize_messages: AtomicU64,
+    messages_rate_limited: AtomicU64,
+    /// Shared with every reader's byte holdings.
+    buffered_bytes: Arc<AtomicU64>,
+}
+
 /// The state shared by the transport handle and its background tasks.
 struct Shared {
     endpoint: Endpoint,
@@ -321,12 +450,15 @@ struct Shared {
     /// Counters of closed connections. Taken before `live` when both are touched, so a
     /// connection is counted exactly once: either live or folded.
     closed: Mutex<TransportStats>,
-    handshakes_accepted: AtomicU64,
-    handshakes_rejected: AtomicU64,
-    oversize_messages: AtomicU64,
-    messages_rate_limited: AtomicU64,
-    /// Throttles the log lines about rate-limited connections.
-    rate_log: Mutex<RateLimitedLog<SocketAddr>>,
+    counters: Counters,
+    /// Handshakes in progress against their limits.
+    admission: admission::HandshakeAdmission,
+    /// Connections and byte budgets by member.
+    members: Arc<member::MemberTable>,
+    /// Throttles log lines a member can cause (rate limits, oversize and unfinished messages).
+    member_log: Mutex<RateLimitedLog<Arc<str>>>,
+    /// Throttles log lines a stranger can cause (refused and failed handshakes), by IP.
+    source_log: Mutex<RateLimitedLog<std::net::IpAddr>>,
     incoming: mpsc::Sender<Incoming>,
     /// Drop counters of the loss-injecting socket, when there is one.
     drops: Option<Arc<lossy::LossCounters>>,
@@ -430,17 +562,14 @@ impl Transport {
         config: TransportConfig,
         drops: Option<Arc<lossy::LossCounters>>,
     ) -> Result<(Transport, mpsc::Receiver<Incoming>), NetError> {
-        if config.incoming_queue == 0 {
-            return Err(NetError::Config {
-                reason: "incoming_queue must be at least 1".into(),
-            });
-        }
-        if config.max_streams_per_connection == 0 {
-            return Err(NetError::Config {
-                reason: "max_streams_per_connection must be at least 1".into(),
-            });
-        }
-        let server = tls::server_config(identity, &config)?;
+        config.validate()?;
+        let mut server = tls::server_config(identity, &config)?;
+        // Connection attempts waiting for the accept loop, and what they may buffer until
+        // then: bounded far below quinn's defaults (65,536 attempts, 100 MB).
+        server
+            .max_incoming(config.max_handshakes.saturating_mul(2).max(16))
+            .incoming_buffer_size(64 * 1024)
+            .incoming_buffer_size_total(8 * 1024 * 1024);
         let client = tls::client_config(identity, &config)?;
         let addr = socket.local_addr().map_err(|source| NetError::Bind {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -459,6 +588,17 @@ impl Transport {
             .map_err(|source| NetError::Bind { addr, source })?;
 
         let (tx, rx) = mpsc::channel(config.incoming_queue);
+        let admission = admission::HandshakeAdmission::new(admission::AdmissionLimits {
+            max_handshakes: config.max_handshakes,
+            handshakes_before_retry: config.handshakes_before_retry,
+            max_handshakes_per_ip: config.max_handshakes_per_ip,
+        });
+        let members = Arc::new(member::MemberTable::new(
+            config.max_connections_per_member,
+            config
+                .max_buffered_bytes_per_member
+                .max(config.max_message_bytes as u64),
+        ));
         let shared = Arc::new(Shared {
             endpoint,
             local_addr,
@@ -466,11 +606,11 @@ impl Transport {
             cache: DashMap::new(),
             live: DashMap::new(),
             closed: Mutex::new(TransportStats::default()),
-            handshakes_accepted: AtomicU64::new(0),
-            handshakes_rejected: AtomicU64::new(0),
-            oversize_messages: AtomicU64::new(0),
-            messages_rate_limited: AtomicU64::new(0),
-            rate_log: Mutex::new(RateLimitedLog::new(crate::ratelog::LOG_INTERVAL)),
+            counters: Counters::default(),
+            admission,
+            members,
+            member_log: Mutex::new(RateLimitedLog::new(crate::ratelog::LOG_INTERVAL)),
+            source_log: Mutex::new(RateLimitedLog::new(crate::ratelog::LOG_INTERVAL)),
             incoming: tx,
             drops,
         });
@@ -622,7 +762,7 @@ impl Shared {
             .map_err(|_| ConnectFailure::Timeout(timeout_ms))?
             .map_err(ConnectFailure::Handshake)?;
         tracing::debug!(%addr, "connection opened");
-        self.serve(conn.clone(), addr);
+        self.serve(conn.clone(), addr, false);
         Ok(conn)
     }
 
@@ -635,10 +775,58 @@ impl Shared {
         );
     }
 
-    /// Registers a live connection and spawns the task that accepts its streams.
-    fn serve(self: &Arc<Self>, conn: Connection, addr: SocketAddr) {
+    /// Registers a live connection and spawns the task that accepts its streams. A connection
+    /// the remote member opened (`accepted`) is closed instead if its member already has
+    /// [`TransportConfig::max_connections_per_member`]; the connection cache must not hold it
+    /// then.
+    fn serve(self: &Arc<Self>, conn: Connection, addr: SocketAddr, accepted: bool) {
+        let member = member::member_name(&conn);
+        let lease = match self.members.attach(&member, accepted) {
+            Ok(lease) => lease,
+            Err(too_many) => {
+                self.counters
+                    .connections_refused_per_member
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = self.member_log(&member) {
+                    tracing::warn!(
+                        %member,
+                        %addr,
+                        open = too_many.open,
+                        suppressed_since_last_log = suppressed,
+                        "connection refused: the member has too many connections (logged at \
+                         most once per member every {}s)",
+                        crate::ratelog::LOG_INTERVAL.as_secs()
+                    );
+                }
+                conn.close(
+                    VarInt::from_u32(CODE_TOO_MANY_CONNECTIONS),
+                    b"too many connections",
+                );
+                return;
+            }
+        };
+        if accepted {
+            self.cache_accepted(addr, &conn);
+        }
         self.live.insert(conn.stable_id(), conn.clone());
-        tokio::spawn(drive_connection(self.clone(), conn, addr));
+        tokio::spawn(drive_connection(self.clone(), conn, addr, member, lease));
+    }
+
+    /// Whether a log line about `member` may be written now: `Some(suppressed since the last
+    /// one)`, or `None` to stay silent.
+    fn member_log(&self, member: &Arc<str>) -> Option<u64> {
+        self.member_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .hit(Instant::now(), member)
+    }
+
+    /// Like [`Shared::member_log`], for a source IP that has not authenticated.
+    fn source_log(&self, ip: std::net::IpAddr) -> Option<u64> {
+        self.source_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .hit(Instant::now(), &ip)
     }
 
     /// Folds the final counters of `conn` into the totals, once.
@@ -668,10 +856,20 @@ impl Shared {
         }
         stats.connections_open = self.live.len() as u64;
         drop(closed);
-        stats.handshakes_accepted = self.handshakes_accepted.load(Ordering::Relaxed);
-        stats.handshakes_rejected = self.handshakes_rejected.load(Ordering::Relaxed);
-        stats.oversize_messages = self.oversize_messages.load(Ordering::Relaxed);
-        stats.messages_rate_limited = self.messages_rate_limited.load(Ordering::Relaxed);
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        stats.handshakes_accepted = load(&c.handshakes_accepted);
+        stats.handshakes_rejected = load(&c.handshakes_rejected);
+        stats.handshakes_timed_out = load(&c.handshakes_timed_out);
+        stats.handshakes_refused_capacity = load(&c.handshakes_refused_capacity);
+        stats.handshakes_refused_per_source = load(&c.handshakes_refused_per_source);
+        stats.handshake_retries_sent = load(&c.handshake_retries_sent);
+        stats.handshakes_in_progress = self.admission.in_progress() as u64;
+        stats.connections_refused_per_member = load(&c.connections_refused_per_member);
+        stats.streams_timed_out = load(&c.streams_timed_out);
+        stats.buffered_bytes = load(&c.buffered_bytes);
+        stats.oversize_messages = load(&c.oversize_messages);
+        stats.messages_rate_limited = load(&c.messages_rate_limited);
         if let Some(d) = &self.drops {
             stats.datagrams_dropped_out = d.dropped_out.load(Ordering::Relaxed);
             stats.datagrams_dropped_in = d.dropped_in.load(Ordering::Relaxed);
@@ -680,28 +878,111 @@ impl Shared {
     }
 }
 
-/// Accepts incoming connections until the endpoint closes; each handshake runs in its own task.
+/// Accepts incoming connections until the endpoint closes. Each attempt is first admitted,
+/// retried or refused ([`admission`]); an admitted handshake runs in its own task, bounded by
+/// the handshake timeout.
 async fn accept_loop(shared: Arc<Shared>) {
     while let Some(incoming) = shared.endpoint.accept().await {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => {
-                    shared.handshakes_accepted.fetch_add(1, Ordering::Relaxed);
-                    let addr = canonical(conn.remote_address());
-                    tracing::debug!(%addr, "connection accepted");
-                    shared.cache_accepted(addr, &conn);
-                    shared.serve(conn, addr);
+        let remote = incoming.remote_address();
+        let decision = shared.admission.admit(
+            remote.ip(),
+            incoming.remote_address_validated(),
+            incoming.may_retry(),
+        );
+        match decision {
+            admission::Admission::Accept(ticket) => {
+                tokio::spawn(handshake(shared.clone(), incoming, ticket));
+            }
+            admission::Admission::Retry => {
+                if incoming.retry().is_ok() {
+                    shared
+                        .counters
+                        .handshake_retries_sent
+                        .fetch_add(1, Ordering::Relaxed);
                 }
-                Err(error) => {
-                    shared.handshakes_rejected.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(%remote, %error, "incoming handshake refused");
+                // An attempt that cannot be retried was refused by quinn inside `retry`.
+            }
+            admission::Admission::Refuse(reason) => {
+                incoming.refuse();
+                let counter = match reason {
+                    admission::Refusal::Capacity => &shared.counters.handshakes_refused_capacity,
+                    admission::Refusal::PerSource => &shared.counters.handshakes_refused_per_source,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = shared.source_log(remote.ip()) {
+                    tracing::warn!(
+                        %remote,
+                        reason = reason.as_str(),
+                        in_progress = shared.admission.in_progress(),
+                        suppressed_since_last_log = suppressed,
+                        "incoming connection refused before its handshake: too many handshakes \
+                         in progress (logged at most once per IP every {}s)",
+                        crate::ratelog::LOG_INTERVAL.as_secs()
+                    );
                 }
             }
-        });
+        }
     }
     tracing::debug!(local_addr = %shared.local_addr, "accept loop ended");
+}
+
+/// Runs one admitted handshake to its end, within the handshake timeout; the ticket holds its
+/// admission places until then. An abandoned handshake's state is freed when `connecting` is
+/// dropped.
+async fn handshake(
+    shared: Arc<Shared>,
+    incoming: quinn::Incoming,
+    ticket: admission::AdmissionTicket,
+) {
+    let remote = incoming.remote_address();
+    let timeout = Duration::from_millis(shared.config.handshake_timeout_ms);
+    let outcome = match incoming.accept() {
+        Ok(connecting) => tokio::time::timeout(timeout, connecting).await,
+        Err(error) => Ok(Err(error)),
+    };
+    drop(ticket);
+    match outcome {
+        Ok(Ok(conn)) => {
+            shared
+                .counters
+                .handshakes_accepted
+                .fetch_add(1, Ordering::Relaxed);
+            let addr = canonical(conn.remote_address());
+            tracing::debug!(%addr, "connection accepted");
+            shared.serve(conn, addr, true);
+        }
+        Ok(Err(error)) => {
+            shared
+                .counters
+                .handshakes_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = shared.source_log(remote.ip()) {
+                tracing::info!(
+                    %remote,
+                    %error,
+                    suppressed_since_last_log = suppressed,
+                    "incoming handshake refused (logged at most once per IP every {}s)",
+                    crate::ratelog::LOG_INTERVAL.as_secs()
+                );
+            }
+        }
+        Err(_) => {
+            shared
+                .counters
+                .handshakes_timed_out
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = shared.source_log(remote.ip()) {
+                tracing::info!(
+                    %remote,
+                    timeout_ms = shared.config.handshake_timeout_ms,
+                    suppressed_since_last_log = suppressed,
+                    "incoming handshake not completed in time, abandoned (logged at most once \
+                     per IP every {}s)",
+                    crate::ratelog::LOG_INTERVAL.as_secs()
+                );
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -727,9 +1008,25 @@ impl Shared {
 }
 
 /// Accepts the unidirectional streams of one connection (opened or accepted) until it closes,
-/// then removes it from the cache and folds its counters.
-async fn drive_connection(shared: Arc<Shared>, conn: Connection, addr: SocketAddr) {
-    let limiter = Arc::new(Mutex::new(RateLimiter::new(&shared.config, Instant::now())));
+/// then removes it from the cache and folds its counters. The member lease is held until then.
+async fn drive_connection(
+    shared: Arc<Shared>,
+    conn: Connection,
+    addr: SocketAddr,
+    member: Arc<str>,
+    lease: member::MemberLease,
+) {
+    let limits = Arc::new(reader::ConnectionLimits {
+        member,
+        limiter: Mutex::new(reader::RateLimiter::new(&shared.config, Instant::now())),
+        budget: reader::ByteBudget::new(
+            shared
+                .config
+                .max_buffered_bytes_per_connection
+                .max(shared.config.max_message_bytes as u64),
+        ),
+        member_budget: lease.budget.clone(),
+    });
     let in_flight = Arc::new(Semaphore::new(
         shared.config.max_streams_per_connection as usize,
     ));
@@ -741,10 +1038,10 @@ async fn drive_connection(shared: Arc<Shared>, conn: Connection, addr: SocketAdd
         };
         match conn.accept_uni().await {
             Ok(stream) => {
-                let reader = Reader {
+                let reader = reader::Reader {
                     shared: shared.clone(),
                     from: addr,
-                    limiter: limiter.clone(),
+                    limits: limits.clone(),
                     _permit: permit,
                 };
                 tokio::spawn(reader.read(stream));
@@ -757,135 +1054,7 @@ async fn drive_connection(shared: Arc<Shared>, conn: Connection, addr: SocketAdd
     }
     shared.forget(addr, &conn);
     shared.fold(&conn);
-}
-
-/// Token buckets of one connection: messages/s and bytes/s, each with one second of burst.
-#[derive(Debug)]
-struct RateLimiter {
-    messages: TokenBucket,
-    bytes: TokenBucket,
-}
-
-impl RateLimiter {
-    fn new(config: &TransportConfig, now: Instant) -> Self {
-        Self {
-            messages: TokenBucket::new(f64::from(config.rate_limit_messages), now),
-            bytes: TokenBucket::new(config.rate_limit_bytes as f64, now),
-        }
-    }
-}
-
-/// A token bucket refilled at `rate` per second up to `rate` tokens (one second of burst).
-/// [`TokenBucket::take`] succeeds while the bucket is not empty and may leave it in debt, so
-/// a single large message always gets through a bucket smaller than itself.
-#[derive(Debug)]
-struct TokenBucket {
-    /// Tokens per second; 0 means no limit.
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: f64, now: Instant) -> Self {
-        Self {
-            rate,
-            tokens: rate,
-            last: now,
-        }
-    }
-
-    /// Takes `n` tokens at `now` if the bucket is not empty; false if it is (nothing taken).
-    fn take(&mut self, now: Instant, n: f64) -> bool {
-        if self.rate <= 0.0 {
-            return true;
-        }
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = self.last.max(now);
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        if self.tokens <= 0.0 {
-            return false;
-        }
-        self.tokens -= n;
-        true
-    }
-}
-
-/// Reads one stream of a connection; holds one of the connection's in-flight places until
-/// the message is queued or dropped.
-struct Reader {
-    shared: Arc<Shared>,
-    from: SocketAddr,
-    limiter: Arc<Mutex<RateLimiter>>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Reader {
-    fn admit(&self, len: Option<usize>) -> bool {
-        let mut limiter = self.limiter.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        match len {
-            None => limiter.messages.take(now, 1.0),
-            Some(len) => limiter.bytes.take(now, len as f64),
-        }
-    }
-
-    fn rate_limited(&self, what: &str) {
-        let shared = &self.shared;
-        shared.messages_rate_limited.fetch_add(1, Ordering::Relaxed);
-        let logged = shared
-            .rate_log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .hit(Instant::now(), &self.from);
-        if let Some(suppressed) = logged {
-            tracing::warn!(
-                from = %self.from,
-                limit = what,
-                suppressed_since_last_log = suppressed,
-                "messages over the connection's rate limit dropped (logged at most once per \
-                 connection every {}s)",
-                crate::ratelog::LOG_INTERVAL.as_secs()
-            );
-        }
-    }
-
-    /// Reads the message, checks the rate limits and queues it.
-    async fn read(self, mut stream: quinn::RecvStream) {
-        if !self.admit(None) {
-            self.rate_limited("messages/s");
-            // Fails only if the stream is already closed: nothing to stop.
-            let _ = stream.stop(VarInt::from_u32(CODE_RATE_LIMITED));
-            return;
-        }
-        read_message(&self, stream).await;
-    }
-}
-
-/// Reads one message (one stream) and queues it; a stream over the size limit is stopped and
-/// counted, and so is a message over the byte rate.
-async fn read_message(reader: &Reader, mut stream: quinn::RecvStream) {
-    let shared = &reader.shared;
-    let from = reader.from;
-    match stream.read_to_end(shared.config.max_message_bytes).await {
-        Ok(bytes) => {
-            if !reader.admit(Some(bytes.len())) {
-                reader.rate_limited("bytes/s");
-                return;
-            }
-            // A closed receiver means nobody listens any more; the message is dropped.
-            let _ = shared.incoming.send(Incoming { from, bytes }).await;
-        }
-        Err(quinn::ReadToEndError::TooLong) => {
-            shared.oversize_messages.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%from, limit = shared.config.max_message_bytes, "oversize message dropped");
-            // Fails only if the stream is already closed, in which case there is nothing to stop.
-            let _ = stream.stop(VarInt::from_u32(CODE_TOO_LARGE));
-        }
-        Err(error) => {
-            tracing::debug!(%from, %error, "stream failed");
-        }
-    }
+    drop(lease);
 }
 
 /// Resets the stream if dropped before the message was completely written, so the receiver
@@ -1142,22 +1311,6 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn token_bucket_allows_one_second_of_burst_then_the_rate() {
-        let t0 = std::time::Instant::now();
-        let mut bucket = TokenBucket::new(10.0, t0);
-        assert_eq!((0..20).filter(|_| bucket.take(t0, 1.0)).count(), 10);
-        let later = t0 + Duration::from_millis(500);
-        assert_eq!((0..20).filter(|_| bucket.take(later, 1.0)).count(), 5);
-        // Debt: one large take passes while the bucket is not empty, then nothing for a while.
-        let mut bytes = TokenBucket::new(100.0, t0);
-        assert!(bytes.take(t0, 1000.0));
-        assert!(!bytes.take(t0 + Duration::from_secs(5), 1.0));
-        assert!(bytes.take(t0 + Duration::from_secs(11), 1.0));
-        let mut off = TokenBucket::new(0.0, t0);
-        assert!((0..1000).all(|_| off.take(t0, 1e9)));
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn messages_over_the_rate_limit_are_dropped_and_counted() -> TestResult {
         let (_dir, ids) = cluster(&["a", "b"])?;
@@ -1361,6 +1514,137 @@ mod tests {
         )?;
         let server_only = load_identity(dir.path(), "server-only")?;
         assert_refused(&ids[0], &server_only).await
+    }
+
+    /// A quinn client with `id`'s certificate, connected to `to`.
+    async fn raw_client(
+        id: &PeerIdentity,
+        to: SocketAddr,
+    ) -> Result<(Endpoint, Connection), Box<dyn std::error::Error + Send + Sync>> {
+        let endpoint = Endpoint::client(localhost())?;
+        let config = tls::client_config(id, &TransportConfig::default())?;
+        let conn = timeout(
+            WAIT,
+            endpoint.connect_with(config, to, CLUSTER_SERVER_NAME)?,
+        )
+        .await??;
+        Ok((endpoint, conn))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_the_threshold_handshakes_are_retried_and_still_connect() -> TestResult {
+        let (_dir, ids) = cluster(&["a", "b"])?;
+        let retry_all = TransportConfig {
+            handshakes_before_retry: 0,
+            ..TransportConfig::default()
+        };
+        let (b, mut b_rx) = bind(&ids[1], retry_all).await?;
+        let (a, _a_rx) = bind(&ids[0], TransportConfig::default()).await?;
+        send(&a, b.local_addr(), b"after a retry").await?;
+        assert_eq!(recv(&mut b_rx).await?.bytes, b"after a retry");
+        let stats = b.stats();
+        assert_eq!(stats.handshake_retries_sent, 1, "{stats:?}");
+        assert_eq!(stats.handshakes_accepted, 1);
+        assert_eq!(stats.handshakes_in_progress, 0);
+        a.close().await;
+        b.close().await;
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unfinished_message_is_stopped_at_the_stream_timeout() -> TestResult {
+        let (_dir, ids) = cluster(&["a", "b"])?;
+        let quick = TransportConfig {
+            stream_timeout_ms: 300,
+            ..TransportConfig::default()
+        };
+        let (b, mut b_rx) = bind(&ids[1], quick).await?;
+        let (_endpoint, conn) = raw_client(&ids[0], b.local_addr()).await?;
+        let mut stream = conn.open_uni().await?;
+        stream.write_all(&[1u8; 10_000]).await?;
+        // Never finished: the receiver stops it, and the sender learns the code.
+        let code = timeout(WAIT, stream.stopped()).await??;
+        assert_eq!(code, Some(VarInt::from_u32(CODE_TIMED_OUT)));
+        let stats = b.stats();
+        assert_eq!(stats.streams_timed_out, 1);
+        assert_eq!(stats.buffered_bytes, 0, "its bytes were given back");
+        assert!(b_rx.try_recv().is_err(), "nothing was delivered");
+        // The connection still carries finished messages.
+        let mut next = conn.open_uni().await?;
+        next.write_all(b"whole").await?;
+        next.finish()?;
+        let got = recv(&mut b_rx).await?;
+        assert_eq!(got.bytes, b"whole");
+        assert_eq!(&*got.member, "a", "the member is the certificate's name");
+        b.close().await;
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_gets_no_more_connections_than_allowed() -> TestResult {
+        let (_dir, ids) = cluster(&["a", "b", "c"])?;
+        let one_each = TransportConfig {
+            max_connections_per_member: 1,
+            ..TransportConfig::default()
+        };
+        let (b, mut b_rx) = bind(&ids[1], one_each).await?;
+        let (_e1, first) = raw_client(&ids[0], b.local_addr()).await?;
+        let (_e2, second) = raw_client(&ids[0], b.local_addr()).await?;
+        let closed = timeout(WAIT, second.closed()).await?;
+        assert!(
+            matches!(
+                &closed,
+                ConnectionError::ApplicationClosed(c)
+                    if c.error_code == VarInt::from_u32(CODE_TOO_MANY_CONNECTIONS)
+            ),
+            "{closed:?}"
+        );
+        assert_eq!(b.stats().connections_refused_per_member, 1);
+        // The first connection, and another member, are unaffected.
+        let (_e3, other) = raw_client(&ids[2], b.local_addr()).await?;
+        for conn in [&first, &other] {
+            let mut s = conn.open_uni().await?;
+            s.write_all(b"hello").await?;
+            s.finish()?;
+            assert_eq!(recv(&mut b_rx).await?.bytes, b"hello");
+        }
+        b.close().await;
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_holds_no_more_unfinished_bytes_than_its_budget() -> TestResult {
+        let (_dir, ids) = cluster(&["a", "b"])?;
+        let budget = 256 * 1024;
+        let small = TransportConfig {
+            max_message_bytes: budget as usize,
+            max_buffered_bytes_per_connection: budget,
+            max_buffered_bytes_per_member: budget,
+            stream_timeout_ms: 60_000,
+            ..TransportConfig::default()
+        };
+        let (b, _b_rx) = bind(&ids[1], small).await?;
+        let (_endpoint, conn) = raw_client(&ids[0], b.local_addr()).await?;
+        // Eight streams of 200 KB each, never finished: 1.6 MB offered, 256 KiB held.
+        let mut streams = Vec::new();
+        for _ in 0..8 {
+            let mut s = conn.open_uni().await?;
+            let _ = timeout(Duration::from_millis(500), s.write_all(&[0u8; 200_000])).await;
+            streams.push(s);
+        }
+        wait_for("the budget to fill", || {
+            b.stats().buffered_bytes + 64 * 1024 > budget
+        })
+        .await?;
+        let held = b.stats().buffered_bytes;
+        assert!(held <= budget, "{held} bytes held, budget {budget}");
+        // Giving up the streams gives the bytes back.
+        for mut s in streams {
+            s.reset(VarInt::from_u32(0))?;
+        }
+        wait_for("the bytes to come back", || b.stats().buffered_bytes == 0).await?;
+        b.close().await;
+        Ok(())
     }
 
     #[test]

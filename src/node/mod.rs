@@ -764,11 +764,14 @@ pub async fn run_peer_observed(
     let mut drained = false;
     let mut stopping = false;
     let mut last_status = Instant::now();
-    let mut reject_log = RateLimitedLog::new(crate::ratelog::LOG_INTERVAL);
+    let mut remote_logs = RemoteLogs::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
+        // The member whose message this turn handles: rejections it causes are logged under
+        // its name (origins in a message cost nothing to invent; certificates do).
+        let mut delivered_by: Option<Arc<str>> = None;
         let wake = tokio::time::Instant::from_std(core.poll_timeout());
         // Paused: nothing but the tick and a stop request wakes the loop; messages wait in the
         // transport's queue and timers fire late, as in a stalled process.
@@ -781,8 +784,9 @@ pub async fn run_peer_observed(
                 let Some(msg) = msg else { break };
                 observer.heard();
                 if let Err(e) = core.handle_bytes(Instant::now(), msg.from, &msg.bytes) {
-                    debug!(from = %msg.from, "dropped a frame: {e}");
+                    debug!(from = %msg.from, member = %msg.member, "dropped a frame: {e}");
                 }
+                delivered_by = Some(msg.member);
             }
             Some(o) = outcomes.recv() => {
                 core.send_outcome(Instant::now(), o.to, o.origin, o.version, o.delivered);
@@ -831,7 +835,12 @@ pub async fn run_peer_observed(
                     sender.forget(m.addr);
                 }
             }
-            handle_event(event, trainer.as_ref(), &mut reject_log);
+            handle_event(
+                event,
+                trainer.as_ref(),
+                delivered_by.as_ref(),
+                &mut remote_logs,
+            );
         }
         live.store(core.live_count(), Ordering::SeqCst);
         unacked.store(core.own_deltas_unacked(), Ordering::SeqCst);
@@ -979,11 +988,42 @@ pub async fn run_peer_observed(
     })
 }
 
+/// Membership log lines one member's messages may cause per [`crate::ratelog::LOG_INTERVAL`]:
+/// enough for a cluster of peers joining at once, not for a flood of invented records.
+const MEMBERSHIP_LINES_PER_MEMBER: u32 = 64;
+
+/// Throttles of the log lines that messages from other members cause, keyed by the member
+/// that delivered the message.
+struct RemoteLogs {
+    /// Rejected deltas: one line per member per interval.
+    rejects: RateLimitedLog<Arc<str>>,
+    /// Member up, down, suspect: a burst per member per interval.
+    membership: RateLimitedLog<Arc<str>>,
+}
+
+impl Default for RemoteLogs {
+    fn default() -> Self {
+        Self {
+            rejects: RateLimitedLog::new(crate::ratelog::LOG_INTERVAL),
+            membership: RateLimitedLog::with_burst(
+                crate::ratelog::LOG_INTERVAL,
+                MEMBERSHIP_LINES_PER_MEMBER,
+            ),
+        }
+    }
+}
+
 fn handle_event(
     event: Event,
     trainer: Option<&TrainerHandle>,
-    reject_log: &mut RateLimitedLog<PeerId>,
+    delivered_by: Option<&Arc<str>>,
+    logs: &mut RemoteLogs,
 ) {
+    // Events caused by a timer of this peer (a probe that failed) are keyed "(local)".
+    let member: Arc<str> = delivered_by
+        .cloned()
+        .unwrap_or_else(|| Arc::from("(local)"));
+    let mut membership_line = || logs.membership.hit(Instant::now(), &member).is_some();
     match event {
         Event::DeltaApplied { values, .. } => {
             if let Some(t) = trainer {
@@ -999,23 +1039,29 @@ fn handle_event(
             }
         }
         Event::Joined { via, members } => info!(%via, members, "joined the cluster"),
-        Event::MemberUp(m) => info!(peer = %m.name, addr = %m.addr, "member up"),
-        Event::MemberDown(m) => info!(peer = %m.name, status = m.status.as_str(), "member down"),
-        Event::MemberSuspect(m) => {
+        Event::MemberUp(m) if membership_line() => {
+            info!(peer = %m.name, addr = %m.addr, "member up")
+        }
+        Event::MemberDown(m) if membership_line() => {
+            info!(peer = %m.name, status = m.status.as_str(), "member down")
+        }
+        Event::MemberSuspect(m) if membership_line() => {
             info!(peer = %m.name, incarnation = m.incarnation, "member suspected")
         }
+        Event::MemberUp(_) | Event::MemberDown(_) | Event::MemberSuspect(_) => {}
         Event::GapDetected { origin, missing } => {
             debug!(%origin, ?missing, "gap in deltas; anti-entropy will pull them")
         }
         Event::DeltaRejected { origin, reason } => {
             // Every rejection is counted in the core's stats; the log says so at most once per
-            // origin per interval.
-            if let Some(suppressed) = reject_log.hit(Instant::now(), &origin) {
+            // delivering member per interval.
+            if let Some(suppressed) = logs.rejects.hit(Instant::now(), &member) {
                 warn!(
+                    %member,
                     %origin,
                     reason = reason.as_str(),
                     suppressed_since_last_log = suppressed,
-                    "delta rejected (logged at most once per origin every {}s)",
+                    "delta rejected (logged at most once per member every {}s)",
                     crate::ratelog::LOG_INTERVAL.as_secs()
                 )
             }
