@@ -338,8 +338,8 @@ mod node_auth {
                 ca_dir,
                 "expired",
                 IssueOptions {
-                    client_auth: true,
                     not_after_days_ago: Some(2),
+                    ..IssueOptions::default()
                 },
             ))
         })
@@ -354,7 +354,7 @@ mod node_auth {
                 "serveronly",
                 IssueOptions {
                     client_auth: false,
-                    not_after_days_ago: None,
+                    ..IssueOptions::default()
                 },
             ))
         })
