@@ -5,6 +5,11 @@
 //! it. Every peer certificate is usable both as a TLS server and as a TLS client certificate,
 //! because every peer both accepts and opens QUIC connections.
 //!
+//! Each CA carries a cluster name in its subject (common name), given with `--cluster` or
+//! generated (`rumor-` and 8 hex digits), so that a refused handshake can say which cluster a
+//! stranger's certificate belongs to ([`cluster_name`]). CAs made before cluster names existed
+//! have the common name [`LEGACY_CA_COMMON_NAME`]; they load and work as before.
+//!
 //! Files in the directory (all PEM):
 //!
 //! | file | content | mode |
@@ -50,6 +55,15 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Validity of the cluster CA, in days (about ten years).
 pub const CA_VALIDITY_DAYS: i64 = 3650;
 
+/// Longest accepted cluster name, in characters.
+pub const MAX_CLUSTER_NAME_LEN: usize = 64;
+
+/// The common name of every CA made before cluster names existed; such CAs all look alike.
+pub const LEGACY_CA_COMMON_NAME: &str = "rumor cluster CA";
+
+/// Organization name in the subject of every rumor CA.
+const CA_ORGANIZATION: &str = "rumor cluster CA";
+
 /// How far into the past `not_before` is set, in minutes, to tolerate clock skew between peers.
 const BACKDATE_MINUTES: i64 = 5;
 
@@ -94,6 +108,13 @@ pub enum CertError {
     /// rcgen failed to parse a key or certificate, or to sign one.
     #[error("certificate generation: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// The cluster name is empty, longer than 64 characters or has a character outside
+    /// `[A-Za-z0-9._-]`.
+    #[error("bad cluster name {name:?}: expected 1 to 64 characters of A-Z a-z 0-9 . _ -")]
+    BadClusterName {
+        /// The rejected name.
+        name: String,
+    },
 }
 
 /// What to put in a peer certificate beyond the defaults; for tests and tooling.
@@ -108,6 +129,10 @@ pub struct IssueOptions {
     /// If set, the certificate expired this many days ago: its validity window of `days` days
     /// ends `n` days before now.
     pub not_after_days_ago: Option<u32>,
+    /// Write the extended key usage extension at all. Without it (false) the certificate names
+    /// no usage, which X.509 reads as "any usage" and webpki accepts; rumor refuses it
+    /// (`net::tls`). `client_auth` is ignored then.
+    pub extended_key_usage: bool,
 }
 
 impl Default for IssueOptions {
@@ -115,8 +140,18 @@ impl Default for IssueOptions {
         Self {
             client_auth: true,
             not_after_days_ago: None,
+            extended_key_usage: true,
         }
     }
+}
+
+/// A CA created by [`init_cluster_ca`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatedCa {
+    /// The path of `ca.pem`.
+    pub path: PathBuf,
+    /// The cluster name written into the CA's subject.
+    pub cluster: String,
 }
 
 /// Everything a peer needs for mutual TLS: the cluster CA, its own chain and key.
@@ -153,15 +188,51 @@ impl std::fmt::Debug for PeerIdentity {
     }
 }
 
-/// Creates the cluster CA in `dir`: `ca.pem` (certificate) and `ca.key` (PKCS#8 PEM, mode 0600).
-///
-/// Creates `dir` if needed. Refuses to overwrite an existing `ca.pem` or `ca.key` unless `force`.
-/// The CA is valid for [`CA_VALIDITY_DAYS`] days. Returns the path of `ca.pem`.
+/// Creates the cluster CA in `dir` under a generated cluster name; see [`init_cluster_ca`].
+/// Returns the path of `ca.pem`.
 ///
 /// # Errors
+/// As [`init_cluster_ca`].
+pub fn init_ca(dir: &Path, force: bool) -> Result<PathBuf, CertError> {
+    init_cluster_ca(dir, force, None).map(|created| created.path)
+}
+
+/// Creates the cluster CA in `dir`: `ca.pem` (certificate) and `ca.key` (PKCS#8 PEM, mode 0600).
+///
+/// The CA's subject is CN = the cluster name, O = "rumor cluster CA". `cluster` is the name;
+/// `None` generates one, `rumor-` and 8 random hex digits, so two CAs made without a name still
+/// differ. Creates `dir` if needed. Refuses to overwrite an existing `ca.pem` or `ca.key`
+/// unless `force`. The CA is valid for [`CA_VALIDITY_DAYS`] days.
+///
+/// # Errors
+/// [`CertError::BadClusterName`] unless `cluster` is 1..=64 characters of `[A-Za-z0-9._-]`;
 /// [`CertError::Exists`] if a CA file exists and `force` is false; [`CertError::Io`] on file
 /// system failures; [`CertError::Rcgen`] if key generation or signing fails.
-pub fn init_ca(dir: &Path, force: bool) -> Result<PathBuf, CertError> {
+pub fn init_cluster_ca(
+    dir: &Path,
+    force: bool,
+    cluster: Option<&str>,
+) -> Result<CreatedCa, CertError> {
+    let cluster = match cluster {
+        Some(name) => {
+            validate_cluster_name(name)?;
+            name.to_string()
+        }
+        None => format!("rumor-{:08x}", rand::random::<u32>()),
+    };
+    let path = create_ca(dir, force, &cluster, CA_ORGANIZATION)?;
+    tracing::info!(path = %path.display(), %cluster, "created cluster CA");
+    Ok(CreatedCa { path, cluster })
+}
+
+/// Writes a self-signed CA with subject CN = `common_name`, O = `organization` into `dir`;
+/// returns the path of `ca.pem`. See [`init_cluster_ca`].
+fn create_ca(
+    dir: &Path,
+    force: bool,
+    common_name: &str,
+    organization: &str,
+) -> Result<PathBuf, CertError> {
     fs::create_dir_all(dir).map_err(|source| io_err(dir, source))?;
     let cert_path = dir.join(CA_CERT_FILE);
     let key_path = dir.join(CA_KEY_FILE);
@@ -176,8 +247,8 @@ pub fn init_ca(dir: &Path, force: bool) -> Result<PathBuf, CertError> {
     let now = OffsetDateTime::now_utc();
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "rumor cluster CA");
-    dn.push(DnType::OrganizationName, "rumor");
+    dn.push(DnType::CommonName, common_name);
+    dn.push(DnType::OrganizationName, organization);
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
@@ -193,8 +264,78 @@ pub fn init_ca(dir: &Path, force: bool) -> Result<PathBuf, CertError> {
 
     write_file(&key_path, key.serialize_pem().as_bytes(), 0o600, force)?;
     write_file(&cert_path, cert.pem().as_bytes(), 0o644, force)?;
-    tracing::info!(path = %cert_path.display(), "created cluster CA");
     Ok(cert_path)
+}
+
+/// Creates a CA as rumor made them before cluster names existed (CN "rumor cluster CA",
+/// O "rumor"), for tests that check such CAs keep working.
+#[cfg(test)]
+pub(crate) fn init_legacy_ca(dir: &Path) -> Result<PathBuf, CertError> {
+    create_ca(dir, false, LEGACY_CA_COMMON_NAME, "rumor")
+}
+
+/// Checks a cluster name: 1..=64 characters of `[A-Za-z0-9._-]`.
+///
+/// # Errors
+/// [`CertError::BadClusterName`] otherwise.
+pub fn validate_cluster_name(name: &str) -> Result<(), CertError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_CLUSTER_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CertError::BadClusterName {
+            name: name.to_string(),
+        })
+    }
+}
+
+/// The cluster name of a CA certificate: the first common name of its subject, or the whole
+/// subject (RFC 4514 form) when it has none. `None` if `ca` does not parse as X.509.
+///
+/// A CA made before cluster names existed yields [`LEGACY_CA_COMMON_NAME`].
+pub fn cluster_name(ca: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(ca.as_ref()).ok()?;
+    Some(display_name(cert.subject()))
+}
+
+/// How rumor names a CA in messages: its first common name, else the whole distinguished name.
+///
+/// The name may come from a stranger's certificate, so it is made safe to print: characters
+/// outside printable ASCII become `?` and it is cut at [`MAX_DISPLAY_NAME_LEN`] characters.
+pub(crate) fn display_name(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let raw = name
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map_or_else(|| name.to_string(), str::to_string);
+    printable(&raw, MAX_DISPLAY_NAME_LEN)
+}
+
+/// Longest CA name shown in a message, in characters; longer names end in `...`.
+const MAX_DISPLAY_NAME_LEN: usize = 128;
+
+/// `text` with every character outside printable ASCII replaced by `?`, cut at `max`
+/// characters (then ending in `...`).
+pub(crate) fn printable(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if text.chars().count() > max {
+        out.push_str("...");
+    }
+    out
 }
 
 /// Issues a peer certificate signed by the CA in `dir`: `{name}.pem` (leaf then CA) and
@@ -257,7 +398,9 @@ pub fn issue_with(
     params.distinguished_name = dn;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = if options.client_auth {
+    params.extended_key_usages = if !options.extended_key_usage {
+        Vec::new()
+    } else if options.client_auth {
         vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
@@ -586,5 +729,78 @@ mod tests {
         let stranger = load_identity(other.path(), "stranger")?;
         assert!(verify_as_client(&expired.ca, &stranger).is_err());
         Ok(())
+    }
+
+    #[test]
+    fn every_ca_gets_its_own_cluster_name() -> TestResult {
+        let (a, b, named) = (
+            tempfile::tempdir()?,
+            tempfile::tempdir()?,
+            tempfile::tempdir()?,
+        );
+        let first = init_cluster_ca(a.path(), false, None)?;
+        let second = init_cluster_ca(b.path(), false, None)?;
+        assert_ne!(first.cluster, second.cluster);
+        for created in [&first, &second] {
+            let hex = created
+                .cluster
+                .strip_prefix("rumor-")
+                .ok_or("no rumor- prefix")?;
+            assert!(
+                hex.len() == 8 && hex.bytes().all(|c| c.is_ascii_hexdigit()),
+                "{}",
+                created.cluster
+            );
+        }
+        let ca_a = read_certs(&first.path)?.remove(0);
+        let ca_b = read_certs(&second.path)?.remove(0);
+        assert_eq!(cluster_name(&ca_a).as_deref(), Some(first.cluster.as_str()));
+        assert_eq!(
+            cluster_name(&ca_b).as_deref(),
+            Some(second.cluster.as_str())
+        );
+        let (_, parsed_a) = x509_parser::parse_x509_certificate(ca_a.as_ref())?;
+        let (_, parsed_b) = x509_parser::parse_x509_certificate(ca_b.as_ref())?;
+        assert_ne!(parsed_a.subject().as_raw(), parsed_b.subject().as_raw());
+
+        let created = init_cluster_ca(named.path(), false, Some("prod-eu.1"))?;
+        assert_eq!(created.cluster, "prod-eu.1");
+        issue(named.path(), "peer", 1)?;
+        let id = load_identity(named.path(), "peer")?;
+        assert_eq!(cluster_name(&id.ca).as_deref(), Some("prod-eu.1"));
+        verify_as_client(&id.ca, &id)?;
+
+        let long = "c".repeat(65);
+        for bad in ["", "a b", "x/y", "é", long.as_str()] {
+            let dir = tempfile::tempdir()?;
+            assert!(
+                matches!(
+                    init_cluster_ca(dir.path(), false, Some(bad)),
+                    Err(CertError::BadClusterName { .. })
+                ),
+                "{bad:?} accepted"
+            );
+            assert!(!dir.path().join(CA_CERT_FILE).exists());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_ca_from_before_cluster_names_still_works() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        init_legacy_ca(dir.path())?;
+        issue(dir.path(), "old", 1)?;
+        let id = load_identity(dir.path(), "old")?;
+        assert_eq!(cluster_name(&id.ca).as_deref(), Some(LEGACY_CA_COMMON_NAME));
+        verify_as_client(&id.ca, &id)?;
+        verify_as_server(&id.ca, &id)?;
+        Ok(())
+    }
+
+    #[test]
+    fn printable_names_are_safe_to_log() {
+        assert_eq!(printable("plain name-1", 64), "plain name-1");
+        assert_eq!(printable("a\nb\u{1b}[0mé", 64), "a?b?[0m?");
+        assert_eq!(printable("abcdef", 3), "abc...");
     }
 }

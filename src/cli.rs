@@ -149,6 +149,10 @@ pub enum CertsCommand {
         /// Overwrite an existing CA.
         #[arg(long)]
         force: bool,
+        /// Cluster name, written into the CA's subject and shown when a peer from another
+        /// cluster is refused: 1-64 of [A-Za-z0-9._-]. Default: rumor-<8 random hex digits>.
+        #[arg(long)]
+        cluster: Option<String>,
     },
     /// Issue a peer certificate (NAME.pem, NAME.key) signed by the CA in DIR.
     Issue {

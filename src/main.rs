@@ -76,9 +76,17 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 args.metrics_addr,
             ))?;
         }
-        Command::Certs(CertsCommand::Init { dir, force }) => {
-            let path = certs::init_ca(&dir, force)?;
-            println!("cluster CA written to {}", path.display());
+        Command::Certs(CertsCommand::Init {
+            dir,
+            force,
+            cluster,
+        }) => {
+            let ca = certs::init_cluster_ca(&dir, force, cluster.as_deref())?;
+            println!(
+                "cluster CA for cluster {} written to {}",
+                ca.cluster,
+                ca.path.display()
+            );
         }
         Command::Certs(CertsCommand::Issue { dir, name, days }) => {
             let path = certs::issue(&dir, &name, days)?;

@@ -47,8 +47,11 @@ pub enum NodeError {
     /// The transport could not start.
     #[error("transport: {0}")]
     Net(#[from] crate::net::NetError),
-    /// No seed answered before the join timeout.
-    #[error("no seed answered within {0:?} (seeds: {1})")]
+    /// No seed welcomed this peer before the join timeout. The text says, per seed, what became
+    /// of the last join request: e.g. "seed 127.0.0.1:7000 refused this peer's certificate (TLS
+    /// alert certificate_unknown): ...", "seed 127.0.0.1:7000 presented a certificate from
+    /// another cluster CA, ...", "seed 127.0.0.1:7000 did not answer (...)".
+    #[error("no seed accepted us within {0:?}: {1}")]
     JoinTimeout(Duration, String),
     /// `--resume` with no usable checkpoint, or a checkpoint of another model.
     #[error("cannot resume: {0}")]
@@ -613,6 +616,10 @@ fn terminate_torn_line(file: &mut std::fs::File) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How often a peer that waits for a seed's welcome says so (INFO), with what became of its
+/// join requests.
+const SEED_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Runs one peer to completion: bind, join, train, drain, save, leave.
 pub async fn run_peer(
     options: PeerOptions,
@@ -752,6 +759,14 @@ pub async fn run_peer_observed(
         options.max_inflight_per_peer,
         options.send_timeout,
     );
+    let seeds: Vec<SocketAddr> = options
+        .seeds
+        .iter()
+        .copied()
+        .filter(|s| *s != addr)
+        .collect();
+    sender.watch_seeds(&seeds);
+    let mut next_seed_report = now + SEED_REPORT_INTERVAL;
     let mut metrics = MetricsFile::open(&options.data_dir.join("metrics.jsonl"));
     let mut checkpoint_warnings = WarnLimiter::default();
     let mut progress = TrainProgress {
@@ -878,11 +893,20 @@ pub async fn run_peer_observed(
                     trainer = Some(handle);
                 } else if !core.is_joined() && now >= join_deadline {
                     transport.close().await;
-                    let seeds: Vec<String> = options.seeds.iter().map(|s| s.to_string()).collect();
                     return Err(NodeError::JoinTimeout(
                         options.join_timeout,
-                        seeds.join(", "),
+                        sender.seed_log().summary(),
                     ));
+                } else if !core.is_joined() && now >= next_seed_report {
+                    next_seed_report = now + SEED_REPORT_INTERVAL;
+                    let log = sender.seed_log();
+                    let sent: u32 = log.states().iter().map(|s| s.attempts).sum();
+                    info!(
+                        "waiting for seeds ({}s of {}s, {sent} join requests sent): {}",
+                        now.saturating_duration_since(started).as_secs(),
+                        options.join_timeout.as_secs(),
+                        log.summary()
+                    );
                 }
             }
             Lifecycle::Draining => {
