@@ -86,8 +86,17 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             let path = certs::init_ca(&dir, force)?;
             println!("cluster CA written to {}", path.display());
         }
-        Command::Certs(CertsCommand::Issue { dir, name, days }) => {
-            let path = certs::issue(&dir, &name, days)?;
+        Command::Certs(CertsCommand::Issue {
+            dir,
+            name,
+            days,
+            force,
+        }) => {
+            let path = if force {
+                certs::reissue(&dir, &name, days)?
+            } else {
+                certs::issue(&dir, &name, days)?
+            };
             println!("certificate for {name} written to {}", path.display());
         }
         Command::Compare(args) => {
