@@ -653,7 +653,11 @@ async fn up_gossip(
         match handle.wait().await {
             Ok(o) => outcomes.push(o),
             Err(source) => {
-                warn!("peer-{i} failed: {source}");
+                // The first error is returned (and printed once by the caller); later ones are
+                // only logged.
+                if first_error.is_some() {
+                    warn!("peer-{i} failed: {source}");
+                }
                 first_error.get_or_insert(RunError::Peer {
                     name: format!("peer-{i}"),
                     source: Box::new(source),
@@ -916,7 +920,9 @@ pub fn centralized(
         let mut loss_sum = 0.0f64;
         for (i, chunk) in order.chunks_exact(t.batch_size.max(1)).enumerate() {
             train.gather_batch(chunk, &mut images, &mut labels);
-            loss_sum += f64::from(trainer.train_step(&images, &labels)?);
+            let loss = trainer.train_step(&images, &labels)?;
+            trainer.check_loss(step + 1, loss)?;
+            loss_sum += f64::from(loss);
             step += 1;
             samples += chunk.len() as u64;
             pb.inc(1);
@@ -955,6 +961,7 @@ pub fn centralized(
     }
     pb.finish_and_clear();
     let params = trainer.work()?;
+    trainer.check_finite(step, "the model parameters", &params)?;
     let acc = model::evaluate(&spec, &params, &data.test.images, &data.test.labels)?;
     let peer = PeerSummary {
         peer_id: uuid::Uuid::nil().to_string(),

@@ -765,6 +765,7 @@ pub async fn run_peer_observed(
     let mut stopping = false;
     let mut last_status = Instant::now();
     let mut reject_log = RateLimitedLog::new(crate::ratelog::LOG_INTERVAL);
+    let mut local_refusals = RateLimitedLog::new(crate::ratelog::LOG_INTERVAL);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -790,9 +791,7 @@ pub async fn run_peer_observed(
             report = reports.recv(), if !paused => {
                 match report {
                     Some(FromTrainer::Publish { weight, values }) => {
-                        if let Err(reason) = core.publish(Instant::now(), weight, values) {
-                            warn!("local delta refused by the core: {reason:?}");
-                        }
+                        publish_local(&mut core, weight, values, progress.step, plan.lr, &mut local_refusals)?;
                     }
                     Some(FromTrainer::Progress(p)) => {
                         observer.progress(&p);
@@ -895,9 +894,14 @@ pub async fn run_peer_observed(
             }
             while let Ok(report) = reports.try_recv() {
                 if let FromTrainer::Publish { weight, values } = report {
-                    if let Err(reason) = core.publish(Instant::now(), weight, values) {
-                        warn!("last local delta refused by the core: {reason:?}");
-                    }
+                    publish_local(
+                        &mut core,
+                        weight,
+                        values,
+                        progress.step,
+                        plan.lr,
+                        &mut local_refusals,
+                    )?;
                 }
             }
             break;
@@ -977,6 +981,39 @@ pub async fn run_peer_observed(
         transport: net,
         wall_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Hands a local delta from the trainer to the core. The trainer checks its deltas, so a
+/// non-finite one here still means training diverged: an error naming the learning rate `lr`,
+/// which stops the peer. Any other refusal is logged, at most once per reason every
+/// [`crate::ratelog::LOG_INTERVAL`].
+fn publish_local(
+    core: &mut Core,
+    weight: f32,
+    values: Vec<f32>,
+    step: u64,
+    lr: f64,
+    log: &mut RateLimitedLog<crate::core::RejectReason>,
+) -> Result<(), NodeError> {
+    match core.publish(Instant::now(), weight, values) {
+        Ok(_) => Ok(()),
+        Err(crate::core::RejectReason::NonFinite) => {
+            Err(NodeError::Model(model::ModelError::Diverged {
+                step,
+                what: "a local delta",
+                lr,
+            }))
+        }
+        Err(reason) => {
+            if let Some(suppressed) = log.hit(Instant::now(), &reason) {
+                warn!(
+                    reason = reason.as_str(),
+                    suppressed, "local delta refused by the core"
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 fn handle_event(
