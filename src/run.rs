@@ -46,6 +46,9 @@ pub enum RunError {
     /// The metrics server could not start, or a peer's `/status` could not be fetched.
     #[error(transparent)]
     Http(#[from] crate::metrics::http::HttpError),
+    /// An output directory is a file, or has a file among its parents.
+    #[error(transparent)]
+    NotADirectory(#[from] crate::node::NotADirectory),
     /// A file could not be written or a temp dir made.
     #[error("{what}: {source}")]
     Io {
@@ -164,12 +167,101 @@ fn peer_summary(o: &PeerOutcome) -> PeerSummary {
     }
 }
 
-/// Loads the dataset of `config`, saying which one was chosen.
+/// Loads the dataset of `config`, saying which one was chosen, and checks that the model of
+/// `config` fits it.
+///
+/// # Errors
+/// What loading fails with; [`RunError::Config`] for `train.model` when the model's input size is
+/// not the dataset's features per sample or it has fewer outputs than the dataset has classes.
 pub fn load_data(config: &Config) -> Result<TrainTest, RunError> {
     let spec = config.dataset()?;
     let data = data::load(&spec, config.train.rng_seed)?;
     info!(dataset = %data.name, "{}", data.description);
+    check_model_fits(&config.model()?, &data)?;
     Ok(data)
+}
+
+/// A model that does not fit the data fails at start, naming both, instead of at the first step
+/// with a length mismatch deep in the trainer.
+fn check_model_fits(model: &ModelSpec, data: &TrainTest) -> Result<(), ConfigError> {
+    let dim = data.train.dim;
+    let side = (dim as f64).sqrt().round() as usize;
+    let image = if side * side == dim {
+        format!(" ({side}×{side})")
+    } else {
+        String::new()
+    };
+    if model.input != dim {
+        return Err(ConfigError::Invalid {
+            key: "train.model",
+            message: format!(
+                "model {model} takes {} inputs, but dataset {} has {dim} features per sample{image}",
+                model.input, data.name
+            ),
+        });
+    }
+    if model.classes < data.train.classes {
+        return Err(ConfigError::Invalid {
+            key: "train.model",
+            message: format!(
+                "model {model} has {} outputs, but dataset {} has {} classes",
+                model.classes, data.name, data.train.classes
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A batch larger than a shard would train zero steps per epoch (the last incomplete batch is
+/// dropped), so it fails at start: `shards` are the shards that will train, each checked by its
+/// size; the error names the batch size and the smallest shard that is too small for it.
+fn check_batch_fits(
+    config: &Config,
+    data: &TrainTest,
+    shards: impl IntoIterator<Item = data::ShardSpec>,
+) -> Result<(), RunError> {
+    let batch = config.train.batch_size;
+    let mut smallest: Option<(usize, data::ShardSpec)> = None;
+    for shard in shards {
+        let rows = if shard.count == 1 {
+            data.train.len()
+        } else {
+            data::shard_indices(
+                &data.train.labels,
+                data.train.classes,
+                shard,
+                config.partition()?,
+                config.train.rng_seed,
+            )?
+            .len()
+        };
+        if smallest.is_none_or(|(least, _)| rows < least) {
+            smallest = Some((rows, shard));
+        }
+    }
+    match smallest {
+        Some((rows, shard)) if rows < batch => {
+            let of = if shard.count == 1 {
+                format!("the {rows} training samples of {}", data.name)
+            } else {
+                format!(
+                    "shard {}/{} ({rows} of the {} training samples of {})",
+                    shard.index + 1,
+                    shard.count,
+                    data.train.len(),
+                    data.name
+                )
+            };
+            Err(RunError::Config(ConfigError::Invalid {
+                key: "train.batch_size",
+                message: format!(
+                    "a batch of {batch} samples is larger than {of}, so no step would ever run; \
+                     use a batch size of at most {rows}"
+                ),
+            }))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The peer options for shard `shard` of `config` (identity and data already loaded).
@@ -278,7 +370,12 @@ pub async fn peer(
     }
     model::set_compute_threads(config.train.threads);
     let identity = Arc::new(certs::load_identity(&config.peer.certs, &config.peer.name)?);
+    crate::node::probe_data_dir(&config.peer.data_dir).map_err(|source| RunError::Peer {
+        name: config.peer.name.clone(),
+        source: Box::new(source),
+    })?;
     let data = load_data(&config)?;
+    check_batch_fits(&config, &data, [config.shard()?])?;
     if config.up.mode == Mode::Sync {
         return peer_sync(&config, identity, data, summary_json, ready_file).await;
     }
@@ -490,7 +587,21 @@ pub struct UpOptions {
 /// `rumor up`: runs the gossip cluster or the centralized baseline and returns the summary.
 pub async fn up(config: Config, options: UpOptions) -> Result<RunSummary, RunError> {
     model::set_compute_threads(config.train.threads);
+    if let Some(out) = &options.out {
+        crate::node::check_dir_path("output dir", out)?;
+    }
     let data = load_data(&config)?;
+    match config.up.mode {
+        Mode::Centralized => check_batch_fits(&config, &data, [data::ShardSpec::WHOLE])?,
+        Mode::Gossip | Mode::Sync => {
+            let n = config.up.peers;
+            check_batch_fits(
+                &config,
+                &data,
+                (0..n).map(|index| data::ShardSpec { index, count: n }),
+            )?
+        }
+    }
     let summary = match config.up.mode {
         Mode::Gossip => up_gossip(&config, &options, data).await?,
         Mode::Sync => up_sync(&config, &options, data).await?,
