@@ -480,7 +480,7 @@ async fn peer_sync(
         .await
         .map_err(|e| RunError::Peer {
             name: name.clone(),
-            source: Box::new(NodeError::Trainer(e.to_string())),
+            source: Box::new(sync_failure(e)),
         })?;
     let summary = single_peer_summary(
         config,
@@ -507,6 +507,15 @@ async fn peer_sync(
         write_json(&path, &summary)?;
     }
     Ok(())
+}
+
+/// A sync peer's failure as a peer error; its trainer's message is kept as it is, so it does not
+/// read "trainer failed: trainer: ...".
+fn sync_failure(e: crate::sync::SyncError) -> NodeError {
+    match e {
+        crate::sync::SyncError::Trainer(message) => NodeError::Trainer(message),
+        e => NodeError::Trainer(e.to_string()),
+    }
 }
 
 /// A sync peer's entry in a summary (rounds stand in for versions and applied deltas).
@@ -937,7 +946,7 @@ async fn up_sync(
         })?;
         let o = result.map_err(|e| RunError::Peer {
             name: name.clone(),
-            source: Box::new(crate::node::NodeError::Trainer(e.to_string())),
+            source: Box::new(sync_failure(e)),
         })?;
         outcomes.push(o);
     }
