@@ -24,7 +24,9 @@
 //! [`CLUSTER_SERVER_NAME`], which is what a connecting peer checks.
 //!
 //! Files are written to a temporary file in the same directory and renamed into place, so a
-//! crash never leaves a half-written key.
+//! crash never leaves a half-written key. Nothing is overwritten unless asked (`--force`): the
+//! peer name `ca` (in any case) is refused because its files would be the CA's, and
+//! [`load_identity`] refuses the CA's certificate or key as a peer's identity.
 
 use std::fs;
 use std::io::{BufReader, Write};
@@ -32,7 +34,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::{Duration, OffsetDateTime};
@@ -90,6 +92,26 @@ pub enum CertError {
     BadName {
         /// The rejected name.
         name: String,
+    },
+    /// The peer name would give the CA's own file names (`ca`, compared without case because
+    /// case-insensitive file systems would map `CA.pem` onto `ca.pem`).
+    #[error(
+        "peer name {name:?} is reserved for the cluster CA, whose files are {CA_CERT_FILE} and \
+         {CA_KEY_FILE} (names are compared without case); issue and use a peer certificate \
+         with another name"
+    )]
+    ReservedName {
+        /// The rejected name.
+        name: String,
+    },
+    /// The files of a peer identity hold the CA's certificate or key, or a CA certificate: a
+    /// peer must run on a certificate issued to it, never on the authority itself.
+    #[error("{} cannot be a peer's identity: {reason}", path.display())]
+    NotPeerIdentity {
+        /// The certificate or key file at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The requested validity is zero days, or the validity window is not representable.
     #[error("bad validity: {reason}")]
@@ -343,19 +365,31 @@ pub(crate) fn printable(text: &str, max: usize) -> String {
 ///
 /// The certificate is usable for server and client auth (EKU serverAuth + clientAuth, key usage
 /// digitalSignature); its SANs are DNS [`CLUSTER_SERVER_NAME`] and DNS `name`. It is valid for
-/// `days` days from now (backdated by five minutes for clock skew). An existing certificate of
-/// the same name is replaced (re-issue). Returns the path of `{name}.pem`.
+/// `days` days from now (backdated by five minutes for clock skew). An existing certificate or
+/// key of the same name is left alone and is an error; [`reissue`] replaces it. Returns the path
+/// of `{name}.pem`.
 ///
 /// # Errors
 /// [`CertError::BadName`] unless `name` is 1..=64 characters of `[A-Za-z0-9._-]`;
-/// [`CertError::BadValidity`] if `days` is 0; [`CertError::Io`] / [`CertError::Missing`] if the
-/// CA files cannot be read; [`CertError::Rcgen`] if they do not parse or signing fails.
+/// [`CertError::ReservedName`] for `ca` in any case; [`CertError::BadValidity`] if `days` is 0;
+/// [`CertError::Exists`] if `{name}.pem` or `{name}.key` exists; [`CertError::Io`] /
+/// [`CertError::Missing`] if the CA files cannot be read; [`CertError::Rcgen`] if they do not
+/// parse or signing fails.
 pub fn issue(dir: &Path, name: &str, days: u32) -> Result<PathBuf, CertError> {
-    issue_with(dir, name, days, IssueOptions::default())
+    issue_inner(dir, name, days, IssueOptions::default(), false)
+}
+
+/// Like [`issue`], but an existing `{name}.pem` and `{name}.key` are replaced by the new ones
+/// (`rumor certs issue --force`). The CA's files are never replaced: `ca` stays reserved.
+///
+/// # Errors
+/// As [`issue`], except [`CertError::Exists`].
+pub fn reissue(dir: &Path, name: &str, days: u32) -> Result<PathBuf, CertError> {
+    issue_inner(dir, name, days, IssueOptions::default(), true)
 }
 
 /// Like [`issue`], with [`IssueOptions`]; meant for tests and tooling that need certificates a
-/// peer must refuse (expired, or without clientAuth).
+/// peer must refuse (expired, or without clientAuth). Existing files are not overwritten.
 ///
 /// # Errors
 /// As [`issue`].
@@ -365,11 +399,32 @@ pub fn issue_with(
     days: u32,
     options: IssueOptions,
 ) -> Result<PathBuf, CertError> {
+    issue_inner(dir, name, days, options, false)
+}
+
+fn issue_inner(
+    dir: &Path,
+    name: &str,
+    days: u32,
+    options: IssueOptions,
+    overwrite: bool,
+) -> Result<PathBuf, CertError> {
     validate_name(name)?;
     if days == 0 {
         return Err(CertError::BadValidity {
             reason: "validity must be at least one day".into(),
         });
+    }
+    let cert_path = dir.join(format!("{name}.pem"));
+    let key_path = dir.join(format!("{name}.key"));
+    if !overwrite {
+        // Checked before anything is generated; the writes below refuse to clobber as well, in
+        // case a file appears meanwhile.
+        for path in [&cert_path, &key_path] {
+            if path.symlink_metadata().is_ok() {
+                return Err(CertError::Exists { path: path.clone() });
+            }
+        }
     }
 
     let ca_cert_path = dir.join(CA_CERT_FILE);
@@ -421,10 +476,8 @@ pub fn issue_with(
     }
     chain_pem.push_str(&ca_pem);
 
-    let cert_path = dir.join(format!("{name}.pem"));
-    let key_path = dir.join(format!("{name}.key"));
-    write_file(&key_path, key.serialize_pem().as_bytes(), 0o600, true)?;
-    write_file(&cert_path, chain_pem.as_bytes(), 0o644, true)?;
+    write_file(&key_path, key.serialize_pem().as_bytes(), 0o600, overwrite)?;
+    write_file(&cert_path, chain_pem.as_bytes(), 0o644, overwrite)?;
     tracing::info!(path = %cert_path.display(), name, days, "issued peer certificate");
     Ok(cert_path)
 }
@@ -432,11 +485,15 @@ pub fn issue_with(
 /// Reads `ca.pem`, `{name}.pem` and `{name}.key` from `dir`.
 ///
 /// The CA certificate is the first certificate in `ca.pem`; the chain is every certificate in
-/// `{name}.pem`, leaf first. Nothing is verified here; the TLS handshake does that.
+/// `{name}.pem`, leaf first. The chain is not verified here (the TLS handshake does that), but
+/// an identity that is the CA itself is refused: the leaf may not be the CA certificate, carry
+/// the CA's public key or be a CA (basicConstraints CA=true), and the key may not be the CA's.
 ///
 /// # Errors
-/// [`CertError::BadName`] for an invalid `name`; [`CertError::Io`] if a file cannot be read or
-/// is not valid PEM; [`CertError::Missing`] if a file holds no certificate or no private key.
+/// [`CertError::BadName`] for an invalid `name`; [`CertError::ReservedName`] for `ca` in any
+/// case; [`CertError::Io`] if a file cannot be read or is not valid PEM; [`CertError::Missing`]
+/// if a file holds no certificate or no private key; [`CertError::NotPeerIdentity`] when the
+/// certificate or key is the CA's, or the certificate is a CA, or does not parse.
 pub fn load_identity(dir: &Path, name: &str) -> Result<PeerIdentity, CertError> {
     validate_name(name)?;
     let ca_path = dir.join(CA_CERT_FILE);
@@ -457,6 +514,7 @@ pub fn load_identity(dir: &Path, name: &str) -> Result<PeerIdentity, CertError> 
     }
     let key_path = dir.join(format!("{name}.key"));
     let key = read_key(&key_path)?;
+    refuse_ca_as_identity(&ca, &chain[0], &chain_path, &key, &key_path)?;
     Ok(PeerIdentity {
         ca,
         chain,
@@ -465,11 +523,82 @@ pub fn load_identity(dir: &Path, name: &str) -> Result<PeerIdentity, CertError> 
     })
 }
 
-/// Checks a peer name: 1..=64 characters of `[A-Za-z0-9._-]`.
+/// Refuses an identity that is the cluster CA rather than a peer issued by it: `leaf` equal to
+/// `ca`, a leaf with the CA's public key, a leaf that is itself a CA, or a `key` whose public
+/// half is the CA's. The first two and the last mean the files were copied from `ca.pem` /
+/// `ca.key`; a peer holding the CA key could sign certificates for anyone.
+fn refuse_ca_as_identity(
+    ca: &CertificateDer<'_>,
+    leaf: &CertificateDer<'_>,
+    leaf_path: &Path,
+    key: &PrivateKeyDer<'_>,
+    key_path: &Path,
+) -> Result<(), CertError> {
+    let refuse = |path: &Path, reason: &str| CertError::NotPeerIdentity {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if leaf.as_ref() == ca.as_ref() {
+        return Err(refuse(
+            leaf_path,
+            "it is the cluster CA certificate itself; issue a peer certificate with \
+             `rumor certs issue --name NAME`",
+        ));
+    }
+    let (_, leaf_cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| refuse(leaf_path, &format!("its certificate does not parse: {e}")))?;
+    let ca_spki = x509_parser::parse_x509_certificate(ca.as_ref())
+        .ok()
+        .map(|(_, c)| c.public_key().raw.to_vec());
+    if ca_spki.as_deref() == Some(leaf_cert.public_key().raw) {
+        return Err(refuse(
+            leaf_path,
+            "its certificate carries the cluster CA's public key",
+        ));
+    }
+    let is_ca = leaf_cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|ext| ext.value.ca);
+    if is_ca {
+        return Err(refuse(
+            leaf_path,
+            "it is a CA certificate (basicConstraints CA=true), not a peer certificate",
+        ));
+    }
+    // A key type rcgen cannot read is left to the TLS handshake, which checks the key matches
+    // the certificate.
+    if let (Ok(pair), Some(ca_spki)) = (KeyPair::try_from(key), ca_spki) {
+        if pair.subject_public_key_info() == ca_spki {
+            return Err(refuse(
+                key_path,
+                "it is the cluster CA's private key (copied from ca.key?); a peer needs the \
+                 key issued with its own certificate",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` would give the CA's file names (`ca.pem`, `ca.key`), compared without case:
+/// on a case-insensitive file system `CA.pem` is `ca.pem`.
+pub fn is_reserved_name(name: &str) -> bool {
+    let ca_stem = CA_CERT_FILE.trim_end_matches(".pem");
+    name.eq_ignore_ascii_case(ca_stem)
+}
+
+/// Checks a peer name: 1..=64 characters of `[A-Za-z0-9._-]`, and not the CA's (`ca`, in any
+/// case).
 ///
 /// # Errors
-/// [`CertError::BadName`] otherwise.
+/// [`CertError::BadName`] for a malformed name; [`CertError::ReservedName`] for the CA's.
 pub fn validate_name(name: &str) -> Result<(), CertError> {
+    if is_reserved_name(name) {
+        return Err(CertError::ReservedName {
+            name: name.to_string(),
+        });
+    }
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name
@@ -671,6 +800,94 @@ mod tests {
             issue(dir.path(), "ok", 0),
             Err(CertError::BadValidity { .. })
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn ca_name_is_reserved_in_any_case() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        init_ca(dir.path(), false)?;
+        let ca_pem = fs::read(dir.path().join("ca.pem"))?;
+        let ca_key = fs::read(dir.path().join("ca.key"))?;
+        for name in ["ca", "CA", "Ca", "cA"] {
+            for result in [issue(dir.path(), name, 1), reissue(dir.path(), name, 1)] {
+                let err = result.expect_err("the CA's name must be refused");
+                assert!(
+                    matches!(err, CertError::ReservedName { .. }),
+                    "{name}: {err}"
+                );
+                assert!(err.to_string().contains("reserved"), "{err}");
+            }
+            let err = load_identity(dir.path(), name).expect_err("refused");
+            assert!(matches!(err, CertError::ReservedName { .. }), "{err}");
+        }
+        assert_eq!(fs::read(dir.path().join("ca.pem"))?, ca_pem);
+        assert_eq!(fs::read(dir.path().join("ca.key"))?, ca_key);
+        // Names that merely start with "ca" are fine.
+        issue(dir.path(), "cab", 1)?;
+        issue(dir.path(), "ca-1", 1)?;
+        Ok(())
+    }
+
+    #[test]
+    fn issue_refuses_to_overwrite_unless_forced() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        init_ca(dir.path(), false)?;
+        issue(dir.path(), "a", 1)?;
+        let pem = fs::read(dir.path().join("a.pem"))?;
+        let key = fs::read(dir.path().join("a.key"))?;
+        let err = issue(dir.path(), "a", 1).expect_err("exists");
+        assert!(matches!(err, CertError::Exists { .. }), "{err}");
+        assert!(err.to_string().contains("--force"), "{err}");
+        assert_eq!(fs::read(dir.path().join("a.pem"))?, pem);
+        assert_eq!(fs::read(dir.path().join("a.key"))?, key);
+        // A key without its certificate is not replaced either.
+        fs::write(dir.path().join("b.key"), "precious")?;
+        let err = issue(dir.path(), "b", 1).expect_err("key exists");
+        assert!(
+            matches!(&err, CertError::Exists { path } if path.ends_with("b.key")),
+            "{err}"
+        );
+        assert!(!dir.path().join("b.pem").exists());
+        assert_eq!(fs::read_to_string(dir.path().join("b.key"))?, "precious");
+        reissue(dir.path(), "a", 1)?;
+        assert_ne!(fs::read(dir.path().join("a.key"))?, key);
+        let id = load_identity(dir.path(), "a")?;
+        verify_as_server(&id.ca, &id)?;
+        Ok(())
+    }
+
+    #[test]
+    fn the_ca_is_refused_as_a_peer_identity() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        init_ca(dir.path(), false)?;
+        let ca_pem = dir.path().join("ca.pem");
+        let ca_key = dir.path().join("ca.key");
+        // The CA's files copied under a peer name.
+        fs::copy(&ca_pem, dir.path().join("copy.pem"))?;
+        fs::copy(&ca_key, dir.path().join("copy.key"))?;
+        let err = load_identity(dir.path(), "copy").expect_err("the CA itself");
+        assert!(matches!(err, CertError::NotPeerIdentity { .. }), "{err}");
+        assert!(err.to_string().contains("CA certificate itself"), "{err}");
+        // A real peer certificate with the CA's key.
+        issue(dir.path(), "stolen", 1)?;
+        fs::copy(&ca_key, dir.path().join("stolen.key"))?;
+        let err = load_identity(dir.path(), "stolen").expect_err("the CA key");
+        assert!(
+            matches!(&err, CertError::NotPeerIdentity { path, .. } if path.ends_with("stolen.key")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("CA's private key"), "{err}");
+        // Another CA's certificate: a CA, not a peer.
+        let other = tempfile::tempdir()?;
+        init_ca(other.path(), false)?;
+        fs::copy(other.path().join("ca.pem"), dir.path().join("rogue.pem"))?;
+        fs::copy(other.path().join("ca.key"), dir.path().join("rogue.key"))?;
+        let err = load_identity(dir.path(), "rogue").expect_err("a CA");
+        assert!(
+            err.to_string().contains("basicConstraints CA=true"),
+            "{err}"
+        );
         Ok(())
     }
 

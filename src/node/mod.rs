@@ -41,6 +41,9 @@ pub enum NodeError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The data dir, or one of its parents, exists as something other than a directory.
+    #[error(transparent)]
+    NotADirectory(#[from] NotADirectory),
     /// The peer id file exists but does not hold a UUID.
     #[error("peer id file {0} is corrupt (expected a UUID)")]
     BadPeerId(PathBuf),
@@ -62,6 +65,56 @@ pub enum NodeError {
     /// The trainer thread failed.
     #[error("trainer failed: {0}")]
     Trainer(String),
+}
+
+/// A directory that cannot be used or created because a file (or anything else that is not a
+/// directory) is in its place, or in the place of one of its parents. Said plainly, where
+/// `create_dir_all` would only say "File exists" or "Not a directory".
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {} {}", path.display(), in_the_way(path, blocker))]
+pub struct NotADirectory {
+    /// What the directory is for, e.g. "data dir".
+    pub what: &'static str,
+    /// The directory wanted.
+    pub path: PathBuf,
+    /// What is in the way: `path` itself or one of its parents.
+    pub blocker: PathBuf,
+}
+
+fn in_the_way(path: &Path, blocker: &Path) -> String {
+    if path == blocker {
+        "exists and is not a directory".into()
+    } else {
+        format!(
+            "cannot be created: {} exists and is not a directory",
+            blocker.display()
+        )
+    }
+}
+
+/// Checks that `path` is a directory or can be created as one: neither it nor any of its
+/// parents exists as a file (or a dangling link). `what` names the directory in the error.
+/// Missing paths are fine; other failures are left to whoever creates the directory.
+///
+/// # Errors
+/// [`NotADirectory`] naming `path` and what is in the way.
+pub fn check_dir_path(what: &'static str, path: &Path) -> Result<(), NotADirectory> {
+    for p in path.ancestors().filter(|p| !p.as_os_str().is_empty()) {
+        let blocked = match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) => true,
+            // Absent (look further up), or a link to nothing, which is in the way.
+            Err(_) => p.symlink_metadata().is_ok(),
+        };
+        if blocked {
+            return Err(NotADirectory {
+                what,
+                path: path.to_path_buf(),
+                blocker: p.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A hint appended to I/O errors that an operator can act on.
@@ -372,8 +425,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
 /// or a full disk is a clear error before the peer joins, not a warning hours later.
 ///
 /// # Errors
+/// [`NodeError::NotADirectory`] when the data dir or a parent is a file;
 /// [`NodeError::DataDir`] naming the directory or probe file and the I/O cause.
 pub fn probe_data_dir(data_dir: &Path) -> Result<(), NodeError> {
+    check_dir_path("data dir", data_dir)?;
     std::fs::create_dir_all(data_dir).map_err(|source| NodeError::DataDir {
         path: data_dir.to_path_buf(),
         source,
@@ -780,6 +835,7 @@ pub async fn run_peer_observed(
     let mut stopping = false;
     let mut last_status = Instant::now();
     let mut remote_logs = RemoteLogs::default();
+    let mut local_refusals = RateLimitedLog::new(crate::ratelog::LOG_INTERVAL);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -809,9 +865,7 @@ pub async fn run_peer_observed(
             report = reports.recv(), if !paused => {
                 match report {
                     Some(FromTrainer::Publish { weight, values }) => {
-                        if let Err(reason) = core.publish(Instant::now(), weight, values) {
-                            warn!("local delta refused by the core: {reason:?}");
-                        }
+                        publish_local(&mut core, weight, values, progress.step, plan.lr, &mut local_refusals)?;
                     }
                     Some(FromTrainer::Progress(p)) => {
                         observer.progress(&p);
@@ -928,9 +982,14 @@ pub async fn run_peer_observed(
             }
             while let Ok(report) = reports.try_recv() {
                 if let FromTrainer::Publish { weight, values } = report {
-                    if let Err(reason) = core.publish(Instant::now(), weight, values) {
-                        warn!("last local delta refused by the core: {reason:?}");
-                    }
+                    publish_local(
+                        &mut core,
+                        weight,
+                        values,
+                        progress.step,
+                        plan.lr,
+                        &mut local_refusals,
+                    )?;
                 }
             }
             break;
@@ -1033,6 +1092,39 @@ impl Default for RemoteLogs {
                 crate::ratelog::LOG_INTERVAL,
                 MEMBERSHIP_LINES_PER_MEMBER,
             ),
+        }
+    }
+}
+
+/// Hands a local delta from the trainer to the core. The trainer checks its deltas, so a
+/// non-finite one here still means training diverged: an error naming the learning rate `lr`,
+/// which stops the peer. Any other refusal is logged, at most once per reason every
+/// [`crate::ratelog::LOG_INTERVAL`].
+fn publish_local(
+    core: &mut Core,
+    weight: f32,
+    values: Vec<f32>,
+    step: u64,
+    lr: f64,
+    log: &mut RateLimitedLog<crate::core::RejectReason>,
+) -> Result<(), NodeError> {
+    match core.publish(Instant::now(), weight, values) {
+        Ok(_) => Ok(()),
+        Err(crate::core::RejectReason::NonFinite) => {
+            Err(NodeError::Model(model::ModelError::Diverged {
+                step,
+                what: "a local delta",
+                lr,
+            }))
+        }
+        Err(reason) => {
+            if let Some(suppressed) = log.hit(Instant::now(), &reason) {
+                warn!(
+                    reason = reason.as_str(),
+                    suppressed, "local delta refused by the core"
+                );
+            }
+            Ok(())
         }
     }
 }
@@ -1156,6 +1248,41 @@ mod tests {
             source: std::io::Error::from_raw_os_error(30), // EROFS
         };
         assert!(e.to_string().contains("not writable"), "{e}");
+    }
+
+    #[test]
+    fn a_data_dir_that_is_a_file_is_said_plainly() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x")?;
+        let err = probe_data_dir(&file).expect_err("a file is not a data dir");
+        assert!(matches!(err, NodeError::NotADirectory(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!("data dir {} exists and is not a directory", file.display())
+        );
+        let below = file.join("peer-0");
+        let err = probe_data_dir(&below).expect_err("a file as a parent");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "data dir {} cannot be created: {} exists and is not a directory",
+                below.display(),
+                file.display()
+            )
+        );
+        #[cfg(unix)]
+        {
+            let dangling = dir.path().join("dangling");
+            std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling)?;
+            let err = probe_data_dir(&dangling).expect_err("a dangling link");
+            assert!(err.to_string().contains("is not a directory"), "{err}");
+        }
+        // A missing dir below an existing one is created, as before.
+        probe_data_dir(&dir.path().join("a/b"))?;
+        assert!(dir.path().join("a/b").is_dir());
+        check_dir_path("output dir", dir.path())?;
+        Ok(())
     }
 
     #[test]
