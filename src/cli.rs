@@ -75,25 +75,29 @@ pub struct ChaosArgs {
     #[arg(long)]
     pub name: String,
     /// Messages to send.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true,
+          value_parser = whole::<u64>("--count", 0))]
     pub count: u64,
     /// Messages per second; 0 for as fast as possible.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true,
+          value_parser = non_negative("--rate"))]
     pub rate: f64,
     /// The target's model (MLP layer sizes), for the length of valid deltas.
     #[arg(long, default_value = "784-128-10")]
     pub model: String,
     /// The target's message size limit in bytes (an oversized frame is one byte more).
-    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, default_value_t = 16 * 1024 * 1024, allow_negative_numbers = true,
+          value_parser = whole::<usize>("--max-message-bytes", 1))]
     pub max_message_bytes: usize,
     /// Sends in flight at once.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true,
+          value_parser = whole::<usize>("--concurrency", 1))]
     pub concurrency: usize,
     /// Seed for a reproducible run (random bytes, envelope ids, origins). Without it they come
     /// from the OS RNG and are new on every run; with it, each kind has its own stream, so kinds
     /// never share ids, but rerunning a kind with the same seed repeats its ids (a target that
     /// saw them drops them as duplicates).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>("--rng-seed", 0))]
     pub rng_seed: Option<u64>,
     /// The target's metrics address (its --metrics-addr, HOST:PORT or http://HOST:PORT):
     /// scraped before and after the run to print what the target counted beside what was sent.
@@ -114,10 +118,12 @@ pub enum BenchCommand {
     /// idle traffic per peer.
     Membership {
         /// Peers (at least 3).
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, allow_negative_numbers = true,
+              value_parser = whole::<usize>("--peers", 3))]
         peers: usize,
         /// Seconds of idle traffic to measure.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, allow_negative_numbers = true,
+              value_parser = whole::<u64>("--idle-seconds", 1))]
         idle_seconds: u64,
         /// TOML config file ([membership] and [transport] settings are used).
         #[arg(long)]
@@ -134,7 +140,8 @@ pub struct StatusArgs {
     /// The peer's metrics address (HOST:PORT or http://HOST:PORT).
     pub addr: String,
     /// Longest wait for the answer, e.g. 5s.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", allow_hyphen_values = true,
+          value_parser = duration("--timeout"))]
     pub timeout: Duration,
 }
 
@@ -145,10 +152,12 @@ pub struct TopArgs {
     #[arg(required = true, num_args = 1..)]
     pub addrs: Vec<String>,
     /// Time between refreshes, e.g. 1s.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", allow_hyphen_values = true,
+          value_parser = duration("--interval"))]
     pub interval: Duration,
     /// Longest wait for each peer's answer, e.g. 2s.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", allow_hyphen_values = true,
+          value_parser = duration("--timeout"))]
     pub timeout: Duration,
 }
 
@@ -163,18 +172,26 @@ pub enum CertsCommand {
         /// Overwrite an existing CA.
         #[arg(long)]
         force: bool,
+        /// Cluster name, written into the CA's subject and shown when a peer from another
+        /// cluster is refused: 1-64 of [A-Za-z0-9._-]. Default: rumor-<8 random hex digits>.
+        #[arg(long)]
+        cluster: Option<String>,
     },
     /// Issue a peer certificate (NAME.pem, NAME.key) signed by the CA in DIR.
     Issue {
         /// Directory holding the CA.
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
-        /// Peer name: 1-64 of [A-Za-z0-9._-].
+        /// Peer name: 1-64 of [A-Za-z0-9._-], not `ca` (the CA's own files).
         #[arg(long)]
         name: String,
         /// Validity in days.
-        #[arg(long, default_value_t = 365)]
+        #[arg(long, default_value_t = 365, allow_negative_numbers = true,
+              value_parser = whole::<u32>("--days", 1))]
         days: u32,
+        /// Replace an existing NAME.pem and NAME.key.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -209,62 +226,66 @@ pub struct TrainFlags {
     #[arg(long)]
     pub dataset: Option<String>,
     /// MLP layer sizes, e.g. 784-128-10  [train.model]
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub model: Option<String>,
     /// Dirichlet alpha for non-IID shards  [train.non_iid_alpha]
-    #[arg(long, value_name = "ALPHA")]
+    #[arg(long, value_name = "ALPHA", allow_negative_numbers = true)]
     pub non_iid: Option<f64>,
     /// Passes over the peer's own shard  [train.epochs]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>("train.epochs", 1))]
     pub epochs: Option<u32>,
     /// Stop training after this long, e.g. 10m  [train.max_train_time]
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, allow_hyphen_values = true, value_parser = duration("train.max_train_time"))]
     pub max_train_time: Option<Duration>,
     /// Samples per step  [train.batch_size]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true,
+          value_parser = whole::<usize>("train.batch_size", 1))]
     pub batch_size: Option<usize>,
     /// Learning rate before scaling by the number of peers  [train.lr]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// none | linear | sqrt  [train.lr_scaling]
     #[arg(long, value_parser = parse_lr_scaling)]
     pub lr_scaling: Option<LrScaling>,
     /// Local steps between published deltas, H  [train.publish_every]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true,
+          value_parser = whole::<u64>("train.publish_every", 1))]
     pub publish_every: Option<u64>,
     /// Steps between test evaluations, 0 = only at the end  [train.eval_every]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true,
+          value_parser = whole::<u64>("train.eval_every", 0))]
     pub eval_every: Option<u64>,
     /// Seed for θ₀, shards, batch order and protocol randomness  [train.rng_seed]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>("train.rng_seed", 0))]
     pub rng_seed: Option<u64>,
     /// Candle CPU threads  [train.threads]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("train.threads", 1))]
     pub threads: Option<usize>,
     /// Gossip fanout  [gossip.fanout]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("gossip.fanout", 1))]
     pub fanout: Option<usize>,
     /// Members to know before training  [peer.min_peers]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true,
+          value_parser = whole::<usize>("peer.min_peers", 1))]
     pub min_peers: Option<usize>,
     /// Longest wait to join, e.g. 30s  [peer.join_timeout]
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, allow_hyphen_values = true, value_parser = duration("peer.join_timeout"))]
     pub join_timeout: Option<Duration>,
     /// Longest drain, e.g. 60s  [peer.drain_timeout]
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, allow_hyphen_values = true, value_parser = duration("peer.drain_timeout"))]
     pub drain_timeout: Option<Duration>,
     /// Packet loss P in [0, 1] on every link: this process drops P of the datagrams it sends
     ///  [loss.loss_out]
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub loss: Option<f64>,
     /// Drop this fraction of received datagrams  [loss.loss_in]
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub loss_in: Option<f64>,
     /// Drop this fraction of sent datagrams (overrides `--loss`)  [loss.loss_out]
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub loss_out: Option<f64>,
     /// Seed of the drop decisions  [loss.seed]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>("loss.seed", 0))]
     pub loss_seed: Option<u64>,
     /// QUIC congestion controller: cubic | newreno | bbr  [transport.congestion]
     #[arg(long, value_parser = parse_congestion)]
@@ -273,6 +294,56 @@ pub struct TrainFlags {
     ///  [train.slowdown]
     #[arg(long, value_name = "PEER=FACTOR", value_parser = parse_slowdown)]
     pub slowdown: Vec<(String, f64)>,
+}
+
+/// The value parser of a whole-number flag whose smallest valid value is `min`. `key` is the
+/// config key the flag sets (or the flag itself when it sets none) and names it in the error, so
+/// `--batch-size -1` says "train.batch_size must be at least 1, got -1". With
+/// `allow_negative_numbers` on the flag, a negative number reaches this parser instead of being
+/// taken for an unknown flag.
+fn whole<T>(
+    key: &'static str,
+    min: u64,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
+{
+    move |s: &str| {
+        let v: i128 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("{key} must be a whole number, got `{s}`"))?;
+        if v < i128::from(min) {
+            return Err(format!("{key} must be at least {min}, got {v}"));
+        }
+        u64::try_from(v)
+            .ok()
+            .and_then(|v| T::try_from(v).ok())
+            .ok_or_else(|| format!("{key} is too large: {v}"))
+    }
+}
+
+/// The value parser of a flag that takes a finite number ≥ 0 (`key` names it in the error).
+fn non_negative(key: &'static str) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync {
+    move |s: &str| match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(v) => Err(format!("{key} must be a number ≥ 0, got {v}")),
+        Err(_) => Err(format!("{key} must be a number, got `{s}`")),
+    }
+}
+
+/// The value parser of a duration flag such as `30s` or `10m` (`key` names it in the error; a
+/// negative duration such as `-1s` reaches it with `allow_hyphen_values`).
+fn duration(key: &'static str) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
+    move |s: &str| {
+        humantime::parse_duration(s.trim()).map_err(|e| {
+            if s.trim_start().starts_with('-') {
+                format!("{key} cannot be negative, got `{s}`")
+            } else {
+                format!("{key} must be a duration such as 30s or 10m, got `{s}`: {e}")
+            }
+        })
+    }
 }
 
 fn parse_congestion(s: &str) -> Result<crate::net::Congestion, String> {
@@ -303,16 +374,16 @@ fn parse_slowdown(s: &str) -> Result<(String, f64), String> {
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Local peers  [up.peers]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("up.peers", 1))]
     pub peers: Option<usize>,
     /// gossip | sync | centralized  [up.mode]
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
     /// Learning rate of the centralized baseline  [up.centralized_lr]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub centralized_lr: Option<f64>,
     /// `sync` mode: longest wait at a barrier (`up.sync_timeout`), e.g. `30s`.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, allow_hyphen_values = true, value_parser = duration("up.sync_timeout"))]
     pub sync_timeout: Option<Duration>,
     /// Certificates directory with a CA; default: a throwaway CA in a temp dir.
     #[arg(long)]
@@ -356,7 +427,7 @@ pub struct PeerArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// This peer's shard, K/N  [train.shard]
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub shard: Option<String>,
     /// Continue from the checkpoint in --data-dir.
     #[arg(long)]
@@ -379,10 +450,11 @@ pub struct PeerArgs {
     pub sync_peers: Vec<SocketAddr>,
     /// `sync` mode: this peer's index in --sync-peers (default: where its address is)
     ///  [up.sync_index]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true,
+          value_parser = whole::<usize>("up.sync_index", 0))]
     pub sync_index: Option<usize>,
     /// `sync` mode: longest wait at a barrier, e.g. `30s`  [up.sync_timeout]
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, allow_hyphen_values = true, value_parser = duration("up.sync_timeout"))]
     pub sync_timeout: Option<Duration>,
     /// Training settings.
     #[command(flatten)]
@@ -562,6 +634,150 @@ mod tests {
         };
         let err = args.load_config().unwrap().sync_index().unwrap_err();
         assert!(err.to_string().contains("up.sync_index"), "{err}");
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("rumor").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn negative_whole_numbers_and_durations_are_refused_naming_the_key() {
+        let chaos = [
+            "chaos",
+            "flood",
+            "--target",
+            "127.0.0.1:7000",
+            "--name",
+            "x",
+        ];
+        let mut cases: Vec<(Vec<&str>, &str)> = Vec::new();
+        for cmd in ["up", "peer"] {
+            for (flag, want) in [
+                (
+                    "--batch-size",
+                    "train.batch_size must be at least 1, got -1",
+                ),
+                ("--epochs", "train.epochs must be at least 1"),
+                ("--publish-every", "train.publish_every must be at least 1"),
+                ("--eval-every", "train.eval_every must be at least 0"),
+                ("--rng-seed", "train.rng_seed must be at least 0"),
+                ("--threads", "train.threads must be at least 1"),
+                ("--fanout", "gossip.fanout must be at least 1"),
+                ("--min-peers", "peer.min_peers must be at least 1"),
+                ("--loss-seed", "loss.seed must be at least 0"),
+            ] {
+                cases.push((vec![cmd, flag, "-1"], want));
+            }
+            for (flag, want) in [
+                (
+                    "--max-train-time",
+                    "train.max_train_time cannot be negative",
+                ),
+                ("--join-timeout", "peer.join_timeout cannot be negative"),
+                ("--drain-timeout", "peer.drain_timeout cannot be negative"),
+                ("--sync-timeout", "up.sync_timeout cannot be negative"),
+            ] {
+                cases.push((vec![cmd, flag, "-1s"], want));
+            }
+        }
+        cases.push((vec!["up", "--peers", "-1"], "up.peers must be at least 1"));
+        cases.push((
+            vec!["up", "--batch-size", "0"],
+            "train.batch_size must be at least 1",
+        ));
+        cases.push((
+            vec!["peer", "--sync-index", "-1"],
+            "up.sync_index must be at least 0",
+        ));
+        cases.push((
+            vec!["peer", "--epochs", "x"],
+            "train.epochs must be a whole number",
+        ));
+        cases.push((
+            vec!["bench", "membership", "--peers", "-1"],
+            "--peers must be at least 3",
+        ));
+        cases.push((
+            vec!["bench", "membership", "--idle-seconds", "-1"],
+            "--idle-seconds must be at least 1",
+        ));
+        for (flag, want) in [
+            ("--count", "--count must be at least 0"),
+            ("--rate", "--rate must be a number ≥ 0, got -1"),
+            (
+                "--max-message-bytes",
+                "--max-message-bytes must be at least 1",
+            ),
+            ("--concurrency", "--concurrency must be at least 1"),
+            ("--rng-seed", "--rng-seed must be at least 0"),
+        ] {
+            let mut args = chaos.to_vec();
+            args.extend([flag, "-1"]);
+            cases.push((args, want));
+        }
+        cases.push((
+            vec!["certs", "issue", "--name", "a", "--days", "-1"],
+            "--days must be at least 1",
+        ));
+        cases.push((
+            vec!["status", "x:1", "--timeout", "-1s"],
+            "--timeout cannot be",
+        ));
+        cases.push((
+            vec!["top", "x:1", "--interval", "-1s"],
+            "--interval cannot be",
+        ));
+        for (args, want) in cases {
+            let err = parse(&args).expect_err("refused").to_string();
+            assert!(err.contains(want), "{args:?}: {err}");
+            assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn negative_real_numbers_reach_the_config_check_of_their_key() {
+        for cmd in ["up", "peer"] {
+            for (flag, key) in [
+                ("--lr", "train.lr"),
+                ("--non-iid", "train.non_iid_alpha"),
+                ("--loss", "loss"),
+                ("--loss-in", "loss"),
+                ("--loss-out", "loss"),
+                ("--shard", "train.shard"),
+                ("--model", "train.model"),
+                ("--centralized-lr", "up.centralized_lr"),
+            ] {
+                if flag == "--centralized-lr" && cmd == "peer" || flag == "--shard" && cmd == "up" {
+                    continue;
+                }
+                let value = if flag == "--shard" { "-1/2" } else { "-1" };
+                let cli = parse(&[cmd, flag, value])
+                    .unwrap_or_else(|e| panic!("{cmd} {flag} {value}: {e}"));
+                let err = match cli.command {
+                    Command::Up(a) => a.load_config().unwrap_err(),
+                    Command::Peer(a) => a.load_config().unwrap_err(),
+                    _ => panic!("parsed the wrong command"),
+                }
+                .to_string();
+                assert!(err.contains(&format!("`{key}`")), "{cmd} {flag}: {err}");
+            }
+        }
+        let Command::Chaos(args) = parse(&[
+            "chaos",
+            "nan",
+            "--target",
+            "127.0.0.1:1",
+            "--name",
+            "a",
+            "--rate",
+            "2.5",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("parsed the wrong command")
+        };
+        assert_eq!(args.rate, 2.5);
     }
 
     #[test]

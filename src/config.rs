@@ -405,6 +405,24 @@ pub struct TransportSection {
     pub rate_limit_messages: u32,
     /// Bytes/s accepted from one connection (one second of burst); 0: no limit.
     pub rate_limit_bytes: u64,
+    /// An incoming handshake not completed within this long is abandoned.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Incoming handshakes in progress at once; more attempts are refused.
+    pub max_handshakes: usize,
+    /// Handshakes in progress above which unvalidated sources get a QUIC Retry first.
+    pub handshakes_before_retry: usize,
+    /// Incoming handshakes in progress at once from one IP address.
+    pub max_handshakes_per_ip: usize,
+    /// A received message must be finished within this long of its first byte.
+    #[serde(with = "humantime_serde")]
+    pub stream_timeout: Duration,
+    /// Bytes of unfinished messages one connection may hold; 0: derived from the model.
+    pub max_buffered_bytes_per_connection: u64,
+    /// Bytes of unfinished messages one member's connections may hold; 0: derived.
+    pub max_buffered_bytes_per_member: u64,
+    /// Connections one member (certificate name) may open to this peer at once.
+    pub max_connections_per_member: usize,
 }
 
 impl Default for TransportSection {
@@ -423,6 +441,14 @@ impl Default for TransportSection {
             max_streams_per_connection: n.max_streams_per_connection,
             rate_limit_messages: n.rate_limit_messages,
             rate_limit_bytes: n.rate_limit_bytes,
+            handshake_timeout: Duration::from_millis(n.handshake_timeout_ms),
+            max_handshakes: n.max_handshakes,
+            handshakes_before_retry: n.handshakes_before_retry,
+            max_handshakes_per_ip: n.max_handshakes_per_ip,
+            stream_timeout: Duration::from_millis(n.stream_timeout_ms),
+            max_buffered_bytes_per_connection: 0,
+            max_buffered_bytes_per_member: 0,
+            max_connections_per_member: n.max_connections_per_member,
         }
     }
 }
@@ -570,6 +596,54 @@ impl Config {
             "transport.incoming_queue",
             "must be at least 1",
         )?;
+        let t = &self.transport;
+        for (ok, key) in [
+            (t.max_handshakes >= 1, "transport.max_handshakes"),
+            (
+                t.max_handshakes_per_ip >= 1,
+                "transport.max_handshakes_per_ip",
+            ),
+            (
+                t.max_connections_per_member >= 1,
+                "transport.max_connections_per_member",
+            ),
+        ] {
+            check(ok, key, "must be at least 1")?;
+        }
+        check(
+            t.handshake_timeout >= Duration::from_millis(1),
+            "transport.handshake_timeout",
+            "must be at least 1ms",
+        )?;
+        check(
+            t.stream_timeout >= t.send_timeout,
+            "transport.stream_timeout",
+            &format!(
+                "must be at least transport.send_timeout ({}), or receivers would stop \
+                 messages their senders still wait for",
+                humantime::format_duration(t.send_timeout)
+            ),
+        )?;
+        for (value, key) in [
+            (
+                t.max_buffered_bytes_per_connection,
+                "transport.max_buffered_bytes_per_connection",
+            ),
+            (
+                t.max_buffered_bytes_per_member,
+                "transport.max_buffered_bytes_per_member",
+            ),
+        ] {
+            check(
+                value == 0 || value >= g.max_message_bytes as u64,
+                key,
+                &format!(
+                    "must be 0 (derived from the model) or hold one message of \
+                     gossip.max_message_bytes ({} bytes)",
+                    g.max_message_bytes
+                ),
+            )?;
+        }
         check(
             self.transport.max_streams_per_connection >= 1,
             "transport.max_streams_per_connection",
@@ -747,6 +821,7 @@ impl Config {
     /// The transport settings.
     pub fn transport_config(&self) -> TransportConfig {
         let t = &self.transport;
+        let (per_connection, per_member) = self.buffered_bytes_budgets();
         TransportConfig {
             max_message_bytes: self.gossip.max_message_bytes,
             connect_timeout_ms: t.connect_timeout.as_millis() as u64,
@@ -759,7 +834,38 @@ impl Config {
             max_streams_per_connection: t.max_streams_per_connection,
             rate_limit_messages: t.rate_limit_messages,
             rate_limit_bytes: t.rate_limit_bytes,
+            handshake_timeout_ms: t.handshake_timeout.as_millis() as u64,
+            max_handshakes: t.max_handshakes,
+            handshakes_before_retry: t.handshakes_before_retry,
+            max_handshakes_per_ip: t.max_handshakes_per_ip,
+            stream_timeout_ms: t.stream_timeout.as_millis() as u64,
+            max_buffered_bytes_per_connection: per_connection,
+            max_buffered_bytes_per_member: per_member,
+            max_connections_per_member: t.max_connections_per_member,
         }
+    }
+
+    /// The byte budgets of unfinished received messages, per connection and per member, in
+    /// bytes: the configured values, or where 0, derived from the model. A sender has at most
+    /// `max_inflight_per_peer` deltas or snapshots in flight to one destination, each about
+    /// 4 bytes per parameter, plus control messages; a connection's budget holds that twice
+    /// over, and at least one message of `gossip.max_message_bytes`. A member's budget is two
+    /// connections' worth (a pair of peers uses one connection each way at most).
+    pub fn buffered_bytes_budgets(&self) -> (u64, u64) {
+        let t = &self.transport;
+        let message = self.gossip.max_message_bytes as u64;
+        let params = self.model().map_or(0, |m| m.param_count()) as u64;
+        let frame = params * 4 + 4096;
+        let derived = ((t.max_inflight_per_peer as u64 + 2) * frame * 2).max(message);
+        let per_connection = match t.max_buffered_bytes_per_connection {
+            0 => derived,
+            n => n,
+        };
+        let per_member = match t.max_buffered_bytes_per_member {
+            0 => per_connection.saturating_mul(2),
+            n => n,
+        };
+        (per_connection, per_member)
     }
 }
 

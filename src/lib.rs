@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod data;
+pub mod handshake_flood;
 pub mod lab;
 pub mod metrics;
 pub mod model;

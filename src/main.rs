@@ -23,9 +23,15 @@ fn main() -> ExitCode {
     match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            let mut said = e.to_string();
+            eprintln!("error: {said}");
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                // Many errors quote their source in their own message; say each thing once.
+                let text = cause.to_string();
+                if !said.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                    said = text;
+                }
             }
             ExitCode::FAILURE
         }
@@ -76,12 +82,29 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 args.metrics_addr,
             ))?;
         }
-        Command::Certs(CertsCommand::Init { dir, force }) => {
-            let path = certs::init_ca(&dir, force)?;
-            println!("cluster CA written to {}", path.display());
+        Command::Certs(CertsCommand::Init {
+            dir,
+            force,
+            cluster,
+        }) => {
+            let ca = certs::init_cluster_ca(&dir, force, cluster.as_deref())?;
+            println!(
+                "cluster CA for cluster {} written to {}",
+                ca.cluster,
+                ca.path.display()
+            );
         }
-        Command::Certs(CertsCommand::Issue { dir, name, days }) => {
-            let path = certs::issue(&dir, &name, days)?;
+        Command::Certs(CertsCommand::Issue {
+            dir,
+            name,
+            days,
+            force,
+        }) => {
+            let path = if force {
+                certs::reissue(&dir, &name, days)?
+            } else {
+                certs::issue(&dir, &name, days)?
+            };
             println!("certificate for {name} written to {}", path.display());
         }
         Command::Compare(args) => {

@@ -20,16 +20,35 @@ pub const MAX_KEYS: usize = 1024;
 #[derive(Debug)]
 pub struct RateLimitedLog<K> {
     interval: Duration,
-    /// Key → (when it was last logged, occurrences suppressed since).
-    keys: HashMap<K, (Instant, u64)>,
+    /// Lines allowed per key per interval.
+    burst: u32,
+    keys: HashMap<K, Window>,
     overflowed: u64,
+}
+
+/// One key's current interval.
+#[derive(Debug)]
+struct Window {
+    /// When the interval began.
+    start: Instant,
+    /// Lines logged in it.
+    logged: u32,
+    /// Occurrences suppressed since the last line.
+    suppressed: u64,
 }
 
 impl<K: Hash + Eq + Clone> RateLimitedLog<K> {
     /// A throttle logging each key at most once per `interval`.
     pub fn new(interval: Duration) -> Self {
+        Self::with_burst(interval, 1)
+    }
+
+    /// A throttle logging each key at most `burst` times (at least once) per `interval`: for
+    /// lines that come in legitimate bursts (members joining) but must not flood.
+    pub fn with_burst(interval: Duration, burst: u32) -> Self {
         Self {
             interval,
+            burst: burst.max(1),
             keys: HashMap::new(),
             overflowed: 0,
         }
@@ -39,26 +58,37 @@ impl<K: Hash + Eq + Clone> RateLimitedLog<K> {
     /// logged, with the number of occurrences suppressed since the key was last logged, and
     /// `None` when it is suppressed.
     pub fn hit(&mut self, now: Instant, key: &K) -> Option<u64> {
-        if let Some((last, suppressed)) = self.keys.get_mut(key) {
-            if now.saturating_duration_since(*last) >= self.interval {
-                let n = *suppressed;
-                *last = now;
-                *suppressed = 0;
+        if let Some(w) = self.keys.get_mut(key) {
+            if now.saturating_duration_since(w.start) >= self.interval {
+                w.start = now;
+                w.logged = 0;
+            }
+            if w.logged < self.burst {
+                w.logged += 1;
+                let n = w.suppressed;
+                w.suppressed = 0;
                 return Some(n);
             }
-            *suppressed += 1;
+            w.suppressed += 1;
             return None;
         }
         if self.keys.len() >= MAX_KEYS {
             let interval = self.interval;
             self.keys
-                .retain(|_, (last, _)| now.saturating_duration_since(*last) < interval);
+                .retain(|_, w| now.saturating_duration_since(w.start) < interval);
             if self.keys.len() >= MAX_KEYS {
                 self.overflowed += 1;
                 return None;
             }
         }
-        self.keys.insert(key.clone(), (now, 0));
+        self.keys.insert(
+            key.clone(),
+            Window {
+                start: now,
+                logged: 1,
+                suppressed: 0,
+            },
+        );
         Some(0)
     }
 
@@ -83,6 +113,20 @@ mod tests {
         }
         assert_eq!(log.hit(t0 + Duration::from_secs(10), &"a"), Some(5));
         assert_eq!(log.hit(t0 + Duration::from_secs(11), &"a"), None);
+    }
+
+    #[test]
+    fn a_burst_of_lines_per_interval_then_silence() {
+        let t0 = Instant::now();
+        let mut log = RateLimitedLog::with_burst(Duration::from_secs(10), 3);
+        assert_eq!(log.hit(t0, &"m"), Some(0));
+        assert_eq!(log.hit(t0, &"m"), Some(0));
+        assert_eq!(log.hit(t0, &"m"), Some(0));
+        for _ in 0..100 {
+            assert_eq!(log.hit(t0 + Duration::from_secs(1), &"m"), None);
+        }
+        assert_eq!(log.hit(t0 + Duration::from_secs(10), &"m"), Some(100));
+        assert_eq!(log.hit(t0 + Duration::from_secs(10), &"m"), Some(0));
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub enum RunError {
     /// The metrics server could not start, or a peer's `/status` could not be fetched.
     #[error(transparent)]
     Http(#[from] crate::metrics::http::HttpError),
+    /// An output directory is a file, or has a file among its parents.
+    #[error(transparent)]
+    NotADirectory(#[from] crate::node::NotADirectory),
     /// A file could not be written or a temp dir made.
     #[error("{what}: {source}")]
     Io {
@@ -164,12 +167,101 @@ fn peer_summary(o: &PeerOutcome) -> PeerSummary {
     }
 }
 
-/// Loads the dataset of `config`, saying which one was chosen.
+/// Loads the dataset of `config`, saying which one was chosen, and checks that the model of
+/// `config` fits it.
+///
+/// # Errors
+/// What loading fails with; [`RunError::Config`] for `train.model` when the model's input size is
+/// not the dataset's features per sample or it has fewer outputs than the dataset has classes.
 pub fn load_data(config: &Config) -> Result<TrainTest, RunError> {
     let spec = config.dataset()?;
     let data = data::load(&spec, config.train.rng_seed)?;
     info!(dataset = %data.name, "{}", data.description);
+    check_model_fits(&config.model()?, &data)?;
     Ok(data)
+}
+
+/// A model that does not fit the data fails at start, naming both, instead of at the first step
+/// with a length mismatch deep in the trainer.
+fn check_model_fits(model: &ModelSpec, data: &TrainTest) -> Result<(), ConfigError> {
+    let dim = data.train.dim;
+    let side = (dim as f64).sqrt().round() as usize;
+    let image = if side * side == dim {
+        format!(" ({side}×{side})")
+    } else {
+        String::new()
+    };
+    if model.input != dim {
+        return Err(ConfigError::Invalid {
+            key: "train.model",
+            message: format!(
+                "model {model} takes {} inputs, but dataset {} has {dim} features per sample{image}",
+                model.input, data.name
+            ),
+        });
+    }
+    if model.classes < data.train.classes {
+        return Err(ConfigError::Invalid {
+            key: "train.model",
+            message: format!(
+                "model {model} has {} outputs, but dataset {} has {} classes",
+                model.classes, data.name, data.train.classes
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A batch larger than a shard would train zero steps per epoch (the last incomplete batch is
+/// dropped), so it fails at start: `shards` are the shards that will train, each checked by its
+/// size; the error names the batch size and the smallest shard that is too small for it.
+fn check_batch_fits(
+    config: &Config,
+    data: &TrainTest,
+    shards: impl IntoIterator<Item = data::ShardSpec>,
+) -> Result<(), RunError> {
+    let batch = config.train.batch_size;
+    let mut smallest: Option<(usize, data::ShardSpec)> = None;
+    for shard in shards {
+        let rows = if shard.count == 1 {
+            data.train.len()
+        } else {
+            data::shard_indices(
+                &data.train.labels,
+                data.train.classes,
+                shard,
+                config.partition()?,
+                config.train.rng_seed,
+            )?
+            .len()
+        };
+        if smallest.is_none_or(|(least, _)| rows < least) {
+            smallest = Some((rows, shard));
+        }
+    }
+    match smallest {
+        Some((rows, shard)) if rows < batch => {
+            let of = if shard.count == 1 {
+                format!("the {rows} training samples of {}", data.name)
+            } else {
+                format!(
+                    "shard {}/{} ({rows} of the {} training samples of {})",
+                    shard.index + 1,
+                    shard.count,
+                    data.train.len(),
+                    data.name
+                )
+            };
+            Err(RunError::Config(ConfigError::Invalid {
+                key: "train.batch_size",
+                message: format!(
+                    "a batch of {batch} samples is larger than {of}, so no step would ever run; \
+                     use a batch size of at most {rows}"
+                ),
+            }))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The peer options for shard `shard` of `config` (identity and data already loaded).
@@ -278,7 +370,12 @@ pub async fn peer(
     }
     model::set_compute_threads(config.train.threads);
     let identity = Arc::new(certs::load_identity(&config.peer.certs, &config.peer.name)?);
+    crate::node::probe_data_dir(&config.peer.data_dir).map_err(|source| RunError::Peer {
+        name: config.peer.name.clone(),
+        source: Box::new(source),
+    })?;
     let data = load_data(&config)?;
+    check_batch_fits(&config, &data, [config.shard()?])?;
     if config.up.mode == Mode::Sync {
         return peer_sync(&config, identity, data, summary_json, ready_file).await;
     }
@@ -383,7 +480,7 @@ async fn peer_sync(
         .await
         .map_err(|e| RunError::Peer {
             name: name.clone(),
-            source: Box::new(NodeError::Trainer(e.to_string())),
+            source: Box::new(sync_failure(e)),
         })?;
     let summary = single_peer_summary(
         config,
@@ -410,6 +507,15 @@ async fn peer_sync(
         write_json(&path, &summary)?;
     }
     Ok(())
+}
+
+/// A sync peer's failure as a peer error; its trainer's message is kept as it is, so it does not
+/// read "trainer failed: trainer: ...".
+fn sync_failure(e: crate::sync::SyncError) -> NodeError {
+    match e {
+        crate::sync::SyncError::Trainer(message) => NodeError::Trainer(message),
+        e => NodeError::Trainer(e.to_string()),
+    }
 }
 
 /// A sync peer's entry in a summary (rounds stand in for versions and applied deltas).
@@ -490,7 +596,21 @@ pub struct UpOptions {
 /// `rumor up`: runs the gossip cluster or the centralized baseline and returns the summary.
 pub async fn up(config: Config, options: UpOptions) -> Result<RunSummary, RunError> {
     model::set_compute_threads(config.train.threads);
+    if let Some(out) = &options.out {
+        crate::node::check_dir_path("output dir", out)?;
+    }
     let data = load_data(&config)?;
+    match config.up.mode {
+        Mode::Centralized => check_batch_fits(&config, &data, [data::ShardSpec::WHOLE])?,
+        Mode::Gossip | Mode::Sync => {
+            let n = config.up.peers;
+            check_batch_fits(
+                &config,
+                &data,
+                (0..n).map(|index| data::ShardSpec { index, count: n }),
+            )?
+        }
+    }
     let summary = match config.up.mode {
         Mode::Gossip => up_gossip(&config, &options, data).await?,
         Mode::Sync => up_sync(&config, &options, data).await?,
@@ -653,7 +773,11 @@ async fn up_gossip(
         match handle.wait().await {
             Ok(o) => outcomes.push(o),
             Err(source) => {
-                warn!("peer-{i} failed: {source}");
+                // The first error is returned (and printed once by the caller); later ones are
+                // only logged.
+                if first_error.is_some() {
+                    warn!("peer-{i} failed: {source}");
+                }
                 first_error.get_or_insert(RunError::Peer {
                     name: format!("peer-{i}"),
                     source: Box::new(source),
@@ -822,7 +946,7 @@ async fn up_sync(
         })?;
         let o = result.map_err(|e| RunError::Peer {
             name: name.clone(),
-            source: Box::new(crate::node::NodeError::Trainer(e.to_string())),
+            source: Box::new(sync_failure(e)),
         })?;
         outcomes.push(o);
     }
@@ -916,7 +1040,9 @@ pub fn centralized(
         let mut loss_sum = 0.0f64;
         for (i, chunk) in order.chunks_exact(t.batch_size.max(1)).enumerate() {
             train.gather_batch(chunk, &mut images, &mut labels);
-            loss_sum += f64::from(trainer.train_step(&images, &labels)?);
+            let loss = trainer.train_step(&images, &labels)?;
+            trainer.check_loss(step + 1, loss)?;
+            loss_sum += f64::from(loss);
             step += 1;
             samples += chunk.len() as u64;
             pb.inc(1);
@@ -955,6 +1081,7 @@ pub fn centralized(
     }
     pb.finish_and_clear();
     let params = trainer.work()?;
+    trainer.check_finite(step, "the model parameters", &params)?;
     let acc = model::evaluate(&spec, &params, &data.test.images, &data.test.labels)?;
     let peer = PeerSummary {
         peer_id: uuid::Uuid::nil().to_string(),

@@ -63,6 +63,9 @@ pub enum LabError {
         /// Why.
         source: Box<RunError>,
     },
+    /// The output folder is a file, or has a file among its parents.
+    #[error(transparent)]
+    NotADirectory(#[from] crate::node::NotADirectory),
     /// An output file could not be written.
     #[error("{what}: {source}")]
     Io {
@@ -513,6 +516,7 @@ pub async fn run_lab(file: &Path, options: LabOptions) -> Result<LabSummary, Lab
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("results").join(&lab.name));
+    crate::node::check_dir_path("output dir", &out)?;
     std::fs::create_dir_all(out.join("runs"))
         .map_err(io_err(format!("creating {}", out.display())))?;
     let certs_dir = tempfile::Builder::new()

@@ -265,7 +265,11 @@ fn core_metric_name(field: &str) -> String {
 }
 
 /// `TransportStats` fields that are gauges, not counters.
-const TRANSPORT_GAUGES: [&str; 1] = ["connections_open"];
+const TRANSPORT_GAUGES: [&str; 3] = [
+    "connections_open",
+    "handshakes_in_progress",
+    "buffered_bytes",
+];
 
 fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\")

@@ -104,6 +104,23 @@ pub enum ModelError {
         reason: String,
     },
 
+    /// Training diverged: the loss, the parameters or an update became NaN or infinite (found by
+    /// [`crate::model::Trainer::check_loss`] and [`crate::model::Trainer::check_finite`]).
+    /// Nothing sensible can follow, so the run stops; the usual cause is a learning rate far
+    /// too high.
+    #[error(
+        "training diverged at step {step}: {what} became non-finite (NaN or infinity); the \
+         learning rate {lr:e} is probably too high"
+    )]
+    Diverged {
+        /// The optimizer step (1-based) after which it was noticed.
+        step: u64,
+        /// What held the non-finite value, e.g. "the training loss".
+        what: &'static str,
+        /// The learning rate the trainer ran with.
+        lr: f64,
+    },
+
     /// A parameter named by the layout was not created by the model builder (a bug in this
     /// module, reported rather than panicking).
     #[error("parameter {0} missing from the model")]

@@ -259,6 +259,49 @@ impl Trainer {
         Ok(())
     }
 
+    /// The divergence check every training loop runs on each step's loss (gossip peers, the
+    /// sync baseline and the centralized baseline alike): a NaN or infinite `loss` means the
+    /// parameters are lost, so the run must stop rather than go on training nothing.
+    ///
+    /// # Errors
+    /// [`ModelError::Diverged`] naming `step` and this trainer's learning rate when `loss` is not
+    /// finite.
+    pub fn check_loss(&self, step: u64, loss: f32) -> Result<(), ModelError> {
+        if loss.is_finite() {
+            Ok(())
+        } else {
+            Err(self.diverged(step, "the training loss"))
+        }
+    }
+
+    /// The same check on `values` (this trainer's parameters, or an update computed from them)
+    /// before they leave the trainer: a step can leave the parameters non-finite while its loss,
+    /// computed before the update, was still finite.
+    ///
+    /// # Errors
+    /// [`ModelError::Diverged`] naming `step`, `what` and the learning rate when a value is NaN
+    /// or infinite.
+    pub fn check_finite(
+        &self,
+        step: u64,
+        what: &'static str,
+        values: &[f32],
+    ) -> Result<(), ModelError> {
+        if super::all_finite(values) {
+            Ok(())
+        } else {
+            Err(self.diverged(step, what))
+        }
+    }
+
+    fn diverged(&self, step: u64, what: &'static str) -> ModelError {
+        ModelError::Diverged {
+            step,
+            what,
+            lr: self.learning_rate(),
+        }
+    }
+
     /// Sets AdamW's learning rate for the following steps (e.g. for a schedule).
     pub fn set_learning_rate(&mut self, lr: f64) {
         self.optimizer.set_learning_rate(lr);
@@ -355,6 +398,43 @@ mod tests {
     fn trainer_is_send() {
         fn assert_send<T: Send>() {}
         assert_send::<Trainer>();
+    }
+
+    #[test]
+    fn a_far_too_high_learning_rate_is_caught_as_divergence() -> Result<(), ModelError> {
+        set_compute_threads(1);
+        let spec: ModelSpec = "6-5-3".parse()?;
+        let (images, labels) = blobs(7, 32, 6, 3);
+        let mut sane = Trainer::new(&spec, &init_params(&spec, 1), 1e-3, 0.01)?;
+        let mut wild = Trainer::new(&spec, &init_params(&spec, 1), 1e9, 0.01)?;
+        let mut caught = None;
+        for step in 1..=50u64 {
+            let loss = sane.train_step(&images, &labels)?;
+            sane.check_loss(step, loss)?;
+            sane.check_finite(step, "the parameters", &sane.work()?)?;
+            let loss = wild.train_step(&images, &labels)?;
+            let checked = wild
+                .check_loss(step, loss)
+                .and_then(|()| wild.check_finite(step, "the parameters", &wild.work()?));
+            if let Err(e) = checked {
+                caught = Some(e);
+                break;
+            }
+        }
+        let err = caught.expect("lr 1e9 must make training non-finite within 50 steps");
+        assert!(
+            matches!(err, ModelError::Diverged { lr, .. } if lr == 1e9),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("training diverged at step"), "{text}");
+        assert!(text.contains("non-finite"), "{text}");
+        assert!(text.contains("learning rate 1e9"), "{text}");
+        assert!(matches!(
+            sane.check_finite(3, "the update", &[0.0, f32::NAN]),
+            Err(ModelError::Diverged { step: 3, .. })
+        ));
+        Ok(())
     }
 
     #[test]

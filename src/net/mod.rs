@@ -36,17 +36,50 @@
 //!   of that, each connection has two token buckets, on messages/s and bytes/s
 //!   ([`TransportConfig::rate_limit_messages`], [`TransportConfig::rate_limit_bytes`], each
 //!   with one second of burst). A message over a limit is not delivered: its stream is stopped
-//!   with [`CODE_RATE_LIMITED`] and counted in [`TransportStats::messages_rate_limited`], and
-//!   the event is logged at most once per connection per [`crate::ratelog::LOG_INTERVAL`].
+//!   with [`CODE_RATE_LIMITED`] and counted in [`TransportStats::messages_rate_limited`].
 //!   Nothing legitimate is lost for good: deltas are repaired by anti-entropy, membership is
-//!   re-gossiped, and probes are retried. Limits are per connection: another connection costs
-//!   a full handshake with a cluster certificate.
+//!   re-gossiped, and probes are retried.
+//! - **Unfinished messages** ([`reader`]). The bytes of messages still being read are taken
+//!   from a byte budget of their connection and one of their member (every connection with
+//!   the same certificate name, [`member`]); a stream that finds a budget spent waits, so QUIC
+//!   flow control holds its sender back. A stream not finished within
+//!   [`TransportConfig::stream_timeout_ms`] is stopped with [`CODE_TIMED_OUT`] and counted in
+//!   [`TransportStats::streams_timed_out`]. A member may have at most
+//!   [`TransportConfig::max_connections_per_member`] connections open to this peer; more are
+//!   closed with [`CODE_TOO_MANY_CONNECTIONS`]. So one member holds at most its budget plus,
+//!   per connection, QUIC's receive window
+//!   ([`tls::CONNECTION_RECEIVE_WINDOW_BYTES`]) and one chunk per stream, whatever it sends.
+//! - **Handshakes from strangers** ([`admission`]). Before any certificate is checked, an
+//!   incoming connection attempt is admitted only while fewer than
+//!   [`TransportConfig::max_handshakes`] handshakes (and fewer than
+//!   [`TransportConfig::max_handshakes_per_ip`] from its IP) are in progress; past
+//!   [`TransportConfig::handshakes_before_retry`] an unvalidated source gets a QUIC Retry first.
+//!   A handshake must complete within [`TransportConfig::handshake_timeout_ms`]. Refusals,
+//!   retries and timeouts are counted in [`TransportStats`].
+//! - **Log lines** that a remote party can cause are throttled: at most one per member (for
+//!   members) or per IP address (for strangers) every [`crate::ratelog::LOG_INTERVAL`], with
+//!   the count of lines suppressed since.
 //! - **Statistics.** UDP counters of live connections are summed on demand; a connection's
 //!   final counters are folded into running totals when it closes. Datagrams of handshakes that
 //!   never produced a connection (refused peers) are not counted.
 
+mod accept;
+pub mod admission;
+mod config;
+mod error;
 pub mod lossy;
+pub mod member;
+mod reader;
+mod stats;
 pub mod tls;
+mod verify;
+
+pub use config::{Congestion, TransportConfig};
+pub use error::NetError;
+pub use stats::TransportStats;
+
+use error::ConnectFailure;
+use stats::Counters;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,11 +89,9 @@ use std::time::{Duration, Instant};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use quinn::{
-    AsyncUdpSocket, Connection, ConnectionError, Endpoint, EndpointConfig, Runtime, SendStream,
-    TokioRuntime, VarInt,
+    AsyncUdpSocket, Connection, Endpoint, EndpointConfig, Runtime, SendStream, TokioRuntime, VarInt,
 };
-use serde::Serialize;
-use tokio::sync::{mpsc, OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OnceCell, Semaphore};
 
 use crate::certs::{PeerIdentity, CLUSTER_SERVER_NAME};
 use crate::ratelog::RateLimitedLog;
@@ -73,83 +104,24 @@ pub const CODE_TOO_LARGE: u32 = 1;
 pub const CODE_CANCELLED: u32 = 2;
 /// Application error code on a stream: the message was over the connection's rate limit.
 pub const CODE_RATE_LIMITED: u32 = 3;
+/// Application error code on a stream: the message was not finished within the receiver's
+/// stream timeout.
+pub const CODE_TIMED_OUT: u32 = 4;
+/// Application error code closing a connection: its member already has as many connections
+/// with this peer as allowed.
+pub const CODE_TOO_MANY_CONNECTIONS: u32 = 5;
 
 /// Upper bound on how long [`Transport::close`] waits for connections to drain, in ms.
 const CLOSE_WAIT_MS: u64 = 1000;
-
-/// Settings of a [`Transport`].
-#[derive(Clone, Debug)]
-pub struct TransportConfig {
-    /// Largest message accepted or sent, in bytes. Default 16 MiB.
-    pub max_message_bytes: usize,
-    /// Time allowed to establish a connection (QUIC + TLS handshake), in ms. Default 5000.
-    pub connect_timeout_ms: u64,
-    /// Interval of QUIC keep-alive packets on an otherwise silent connection, in ms; 0 disables
-    /// them. Default 5000.
-    pub keep_alive_ms: u64,
-    /// A connection with no packets from the peer for this long is closed, in ms. Default 30000.
-    pub idle_timeout_ms: u64,
-    /// Capacity of the channel of received messages, in messages (at least 1). Default 1024.
-    pub incoming_queue: usize,
-    /// QUIC congestion controller. Default [`Congestion::Cubic`] (quinn's default).
-    pub congestion: Congestion,
-    /// RTT assumed before the first sample, in ms; sets how soon a lost handshake packet is
-    /// sent again (3 × this at first). Default 333, RFC 9002 §6.2.2's value for unknown paths.
-    pub initial_rtt_ms: u64,
-    /// ACK delay requested from the peer through the QUIC ACK frequency extension
-    /// (draft-ietf-quic-ack-frequency), in ms; 0 leaves the peer's own (25 ms in quinn).
-    /// Default 0.
-    pub max_ack_delay_ms: u64,
-    /// Streams (messages) one connection may have open towards us, and messages of one
-    /// connection being read or waiting for room in the incoming channel, at once. Default 256.
-    pub max_streams_per_connection: u32,
-    /// Messages per second accepted from one connection, with one second of burst; 0 for no
-    /// limit. Default 2000.
-    pub rate_limit_messages: u32,
-    /// Bytes per second accepted from one connection, with one second of burst; a message is
-    /// accepted while the bucket is not empty (so one message of any allowed size passes), and
-    /// its length is then taken out. 0 for no limit. Default 128 MiB/s.
-    pub rate_limit_bytes: u64,
-}
-
-/// QUIC congestion controller (quinn `congestion`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Congestion {
-    /// CUBIC (RFC 9438), quinn's default: backs off on every loss, so random (non-congestion)
-    /// loss shrinks its window.
-    #[default]
-    Cubic,
-    /// NewReno (RFC 9002 §7).
-    NewReno,
-    /// BBR (quinn's experimental implementation): paces by measured bandwidth and RTT and
-    /// does not treat each loss as congestion; suited to lossy links.
-    Bbr,
-}
-
-impl Default for TransportConfig {
-    fn default() -> Self {
-        Self {
-            max_message_bytes: 16 * 1024 * 1024,
-            connect_timeout_ms: 5000,
-            keep_alive_ms: 5000,
-            idle_timeout_ms: 30_000,
-            incoming_queue: 1024,
-            congestion: Congestion::Cubic,
-            initial_rtt_ms: 333,
-            max_ack_delay_ms: 0,
-            max_streams_per_connection: 256,
-            rate_limit_messages: 2000,
-            rate_limit_bytes: 128 * 1024 * 1024,
-        }
-    }
-}
 
 /// A message received on one unidirectional stream.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Incoming {
     /// The connection's remote address: the sender's listen address.
     pub from: SocketAddr,
+    /// The member that sent it: the common name of the certificate its connection presented
+    /// ([`member::member_name`]).
+    pub member: Arc<str>,
     /// The message, at most [`TransportConfig::max_message_bytes`] bytes.
     pub bytes: Vec<u8>,
 }
@@ -159,150 +131,9 @@ impl std::fmt::Debug for Incoming {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Incoming")
             .field("from", &self.from)
+            .field("member", &self.member)
             .field("len", &self.bytes.len())
             .finish()
-    }
-}
-
-/// Counters of one transport since it was bound.
-///
-/// UDP counters are summed over all connections, live and closed (quinn `ConnectionStats`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct TransportStats {
-    /// UDP payload bytes sent, in bytes.
-    pub bytes_sent: u64,
-    /// UDP payload bytes received, in bytes.
-    pub bytes_received: u64,
-    /// UDP datagrams sent.
-    pub datagrams_sent: u64,
-    /// UDP datagrams received.
-    pub datagrams_received: u64,
-    /// Packets declared lost by QUIC loss detection.
-    pub lost_packets: u64,
-    /// Incoming handshakes that completed (the client's certificate was accepted).
-    pub handshakes_accepted: u64,
-    /// Incoming handshakes that failed: certificate refused, TLS error, or timeout.
-    pub handshakes_rejected: u64,
-    /// Received streams dropped because they exceeded the message size limit.
-    pub oversize_messages: u64,
-    /// Received messages dropped because their connection was over its rate limit
-    /// (messages/s or bytes/s).
-    pub messages_rate_limited: u64,
-    /// Connections currently open, opened or accepted.
-    pub connections_open: u64,
-    /// Datagrams dropped on purpose on send by loss injection ([`lossy`]); 0 without it.
-    pub datagrams_dropped_out: u64,
-    /// Datagrams dropped on purpose on receive by loss injection ([`lossy`]); 0 without it.
-    pub datagrams_dropped_in: u64,
-}
-
-impl TransportStats {
-    fn add_connection(&mut self, stats: &quinn::ConnectionStats) {
-        self.bytes_sent += stats.udp_tx.bytes;
-        self.bytes_received += stats.udp_rx.bytes;
-        self.datagrams_sent += stats.udp_tx.datagrams;
-        self.datagrams_received += stats.udp_rx.datagrams;
-        self.lost_packets += stats.path.lost_packets;
-    }
-}
-
-/// Errors of the transport.
-#[derive(Debug, thiserror::Error)]
-pub enum NetError {
-    /// The UDP socket could not be bound or set up.
-    #[error("cannot bind {addr}: {source}")]
-    Bind {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// A configuration value is unusable (e.g. a zero queue, an idle timeout out of range).
-    #[error("bad transport configuration: {reason}")]
-    Config {
-        /// What is wrong.
-        reason: String,
-    },
-    /// rustls refused the identity (CA, certificate chain or key) while building a config.
-    #[error("TLS configuration: {0}")]
-    Tls(rustls::Error),
-    /// The client-certificate verifier could not be built from the CA.
-    #[error("client verifier: {0}")]
-    Verifier(rustls::server::VerifierBuilderError),
-    /// A message is larger than [`TransportConfig::max_message_bytes`]; nothing was sent.
-    #[error("message of {len} bytes exceeds the limit of {max} bytes")]
-    MessageTooLarge {
-        /// Size of the message, in bytes.
-        len: usize,
-        /// The limit, in bytes.
-        max: usize,
-    },
-    /// quinn refused to start a connection (e.g. the endpoint is closing, bad address).
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        /// The remote address.
-        addr: SocketAddr,
-        /// The underlying error.
-        source: quinn::ConnectError,
-    },
-    /// The handshake failed (peer unreachable, certificate refused by either side, ...).
-    #[error("handshake with {addr} failed: {source}")]
-    Handshake {
-        /// The remote address.
-        addr: SocketAddr,
-        /// The underlying error.
-        source: ConnectionError,
-    },
-    /// The handshake did not complete within [`TransportConfig::connect_timeout_ms`].
-    #[error("connecting to {addr} timed out after {timeout_ms} ms")]
-    ConnectTimeout {
-        /// The remote address.
-        addr: SocketAddr,
-        /// The timeout, in ms.
-        timeout_ms: u64,
-    },
-    /// An established connection was lost while sending (closed, reset, timed out, or the
-    /// server refused our certificate after our side had finished the handshake).
-    #[error("connection to {addr} lost: {source}")]
-    Connection {
-        /// The remote address.
-        addr: SocketAddr,
-        /// The underlying error.
-        source: ConnectionError,
-    },
-    /// The receiver stopped the stream, e.g. with [`CODE_TOO_LARGE`]; the message was dropped.
-    #[error("{addr} stopped the stream with code {code}")]
-    Stopped {
-        /// The remote address.
-        addr: SocketAddr,
-        /// The application error code the receiver gave.
-        code: u64,
-    },
-    /// Writing the stream failed for another reason.
-    #[error("writing to {addr} failed: {source}")]
-    Write {
-        /// The remote address.
-        addr: SocketAddr,
-        /// The underlying error.
-        source: quinn::WriteError,
-    },
-}
-
-/// Why a shared connection attempt failed; cloneable so every waiter gets a copy.
-#[derive(Clone, Debug)]
-enum ConnectFailure {
-    Connect(quinn::ConnectError),
-    Handshake(ConnectionError),
-    Timeout(u64),
-}
-
-impl ConnectFailure {
-    fn into_error(self, addr: SocketAddr) -> NetError {
-        match self {
-            Self::Connect(source) => NetError::Connect { addr, source },
-            Self::Handshake(source) => NetError::Handshake { addr, source },
-            Self::Timeout(timeout_ms) => NetError::ConnectTimeout { addr, timeout_ms },
-        }
     }
 }
 
@@ -321,12 +152,15 @@ struct Shared {
     /// Counters of closed connections. Taken before `live` when both are touched, so a
     /// connection is counted exactly once: either live or folded.
     closed: Mutex<TransportStats>,
-    handshakes_accepted: AtomicU64,
-    handshakes_rejected: AtomicU64,
-    oversize_messages: AtomicU64,
-    messages_rate_limited: AtomicU64,
-    /// Throttles the log lines about rate-limited connections.
-    rate_log: Mutex<RateLimitedLog<SocketAddr>>,
+    counters: Counters,
+    /// Handshakes in progress against their limits.
+    admission: admission::HandshakeAdmission,
+    /// Connections and byte budgets by member.
+    members: Arc<member::MemberTable>,
+    /// Throttles log lines a member can cause (rate limits, oversize and unfinished messages).
+    member_log: Mutex<RateLimitedLog<Arc<str>>>,
+    /// Throttles log lines a stranger can cause (refused and failed handshakes), by IP.
+    source_log: Mutex<RateLimitedLog<std::net::IpAddr>>,
     incoming: mpsc::Sender<Incoming>,
     /// Drop counters of the loss-injecting socket, when there is one.
     drops: Option<Arc<lossy::LossCounters>>,
@@ -430,17 +264,14 @@ impl Transport {
         config: TransportConfig,
         drops: Option<Arc<lossy::LossCounters>>,
     ) -> Result<(Transport, mpsc::Receiver<Incoming>), NetError> {
-        if config.incoming_queue == 0 {
-            return Err(NetError::Config {
-                reason: "incoming_queue must be at least 1".into(),
-            });
-        }
-        if config.max_streams_per_connection == 0 {
-            return Err(NetError::Config {
-                reason: "max_streams_per_connection must be at least 1".into(),
-            });
-        }
-        let server = tls::server_config(identity, &config)?;
+        config.validate()?;
+        let mut server = tls::server_config(identity, &config)?;
+        // Connection attempts waiting for the accept loop, and what they may buffer until
+        // then: bounded far below quinn's defaults (65,536 attempts, 100 MB).
+        server
+            .max_incoming(config.max_handshakes.saturating_mul(2).max(16))
+            .incoming_buffer_size(64 * 1024)
+            .incoming_buffer_size_total(8 * 1024 * 1024);
         let client = tls::client_config(identity, &config)?;
         let addr = socket.local_addr().map_err(|source| NetError::Bind {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -459,6 +290,17 @@ impl Transport {
             .map_err(|source| NetError::Bind { addr, source })?;
 
         let (tx, rx) = mpsc::channel(config.incoming_queue);
+        let admission = admission::HandshakeAdmission::new(admission::AdmissionLimits {
+            max_handshakes: config.max_handshakes,
+            handshakes_before_retry: config.handshakes_before_retry,
+            max_handshakes_per_ip: config.max_handshakes_per_ip,
+        });
+        let members = Arc::new(member::MemberTable::new(
+            config.max_connections_per_member,
+            config
+                .max_buffered_bytes_per_member
+                .max(config.max_message_bytes as u64),
+        ));
         let shared = Arc::new(Shared {
             endpoint,
             local_addr,
@@ -466,15 +308,15 @@ impl Transport {
             cache: DashMap::new(),
             live: DashMap::new(),
             closed: Mutex::new(TransportStats::default()),
-            handshakes_accepted: AtomicU64::new(0),
-            handshakes_rejected: AtomicU64::new(0),
-            oversize_messages: AtomicU64::new(0),
-            messages_rate_limited: AtomicU64::new(0),
-            rate_log: Mutex::new(RateLimitedLog::new(crate::ratelog::LOG_INTERVAL)),
+            counters: Counters::default(),
+            admission,
+            members,
+            member_log: Mutex::new(RateLimitedLog::new(crate::ratelog::LOG_INTERVAL)),
+            source_log: Mutex::new(RateLimitedLog::new(crate::ratelog::LOG_INTERVAL)),
             incoming: tx,
             drops,
         });
-        tokio::spawn(accept_loop(shared.clone()));
+        tokio::spawn(accept::accept_loop(shared.clone()));
         tracing::debug!(%local_addr, name = %identity.name, "transport bound");
         Ok((
             Transport {
@@ -622,7 +464,7 @@ impl Shared {
             .map_err(|_| ConnectFailure::Timeout(timeout_ms))?
             .map_err(ConnectFailure::Handshake)?;
         tracing::debug!(%addr, "connection opened");
-        self.serve(conn.clone(), addr);
+        self.serve(conn.clone(), addr, false);
         Ok(conn)
     }
 
@@ -635,10 +477,58 @@ impl Shared {
         );
     }
 
-    /// Registers a live connection and spawns the task that accepts its streams.
-    fn serve(self: &Arc<Self>, conn: Connection, addr: SocketAddr) {
+    /// Registers a live connection and spawns the task that accepts its streams. A connection
+    /// the remote member opened (`accepted`) is closed instead if its member already has
+    /// [`TransportConfig::max_connections_per_member`]; the connection cache must not hold it
+    /// then.
+    fn serve(self: &Arc<Self>, conn: Connection, addr: SocketAddr, accepted: bool) {
+        let member = member::member_name(&conn);
+        let lease = match self.members.attach(&member, accepted) {
+            Ok(lease) => lease,
+            Err(too_many) => {
+                self.counters
+                    .connections_refused_per_member
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = self.member_log(&member) {
+                    tracing::warn!(
+                        %member,
+                        %addr,
+                        open = too_many.open,
+                        suppressed_since_last_log = suppressed,
+                        "connection refused: the member has too many connections (logged at \
+                         most once per member every {}s)",
+                        crate::ratelog::LOG_INTERVAL.as_secs()
+                    );
+                }
+                conn.close(
+                    VarInt::from_u32(CODE_TOO_MANY_CONNECTIONS),
+                    b"too many connections",
+                );
+                return;
+            }
+        };
+        if accepted {
+            self.cache_accepted(addr, &conn);
+        }
         self.live.insert(conn.stable_id(), conn.clone());
-        tokio::spawn(drive_connection(self.clone(), conn, addr));
+        tokio::spawn(drive_connection(self.clone(), conn, addr, member, lease));
+    }
+
+    /// Whether a log line about `member` may be written now: `Some(suppressed since the last
+    /// one)`, or `None` to stay silent.
+    fn member_log(&self, member: &Arc<str>) -> Option<u64> {
+        self.member_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .hit(Instant::now(), member)
+    }
+
+    /// Like [`Shared::member_log`], for a source IP that has not authenticated.
+    fn source_log(&self, ip: std::net::IpAddr) -> Option<u64> {
+        self.source_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .hit(Instant::now(), &ip)
     }
 
     /// Folds the final counters of `conn` into the totals, once.
@@ -668,40 +558,26 @@ impl Shared {
         }
         stats.connections_open = self.live.len() as u64;
         drop(closed);
-        stats.handshakes_accepted = self.handshakes_accepted.load(Ordering::Relaxed);
-        stats.handshakes_rejected = self.handshakes_rejected.load(Ordering::Relaxed);
-        stats.oversize_messages = self.oversize_messages.load(Ordering::Relaxed);
-        stats.messages_rate_limited = self.messages_rate_limited.load(Ordering::Relaxed);
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        stats.handshakes_accepted = load(&c.handshakes_accepted);
+        stats.handshakes_rejected = load(&c.handshakes_rejected);
+        stats.handshakes_timed_out = load(&c.handshakes_timed_out);
+        stats.handshakes_refused_capacity = load(&c.handshakes_refused_capacity);
+        stats.handshakes_refused_per_source = load(&c.handshakes_refused_per_source);
+        stats.handshake_retries_sent = load(&c.handshake_retries_sent);
+        stats.handshakes_in_progress = self.admission.in_progress() as u64;
+        stats.connections_refused_per_member = load(&c.connections_refused_per_member);
+        stats.streams_timed_out = load(&c.streams_timed_out);
+        stats.buffered_bytes = load(&c.buffered_bytes);
+        stats.oversize_messages = load(&c.oversize_messages);
+        stats.messages_rate_limited = load(&c.messages_rate_limited);
         if let Some(d) = &self.drops {
             stats.datagrams_dropped_out = d.dropped_out.load(Ordering::Relaxed);
             stats.datagrams_dropped_in = d.dropped_in.load(Ordering::Relaxed);
         }
         stats
     }
-}
-
-/// Accepts incoming connections until the endpoint closes; each handshake runs in its own task.
-async fn accept_loop(shared: Arc<Shared>) {
-    while let Some(incoming) = shared.endpoint.accept().await {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => {
-                    shared.handshakes_accepted.fetch_add(1, Ordering::Relaxed);
-                    let addr = canonical(conn.remote_address());
-                    tracing::debug!(%addr, "connection accepted");
-                    shared.cache_accepted(addr, &conn);
-                    shared.serve(conn, addr);
-                }
-                Err(error) => {
-                    shared.handshakes_rejected.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(%remote, %error, "incoming handshake refused");
-                }
-            }
-        });
-    }
-    tracing::debug!(local_addr = %shared.local_addr, "accept loop ended");
 }
 
 impl Shared {
@@ -727,9 +603,25 @@ impl Shared {
 }
 
 /// Accepts the unidirectional streams of one connection (opened or accepted) until it closes,
-/// then removes it from the cache and folds its counters.
-async fn drive_connection(shared: Arc<Shared>, conn: Connection, addr: SocketAddr) {
-    let limiter = Arc::new(Mutex::new(RateLimiter::new(&shared.config, Instant::now())));
+/// then removes it from the cache and folds its counters. The member lease is held until then.
+async fn drive_connection(
+    shared: Arc<Shared>,
+    conn: Connection,
+    addr: SocketAddr,
+    member: Arc<str>,
+    lease: member::MemberLease,
+) {
+    let limits = Arc::new(reader::ConnectionLimits {
+        member,
+        limiter: Mutex::new(reader::RateLimiter::new(&shared.config, Instant::now())),
+        budget: reader::ByteBudget::new(
+            shared
+                .config
+                .max_buffered_bytes_per_connection
+                .max(shared.config.max_message_bytes as u64),
+        ),
+        member_budget: lease.budget.clone(),
+    });
     let in_flight = Arc::new(Semaphore::new(
         shared.config.max_streams_per_connection as usize,
     ));
@@ -741,10 +633,10 @@ async fn drive_connection(shared: Arc<Shared>, conn: Connection, addr: SocketAdd
         };
         match conn.accept_uni().await {
             Ok(stream) => {
-                let reader = Reader {
+                let reader = reader::Reader {
                     shared: shared.clone(),
                     from: addr,
-                    limiter: limiter.clone(),
+                    limits: limits.clone(),
                     _permit: permit,
                 };
                 tokio::spawn(reader.read(stream));
@@ -757,135 +649,7 @@ async fn drive_connection(shared: Arc<Shared>, conn: Connection, addr: SocketAdd
     }
     shared.forget(addr, &conn);
     shared.fold(&conn);
-}
-
-/// Token buckets of one connection: messages/s and bytes/s, each with one second of burst.
-#[derive(Debug)]
-struct RateLimiter {
-    messages: TokenBucket,
-    bytes: TokenBucket,
-}
-
-impl RateLimiter {
-    fn new(config: &TransportConfig, now: Instant) -> Self {
-        Self {
-            messages: TokenBucket::new(f64::from(config.rate_limit_messages), now),
-            bytes: TokenBucket::new(config.rate_limit_bytes as f64, now),
-        }
-    }
-}
-
-/// A token bucket refilled at `rate` per second up to `rate` tokens (one second of burst).
-/// [`TokenBucket::take`] succeeds while the bucket is not empty and may leave it in debt, so
-/// a single large message always gets through a bucket smaller than itself.
-#[derive(Debug)]
-struct TokenBucket {
-    /// Tokens per second; 0 means no limit.
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: f64, now: Instant) -> Self {
-        Self {
-            rate,
-            tokens: rate,
-            last: now,
-        }
-    }
-
-    /// Takes `n` tokens at `now` if the bucket is not empty; false if it is (nothing taken).
-    fn take(&mut self, now: Instant, n: f64) -> bool {
-        if self.rate <= 0.0 {
-            return true;
-        }
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = self.last.max(now);
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        if self.tokens <= 0.0 {
-            return false;
-        }
-        self.tokens -= n;
-        true
-    }
-}
-
-/// Reads one stream of a connection; holds one of the connection's in-flight places until
-/// the message is queued or dropped.
-struct Reader {
-    shared: Arc<Shared>,
-    from: SocketAddr,
-    limiter: Arc<Mutex<RateLimiter>>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Reader {
-    fn admit(&self, len: Option<usize>) -> bool {
-        let mut limiter = self.limiter.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        match len {
-            None => limiter.messages.take(now, 1.0),
-            Some(len) => limiter.bytes.take(now, len as f64),
-        }
-    }
-
-    fn rate_limited(&self, what: &str) {
-        let shared = &self.shared;
-        shared.messages_rate_limited.fetch_add(1, Ordering::Relaxed);
-        let logged = shared
-            .rate_log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .hit(Instant::now(), &self.from);
-        if let Some(suppressed) = logged {
-            tracing::warn!(
-                from = %self.from,
-                limit = what,
-                suppressed_since_last_log = suppressed,
-                "messages over the connection's rate limit dropped (logged at most once per \
-                 connection every {}s)",
-                crate::ratelog::LOG_INTERVAL.as_secs()
-            );
-        }
-    }
-
-    /// Reads the message, checks the rate limits and queues it.
-    async fn read(self, mut stream: quinn::RecvStream) {
-        if !self.admit(None) {
-            self.rate_limited("messages/s");
-            // Fails only if the stream is already closed: nothing to stop.
-            let _ = stream.stop(VarInt::from_u32(CODE_RATE_LIMITED));
-            return;
-        }
-        read_message(&self, stream).await;
-    }
-}
-
-/// Reads one message (one stream) and queues it; a stream over the size limit is stopped and
-/// counted, and so is a message over the byte rate.
-async fn read_message(reader: &Reader, mut stream: quinn::RecvStream) {
-    let shared = &reader.shared;
-    let from = reader.from;
-    match stream.read_to_end(shared.config.max_message_bytes).await {
-        Ok(bytes) => {
-            if !reader.admit(Some(bytes.len())) {
-                reader.rate_limited("bytes/s");
-                return;
-            }
-            // A closed receiver means nobody listens any more; the message is dropped.
-            let _ = shared.incoming.send(Incoming { from, bytes }).await;
-        }
-        Err(quinn::ReadToEndError::TooLong) => {
-            shared.oversize_messages.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%from, limit = shared.config.max_message_bytes, "oversize message dropped");
-            // Fails only if the stream is already closed, in which case there is nothing to stop.
-            let _ = stream.stop(VarInt::from_u32(CODE_TOO_LARGE));
-        }
-        Err(error) => {
-            tracing::debug!(%from, %error, "stream failed");
-        }
-    }
+    drop(lease);
 }
 
 /// Resets the stream if dropped before the message was completely written, so the receiver
@@ -953,422 +717,4 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::certs::{init_ca, issue, issue_with, load_identity, IssueOptions};
-    use tokio::time::{timeout, Instant};
-
-    type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-
-    /// Upper bound of every wait in these tests.
-    const WAIT: Duration = Duration::from_secs(20);
-
-    fn localhost() -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], 0))
-    }
-
-    /// A fresh cluster CA in a temporary directory with one identity per name.
-    fn cluster(
-        names: &[&str],
-    ) -> Result<(tempfile::TempDir, Vec<PeerIdentity>), Box<dyn std::error::Error + Send + Sync>>
-    {
-        let dir = tempfile::tempdir()?;
-        init_ca(dir.path(), false)?;
-        let mut ids = Vec::new();
-        for name in names {
-            issue(dir.path(), name, 1)?;
-            ids.push(load_identity(dir.path(), name)?);
-        }
-        Ok((dir, ids))
-    }
-
-    async fn bind(
-        id: &PeerIdentity,
-        config: TransportConfig,
-    ) -> Result<(Transport, mpsc::Receiver<Incoming>), NetError> {
-        Transport::bind(localhost(), id, config).await
-    }
-
-    async fn recv(
-        rx: &mut mpsc::Receiver<Incoming>,
-    ) -> Result<Incoming, Box<dyn std::error::Error + Send + Sync>> {
-        timeout(WAIT, rx.recv())
-            .await?
-            .ok_or_else(|| "incoming channel closed".into())
-    }
-
-    async fn send(
-        t: &Transport,
-        to: SocketAddr,
-        bytes: &[u8],
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        timeout(WAIT, t.send(to, Arc::from(bytes))).await??;
-        Ok(())
-    }
-
-    /// Polls `condition` every 10 ms until it holds or [`WAIT`] passes.
-    async fn wait_for(what: &str, condition: impl Fn() -> bool) -> TestResult {
-        let deadline = Instant::now() + WAIT;
-        while !condition() {
-            if Instant::now() > deadline {
-                return Err(format!("timed out waiting for {what}").into());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn exchange_both_ways_over_one_connection() -> TestResult {
-        let (_dir, ids) = cluster(&["a", "b"])?;
-        let (a, mut a_rx) = bind(&ids[0], TransportConfig::default()).await?;
-        let (b, mut b_rx) = bind(&ids[1], TransportConfig::default()).await?;
-
-        send(&a, b.local_addr(), b"hello").await?;
-        let got = recv(&mut b_rx).await?;
-        assert_eq!(
-            got.from,
-            a.local_addr(),
-            "remote address is the listen address"
-        );
-        assert_eq!(got.bytes, b"hello");
-
-        // B replies to the address it saw: the accepted connection is reused.
-        send(&b, got.from, b"hi back").await?;
-        let got = recv(&mut a_rx).await?;
-        assert_eq!(got.from, b.local_addr());
-        assert_eq!(got.bytes, b"hi back");
-
-        for i in 0..5u8 {
-            send(&a, b.local_addr(), &[i]).await?;
-            send(&b, a.local_addr(), &[i]).await?;
-            assert_eq!(recv(&mut b_rx).await?.bytes, [i]);
-            assert_eq!(recv(&mut a_rx).await?.bytes, [i]);
-        }
-
-        let (sa, sb) = (a.stats(), b.stats());
-        assert_eq!(sa.connections_open, 1);
-        assert_eq!(sb.connections_open, 1);
-        assert_eq!(sa.handshakes_accepted, 0, "A never accepted a connection");
-        assert_eq!(sb.handshakes_accepted, 1);
-        assert_eq!(sb.handshakes_rejected, 0);
-        assert!(sa.bytes_sent > 0 && sa.bytes_received > 0);
-        assert!(sa.datagrams_sent > 0 && sb.datagrams_received > 0);
-
-        // Closing folds the counters of closed connections into the totals.
-        a.close().await;
-        let after = a.stats();
-        assert_eq!(after.connections_open, 0);
-        assert!(after.bytes_sent >= sa.bytes_sent);
-        wait_for("B to see the close", || b.stats().connections_open == 0).await?;
-        assert!(b.stats().bytes_received >= sb.bytes_received);
-        assert!(
-            timeout(WAIT, a.send(b.local_addr(), Arc::from(&b"late"[..])))
-                .await?
-                .is_err()
-        );
-        b.close().await;
-        Ok(())
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_sends_share_one_connection() -> TestResult {
-        let (_dir, ids) = cluster(&["a", "b"])?;
-        let (a, _a_rx) = bind(&ids[0], TransportConfig::default()).await?;
-        let (b, mut b_rx) = bind(&ids[1], TransportConfig::default()).await?;
-        let to = b.local_addr();
-        let sends: Vec<_> = (0..20u8)
-            .map(|i| {
-                let a = a.clone();
-                tokio::spawn(async move { a.send(to, Arc::from(&[i][..])).await })
-            })
-            .collect();
-        for handle in sends {
-            timeout(WAIT, handle).await???;
-        }
-        let mut seen = Vec::new();
-        for _ in 0..20 {
-            seen.push(recv(&mut b_rx).await?.bytes[0]);
-        }
-        seen.sort_unstable();
-        assert_eq!(seen, (0..20u8).collect::<Vec<_>>());
-        assert_eq!(b.stats().handshakes_accepted, 1);
-        assert_eq!(a.stats().connections_open, 1);
-        a.close().await;
-        b.close().await;
-        Ok(())
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn hundred_messages_of_400_kb_arrive_intact() -> TestResult {
-        const COUNT: usize = 100;
-        const LEN: usize = 400 * 1024;
-        let (_dir, ids) = cluster(&["a", "b"])?;
-        let (a, _a_rx) = bind(&ids[0], TransportConfig::default()).await?;
-        let (b, mut b_rx) = bind(&ids[1], TransportConfig::default()).await?;
-
-        let message = |i: usize| -> Vec<u8> {
-            (0..LEN)
-                .map(|j| (i.wrapping_mul(131) ^ j.wrapping_mul(7)) as u8)
-                .collect()
-        };
-        let to = b.local_addr();
-        let sender = {
-            let a = a.clone();
-            tokio::spawn(async move {
-                for i in 0..COUNT {
-                    let mut bytes = message(i);
-                    bytes[..4].copy_from_slice(&(i as u32).to_le_bytes());
-                    a.send(to, Arc::from(bytes)).await?;
-                }
-                Ok::<(), NetError>(())
-            })
-        };
-        let mut seen = [false; COUNT];
-        for _ in 0..COUNT {
-            let got = recv(&mut b_rx).await?;
-            assert_eq!(got.bytes.len(), LEN);
-            let i = u32::from_le_bytes([got.bytes[0], got.bytes[1], got.bytes[2], got.bytes[3]])
-                as usize;
-            assert!(i < COUNT && !seen[i], "unexpected or duplicate message {i}");
-            seen[i] = true;
-            assert!(got.bytes[4..] == message(i)[4..], "message {i} corrupted");
-        }
-        timeout(WAIT, sender).await???;
-        assert!(b.stats().bytes_received > (COUNT * LEN) as u64);
-        assert_eq!(b.stats().connections_open, 1);
-        a.close().await;
-        b.close().await;
-        Ok(())
-    }
-
-    #[test]
-    fn token_bucket_allows_one_second_of_burst_then_the_rate() {
-        let t0 = std::time::Instant::now();
-        let mut bucket = TokenBucket::new(10.0, t0);
-        assert_eq!((0..20).filter(|_| bucket.take(t0, 1.0)).count(), 10);
-        let later = t0 + Duration::from_millis(500);
-        assert_eq!((0..20).filter(|_| bucket.take(later, 1.0)).count(), 5);
-        // Debt: one large take passes while the bucket is not empty, then nothing for a while.
-        let mut bytes = TokenBucket::new(100.0, t0);
-        assert!(bytes.take(t0, 1000.0));
-        assert!(!bytes.take(t0 + Duration::from_secs(5), 1.0));
-        assert!(bytes.take(t0 + Duration::from_secs(11), 1.0));
-        let mut off = TokenBucket::new(0.0, t0);
-        assert!((0..1000).all(|_| off.take(t0, 1e9)));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn messages_over_the_rate_limit_are_dropped_and_counted() -> TestResult {
-        let (_dir, ids) = cluster(&["a", "b"])?;
-        let (a, _a_rx) = bind(&ids[0], TransportConfig::default()).await?;
-        let limited = TransportConfig {
-            rate_limit_messages: 5,
-            ..TransportConfig::default()
-        };
-        let (b, mut b_rx) = bind(&ids[1], limited).await?;
-        let to = b.local_addr();
-        let mut refused = 0;
-        for i in 0..50u8 {
-            match timeout(WAIT, a.send(to, Arc::from(&[i][..]))).await? {
-                Ok(()) => {}
-                Err(NetError::Stopped { code, .. }) if code == u64::from(CODE_RATE_LIMITED) => {
-                    refused += 1
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let limited = b.stats().messages_rate_limited;
-        // 5 tokens of burst, then 5/s: unless the 50 sends took over 5 s, at least 20 fail.
-        assert!(
-            limited >= 20,
-            "only {limited} of 50 messages were rate-limited"
-        );
-        assert!(refused <= limited);
-        let mut delivered = 0;
-        while delivered + limited < 50 {
-            recv(&mut b_rx).await?;
-            delivered += 1;
-        }
-        assert_eq!(b.stats().messages_rate_limited, limited);
-        a.close().await;
-        b.close().await;
-        Ok(())
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn oversize_message_is_dropped_and_counted() -> TestResult {
-        let (_dir, ids) = cluster(&["a", "b"])?;
-        let (a, _a_rx) = bind(&ids[0], TransportConfig::default()).await?;
-        let small = TransportConfig {
-            max_message_bytes: 64 * 1024,
-            ..TransportConfig::default()
-        };
-        let (b, mut b_rx) = bind(&ids[1], small.clone()).await?;
-
-        let big = vec![7u8; 100 * 1024];
-        // The receiver's QUIC stack may acknowledge every byte before the reader sees the
-        // stream is too long, so the sender learns of the refusal only sometimes.
-        let result = timeout(WAIT, a.send(b.local_addr(), Arc::from(big))).await?;
-        assert!(
-            match &result {
-                Ok(()) => true,
-                Err(NetError::Stopped { code, .. }) => *code == u64::from(CODE_TOO_LARGE),
-                Err(_) => false,
-            },
-            "{result:?}"
-        );
-        wait_for("the oversize count", || b.stats().oversize_messages == 1).await?;
-
-        send(&a, b.local_addr(), b"normal").await?;
-        assert_eq!(recv(&mut b_rx).await?.bytes, b"normal");
-        assert!(
-            b_rx.try_recv().is_err(),
-            "the oversize message was delivered"
-        );
-        assert_eq!(b.stats().oversize_messages, 1);
-        assert_eq!(b.stats().connections_open, 1, "the connection survives");
-
-        // A sender refuses a message over its own limit without touching the network.
-        let result = b
-            .send(a.local_addr(), Arc::from(vec![0u8; 64 * 1024 + 1]))
-            .await;
-        assert!(
-            matches!(result, Err(NetError::MessageTooLarge { .. })),
-            "{result:?}"
-        );
-        a.close().await;
-        b.close().await;
-        Ok(())
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn idle_connection_closes_and_next_send_reconnects() -> TestResult {
-        let (_dir, ids) = cluster(&["a", "b"])?;
-        let config = TransportConfig {
-            idle_timeout_ms: 300,
-            keep_alive_ms: 0,
-            ..TransportConfig::default()
-        };
-        let (a, _a_rx) = bind(&ids[0], config.clone()).await?;
-        let (b, mut b_rx) = bind(&ids[1], config).await?;
-        send(&a, b.local_addr(), b"one").await?;
-        assert_eq!(recv(&mut b_rx).await?.bytes, b"one");
-        wait_for("the idle timeout", || {
-            a.stats().connections_open == 0 && b.stats().connections_open == 0
-        })
-        .await?;
-        send(&a, b.local_addr(), b"two").await?;
-        assert_eq!(recv(&mut b_rx).await?.bytes, b"two");
-        assert_eq!(b.stats().handshakes_accepted, 2);
-        a.close().await;
-        b.close().await;
-        Ok(())
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn unreachable_peer_fails_every_waiter() -> TestResult {
-        let (_dir, ids) = cluster(&["a"])?;
-        let config = TransportConfig {
-            connect_timeout_ms: 300,
-            ..TransportConfig::default()
-        };
-        let (a, _a_rx) = bind(&ids[0], config).await?;
-        // A bound UDP socket that never answers.
-        let silent = std::net::UdpSocket::bind(localhost())?;
-        let to = silent.local_addr()?;
-        let (r1, r2) = timeout(WAIT, async {
-            tokio::join!(
-                a.send(to, Arc::from(&b"x"[..])),
-                a.send(to, Arc::from(&b"y"[..])),
-            )
-        })
-        .await?;
-        assert!(matches!(r1, Err(NetError::ConnectTimeout { .. })), "{r1:?}");
-        assert!(matches!(r2, Err(NetError::ConnectTimeout { .. })), "{r2:?}");
-        assert!(a.handle.shared.cache.is_empty(), "failed attempt forgotten");
-        a.close().await;
-        Ok(())
-    }
-
-    /// Binds a server with `server` and a client with `client`; the client's message must not
-    /// be delivered and the server must count a refused handshake.
-    async fn assert_refused(server: &PeerIdentity, client: &PeerIdentity) -> TestResult {
-        let (s, mut s_rx) = bind(server, TransportConfig::default()).await?;
-        let (c, _c_rx) = bind(client, TransportConfig::default()).await?;
-        let result = timeout(WAIT, c.send(s.local_addr(), Arc::from(&b"let me in"[..]))).await?;
-        assert!(result.is_err(), "send to a refusing server succeeded");
-        wait_for("the server's refusal", || {
-            s.stats().handshakes_rejected >= 1
-        })
-        .await?;
-        let stats = s.stats();
-        assert_eq!(stats.handshakes_accepted, 0);
-        assert_eq!(stats.connections_open, 0);
-        assert!(
-            s_rx.try_recv().is_err(),
-            "a refused peer delivered a message"
-        );
-        c.close().await;
-        s.close().await;
-        assert!(
-            s_rx.try_recv().is_err(),
-            "a refused peer delivered a message"
-        );
-        Ok(())
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn certificate_from_another_ca_is_refused() -> TestResult {
-        let (_dir, ids) = cluster(&["server"])?;
-        let (_other_dir, others) = cluster(&["stranger"])?;
-        // The stranger knows and trusts the cluster CA (it is public) but its own certificate
-        // comes from another CA: its connect() completes, the server's verdict is what counts.
-        let stranger = PeerIdentity {
-            ca: ids[0].ca.clone(),
-            ..others[0].clone()
-        };
-        assert_refused(&ids[0], &stranger).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn expired_certificate_is_refused() -> TestResult {
-        let (dir, ids) = cluster(&["server"])?;
-        issue_with(
-            dir.path(),
-            "expired",
-            30,
-            IssueOptions {
-                not_after_days_ago: Some(1),
-                ..IssueOptions::default()
-            },
-        )?;
-        let expired = load_identity(dir.path(), "expired")?;
-        assert_refused(&ids[0], &expired).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn certificate_without_client_auth_is_refused() -> TestResult {
-        let (dir, ids) = cluster(&["server"])?;
-        issue_with(
-            dir.path(),
-            "server-only",
-            30,
-            IssueOptions {
-                client_auth: false,
-                ..IssueOptions::default()
-            },
-        )?;
-        let server_only = load_identity(dir.path(), "server-only")?;
-        assert_refused(&ids[0], &server_only).await
-    }
-
-    #[test]
-    fn canonical_folds_mapped_addresses() -> Result<(), std::net::AddrParseError> {
-        let mapped: SocketAddr = "[::ffff:127.0.0.1]:9000".parse()?;
-        assert_eq!(canonical(mapped), SocketAddr::from(([127, 0, 0, 1], 9000)));
-        let v6: SocketAddr = "[::1]:9000".parse()?;
-        assert_eq!(canonical(v6), v6);
-        Ok(())
-    }
-}
+mod tests;

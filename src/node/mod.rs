@@ -41,14 +41,20 @@ pub enum NodeError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The data dir, or one of its parents, exists as something other than a directory.
+    #[error(transparent)]
+    NotADirectory(#[from] NotADirectory),
     /// The peer id file exists but does not hold a UUID.
     #[error("peer id file {0} is corrupt (expected a UUID)")]
     BadPeerId(PathBuf),
     /// The transport could not start.
     #[error("transport: {0}")]
     Net(#[from] crate::net::NetError),
-    /// No seed answered before the join timeout.
-    #[error("no seed answered within {0:?} (seeds: {1})")]
+    /// No seed welcomed this peer before the join timeout. The text says, per seed, what became
+    /// of the last join request: e.g. "seed 127.0.0.1:7000 refused this peer's certificate (TLS
+    /// alert certificate_unknown): ...", "seed 127.0.0.1:7000 presented a certificate from
+    /// another cluster CA, ...", "seed 127.0.0.1:7000 did not answer (...)".
+    #[error("no seed accepted us within {0:?}: {1}")]
     JoinTimeout(Duration, String),
     /// `--resume` with no usable checkpoint, or a checkpoint of another model.
     #[error("cannot resume: {0}")]
@@ -59,6 +65,56 @@ pub enum NodeError {
     /// The trainer thread failed.
     #[error("trainer failed: {0}")]
     Trainer(String),
+}
+
+/// A directory that cannot be used or created because a file (or anything else that is not a
+/// directory) is in its place, or in the place of one of its parents. Said plainly, where
+/// `create_dir_all` would only say "File exists" or "Not a directory".
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {} {}", path.display(), in_the_way(path, blocker))]
+pub struct NotADirectory {
+    /// What the directory is for, e.g. "data dir".
+    pub what: &'static str,
+    /// The directory wanted.
+    pub path: PathBuf,
+    /// What is in the way: `path` itself or one of its parents.
+    pub blocker: PathBuf,
+}
+
+fn in_the_way(path: &Path, blocker: &Path) -> String {
+    if path == blocker {
+        "exists and is not a directory".into()
+    } else {
+        format!(
+            "cannot be created: {} exists and is not a directory",
+            blocker.display()
+        )
+    }
+}
+
+/// Checks that `path` is a directory or can be created as one: neither it nor any of its
+/// parents exists as a file (or a dangling link). `what` names the directory in the error.
+/// Missing paths are fine; other failures are left to whoever creates the directory.
+///
+/// # Errors
+/// [`NotADirectory`] naming `path` and what is in the way.
+pub fn check_dir_path(what: &'static str, path: &Path) -> Result<(), NotADirectory> {
+    for p in path.ancestors().filter(|p| !p.as_os_str().is_empty()) {
+        let blocked = match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) => true,
+            // Absent (look further up), or a link to nothing, which is in the way.
+            Err(_) => p.symlink_metadata().is_ok(),
+        };
+        if blocked {
+            return Err(NotADirectory {
+                what,
+                path: path.to_path_buf(),
+                blocker: p.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A hint appended to I/O errors that an operator can act on.
@@ -369,8 +425,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
 /// or a full disk is a clear error before the peer joins, not a warning hours later.
 ///
 /// # Errors
+/// [`NodeError::NotADirectory`] when the data dir or a parent is a file;
 /// [`NodeError::DataDir`] naming the directory or probe file and the I/O cause.
 pub fn probe_data_dir(data_dir: &Path) -> Result<(), NodeError> {
+    check_dir_path("data dir", data_dir)?;
     std::fs::create_dir_all(data_dir).map_err(|source| NodeError::DataDir {
         path: data_dir.to_path_buf(),
         source,
@@ -613,6 +671,10 @@ fn terminate_torn_line(file: &mut std::fs::File) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How often a peer that waits for a seed's welcome says so (INFO), with what became of its
+/// join requests.
+const SEED_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Runs one peer to completion: bind, join, train, drain, save, leave.
 pub async fn run_peer(
     options: PeerOptions,
@@ -752,6 +814,14 @@ pub async fn run_peer_observed(
         options.max_inflight_per_peer,
         options.send_timeout,
     );
+    let seeds: Vec<SocketAddr> = options
+        .seeds
+        .iter()
+        .copied()
+        .filter(|s| *s != addr)
+        .collect();
+    sender.watch_seeds(&seeds);
+    let mut next_seed_report = now + SEED_REPORT_INTERVAL;
     let mut metrics = MetricsFile::open(&options.data_dir.join("metrics.jsonl"));
     let mut checkpoint_warnings = WarnLimiter::default();
     let mut progress = TrainProgress {
@@ -764,11 +834,15 @@ pub async fn run_peer_observed(
     let mut drained = false;
     let mut stopping = false;
     let mut last_status = Instant::now();
-    let mut reject_log = RateLimitedLog::new(crate::ratelog::LOG_INTERVAL);
+    let mut remote_logs = RemoteLogs::default();
+    let mut local_refusals = RateLimitedLog::new(crate::ratelog::LOG_INTERVAL);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
+        // The member whose message this turn handles: rejections it causes are logged under
+        // its name (origins in a message cost nothing to invent; certificates do).
+        let mut delivered_by: Option<Arc<str>> = None;
         let wake = tokio::time::Instant::from_std(core.poll_timeout());
         // Paused: nothing but the tick and a stop request wakes the loop; messages wait in the
         // transport's queue and timers fire late, as in a stalled process.
@@ -781,8 +855,9 @@ pub async fn run_peer_observed(
                 let Some(msg) = msg else { break };
                 observer.heard();
                 if let Err(e) = core.handle_bytes(Instant::now(), msg.from, &msg.bytes) {
-                    debug!(from = %msg.from, "dropped a frame: {e}");
+                    debug!(from = %msg.from, member = %msg.member, "dropped a frame: {e}");
                 }
+                delivered_by = Some(msg.member);
             }
             Some(o) = outcomes.recv() => {
                 core.send_outcome(Instant::now(), o.to, o.origin, o.version, o.delivered);
@@ -790,9 +865,7 @@ pub async fn run_peer_observed(
             report = reports.recv(), if !paused => {
                 match report {
                     Some(FromTrainer::Publish { weight, values }) => {
-                        if let Err(reason) = core.publish(Instant::now(), weight, values) {
-                            warn!("local delta refused by the core: {reason:?}");
-                        }
+                        publish_local(&mut core, weight, values, progress.step, plan.lr, &mut local_refusals)?;
                     }
                     Some(FromTrainer::Progress(p)) => {
                         observer.progress(&p);
@@ -831,7 +904,12 @@ pub async fn run_peer_observed(
                     sender.forget(m.addr);
                 }
             }
-            handle_event(event, trainer.as_ref(), &mut reject_log);
+            handle_event(
+                event,
+                trainer.as_ref(),
+                delivered_by.as_ref(),
+                &mut remote_logs,
+            );
         }
         live.store(core.live_count(), Ordering::SeqCst);
         unacked.store(core.own_deltas_unacked(), Ordering::SeqCst);
@@ -869,11 +947,20 @@ pub async fn run_peer_observed(
                     trainer = Some(handle);
                 } else if !core.is_joined() && now >= join_deadline {
                     transport.close().await;
-                    let seeds: Vec<String> = options.seeds.iter().map(|s| s.to_string()).collect();
                     return Err(NodeError::JoinTimeout(
                         options.join_timeout,
-                        seeds.join(", "),
+                        sender.seed_log().summary(),
                     ));
+                } else if !core.is_joined() && now >= next_seed_report {
+                    next_seed_report = now + SEED_REPORT_INTERVAL;
+                    let log = sender.seed_log();
+                    let sent: u32 = log.states().iter().map(|s| s.attempts).sum();
+                    info!(
+                        "waiting for seeds ({}s of {}s, {sent} join requests sent): {}",
+                        now.saturating_duration_since(started).as_secs(),
+                        options.join_timeout.as_secs(),
+                        log.summary()
+                    );
                 }
             }
             Lifecycle::Draining => {
@@ -895,9 +982,14 @@ pub async fn run_peer_observed(
             }
             while let Ok(report) = reports.try_recv() {
                 if let FromTrainer::Publish { weight, values } = report {
-                    if let Err(reason) = core.publish(Instant::now(), weight, values) {
-                        warn!("last local delta refused by the core: {reason:?}");
-                    }
+                    publish_local(
+                        &mut core,
+                        weight,
+                        values,
+                        progress.step,
+                        plan.lr,
+                        &mut local_refusals,
+                    )?;
                 }
             }
             break;
@@ -979,11 +1071,75 @@ pub async fn run_peer_observed(
     })
 }
 
+/// Membership log lines one member's messages may cause per [`crate::ratelog::LOG_INTERVAL`]:
+/// enough for a cluster of peers joining at once, not for a flood of invented records.
+const MEMBERSHIP_LINES_PER_MEMBER: u32 = 64;
+
+/// Throttles of the log lines that messages from other members cause, keyed by the member
+/// that delivered the message.
+struct RemoteLogs {
+    /// Rejected deltas: one line per member per interval.
+    rejects: RateLimitedLog<Arc<str>>,
+    /// Member up, down, suspect: a burst per member per interval.
+    membership: RateLimitedLog<Arc<str>>,
+}
+
+impl Default for RemoteLogs {
+    fn default() -> Self {
+        Self {
+            rejects: RateLimitedLog::new(crate::ratelog::LOG_INTERVAL),
+            membership: RateLimitedLog::with_burst(
+                crate::ratelog::LOG_INTERVAL,
+                MEMBERSHIP_LINES_PER_MEMBER,
+            ),
+        }
+    }
+}
+
+/// Hands a local delta from the trainer to the core. The trainer checks its deltas, so a
+/// non-finite one here still means training diverged: an error naming the learning rate `lr`,
+/// which stops the peer. Any other refusal is logged, at most once per reason every
+/// [`crate::ratelog::LOG_INTERVAL`].
+fn publish_local(
+    core: &mut Core,
+    weight: f32,
+    values: Vec<f32>,
+    step: u64,
+    lr: f64,
+    log: &mut RateLimitedLog<crate::core::RejectReason>,
+) -> Result<(), NodeError> {
+    match core.publish(Instant::now(), weight, values) {
+        Ok(_) => Ok(()),
+        Err(crate::core::RejectReason::NonFinite) => {
+            Err(NodeError::Model(model::ModelError::Diverged {
+                step,
+                what: "a local delta",
+                lr,
+            }))
+        }
+        Err(reason) => {
+            if let Some(suppressed) = log.hit(Instant::now(), &reason) {
+                warn!(
+                    reason = reason.as_str(),
+                    suppressed, "local delta refused by the core"
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 fn handle_event(
     event: Event,
     trainer: Option<&TrainerHandle>,
-    reject_log: &mut RateLimitedLog<PeerId>,
+    delivered_by: Option<&Arc<str>>,
+    logs: &mut RemoteLogs,
 ) {
+    // Events caused by a timer of this peer (a probe that failed) are keyed "(local)".
+    let member: Arc<str> = delivered_by
+        .cloned()
+        .unwrap_or_else(|| Arc::from("(local)"));
+    let mut membership_line = || logs.membership.hit(Instant::now(), &member).is_some();
     match event {
         Event::DeltaApplied { values, .. } => {
             if let Some(t) = trainer {
@@ -999,23 +1155,29 @@ fn handle_event(
             }
         }
         Event::Joined { via, members } => info!(%via, members, "joined the cluster"),
-        Event::MemberUp(m) => info!(peer = %m.name, addr = %m.addr, "member up"),
-        Event::MemberDown(m) => info!(peer = %m.name, status = m.status.as_str(), "member down"),
-        Event::MemberSuspect(m) => {
+        Event::MemberUp(m) if membership_line() => {
+            info!(peer = %m.name, addr = %m.addr, "member up")
+        }
+        Event::MemberDown(m) if membership_line() => {
+            info!(peer = %m.name, status = m.status.as_str(), "member down")
+        }
+        Event::MemberSuspect(m) if membership_line() => {
             info!(peer = %m.name, incarnation = m.incarnation, "member suspected")
         }
+        Event::MemberUp(_) | Event::MemberDown(_) | Event::MemberSuspect(_) => {}
         Event::GapDetected { origin, missing } => {
             debug!(%origin, ?missing, "gap in deltas; anti-entropy will pull them")
         }
         Event::DeltaRejected { origin, reason } => {
             // Every rejection is counted in the core's stats; the log says so at most once per
-            // origin per interval.
-            if let Some(suppressed) = reject_log.hit(Instant::now(), &origin) {
+            // delivering member per interval.
+            if let Some(suppressed) = logs.rejects.hit(Instant::now(), &member) {
                 warn!(
+                    %member,
                     %origin,
                     reason = reason.as_str(),
                     suppressed_since_last_log = suppressed,
-                    "delta rejected (logged at most once per origin every {}s)",
+                    "delta rejected (logged at most once per member every {}s)",
                     crate::ratelog::LOG_INTERVAL.as_secs()
                 )
             }
@@ -1086,6 +1248,41 @@ mod tests {
             source: std::io::Error::from_raw_os_error(30), // EROFS
         };
         assert!(e.to_string().contains("not writable"), "{e}");
+    }
+
+    #[test]
+    fn a_data_dir_that_is_a_file_is_said_plainly() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x")?;
+        let err = probe_data_dir(&file).expect_err("a file is not a data dir");
+        assert!(matches!(err, NodeError::NotADirectory(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!("data dir {} exists and is not a directory", file.display())
+        );
+        let below = file.join("peer-0");
+        let err = probe_data_dir(&below).expect_err("a file as a parent");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "data dir {} cannot be created: {} exists and is not a directory",
+                below.display(),
+                file.display()
+            )
+        );
+        #[cfg(unix)]
+        {
+            let dangling = dir.path().join("dangling");
+            std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling)?;
+            let err = probe_data_dir(&dangling).expect_err("a dangling link");
+            assert!(err.to_string().contains("is not a directory"), "{err}");
+        }
+        // A missing dir below an existing one is created, as before.
+        probe_data_dir(&dir.path().join("a/b"))?;
+        assert!(dir.path().join("a/b").is_dir());
+        check_dir_path("output dir", dir.path())?;
+        Ok(())
     }
 
     #[test]

@@ -21,18 +21,22 @@
 //!   nor waits long to push one that was lost.
 //! - **Departed members.** When the core declares a member dead or left, its connection is
 //!   closed, which fails its pending sends at once.
+//! - **Seeds.** While a peer joins, what became of each join request sent to a seed (delivered,
+//!   failed and why, certificate refused by either side) is kept in a [`SeedLog`], so the peer
+//!   can say why it is still waiting and why its join failed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 
 use crate::core::Core;
-use crate::net::Transport;
+use crate::net::tls::TlsRefusal;
+use crate::net::{NetError, Transport};
 use crate::wire::{self, MessageKind, PeerId};
 
 /// QUIC stream priority of control messages (quinn: higher is sent first).
@@ -71,6 +75,150 @@ pub struct SendOutcome {
     pub delivered: bool,
 }
 
+/// What became of the last join request sent to one seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SeedOutcome {
+    /// Still on its way.
+    Pending,
+    /// The seed's transport acknowledged it; no welcome has come (yet).
+    Delivered,
+    /// The TLS handshake failed over a certificate: the seed refused this peer's, or this peer
+    /// refused the seed's.
+    Refused(TlsRefusal),
+    /// The seed did not complete the handshake in time.
+    NoAnswer {
+        /// The connect timeout, in ms.
+        timeout_ms: u64,
+    },
+    /// The send was abandoned after the send timeout.
+    TimedOut(Duration),
+    /// The send failed for another reason (the transport's error, as text).
+    Failed(String),
+}
+
+impl SeedOutcome {
+    fn from_error(error: &NetError) -> Self {
+        if let Some(refusal) = TlsRefusal::from_net_error(error) {
+            return Self::Refused(refusal);
+        }
+        match error {
+            NetError::ConnectTimeout { timeout_ms, .. } => Self::NoAnswer {
+                timeout_ms: *timeout_ms,
+            },
+            e => Self::Failed(e.to_string()),
+        }
+    }
+}
+
+/// One seed's join requests: how many were sent, and what became of the latest finished one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeedState {
+    /// The seed's address.
+    pub addr: SocketAddr,
+    /// Join requests sent to it.
+    pub attempts: u32,
+    /// The outcome of the latest request that finished, else [`SeedOutcome::Pending`] (or
+    /// `None` before the first request).
+    pub last: Option<SeedOutcome>,
+}
+
+impl std::fmt::Display for SeedState {
+    /// One clause about the seed, e.g. "seed 127.0.0.1:7000 refused this peer's certificate
+    /// (TLS alert certificate_unknown): ...".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addr = self.addr;
+        match &self.last {
+            None => write!(f, "seed {addr} not tried yet"),
+            Some(SeedOutcome::Pending) => write!(f, "seed {addr} has not answered yet"),
+            Some(SeedOutcome::Delivered) => {
+                write!(
+                    f,
+                    "seed {addr} received the join request but sent no welcome"
+                )
+            }
+            Some(SeedOutcome::Refused(refusal)) => write!(f, "seed {addr} {refusal}"),
+            Some(SeedOutcome::NoAnswer { timeout_ms }) => write!(
+                f,
+                "seed {addr} did not answer (handshake timed out after {timeout_ms} ms)"
+            ),
+            Some(SeedOutcome::TimedOut(after)) => write!(
+                f,
+                "seed {addr} did not acknowledge the join request within {after:?}"
+            ),
+            Some(SeedOutcome::Failed(error)) => write!(f, "seed {addr}: {error}"),
+        }
+    }
+}
+
+/// What became of the join requests sent to each seed. Only the seeds given to
+/// [`SeedLog::new`] are tracked, so it never grows.
+#[derive(Debug, Default)]
+pub struct SeedLog {
+    seeds: Mutex<Vec<SeedState>>,
+}
+
+impl SeedLog {
+    /// A log of join requests to `seeds`.
+    pub fn new(seeds: &[SocketAddr]) -> Self {
+        let mut states: Vec<SeedState> = Vec::with_capacity(seeds.len());
+        for &addr in seeds {
+            if !states.iter().any(|s| s.addr == addr) {
+                states.push(SeedState {
+                    addr,
+                    attempts: 0,
+                    last: None,
+                });
+            }
+        }
+        Self {
+            seeds: Mutex::new(states),
+        }
+    }
+
+    fn update(&self, addr: SocketAddr, f: impl FnOnce(&mut SeedState)) -> bool {
+        let mut seeds = self.seeds.lock().unwrap_or_else(PoisonError::into_inner);
+        match seeds.iter_mut().find(|s| s.addr == addr) {
+            Some(state) => {
+                f(state);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records a join request sent to `addr`; false (nothing recorded) if `addr` is not a seed.
+    fn sent(&self, addr: SocketAddr) -> bool {
+        self.update(addr, |s| {
+            s.attempts = s.attempts.saturating_add(1);
+            if s.last.is_none() {
+                s.last = Some(SeedOutcome::Pending);
+            }
+        })
+    }
+
+    /// Records what became of a join request to `addr`.
+    fn finished(&self, addr: SocketAddr, outcome: SeedOutcome) {
+        self.update(addr, |s| s.last = Some(outcome));
+    }
+
+    /// Every seed's state, in the order the seeds were given.
+    pub fn states(&self) -> Vec<SeedState> {
+        self.seeds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// One clause per seed (see [`SeedState`]'s `Display`), joined by "; ". Seeds whose
+    /// certificate handshake failed come first: that is the cause to fix.
+    pub fn summary(&self) -> String {
+        let mut states = self.states();
+        states.sort_by_key(|s| !matches!(s.last, Some(SeedOutcome::Refused(_))));
+        let clauses: Vec<String> = states.iter().map(ToString::to_string).collect();
+        clauses.join("; ")
+    }
+}
+
 /// Counters of the sender, shared with its send tasks.
 #[derive(Debug, Default)]
 struct Counters {
@@ -92,6 +240,8 @@ pub struct Sender {
     outcomes: mpsc::UnboundedSender<SendOutcome>,
     /// When each destination's connection was last closed for a timed-out send.
     reconnected: Arc<std::sync::Mutex<HashMap<SocketAddr, tokio::time::Instant>>>,
+    /// What became of the join requests to each seed.
+    seeds: Arc<SeedLog>,
 }
 
 impl Sender {
@@ -112,8 +262,20 @@ impl Sender {
             counters: Arc::new(Counters::default()),
             outcomes,
             reconnected: Arc::default(),
+            seeds: Arc::default(),
         };
         (sender, rx)
+    }
+
+    /// Tracks the join requests sent to `seeds` from now on (see [`Sender::seed_log`]);
+    /// replaces any earlier log.
+    pub fn watch_seeds(&mut self, seeds: &[SocketAddr]) {
+        self.seeds = Arc::new(SeedLog::new(seeds));
+    }
+
+    /// What became of the join requests sent to the seeds given to [`Sender::watch_seeds`].
+    pub fn seed_log(&self) -> &SeedLog {
+        &self.seeds
     }
 
     /// Sends everything the core has queued. Must be called inside a tokio runtime.
@@ -164,18 +326,31 @@ impl Sender {
                 let timeout = self.send_timeout;
                 let outcomes = self.outcomes.clone();
                 let reconnected = self.reconnected.clone();
+                let seeds =
+                    (kind == MessageKind::Join && self.seeds.sent(to)).then(|| self.seeds.clone());
                 counters.in_flight.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let send = transport.send_with_priority(to, frame, priority(kind));
                     let delivered = match tokio::time::timeout(timeout, send).await {
-                        Ok(Ok(())) => true,
+                        Ok(Ok(())) => {
+                            if let Some(seeds) = &seeds {
+                                seeds.finished(to, SeedOutcome::Delivered);
+                            }
+                            true
+                        }
                         Ok(Err(e)) => {
                             debug!(%to, "send of a {kind:?} failed: {e}");
+                            if let Some(seeds) = &seeds {
+                                seeds.finished(to, SeedOutcome::from_error(&e));
+                            }
                             false
                         }
                         Err(_) => {
                             counters.timed_out.fetch_add(1, Ordering::Relaxed);
                             debug!(%to, "send of a {kind:?} abandoned after {timeout:?}");
+                            if let Some(seeds) = &seeds {
+                                seeds.finished(to, SeedOutcome::TimedOut(timeout));
+                            }
                             let now = tokio::time::Instant::now();
                             let mut last = reconnected
                                 .lock()
@@ -233,5 +408,45 @@ impl Sender {
     /// Sends abandoned after the send timeout.
     pub fn timed_out(&self) -> u64 {
         self.counters.timed_out.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_log_tracks_only_seeds_and_puts_refusals_first() {
+        let a: SocketAddr = ([127, 0, 0, 1], 7000).into();
+        let b: SocketAddr = ([127, 0, 0, 1], 7001).into();
+        let stranger: SocketAddr = ([127, 0, 0, 1], 9999).into();
+        let log = SeedLog::new(&[a, b, a]);
+        assert_eq!(
+            log.summary(),
+            "seed 127.0.0.1:7000 not tried yet; seed 127.0.0.1:7001 not tried yet"
+        );
+        assert!(!log.sent(stranger), "not a seed");
+        log.finished(stranger, SeedOutcome::Delivered);
+        assert_eq!(log.states().len(), 2);
+
+        assert!(log.sent(a) && log.sent(a) && log.sent(b));
+        log.finished(a, SeedOutcome::NoAnswer { timeout_ms: 5000 });
+        log.finished(
+            b,
+            SeedOutcome::Refused(TlsRefusal::ByRemote {
+                alert: 48,
+                reason: String::new(),
+            }),
+        );
+        assert_eq!(log.states()[0].attempts, 2);
+        assert_eq!(
+            log.summary(),
+            "seed 127.0.0.1:7001 refused this peer's certificate (TLS alert unknown_ca); \
+             seed 127.0.0.1:7000 did not answer (handshake timed out after 5000 ms)"
+        );
+        log.finished(a, SeedOutcome::Delivered);
+        assert!(log
+            .summary()
+            .ends_with("seed 127.0.0.1:7000 received the join request but sent no welcome"));
     }
 }

@@ -312,6 +312,9 @@ impl TrainLoop {
                 self.shard.gather_batch(chunk, &mut images, &mut labels);
                 let started = Instant::now();
                 let loss = trainer.train_step(&images, &labels)?;
+                // A diverged run stops here, with an error naming the learning rate, instead of
+                // publishing non-finite deltas the core would refuse one by one.
+                trainer.check_loss(progress.step + 1, loss)?;
                 step_time += started.elapsed();
                 if self.plan.slowdown > 1.0 && self.plan.slowdown.is_finite() {
                     // The whole iteration (received deltas folded in, batch, step) is stretched.
@@ -335,7 +338,7 @@ impl TrainLoop {
                         self.apply_commands(&mut trainer, &mut base)?;
                     }
                     if overdue || self.network_ready() {
-                        self.publish(&mut trainer, &mut base)?;
+                        self.publish(&mut trainer, &mut base, progress.step)?;
                         since_publish = 0;
                     }
                 }
@@ -373,7 +376,7 @@ impl TrainLoop {
         }
         self.apply_commands(&mut trainer, &mut base)?;
         if since_publish > 0 {
-            self.publish(&mut trainer, &mut base)?;
+            self.publish(&mut trainer, &mut base, progress.step)?;
         }
         progress.test_accuracy = None;
         progress.eval_snapshot = None;
@@ -422,11 +425,13 @@ impl TrainLoop {
         &mut self,
         trainer: &mut Trainer,
         base: &mut [f32],
+        step: u64,
     ) -> Result<(), model::ModelError> {
         let n = self.live.load(Ordering::SeqCst).max(1);
         let weight = 1.0 / n as f32;
         let work = trainer.work()?;
         let mut delta = model::scaled_difference(&work, base, weight)?;
+        trainer.check_finite(step, "the local update", &delta)?;
         // The quantized delta is what every peer adds, this one included; what rounding left
         // out goes into the next delta.
         self.quantizer.quantize(&mut delta);

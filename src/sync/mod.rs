@@ -355,7 +355,11 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
             move || {
                 lower_current_thread_priority(plan.low_priority);
                 let r = train_loop(&plan, &shard, &test, initial, &to_net);
-                let _ = to_net.send(ToNet::Done(r.map_err(|e| e.to_string())));
+                let _ = to_net.send(ToNet::Done(r.map_err(|e| match e {
+                    // Said as is ("training diverged ..."), without a "model:" prefix.
+                    SyncError::Model(e) => e.to_string(),
+                    e => e.to_string(),
+                })));
             }
         })
         .map_err(|e| SyncError::Trainer(format!("cannot start the thread: {e}")))?;
@@ -646,10 +650,12 @@ fn train_loop(
                    base: &[f32],
                    quantizer: &mut Quantizer,
                    round: u64,
-                   last: bool|
+                   last: bool,
+                   step: u64|
      -> Result<Vec<f32>, SyncError> {
         let (reply, answer) = std::sync::mpsc::channel();
         let work = trainer.work()?;
+        trainer.check_finite(step, "the model parameters", &work)?;
         let values = if last {
             work
         } else {
@@ -684,6 +690,7 @@ fn train_loop(
             let t0 = Instant::now();
             shard.gather_batch(chunk, &mut images, &mut labels);
             let loss = trainer.train_step(&images, &labels)?;
+            trainer.check_loss(step + 1, loss)?;
             // As in gossip: the step's wall time, batch included (no deltas to fold in here).
             let took = t0.elapsed();
             if plan.slowdown > 1.0 && plan.slowdown.is_finite() {
@@ -695,7 +702,7 @@ fn train_loop(
             loss_sum += f64::from(loss);
             loss_count += 1;
             if since >= plan.publish_every {
-                base = barrier(&mut trainer, &base, &mut quantizer, round, false)?;
+                base = barrier(&mut trainer, &base, &mut quantizer, round, false, step)?;
                 round += 1;
                 since = 0;
             }
@@ -734,7 +741,7 @@ fn train_loop(
             }
         }
     }
-    barrier(&mut trainer, &base, &mut quantizer, round, true)?;
+    barrier(&mut trainer, &base, &mut quantizer, round, true, step)?;
     Ok((step, samples))
 }
 

@@ -202,3 +202,328 @@ fn sigterm_makes_a_peer_leave_save_and_exit_zero() {
     let (_, base, _) = rumor::model::load_checkpoint(&data_dir).expect("checkpoint saved");
     assert!(!base.is_empty());
 }
+
+/// Runs `rumor args`, killed if it outlives `limit`: (success, stdout, stderr).
+fn run_bounded(args: &[&str], limit: Duration) -> (bool, String, String) {
+    use std::io::Read;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rumor");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut child = KillOnDrop(child);
+    let status = wait_exit(&mut child, limit);
+    (
+        status.success(),
+        out.join().expect("stdout reader"),
+        err.join().expect("stderr reader"),
+    )
+}
+
+/// Asserts that the run failed and that its error (the `error:` line and its `caused by:`
+/// lines) says `needle` exactly once.
+fn fails_saying_once(args: &[&str], needle: &str) -> String {
+    let (ok, _, stderr) = run_bounded(args, Duration::from_secs(120));
+    assert!(!ok, "{args:?} succeeded:\n{stderr}");
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error:") || l.trim_start().starts_with("caused by:"))
+        .collect();
+    let times = said.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(
+        times, 1,
+        "{args:?}: {needle:?} said {times} times in:\n{stderr}"
+    );
+    stderr
+}
+
+fn init_certs(dir: &Path, names: &[&str]) -> PathBuf {
+    let certs = dir.join("certs");
+    rumor::certs::init_ca(&certs, false).unwrap();
+    for name in names {
+        rumor::certs::issue(&certs, name, 2).unwrap();
+    }
+    certs
+}
+
+#[test]
+fn certs_issue_never_overwrites_the_ca_or_a_peer_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let certs_s = certs.to_str().unwrap();
+    assert!(rumor(&["certs", "init", "--dir", certs_s]).status.success());
+    let ca_pem = std::fs::read(certs.join("ca.pem")).unwrap();
+    let ca_key = std::fs::read(certs.join("ca.key")).unwrap();
+    for name in ["ca", "CA", "Ca"] {
+        let stderr = fails_saying_once(
+            &["certs", "issue", "--dir", certs_s, "--name", name],
+            "is reserved",
+        );
+        assert!(stderr.contains("ca.pem"), "{stderr}");
+        fails_saying_once(
+            &[
+                "certs", "issue", "--dir", certs_s, "--name", name, "--force",
+            ],
+            "is reserved",
+        );
+    }
+    assert_eq!(std::fs::read(certs.join("ca.pem")).unwrap(), ca_pem);
+    assert_eq!(std::fs::read(certs.join("ca.key")).unwrap(), ca_key);
+
+    let issue = ["certs", "issue", "--dir", certs_s, "--name", "peer-a"];
+    assert!(rumor(&issue).status.success());
+    let key = std::fs::read(certs.join("peer-a.key")).unwrap();
+    let stderr = fails_saying_once(&issue, "already exists (use --force to overwrite)");
+    assert!(stderr.contains("peer-a"), "{stderr}");
+    assert_eq!(std::fs::read(certs.join("peer-a.key")).unwrap(), key);
+    let mut forced = issue.to_vec();
+    forced.push("--force");
+    assert!(rumor(&forced).status.success());
+    assert_ne!(std::fs::read(certs.join("peer-a.key")).unwrap(), key);
+}
+
+#[test]
+fn a_peer_refuses_the_ca_as_its_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = init_certs(dir.path(), &[]);
+    std::fs::copy(certs.join("ca.pem"), certs.join("copy.pem")).unwrap();
+    std::fs::copy(certs.join("ca.key"), certs.join("copy.key")).unwrap();
+    let data_dir = dir.path().join("data");
+    for (name, needle) in [
+        ("ca", "peer name \"ca\" is reserved"),
+        (
+            "copy",
+            "cannot be a peer's identity: it is the cluster CA certificate itself",
+        ),
+    ] {
+        fails_saying_once(
+            &[
+                "peer",
+                "--name",
+                name,
+                "--certs",
+                certs.to_str().unwrap(),
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "--dataset",
+                "synthetic",
+            ],
+            needle,
+        );
+    }
+}
+
+#[test]
+fn a_batch_larger_than_a_shard_fails_at_start() {
+    let shard = rumor::data::SYNTHETIC_TRAIN_LEN / 2;
+    let up = |mode: &'static str| {
+        vec![
+            "up",
+            "--mode",
+            mode,
+            "--peers",
+            "2",
+            "--dataset",
+            "synthetic",
+            "--batch-size",
+            "100000",
+            "--no-tui",
+        ]
+    };
+    for mode in ["gossip", "sync"] {
+        let stderr = fails_saying_once(&up(mode), "a batch of 100000 samples is larger than");
+        assert!(
+            stderr.contains(&format!("shard 1/2 ({shard} of the")),
+            "{mode}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("at most {shard}")),
+            "{mode}: {stderr}"
+        );
+        assert!(stderr.contains("train.batch_size"), "{stderr}");
+    }
+    let stderr = fails_saying_once(
+        &up("centralized"),
+        "a batch of 100000 samples is larger than",
+    );
+    let all = rumor::data::SYNTHETIC_TRAIN_LEN;
+    assert!(
+        stderr.contains(&format!("the {all} training samples of synthetic")),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let certs = init_certs(dir.path(), &["solo"]);
+    let stderr = fails_saying_once(
+        &[
+            "peer",
+            "--name",
+            "solo",
+            "--certs",
+            certs.to_str().unwrap(),
+            "--data-dir",
+            dir.path().join("solo").to_str().unwrap(),
+            "--dataset",
+            "synthetic",
+            "--shard",
+            "2/2",
+            "--batch-size",
+            "100000",
+        ],
+        "a batch of 100000 samples is larger than",
+    );
+    assert!(stderr.contains("shard 2/2"), "{stderr}");
+}
+
+#[test]
+fn a_diverging_run_stops_with_an_error_naming_the_learning_rate() {
+    let common = [
+        "--peers",
+        "2",
+        "--dataset",
+        "synthetic",
+        "--epochs",
+        "1",
+        "--eval-every",
+        "0",
+        "--join-timeout",
+        "30s",
+        "--no-tui",
+    ];
+    for (mode, lr_flag, lr_said) in [
+        ("gossip", "--lr", "learning rate 2e9"),
+        ("sync", "--lr", "learning rate 2e9"),
+        ("centralized", "--centralized-lr", "learning rate 1e9"),
+    ] {
+        let mut args = vec!["up", "--mode", mode, lr_flag, "1e9"];
+        args.extend(common);
+        let stderr = fails_saying_once(&args, "training diverged at step");
+        assert!(stderr.contains(lr_said), "{mode}: {stderr}");
+        assert!(stderr.contains("non-finite"), "{mode}: {stderr}");
+        assert!(stderr.contains("probably too high"), "{mode}: {stderr}");
+        assert!(!stderr.contains("local delta refused"), "{mode}: {stderr}");
+        assert!(!stderr.contains("trainer: trainer"), "{mode}: {stderr}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let certs = init_certs(dir.path(), &["solo"]);
+    let stderr = fails_saying_once(
+        &[
+            "peer",
+            "--name",
+            "solo",
+            "--certs",
+            certs.to_str().unwrap(),
+            "--data-dir",
+            dir.path().join("solo").to_str().unwrap(),
+            "--dataset",
+            "synthetic",
+            "--lr",
+            "1e9",
+            "--eval-every",
+            "0",
+        ],
+        "training diverged at step",
+    );
+    assert!(stderr.contains("learning rate 1e9"), "{stderr}");
+}
+
+#[test]
+fn a_model_that_does_not_fit_the_dataset_fails_at_start() {
+    fails_saying_once(
+        &[
+            "up",
+            "--dataset",
+            "synthetic",
+            "--model",
+            "100-10",
+            "--no-tui",
+        ],
+        "model 100-10 takes 100 inputs, but dataset synthetic has 784 features per sample (28×28)",
+    );
+    fails_saying_once(
+        &[
+            "up",
+            "--dataset",
+            "synthetic",
+            "--model",
+            "784-32-5",
+            "--no-tui",
+        ],
+        "model 784-32-5 has 5 outputs, but dataset synthetic has 10 classes",
+    );
+}
+
+#[test]
+fn negative_numbers_reach_the_check_of_their_key() {
+    for cmd in ["up", "peer"] {
+        for (flag, needle) in [
+            (
+                "--batch-size",
+                "train.batch_size must be at least 1, got -1",
+            ),
+            ("--lr", "config key `train.lr`: must be a positive number"),
+            (
+                "--non-iid",
+                "config key `train.non_iid_alpha`: must be a positive number",
+            ),
+        ] {
+            let (ok, _, stderr) = run_bounded(&[cmd, flag, "-1"], Duration::from_secs(30));
+            assert!(!ok, "{cmd} {flag} -1 succeeded");
+            assert!(stderr.contains(needle), "{cmd} {flag} -1: {stderr}");
+            assert!(!stderr.contains("unexpected argument"), "{stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_data_dir_or_output_dir_that_is_a_file_is_said_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = init_certs(dir.path(), &["solo"]);
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let file_s = file.to_str().unwrap();
+    fails_saying_once(
+        &[
+            "peer",
+            "--name",
+            "solo",
+            "--certs",
+            certs.to_str().unwrap(),
+            "--data-dir",
+            file_s,
+            "--dataset",
+            "synthetic",
+        ],
+        &format!("data dir {file_s} exists and is not a directory"),
+    );
+    fails_saying_once(
+        &["up", "--dataset", "synthetic", "--no-tui", "--out", file_s],
+        &format!("output dir {file_s} exists and is not a directory"),
+    );
+    let lab = dir.path().join("lab.toml");
+    std::fs::write(
+        &lab,
+        "name = \"x\"\ntarget_accuracy = 0.5\nmodes = [\"centralized\"]\n",
+    )
+    .unwrap();
+    fails_saying_once(
+        &["lab", lab.to_str().unwrap(), "--out", file_s],
+        &format!("output dir {file_s} exists and is not a directory"),
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a directory");
+}

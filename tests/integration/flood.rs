@@ -37,7 +37,7 @@ const FLOOD: u64 = 100_000;
 const RSS_GROWTH_BOUND: u64 = 64 * 1024 * 1024;
 
 /// A child process killed when dropped.
-struct KillOnDrop(Child);
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -46,13 +46,13 @@ impl Drop for KillOnDrop {
     }
 }
 
-struct Peer {
-    name: String,
-    child: KillOnDrop,
-    metrics: String,
+pub(crate) struct Peer {
+    pub(crate) name: String,
+    pub(crate) child: KillOnDrop,
+    pub(crate) metrics: String,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -60,7 +60,25 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn_peer(dir: &Path, name: &str, shard: &str, seed: Option<&str>, min_peers: usize) -> Peer {
+pub(crate) fn spawn_peer(
+    dir: &Path,
+    name: &str,
+    shard: &str,
+    seed: Option<&str>,
+    min_peers: usize,
+) -> Peer {
+    spawn_peer_for(dir, name, shard, seed, min_peers, "40s")
+}
+
+/// [`spawn_peer`] training for `train_time` (e.g. "90s") before it drains.
+pub(crate) fn spawn_peer_for(
+    dir: &Path,
+    name: &str,
+    shard: &str,
+    seed: Option<&str>,
+    min_peers: usize,
+    train_time: &str,
+) -> Peer {
     let metrics = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(BIN);
     cmd.args(["peer", "--config"])
@@ -70,7 +88,7 @@ fn spawn_peer(dir: &Path, name: &str, shard: &str, seed: Option<&str>, min_peers
         .arg("--data-dir")
         .arg(dir.join(name))
         .args(["--shard", shard, "--dataset", "synthetic"])
-        .args(["--epochs", "1000", "--max-train-time", "40s"])
+        .args(["--epochs", "1000", "--max-train-time", train_time])
         .args(["--min-peers", &min_peers.to_string()])
         .args(["--metrics-addr", &metrics])
         .arg("--ready-file")
@@ -93,7 +111,7 @@ fn spawn_peer(dir: &Path, name: &str, shard: &str, seed: Option<&str>, min_peers
     }
 }
 
-fn setup(dir: &Path, names: &[&str]) {
+pub(crate) fn setup(dir: &Path, names: &[&str]) {
     let certs = dir.join("certs");
     rumor::certs::init_ca(&certs, false).unwrap();
     for n in names {
@@ -111,7 +129,7 @@ fn setup(dir: &Path, names: &[&str]) {
 }
 
 /// Polls `check` every 50 ms until it returns Some, or panics after `limit`.
-async fn poll_until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+pub(crate) async fn poll_until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -126,7 +144,7 @@ where
     }
 }
 
-async fn read_addr(path: PathBuf) -> String {
+pub(crate) async fn read_addr(path: PathBuf) -> String {
     poll_until(Duration::from_secs(30), "a peer's address", || {
         let path = path.clone();
         async move {
@@ -137,21 +155,21 @@ async fn read_addr(path: PathBuf) -> String {
     .await
 }
 
-async fn metrics(peer: &Peer) -> Option<HashMap<String, f64>> {
+pub(crate) async fn metrics(peer: &Peer) -> Option<HashMap<String, f64>> {
     get(&peer.metrics, "/metrics", HTTP_TIMEOUT)
         .await
         .ok()
         .map(|t| scrape(&t))
 }
 
-async fn steps(peer: &Peer) -> f64 {
+pub(crate) async fn steps(peer: &Peer) -> f64 {
     metrics(peer)
         .await
         .map_or(0.0, |m| value(&m, "rumor_train_steps_total{}"))
 }
 
 /// (VmRSS, VmHWM) of a process, in bytes.
-fn memory(pid: u32) -> Option<(u64, u64)> {
+pub(crate) fn memory(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |key: &str| -> Option<u64> {
         let line = status.lines().find(|l| l.starts_with(key))?;
@@ -161,7 +179,7 @@ fn memory(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
@@ -175,7 +193,7 @@ fn chaos_options(target: SocketAddr, kind: ChaosKind, count: u64) -> ChaosOption
 }
 
 /// Waits for a peer to exit with success; prints its last scraped rejection counters.
-async fn wait_exit(peer: &mut Peer, limit: Duration, dir: &Path) {
+pub(crate) async fn wait_exit(peer: &mut Peer, limit: Duration, dir: &Path) {
     let end = Instant::now() + limit;
     let mut last = HashMap::new();
     loop {
@@ -217,7 +235,7 @@ const FLOOD_COUNTERS: [&str; 4] = [
 
 /// Runs `body` on a 2-thread runtime while holding the heavy-test lock (a std mutex, so it is
 /// not held across an await of the test's own runtime).
-fn heavy<F: std::future::Future<Output = ()>>(body: F) {
+pub(crate) fn heavy<F: std::future::Future<Output = ()>>(body: F) {
     let _serial = crate::common::heavy_test_lock();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -45,6 +45,18 @@ async fn peer_from_another_ca_cannot_join_or_get_a_message_applied() {
         matches!(rogue_result, Err(rumor::node::NodeError::JoinTimeout(..))),
         "the rogue never joins: {rogue_result:?}"
     );
+    // The rogue trusts only its own CA, so it refuses the seed first, and says why.
+    let good_cluster = rumor::certs::cluster_name(&good[0].ca).unwrap();
+    let rogue_cluster = rumor::certs::cluster_name(&rogue[0].ca).unwrap();
+    assert_ne!(good_cluster, rogue_cluster);
+    let message = rogue_result.err().unwrap().to_string();
+    assert_eq!(
+        message,
+        format!(
+            "no seed accepted us within 3s: seed {good_addr} presented a certificate from \
+             another cluster CA, {good_cluster:?}; this cluster's CA is {rogue_cluster:?}"
+        )
+    );
 
     // It also sends a delta directly over its own transport.
     let (transport, _rx) = Transport::bind(
@@ -338,12 +350,81 @@ mod node_auth {
                 ca_dir,
                 "expired",
                 IssueOptions {
-                    client_auth: true,
                     not_after_days_ago: Some(2),
+                    ..IssueOptions::default()
                 },
             ))
         })
         .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn client_certificate_without_eku_extension_is_refused_by_a_running_peer() {
+        refused(|ca_dir| {
+            ClientCert::Identity(issue(
+                ca_dir,
+                "noeku",
+                IssueOptions {
+                    extended_key_usage: false,
+                    ..IssueOptions::default()
+                },
+            ))
+        })
+        .await;
+    }
+
+    /// A joiner that trusts the seed's CA but holds a certificate from another CA: its side of
+    /// the handshake completes, the seed refuses it, and the joiner's join error says so and
+    /// names the CA the seed saw.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn joiner_whose_certificate_the_seed_refuses_is_told_so() {
+        let peer = lonely_peer().await;
+        let ca = certs::load_identity(&peer.ca_dir, "server").unwrap().ca;
+        let other = tempfile::tempdir().unwrap();
+        let created = certs::init_cluster_ca(other.path(), false, Some("elsewhere")).unwrap();
+        assert_eq!(created.cluster, "elsewhere");
+        certs::issue(other.path(), "joiner", 30).unwrap();
+        let joiner = PeerIdentity {
+            ca: ca.clone(),
+            ..certs::load_identity(other.path(), "joiner").unwrap()
+        };
+        let home = certs::cluster_name(&ca).unwrap();
+
+        let data = dataset();
+        let mut c = test_config();
+        c.peer.name = "joiner".into();
+        c.peer.data_dir = other.path().join("data");
+        c.peer.seeds = vec![peer.addr];
+        c.peer.join_timeout = Duration::from_secs(3);
+        c.train.epochs = 1;
+        let opts =
+            peer_options(&c, Arc::new(joiner), &data, Arc::new(data.test.clone()), 2).unwrap();
+        let result = within(
+            Duration::from_secs(30),
+            "the joiner gives up",
+            PeerHandle::spawn(opts).wait(),
+        )
+        .await;
+        let message = match result {
+            Err(e @ rumor::node::NodeError::JoinTimeout(..)) => e.to_string(),
+            other => panic!("expected a join timeout: {other:?}"),
+        };
+        assert_eq!(
+            message,
+            format!(
+                "no seed accepted us within 3s: seed {} refused this peer's certificate (TLS \
+                 alert certificate_unknown): certificate from another cluster CA, \
+                 \"elsewhere\"; this cluster's CA is {home:?}",
+                peer.addr
+            )
+        );
+
+        peer.handle.request_stop();
+        let outcome = within(Duration::from_secs(30), "peer stops", peer.handle.wait())
+            .await
+            .expect("peer ends cleanly");
+        assert!(outcome.transport.handshakes_rejected >= 1);
+        assert_eq!(outcome.transport.handshakes_accepted, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,10 +435,46 @@ mod node_auth {
                 "serveronly",
                 IssueOptions {
                     client_auth: false,
-                    not_after_days_ago: None,
+                    ..IssueOptions::default()
                 },
             ))
         })
         .await;
     }
+}
+
+/// `rumor certs init` names each cluster: `--cluster NAME` or a generated `rumor-<8 hex>`, in
+/// the CA's subject and in what it prints.
+#[test]
+fn certs_init_names_each_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = |sub: &str, extra: &[&str]| {
+        let path = dir.path().join(sub);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rumor"))
+            .args(["certs", "init", "--dir"])
+            .arg(&path)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pem = std::fs::read(path.join(rumor::certs::CA_CERT_FILE)).unwrap();
+        let ca = rustls_pemfile::certs(&mut pem.as_slice())
+            .next()
+            .unwrap()
+            .unwrap();
+        let name = rumor::certs::cluster_name(&ca).unwrap();
+        (String::from_utf8_lossy(&out.stdout).into_owned(), name)
+    };
+    let (printed, name) = init("named", &["--cluster", "lab-7"]);
+    assert_eq!(name, "lab-7");
+    assert!(printed.contains("cluster lab-7"), "{printed}");
+    let (printed_a, a) = init("a", &[]);
+    let (_, b) = init("b", &[]);
+    assert_ne!(a, b, "two CAs share a name");
+    assert!(a.starts_with("rumor-") && a.len() == 14, "{a}");
+    assert!(printed_a.contains(&a), "{printed_a}");
 }

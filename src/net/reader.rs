@@ -1,0 +1,382 @@
+//! Reading one message (one unidirectional stream) under the limits a connection and a member
+//! are held to.
+//!
+//! A message is read chunk by chunk. Before a chunk is kept, its bytes are taken from two
+//! byte budgets — the connection's and its member's (every connection presenting the same
+//! certificate) — and given back once the message is queued for the core or dropped. A stream
+//! that finds a budget empty waits (QUIC flow control then holds its sender back), so a burst of
+//! legitimate messages only slows down, while a member that opens many streams and never
+//! finishes them holds at most its budgets, never more. Every stream must end (FIN) within the
+//! stream timeout of being accepted; one that does not — a never-finished message, or one
+//! trickling a byte a second — is stopped with [`CODE_TIMED_OUT`](super::CODE_TIMED_OUT) and
+//! counted. On top of that each connection has token buckets on messages/s and bytes/s.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use quinn::VarInt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{Incoming, Shared, TransportConfig, CODE_RATE_LIMITED, CODE_TIMED_OUT, CODE_TOO_LARGE};
+
+/// Largest chunk taken from a stream at once, in bytes; also the most a stream holds outside
+/// the budgets while it waits for room in them.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// A byte budget: how many bytes of unfinished messages may be held at once.
+#[derive(Clone, Debug)]
+pub(super) struct ByteBudget {
+    permits: Arc<Semaphore>,
+}
+
+impl ByteBudget {
+    /// A budget of `bytes` bytes (capped at what a semaphore can count).
+    pub(super) fn new(bytes: u64) -> Self {
+        let bytes = usize::try_from(bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(Semaphore::new(bytes)),
+        }
+    }
+
+    /// Waits until `n` bytes (at most [`CHUNK_BYTES`]) are free and takes them.
+    async fn take(&self, n: usize) {
+        // `n` is at most CHUNK_BYTES, so it fits a u32. The semaphore is never closed, so
+        // acquiring only fails if it were; then the bytes are simply not counted.
+        if let Ok(permit) = self.permits.acquire_many(n as u32).await {
+            permit.forget();
+        }
+    }
+
+    fn give_back(&self, n: usize) {
+        if n > 0 {
+            self.permits.add_permits(n);
+        }
+    }
+}
+
+/// Bytes one message holds in its connection's and member's budgets; given back on drop.
+/// Each budget's bytes are recorded as soon as they are taken, so a read cancelled while
+/// waiting for the second budget gives back what it took of the first.
+struct Held {
+    connection: ByteBudget,
+    member: ByteBudget,
+    buffered: Arc<AtomicU64>,
+    connection_bytes: usize,
+    member_bytes: usize,
+}
+
+impl Held {
+    fn new(connection: ByteBudget, member: ByteBudget, buffered: Arc<AtomicU64>) -> Self {
+        Self {
+            connection,
+            member,
+            buffered,
+            connection_bytes: 0,
+            member_bytes: 0,
+        }
+    }
+
+    async fn take(&mut self, n: usize) {
+        self.connection.take(n).await;
+        self.connection_bytes += n;
+        self.member.take(n).await;
+        self.member_bytes += n;
+        self.buffered.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.connection.give_back(self.connection_bytes);
+        self.member.give_back(self.member_bytes);
+        self.buffered
+            .fetch_sub(self.member_bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// Token buckets of one connection: messages/s and bytes/s, each with one second of burst.
+#[derive(Debug)]
+pub(super) struct RateLimiter {
+    messages: TokenBucket,
+    bytes: TokenBucket,
+}
+
+impl RateLimiter {
+    pub(super) fn new(config: &TransportConfig, now: Instant) -> Self {
+        Self {
+            messages: TokenBucket::new(f64::from(config.rate_limit_messages), now),
+            bytes: TokenBucket::new(config.rate_limit_bytes as f64, now),
+        }
+    }
+}
+
+/// A token bucket refilled at `rate` per second up to `rate` tokens (one second of burst).
+/// [`TokenBucket::take`] succeeds while the bucket is not empty and may leave it in debt, so
+/// a single large message always gets through a bucket smaller than itself.
+#[derive(Debug)]
+pub(super) struct TokenBucket {
+    /// Tokens per second; 0 means no limit.
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub(super) fn new(rate: f64, now: Instant) -> Self {
+        Self {
+            rate,
+            tokens: rate,
+            last: now,
+        }
+    }
+
+    /// Takes `n` tokens at `now` if the bucket is not empty; false if it is (nothing taken).
+    pub(super) fn take(&mut self, now: Instant, n: f64) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        if self.tokens <= 0.0 {
+            return false;
+        }
+        self.tokens -= n;
+        true
+    }
+}
+
+/// What one connection's streams share: its member, its rate limiter and its budget.
+pub(super) struct ConnectionLimits {
+    pub(super) member: Arc<str>,
+    pub(super) limiter: Mutex<RateLimiter>,
+    pub(super) budget: ByteBudget,
+    pub(super) member_budget: ByteBudget,
+}
+
+/// Reads one stream of a connection; holds one of the connection's in-flight places until
+/// the message is queued or dropped.
+pub(super) struct Reader {
+    pub(super) shared: Arc<Shared>,
+    pub(super) from: std::net::SocketAddr,
+    pub(super) limits: Arc<ConnectionLimits>,
+    pub(super) _permit: OwnedSemaphorePermit,
+}
+
+/// Why a stream's message was not read whole.
+enum ReadFailure {
+    TooLong,
+    Stream(quinn::ReadError),
+}
+
+impl Reader {
+    /// True if a message (`len` None) or `len` more bytes are within the connection's rates.
+    fn admit(&self, len: Option<usize>) -> bool {
+        let mut limiter = self
+            .limits
+            .limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        match len {
+            None => limiter.messages.take(now, 1.0) && limiter.bytes.take(now, 0.0),
+            Some(len) => limiter.bytes.take(now, len as f64),
+        }
+    }
+
+    fn rate_limited(&self, what: &str) {
+        self.shared
+            .counters
+            .messages_rate_limited
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = self.shared.member_log(&self.limits.member) {
+            tracing::warn!(
+                member = %self.limits.member,
+                from = %self.from,
+                limit = what,
+                suppressed_since_last_log = suppressed,
+                "messages over the connection's rate limit dropped (logged at most once per \
+                 member every {}s)",
+                crate::ratelog::LOG_INTERVAL.as_secs()
+            );
+        }
+    }
+
+    /// Reads the message within the stream timeout, checks the rate limits and queues it.
+    pub(super) async fn read(self, mut stream: quinn::RecvStream) {
+        let shared = self.shared.clone();
+        if !self.admit(None) {
+            self.rate_limited("messages/s");
+            // Fails only if the stream is already closed: nothing to stop.
+            let _ = stream.stop(VarInt::from_u32(CODE_RATE_LIMITED));
+            return;
+        }
+        let timeout = Duration::from_millis(shared.config.stream_timeout_ms);
+        let read = tokio::time::timeout(timeout, self.read_bounded(&mut stream)).await;
+        let member = &self.limits.member;
+        let from = self.from;
+        match read {
+            Ok(Ok((bytes, held))) => {
+                if !self.admit(Some(bytes.len())) {
+                    self.rate_limited("bytes/s");
+                    return;
+                }
+                // A closed receiver means nobody listens any more; the message is dropped.
+                let _ = shared
+                    .incoming
+                    .send(Incoming {
+                        from,
+                        member: member.clone(),
+                        bytes,
+                    })
+                    .await;
+                drop(held);
+            }
+            Ok(Err(ReadFailure::TooLong)) => {
+                shared
+                    .counters
+                    .oversize_messages
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = shared.member_log(member) {
+                    tracing::warn!(
+                        %member,
+                        %from,
+                        limit = shared.config.max_message_bytes,
+                        suppressed_since_last_log = suppressed,
+                        "oversize message dropped (logged at most once per member every {}s)",
+                        crate::ratelog::LOG_INTERVAL.as_secs()
+                    );
+                }
+                // Fails only if the stream is already closed: nothing to stop.
+                let _ = stream.stop(VarInt::from_u32(CODE_TOO_LARGE));
+            }
+            Ok(Err(ReadFailure::Stream(error))) => {
+                tracing::debug!(%member, %from, %error, "stream failed");
+            }
+            Err(_) => {
+                shared
+                    .counters
+                    .streams_timed_out
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = shared.member_log(member) {
+                    tracing::warn!(
+                        %member,
+                        %from,
+                        timeout_ms = shared.config.stream_timeout_ms,
+                        suppressed_since_last_log = suppressed,
+                        "message not finished within the stream timeout, dropped (logged at \
+                         most once per member every {}s)",
+                        crate::ratelog::LOG_INTERVAL.as_secs()
+                    );
+                }
+                // Fails only if the stream is already closed: nothing to stop.
+                let _ = stream.stop(VarInt::from_u32(CODE_TIMED_OUT));
+            }
+        }
+    }
+
+    /// Reads the stream to its end, taking every kept byte from the budgets first.
+    async fn read_bounded(
+        &self,
+        stream: &mut quinn::RecvStream,
+    ) -> Result<(Vec<u8>, Held), ReadFailure> {
+        let max = self.shared.config.max_message_bytes;
+        let mut held = Held::new(
+            self.limits.budget.clone(),
+            self.limits.member_budget.clone(),
+            self.shared.counters.buffered_bytes.clone(),
+        );
+        // Chunks are kept as quinn handed them over and joined once the message is whole, so
+        // an unfinished message holds what it received, not a doubling buffer.
+        let mut chunks = Vec::new();
+        let mut total = 0usize;
+        loop {
+            match stream.read_chunk(CHUNK_BYTES, true).await {
+                Ok(Some(chunk)) => {
+                    if total + chunk.bytes.len() > max {
+                        return Err(ReadFailure::TooLong);
+                    }
+                    // While it waits for room in a budget, the stream is still watched: a
+                    // sender that gives up (reset) or a lost connection frees its bytes now,
+                    // not at the stream timeout.
+                    let n = chunk.bytes.len();
+                    tokio::select! {
+                        () = held.take(n) => {}
+                        reset = stream.received_reset() => match reset {
+                            // Finished, with every byte received: only the budget is awaited.
+                            Ok(None) => held.take(n).await,
+                            Ok(Some(code)) => {
+                                return Err(ReadFailure::Stream(quinn::ReadError::Reset(code)))
+                            }
+                            Err(quinn::ResetError::ConnectionLost(e)) => {
+                                return Err(ReadFailure::Stream(quinn::ReadError::ConnectionLost(e)))
+                            }
+                            Err(quinn::ResetError::ZeroRttRejected) => {
+                                return Err(ReadFailure::Stream(quinn::ReadError::ZeroRttRejected))
+                            }
+                        },
+                    }
+                    total += n;
+                    chunks.push(chunk.bytes);
+                }
+                Ok(None) => {
+                    let mut bytes = Vec::with_capacity(total);
+                    for chunk in &chunks {
+                        bytes.extend_from_slice(chunk);
+                    }
+                    return Ok((bytes, held));
+                }
+                Err(error) => return Err(ReadFailure::Stream(error)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_allows_one_second_of_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(10.0, t0);
+        assert_eq!((0..20).filter(|_| bucket.take(t0, 1.0)).count(), 10);
+        let later = t0 + Duration::from_millis(500);
+        assert_eq!((0..20).filter(|_| bucket.take(later, 1.0)).count(), 5);
+        // Debt: one large take passes while the bucket is not empty, then nothing for a while.
+        let mut bytes = TokenBucket::new(100.0, t0);
+        assert!(bytes.take(t0, 1000.0));
+        assert!(!bytes.take(t0 + Duration::from_secs(5), 1.0));
+        assert!(bytes.take(t0 + Duration::from_secs(11), 1.0));
+        let mut off = TokenBucket::new(0.0, t0);
+        assert!((0..1000).all(|_| off.take(t0, 1e9)));
+        // Zero tokens only asks whether the bucket is empty.
+        let mut empty = TokenBucket::new(100.0, t0);
+        assert!(empty.take(t0, 100.0));
+        assert!(!empty.take(t0, 0.0));
+    }
+
+    #[tokio::test]
+    async fn a_byte_budget_makes_the_next_taker_wait_until_bytes_are_given_back() {
+        let budget = ByteBudget::new(100);
+        let member = ByteBudget::new(1000);
+        let buffered = Arc::new(AtomicU64::new(0));
+        let mut first = Held::new(budget.clone(), member.clone(), buffered.clone());
+        first.take(80).await;
+        assert_eq!(buffered.load(Ordering::Relaxed), 80);
+        let mut second = Held::new(budget.clone(), member, buffered.clone());
+        let waiting = tokio::time::timeout(Duration::from_millis(50), second.take(30)).await;
+        assert!(waiting.is_err(), "only 20 bytes were free");
+        drop(first);
+        assert_eq!(buffered.load(Ordering::Relaxed), 0);
+        tokio::time::timeout(Duration::from_secs(5), second.take(30))
+            .await
+            .expect("the bytes came back");
+        drop(second);
+        assert_eq!(buffered.load(Ordering::Relaxed), 0);
+        assert_eq!(budget.permits.available_permits(), 100);
+    }
+}
