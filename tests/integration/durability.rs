@@ -323,11 +323,15 @@ async fn data_dir_under_a_regular_file_is_a_clear_error_at_start() {
     )
     .await;
     match result {
-        Err(e @ NodeError::DataDir { .. }) => {
+        Err(e @ NodeError::NotADirectory(_)) => {
             let text = e.to_string();
             assert!(
                 text.contains(&file.join("sub").display().to_string()),
                 "{text}"
+            );
+            assert!(
+                text.contains(&format!("{} exists and is not a directory", file.display())),
+                "the message names the file in the way: {text}"
             );
             eprintln!("{text}");
         }
