@@ -16,7 +16,7 @@
 //! connections the target opens to it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quinn::{Connection, Endpoint, SendStream, VarInt};
 use tokio::sync::Mutex;
@@ -42,13 +42,16 @@ pub(crate) enum Outcome {
     Failed,
 }
 
-/// The connection, or the knowledge that it is gone for good.
+/// The connection, or when the last attempt to reconnect failed.
 enum State {
     Up(Connection),
-    Down,
+    Down(Instant),
 }
 
-/// One QUIC endpoint and its connection to the target, reconnected once if lost.
+/// After a failed reconnect, sends fail at once for this long before the next attempt.
+const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// One QUIC endpoint and its connection to the target, reconnected when lost.
 pub(crate) struct Link {
     endpoint: Endpoint,
     local: SocketAddr,
@@ -103,7 +106,7 @@ impl Link {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             read_limit,
             verdict_wait,
-            state: Mutex::new(State::Down),
+            state: Mutex::new(State::Down(Instant::now())),
         };
         let conn = link.open_connection().await?;
         *link.state.lock().await = State::Up(conn);
@@ -130,15 +133,16 @@ impl Link {
         Ok(conn)
     }
 
-    /// The live connection; one new attempt when it was lost (`None` after that fails).
+    /// The live connection; a new attempt when it was lost (the target may close it, e.g.
+    /// when it declares chaos's address dead), at most one per [`RECONNECT_BACKOFF`] after a
+    /// failed one (`None` meanwhile).
     async fn connection(&self) -> Option<Connection> {
         let mut state = self.state.lock().await;
-        if let State::Up(conn) = &*state {
-            if conn.close_reason().is_none() {
-                return Some(conn.clone());
-            }
-        } else {
-            return None;
+        match &*state {
+            State::Up(conn) if conn.close_reason().is_none() => return Some(conn.clone()),
+            State::Up(_) => {}
+            State::Down(since) if since.elapsed() < RECONNECT_BACKOFF => return None,
+            State::Down(_) => {}
         }
         match self.open_connection().await {
             Ok(conn) => {
@@ -147,7 +151,7 @@ impl Link {
             }
             Err(e) => {
                 tracing::warn!(target = %self.target, "chaos: cannot reconnect: {e}");
-                *state = State::Down;
+                *state = State::Down(Instant::now());
                 None
             }
         }

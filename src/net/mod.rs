@@ -612,6 +612,7 @@ async fn drive_connection(
     lease: member::MemberLease,
 ) {
     let limits = Arc::new(reader::ConnectionLimits {
+        connection: conn.clone(),
         member,
         limiter: Mutex::new(reader::RateLimiter::new(&shared.config, Instant::now())),
         budget: reader::ByteBudget::new(
@@ -627,8 +628,14 @@ async fn drive_connection(
     ));
     loop {
         // A stream is accepted only while the connection has a free in-flight place; until
-        // then the sender's further streams wait in QUIC flow control.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+        // then the sender's further streams wait in QUIC flow control. A close is noticed
+        // while waiting, so a closed connection gives its member's place back at once even
+        // when its readers still wait for room in the incoming channel.
+        let permit = tokio::select! {
+            permit = in_flight.clone().acquire_owned() => permit,
+            _ = conn.closed() => break,
+        };
+        let Ok(permit) = permit else {
             break;
         };
         match conn.accept_uni().await {

@@ -151,6 +151,7 @@ impl TokenBucket {
 
 /// What one connection's streams share: its member, its rate limiter and its budget.
 pub(super) struct ConnectionLimits {
+    pub(super) connection: quinn::Connection,
     pub(super) member: Arc<str>,
     pub(super) limiter: Mutex<RateLimiter>,
     pub(super) budget: ByteBudget,
@@ -299,25 +300,16 @@ impl Reader {
                     if total + chunk.bytes.len() > max {
                         return Err(ReadFailure::TooLong);
                     }
-                    // While it waits for room in a budget, the stream is still watched: a
-                    // sender that gives up (reset) or a lost connection frees its bytes now,
-                    // not at the stream timeout.
+                    // While it waits for room in a budget, the connection is still watched: a
+                    // lost connection frees the stream's bytes now, not at the stream timeout.
+                    // (A reset of this stream alone is seen at the next read or the timeout;
+                    // quinn's `received_reset` must not be awaited beside reads.)
                     let n = chunk.bytes.len();
                     tokio::select! {
                         () = held.take(n) => {}
-                        reset = stream.received_reset() => match reset {
-                            // Finished, with every byte received: only the budget is awaited.
-                            Ok(None) => held.take(n).await,
-                            Ok(Some(code)) => {
-                                return Err(ReadFailure::Stream(quinn::ReadError::Reset(code)))
-                            }
-                            Err(quinn::ResetError::ConnectionLost(e)) => {
-                                return Err(ReadFailure::Stream(quinn::ReadError::ConnectionLost(e)))
-                            }
-                            Err(quinn::ResetError::ZeroRttRejected) => {
-                                return Err(ReadFailure::Stream(quinn::ReadError::ZeroRttRejected))
-                            }
-                        },
+                        error = self.limits.connection.closed() => {
+                            return Err(ReadFailure::Stream(quinn::ReadError::ConnectionLost(error)))
+                        }
                     }
                     total += n;
                     chunks.push(chunk.bytes);
