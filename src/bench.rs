@@ -120,7 +120,7 @@ pub async fn membership(
     .await?;
 
     let mut false_positive_pairs = std::collections::HashSet::new();
-    let mut note_dead = |rows: &[PeerStatus], victim: Option<uuid::Uuid>| {
+    let mut note_dead = |rows: &[PeerStatus], victim: Option<rumor_proto::PeerId>| {
         for r in rows {
             for m in &r.members {
                 if m.status == "dead" && Some(m.peer_id) != victim {

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::swim::SwimConfig;
-use crate::core::CoreConfig;
 use crate::data::{DatasetSpec, Partition, ShardSpec};
 use crate::model::ModelSpec;
 use crate::net::TransportConfig;
+use rumor_proto::core::swim::SwimConfig;
+use rumor_proto::core::CoreConfig;
 
 /// Why a configuration could not be loaded or is not valid.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! Fuzz target `decode`: arbitrary bytes through `rumor::wire::decode`, and every frame that
+//! Fuzz target `decode`: arbitrary bytes through `rumor_proto::wire::decode`, and every frame that
 //! decodes through `Envelope::validate` and a small `Core`'s message handler (`handle_bytes`),
 //! followed by a timer tick. Nothing may panic; a frame that does not decode must be counted as a
 //! decode error by the core.
@@ -8,16 +8,16 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use rumor::core::{Core, CoreConfig, LocalPeer};
-use rumor::wire::{self, Envelope, Lifecycle, MemberRecord, MemberStatus, MembershipView, Payload};
-use uuid::Uuid;
+use rumor_proto::core::{Core, CoreConfig, LocalPeer};
+use rumor_proto::wire::{self, Envelope, Lifecycle, MemberRecord, MemberStatus, MembershipView, Payload};
+use rumor_proto::PeerId;
 
 /// Parameters of the fuzzed core's model (the seed corpus in `fuzz/seeds/` uses the same).
 const P: usize = 16;
 
 fn peer(n: u128) -> LocalPeer {
     LocalPeer {
-        id: Uuid::from_u128(n),
+        id: PeerId::from_u128(n),
         name: format!("p{n}"),
         addr: SocketAddr::from(([127, 0, 0, 1], 7000 + n as u16)),
     }
@@ -45,7 +45,7 @@ fn core(now: Instant) -> Core {
     };
     let mut core = Core::new(config, peer(1), vec![0.0; P], vec![], 7, now);
     let view = Envelope {
-        id: Uuid::from_u128(99),
+        id: PeerId::from_u128(99),
         origin: peer(2).id,
         origin_addr: peer(2).addr,
         version: 1,

@@ -41,8 +41,9 @@ use uuid::Uuid;
 
 use crate::certs::PeerIdentity;
 use crate::net::{NetError, TransportConfig, CODE_RATE_LIMITED, CODE_TOO_LARGE};
-use crate::wire::{self, DeltaPayload, Envelope, MembershipView, Payload};
 use link::{Link, Outcome};
+use rumor_proto::wire::{self, DeltaPayload, Envelope, MembershipView, Payload};
+use rumor_proto::{MessageId, PeerId};
 use target::TargetCounts;
 
 /// How long an oversized frame, written whole, waits for the target to stop its stream before
@@ -219,10 +220,10 @@ struct Generator {
 impl Generator {
     fn new(options: &ChaosOptions, local: SocketAddr) -> Self {
         let mut rng = run_rng(options.kind, options.rng_seed);
-        let origin = random_uuid(&mut rng);
+        let origin = PeerId::from_uuid(random_uuid(&mut rng));
         let fixed = match options.kind {
             ChaosKind::Flood => Envelope {
-                id: random_uuid(&mut rng),
+                id: MessageId::from_uuid(random_uuid(&mut rng)),
                 origin,
                 origin_addr: local,
                 version: 1,
@@ -257,7 +258,7 @@ impl Generator {
     }
 
     fn fresh_delta(&mut self, version: u64, values: Vec<f32>) -> Result<Vec<u8>, ChaosError> {
-        let origin = random_uuid(&mut self.rng);
+        let origin = PeerId::from_uuid(random_uuid(&mut self.rng));
         let env = delta_envelope(&mut self.rng, origin, self.local, version, values);
         Ok(self.encode(&env)?)
     }
@@ -279,7 +280,7 @@ impl Generator {
             ChaosKind::Duplicate => self.encode(&self.fixed)?,
             ChaosKind::Replay => {
                 let mut env = self.fixed.clone();
-                env.id = random_uuid(&mut self.rng);
+                env.id = MessageId::from_uuid(random_uuid(&mut self.rng));
                 self.encode(&env)?
             }
             ChaosKind::Nan => {
@@ -323,13 +324,13 @@ fn random_uuid(rng: &mut ChaCha8Rng) -> Uuid {
 
 fn delta_envelope(
     rng: &mut ChaCha8Rng,
-    origin: Uuid,
+    origin: PeerId,
     origin_addr: SocketAddr,
     version: u64,
     values: Vec<f32>,
 ) -> Envelope {
     Envelope {
-        id: random_uuid(rng),
+        id: MessageId::from_uuid(random_uuid(rng)),
         origin,
         origin_addr,
         version,
@@ -455,7 +456,7 @@ pub async fn run_chaos(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{DecodeError, Limits};
+    use rumor_proto::wire::{DecodeError, Limits};
     use std::collections::HashMap;
 
     fn options(kind: ChaosKind) -> ChaosOptions {
@@ -520,7 +521,7 @@ mod tests {
     }
 
     /// The envelopes (id, origin) of the first `n` messages of one run.
-    fn envelopes(kind: ChaosKind, seed: Option<u64>, n: u64) -> Vec<(Uuid, Uuid)> {
+    fn envelopes(kind: ChaosKind, seed: Option<u64>, n: u64) -> Vec<(MessageId, PeerId)> {
         let o = ChaosOptions {
             rng_seed: seed,
             ..options(kind)
@@ -572,7 +573,7 @@ mod tests {
                 "{kind:?} differs by seed"
             );
             for (id, origin) in run {
-                for u in [id, origin] {
+                for u in [*id.as_uuid(), *origin.as_uuid()] {
                     if let Some(other) = seen.insert(u, kind) {
                         assert_eq!(other, kind, "{kind:?} shares {u} with {other:?}");
                     }

@@ -10,24 +10,24 @@
 //! - [`mlp`]: the [`Mlp`], the local [`Trainer`] (candle `Var`s + AdamW) and [`evaluate`].
 //! - [`flat`]: [`axpy`], [`scaled_difference`], [`l2_norm`], [`all_finite`],
 //!   [`consensus_distance`].
-//! - [`compress`]: delta quantization with error feedback ([`Quantizer`]) and the lossless
-//!   compact wire form of flat vectors ([`CompactValues`]).
+//! - [`Quantizer`], [`CompactValues`], [`Compression`]: re-exported from `rumor_proto::compact`
+//!   (delta quantization with error feedback and the lossless compact wire form), which the wire
+//!   codec needs without candle.
 //! - [`checkpoint`]: [`save_checkpoint`] / [`load_checkpoint`] (safetensors + JSON sidecar).
 //!
 //! Everything runs on candle's CPU device. Call [`set_compute_threads`] once at process start.
 
 pub mod checkpoint;
-pub mod compress;
 mod error;
 pub mod flat;
 pub mod mlp;
 pub mod spec;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint};
-pub use compress::{CompactValues, Compression, Quantizer};
 pub use error::ModelError;
 pub use flat::{all_finite, axpy, consensus_distance, l2_norm, scaled_difference};
 pub use mlp::{evaluate, Mlp, Trainer};
+pub use rumor_proto::compact::{CompactValues, Compression, Quantizer};
 pub use spec::{init_params, ModelSpec, ParamEntry, ParamLayout};
 
 /// Limits candle's CPU compute threads for this process to `n` (at least 1).

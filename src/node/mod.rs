@@ -18,14 +18,14 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::certs::PeerIdentity;
-use crate::core::version_vector::VersionVector;
-use crate::core::{Core, CoreConfig, CoreStats, Event, LocalPeer, RestoredState};
 use crate::data::Dataset;
 use crate::model::{self, ModelSpec};
 use crate::net::{Transport, TransportConfig};
 use crate::ratelog::RateLimitedLog;
-use crate::wire::{Lifecycle, PeerId};
 use observe::{Observer, Observers};
+use rumor_proto::core::{Core, CoreConfig, CoreStats, Event, LocalPeer, RestoredState};
+use rumor_proto::version_vector::VersionVector;
+use rumor_proto::wire::{Lifecycle, PeerId};
 use sender::Sender;
 use trainer::{FromTrainer, ToTrainer, TrainPlan, TrainProgress, TrainerHandle};
 
@@ -400,7 +400,7 @@ pub fn load_or_create_peer_id(data_dir: &Path) -> Result<PeerId, NodeError> {
             .parse()
             .map_err(|_| NodeError::BadPeerId(path.clone())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = uuid::Uuid::now_v7();
+            let id = PeerId::from_uuid(uuid::Uuid::now_v7());
             write_atomic(&path, id.to_string().as_bytes())?;
             Ok(id)
         }
@@ -900,7 +900,7 @@ pub async fn run_peer_observed(
             // A member that left closes its own connections once its last messages are out
             // (its Leave can overtake its last delta, so closing here could cut that delta off).
             if let Event::MemberDown(m) = &event {
-                if m.status == crate::wire::MemberStatus::Dead {
+                if m.status == rumor_proto::wire::MemberStatus::Dead {
                     sender.forget(m.addr);
                 }
             }
@@ -1106,11 +1106,11 @@ fn publish_local(
     values: Vec<f32>,
     step: u64,
     lr: f64,
-    log: &mut RateLimitedLog<crate::core::RejectReason>,
+    log: &mut RateLimitedLog<rumor_proto::core::RejectReason>,
 ) -> Result<(), NodeError> {
     match core.publish(Instant::now(), weight, values) {
         Ok(_) => Ok(()),
-        Err(crate::core::RejectReason::NonFinite) => {
+        Err(rumor_proto::core::RejectReason::NonFinite) => {
             Err(NodeError::Model(model::ModelError::Diverged {
                 step,
                 what: "a local delta",

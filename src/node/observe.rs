@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::core::{Core, CoreStats, Event};
 use crate::metrics::{
     EventKind, EventLog, Histogram, MemberView, OriginView, PeerView, StatusSnapshot,
 };
 use crate::net::Transport;
-use crate::wire::{Lifecycle, PeerId};
+use rumor_proto::core::{Core, CoreStats, Event};
+use rumor_proto::wire::{Lifecycle, PeerId};
 
 use super::trainer::TrainProgress;
 use super::PeerStatus;

@@ -34,10 +34,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 
-use crate::core::Core;
 use crate::net::tls::TlsRefusal;
 use crate::net::{NetError, Transport};
-use crate::wire::{self, MessageKind, PeerId};
+use rumor_proto::core::Core;
+use rumor_proto::wire::{self, MessageKind, PeerId};
 
 /// QUIC stream priority of control messages (quinn: higher is sent first).
 const PRIORITY_CONTROL: i32 = 2;

@@ -310,8 +310,8 @@ async fn unfinished_streams() {
         .unwrap();
     // A frame header announcing 2^32 - 16 body bytes.
     let mut header = Vec::new();
-    header.extend_from_slice(&rumor::wire::MAGIC);
-    header.push(rumor::wire::PROTOCOL_VERSION);
+    header.extend_from_slice(&rumor_proto::wire::MAGIC);
+    header.push(rumor_proto::wire::PROTOCOL_VERSION);
     header.extend_from_slice(&(u32::MAX - 15).to_be_bytes());
     let body = vec![0x5au8; HOG_LARGE_BYTES];
     let mut writers = tokio::task::JoinSet::new();

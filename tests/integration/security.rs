@@ -7,7 +7,7 @@ use std::time::Duration;
 use rumor::net::{Transport, TransportConfig};
 use rumor::node::PeerHandle;
 use rumor::run::peer_options;
-use rumor::wire::{self, DeltaPayload, Envelope, Payload};
+use rumor_proto::wire::{self, DeltaPayload, Envelope, Payload};
 
 use crate::common::{dataset, identities, test_config, within};
 
@@ -67,8 +67,8 @@ async fn peer_from_another_ca_cannot_join_or_get_a_message_applied() {
     .await
     .unwrap();
     let envelope = Envelope {
-        id: uuid::Uuid::new_v4(),
-        origin: uuid::Uuid::new_v4(),
+        id: rumor_proto::MessageId::from_uuid(uuid::Uuid::new_v4()),
+        origin: rumor_proto::PeerId::random(),
         origin_addr: transport.local_addr(),
         version: 1,
         ttl: 1,
@@ -118,7 +118,7 @@ mod node_auth {
     use rumor::net::{tls::ALPN, Transport, TransportConfig};
     use rumor::node::PeerHandle;
     use rumor::run::peer_options;
-    use rumor::wire::{self, Envelope, Payload, Probe};
+    use rumor_proto::wire::{self, Envelope, Payload, Probe};
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
     use crate::common::{dataset, identities, test_config, within};
@@ -193,8 +193,8 @@ mod node_auth {
     /// A well-formed frame the core would handle if it ever got it.
     fn ping_frame(from: SocketAddr) -> Vec<u8> {
         let envelope = Envelope {
-            id: uuid::Uuid::new_v4(),
-            origin: uuid::Uuid::new_v4(),
+            id: rumor_proto::MessageId::from_uuid(uuid::Uuid::new_v4()),
+            origin: rumor_proto::PeerId::random(),
             origin_addr: from,
             version: 1,
             ttl: 1,

@@ -14,7 +14,6 @@ pub mod delta_log;
 pub mod membership;
 pub mod seen;
 pub mod swim;
-pub mod version_vector;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -22,12 +21,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::id::MessageId;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use uuid::Uuid;
 
+use crate::version_vector::VersionVector;
 use crate::wire::{
     self, DeltaPayload, Digest, Envelope, JoinRequest, LeaveNotice, Lifecycle, MemberRecord,
     MemberStatus, MembershipView, MessageKind, Payload, PeerId, PingRequest, Probe, Snapshot,
@@ -37,7 +37,6 @@ use delta_log::{DeltaLog, LoggedDelta};
 use membership::{Membership, MergeOutcome};
 use seen::SeenCache;
 use swim::{PendingProbe, Relay, Suspicion, SwimConfig, SwimState};
-use version_vector::VersionVector;
 
 /// Most membership records piggybacked on one probe or gossip message.
 const MAX_PIGGYBACK: usize = 8;
@@ -463,7 +462,7 @@ impl Core {
             // Mixing in the peer id keeps envelope ids distinct across peers that were given
             // the same seed, while a run stays a pure function of (seed, peer id).
             rng: ChaCha8Rng::seed_from_u64({
-                let id = me.id.as_u128();
+                let id = me.id.as_uuid().as_u128();
                 rng_seed ^ (id as u64) ^ ((id >> 64) as u64).rotate_left(17)
             }),
             lifecycle: Lifecycle::Joining,
@@ -1802,8 +1801,10 @@ impl Core {
         candidates
     }
 
-    fn new_id(&mut self) -> Uuid {
-        uuid::Builder::from_random_bytes(rand::Rng::gen(&mut self.rng)).into_uuid()
+    fn new_id(&mut self) -> MessageId {
+        MessageId::from_uuid(
+            uuid::Builder::from_random_bytes(rand::Rng::gen(&mut self.rng)).into_uuid(),
+        )
     }
 
     fn envelope(&mut self, version: u64, ttl: u8, payload: Payload) -> Envelope {
@@ -1836,7 +1837,7 @@ impl Core {
         self.transmits.push_back(Transmit { to, envelope });
     }
 
-    fn seen_own(&mut self, id: Uuid) {
+    fn seen_own(&mut self, id: MessageId) {
         self.seen.insert(self.now, id);
     }
 }

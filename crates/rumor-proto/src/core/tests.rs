@@ -6,6 +6,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
+use crate::id::PeerId;
 use crate::sim::{NetModel, Sim};
 
 const P: usize = 16;
@@ -19,7 +20,7 @@ fn config() -> CoreConfig {
 
 fn peer(n: u128) -> LocalPeer {
     LocalPeer {
-        id: Uuid::from_u128(n),
+        id: PeerId::from_u128(n),
         name: format!("p{n}"),
         addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(),
     }
@@ -28,7 +29,7 @@ fn peer(n: u128) -> LocalPeer {
 fn delta_envelope(origin: u128, version: u64, ttl: u8, value: f32) -> Envelope {
     let o = peer(origin);
     Envelope {
-        id: Uuid::new_v4(),
+        id: MessageId::from_uuid(uuid::Uuid::new_v4()),
         origin: o.id,
         origin_addr: o.addr,
         version,
@@ -58,7 +59,7 @@ fn member(n: u128) -> MemberRecord {
 /// A one-hop membership view (no push-pull) from peer `sender`, carrying `members`.
 fn view_from(sender: u128, version: u64, members: Vec<MemberRecord>) -> Envelope {
     Envelope {
-        id: Uuid::new_v4(),
+        id: MessageId::from_uuid(uuid::Uuid::new_v4()),
         origin: peer(sender).id,
         origin_addr: peer(sender).addr,
         version,
@@ -177,7 +178,7 @@ fn bad_deltas_are_rejected_and_counted() {
         values: vec![1.0; P + 1].into(),
     });
     let mut nan = delta_envelope(2, 2, 1, f32::NAN);
-    nan.id = Uuid::new_v4();
+    nan.id = MessageId::from_uuid(uuid::Uuid::new_v4());
     let mut weight = delta_envelope(2, 3, 1, 1.0);
     weight.payload = Payload::Delta(DeltaPayload {
         weight: 1.5,
@@ -301,7 +302,7 @@ fn snapshot_install_reapplies_deltas_it_lacks() {
     applied.insert(peer(2).id, 1);
     applied.insert(peer(2).id, 2);
     let snap = Envelope {
-        id: Uuid::new_v4(),
+        id: MessageId::from_uuid(uuid::Uuid::new_v4()),
         origin: peer(2).id,
         origin_addr: peer(2).addr,
         version: 0,
@@ -500,7 +501,7 @@ fn sample_frames() -> Vec<Vec<u8>> {
         .into_iter()
         .map(|payload| {
             let env = Envelope {
-                id: Uuid::new_v4(),
+                id: MessageId::from_uuid(uuid::Uuid::new_v4()),
                 origin: p.id,
                 origin_addr: p.addr,
                 version: 1,
@@ -688,7 +689,7 @@ fn deltas_pushed_to(core: &mut Core, to: SocketAddr) -> Vec<(PeerId, u64)> {
 /// An empty digest from peer 2: it lacks everything.
 fn empty_digest_from_2() -> Envelope {
     Envelope {
-        id: Uuid::new_v4(),
+        id: MessageId::from_uuid(uuid::Uuid::new_v4()),
         origin: peer(2).id,
         origin_addr: peer(2).addr,
         version: 0,
@@ -736,7 +737,7 @@ fn anti_entropy_respects_send_outcomes() {
 #[test]
 fn fuzz_smoke_seed_corpus_and_mutations() {
     use rand::{Rng, SeedableRng};
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
     let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::PeerId;
+use crate::id::PeerId;
 
 /// The versions of one origin that are present.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,7 +243,7 @@ impl VersionVector {
             }
         };
         for (origin, entry) in &self.entries {
-            eat(origin.as_bytes());
+            eat(origin.as_uuid().as_bytes());
             eat(&entry.contiguous.to_le_bytes());
             for v in &entry.exceptions {
                 eat(&v.to_le_bytes());
@@ -265,11 +265,10 @@ impl VersionVector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uuid::Uuid;
 
     #[test]
     fn out_of_order_inserts_close_the_gap() {
-        let a = Uuid::from_u128(1);
+        let a = PeerId::from_u128(1);
         let mut vv = VersionVector::new();
         assert!(vv.insert(a, 1));
         assert!(vv.insert(a, 3));
@@ -284,7 +283,7 @@ mod tests {
 
     #[test]
     fn difference_and_subset() {
-        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let (a, b) = (PeerId::from_u128(1), PeerId::from_u128(2));
         let mut x = VersionVector::new();
         let mut y = VersionVector::new();
         for v in 1..=5 {
@@ -303,7 +302,7 @@ mod tests {
 
     #[test]
     fn normalize_repairs_decoded_entries() {
-        let a = Uuid::from_u128(1);
+        let a = PeerId::from_u128(1);
         let mut vv = VersionVector::new();
         vv.entries.insert(
             a,

@@ -14,13 +14,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::version_vector::VersionVector;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
-use crate::core::version_vector::VersionVector;
 
 /// A peer's identity: a UUID created once and stored in the peer's data dir.
-pub type PeerId = Uuid;
+pub use crate::id::{MessageId, PeerId};
 
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"RMOR";
@@ -43,7 +41,7 @@ pub const MAX_VECTOR_EXCEPTIONS: usize = 65_536;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Unique per message; a receiver drops an id it has seen (dedup).
-    pub id: Uuid,
+    pub id: MessageId,
     /// The peer that created the message.
     pub origin: PeerId,
     /// Where the origin listens.
@@ -163,8 +161,8 @@ pub struct DeltaPayload {
     /// The weight `w = 1/n` the sender scaled its local progress by, in (0, 1].
     pub weight: f32,
     /// The delta, already scaled by `weight`. On the wire in its densest exact form
-    /// ([`crate::model::CompactValues`]: int8 blocks, bf16 or f32), decoded bit for bit.
-    #[serde(with = "crate::model::compress::compact_serde")]
+    /// ([`crate::compact::CompactValues`]: int8 blocks, bf16 or f32), decoded bit for bit.
+    #[serde(with = "crate::compact::compact_serde")]
     pub values: Arc<[f32]>,
 }
 
@@ -555,8 +553,8 @@ mod tests {
 
     fn sample(payload: Payload) -> Envelope {
         Envelope {
-            id: Uuid::from_u128(7),
-            origin: Uuid::from_u128(1),
+            id: MessageId::from_u128(7),
+            origin: PeerId::from_u128(1),
             origin_addr: "127.0.0.1:7000".parse().unwrap(),
             version: 3,
             ttl: 2,

@@ -7,15 +7,15 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use uuid::Uuid;
+use crate::id::MessageId;
 
 /// Ids seen within the retention window, at most `capacity` of them.
 #[derive(Debug)]
 pub struct SeenCache {
     retention: Duration,
     capacity: usize,
-    ids: HashSet<Uuid>,
-    order: VecDeque<(Instant, Uuid)>,
+    ids: HashSet<MessageId>,
+    order: VecDeque<(Instant, MessageId)>,
 }
 
 impl SeenCache {
@@ -30,7 +30,7 @@ impl SeenCache {
     }
 
     /// Records `id` at `now`; returns false if it was already there (a duplicate).
-    pub fn insert(&mut self, now: Instant, id: Uuid) -> bool {
+    pub fn insert(&mut self, now: Instant, id: MessageId) -> bool {
         self.expire(now);
         if !self.ids.insert(id) {
             return false;
@@ -74,7 +74,7 @@ mod tests {
     fn duplicate_within_retention_is_caught_and_expires_after() {
         let t0 = Instant::now();
         let mut seen = SeenCache::new(Duration::from_secs(90), 100);
-        let id = Uuid::from_u128(5);
+        let id = MessageId::from_u128(5);
         assert!(seen.insert(t0, id));
         assert!(!seen.insert(t0 + Duration::from_secs(89), id));
         assert!(seen.insert(t0 + Duration::from_secs(91), id));
@@ -85,7 +85,7 @@ mod tests {
         let t0 = Instant::now();
         let mut seen = SeenCache::new(Duration::from_secs(90), 10);
         for i in 0..1000u128 {
-            seen.insert(t0, Uuid::from_u128(i));
+            seen.insert(t0, MessageId::from_u128(i));
         }
         assert_eq!(seen.len(), 10);
     }

@@ -10,9 +10,9 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+use crate::id::PeerId;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use uuid::Uuid;
 
 use crate::core::{Core, CoreConfig, Event, LocalPeer};
 use crate::wire;
@@ -183,7 +183,7 @@ impl Sim {
     pub fn add_peer(&mut self, base: Vec<f32>, seeds: &[usize]) -> usize {
         let index = self.peers.len();
         let me = LocalPeer {
-            id: Uuid::from_u128(index as u128 + 1),
+            id: PeerId::from_u128(index as u128 + 1),
             name: format!("p{index}"),
             addr: Self::addr(index),
         };
@@ -413,7 +413,7 @@ impl Sim {
 
     /// The status peer `observer` holds for peer `subject`, if it knows it.
     pub fn status_of(&self, observer: usize, subject: usize) -> Option<crate::wire::MemberStatus> {
-        let id = Uuid::from_u128(subject as u128 + 1);
+        let id = PeerId::from_u128(subject as u128 + 1);
         self.peer(observer)?
             .members()
             .find(|m| m.peer_id == id)

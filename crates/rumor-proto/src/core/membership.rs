@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::wire::{MemberRecord, MemberStatus, PeerId};
+use crate::id::PeerId;
+use crate::wire::{MemberRecord, MemberStatus};
 
 /// What merging one record did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,11 +101,10 @@ impl Membership {
 mod tests {
     use super::*;
     use crate::wire::Lifecycle;
-    use uuid::Uuid;
 
     fn record(inc: u64, hb: u64, status: MemberStatus) -> MemberRecord {
         MemberRecord {
-            peer_id: Uuid::from_u128(9),
+            peer_id: PeerId::from_u128(9),
             name: "p".into(),
             addr: "127.0.0.1:1".parse().unwrap(),
             incarnation: inc,
@@ -162,6 +162,6 @@ mod tests {
         for r in records.iter().rev() {
             b.merge(r.clone());
         }
-        assert_eq!(a.get(&Uuid::from_u128(9)), b.get(&Uuid::from_u128(9)));
+        assert_eq!(a.get(&PeerId::from_u128(9)), b.get(&PeerId::from_u128(9)));
     }
 }

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::wire::PeerId;
+use crate::id::PeerId;
 
 /// Failure-detector settings. The defaults follow memberlist's LAN profile.
 #[derive(Clone, Debug, PartialEq)]

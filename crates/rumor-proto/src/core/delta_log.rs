@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::wire::PeerId;
+use crate::id::PeerId;
 
 /// One logged delta.
 #[derive(Clone, Debug)]
@@ -90,11 +90,10 @@ impl DeltaLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uuid::Uuid;
 
     #[test]
     fn evicts_oldest_past_the_byte_bound() {
-        let a = Uuid::from_u128(1);
+        let a = PeerId::from_u128(1);
         let mut log = DeltaLog::new(40);
         for v in 1..=5 {
             log.insert(
