@@ -36,7 +36,7 @@ pub enum RunError {
     #[error(transparent)]
     Model(#[from] model::ModelError),
     /// A peer failed.
-    #[error("peer {name}: {source}")]
+    #[error("peer {name} failed")]
     Peer {
         /// The peer's name.
         name: String,
@@ -50,7 +50,7 @@ pub enum RunError {
     #[error(transparent)]
     NotADirectory(#[from] crate::node::NotADirectory),
     /// A file could not be written or a temp dir made.
-    #[error("{what}: {source}")]
+    #[error("{what} failed")]
     Io {
         /// What was being done.
         what: String,
@@ -509,13 +509,9 @@ async fn peer_sync(
     Ok(())
 }
 
-/// A sync peer's failure as a peer error; its trainer's message is kept as it is, so it does not
-/// read "trainer failed: trainer: ...".
+/// A sync peer's failure as a peer error, the sync error as its source.
 fn sync_failure(e: crate::sync::SyncError) -> NodeError {
-    match e {
-        crate::sync::SyncError::Trainer(message) => NodeError::Trainer(message),
-        e => NodeError::Trainer(e.to_string()),
-    }
+    NodeError::Sync(Box::new(e))
 }
 
 /// A sync peer's entry in a summary (rounds stand in for versions and applied deltas).

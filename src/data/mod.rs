@@ -40,7 +40,7 @@ pub const FASHION_MNIST_INSTALL_HINT: &str =
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// A file could not be opened or read; this includes a corrupt gzip stream.
-    #[error("cannot read {}: {source}", .path.display())]
+    #[error("cannot read {}", .path.display())]
     Io {
         /// The file being read.
         path: PathBuf,

@@ -84,13 +84,13 @@ pub enum SyncError {
     #[error("bad sync frame: {0}")]
     Frame(String),
     /// The model failed.
-    #[error("model: {0}")]
+    #[error(transparent)]
     Model(#[from] model::ModelError),
     /// The trainer thread failed or could not start.
     #[error("trainer: {0}")]
     Trainer(String),
     /// The data dir could not be written.
-    #[error("data dir: {0}")]
+    #[error("cannot write to the data dir")]
     Io(#[from] std::io::Error),
 }
 
