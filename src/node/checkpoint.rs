@@ -63,9 +63,9 @@ pub fn save(dir: &Path, spec: &ModelSpec, core: &Core, steps_done: u64) -> Resul
 /// [`ResumeError::Load`] (files missing, unreadable or damaged; the source names the file) or
 /// [`ResumeError::State`] (the sidecar's peer state does not decode).
 pub fn load_checkpoint(dir: &Path) -> Result<(ModelSpec, Vec<f32>, CheckpointState), ResumeError> {
-    let (spec, base, state) = model::load_checkpoint(dir).map_err(|source| ResumeError::Load {
+    let (spec, base, state) = model::load_checkpoint(dir).map_err(|e| ResumeError::Load {
         dir: dir.to_path_buf(),
-        source,
+        source: Box::new(e),
     })?;
     let state: CheckpointState =
         serde_json::from_value(state).map_err(|source| ResumeError::State {

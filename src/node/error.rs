@@ -71,9 +71,9 @@ pub enum ResumeError {
     Load {
         /// The data dir.
         dir: PathBuf,
-        /// What went wrong, naming the file.
+        /// What went wrong, naming the file (boxed: a `ModelError` is large).
         #[source]
-        source: ModelError,
+        source: Box<ModelError>,
     },
     /// The checkpoint loads but the peer state in its sidecar does not decode.
     #[error("the peer state in the checkpoint in {} is not valid", dir.display())]
@@ -110,7 +110,7 @@ impl ResumeError {
     pub fn is_damaged(&self) -> bool {
         use ModelError as M;
         match self {
-            Self::Load { source, .. } => match source {
+            Self::Load { source, .. } => match source.as_ref() {
                 M::ChecksumMismatch { .. }
                 | M::Sidecar { .. }
                 | M::Safetensors { .. }
@@ -232,18 +232,18 @@ mod tests {
         // A sidecar missing altogether means "no checkpoint", not "damaged".
         let missing = ResumeError::Load {
             dir: PathBuf::from("/d"),
-            source: ModelError::Io {
+            source: Box::new(ModelError::Io {
                 path: PathBuf::from("/d").join(model::checkpoint::SIDECAR_FILE),
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            },
+            }),
         };
         assert!(!missing.is_damaged());
         let torn = ResumeError::Load {
             dir: PathBuf::from("/d"),
-            source: ModelError::CheckpointFormat {
+            source: Box::new(ModelError::CheckpointFormat {
                 path: PathBuf::from("/d/x"),
                 reason: "truncated".into(),
-            },
+            }),
         };
         assert!(torn.is_damaged());
         assert!(!ResumeError::OtherPeer.is_damaged());
