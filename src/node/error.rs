@@ -228,6 +228,27 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_checkpoint_is_said_once_down_its_chain() {
+        let e = NodeError::Resume(ResumeError::Load {
+            dir: PathBuf::from("/d"),
+            source: Box::new(ModelError::Io {
+                path: PathBuf::from("/d").join(model::checkpoint::SIDECAR_FILE),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            }),
+        });
+        let said = crate::report::messages(&e);
+        assert_eq!(said.len(), 4, "{said:?}");
+        for (i, a) in said.iter().enumerate() {
+            for b in &said[i + 1..] {
+                assert!(
+                    !a.contains(b.as_str()) && !b.contains(a.as_str()),
+                    "{said:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_missing_checkpoint_is_not_a_damaged_one() {
         // A sidecar missing altogether means "no checkpoint", not "damaged".
         let missing = ResumeError::Load {

@@ -553,16 +553,11 @@ fn an_error_says_each_sentence_once() {
     std::fs::write(&bad_key, "[gossip]\nfanuot = 3\n").unwrap();
     let missing_config = dir.path().join("missing.toml");
     let peer = |extra: &[&str]| -> Vec<String> {
-        let mut args = vec![
-            "peer",
-            "--certs",
-            certs_s,
-            "--data-dir",
-            data_s,
-            "--dataset",
-            "synthetic",
-        ];
+        let mut args = vec!["peer", "--certs", certs_s, "--data-dir", data_s];
         args.extend_from_slice(extra);
+        if !extra.contains(&"--dataset") {
+            args.extend_from_slice(&["--dataset", "synthetic"]);
+        }
         args.into_iter().map(str::to_string).collect()
     };
     let cases: Vec<(Vec<String>, &str)> = vec![
