@@ -772,7 +772,7 @@ async fn up_gossip(
                 // The first error is returned (and printed once by the caller); later ones are
                 // only logged.
                 if first_error.is_some() {
-                    warn!("peer-{i} failed: {source}");
+                    warn!("peer-{i} failed: {}", crate::report::Chain(&source));
                 }
                 first_error.get_or_insert(RunError::Peer {
                     name: format!("peer-{i}"),
@@ -842,7 +842,11 @@ async fn up_dashboard(
             SlotEnd::Done(end) => match *end {
                 Ok(o) => outcomes.push(o),
                 Err(source) => {
-                    warn!("{} failed: {source}", slot.options.name);
+                    warn!(
+                        "{} failed: {}",
+                        slot.options.name,
+                        crate::report::Chain(&source)
+                    );
                     first_error.get_or_insert(RunError::Peer {
                         name: slot.options.name.clone(),
                         source: Box::new(source),
@@ -859,7 +863,7 @@ async fn up_dashboard(
             return Err(e);
         }
     } else if let Some(e) = first_error {
-        warn!("{e}");
+        warn!("{}", crate::report::Chain(&e));
     }
     Ok(outcomes)
 }

@@ -537,7 +537,7 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
     .map_err(|e| SyncError::Trainer(format!("evaluation task failed: {e}")))??;
     let state = serde_json::json!({ "mode": "sync", "rounds": rounds, "last_round": last_round });
     if let Err(e) = model::save_checkpoint(&data_dir, &spec, &base, &state) {
-        warn!("checkpoint failed: {e}");
+        warn!("checkpoint failed: {}", crate::report::Chain(&e));
     }
     let net = transport.stats();
     write_metrics(&MetricsLine {
