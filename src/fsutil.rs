@@ -22,8 +22,9 @@ pub struct PathIoError {
     pub source: std::io::Error,
 }
 
-/// A closure for `map_err` that names `path` in an [`std::io::Error`].
-pub fn at(path: &Path) -> impl FnOnce(std::io::Error) -> PathIoError + '_ {
+/// A closure for `map_err` that names `path` in an [`std::io::Error`]; it can be reused for
+/// every operation on the same path.
+pub fn at(path: &Path) -> impl Fn(std::io::Error) -> PathIoError + Copy + '_ {
     move |source| PathIoError {
         path: path.to_path_buf(),
         source,

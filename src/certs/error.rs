@@ -73,3 +73,12 @@ pub enum CertError {
         name: String,
     },
 }
+
+impl From<crate::fsutil::PathIoError> for CertError {
+    fn from(e: crate::fsutil::PathIoError) -> Self {
+        Self::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}

@@ -8,11 +8,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::CertError;
 
+/// [`CertError::Io`] naming `path` ([`crate::fsutil::at`]).
 pub(super) fn io_err(path: &Path, source: std::io::Error) -> CertError {
-    CertError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    crate::fsutil::at(path)(source).into()
 }
 
 pub(super) fn read_string(path: &Path) -> Result<String, CertError> {
@@ -55,6 +53,6 @@ pub(super) fn write_file(
                 path: path.to_path_buf(),
             })
         }
-        Err(e) => Err(io_err(&e.path, e.source)),
+        Err(e) => Err(e.into()),
     }
 }

@@ -276,6 +276,15 @@ pub enum DataError {
     },
 }
 
+impl From<crate::fsutil::PathIoError> for DataError {
+    fn from(e: crate::fsutil::PathIoError) -> Self {
+        Self::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 /// A labelled set: `images` is row-major `[len, dim]` `f32` in `[0, 1]`, `labels` is `[len]` in
 /// `0..classes`.
 #[derive(Clone, Debug)]
