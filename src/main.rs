@@ -23,16 +23,8 @@ fn main() -> ExitCode {
     match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let mut said = e.to_string();
-            eprintln!("error: {said}");
-            for cause in e.chain().skip(1) {
-                // Many errors quote their source in their own message; say each thing once.
-                let text = cause.to_string();
-                if !said.contains(&text) {
-                    eprintln!("  caused by: {text}");
-                    said = text;
-                }
-            }
+            // Each error in the chain says only its own part, so every line is said once.
+            let _ = rumor::report::write_report(&mut std::io::stderr().lock(), e.as_ref());
             ExitCode::FAILURE
         }
     }

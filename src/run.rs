@@ -36,7 +36,7 @@ pub enum RunError {
     #[error(transparent)]
     Model(#[from] model::ModelError),
     /// A peer failed.
-    #[error("peer {name}: {source}")]
+    #[error("peer {name} failed")]
     Peer {
         /// The peer's name.
         name: String,
@@ -50,7 +50,7 @@ pub enum RunError {
     #[error(transparent)]
     NotADirectory(#[from] crate::node::NotADirectory),
     /// A file could not be written or a temp dir made.
-    #[error("{what}: {source}")]
+    #[error("{what} failed")]
     Io {
         /// What was being done.
         what: String,
@@ -509,13 +509,9 @@ async fn peer_sync(
     Ok(())
 }
 
-/// A sync peer's failure as a peer error; its trainer's message is kept as it is, so it does not
-/// read "trainer failed: trainer: ...".
+/// A sync peer's failure as a peer error, the sync error as its source.
 fn sync_failure(e: crate::sync::SyncError) -> NodeError {
-    match e {
-        crate::sync::SyncError::Trainer(message) => NodeError::Trainer(message),
-        e => NodeError::Trainer(e.to_string()),
-    }
+    NodeError::Sync(Box::new(e))
 }
 
 /// A sync peer's entry in a summary (rounds stand in for versions and applied deltas).
@@ -776,7 +772,7 @@ async fn up_gossip(
                 // The first error is returned (and printed once by the caller); later ones are
                 // only logged.
                 if first_error.is_some() {
-                    warn!("peer-{i} failed: {source}");
+                    warn!("peer-{i} failed: {}", crate::report::Chain(&source));
                 }
                 first_error.get_or_insert(RunError::Peer {
                     name: format!("peer-{i}"),
@@ -846,7 +842,11 @@ async fn up_dashboard(
             SlotEnd::Done(end) => match *end {
                 Ok(o) => outcomes.push(o),
                 Err(source) => {
-                    warn!("{} failed: {source}", slot.options.name);
+                    warn!(
+                        "{} failed: {}",
+                        slot.options.name,
+                        crate::report::Chain(&source)
+                    );
                     first_error.get_or_insert(RunError::Peer {
                         name: slot.options.name.clone(),
                         source: Box::new(source),
@@ -863,7 +863,7 @@ async fn up_dashboard(
             return Err(e);
         }
     } else if let Some(e) = first_error {
-        warn!("{e}");
+        warn!("{}", crate::report::Chain(&e));
     }
     Ok(outcomes)
 }

@@ -150,7 +150,7 @@ impl Link {
                 Some(conn)
             }
             Err(e) => {
-                tracing::warn!(target = %self.target, "chaos: cannot reconnect: {e}");
+                tracing::warn!(target = %self.target, "chaos: cannot reconnect: {}", crate::report::Chain(&e));
                 *state = State::Down(Instant::now());
                 None
             }
@@ -173,7 +173,10 @@ impl Link {
                 match conn.open_uni().await {
                     Ok(stream) => stream,
                     Err(e) => {
-                        tracing::debug!("chaos: cannot open a stream: {e}");
+                        tracing::debug!(
+                            "chaos: cannot open a stream: {}",
+                            crate::report::Chain(&e)
+                        );
                         return Outcome::Failed;
                     }
                 }

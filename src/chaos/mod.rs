@@ -196,7 +196,7 @@ pub enum ChaosError {
     #[error("chaos cannot reach the target over QUIC")]
     Net(#[from] NetError),
     /// A valid envelope could not be encoded (the model is too large for the size limit).
-    #[error("cannot encode a message: {0}")]
+    #[error("cannot encode a message")]
     Encode(#[from] wire::EncodeError),
     /// `concurrency` was 0.
     #[error("concurrency must be at least 1")]
@@ -441,7 +441,7 @@ pub async fn run_chaos(
         let reached = report.sent - report.failed;
         match target::settle(addr, before, reached, options.settle_timeout).await {
             Ok(counts) => report.target_counted = Some(counts),
-            Err(e) => report.target_error = Some(e.to_string()),
+            Err(e) => report.target_error = Some(crate::report::Chain(&e).to_string()),
         }
     }
     // Closed only now, and not at once: the target's QUIC acknowledges a stream before its

@@ -296,7 +296,10 @@ pub async fn settle(
             Err(e) if Instant::now() >= deadline => {
                 return last.map(|(counts, _)| counts).ok_or(e);
             }
-            Err(e) => tracing::debug!("chaos: scrape failed, trying again: {e}"),
+            Err(e) => tracing::debug!(
+                "chaos: scrape failed, trying again: {}",
+                crate::report::Chain(&e)
+            ),
         }
         tokio::time::sleep(SETTLE_POLL).await;
     }

@@ -235,10 +235,7 @@ fn from_bytes(bytes: &[u8]) -> (Box<dyn Read + '_>, bool) {
 /// Opens a file and wraps it in a gzip decoder if it starts with the gzip magic. Returns the
 /// reader, whether it is gzipped, and the file size in bytes.
 fn open(path: &Path) -> Result<(Box<dyn Read>, bool, u64), DataError> {
-    let io_err = |source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = crate::fsutil::at(path);
     let mut file = File::open(path).map_err(io_err)?;
     let file_len = file.metadata().map_err(io_err)?.len();
     let mut head = [0u8; 2];
@@ -275,10 +272,7 @@ fn parse(
     gz: bool,
     path: &Path,
 ) -> Result<([u32; 3], Vec<u8>), DataError> {
-    let io_err = |source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = crate::fsutil::at(path);
     let ndims = kind.ndims();
     let header_len = 4 + 4 * ndims;
     let mut header = [0u8; 16];

@@ -40,7 +40,7 @@ pub const FASHION_MNIST_INSTALL_HINT: &str =
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// A file could not be opened or read; this includes a corrupt gzip stream.
-    #[error("cannot read {}: {source}", .path.display())]
+    #[error("cannot read {}", .path.display())]
     Io {
         /// The file being read.
         path: PathBuf,
@@ -274,6 +274,15 @@ pub enum DataError {
         /// Total rows being split.
         rows: usize,
     },
+}
+
+impl From<crate::fsutil::PathIoError> for DataError {
+    fn from(e: crate::fsutil::PathIoError) -> Self {
+        Self::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// A labelled set: `images` is row-major `[len, dim]` `f32` in `[0, 1]`, `labels` is `[len]` in

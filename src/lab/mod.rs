@@ -56,7 +56,7 @@ pub enum LabError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A run failed.
-    #[error("run {cell}: {source}")]
+    #[error("run {cell} failed")]
     Run {
         /// The cell id.
         cell: String,
@@ -67,7 +67,7 @@ pub enum LabError {
     #[error(transparent)]
     NotADirectory(#[from] crate::node::NotADirectory),
     /// An output file could not be written.
-    #[error("{what}: {source}")]
+    #[error("{what} failed")]
     Io {
         /// What was being written.
         what: String,

@@ -24,7 +24,7 @@ use super::{render_prometheus, StatusSnapshot};
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -32,7 +32,7 @@ pub enum HttpError {
         source: std::io::Error,
     },
     /// The peer's address could not be resolved or reached.
-    #[error("cannot reach {addr}: {source}")]
+    #[error("cannot reach {addr}")]
     Connect {
         /// The address given.
         addr: String,
@@ -40,7 +40,7 @@ pub enum HttpError {
         source: std::io::Error,
     },
     /// The HTTP exchange failed.
-    #[error("HTTP error talking to {addr}: {source}")]
+    #[error("HTTP error talking to {addr}")]
     Http {
         /// The address given.
         addr: String,
@@ -56,7 +56,7 @@ pub enum HttpError {
         status: StatusCode,
     },
     /// The answer was not a status snapshot.
-    #[error("{addr} sent a /status that is not valid: {source}")]
+    #[error("{addr} sent a /status that is not valid")]
     Decode {
         /// The address given.
         addr: String,

@@ -9,10 +9,13 @@
 
 pub mod http;
 
+/// Re-exported where the dashboards have long found them.
+pub use crate::clock::unix_now;
+pub use crate::short_id::short_id;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -216,7 +219,7 @@ impl EventLog {
             kind,
             text: text.into(),
         };
-        let mut q = crate::node::lock(&self.inner);
+        let mut q = crate::lock::lock(&self.inner);
         while q.len() >= self.capacity {
             q.pop_front();
         }
@@ -225,26 +228,13 @@ impl EventLog {
 
     /// Removes and returns every event, oldest first.
     pub fn drain(&self) -> Vec<GossipEvent> {
-        crate::node::lock(&self.inner).drain(..).collect()
+        crate::lock::lock(&self.inner).drain(..).collect()
     }
 
     /// A copy of the events, oldest first.
     pub fn recent(&self) -> Vec<GossipEvent> {
-        crate::node::lock(&self.inner).iter().cloned().collect()
+        crate::lock::lock(&self.inner).iter().cloned().collect()
     }
-}
-
-/// The last 8 hex digits of a peer id (UUIDv7 ids share their leading, time-based digits).
-pub fn short_id(id: &str) -> String {
-    let hex: Vec<char> = id.chars().filter(char::is_ascii_hexdigit).collect();
-    hex[hex.len().saturating_sub(8)..].iter().collect()
-}
-
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Counter maps of `CoreStats` and the label their keys get.

@@ -23,7 +23,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -72,26 +71,12 @@ struct Sidecar {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
-    move |source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| crate::fsutil::at(path)(source).into()
 }
 
-/// Writes `bytes` to a temp file in `dir`, fsyncs it and renames it to `dir/name`.
+/// Writes `bytes` to `dir/name` atomically ([`crate::fsutil::write_atomic`]).
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ModelError> {
-    let final_path = dir.join(name);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
-    let tmp_path = tmp.path().to_path_buf();
-    tmp.write_all(bytes).map_err(io_err(&tmp_path))?;
-    tmp.as_file().sync_all().map_err(io_err(&tmp_path))?;
-    tmp.persist(&final_path)
-        .map_err(|e| io_err(&final_path)(e.error))?;
-    Ok(())
+    Ok(crate::fsutil::write_atomic(&dir.join(name), bytes)?)
 }
 
 /// Serialises `params` as safetensors bytes, one tensor per layout entry.
@@ -122,7 +107,8 @@ fn safetensors_bytes(dir: &Path, spec: &ModelSpec, params: &[f32]) -> Result<Vec
 /// [`ModelError::InvalidSpec`]; [`ModelError::LengthMismatch`] if `params.len()` is not
 /// `spec.param_count()`; [`ModelError::Io`] naming the file or directory on any I/O failure
 /// (e.g. a full disk: the `source` is `StorageFull`); [`ModelError::Candle`] if serialisation
-/// fails. On any error the previous checkpoint stays loadable. Failing to remove a stale file is
+/// fails; [`ModelError::EncodeSidecar`] if the state does not serialise. On any error the
+/// previous checkpoint stays loadable. Failing to remove a stale file is
 /// not an error (the next save retries).
 pub fn save_checkpoint(
     dir: &Path,
@@ -142,11 +128,7 @@ pub fn save_checkpoint(
         checksum: Checksum { fnv1a64: checksum },
         state: state.clone(),
     };
-    let sidecar_path = dir.join(SIDECAR_FILE);
-    let json = serde_json::to_vec_pretty(&sidecar).map_err(|source| ModelError::Sidecar {
-        path: sidecar_path.clone(),
-        source,
-    })?;
+    let json = serde_json::to_vec_pretty(&sidecar).map_err(ModelError::EncodeSidecar)?;
     let sync_dir = || {
         File::open(dir)
             .and_then(|d| d.sync_all())

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// An error from the candle tensor library (shape mismatch, unsupported op, ...).
-    #[error("candle: {0}")]
+    #[error("the tensor library (candle) failed")]
     Candle(#[from] candle_core::Error),
 
     /// Two lengths that must agree do not: `what` names the argument, `expected` is the length
@@ -56,7 +56,7 @@ pub enum ModelError {
     },
 
     /// Reading, writing, syncing or renaming a checkpoint file failed.
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {}", path.display())]
     Io {
         /// The file or directory concerned.
         path: PathBuf,
@@ -65,13 +65,18 @@ pub enum ModelError {
     },
 
     /// A checkpoint sidecar is not valid JSON of the expected form (for example truncated).
-    #[error("malformed checkpoint sidecar {path}: {source}")]
+    #[error("malformed checkpoint sidecar {}", path.display())]
     Sidecar {
         /// The sidecar file.
         path: PathBuf,
         /// The JSON error.
         source: serde_json::Error,
     },
+
+    /// A checkpoint's sidecar could not be serialised while saving (its state is not
+    /// representable as JSON). Nothing was written; this says nothing about the files on disk.
+    #[error("cannot serialise the checkpoint sidecar")]
+    EncodeSidecar(#[source] serde_json::Error),
 
     /// The checkpoint's tensor file does not have the checksum its sidecar records: it is
     /// corrupt, or it and the sidecar come from different saves.
@@ -86,7 +91,7 @@ pub enum ModelError {
     },
 
     /// The checkpoint's tensor file could not be decoded as safetensors.
-    #[error("cannot decode safetensors file {path}: {source}")]
+    #[error("cannot decode safetensors file {}", path.display())]
     Safetensors {
         /// The tensor file.
         path: PathBuf,
@@ -125,4 +130,13 @@ pub enum ModelError {
     /// module, reported rather than panicking).
     #[error("parameter {0} missing from the model")]
     MissingParameter(String),
+}
+
+impl From<crate::fsutil::PathIoError> for ModelError {
+    fn from(e: crate::fsutil::PathIoError) -> Self {
+        Self::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }

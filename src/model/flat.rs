@@ -1,6 +1,6 @@
 //! Delta arithmetic on flat parameter vectors.
 //!
-//! The merge of DESIGN §4 works on flat `f32` vectors: a delta is `d = w · (work − base)`, and a
+//! The merge (`docs/ALGORITHM.md`, "Operations") works on flat `f32` vectors: a delta is `d = w · (work − base)`, and a
 //! received delta is added to `base` and `work`. These are plain loops over slices, with lengths
 //! checked, so that every peer computes the same bits for the same inputs (no parallel reduction
 //! order, no fused multiply-add).
@@ -32,7 +32,7 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) -> Result<(), ModelError> {
 }
 
 /// `w * (a - b)`, element-wise, in `f32`: the delta a peer publishes, with `a = work`,
-/// `b = base` and `w = 1 / n` (DESIGN §4).
+/// `b = base` and `w = 1 / n` (`docs/ALGORITHM.md`, "Operations").
 ///
 /// # Errors
 /// [`ModelError::LengthMismatch`] if `a.len() != b.len()`.
@@ -54,12 +54,13 @@ pub fn l2_norm(x: &[f32]) -> f64 {
 }
 
 /// Whether every element is finite (no NaN, no ±∞). Deltas from peers must pass this check
-/// before they are applied (DESIGN §5).
+/// before they are applied (`docs/ALGORITHM.md`, "Checks on received deltas").
 pub fn all_finite(x: &[f32]) -> bool {
     x.iter().all(|v| v.is_finite())
 }
 
-/// Consensus distance of several flat models (DESIGN §7):
+/// Consensus distance of several flat models, the measure of how far apart the peers' models
+/// are that runs report:
 /// `mean_i ‖b_i − b̄‖ / ‖b̄‖` with `b̄ = mean_i b_i`, all in `f64`.
 ///
 /// Returns 0 for a single model, and 0 when all models are equal. If the models differ but

@@ -118,7 +118,7 @@ fn check_hyper(name: &'static str, value: f64) -> Result<(), ModelError> {
     }
 }
 
-/// The local training state of a peer: the candle `Var`s of the MLP (`work` in DESIGN §4) and an
+/// The local training state of a peer: the candle `Var`s of the MLP (`work` in `docs/ALGORITHM.md`, "State") and an
 /// AdamW optimizer over them. Runs on the CPU device.
 ///
 /// The optimizer's moment estimates persist across [`Trainer::set_work`] and

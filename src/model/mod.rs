@@ -1,6 +1,6 @@
 //! Models: the candle MLP, flat parameter vectors, delta arithmetic and checkpoints.
 //!
-//! This module owns everything the merge of DESIGN §4 needs from the model, and nothing of the
+//! This module owns everything the merge (`docs/ALGORITHM.md`) needs from the model, and nothing of the
 //! network. Parameters cross its boundary only as *flat* `f32` vectors in the order of a
 //! [`ParamLayout`] (sorted by parameter name), so `base`, `work` and every delta are plain slices
 //! that all peers with the same [`ModelSpec`] index the same way.
@@ -47,8 +47,8 @@ pub use spec::{init_params, ModelSpec, ParamEntry, ParamLayout};
 /// still change the matmul parallelism but not the pool sizes. `set_var` is a safe function in
 /// edition 2021, but it races with C code reading the environment on other threads: call it at
 /// the start of `main`, before spawning threads. (Rust's own `std::env` readers, which candle
-/// uses, are synchronised.) DESIGN §6: one thread per peer is as fast as two on the 2-core
-/// machines.
+/// uses, are synchronised.) One thread per peer, the default, trains as fast as two on a
+/// 2-core machine.
 pub fn set_compute_threads(n: usize) {
     let n = n.max(1).to_string();
     std::env::set_var("RAYON_NUM_THREADS", &n);

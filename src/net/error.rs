@@ -1,4 +1,7 @@
 //! Errors of the transport, and why a shared connection attempt failed.
+//!
+//! A variant with a `source` does not repeat it in its message; print the chain with
+//! [`crate::report`].
 
 use std::net::SocketAddr;
 
@@ -8,7 +11,7 @@ use quinn::ConnectionError;
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     /// The UDP socket could not be bound or set up.
-    #[error("cannot bind {addr}: {source}")]
+    #[error("cannot bind {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -36,7 +39,7 @@ pub enum NetError {
         max: usize,
     },
     /// quinn refused to start a connection (e.g. the endpoint is closing, bad address).
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}")]
     Connect {
         /// The remote address.
         addr: SocketAddr,
@@ -44,7 +47,7 @@ pub enum NetError {
         source: quinn::ConnectError,
     },
     /// The handshake failed (peer unreachable, certificate refused by either side, ...).
-    #[error("handshake with {addr} failed: {source}")]
+    #[error("handshake with {addr} failed")]
     Handshake {
         /// The remote address.
         addr: SocketAddr,
@@ -61,7 +64,7 @@ pub enum NetError {
     },
     /// An established connection was lost while sending (closed, reset, timed out, or the
     /// server refused our certificate after our side had finished the handshake).
-    #[error("connection to {addr} lost: {source}")]
+    #[error("connection to {addr} lost")]
     Connection {
         /// The remote address.
         addr: SocketAddr,
@@ -77,7 +80,7 @@ pub enum NetError {
         code: u64,
     },
     /// Writing the stream failed for another reason.
-    #[error("writing to {addr} failed: {source}")]
+    #[error("writing to {addr} failed")]
     Write {
         /// The remote address.
         addr: SocketAddr,

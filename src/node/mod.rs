@@ -1,135 +1,53 @@
 //! The tokio shell around one peer: a task that owns the [`Core`] and drives it with decoded
 //! messages from the QUIC transport, timers and reports from the trainer thread, and carries
 //! out what the core asks (sends, trainer commands). It makes no protocol decisions.
+//!
+//! Beside the driver ([`run_peer_observed`]) live its errors ([`error`]), the checkpoint it
+//! saves and resumes from ([`checkpoint`]), its data dir and peer id ([`data_dir`]), its
+//! `metrics.jsonl` ([`metrics_file`]) and the status it shows ([`status`]).
 
+pub mod checkpoint;
+pub mod data_dir;
+pub mod error;
+mod metrics_file;
 pub mod observe;
 pub mod sender;
+pub mod status;
 pub mod trainer;
+mod warn_limiter;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::certs::PeerIdentity;
 use crate::data::Dataset;
-use crate::model::{self, ModelSpec};
+use crate::model;
 use crate::net::{Transport, TransportConfig};
 use crate::ratelog::RateLimitedLog;
+use crate::report::Chain;
+use checkpoint::save;
+use metrics_file::MetricsFile;
 use observe::{Observer, Observers};
 use rumor_proto::core::{Core, CoreConfig, CoreStats, Event, LocalPeer, RestoredState};
 use rumor_proto::version_vector::VersionVector;
 use rumor_proto::wire::{Lifecycle, PeerId};
 use sender::Sender;
+use status::{member_summaries, update_status};
 use trainer::{FromTrainer, ToTrainer, TrainPlan, TrainProgress, TrainerHandle};
+use warn_limiter::WarnLimiter;
 
-/// Why a peer stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    /// The data dir could not be created or written (checked at start by creating, writing and
-    /// fsyncing a probe file in it). A full disk reads "No space left on device".
-    #[error("data dir {path}: {source}{}", storage_hint(source))]
-    DataDir {
-        /// The path involved.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The data dir, or one of its parents, exists as something other than a directory.
-    #[error(transparent)]
-    NotADirectory(#[from] NotADirectory),
-    /// The peer id file exists but does not hold a UUID.
-    #[error("peer id file {0} is corrupt (expected a UUID)")]
-    BadPeerId(PathBuf),
-    /// The transport could not start.
-    #[error("transport: {0}")]
-    Net(#[from] crate::net::NetError),
-    /// No seed welcomed this peer before the join timeout. The text says, per seed, what became
-    /// of the last join request: e.g. "seed 127.0.0.1:7000 refused this peer's certificate (TLS
-    /// alert certificate_unknown): ...", "seed 127.0.0.1:7000 presented a certificate from
-    /// another cluster CA, ...", "seed 127.0.0.1:7000 did not answer (...)".
-    #[error("no seed accepted us within {0:?}: {1}")]
-    JoinTimeout(Duration, String),
-    /// `--resume` with no usable checkpoint, or a checkpoint of another model.
-    #[error("cannot resume: {0}")]
-    Resume(String),
-    /// The model failed (shapes, candle).
-    #[error("model: {0}")]
-    Model(#[from] model::ModelError),
-    /// The trainer thread failed.
-    #[error("trainer failed: {0}")]
-    Trainer(String),
-}
-
-/// A directory that cannot be used or created because a file (or anything else that is not a
-/// directory) is in its place, or in the place of one of its parents. Said plainly, where
-/// `create_dir_all` would only say "File exists" or "Not a directory".
-#[derive(Debug, thiserror::Error)]
-#[error("{what} {} {}", path.display(), in_the_way(path, blocker))]
-pub struct NotADirectory {
-    /// What the directory is for, e.g. "data dir".
-    pub what: &'static str,
-    /// The directory wanted.
-    pub path: PathBuf,
-    /// What is in the way: `path` itself or one of its parents.
-    pub blocker: PathBuf,
-}
-
-fn in_the_way(path: &Path, blocker: &Path) -> String {
-    if path == blocker {
-        "exists and is not a directory".into()
-    } else {
-        format!(
-            "cannot be created: {} exists and is not a directory",
-            blocker.display()
-        )
-    }
-}
-
-/// Checks that `path` is a directory or can be created as one: neither it nor any of its
-/// parents exists as a file (or a dangling link). `what` names the directory in the error.
-/// Missing paths are fine; other failures are left to whoever creates the directory.
-///
-/// # Errors
-/// [`NotADirectory`] naming `path` and what is in the way.
-pub fn check_dir_path(what: &'static str, path: &Path) -> Result<(), NotADirectory> {
-    for p in path.ancestors().filter(|p| !p.as_os_str().is_empty()) {
-        let blocked = match std::fs::metadata(p) {
-            Ok(m) if m.is_dir() => return Ok(()),
-            Ok(_) => true,
-            // Absent (look further up), or a link to nothing, which is in the way.
-            Err(_) => p.symlink_metadata().is_ok(),
-        };
-        if blocked {
-            return Err(NotADirectory {
-                what,
-                path: path.to_path_buf(),
-                blocker: p.to_path_buf(),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// A hint appended to I/O errors that an operator can act on.
-fn storage_hint(e: &std::io::Error) -> &'static str {
-    match e.kind() {
-        std::io::ErrorKind::StorageFull => {
-            " (the disk is full: free space or pick another --data-dir)"
-        }
-        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
-            " (not writable by this user: fix permissions or pick another --data-dir)"
-        }
-        std::io::ErrorKind::NotADirectory => " (a path component is a file, not a directory)",
-        _ => "",
-    }
-}
+/// The poison-tolerant mutex lock, re-exported where callers have long found it.
+pub use crate::lock::lock;
+pub use checkpoint::{load_checkpoint, CheckpointState};
+pub use data_dir::{load_or_create_peer_id, probe_data_dir};
+pub use error::{check_dir_path, NodeError, NotADirectory, ResumeError, TrainerError};
+pub use status::{MemberSummary, PeerStatus};
 
 /// Everything one peer needs.
 #[derive(Clone)]
@@ -178,84 +96,6 @@ pub struct PeerOptions {
     pub train: bool,
     /// Datagrams the peer's socket drops on purpose (inactive: none).
     pub loss: crate::net::lossy::LossConfig,
-}
-
-/// A live view of a peer, for tables and tests. Updated by the peer task.
-#[derive(Clone, Debug, Serialize)]
-pub struct PeerStatus {
-    /// Display name.
-    pub name: String,
-    /// Peer id (nil until started).
-    pub peer_id: PeerId,
-    /// Advertised address (None until bound).
-    pub addr: Option<SocketAddr>,
-    /// Lifecycle state.
-    pub lifecycle: Lifecycle,
-    /// Deltas published by this peer.
-    pub version: u64,
-    /// Deltas folded into the base (all origins).
-    pub applied: u64,
-    /// Live members known, itself included.
-    pub peers_known: usize,
-    /// Optimizer steps.
-    pub step: u64,
-    /// Samples processed.
-    pub samples: u64,
-    /// Last training loss.
-    pub train_loss: Option<f32>,
-    /// Last test accuracy of the base.
-    pub test_accuracy: Option<f32>,
-    /// UDP bytes sent (quinn counters).
-    pub bytes_sent: u64,
-    /// UDP bytes received.
-    pub bytes_received: u64,
-    /// Envelopes dropped as duplicates.
-    pub duplicates_dropped: u64,
-    /// The members this peer knows, with their status as it sees them.
-    pub members: Vec<MemberSummary>,
-    /// Suspicions this peer raised.
-    pub suspicions_raised: u64,
-    /// Members this peer declared dead.
-    pub members_declared_dead: u64,
-}
-
-impl PeerStatus {
-    fn new(name: &str) -> Self {
-        Self {
-            name: name.to_string(),
-            peer_id: PeerId::nil(),
-            addr: None,
-            lifecycle: Lifecycle::Starting,
-            version: 0,
-            applied: 0,
-            peers_known: 0,
-            step: 0,
-            samples: 0,
-            train_loss: None,
-            test_accuracy: None,
-            bytes_sent: 0,
-            bytes_received: 0,
-            duplicates_dropped: 0,
-            members: Vec::new(),
-            suspicions_raised: 0,
-            members_declared_dead: 0,
-        }
-    }
-}
-
-/// A member as the peer saw it at exit.
-#[derive(Clone, Debug, Serialize)]
-pub struct MemberSummary {
-    /// Peer id.
-    pub peer_id: PeerId,
-    /// Display name.
-    pub name: String,
-    /// Liveness status.
-    pub status: String,
-    /// Incarnation.
-    pub incarnation: u64,
-    /// Lifecycle state.
-    pub lifecycle: String,
 }
 
 /// What a peer ends with.
@@ -384,291 +224,12 @@ impl PeerHandle {
     pub async fn wait(self) -> Result<PeerOutcome, NodeError> {
         match self.task.await {
             Ok(result) => result,
-            Err(e) => Err(NodeError::Trainer(format!(
-                "peer task ended abnormally: {e}"
-            ))),
+            Err(source) => Err(NodeError::Task {
+                what: "peer",
+                source,
+            }),
         }
     }
-}
-
-/// Reads or creates the peer id stored in `data_dir/peer_id`.
-pub fn load_or_create_peer_id(data_dir: &Path) -> Result<PeerId, NodeError> {
-    let path = data_dir.join("peer_id");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map_err(|_| NodeError::BadPeerId(path.clone())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = PeerId::from_uuid(uuid::Uuid::now_v7());
-            write_atomic(&path, id.to_string().as_bytes())?;
-            Ok(id)
-        }
-        Err(source) => Err(NodeError::DataDir { path, source }),
-    }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
-    let err = |source| NodeError::DataDir {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
-}
-
-/// Checks that `data_dir` exists (creating it) and takes writes: creates a probe file in it,
-/// writes a few bytes, fsyncs and removes it. Run at peer start so that an unwritable data dir
-/// or a full disk is a clear error before the peer joins, not a warning hours later.
-///
-/// # Errors
-/// [`NodeError::NotADirectory`] when the data dir or a parent is a file;
-/// [`NodeError::DataDir`] naming the directory or probe file and the I/O cause.
-pub fn probe_data_dir(data_dir: &Path) -> Result<(), NodeError> {
-    check_dir_path("data dir", data_dir)?;
-    std::fs::create_dir_all(data_dir).map_err(|source| NodeError::DataDir {
-        path: data_dir.to_path_buf(),
-        source,
-    })?;
-    let probe = data_dir.join(format!(".write-probe-{}", std::process::id()));
-    let err = |source| NodeError::DataDir {
-        path: probe.clone(),
-        source,
-    };
-    let written = std::fs::File::create(&probe)
-        .and_then(|mut f| {
-            f.write_all(b"rumor write probe\n")?;
-            f.sync_all()
-        })
-        .map_err(err);
-    let removed = std::fs::remove_file(&probe);
-    written?;
-    removed.map_err(err)
-}
-
-/// Whether a checkpoint load failed because the files are damaged (corrupt, truncated,
-/// inconsistent, half missing), as opposed to absent altogether or unreadable for another reason.
-fn checkpoint_is_damaged(e: &NodeError) -> bool {
-    use model::ModelError as M;
-    match e {
-        NodeError::Model(
-            M::ChecksumMismatch { .. }
-            | M::Sidecar { .. }
-            | M::Safetensors { .. }
-            | M::CheckpointFormat { .. }
-            | M::InvalidSpec(..)
-            | M::LengthMismatch { .. },
-        ) => true,
-        // The sidecar is there but its tensor file is not.
-        NodeError::Model(M::Io { path, source }) => {
-            source.kind() == std::io::ErrorKind::NotFound
-                && path
-                    .file_name()
-                    .is_some_and(|n| n != model::checkpoint::SIDECAR_FILE)
-        }
-        NodeError::Resume(_) => true,
-        _ => false,
-    }
-}
-
-/// The state stored beside the base in a checkpoint's sidecar.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct CheckpointState {
-    /// The peer's id.
-    pub peer_id: PeerId,
-    /// The deltas folded into the saved base.
-    pub applied: VersionVector,
-    /// The last version the peer published.
-    pub published: u64,
-    /// The incarnation it ran with.
-    pub incarnation: u64,
-    /// Optimizer steps done when it was saved.
-    #[serde(default)]
-    pub steps_done: u64,
-}
-
-fn save(dir: &Path, spec: &ModelSpec, core: &Core, steps_done: u64) -> Result<(), NodeError> {
-    let state = CheckpointState {
-        peer_id: core.id(),
-        applied: core.applied().clone(),
-        published: core.published(),
-        incarnation: core.incarnation(),
-        steps_done,
-    };
-    let state = serde_json::to_value(&state)
-        .map_err(|e| NodeError::Resume(format!("cannot serialise checkpoint state: {e}")))?;
-    model::save_checkpoint(dir, spec, core.base(), &state)?;
-    Ok(())
-}
-
-/// Loads a peer's checkpoint: the base and its state.
-pub fn load_checkpoint(dir: &Path) -> Result<(ModelSpec, Vec<f32>, CheckpointState), NodeError> {
-    let (spec, base, state) = model::load_checkpoint(dir)?;
-    let state: CheckpointState = serde_json::from_value(state)
-        .map_err(|e| NodeError::Resume(format!("checkpoint state in {}: {e}", dir.display())))?;
-    Ok((spec, base, state))
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Serialize)]
-struct MetricsLine<'a> {
-    time: f64,
-    elapsed_seconds: f64,
-    peer: &'a str,
-    lifecycle: &'static str,
-    step: u64,
-    samples: u64,
-    epoch: u32,
-    train_loss: Option<f32>,
-    test_accuracy: Option<f32>,
-    flow_control_wait_seconds: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    eval_snapshot: Option<&'a Path>,
-    version: u64,
-    applied: u64,
-    live_members: usize,
-    bytes_sent: u64,
-    bytes_received: u64,
-    duplicates_dropped: u64,
-    deltas_applied: u64,
-    anti_entropy_deltas_sent: u64,
-    inexact_merges: u64,
-}
-
-/// Logs a repeating failure (a checkpoint or metrics write) once, then at most once per
-/// [`WarnLimiter::PERIOD`] with the count since, and once when it recovers.
-#[derive(Default)]
-struct WarnLimiter {
-    failures: u64,
-    last_warned: Option<Instant>,
-}
-
-impl WarnLimiter {
-    const PERIOD: Duration = Duration::from_secs(60);
-
-    fn failed(&mut self, what: &str, e: &dyn std::fmt::Display) {
-        self.failures += 1;
-        let now = Instant::now();
-        if self
-            .last_warned
-            .is_none_or(|t| now.saturating_duration_since(t) >= Self::PERIOD)
-        {
-            self.last_warned = Some(now);
-            warn!(
-                failures = self.failures,
-                "{what} write failed: {e} (the peer runs on; repeats are logged at most once a minute)"
-            );
-        }
-    }
-
-    fn recovered(&mut self, what: &str) {
-        if self.failures > 0 {
-            info!(failures = self.failures, "{what} writes work again");
-            *self = Self::default();
-        }
-    }
-}
-
-/// `metrics.jsonl`, appended one whole line per `write_all` (`O_APPEND`): a crash leaves at most
-/// a partial last line, which readers skip and the next open terminates. Write errors are
-/// logged through a [`WarnLimiter`], never fatal.
-struct MetricsFile {
-    file: Option<std::fs::File>,
-    started: Instant,
-    warnings: WarnLimiter,
-}
-
-impl MetricsFile {
-    fn open(path: &Path) -> Self {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(path)
-            .map_err(|e| {
-                warn!(
-                    "cannot open {}: {e}; metrics are not written",
-                    path.display()
-                )
-            })
-            .ok();
-        let mut me = Self {
-            file,
-            started: Instant::now(),
-            warnings: WarnLimiter::default(),
-        };
-        if let Some(f) = me.file.as_mut() {
-            if let Err(e) = terminate_torn_line(f) {
-                me.warnings.failed("metrics", &e);
-            }
-        }
-        me
-    }
-
-    fn write(&mut self, name: &str, core: &Core, transport: &Transport, progress: &TrainProgress) {
-        let Some(file) = self.file.as_mut() else {
-            return;
-        };
-        let stats = core.stats();
-        let net = transport.stats();
-        let line = MetricsLine {
-            time: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
-            elapsed_seconds: self.started.elapsed().as_secs_f64(),
-            peer: name,
-            lifecycle: core.lifecycle().as_str(),
-            step: progress.step,
-            samples: progress.samples,
-            epoch: progress.epoch,
-            train_loss: progress.train_loss,
-            test_accuracy: progress.test_accuracy,
-            flow_control_wait_seconds: progress.flow_control_wait_seconds,
-            eval_snapshot: progress.eval_snapshot.as_deref(),
-            version: core.published(),
-            applied: core.applied().len(),
-            live_members: core.live_count(),
-            bytes_sent: net.bytes_sent,
-            bytes_received: net.bytes_received,
-            duplicates_dropped: stats.duplicates_dropped,
-            deltas_applied: stats.deltas_applied,
-            anti_entropy_deltas_sent: stats.anti_entropy_deltas_sent,
-            inexact_merges: stats.inexact_merges,
-        };
-        if let Ok(mut text) = serde_json::to_string(&line) {
-            text.push('\n');
-            // One write per line, appended: a crash leaves at most a partial last line.
-            match file.write_all(text.as_bytes()) {
-                Ok(()) => self.warnings.recovered("metrics"),
-                Err(e) => {
-                    self.warnings.failed("metrics", &e);
-                    // A partial line may have gone out (disk full): end it, so the next line
-                    // starts clean; if even that fails, the next open does it.
-                    let _ = file.write_all(b"\n");
-                }
-            }
-        }
-    }
-}
-
-/// If `file` is non-empty and its last byte is not a newline (a line torn by a crash), appends
-/// one, so the next line does not run into the fragment.
-fn terminate_torn_line(file: &mut std::fs::File) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(());
-    }
-    file.seek(SeekFrom::Start(len - 1))?;
-    let mut last = [0u8; 1];
-    file.read_exact(&mut last)?;
-    if last[0] != b'\n' {
-        file.write_all(b"\n")?;
-    }
-    Ok(())
 }
 
 /// How often a peer that waits for a seed's welcome says so (INFO), with what became of its
@@ -716,28 +277,26 @@ pub async fn run_peer_observed(
     let checkpoint = if options.resume {
         match load_checkpoint(&options.data_dir) {
             Ok(checkpoint) => Some(checkpoint),
-            Err(e) if checkpoint_is_damaged(&e) && !options.seeds.is_empty() => {
+            Err(e) if e.is_damaged() && !options.seeds.is_empty() => {
                 // Never train on from θ₀ as if nothing happened: move the bad files aside and
                 // rejoin through the seeds, taking the base (and the versions this peer
                 // published, from the snapshot's applied set and the members' records of it)
                 // from a peer's snapshot.
-                let ts = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
+                let ts = crate::clock::unix_now_secs();
                 let moved = model::checkpoint::quarantine_checkpoint(&options.data_dir, ts)?;
                 error!(
                     moved = ?moved,
-                    "checkpoint unreadable: {e}; moved it aside, rejoining from a peer's snapshot"
+                    "checkpoint unreadable: {}; moved it aside, rejoining from a peer's snapshot",
+                    Chain(&e)
                 );
                 None
             }
-            Err(e) if checkpoint_is_damaged(&e) => {
-                return Err(NodeError::Resume(format!(
-                    "{e}; the checkpoint is damaged and there is no seed to take a snapshot \
-                     from (start with --seed, or without --resume to start a new cluster)"
+            Err(e) if e.is_damaged() => {
+                return Err(NodeError::Resume(ResumeError::DamagedWithoutSeed(
+                    Box::new(e),
                 )))
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(NodeError::Resume(e)),
         }
     } else {
         None
@@ -745,15 +304,13 @@ pub async fn run_peer_observed(
     let restored = if let Some((spec, base, state)) = checkpoint {
         plan.start_step = state.steps_done;
         if spec != options.plan.spec {
-            return Err(NodeError::Resume(format!(
-                "checkpoint holds model {spec}, this run uses {}",
-                options.plan.spec
-            )));
+            return Err(NodeError::Resume(ResumeError::OtherModel {
+                found: spec,
+                wanted: options.plan.spec.clone(),
+            }));
         }
         if state.peer_id != peer_id {
-            return Err(NodeError::Resume(
-                "checkpoint belongs to another peer id".into(),
-            ));
+            return Err(NodeError::Resume(ResumeError::OtherPeer));
         }
         info!(
             published = state.published,
@@ -855,7 +412,7 @@ pub async fn run_peer_observed(
                 let Some(msg) = msg else { break };
                 observer.heard();
                 if let Err(e) = core.handle_bytes(Instant::now(), msg.from, &msg.bytes) {
-                    debug!(from = %msg.from, member = %msg.member, "dropped a frame: {e}");
+                    debug!(from = %msg.from, member = %msg.member, "dropped a frame: {}", Chain(&e));
                 }
                 delivered_by = Some(msg.member);
             }
@@ -879,7 +436,7 @@ pub async fn run_peer_observed(
                         core.start_drain(Instant::now());
                         drain_deadline = Some(Instant::now() + options.drain_timeout);
                     }
-                    Some(FromTrainer::Failed(message)) => return Err(NodeError::Trainer(message)),
+                    Some(FromTrainer::Failed(e)) => return Err(TrainerError::Failed(e).into()),
                     None => {}
                 }
             }
@@ -943,7 +500,7 @@ pub async fn run_peer_observed(
                         report_tx.clone(),
                         options.name.clone(),
                     )
-                    .map_err(|e| NodeError::Trainer(format!("cannot start the thread: {e}")))?;
+                    .map_err(TrainerError::Spawn)?;
                     trainer = Some(handle);
                 } else if !core.is_joined() && now >= join_deadline {
                     transport.close().await;
@@ -998,7 +555,7 @@ pub async fn run_peer_observed(
             next_checkpoint = now + options.checkpoint_interval;
             match save(&options.data_dir, &options.plan.spec, &core, progress.step) {
                 Ok(()) => checkpoint_warnings.recovered("checkpoint"),
-                Err(e) => checkpoint_warnings.failed("checkpoint", &e),
+                Err(e) => checkpoint_warnings.failed("checkpoint", &Chain(&e)),
             }
         }
         if now.saturating_duration_since(last_status) >= Duration::from_millis(50) {
@@ -1018,7 +575,10 @@ pub async fn run_peer_observed(
     // A failed final save loses at most what happened since the last periodic checkpoint; the
     // run's outcome is still worth returning.
     if let Err(e) = save(&options.data_dir, &options.plan.spec, &core, progress.step) {
-        error!("final checkpoint failed: {e}; the data dir keeps the previous one");
+        error!(
+            "final checkpoint failed: {}; the data dir keeps the previous one",
+            Chain(&e)
+        );
     }
     let base = core.base().to_vec();
     let spec = options.plan.spec.clone();
@@ -1028,7 +588,10 @@ pub async fn run_peer_observed(
         model::evaluate(&spec, &eval_base, &test.images, &test.labels)
     })
     .await
-    .map_err(|e| NodeError::Trainer(format!("evaluation task failed: {e}")))??;
+    .map_err(|source| NodeError::Task {
+        what: "evaluation",
+        source,
+    })??;
     progress.test_accuracy = Some(accuracy);
     // The final accuracy is of the final base, not of the last saved evaluation point.
     progress.eval_snapshot = None;
@@ -1182,125 +745,5 @@ fn handle_event(
                 )
             }
         }
-    }
-}
-
-fn update_status(
-    status: &Arc<Mutex<PeerStatus>>,
-    core: &Core,
-    transport: &Transport,
-    progress: &TrainProgress,
-) {
-    let net = transport.stats();
-    let mut s = lock(status);
-    s.lifecycle = core.lifecycle();
-    s.version = core.published();
-    s.applied = core.applied().len();
-    s.peers_known = core.live_count();
-    s.step = progress.step;
-    s.samples = progress.samples;
-    if progress.train_loss.is_some() {
-        s.train_loss = progress.train_loss;
-    }
-    if progress.test_accuracy.is_some() {
-        s.test_accuracy = progress.test_accuracy;
-    }
-    s.bytes_sent = net.bytes_sent;
-    s.bytes_received = net.bytes_received;
-    s.duplicates_dropped = core.stats().duplicates_dropped;
-    s.suspicions_raised = core.stats().suspicions_raised;
-    s.members_declared_dead = core.stats().members_declared_dead;
-    s.members = member_summaries(core);
-}
-
-fn member_summaries(core: &Core) -> Vec<MemberSummary> {
-    core.members()
-        .map(|m| MemberSummary {
-            peer_id: m.peer_id,
-            name: m.name.clone(),
-            status: m.status.as_str().to_string(),
-            incarnation: m.incarnation,
-            lifecycle: m.lifecycle.as_str().to_string(),
-        })
-        .collect()
-}
-
-/// Locks a status mutex, recovering the data if a panicking thread poisoned it.
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn enospc_in_the_data_dir_reads_as_a_full_disk() {
-        let e = NodeError::DataDir {
-            path: PathBuf::from("/data/peer"),
-            source: std::io::Error::from_raw_os_error(28), // ENOSPC
-        };
-        let text = e.to_string();
-        assert!(text.contains("/data/peer"), "{text}");
-        assert!(text.contains("disk is full"), "{text}");
-        let e = NodeError::DataDir {
-            path: PathBuf::from("/data/peer"),
-            source: std::io::Error::from_raw_os_error(30), // EROFS
-        };
-        assert!(e.to_string().contains("not writable"), "{e}");
-    }
-
-    #[test]
-    fn a_data_dir_that_is_a_file_is_said_plainly() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let file = dir.path().join("not-a-dir");
-        std::fs::write(&file, b"x")?;
-        let err = probe_data_dir(&file).expect_err("a file is not a data dir");
-        assert!(matches!(err, NodeError::NotADirectory(_)), "{err}");
-        assert_eq!(
-            err.to_string(),
-            format!("data dir {} exists and is not a directory", file.display())
-        );
-        let below = file.join("peer-0");
-        let err = probe_data_dir(&below).expect_err("a file as a parent");
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "data dir {} cannot be created: {} exists and is not a directory",
-                below.display(),
-                file.display()
-            )
-        );
-        #[cfg(unix)]
-        {
-            let dangling = dir.path().join("dangling");
-            std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling)?;
-            let err = probe_data_dir(&dangling).expect_err("a dangling link");
-            assert!(err.to_string().contains("is not a directory"), "{err}");
-        }
-        // A missing dir below an existing one is created, as before.
-        probe_data_dir(&dir.path().join("a/b"))?;
-        assert!(dir.path().join("a/b").is_dir());
-        check_dir_path("output dir", dir.path())?;
-        Ok(())
-    }
-
-    #[test]
-    fn torn_metrics_line_is_terminated_on_open() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("metrics.jsonl");
-        std::fs::write(&path, b"{\"step\": 1}\n{\"step\": 2, \"tra")?;
-        let _ = MetricsFile::open(&path);
-        let text = std::fs::read_to_string(&path)?;
-        assert!(text.ends_with('\n'), "{text:?}");
-        // Opening again adds nothing; the whole lines still parse, the torn one is skipped.
-        let _ = MetricsFile::open(&path);
-        assert_eq!(std::fs::read_to_string(&path)?, text);
-        let parsed = text
-            .lines()
-            .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
-            .count();
-        assert_eq!(parsed, 1);
-        Ok(())
     }
 }

@@ -17,8 +17,8 @@ use crate::net::Transport;
 use rumor_proto::core::{Core, CoreStats, Event};
 use rumor_proto::wire::{Lifecycle, PeerId};
 
+use super::status::PeerStatus;
 use super::trainer::TrainProgress;
-use super::PeerStatus;
 
 /// The observer side of a peer: where it writes events and snapshots, and the operator's pause.
 #[derive(Clone)]
@@ -100,9 +100,10 @@ impl Observer {
     }
 
     fn name_of(core: &Core, id: PeerId) -> String {
-        core.members()
-            .find(|m| m.peer_id == id)
-            .map_or_else(|| short_id(id), |m| m.name.clone())
+        core.members().find(|m| m.peer_id == id).map_or_else(
+            || crate::short_id::short_id(&id.to_string()),
+            |m| m.name.clone(),
+        )
     }
 
     /// A core event, before the node acts on it.
@@ -342,9 +343,4 @@ impl Observer {
             uptime_seconds: now.duration_since(self.started).as_secs_f64(),
         }
     }
-}
-
-/// The last 8 hex digits of a peer id.
-pub fn short_id(id: PeerId) -> String {
-    crate::metrics::short_id(&id.to_string())
 }

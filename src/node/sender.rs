@@ -36,6 +36,7 @@ use tracing::{debug, warn};
 
 use crate::net::tls::TlsRefusal;
 use crate::net::{NetError, Transport};
+use crate::report::Chain;
 use rumor_proto::core::Core;
 use rumor_proto::wire::{self, MessageKind, PeerId};
 
@@ -105,7 +106,7 @@ impl SeedOutcome {
             NetError::ConnectTimeout { timeout_ms, .. } => Self::NoAnswer {
                 timeout_ms: *timeout_ms,
             },
-            e => Self::Failed(e.to_string()),
+            e => Self::Failed(Chain(e).to_string()),
         }
     }
 }
@@ -286,7 +287,7 @@ impl Sender {
             let frame: Arc<[u8]> = match wire::encode(&t.envelope, max) {
                 Ok(f) => f.into(),
                 Err(e) => {
-                    warn!("cannot encode a {kind:?} message: {e}");
+                    warn!("cannot encode a {kind:?} message: {}", Chain(&e));
                     continue;
                 }
             };
@@ -339,7 +340,7 @@ impl Sender {
                             true
                         }
                         Ok(Err(e)) => {
-                            debug!(%to, "send of a {kind:?} failed: {e}");
+                            debug!(%to, "send of a {kind:?} failed: {}", Chain(&e));
                             if let Some(seeds) = &seeds {
                                 seeds.finished(to, SeedOutcome::from_error(&e));
                             }

@@ -2,7 +2,7 @@
 //! and folds in the deltas the core applied. It owns `work` (candle Vars) and a mirror of the
 //! core's base; the core owns the exact base and the version vector.
 //!
-//! Publishing (DESIGN §4): `d = w · (work − base)`, `base += d`, `work = base`, with
+//! Publishing (`docs/ALGORITHM.md`, "Operations"): `d = w · (work − base)`, `base += d`, `work = base`, with
 //! `w = 1/n` and n the live members at that moment. Receiving: `base += d`, `work += d`.
 
 use std::path::{Path, PathBuf};
@@ -153,8 +153,8 @@ pub enum FromTrainer {
     Progress(TrainProgress),
     /// The budget is spent and the last delta published.
     Finished(TrainProgress),
-    /// Training failed; the message says why.
-    Failed(String),
+    /// Training failed; the error says why.
+    Failed(model::ModelError),
 }
 
 /// Counters of the training loop.
@@ -233,7 +233,7 @@ impl TrainerHandle {
                     pause: pause_flag,
                 };
                 if let Err(e) = run.run(base) {
-                    let _ = reports.send(FromTrainer::Failed(e.to_string()));
+                    let _ = reports.send(FromTrainer::Failed(e));
                 }
             })?;
         Ok(Self {

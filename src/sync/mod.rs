@@ -84,13 +84,13 @@ pub enum SyncError {
     #[error("bad sync frame: {0}")]
     Frame(String),
     /// The model failed.
-    #[error("model: {0}")]
+    #[error(transparent)]
     Model(#[from] model::ModelError),
     /// The trainer thread failed or could not start.
     #[error("trainer: {0}")]
     Trainer(String),
     /// The data dir could not be written.
-    #[error("data dir: {0}")]
+    #[error("cannot write to the data dir")]
     Io(#[from] std::io::Error),
 }
 
@@ -537,7 +537,7 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
     .map_err(|e| SyncError::Trainer(format!("evaluation task failed: {e}")))??;
     let state = serde_json::json!({ "mode": "sync", "rounds": rounds, "last_round": last_round });
     if let Err(e) = model::save_checkpoint(&data_dir, &spec, &base, &state) {
-        warn!("checkpoint failed: {e}");
+        warn!("checkpoint failed: {}", crate::report::Chain(&e));
     }
     let net = transport.stats();
     write_metrics(&MetricsLine {

@@ -508,7 +508,11 @@ async fn event_loop(
                         let r = h.wait().await;
                         if !killed {
                             if let Err(e) = &r {
-                                state.message = format!("{} failed: {e}", slot.options.name);
+                                state.message = format!(
+                                    "{} failed: {}",
+                                    slot.options.name,
+                                    crate::report::Chain(e)
+                                );
                             }
                             slot.end = SlotEnd::Done(Box::new(r));
                         }

@@ -201,7 +201,7 @@ pub async fn top(addrs: &[String], every: Duration, timeout: Duration) -> std::i
         print!("{}", render_top(&rows, false));
         for (a, r) in addrs.iter().zip(&results) {
             if let Err(e) = r {
-                println!("{a}: {e}");
+                println!("{a}: {}", crate::report::Chain(e));
             }
         }
         return Ok(());
@@ -245,7 +245,7 @@ async fn top_loop(
                             at: crate::metrics::unix_now(),
                             peer: a.clone(),
                             kind: EventKind::Problem,
-                            text: e.to_string(),
+                            text: crate::report::Chain(e).to_string(),
                         });
                     }
                     row

@@ -527,3 +527,81 @@ fn a_data_dir_or_output_dir_that_is_a_file_is_said_plainly() {
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a directory");
 }
+
+/// The error and its `caused by:` lines, without those prefixes.
+fn error_report(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("error: ")
+                .or_else(|| l.trim_start().strip_prefix("caused by: "))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Item 9 of issue 11: a missing checkpoint printed the same sentence four times down its
+/// `caused by` chain. Every common failure must say each thing once and name what is wrong.
+#[test]
+fn an_error_says_each_sentence_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = init_certs(dir.path(), &["solo"]);
+    let certs_s = certs.to_str().unwrap();
+    let data_s = dir.path().join("data");
+    let data_s = data_s.to_str().unwrap();
+    let bad_key = dir.path().join("bad.toml");
+    std::fs::write(&bad_key, "[gossip]\nfanuot = 3\n").unwrap();
+    let missing_config = dir.path().join("missing.toml");
+    let peer = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["peer", "--certs", certs_s, "--data-dir", data_s];
+        args.extend_from_slice(extra);
+        if !extra.contains(&"--dataset") {
+            args.extend_from_slice(&["--dataset", "synthetic"]);
+        }
+        args.into_iter().map(str::to_string).collect()
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (peer(&["--name", "solo", "--resume"]), "checkpoint.json"),
+        (peer(&["--name", "stranger"]), "stranger.pem"),
+        (
+            peer(&["--name", "solo", "--dataset", "idx:/nonexistent/rumor"]),
+            "/nonexistent/rumor",
+        ),
+        (peer(&["--name", "solo", "--shard", "3/2"]), "train.shard"),
+        (
+            vec![
+                "peer".into(),
+                "--config".into(),
+                bad_key.display().to_string(),
+            ],
+            "fanuot",
+        ),
+        (
+            vec![
+                "peer".into(),
+                "--config".into(),
+                missing_config.display().to_string(),
+            ],
+            "missing.toml",
+        ),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, _, stderr) = run_bounded(&args, Duration::from_secs(120));
+        assert!(!ok, "{args:?} succeeded:\n{stderr}");
+        let report = error_report(&stderr);
+        assert!(!report.is_empty(), "{args:?}: no error line in:\n{stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {needle:?} not named in:\n{stderr}"
+        );
+        for (i, a) in report.iter().enumerate() {
+            for b in &report[i + 1..] {
+                assert!(
+                    !a.contains(b.as_str()) && !b.contains(a.as_str()),
+                    "{args:?}: {b:?} repeats {a:?} in:\n{stderr}"
+                );
+            }
+        }
+    }
+}

@@ -158,7 +158,8 @@ async fn resume_without_a_checkpoint_is_a_clear_error() {
     )
     .await
     .unwrap_err();
-    let text = err.to_string();
+    // The whole cause chain, as the binary prints it.
+    let text = rumor::report::Chain(&err).to_string();
     assert!(
         text.contains("base.safetensors") || text.contains("checkpoint"),
         "{text}"

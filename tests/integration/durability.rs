@@ -90,9 +90,10 @@ async fn peer_resuming_from_a_corrupt_checkpoint_rejoins_from_a_snapshot() {
     bytes[mid] ^= 0x55;
     std::fs::write(&tensors, &bytes).unwrap();
     let err = rumor::node::load_checkpoint(&b_dir).unwrap_err();
+    assert!(err.is_damaged(), "{err:?}");
     let name = tensors.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
-        err.to_string().contains(&name),
+        rumor::report::Chain(&err).to_string().contains(&name),
         "the error names the file: {err}"
     );
 
@@ -181,7 +182,7 @@ async fn damaged_checkpoint_without_seeds_is_a_clear_error() {
     )
     .await;
     let err = result.expect_err("no silent start from θ₀");
-    let text = err.to_string();
+    let text = rumor::report::Chain(&err).to_string();
     assert!(matches!(err, NodeError::Resume(_)), "{err:?}");
     assert!(
         text.contains(checkpoint::SIDECAR_FILE) && text.contains("seed"),

@@ -44,11 +44,11 @@ impl PeerId {
         &self.0
     }
 
-    /// The first 8 hex digits, as logs and tables show a peer.
+    /// The last 8 hex digits, as logs and tables show a peer (v7 ids made close together share
+    /// their leading, time-based digits; the last ones tell peers apart).
     pub fn short(&self) -> String {
-        let mut text = self.0.simple().to_string();
-        text.truncate(8);
-        text
+        let text = self.0.simple().to_string();
+        text[text.len() - 8..].to_string()
     }
 }
 
@@ -132,6 +132,6 @@ mod tests {
     fn peer_id_text_round_trips() {
         let id = PeerId::from_u128(42);
         assert_eq!(id.to_string().parse::<PeerId>().ok(), Some(id));
-        assert_eq!(id.short(), "00000000");
+        assert_eq!(id.short(), "0000002a");
     }
 }

@@ -1,0 +1,234 @@
+//! Configuration: a TOML file (`config/default.toml` documents every key) whose values command
+//! line flags override. Unknown keys and out-of-range values are errors that name the key.
+//!
+//! The schema's sections are in `sections`, range checks in `validate`, errors in `error`.
+
+mod error;
+mod sections;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{DatasetSpec, Partition, ShardSpec};
+use crate::model::ModelSpec;
+use crate::net::TransportConfig;
+use error::{check, invalid};
+use rumor_proto::core::CoreConfig;
+
+pub use error::ConfigError;
+pub use sections::{
+    GossipSection, LinkLossSection, LossSection, LrScaling, MembershipSection, Mode, PeerSection,
+    TrainSection, TransportSection, UpSection,
+};
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// One peer's identity, addresses and lifecycle limits.
+    pub peer: PeerSection,
+    /// Data, model and optimisation.
+    pub train: TrainSection,
+    /// Dissemination and anti-entropy.
+    pub gossip: GossipSection,
+    /// Failure detection (SWIM with Lifeguard).
+    pub membership: MembershipSection,
+    /// QUIC transport.
+    pub transport: TransportSection,
+    /// `rumor up`.
+    pub up: UpSection,
+    /// Loss injection under QUIC (experiments).
+    pub loss: LossSection,
+}
+
+impl Config {
+    /// Reads `path` (TOML). Errors: unreadable file, unknown key, wrong type, invalid value.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Parses TOML text.
+    ///
+    /// # Errors
+    /// toml's error (unknown key, wrong type, bad value), whose message names the key and
+    /// position.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// `train.dataset` parsed.
+    pub fn dataset(&self) -> Result<DatasetSpec, ConfigError> {
+        DatasetSpec::from_str(&self.train.dataset).map_err(|e| invalid("train.dataset", e))
+    }
+
+    /// `train.model` parsed.
+    pub fn model(&self) -> Result<ModelSpec, ConfigError> {
+        ModelSpec::from_str(&self.train.model).map_err(|e| invalid("train.model", e))
+    }
+
+    /// `train.shard` parsed.
+    pub fn shard(&self) -> Result<ShardSpec, ConfigError> {
+        ShardSpec::from_str(&self.train.shard).map_err(|e| invalid("train.shard", e))
+    }
+
+    /// IID, or Dirichlet with `train.non_iid_alpha`.
+    pub fn partition(&self) -> Result<Partition, ConfigError> {
+        match self.train.non_iid_alpha {
+            None => Ok(Partition::Iid),
+            Some(alpha) if alpha.is_finite() && alpha > 0.0 => Ok(Partition::Dirichlet { alpha }),
+            Some(alpha) => Err(invalid(
+                "train.non_iid_alpha",
+                format!("must be a positive number, got {alpha}"),
+            )),
+        }
+    }
+
+    /// The protocol settings for a model with `param_count` parameters.
+    pub fn core_config(&self, param_count: usize) -> CoreConfig {
+        let g = &self.gossip;
+        CoreConfig {
+            fanout: g.fanout,
+            max_ttl: g.max_ttl,
+            gossip_interval: g.gossip_interval,
+            anti_entropy_interval: g.anti_entropy_interval,
+            drain_anti_entropy_interval: g.drain_anti_entropy_interval,
+            drain_settle: g.drain_settle,
+            seen_retention: g.seen_retention,
+            seen_capacity: g.seen_capacity,
+            delta_log_bytes: g.delta_log_bytes,
+            max_message_bytes: g.max_message_bytes,
+            anti_entropy_max_bytes: g.anti_entropy_max_bytes,
+            anti_entropy_delay: g.anti_entropy_delay,
+            resend_after: g.resend_after,
+            max_delta_norm_factor: g.max_delta_norm_factor,
+            max_version_jump: g.max_version_jump,
+            swim: self.membership.swim(),
+            param_count,
+            ..CoreConfig::default()
+        }
+    }
+
+    /// The loss injection of the peer with shard index `index` (0-based; mixed into the seed so
+    /// peers drop different datagrams).
+    pub fn loss_config(&self, index: usize) -> crate::net::lossy::LossConfig {
+        use crate::net::lossy::{LinkLoss, LossConfig};
+        let l = &self.loss;
+        LossConfig {
+            default: LinkLoss {
+                loss_in: l.loss_in,
+                loss_out: l.loss_out,
+            },
+            links: l
+                .links
+                .iter()
+                .map(|k| {
+                    (
+                        k.addr,
+                        LinkLoss {
+                            loss_in: k.loss_in,
+                            loss_out: k.loss_out,
+                        },
+                    )
+                })
+                .collect(),
+            seed: l.seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        }
+    }
+
+    /// `rumor peer --mode sync`: this peer's index in `up.sync_peers` (`up.sync_index`, else the
+    /// position of `peer.advertise`, else of `peer.listen`, in the list).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when `up.sync_peers` has fewer than two addresses or this
+    /// peer's address is not in it and no index is set.
+    pub fn sync_index(&self) -> Result<usize, ConfigError> {
+        let peers = &self.up.sync_peers;
+        check(
+            peers.len() >= 2,
+            "up.sync_peers",
+            "sync mode needs every sync peer's address (at least two)",
+        )?;
+        if let Some(i) = self.up.sync_index {
+            check(
+                i < peers.len(),
+                "up.sync_index",
+                "is not an index into up.sync_peers",
+            )?;
+            return Ok(i);
+        }
+        let own = self.peer.advertise.unwrap_or(self.peer.listen);
+        peers.iter().position(|a| *a == own).ok_or_else(|| {
+            invalid(
+                "up.sync_index",
+                format!("unset, and this peer's address {own} is not in up.sync_peers"),
+            )
+        })
+    }
+
+    /// The slowdown factor of the peer called `name` (1: none).
+    pub fn slowdown_of(&self, name: &str) -> f64 {
+        self.train.slowdown.get(name).copied().unwrap_or(1.0)
+    }
+
+    /// The transport settings.
+    pub fn transport_config(&self) -> TransportConfig {
+        let t = &self.transport;
+        let (per_connection, per_member) = self.buffered_bytes_budgets();
+        TransportConfig {
+            max_message_bytes: self.gossip.max_message_bytes,
+            connect_timeout_ms: t.connect_timeout.as_millis() as u64,
+            keep_alive_ms: t.keep_alive.as_millis() as u64,
+            idle_timeout_ms: t.idle_timeout.as_millis() as u64,
+            incoming_queue: t.incoming_queue,
+            congestion: t.congestion,
+            initial_rtt_ms: t.initial_rtt.as_millis().max(1) as u64,
+            max_ack_delay_ms: t.max_ack_delay.as_millis() as u64,
+            max_streams_per_connection: t.max_streams_per_connection,
+            rate_limit_messages: t.rate_limit_messages,
+            rate_limit_bytes: t.rate_limit_bytes,
+            handshake_timeout_ms: t.handshake_timeout.as_millis() as u64,
+            max_handshakes: t.max_handshakes,
+            handshakes_before_retry: t.handshakes_before_retry,
+            max_handshakes_per_ip: t.max_handshakes_per_ip,
+            stream_timeout_ms: t.stream_timeout.as_millis() as u64,
+            max_buffered_bytes_per_connection: per_connection,
+            max_buffered_bytes_per_member: per_member,
+            max_connections_per_member: t.max_connections_per_member,
+        }
+    }
+
+    /// The byte budgets of unfinished received messages, per connection and per member, in
+    /// bytes: the configured values, or where 0, derived from the model. A sender has at most
+    /// `max_inflight_per_peer` deltas or snapshots in flight to one destination, each about
+    /// 4 bytes per parameter, plus control messages; a connection's budget holds that twice
+    /// over, and at least one message of `gossip.max_message_bytes`. A member's budget is two
+    /// connections' worth (a pair of peers uses one connection each way at most).
+    pub fn buffered_bytes_budgets(&self) -> (u64, u64) {
+        let t = &self.transport;
+        let message = self.gossip.max_message_bytes as u64;
+        let params = self.model().map_or(0, |m| m.param_count()) as u64;
+        let frame = params * 4 + 4096;
+        let derived = ((t.max_inflight_per_peer as u64 + 2) * frame * 2).max(message);
+        let per_connection = match t.max_buffered_bytes_per_connection {
+            0 => derived,
+            n => n,
+        };
+        let per_member = match t.max_buffered_bytes_per_member {
+            0 => per_connection.saturating_mul(2),
+            n => n,
+        };
+        (per_connection, per_member)
+    }
+}

@@ -1,0 +1,76 @@
+//! A peer's checkpoint: the base (through [`crate::model::checkpoint`]) and, in its sidecar, the
+//! peer state needed to resume (id, applied version vector, last published version,
+//! incarnation, steps done). Saving and loading are typed apart, so a failed save is never taken
+//! for a damaged checkpoint.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ResumeError;
+use crate::model::{self, ModelError, ModelSpec};
+use rumor_proto::core::Core;
+use rumor_proto::version_vector::VersionVector;
+use rumor_proto::wire::PeerId;
+
+/// The state stored beside the base in a checkpoint's sidecar.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointState {
+    /// The peer's id.
+    pub peer_id: PeerId,
+    /// The deltas folded into the saved base.
+    pub applied: VersionVector,
+    /// The last version the peer published.
+    pub published: u64,
+    /// The incarnation it ran with.
+    pub incarnation: u64,
+    /// Optimizer steps done when it was saved.
+    #[serde(default)]
+    pub steps_done: u64,
+}
+
+/// Why a checkpoint could not be saved. The previous checkpoint stays loadable.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// The peer state could not be serialised (a bug, not a property of the files).
+    #[error("cannot serialise the checkpoint's peer state")]
+    EncodeState(#[source] serde_json::Error),
+    /// Writing the files failed (full disk, permissions); the source names the file.
+    #[error("cannot write the checkpoint")]
+    Write(#[source] ModelError),
+}
+
+/// Saves the core's base and state into `dir`, recording `steps_done` optimizer steps.
+///
+/// # Errors
+/// [`SaveError`]; on any error the previous checkpoint stays loadable.
+pub fn save(dir: &Path, spec: &ModelSpec, core: &Core, steps_done: u64) -> Result<(), SaveError> {
+    let state = CheckpointState {
+        peer_id: core.id(),
+        applied: core.applied().clone(),
+        published: core.published(),
+        incarnation: core.incarnation(),
+        steps_done,
+    };
+    let state = serde_json::to_value(&state).map_err(SaveError::EncodeState)?;
+    model::save_checkpoint(dir, spec, core.base(), &state).map_err(SaveError::Write)
+}
+
+/// Loads a peer's checkpoint from `dir`: its model, its base (flat `f32`, one per parameter)
+/// and its state.
+///
+/// # Errors
+/// [`ResumeError::Load`] (files missing, unreadable or damaged; the source names the file) or
+/// [`ResumeError::State`] (the sidecar's peer state does not decode).
+pub fn load_checkpoint(dir: &Path) -> Result<(ModelSpec, Vec<f32>, CheckpointState), ResumeError> {
+    let (spec, base, state) = model::load_checkpoint(dir).map_err(|e| ResumeError::Load {
+        dir: dir.to_path_buf(),
+        source: Box::new(e),
+    })?;
+    let state: CheckpointState =
+        serde_json::from_value(state).map_err(|source| ResumeError::State {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    Ok((spec, base, state))
+}

@@ -1,0 +1,168 @@
+//! `metrics.jsonl` in a peer's data dir: one JSON line per training progress report (time,
+//! step, loss, accuracy, versions, bytes), for plots and the lab. Written so a crash never
+//! leaves a line that runs into the next.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+use tracing::warn;
+
+use super::trainer::TrainProgress;
+use super::warn_limiter::WarnLimiter;
+use crate::net::Transport;
+use rumor_proto::core::Core;
+
+/// One line of `metrics.jsonl`.
+#[derive(Serialize)]
+struct MetricsLine<'a> {
+    time: f64,
+    elapsed_seconds: f64,
+    peer: &'a str,
+    lifecycle: &'static str,
+    step: u64,
+    samples: u64,
+    epoch: u32,
+    train_loss: Option<f32>,
+    test_accuracy: Option<f32>,
+    flow_control_wait_seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_snapshot: Option<&'a Path>,
+    version: u64,
+    applied: u64,
+    live_members: usize,
+    bytes_sent: u64,
+    bytes_received: u64,
+    duplicates_dropped: u64,
+    deltas_applied: u64,
+    anti_entropy_deltas_sent: u64,
+    inexact_merges: u64,
+}
+
+/// `metrics.jsonl`, appended one whole line per `write_all` (`O_APPEND`): a crash leaves at most
+/// a partial last line, which readers skip and the next open terminates. Write errors are
+/// logged through a [`WarnLimiter`], never fatal.
+pub(super) struct MetricsFile {
+    file: Option<std::fs::File>,
+    started: Instant,
+    warnings: WarnLimiter,
+}
+
+impl MetricsFile {
+    pub(super) fn open(path: &Path) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)
+            .map_err(|e| {
+                warn!(
+                    "cannot open {}: {e}; metrics are not written",
+                    path.display()
+                )
+            })
+            .ok();
+        let mut me = Self {
+            file,
+            started: Instant::now(),
+            warnings: WarnLimiter::default(),
+        };
+        if let Some(f) = me.file.as_mut() {
+            if let Err(e) = terminate_torn_line(f) {
+                me.warnings.failed("metrics", &e);
+            }
+        }
+        me
+    }
+
+    pub(super) fn write(
+        &mut self,
+        name: &str,
+        core: &Core,
+        transport: &Transport,
+        progress: &TrainProgress,
+    ) {
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        let stats = core.stats();
+        let net = transport.stats();
+        let line = MetricsLine {
+            time: crate::clock::unix_now(),
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+            peer: name,
+            lifecycle: core.lifecycle().as_str(),
+            step: progress.step,
+            samples: progress.samples,
+            epoch: progress.epoch,
+            train_loss: progress.train_loss,
+            test_accuracy: progress.test_accuracy,
+            flow_control_wait_seconds: progress.flow_control_wait_seconds,
+            eval_snapshot: progress.eval_snapshot.as_deref(),
+            version: core.published(),
+            applied: core.applied().len(),
+            live_members: core.live_count(),
+            bytes_sent: net.bytes_sent,
+            bytes_received: net.bytes_received,
+            duplicates_dropped: stats.duplicates_dropped,
+            deltas_applied: stats.deltas_applied,
+            anti_entropy_deltas_sent: stats.anti_entropy_deltas_sent,
+            inexact_merges: stats.inexact_merges,
+        };
+        if let Ok(mut text) = serde_json::to_string(&line) {
+            text.push('\n');
+            // One write per line, appended: a crash leaves at most a partial last line.
+            match file.write_all(text.as_bytes()) {
+                Ok(()) => self.warnings.recovered("metrics"),
+                Err(e) => {
+                    self.warnings.failed("metrics", &e);
+                    // A partial line may have gone out (disk full): end it, so the next line
+                    // starts clean; if even that fails, the next open does it.
+                    let _ = file.write_all(b"\n");
+                }
+            }
+        }
+    }
+}
+
+/// If `file` is non-empty and its last byte is not a newline (a line torn by a crash), appends
+/// one, so the next line does not run into the fragment.
+fn terminate_torn_line(file: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    file.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    if last[0] != b'\n' {
+        file.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torn_metrics_line_is_terminated_on_open() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("metrics.jsonl");
+        std::fs::write(&path, b"{\"step\": 1}\n{\"step\": 2, \"tra")?;
+        let _ = MetricsFile::open(&path);
+        let text = std::fs::read_to_string(&path)?;
+        assert!(text.ends_with('\n'), "{text:?}");
+        // Opening again adds nothing; the whole lines still parse, the torn one is skipped.
+        let _ = MetricsFile::open(&path);
+        assert_eq!(std::fs::read_to_string(&path)?, text);
+        let parsed = text
+            .lines()
+            .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+            .count();
+        assert_eq!(parsed, 1);
+        Ok(())
+    }
+}
