@@ -647,7 +647,7 @@ pub fn evaluate_deferred(
                     .file_name()
                     .map(|name| peer_dir.join("evals").join(name));
                 let path = copied.as_deref().filter(|p| p.exists()).unwrap_or(recorded);
-                let accuracy = crate::node::trainer::evaluate_snapshot(&spec, path, &data.test)?;
+                let accuracy = crate::train::evaluate_snapshot(&spec, path, &data.test)?;
                 value["test_accuracy"] = serde_json::json!(accuracy);
                 if let Some(map) = value.as_object_mut() {
                     map.remove("eval_snapshot");
