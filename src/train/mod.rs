@@ -220,3 +220,95 @@ pub fn lower_current_thread_priority(low: bool) {
         tracing::debug!("cannot lower the training thread's priority: {e:?}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelSpec;
+
+    /// Counts what the loop asks of its hooks.
+    #[derive(Default)]
+    struct Counting {
+        before: u64,
+        after: u64,
+        reports: Vec<(u64, bool)>,
+        finished: u64,
+    }
+
+    impl TrainHooks for Counting {
+        type Error = ModelError;
+
+        fn before_step(&mut self, _trainer: &mut Trainer) -> Result<(), ModelError> {
+            self.before += 1;
+            Ok(())
+        }
+
+        fn after_step(
+            &mut self,
+            _trainer: &mut Trainer,
+            progress: &mut TrainProgress,
+            _at: StepPosition,
+        ) -> Result<(), ModelError> {
+            self.after += 1;
+            assert_eq!(progress.step, self.after + 3, "the step is counted first");
+            Ok(())
+        }
+
+        fn evaluated_params<'a>(&'a self, trainer: &Trainer) -> Result<Cow<'a, [f32]>, ModelError> {
+            Ok(Cow::Owned(trainer.work()?))
+        }
+
+        fn report(&mut self, progress: &TrainProgress, _at: StepPosition) {
+            self.reports
+                .push((progress.step, progress.test_accuracy.is_some()));
+        }
+
+        fn finish(
+            &mut self,
+            _trainer: &mut Trainer,
+            _progress: &mut TrainProgress,
+        ) -> Result<(), ModelError> {
+            self.finished += 1;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_loop_skips_resumed_steps_reports_every_ten_and_evaluates_when_due() {
+        let (train, test) = crate::data::synthetic::generate(3, 256, 64);
+        let spec = ModelSpec {
+            input: train.dim,
+            hidden: vec![8],
+            classes: train.classes,
+        };
+        let plan = TrainPlan {
+            spec: spec.clone(),
+            epochs: 2,
+            batch_size: 16,
+            lr: 0.01,
+            weight_decay: 0.0,
+            publish_every: 4,
+            eval_every: 15,
+            order_seed: 1,
+            start_step: 3,
+            max_train_time: None,
+            slowdown: 1.0,
+            eval_snapshots: None,
+            max_unacked_deltas: 0,
+            delta_compression: model::Compression::None,
+            low_priority: false,
+        };
+        let initial = model::init_params(&spec, 7);
+        let mut hooks = Counting::default();
+        let progress = run_training(&plan, &train, &test, &initial, &mut hooks).unwrap();
+        // 2 epochs × 16 batches, the first 3 skipped (their samples still count).
+        assert_eq!(progress.step, 32);
+        assert_eq!(progress.samples, 32 * 16);
+        assert_eq!((hooks.before, hooks.after, hooks.finished), (29, 29, 1));
+        assert_eq!(
+            hooks.reports,
+            vec![(10, false), (15, true), (20, false), (30, true)]
+        );
+        assert!(progress.test_accuracy.is_none());
+    }
+}
