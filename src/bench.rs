@@ -1,6 +1,7 @@
 //! `rumor bench membership`: N real peers over QUIC on loopback, no training, measuring how fast
 //! a join is seen by all, how fast a crash is detected by all, false positives, and the idle
-//! traffic of the failure detector (quinn's UDP byte counters).
+//! traffic of the failure detector (quinn's UDP byte counters). The peers run under the local
+//! cluster supervisor ([`crate::cluster`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,9 +10,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::certs;
+use crate::cluster::LocalCluster;
 use crate::config::Config;
 use crate::data::{self, DatasetSpec};
-use crate::node::{lock, PeerHandle, PeerStatus};
+use crate::node::{PeerOptions, PeerStatus};
 use crate::run::{peer_options, RunError};
 
 /// What `rumor bench membership` prints.
@@ -31,10 +33,6 @@ pub struct MembershipBench {
     pub idle_window_seconds: f64,
     /// Probe interval in force (ms).
     pub probe_interval_ms: u64,
-}
-
-fn statuses(handles: &[PeerHandle]) -> Vec<PeerStatus> {
-    handles.iter().map(|h| lock(&h.status).clone()).collect()
 }
 
 async fn wait_until(
@@ -79,9 +77,7 @@ pub async fn membership(
     certs::init_ca(&certs_dir, false)?;
     let data = data::load(&DatasetSpec::Synthetic, 1)?;
     let test = Arc::new(data.test.clone());
-    let mut handles: Vec<PeerHandle> = Vec::new();
-    let mut seed: Option<SocketAddr> = None;
-    let spawn = |i: usize, seed: Option<SocketAddr>| -> Result<PeerHandle, RunError> {
+    let options = |i: usize, seed: Option<SocketAddr>| -> Result<PeerOptions, RunError> {
         let name = format!("bench-{i}");
         certs::issue(&certs_dir, &name, 2)?;
         let identity = Arc::new(certs::load_identity(&certs_dir, &name)?);
@@ -93,29 +89,28 @@ pub async fn membership(
         c.peer.join_timeout = Duration::from_secs(120);
         let mut opts = peer_options(&c, identity, &data, test.clone(), 1)?;
         opts.train = false;
-        Ok(PeerHandle::spawn(opts))
+        Ok(opts)
     };
-    for i in 0..peers - 1 {
-        let mut h = spawn(i, seed)?;
-        if i == 0 {
-            seed = h.bound_addr().await;
-        }
-        handles.push(h);
-    }
+    // The first peer seeds the others.
+    let first = (0..peers - 1)
+        .map(|i| options(i, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut cluster = LocalCluster::start(first).await;
+    let seed = cluster.seed();
     let n0 = peers - 1;
     wait_until(
         Duration::from_secs(120),
         "the first peers to form a cluster",
-        || statuses(&handles).iter().all(|s| s.peers_known == n0),
+        || cluster.statuses().iter().all(|s| s.peers_known == n0),
     )
     .await?;
 
     // Join: the last peer through the seed.
-    handles.push(spawn(peers - 1, seed)?);
+    cluster.add(options(peers - 1, seed)?);
     let join = wait_until(
         Duration::from_secs(120),
         "the join to be seen by all",
-        || statuses(&handles).iter().all(|s| s.peers_known == peers),
+        || cluster.statuses().iter().all(|s| s.peers_known == peers),
     )
     .await?;
 
@@ -132,14 +127,14 @@ pub async fn membership(
 
     // Idle traffic: let piggybacked changes die out, then measure a window.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before: Vec<u64> = statuses(&handles).iter().map(|s| s.bytes_sent).collect();
+    let before: Vec<u64> = cluster.statuses().iter().map(|s| s.bytes_sent).collect();
     let window_start = Instant::now();
     while window_start.elapsed() < idle_window {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        note_dead(&statuses(&handles), None);
+        note_dead(&cluster.statuses(), None);
     }
     let window = window_start.elapsed().as_secs_f64();
-    let after: Vec<u64> = statuses(&handles).iter().map(|s| s.bytes_sent).collect();
+    let after: Vec<u64> = cluster.statuses().iter().map(|s| s.bytes_sent).collect();
     let idle = after
         .iter()
         .zip(&before)
@@ -150,13 +145,13 @@ pub async fn membership(
 
     // Crash: kill a non-seed peer abruptly.
     let victim_index = peers / 2;
-    let victim = lock(&handles[victim_index].status).peer_id;
-    handles[victim_index].kill();
+    let victim = cluster.peers()[victim_index].status().peer_id;
+    cluster.kill(victim_index);
     let crashed_at = Instant::now();
     let survivors: Vec<usize> = (0..peers).filter(|&i| i != victim_index).collect();
     let mut detected = None;
     while crashed_at.elapsed() < Duration::from_secs(120) {
-        let rows = statuses(&handles);
+        let rows = cluster.statuses();
         note_dead(&rows, Some(victim));
         let all = survivors.iter().all(|&i| {
             rows[i]
@@ -174,12 +169,7 @@ pub async fn membership(
         what: "benchmark: the crash was not detected by all within 120 s".into(),
         source: std::io::Error::from(std::io::ErrorKind::TimedOut),
     })?;
-    for (i, h) in handles.into_iter().enumerate() {
-        if i != victim_index {
-            h.request_stop();
-            let _ = tokio::time::timeout(Duration::from_secs(10), h.wait()).await;
-        }
-    }
+    cluster.shutdown(Duration::from_secs(10)).await;
     Ok(MembershipBench {
         peers,
         join_seen_by_all_seconds: join.as_secs_f64(),

@@ -3,13 +3,12 @@
 //! pause, kill, restart and add peers or quit gracefully.
 //!
 //! Rendering ([`draw`]) is a pure function of a [`DashboardState`], so tests draw it into
-//! ratatui's `TestBackend`. The controller ([`run`]) owns the peers of the run as [`Slot`]s,
-//! polls keys without blocking, and restores the terminal on exit and on panic (ratatui's
-//! `try_init` installs a panic hook that does).
+//! ratatui's `TestBackend`. The controller ([`run`]) is a view and key handler over a
+//! [`LocalCluster`], which owns the peers; it polls keys without blocking, and restores the
+//! terminal on exit and on panic (ratatui's `try_init` installs a panic hook that does).
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,40 +19,14 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table, TableState};
 use ratatui::Frame;
 
-use crate::metrics::{EventKind, GossipEvent, PeerView};
-use crate::node::{NodeError, PeerHandle, PeerOptions, PeerOutcome};
-use crate::run::human_bytes;
+use crate::cluster::{LocalCluster, LocalPeer, PeerEnd};
+use crate::metrics::{EventKind, GossipEvent};
+
+use super::format::percent;
+use super::peer_table::{row_cells, state_text, Mark, PeerRow, COLUMNS, STATE_COLUMN};
 
 /// Most events kept in the pane.
 const EVENTS_KEPT: usize = 500;
-/// Most accuracy samples kept per peer.
-const HISTORY_KEPT: usize = 400;
-
-/// How a peer's row is shown beyond its lifecycle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mark {
-    /// Running normally: show the lifecycle.
-    Running,
-    /// Paused by the operator.
-    Paused,
-    /// Killed by the operator (r restarts it).
-    Killed,
-    /// Ended with an error.
-    Failed,
-    /// Finished and saved.
-    Done,
-}
-
-/// One row of the dashboard.
-#[derive(Clone, Debug)]
-pub struct PeerRow {
-    /// What the peer last reported.
-    pub view: PeerView,
-    /// Operator state.
-    pub mark: Mark,
-    /// Test accuracy samples over time, in [0, 1].
-    pub history: Vec<f32>,
-}
 
 /// Everything the dashboard shows, independent of the terminal.
 #[derive(Clone, Debug, Default)]
@@ -72,16 +45,13 @@ pub struct DashboardState {
 
 /// The state's display text and colour.
 pub fn state_style(row: &PeerRow) -> (String, Color) {
-    match row.mark {
-        Mark::Paused => ("paused".into(), Color::Magenta),
-        Mark::Killed => ("killed".into(), Color::Red),
-        Mark::Failed => ("failed".into(), Color::LightRed),
-        Mark::Done | Mark::Running => {
-            let s = row.view.lifecycle.clone();
-            let c = lifecycle_color(&s);
-            (s, c)
-        }
-    }
+    let color = match row.mark {
+        Mark::Paused => Color::Magenta,
+        Mark::Killed => Color::Red,
+        Mark::Failed => Color::LightRed,
+        Mark::Done | Mark::Running => lifecycle_color(&row.view.lifecycle),
+    };
+    (state_text(row), color)
 }
 
 /// Colour of a lifecycle state or member status.
@@ -96,46 +66,6 @@ pub fn lifecycle_color(state: &str) -> Color {
         "dead" => Color::Red,
         _ => Color::White,
     }
-}
-
-fn pct(v: Option<f32>) -> String {
-    v.map_or("-".into(), |a| format!("{:.2}%", a * 100.0))
-}
-
-fn ago(v: Option<f64>) -> String {
-    v.map_or("-".into(), |s| {
-        if s < 10.0 {
-            format!("{s:.1}s")
-        } else {
-            format!("{s:.0}s")
-        }
-    })
-}
-
-/// The column titles of the peer table.
-pub const COLUMNS: [&str; 13] = [
-    "peer", "id", "address", "state", "version", "applied", "accuracy", "loss", "peers", "heard",
-    "sent", "received", "dups",
-];
-
-/// The cells of one peer's row, in [`COLUMNS`] order.
-pub fn row_cells(row: &PeerRow) -> Vec<String> {
-    let v = &row.view;
-    vec![
-        v.name.clone(),
-        crate::metrics::short_id(&v.peer_id),
-        v.addr.clone(),
-        state_style(row).0,
-        v.version.to_string(),
-        v.applied.to_string(),
-        pct(v.test_accuracy),
-        v.train_loss.map_or("-".into(), |l| format!("{l:.4}")),
-        v.peers_known.to_string(),
-        ago(v.last_heard_seconds),
-        human_bytes(v.bytes_sent),
-        human_bytes(v.bytes_received),
-        v.duplicates_dropped.to_string(),
-    ]
 }
 
 fn event_color(kind: EventKind) -> Color {
@@ -194,7 +124,7 @@ fn draw_table(frame: &mut Frame, state: &DashboardState, area: Rect) {
     let rows = state.rows.iter().map(|r| {
         let (_, color) = state_style(r);
         let cells = row_cells(r).into_iter().enumerate().map(|(i, text)| {
-            if i == 3 {
+            if i == STATE_COLUMN {
                 Cell::from(text).style(Style::default().fg(color))
             } else {
                 Cell::from(text)
@@ -265,7 +195,7 @@ fn draw_sparklines(frame: &mut Frame, state: &DashboardState, area: Rect) {
             Paragraph::new(format!(
                 "{:<9} {:>7}",
                 row.view.name,
-                pct(row.view.test_accuracy)
+                percent(row.view.test_accuracy)
             ))
             .style(Style::default().fg(color)),
             parts[0],
@@ -380,106 +310,44 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// How a slot's peer ended.
-#[derive(Debug)]
-pub enum SlotEnd {
-    /// Still running (or never started).
-    Running,
-    /// Killed by the operator and not restarted.
-    Killed,
-    /// Ended on its own.
-    Done(Box<Result<PeerOutcome, NodeError>>),
-}
-
-/// One peer of the run: its options (to restart it) and its handle while it runs.
-pub struct Slot {
-    /// The options it was started with.
-    pub options: PeerOptions,
-    /// The running peer.
-    pub handle: Option<PeerHandle>,
-    /// How it ended.
-    pub end: SlotEnd,
-    /// The last view of it.
-    pub last: PeerView,
-    /// Accuracy samples.
-    pub history: Vec<f32>,
-}
-
-impl Slot {
-    /// A slot for a peer just started.
-    pub fn new(options: PeerOptions, handle: PeerHandle) -> Self {
-        let last = PeerView {
-            name: options.name.clone(),
-            lifecycle: "starting".into(),
-            ..PeerView::default()
-        };
-        Self {
-            options,
-            handle: Some(handle),
-            end: SlotEnd::Running,
-            last,
-            history: Vec::new(),
-        }
-    }
-
-    fn mark(&self) -> Mark {
-        match (&self.end, &self.handle) {
-            (SlotEnd::Killed, _) => Mark::Killed,
-            (SlotEnd::Done(r), _) if r.is_ok() => Mark::Done,
-            (SlotEnd::Done(_), _) => Mark::Failed,
-            (SlotEnd::Running, Some(h)) if h.is_paused() => Mark::Paused,
-            (SlotEnd::Running, _) => Mark::Running,
-        }
+/// The mark of a supervised peer's row.
+fn mark(peer: &LocalPeer) -> Mark {
+    match (&peer.end, peer.handle()) {
+        (PeerEnd::Killed, _) => Mark::Killed,
+        (PeerEnd::Done(r), _) if r.is_ok() => Mark::Done,
+        (PeerEnd::Done(_), _) => Mark::Failed,
+        (PeerEnd::Running, Some(_)) if peer.is_paused() => Mark::Paused,
+        (PeerEnd::Running, _) => Mark::Running,
     }
 }
 
-/// Makes the options of a new peer (the `a` key): its index and live seeds to join through.
-pub type AddPeer = Box<dyn FnMut(usize, Vec<SocketAddr>) -> Result<PeerOptions, String> + Send>;
-
-/// Runs the dashboard until every peer has ended; returns the slots (outcomes inside). When the
-/// terminal cannot be put in raw mode it waits for the peers without a screen.
+/// Shows `cluster` and lets an operator drive it until every peer has ended; returns the
+/// cluster (outcomes inside). When the terminal cannot be put in raw mode it waits for the
+/// peers without a screen.
 ///
 /// # Errors
 /// The terminal failed while drawing or reading keys.
-pub async fn run(
-    mut slots: Vec<Slot>,
-    mut add_peer: AddPeer,
-    started: Instant,
-) -> std::io::Result<Vec<Slot>> {
+pub async fn run(mut cluster: LocalCluster, started: Instant) -> std::io::Result<LocalCluster> {
     let mut terminal = match ratatui::try_init() {
         Ok(t) => t,
         Err(e) => {
             // No usable terminal after all: run to the end without a screen.
             tracing::warn!("cannot open the dashboard ({e}); running without it");
             ratatui::restore();
-            for slot in &mut slots {
-                if let Some(h) = slot.handle.take() {
-                    slot.end = SlotEnd::Done(Box::new(h.wait().await));
-                }
-            }
-            return Ok(slots);
+            cluster.wait_all().await;
+            return Ok(cluster);
         }
     };
     CAPTURING.store(true, std::sync::atomic::Ordering::SeqCst);
-    let result = event_loop(&mut terminal, &mut slots, &mut add_peer, started).await;
+    let result = event_loop(&mut terminal, &mut cluster, started).await;
     CAPTURING.store(false, std::sync::atomic::Ordering::SeqCst);
     ratatui::restore();
-    result.map(|()| slots)
-}
-
-fn live_seeds(slots: &[Slot], except: usize) -> Vec<SocketAddr> {
-    slots
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| *i != except && s.handle.is_some() && matches!(s.end, SlotEnd::Running))
-        .filter_map(|(_, s)| s.last.addr.parse().ok())
-        .collect()
+    result.map(|()| cluster)
 }
 
 async fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
-    slots: &mut Vec<Slot>,
-    add_peer: &mut AddPeer,
+    cluster: &mut LocalCluster,
     started: Instant,
 ) -> std::io::Result<()> {
     let mut state = DashboardState::default();
@@ -493,40 +361,12 @@ async fn event_loop(
         if sample {
             last_sample = Instant::now();
         }
-        for slot in slots.iter_mut() {
-            if let Some(h) = &slot.handle {
-                let view = h.snapshot.borrow().peer.clone();
-                if !view.name.is_empty() {
-                    slot.last = view;
-                }
-                for e in h.events.drain() {
-                    push_event(&mut state.events, e);
-                }
-                if h.is_finished() {
-                    if let Some(h) = slot.handle.take() {
-                        let killed = matches!(slot.end, SlotEnd::Killed);
-                        let r = h.wait().await;
-                        if !killed {
-                            if let Err(e) = &r {
-                                state.message = format!(
-                                    "{} failed: {}",
-                                    slot.options.name,
-                                    crate::report::Chain(e)
-                                );
-                            }
-                            slot.end = SlotEnd::Done(Box::new(r));
-                        }
-                    }
-                }
-            }
-            if sample && slot.handle.is_some() {
-                if let Some(a) = slot.last.test_accuracy {
-                    slot.history.push(a);
-                    if slot.history.len() > HISTORY_KEPT {
-                        slot.history.remove(0);
-                    }
-                }
-            }
+        let (events, failures) = cluster.poll(sample).await;
+        for e in events {
+            push_event(&mut state.events, e);
+        }
+        for (name, e) in failures {
+            state.message = format!("{name} failed: {e}");
         }
         for line in crate::node::lock(&CAPTURED_LOGS).drain(..) {
             push_event(
@@ -539,7 +379,7 @@ async fn event_loop(
                 },
             );
         }
-        if slots.iter().all(|s| s.handle.is_none()) {
+        if cluster.all_ended() {
             return Ok(());
         }
         // Keys.
@@ -550,111 +390,62 @@ async fn event_loop(
             if key.kind != KeyEventKind::Press {
                 continue;
             }
-            let sel = state.selected.min(slots.len().saturating_sub(1));
+            let count = cluster.peers().len();
+            let sel = state.selected.min(count.saturating_sub(1));
+            let name = cluster
+                .peers()
+                .get(sel)
+                .map(|p| p.name().to_string())
+                .unwrap_or_default();
             match key.code {
                 KeyCode::Char('q') | KeyCode::Esc => quitting = true,
                 KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
                     quitting = true
                 }
                 KeyCode::Up => state.selected = sel.saturating_sub(1),
-                KeyCode::Down => state.selected = (sel + 1).min(slots.len().saturating_sub(1)),
+                KeyCode::Down => state.selected = (sel + 1).min(count.saturating_sub(1)),
                 KeyCode::Char('p') => {
-                    if let Some(h) = slots.get(sel).and_then(|s| s.handle.as_ref()) {
-                        let now = !h.is_paused();
-                        h.set_paused(now);
-                        state.message = format!(
-                            "{} {}",
-                            slots[sel].options.name,
-                            if now { "paused" } else { "resumed" }
-                        );
+                    if let Some(now) = cluster.toggle_pause(sel) {
+                        state.message =
+                            format!("{name} {}", if now { "paused" } else { "resumed" });
                     }
                 }
-                KeyCode::Char('k') => {
-                    if let Some(slot) = slots.get_mut(sel) {
-                        if let Some(h) = &slot.handle {
-                            h.kill();
-                            slot.end = SlotEnd::Killed;
-                            operator(&mut state, &slot.options.name, "killed (no leave)");
-                        }
-                    }
+                KeyCode::Char('k') if cluster.kill(sel) => {
+                    operator(&mut state, &name, "killed (no leave)");
                 }
-                KeyCode::Char('r') if !quitting => {
-                    let seeds = live_seeds(slots, sel);
-                    if let Some(slot) = slots.get_mut(sel) {
-                        if matches!(slot.end, SlotEnd::Killed) && slot.handle.is_none() {
-                            let mut o = slot.options.clone();
-                            o.resume = o.data_dir.join("checkpoint.json").exists();
-                            o.seeds = seeds;
-                            o.min_peers = 1;
-                            o.listen = same_or_any_port(&slot.last.addr);
-                            let how = if o.resume {
-                                "restarted from its checkpoint (--resume)"
-                            } else {
-                                // Without a checkpoint its published versions are unknown:
-                                // reusing its id would republish versions peers already hold.
-                                let _ = std::fs::remove_file(o.data_dir.join("peer_id"));
-                                "restarted fresh with a new peer id (no checkpoint yet)"
-                            };
-                            let name = o.name.clone();
-                            slot.handle = Some(PeerHandle::spawn(o));
-                            slot.end = SlotEnd::Running;
-                            operator(&mut state, &name, how);
-                        } else {
-                            state.message = "r restarts a killed peer".into();
-                        }
+                KeyCode::Char('r') if !quitting => match cluster.restart(sel) {
+                    Ok(how) => operator(&mut state, &name, how.describe()),
+                    Err(_) => state.message = "r restarts a killed peer".into(),
+                },
+                KeyCode::Char('a') if !quitting => match cluster.add_peer() {
+                    Ok(added) => operator(&mut state, &added, "added"),
+                    Err(e @ crate::cluster::AddPeerError::NoLivePeer) => {
+                        state.message = e.to_string()
                     }
-                }
-                KeyCode::Char('a') if !quitting => {
-                    let seeds = live_seeds(slots, usize::MAX);
-                    if seeds.is_empty() {
-                        state.message = "no live peer to join through".into();
-                    } else {
-                        match add_peer(slots.len(), seeds) {
-                            Ok(o) => {
-                                let name = o.name.clone();
-                                let handle = PeerHandle::spawn(o.clone());
-                                slots.push(Slot::new(o, handle));
-                                operator(&mut state, &name, "added");
-                            }
-                            Err(e) => state.message = format!("cannot add a peer: {e}"),
-                        }
-                    }
-                }
+                    Err(e) => state.message = format!("cannot add a peer: {e}"),
+                },
                 _ => {}
             }
         }
         if quitting {
-            for s in slots.iter() {
-                if let Some(h) = &s.handle {
-                    h.set_paused(false);
-                    h.request_stop();
-                }
-            }
+            cluster.request_stop_all();
             state.message = "quitting: peers leave gracefully and save…".into();
         }
-        state.rows = slots
+        state.rows = cluster
+            .peers()
             .iter()
-            .map(|s| PeerRow {
-                view: s.last.clone(),
-                mark: s.mark(),
-                history: s.history.clone(),
+            .map(|p| PeerRow {
+                view: p.last.clone(),
+                mark: mark(p),
+                history: p.history.clone(),
             })
             .collect();
         state.title = format!(
             "rumor up — {} peers — {:.0}s",
-            slots.len(),
+            cluster.peers().len(),
             started.elapsed().as_secs_f64()
         );
         terminal.draw(|f| draw(f, &state))?;
-    }
-}
-
-/// The peer's old address when it can be bound again (peers know it there), else any port.
-fn same_or_any_port(old: &str) -> SocketAddr {
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    match old.parse::<SocketAddr>() {
-        Ok(addr) if std::net::UdpSocket::bind(addr).is_ok() => addr,
-        _ => any,
     }
 }
 
@@ -681,6 +472,7 @@ fn push_event(events: &mut VecDeque<GossipEvent>, e: GossipEvent) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::PeerView;
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
 

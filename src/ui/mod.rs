@@ -2,5 +2,7 @@
 //! `rumor status` and `rumor top`, and indicatif progress bars for long runs.
 
 pub mod dashboard;
+pub mod format;
+pub mod peer_table;
 pub mod progress;
 pub mod table;

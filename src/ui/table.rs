@@ -1,5 +1,5 @@
-//! Plain-text tables for `rumor status` (one peer's view, coloured) and `rumor top` (a
-//! cluster-wide table refreshed from several peers' `/status`).
+//! `rumor status` (one peer's view as coloured plain text) and `rumor top` (the peer table of
+//! several peers, refreshed from their `/status`).
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
@@ -7,40 +7,11 @@ use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
 
+use super::dashboard::{self, DashboardState};
+use super::format::{human_bytes, loss, percent};
+use super::peer_table::{ansi, pad_state, render_plain, state_code, Mark, PeerRow};
 use crate::metrics::http::{fetch_status, HttpError};
 use crate::metrics::{EventKind, GossipEvent, PeerView, StatusSnapshot};
-use crate::run::human_bytes;
-
-use super::dashboard::{self, DashboardState, Mark, PeerRow};
-
-fn ansi(code: &str, text: &str, color: bool) -> String {
-    if color {
-        format!("\x1b[{code}m{text}\x1b[0m")
-    } else {
-        text.to_string()
-    }
-}
-
-/// The ANSI colour code of a lifecycle state or member status.
-fn state_code(state: &str) -> &'static str {
-    match state {
-        "joining" | "suspect" => "33",
-        "training" | "alive" => "32",
-        "draining" => "36",
-        "stopped" | "left" => "34",
-        "dead" | "unreachable" => "31",
-        "paused" => "35",
-        _ => "37",
-    }
-}
-
-fn pad_state(state: &str, width: usize, color: bool) -> String {
-    ansi(state_code(state), &format!("{state:<width$}"), color)
-}
-
-fn pct(v: Option<f32>) -> String {
-    v.map_or("-".into(), |a| format!("{:.2}%", a * 100.0))
-}
 
 /// One peer's view as `rumor status` prints it: the peer itself, then each member as it sees
 /// them, with the versions of each origin it holds. `color` adds ANSI colours.
@@ -60,8 +31,8 @@ pub fn render_status(s: &StatusSnapshot, color: bool) -> String {
         ansi(state_code(state), state, color),
         p.version,
         p.applied,
-        pct(p.test_accuracy),
-        p.train_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        percent(p.test_accuracy),
+        loss(p.train_loss),
         p.peers_known,
         p.step,
         human_bytes(p.bytes_sent),
@@ -135,48 +106,6 @@ fn row_of(addr: &str, s: Result<&StatusSnapshot, &HttpError>) -> PeerRow {
     }
 }
 
-/// The cluster-wide table of `rumor top` as plain text.
-pub fn render_top(rows: &[PeerRow], color: bool) -> String {
-    let mut out = String::new();
-    let cols = dashboard::COLUMNS;
-    out.push_str(&format!(
-        "{:<12} {:<8} {:<21} {:<11} {:>7} {:>7} {:>8} {:>7} {:>5} {:>6} {:>10} {:>10} {:>6}\n",
-        cols[0],
-        cols[1],
-        cols[2],
-        cols[3],
-        cols[4],
-        cols[5],
-        cols[6],
-        cols[7],
-        cols[8],
-        cols[9],
-        cols[10],
-        cols[11],
-        cols[12]
-    ));
-    for r in rows {
-        let c = dashboard::row_cells(r);
-        out.push_str(&format!(
-            "{:<12} {:<8} {:<21} {} {:>7} {:>7} {:>8} {:>7} {:>5} {:>6} {:>10} {:>10} {:>6}\n",
-            c[0],
-            c[1],
-            c[2],
-            pad_state(&c[3], 11, color),
-            c[4],
-            c[5],
-            c[6],
-            c[7],
-            c[8],
-            c[9],
-            c[10],
-            c[11],
-            c[12]
-        ));
-    }
-    out
-}
-
 async fn fetch_all(addrs: &[String], timeout: Duration) -> Vec<Result<StatusSnapshot, HttpError>> {
     let mut out = Vec::with_capacity(addrs.len());
     for a in addrs {
@@ -198,7 +127,7 @@ pub async fn top(addrs: &[String], every: Duration, timeout: Duration) -> std::i
             .zip(&results)
             .map(|(a, r)| row_of(a, r.as_ref()))
             .collect();
-        print!("{}", render_top(&rows, false));
+        print!("{}", render_plain(&rows, false));
         for (a, r) in addrs.iter().zip(&results) {
             if let Err(e) = r {
                 println!("{a}: {}", crate::report::Chain(e));

@@ -1,0 +1,440 @@
+//! What the lab makes of a run: the rows of `runs.csv` read back from the peers'
+//! `metrics.jsonl`, each cell's summary (times to target, spread, bytes), the series the plots
+//! draw, and the Markdown report (definitions in the [`super`] module docs).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::run::RunSummary;
+
+use super::{io_err, Cell, LabError, LabFile};
+
+/// One line of a peer's `metrics.jsonl` (the fields the lab reads; both modes write them).
+#[derive(Clone, Debug, Deserialize)]
+struct MetricsLine {
+    time: f64,
+    elapsed_seconds: f64,
+    peer: String,
+    step: u64,
+    samples: u64,
+    test_accuracy: Option<f32>,
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+/// One row of `runs.csv`: one peer's evaluation at one time of one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRow {
+    /// Cell id.
+    pub cell: String,
+    /// Mode.
+    pub mode: String,
+    /// Loss rate.
+    pub loss: f64,
+    /// Straggler factor.
+    pub slowdown: f64,
+    /// Dirichlet α (0: IID).
+    pub non_iid_alpha: f64,
+    /// Peers.
+    pub peers: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Peer name.
+    pub peer: String,
+    /// Seconds since the run's first peer started.
+    pub t_seconds: f64,
+    /// Optimizer steps of this peer.
+    pub step: u64,
+    /// Samples of this peer.
+    pub samples: u64,
+    /// Test accuracy of this peer's base.
+    pub test_accuracy: f32,
+    /// Mean of every peer's latest accuracy at this time (empty until all evaluated).
+    pub mean_test_accuracy: Option<f32>,
+    /// max − min of the peers' latest accuracies at this time.
+    pub accuracy_spread: Option<f32>,
+    /// UDP bytes sent by this peer so far.
+    pub bytes_sent: u64,
+    /// UDP bytes received by this peer so far.
+    pub bytes_received: u64,
+}
+
+/// One cell of `summary.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct CellSummary {
+    /// Cell id (also the run's folder under `runs/`).
+    pub cell: String,
+    /// Mode.
+    pub mode: String,
+    /// Loss rate.
+    pub loss: f64,
+    /// Straggler factor.
+    pub slowdown: f64,
+    /// Dirichlet α (0: IID).
+    pub non_iid_alpha: f64,
+    /// Peers.
+    pub peers: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Where it ran: `in-process` or `netns`.
+    pub runner: String,
+    /// First time the mean accuracy reached the target (s); null: never.
+    pub time_to_target_seconds: Option<f64>,
+    /// First time every peer's accuracy reached the target (s); null: never.
+    pub time_to_target_all_seconds: Option<f64>,
+    /// Straggler cells: first time the mean over the other peers reached the target (s).
+    pub time_to_target_others_seconds: Option<f64>,
+    /// Mean final test accuracy.
+    pub final_mean_test_accuracy: f32,
+    /// Lowest final test accuracy.
+    pub final_min_test_accuracy: f32,
+    /// Consensus distance of the final models.
+    pub final_consensus_distance: f64,
+    /// Mean UDP bytes sent per peer (quinn statistics).
+    pub bytes_sent_per_peer: f64,
+    /// Wall time of the run (s).
+    pub wall_seconds: f64,
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct LabSummary {
+    /// The experiment's name.
+    pub name: String,
+    /// The target accuracy.
+    pub target_accuracy: f32,
+    /// How `time_to_target_seconds` is defined.
+    pub time_to_target_definition: String,
+    /// One entry per run.
+    pub cells: Vec<CellSummary>,
+    /// Files written next to this one.
+    pub plots: Vec<String>,
+}
+
+/// A run's series, for plots: `(t, value)` points per run.
+#[derive(Clone, Debug)]
+pub struct Series {
+    /// The run.
+    pub cell: Cell,
+    /// `(t, mean accuracy)`.
+    pub mean_accuracy: Vec<(f64, f64)>,
+    /// `(t, accuracy spread)`.
+    pub spread: Vec<(f64, f64)>,
+    /// `(t, mean bytes sent per peer)`.
+    pub bytes_per_peer: Vec<(f64, f64)>,
+}
+
+/// Reads a run's metrics files and derives its rows, summary and series.
+pub(super) fn analyse(
+    lab: &LabFile,
+    cell: &Cell,
+    dir: &Path,
+    summary: &RunSummary,
+) -> Result<(Vec<RunRow>, CellSummary, Series), LabError> {
+    let mut lines: Vec<MetricsLine> = Vec::new();
+    for p in &summary.peers {
+        let path = dir.join(&p.name).join("metrics.jsonl");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        lines.extend(
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<MetricsLine>(l).ok()),
+        );
+    }
+    let t0 = lines
+        .iter()
+        .map(|l| l.time - l.elapsed_seconds)
+        .fold(f64::INFINITY, f64::min);
+    lines.sort_by(|a, b| a.time.total_cmp(&b.time));
+    let names: Vec<String> = summary.peers.iter().map(|p| p.name.clone()).collect();
+    let mut latest: BTreeMap<String, f32> = BTreeMap::new();
+    let mut sent: BTreeMap<String, u64> = BTreeMap::new();
+    let mut rows = Vec::new();
+    let mut ser = Series {
+        cell: *cell,
+        mean_accuracy: Vec::new(),
+        spread: Vec::new(),
+        bytes_per_peer: Vec::new(),
+    };
+    let (mut ttt, mut ttt_all, mut ttt_others) = (None, None, None);
+    let straggler_name = cell.straggler(lab)?;
+    let straggler = (cell.slowdown > 1.0).then_some(straggler_name.as_str());
+    let target = lab.target_accuracy;
+    for l in &lines {
+        let t = l.time - t0;
+        sent.insert(l.peer.clone(), l.bytes_sent);
+        let bytes = sent.values().sum::<u64>() as f64 / names.len().max(1) as f64;
+        ser.bytes_per_peer.push((t, bytes));
+        let Some(acc) = l.test_accuracy else { continue };
+        latest.insert(l.peer.clone(), acc);
+        let all = names.iter().all(|n| latest.contains_key(n));
+        let (mean, spread) = if all {
+            let v: Vec<f32> = latest.values().copied().collect();
+            let mean = v.iter().sum::<f32>() / v.len() as f32;
+            let max = v.iter().copied().fold(f32::MIN, f32::max);
+            let min = v.iter().copied().fold(f32::MAX, f32::min);
+            ser.mean_accuracy.push((t, f64::from(mean)));
+            ser.spread.push((t, f64::from(max - min)));
+            if ttt.is_none() && mean >= target {
+                ttt = Some(t);
+            }
+            if ttt_all.is_none() && min >= target {
+                ttt_all = Some(t);
+            }
+            if let Some(s) = straggler {
+                let others: Vec<f32> = latest
+                    .iter()
+                    .filter(|(n, _)| n.as_str() != s)
+                    .map(|(_, a)| *a)
+                    .collect();
+                if !others.is_empty()
+                    && ttt_others.is_none()
+                    && others.iter().sum::<f32>() / others.len() as f32 >= target
+                {
+                    ttt_others = Some(t);
+                }
+            }
+            (Some(mean), Some(max - min))
+        } else {
+            (None, None)
+        };
+        rows.push(RunRow {
+            cell: cell.id(),
+            mode: cell.mode.as_str().into(),
+            loss: cell.loss,
+            slowdown: cell.slowdown,
+            non_iid_alpha: cell.non_iid_alpha,
+            peers: cell.peers,
+            seed: cell.seed,
+            peer: l.peer.clone(),
+            t_seconds: t,
+            step: l.step,
+            samples: l.samples,
+            test_accuracy: acc,
+            mean_test_accuracy: mean,
+            accuracy_spread: spread,
+            bytes_sent: l.bytes_sent,
+            bytes_received: l.bytes_received,
+        });
+    }
+    let bytes_sent_per_peer = summary.peers.iter().map(|p| p.bytes_sent).sum::<u64>() as f64
+        / summary.peers.len().max(1) as f64;
+    let s = CellSummary {
+        cell: cell.id(),
+        mode: cell.mode.as_str().into(),
+        loss: cell.loss,
+        slowdown: cell.slowdown,
+        non_iid_alpha: cell.non_iid_alpha,
+        peers: cell.peers,
+        seed: cell.seed,
+        runner: cell.runner(lab).as_str().into(),
+        time_to_target_seconds: ttt,
+        time_to_target_all_seconds: ttt_all,
+        time_to_target_others_seconds: ttt_others,
+        final_mean_test_accuracy: summary.mean_test_accuracy,
+        final_min_test_accuracy: summary.min_test_accuracy,
+        final_consensus_distance: summary.consensus_distance,
+        bytes_sent_per_peer,
+        wall_seconds: summary.wall_seconds,
+    };
+    Ok((rows, s, ser))
+}
+
+pub(super) fn write_csv(path: &Path, rows: &[RunRow]) -> Result<(), LabError> {
+    let csv_err = |e: csv::Error| LabError::Io {
+        what: format!("writing {}", path.display()),
+        source: std::io::Error::other(e),
+    };
+    let mut w = csv::Writer::from_path(path).map_err(csv_err)?;
+    for r in rows {
+        w.serialize(r).map_err(csv_err)?;
+    }
+    w.flush()
+        .map_err(io_err(format!("writing {}", path.display())))
+}
+
+fn fmt_secs(t: Option<f64>) -> String {
+    t.map_or("never".into(), |t| format!("{t:.1}"))
+}
+
+/// The Markdown report: per-setting means over seeds, then every run.
+pub fn report(s: &LabSummary) -> String {
+    let mut out = format!(
+        "# Lab report: {}\n\nTarget test accuracy: {:.1}%. Time to target: {}.\n\n",
+        s.name,
+        s.target_accuracy * 100.0,
+        s.time_to_target_definition
+    );
+    out.push_str("## Per setting (mean over seeds)\n\n");
+    out.push_str("| mode | loss | slowdown | non-IID α | peers | seeds | reached | time to target (s) | every peer (s) | others (s) | final mean acc | final min acc | consensus dist | MiB sent/peer |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut groups: BTreeMap<String, Vec<&CellSummary>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for c in &s.cells {
+        let key = format!(
+            "{}|{}|{}|{}|{}",
+            c.mode, c.loss, c.slowdown, c.non_iid_alpha, c.peers
+        );
+        if !groups.contains_key(&key) {
+            order.push(key.clone());
+        }
+        groups.entry(key).or_default().push(c);
+    }
+    let mean_opt = |v: Vec<Option<f64>>| -> (usize, Option<f64>) {
+        let got: Vec<f64> = v.into_iter().flatten().collect();
+        let n = got.len();
+        (n, (n > 0).then(|| got.iter().sum::<f64>() / n as f64))
+    };
+    for key in order {
+        let cs = &groups[&key];
+        let c0 = cs[0];
+        let n = cs.len();
+        let (reached, ttt) = mean_opt(cs.iter().map(|c| c.time_to_target_seconds).collect());
+        let (all_n, all) = mean_opt(cs.iter().map(|c| c.time_to_target_all_seconds).collect());
+        let (others_n, others) =
+            mean_opt(cs.iter().map(|c| c.time_to_target_others_seconds).collect());
+        // Say how many seeds a mean is over when some never reached the target.
+        let with_count = |t: Option<f64>, k: usize| {
+            if k < n && t.is_some() {
+                format!("{} ({k}/{n})", fmt_secs(t))
+            } else {
+                fmt_secs(t)
+            }
+        };
+        let mean =
+            |f: &dyn Fn(&CellSummary) -> f64| cs.iter().map(|c| f(c)).sum::<f64>() / n as f64;
+        out.push_str(&format!(
+            "| {} | {:.0}% | {} | {} | {} | {} | {}/{} | {} | {} | {} | {:.2}% | {:.2}% | {:.1e} | {:.1} |\n",
+            c0.mode,
+            c0.loss * 100.0,
+            c0.slowdown,
+            if c0.non_iid_alpha > 0.0 { c0.non_iid_alpha.to_string() } else { "IID".into() },
+            c0.peers,
+            n,
+            reached,
+            n,
+            fmt_secs(ttt),
+            with_count(all, all_n),
+            if c0.slowdown > 1.0 {
+                with_count(others, others_n)
+            } else {
+                "-".into()
+            },
+            mean(&|c| f64::from(c.final_mean_test_accuracy)) * 100.0,
+            mean(&|c| f64::from(c.final_min_test_accuracy)) * 100.0,
+            mean(&|c| c.final_consensus_distance),
+            mean(&|c| c.bytes_sent_per_peer) / (1024.0 * 1024.0),
+        ));
+    }
+    out.push_str("\nMeans of time to target are over the seeds that reached it (see `reached`).\n\n## Every run\n\n");
+    out.push_str("| run | runner | time to target (s) | every peer (s) | final mean acc | final min acc | consensus dist | MiB sent/peer | wall (s) |\n|---|---|---|---|---|---|---|---|---|\n");
+    for c in &s.cells {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.2}% | {:.2}% | {:.1e} | {:.1} | {:.1} |\n",
+            c.cell,
+            c.runner,
+            fmt_secs(c.time_to_target_seconds),
+            fmt_secs(c.time_to_target_all_seconds),
+            c.final_mean_test_accuracy * 100.0,
+            c.final_min_test_accuracy * 100.0,
+            c.final_consensus_distance,
+            c.bytes_sent_per_peer / (1024.0 * 1024.0),
+            c.wall_seconds
+        ));
+    }
+    out.push_str("\n## Plots\n\n");
+    if s.plots.is_empty() {
+        out.push_str("No plots: no TrueType font was found (set RUMOR_FONT to a .ttf file).\n");
+    }
+    for p in &s.plots {
+        if p.ends_with(".png") {
+            out.push_str(&format!("![{p}]({p})\n\n"));
+        }
+    }
+    out.push_str("Accuracy spread (max − min of the peers' latest test accuracies) is plotted as the per-time stand-in for consensus distance, which is measured on the final models only.\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(peer: &str, t: f64, acc: Option<f32>) -> String {
+        serde_json::json!({
+            "time": 1000.0 + t, "elapsed_seconds": t, "peer": peer, "step": 1, "samples": 64,
+            "test_accuracy": acc, "bytes_sent": 10, "bytes_received": 10
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn time_to_target_uses_every_peers_latest_accuracy() {
+        let dir = tempfile::tempdir().unwrap();
+        for (peer, lines) in [
+            (
+                "peer-0",
+                vec![
+                    line("peer-0", 1.0, Some(0.5)),
+                    line("peer-0", 3.0, Some(0.9)),
+                ],
+            ),
+            (
+                "peer-1",
+                vec![
+                    line("peer-1", 2.0, Some(0.7)),
+                    line("peer-1", 5.0, Some(0.85)),
+                ],
+            ),
+        ] {
+            std::fs::create_dir_all(dir.path().join(peer)).unwrap();
+            std::fs::write(
+                dir.path().join(peer).join("metrics.jsonl"),
+                lines.join("\n"),
+            )
+            .unwrap();
+        }
+        let peer = |name: &str| crate::run::PeerSummary {
+            peer_id: String::new(),
+            name: name.into(),
+            test_accuracy: 0.9,
+            version: 1,
+            applied: 1,
+            bytes_sent: 10,
+            bytes_received: 10,
+            steps: 1,
+            samples: 64,
+            drained: true,
+        };
+        let summary = RunSummary {
+            mode: "gossip".into(),
+            dataset: "synthetic".into(),
+            peers: vec![peer("peer-0"), peer("peer-1")],
+            mean_test_accuracy: 0.9,
+            min_test_accuracy: 0.9,
+            consensus_distance: 0.0,
+            wall_seconds: 6.0,
+            samples_total: 128,
+            lr: 0.001,
+            epochs: 1,
+        };
+        let lab: LabFile = toml::from_str("name = \"t\"\ntarget_accuracy = 0.75\n").unwrap();
+        let cell = lab.cells()[0];
+        let (rows, s, series) = analyse(&lab, &cell, dir.path(), &summary).unwrap();
+        assert_eq!(rows.len(), 4);
+        // Mean: t=2 → 0.6, t=3 → 0.8 (reached), t=5 → 0.875; every peer ≥ 0.75 only at t=5.
+        assert_eq!(s.time_to_target_seconds, Some(3.0));
+        assert_eq!(s.time_to_target_all_seconds, Some(5.0));
+        assert_eq!(series.mean_accuracy.len(), 3);
+        assert!(report(&LabSummary {
+            name: "t".into(),
+            target_accuracy: 0.8,
+            time_to_target_definition: String::new(),
+            cells: vec![s],
+            plots: vec![],
+        })
+        .contains("| gossip |"));
+    }
+}

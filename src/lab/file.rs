@@ -1,0 +1,311 @@
+//! The lab file (`rumor lab FILE.toml`): its schema, its defaults, and the grid of cells it
+//! expands to, each with the configuration of its run.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Mode};
+
+use super::{netns, LabError};
+
+/// A lab file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabFile {
+    /// Name of the experiment (default output folder `results/NAME`).
+    pub name: String,
+    /// Test accuracy in [0, 1] that defines time-to-target.
+    pub target_accuracy: f32,
+    /// Modes to run: `gossip`, `sync` (and `centralized`, as a reference).
+    #[serde(default = "default_modes")]
+    pub modes: Vec<Mode>,
+    /// Loss rates: every peer drops this fraction of the datagrams it sends (`--loss`), so
+    /// every link loses it.
+    #[serde(default = "default_loss")]
+    pub loss: Vec<f64>,
+    /// Seeds (`train.rng_seed` and `loss.seed`).
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    /// Peer counts.
+    #[serde(default = "default_peers")]
+    pub peers: Vec<usize>,
+    /// Dirichlet α of the shards; 0 means IID.
+    #[serde(default = "default_alpha")]
+    pub non_iid_alpha: Vec<f64>,
+    /// Straggler factors applied to `straggler` (1: none).
+    #[serde(default = "default_slowdown")]
+    pub slowdown: Vec<f64>,
+    /// Which peer is slowed down.
+    #[serde(default = "default_straggler")]
+    pub straggler: String,
+    /// Where each cell runs: `in-process` (default; `rumor up` in this process) or `netns`
+    /// (one `rumor peer` per network namespace through `netns_script`, kernel loss).
+    #[serde(default)]
+    pub runner: Runner,
+    /// `runner = "netns"`: the cluster script, relative to the current dir (default
+    /// `scripts/netns/cluster.sh`).
+    #[serde(default = "default_netns_script")]
+    pub netns_script: PathBuf,
+    /// `runner = "netns"`: longest wait for one cell's peers to finish (the script's
+    /// `--timeout`, whole seconds), e.g. `"30m"` (default 1 h).
+    #[serde(default = "default_netns_timeout", with = "humantime_serde")]
+    pub netns_timeout: Duration,
+    /// The rumor configuration every run starts from (same keys as `config/default.toml`).
+    #[serde(default)]
+    pub config: Config,
+}
+
+/// Where the lab runs a cell.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runner {
+    /// `rumor up` in this process: peers on 127.0.0.1, loss injected by their sockets.
+    #[default]
+    InProcess,
+    /// One `rumor peer` per network namespace (`scripts/netns/cluster.sh`), loss dropped by
+    /// nftables in each namespace's kernel.
+    Netns,
+}
+
+impl Runner {
+    /// The lab-file spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runner::InProcess => "in-process",
+            Runner::Netns => "netns",
+        }
+    }
+}
+
+fn default_modes() -> Vec<Mode> {
+    vec![Mode::Gossip, Mode::Sync]
+}
+fn default_loss() -> Vec<f64> {
+    vec![0.0]
+}
+fn default_seeds() -> Vec<u64> {
+    vec![1]
+}
+fn default_peers() -> Vec<usize> {
+    vec![4]
+}
+fn default_alpha() -> Vec<f64> {
+    vec![0.0]
+}
+fn default_slowdown() -> Vec<f64> {
+    vec![1.0]
+}
+fn default_straggler() -> String {
+    "peer-1".into()
+}
+fn default_netns_script() -> PathBuf {
+    PathBuf::from("scripts/netns/cluster.sh")
+}
+fn default_netns_timeout() -> Duration {
+    netns::DEFAULT_TIMEOUT
+}
+
+impl LabFile {
+    /// Reads and checks a lab file.
+    ///
+    /// # Errors
+    /// [`LabError::File`] when unreadable, not valid TOML for this schema, or with an empty
+    /// axis or a target outside (0, 1].
+    pub fn from_file(path: &Path) -> Result<Self, LabError> {
+        let err = |message: String| LabError::File {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let lab: LabFile = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        if lab.modes.is_empty()
+            || lab.loss.is_empty()
+            || lab.seeds.is_empty()
+            || lab.peers.is_empty()
+            || lab.non_iid_alpha.is_empty()
+            || lab.slowdown.is_empty()
+        {
+            return Err(err("every axis needs at least one value".into()));
+        }
+        if !(lab.target_accuracy > 0.0 && lab.target_accuracy <= 1.0) {
+            return Err(err("target_accuracy must lie in (0, 1]".into()));
+        }
+        if lab.runner == Runner::Netns && lab.netns_timeout.as_secs() == 0 {
+            return Err(err("netns_timeout must be at least 1s".into()));
+        }
+        Ok(lab)
+    }
+
+    /// The grid, in a fixed order (mode innermost, so modes of a setting run back to back).
+    pub fn cells(&self) -> Vec<Cell> {
+        let mut out = Vec::new();
+        for &peers in &self.peers {
+            for &alpha in &self.non_iid_alpha {
+                for &slowdown in &self.slowdown {
+                    for &loss in &self.loss {
+                        for &seed in &self.seeds {
+                            for &mode in &self.modes {
+                                out.push(Cell {
+                                    mode,
+                                    loss,
+                                    slowdown,
+                                    non_iid_alpha: alpha,
+                                    peers,
+                                    seed,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One run of the grid.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cell {
+    /// Training mode.
+    pub mode: Mode,
+    /// Loss rate both ways.
+    pub loss: f64,
+    /// Straggler factor.
+    pub slowdown: f64,
+    /// Dirichlet α (0: IID).
+    pub non_iid_alpha: f64,
+    /// Peers.
+    pub peers: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Cell {
+    /// A file-system friendly id, e.g. `gossip-loss0.10-slow1-iid-n4-s1`.
+    pub fn id(&self) -> String {
+        let alpha = if self.non_iid_alpha > 0.0 {
+            format!("a{}", self.non_iid_alpha)
+        } else {
+            "iid".into()
+        };
+        format!(
+            "{}-loss{:.2}-slow{}-{alpha}-n{}-s{}",
+            self.mode.as_str(),
+            self.loss,
+            self.slowdown,
+            self.peers,
+            self.seed
+        )
+    }
+
+    /// The setting without mode and seed: what one plot compares.
+    pub fn group(&self) -> String {
+        let alpha = if self.non_iid_alpha > 0.0 {
+            format!("a{}", self.non_iid_alpha)
+        } else {
+            "iid".into()
+        };
+        format!(
+            "loss{:.2}-slow{}-{alpha}-n{}",
+            self.loss, self.slowdown, self.peers
+        )
+    }
+
+    /// Where this cell runs in `lab`: centralized cells have no network and run in-process.
+    pub fn runner(&self, lab: &LabFile) -> Runner {
+        if self.mode == Mode::Centralized {
+            Runner::InProcess
+        } else {
+            lab.runner
+        }
+    }
+
+    /// The name of the straggler's peer in this cell's runner (`host-H` in namespaces).
+    pub(super) fn straggler(&self, lab: &LabFile) -> Result<String, LabError> {
+        match self.runner(lab) {
+            Runner::InProcess => Ok(lab.straggler.clone()),
+            Runner::Netns => {
+                netns::host_name(&lab.straggler, self.peers).map_err(|message| LabError::Netns {
+                    cell: self.id(),
+                    message,
+                })
+            }
+        }
+    }
+
+    pub(super) fn config(&self, lab: &LabFile) -> Result<Config, LabError> {
+        let mut c = lab.config.clone();
+        c.up.mode = self.mode;
+        c.up.peers = self.peers;
+        match self.runner(lab) {
+            // As `--loss`: each sender drops `loss` of its datagrams, so every link loses it.
+            Runner::InProcess => c.loss.loss_out = self.loss,
+            // Every host's kernel drops `loss` of the UDP datagrams it sends instead.
+            Runner::Netns => {
+                c.loss.loss_out = 0.0;
+                c.loss.loss_in = 0.0;
+            }
+        }
+        c.loss.seed = self.seed;
+        c.train.rng_seed = self.seed;
+        // Evaluation points save the base; they are evaluated after the run
+        // ([`evaluate_deferred`]), so measuring costs the timed run no compute.
+        c.train.deferred_eval = true;
+        c.train.non_iid_alpha = (self.non_iid_alpha > 0.0).then_some(self.non_iid_alpha);
+        if self.slowdown > 1.0 {
+            c.train.slowdown.insert(self.straggler(lab)?, self.slowdown);
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_lab_files_parse_and_every_cell_validates() {
+        for name in ["loss-sweep", "straggler"] {
+            let path =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/lab/{name}.toml"));
+            let lab = LabFile::from_file(&path).unwrap();
+            assert_eq!(lab.name, name);
+            let cells = lab.cells();
+            assert!(!cells.is_empty());
+            for c in &cells {
+                c.config(&lab).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn netns_cells_move_loss_to_the_kernel_and_the_straggler_to_its_host() {
+        let text = "name = \"t\"\ntarget_accuracy = 0.5\nrunner = \"netns\"\n\
+                    modes = [\"gossip\", \"sync\", \"centralized\"]\nloss = [0.1]\n\
+                    peers = [3]\nslowdown = [4.0]\n";
+        let lab: LabFile = toml::from_str(text).unwrap();
+        let cells = lab.cells();
+        for cell in &cells[..2] {
+            assert_eq!(cell.runner(&lab), Runner::Netns);
+            let c = cell.config(&lab).unwrap();
+            assert_eq!(c.loss.loss_out, 0.0, "nftables drops, not the socket");
+            assert_eq!(
+                c.slowdown_of("host-2"),
+                4.0,
+                "peer-1 trains shard 2: host-2"
+            );
+            assert_eq!(c.up.mode, cell.mode);
+            // What the hosts get through --config reads back the same.
+            let back = Config::from_toml(&toml::to_string(&c).unwrap()).unwrap();
+            assert_eq!(back, c);
+        }
+        assert_eq!(cells[2].runner(&lab), Runner::InProcess, "centralized");
+        assert_eq!(cells[2].config(&lab).unwrap().loss.loss_out, 0.1);
+        let mut lab = lab;
+        lab.straggler = "peer-3".into();
+        assert!(matches!(cells[0].config(&lab), Err(LabError::Netns { .. })));
+    }
+}

@@ -1,0 +1,341 @@
+//! `rumor up`: a whole cluster on this machine — gossip peers under the local cluster
+//! supervisor (with the dashboard on a terminal), the barrier baseline, or the centralized
+//! baseline — and its summary.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::certs;
+use crate::cluster::{AddPeerError, LocalCluster, PeerEnd, PeerFactory};
+use crate::config::{Config, Mode};
+use crate::data::{self, TrainTest};
+use crate::metrics::http::MetricsServer;
+use crate::model;
+use crate::node::{PeerOptions, PeerOutcome};
+use crate::ui::dashboard;
+use crate::ui::peer_table::plain_line;
+
+use super::centralized::centralized;
+use super::options::{check_batch_fits, load_data, local_peer_options};
+use super::peer::{sync_failure, wait_for_signal};
+use super::summary::{
+    peer_summary, print_summary, summarize, sync_peer_summary, PeerSummary, RunSummary,
+};
+use super::{io_err, write_json, RunError};
+
+/// Options of `rumor up` that are not in the config file.
+#[derive(Clone, Debug, Default)]
+pub struct UpOptions {
+    /// Existing certificates directory with a CA (peer-0.. certificates issued when missing).
+    pub certs: Option<PathBuf>,
+    /// Parent of the peers' data dirs; default a temp dir.
+    pub out: Option<PathBuf>,
+    /// Plain lines instead of the redrawn table.
+    pub no_tui: bool,
+    /// Where to write the summary JSON.
+    pub summary_json: Option<PathBuf>,
+    /// Serve each peer's `/metrics` and `/status` on 127.0.0.1 (any free port) and print where.
+    pub metrics: bool,
+    /// Print nothing (no live table, no plain lines, no summary): for the lab.
+    pub quiet: bool,
+}
+
+/// `rumor up`: runs the gossip cluster or the centralized baseline and returns the summary.
+pub async fn up(config: Config, options: UpOptions) -> Result<RunSummary, RunError> {
+    model::set_compute_threads(config.train.threads);
+    if let Some(out) = &options.out {
+        crate::node::check_dir_path("output dir", out)?;
+    }
+    let data = load_data(&config)?;
+    match config.up.mode {
+        Mode::Centralized => check_batch_fits(&config, &data, [data::ShardSpec::WHOLE])?,
+        Mode::Gossip | Mode::Sync => {
+            let n = config.up.peers;
+            check_batch_fits(
+                &config,
+                &data,
+                (0..n).map(|index| data::ShardSpec { index, count: n }),
+            )?
+        }
+    }
+    let summary = match config.up.mode {
+        Mode::Gossip => up_gossip(&config, &options, data).await?,
+        Mode::Sync => up_sync(&config, &options, data).await?,
+        Mode::Centralized => {
+            let config = config.clone();
+            let no_tui = options.no_tui;
+            tokio::task::spawn_blocking(move || centralized(&config, &data, no_tui))
+                .await
+                .map_err(|e| RunError::Io {
+                    what: "centralized training task".into(),
+                    source: std::io::Error::other(e),
+                })??
+        }
+    };
+    if !options.quiet {
+        print_summary(&summary);
+    }
+    if let Some(path) = &options.summary_json {
+        write_json(path, &summary)?;
+    }
+    Ok(summary)
+}
+
+/// The temp dir, certificates dir (a throwaway CA unless `--certs`) and data-dir parent of a
+/// local run. The temp dir is removed when the returned guard drops.
+fn up_workspace(options: &UpOptions) -> Result<(tempfile::TempDir, PathBuf, PathBuf), RunError> {
+    let temp = tempfile::Builder::new()
+        .prefix("rumor-up-")
+        .tempdir()
+        .map_err(io_err("creating a temp dir"))?;
+    let certs_dir = match &options.certs {
+        Some(dir) => dir.clone(),
+        None => {
+            let dir = temp.path().join("certs");
+            certs::init_ca(&dir, false)?;
+            dir
+        }
+    };
+    let out = options
+        .out
+        .clone()
+        .unwrap_or_else(|| temp.path().join("peers"));
+    Ok((temp, certs_dir, out))
+}
+
+/// `rumor up` in gossip mode: `up.peers` local peers under a [`LocalCluster`], shown on the
+/// dashboard on a terminal, else as plain progress lines every 5 s (nothing when quiet).
+async fn up_gossip(
+    config: &Config,
+    options: &UpOptions,
+    data: TrainTest,
+) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let n = config.up.peers;
+    let (_temp, certs_dir, out) = up_workspace(options)?;
+    let test = Arc::new(data.test.clone());
+    let mut all_options: Vec<PeerOptions> = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut opts = local_peer_options(config, &certs_dir, &out, &data, &test, i)?;
+        opts.min_peers = n;
+        all_options.push(opts);
+    }
+    let mut cluster = LocalCluster::start(all_options).await;
+    info!(peers = n, "all peers started");
+    let mut servers = Vec::new();
+    if options.metrics {
+        for peer in cluster.peers() {
+            let Some(h) = peer.handle() else { continue };
+            let server =
+                MetricsServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), h.snapshot.clone())
+                    .await?;
+            println!(
+                "{}: metrics on http://{}/metrics, status on http://{}/status",
+                peer.name(),
+                server.local_addr(),
+                server.local_addr()
+            );
+            servers.push(server);
+        }
+    }
+    let tty = std::io::stdout().is_terminal() && !options.no_tui && !options.quiet;
+    let outcomes = if tty {
+        // Peers an operator adds take the shard of peer (index mod n): the shards stay the same.
+        let config = config.clone();
+        let data = data.clone();
+        let test = test.clone();
+        let certs_dir = certs_dir.clone();
+        let out = out.clone();
+        let factory: PeerFactory = Box::new(move |index, seeds| {
+            let mut o = local_peer_options(&config, &certs_dir, &out, &data, &test, index)
+                .map_err(|e| AddPeerError::Options(Box::new(e)))?;
+            o.seeds = seeds;
+            o.min_peers = 1;
+            Ok(o)
+        });
+        let cluster = dashboard::run(cluster.with_factory(factory), started)
+            .await
+            .map_err(io_err("running the dashboard"))?;
+        operator_outcomes(cluster)?
+    } else {
+        watch_plain(&mut cluster, started, options.quiet).await;
+        all_outcomes(cluster)?
+    };
+    drop(servers);
+    let bases: Vec<&[f32]> = outcomes.iter().map(|o| o.base.as_slice()).collect();
+    let consensus_distance = model::consensus_distance(&bases)?;
+    let peers: Vec<PeerSummary> = outcomes.iter().map(peer_summary).collect();
+    Ok(summarize(
+        "gossip",
+        &data.name,
+        peers,
+        consensus_distance,
+        started.elapsed(),
+        config.train.lr * config.train.lr_scaling.factor(n),
+        config.train.epochs,
+    ))
+}
+
+/// Runs `cluster` to its end without a screen: a plain line per peer every 5 s unless `quiet`;
+/// Ctrl-C or SIGTERM asks every peer to leave.
+async fn watch_plain(cluster: &mut LocalCluster, started: Instant, quiet: bool) {
+    let stops = cluster.stop_senders();
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        for s in stops {
+            let _ = s.send(true);
+        }
+    });
+    let mut last_plain = Instant::now();
+    while !cluster.all_ended() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cluster.poll(false).await;
+        if !quiet && last_plain.elapsed() >= Duration::from_secs(5) {
+            last_plain = Instant::now();
+            for peer in cluster.peers() {
+                println!("{}", plain_line(&peer.last, started.elapsed()));
+            }
+        }
+    }
+    signals.abort();
+}
+
+/// The outcomes of a run without an operator: every peer must succeed. The first failure is
+/// returned (and printed once by the caller); later ones are only logged.
+fn all_outcomes(cluster: LocalCluster) -> Result<Vec<PeerOutcome>, RunError> {
+    let mut outcomes = Vec::new();
+    let mut first_error = None;
+    for (name, end) in cluster.into_ends() {
+        match end {
+            PeerEnd::Done(end) => match *end {
+                Ok(o) => outcomes.push(o),
+                Err(source) => {
+                    if first_error.is_some() {
+                        warn!("{name} failed: {}", crate::report::Chain(&source));
+                    }
+                    first_error.get_or_insert(RunError::Peer {
+                        name,
+                        source: Box::new(source),
+                    });
+                }
+            },
+            PeerEnd::Killed | PeerEnd::Running => {}
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(outcomes),
+    }
+}
+
+/// The outcomes of a run an operator drove: killed peers that were not restarted are left out
+/// of the summary (and said so); a failure is an error only when no peer succeeded.
+fn operator_outcomes(cluster: LocalCluster) -> Result<Vec<PeerOutcome>, RunError> {
+    let mut outcomes = Vec::new();
+    let mut first_error = None;
+    for (name, end) in cluster.into_ends() {
+        match end {
+            PeerEnd::Done(end) => match *end {
+                Ok(o) => outcomes.push(o),
+                Err(source) => {
+                    warn!("{name} failed: {}", crate::report::Chain(&source));
+                    first_error.get_or_insert(RunError::Peer {
+                        name,
+                        source: Box::new(source),
+                    });
+                }
+            },
+            PeerEnd::Killed | PeerEnd::Running => {
+                println!("{name}: killed, left out of the summary")
+            }
+        }
+    }
+    if outcomes.is_empty() {
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+    } else if let Some(e) = first_error {
+        warn!("{}", crate::report::Chain(&e));
+    }
+    Ok(outcomes)
+}
+
+/// `rumor up --mode sync`: the barrier baseline ([`crate::sync`]) with the same peers, shards,
+/// learning rate, certificates and loss injection as gossip.
+async fn up_sync(
+    config: &Config,
+    options: &UpOptions,
+    data: TrainTest,
+) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let n = config.up.peers;
+    let (_temp, certs_dir, out) = up_workspace(options)?;
+    let test = Arc::new(data.test.clone());
+    let peer_err = |name: &str, e: crate::node::NodeError| RunError::Peer {
+        name: name.to_string(),
+        source: Box::new(e),
+    };
+    // Bind every transport first so each peer knows every address.
+    let mut bound = Vec::with_capacity(n);
+    for i in 0..n {
+        let opts = local_peer_options(config, &certs_dir, &out, &data, &test, i)?;
+        let name = opts.name.clone();
+        let (transport, incoming) = crate::net::Transport::bind_lossy(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            &opts.identity,
+            opts.transport.clone(),
+            opts.loss.clone(),
+        )
+        .await
+        .map_err(|e| peer_err(&name, e.into()))?;
+        bound.push((opts, transport, incoming));
+    }
+    let addrs: Vec<SocketAddr> = bound.iter().map(|(_, t, _)| t.local_addr()).collect();
+    let mut tasks = Vec::with_capacity(n);
+    for (i, (opts, transport, incoming)) in bound.into_iter().enumerate() {
+        let peer = crate::sync::SyncPeer {
+            name: opts.name.clone(),
+            index: i,
+            peers: addrs.clone(),
+            transport,
+            incoming,
+            initial: opts.initial,
+            plan: opts.plan,
+            shard: opts.shard,
+            test: opts.test,
+            data_dir: opts.data_dir,
+            timeout: config.up.sync_timeout,
+        };
+        tasks.push((opts.name, tokio::spawn(crate::sync::run_sync_peer(peer))));
+    }
+    info!(peers = n, "sync peers started");
+    let mut outcomes = Vec::with_capacity(n);
+    for (name, task) in tasks {
+        let result = task.await.map_err(|e| RunError::Io {
+            what: format!("sync peer {name}"),
+            source: std::io::Error::other(e),
+        })?;
+        let o = result.map_err(|e| RunError::Peer {
+            name: name.clone(),
+            source: Box::new(sync_failure(e)),
+        })?;
+        outcomes.push(o);
+    }
+    let bases: Vec<&[f32]> = outcomes.iter().map(|o| o.base.as_slice()).collect();
+    let consensus_distance = model::consensus_distance(&bases)?;
+    let peers = outcomes.iter().map(sync_peer_summary).collect();
+    Ok(summarize(
+        "sync",
+        &data.name,
+        peers,
+        consensus_distance,
+        started.elapsed(),
+        config.train.lr * config.train.lr_scaling.factor(n),
+        config.train.epochs,
+    ))
+}

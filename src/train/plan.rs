@@ -1,0 +1,98 @@
+//! What a training run is asked to do ([`TrainPlan`]) and what it reports as it goes
+//! ([`TrainProgress`]), shared by the gossip peer, the barrier baseline and the centralized
+//! baseline.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::model::{self, ModelSpec};
+
+/// What the training loop needs to run.
+#[derive(Clone, Debug)]
+pub struct TrainPlan {
+    /// The model shape.
+    pub spec: ModelSpec,
+    /// Passes over the shard.
+    pub epochs: u32,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// Effective learning rate (after scaling by the number of peers).
+    pub lr: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Steps between published deltas, or between barrier rounds in the sync baseline (H).
+    pub publish_every: u64,
+    /// Steps between test evaluations (0: never during training).
+    pub eval_every: u64,
+    /// Seed of the batch order.
+    pub order_seed: u64,
+    /// Steps already done before a restart: the loop skips that many batches (their samples
+    /// count as processed) so a resumed peer finishes its budget instead of starting over.
+    pub start_step: u64,
+    /// Stop training after this long even if epochs remain.
+    pub max_train_time: Option<Duration>,
+    /// Straggler factor ≥ 1: after each step the thread sleeps (factor − 1) × that step's
+    /// measured wall time (folding in received deltas, gathering the batch, the optimizer
+    /// step), so steps take `slowdown` times as long. 1: no sleep.
+    pub slowdown: f64,
+    /// When set, an evaluation point does not evaluate: it writes the evaluated model to this
+    /// directory ([`super::write_eval_snapshot`]) and reports the file in
+    /// [`TrainProgress::eval_snapshot`], to be evaluated after the run
+    /// ([`super::evaluate_snapshot`]). Measurement then costs the run no compute (the lab uses
+    /// this). None: evaluate in place.
+    pub eval_snapshots: Option<PathBuf>,
+    /// Flow control of the gossip peer: while this many of the peer's own deltas are still
+    /// unacknowledged by some live member (the shell's count), a due publish is put off and
+    /// training goes on; the next step tries again, and the delta then carries every step since
+    /// the last one. So a slow or lossy network first stretches the publish period instead of
+    /// queueing deltas that go stale. Once a delta would carry
+    /// [`crate::node::trainer::MAX_COALESCE`] × `publish_every` steps, the trainer stops
+    /// stepping until the window opens (back-pressure from its own outbox, like a full socket
+    /// buffer): a peer never trains further ahead of what its peers have received, which keeps
+    /// the merged deltas from going stale and overshooting together (asynchronous SGD's
+    /// staleness problem). It waits for transport acknowledgements only, never for another
+    /// peer's training; members under suspicion or dead are not waited for, and a send counts
+    /// as done once it fails or times out. 0: no limit, no waiting.
+    pub max_unacked_deltas: usize,
+    /// How published deltas (and sync round updates) are quantized ([`model::Compression`],
+    /// with error feedback).
+    pub delta_compression: model::Compression,
+    /// Run the training thread at the lowest priority, so the protocol and network tasks get
+    /// the CPU first when it is short: probes are answered and deltas sent while training
+    /// takes what is left.
+    pub low_priority: bool,
+}
+
+/// Counters of the training loop.
+#[derive(Clone, Debug, Default)]
+pub struct TrainProgress {
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Samples processed.
+    pub samples: u64,
+    /// Current epoch (0-based).
+    pub epoch: u32,
+    /// Mean training loss over the steps since the last report.
+    pub train_loss: Option<f32>,
+    /// Test accuracy of the evaluated model, when evaluated at this step.
+    pub test_accuracy: Option<f32>,
+    /// With [`TrainPlan::eval_snapshots`]: the file holding the evaluated model at this
+    /// evaluation point, to be evaluated after the run (then `test_accuracy` is None).
+    pub eval_snapshot: Option<PathBuf>,
+    /// Mean wall time of an optimizer step since the last report (seconds).
+    pub step_seconds: f64,
+    /// Wall time the gossip peer's flow control spent waiting for the network so far
+    /// ([`crate::node::trainer::MAX_COALESCE`]), in seconds.
+    pub flow_control_wait_seconds: f64,
+}
+
+/// Where the loop stands after one optimizer step, for hooks that show it.
+#[derive(Clone, Copy, Debug)]
+pub struct StepPosition {
+    /// Epoch, 0-based.
+    pub epoch: u32,
+    /// Batch within the epoch, 1-based.
+    pub batch: usize,
+    /// Mean training loss over this epoch's steps so far.
+    pub epoch_mean_loss: f64,
+}
