@@ -1393,6 +1393,7 @@ impl Core {
             .filter(|(_, s)| now >= s.started + swim.suspicion_timeout(n, s.confirmations.len()))
             .map(|(p, s)| (*p, s.incarnation))
             .collect();
+        let mut declared = false;
         for (peer, incarnation) in expired {
             self.swim.suspicions.remove(&peer);
             let Some(mut record) = self.members.get(&peer).cloned() else {
@@ -1402,7 +1403,14 @@ impl Core {
                 record.status = MemberStatus::Dead;
                 self.stats.members_declared_dead += 1;
                 self.merge_record(record, None);
+                declared = true;
             }
+        }
+        // A death is pushed at once rather than at the next gossip tick: the others' suspicion
+        // timers run out at about the same time, so waiting would only add up to a gossip
+        // interval to the time until every peer knows (one message per death, no idle cost).
+        if declared {
+            self.gossip_updates();
         }
         // Relays nobody answered.
         self.swim.relays.retain(|_, r| r.expires > now);
