@@ -67,10 +67,11 @@ pub struct CoreConfig {
     pub anti_entropy_interval: Duration,
     /// Period of anti-entropy digests while draining (to every live member).
     pub drain_anti_entropy_interval: Duration,
-    /// How long the drain condition must hold, with the same live members and applied set and
-    /// no member under suspicion, before the drain completes. Gives a member falsely declared
-    /// dead time to refute (draining peers try every dead member each second), so a peer does
-    /// not finish alone with a view that lacks that member's deltas.
+    /// While some member is declared dead, how long the drain condition must hold, with the
+    /// same dead members and applied set, before the drain completes. Gives a member falsely
+    /// declared dead time to refute (draining peers try every dead member each second), so a
+    /// peer does not finish with a view that lacks that member's deltas. With no member declared
+    /// dead the drain completes as soon as the condition holds.
     pub drain_settle: Duration,
     /// How long an envelope id is remembered (at least 90 s).
     pub seen_retention: Duration,
@@ -360,9 +361,10 @@ pub struct Core {
     next_probe: Instant,
     next_push_pull: Instant,
     next_reconnect: Instant,
-    /// Since when the drain condition holds, and the view it holds for.
+    /// While some member is declared dead: since when the drain condition holds, and the view
+    /// ([`Core::drain_view`]) it holds for.
     drain_since: Option<(Instant, u64)>,
-    /// Whether the drain condition has held for `drain_settle`.
+    /// Whether the drain may end ([`Core::drain_complete`]).
     drain_settled: bool,
     /// When a digest was last sent to a peer because its applied fingerprint differed.
     last_digest_to: HashMap<PeerId, Instant>,
@@ -565,10 +567,11 @@ impl Core {
         self.progress.get(peer).map(|p| (p.lifecycle, &p.applied))
     }
 
-    /// Whether draining may end: this peer is draining, and for the last
-    /// [`CoreConfig::drain_settle`] every other live member has said it is draining (so its last
-    /// delta is published) and reported the same applied set as this peer, none was under
-    /// suspicion, and neither the live members nor the applied set changed.
+    /// Whether draining may end: this peer is draining, every other live member has said it is
+    /// draining (so its last delta is published) and reported the same applied set as this peer,
+    /// and none is under suspicion. While some member is declared dead (by failure detection,
+    /// not by leaving), that must also have held for [`CoreConfig::drain_settle`] with the same
+    /// dead members and applied set, so that a member declared dead falsely can refute first.
     pub fn drain_complete(&self) -> bool {
         self.drain_settled
     }
@@ -591,29 +594,46 @@ impl Core {
         })
     }
 
-    /// What must stay unchanged while the drain settles: the live members with their
-    /// incarnations, and the applied set.
-    fn drain_view(&self) -> u64 {
-        let mut live: Vec<(PeerId, u64)> = self
+    /// The members declared dead by failure detection, with their incarnations, and the applied
+    /// set: what must stay unchanged while the drain settles. `None` when no member is declared
+    /// dead, so there is nothing to settle. A member that left is not in it: it said so itself,
+    /// so there is no false verdict to wait out.
+    fn drain_view(&self) -> Option<u64> {
+        let mut dead: Vec<(PeerId, u64)> = self
             .members
-            .live()
+            .iter()
+            .filter(|m| m.status == MemberStatus::Dead && m.peer_id != self.me.id)
             .map(|m| (m.peer_id, m.incarnation))
             .collect();
-        live.sort();
+        if dead.is_empty() {
+            return None;
+        }
+        dead.sort();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        live.hash(&mut hasher);
+        dead.hash(&mut hasher);
         self.applied.fingerprint().hash(&mut hasher);
-        hasher.finish()
+        Some(hasher.finish())
     }
 
     /// Re-evaluates [`Core::drain_complete`] at `now`.
+    ///
+    /// The settle only guards against a false death: a member wrongly declared dead is not waited
+    /// for, so every peer that agrees without it could stop at once without its last deltas. A
+    /// live member, suspected or not, already blocks the condition until it reports the same
+    /// applied set, and a member that left said so itself. So with no member declared
+    /// dead the drain ends as soon as the condition holds (one digest round after the applied
+    /// sets agree), and the settle applies only while someone is declared dead.
     fn update_drain(&mut self, now: Instant) {
         if !self.drain_condition() {
             self.drain_since = None;
             self.drain_settled = false;
             return;
         }
-        let view = self.drain_view();
+        let Some(view) = self.drain_view() else {
+            self.drain_since = None;
+            self.drain_settled = true;
+            return;
+        };
         match self.drain_since {
             Some((since, v)) if v == view => {
                 self.drain_settled =
@@ -1392,6 +1412,7 @@ impl Core {
             .filter(|(_, s)| now >= s.started + swim.suspicion_timeout(n, s.confirmations.len()))
             .map(|(p, s)| (*p, s.incarnation))
             .collect();
+        let mut declared = false;
         for (peer, incarnation) in expired {
             self.swim.suspicions.remove(&peer);
             let Some(mut record) = self.members.get(&peer).cloned() else {
@@ -1401,7 +1422,14 @@ impl Core {
                 record.status = MemberStatus::Dead;
                 self.stats.members_declared_dead += 1;
                 self.merge_record(record, None);
+                declared = true;
             }
+        }
+        // A death is pushed at once rather than at the next gossip tick: the others' suspicion
+        // timers run out at about the same time, so waiting would only add up to a gossip
+        // interval to the time until every peer knows (one message per death, no idle cost).
+        if declared {
+            self.gossip_updates();
         }
         // Relays nobody answered.
         self.swim.relays.retain(|_, r| r.expires > now);

@@ -638,6 +638,147 @@ fn sim_drain_waits_for_a_member_falsely_declared_dead() {
     }
 }
 
+/// Forms a lossless cluster of `n` peers through peer 0, starts training everywhere and has each
+/// peer publish `rounds` deltas, 100 ms apart.
+fn trained_cluster(seed: u64, n: usize, rounds: u64) -> Sim {
+    let mut sim = Sim::new(sim_config(), NetModel::default(), seed);
+    sim.add_peer(vec![0.0; P], &[]);
+    for _ in 1..n {
+        sim.add_peer(vec![0.0; P], &[0]);
+    }
+    assert!(
+        sim.run_until(Duration::from_secs(30), Duration::from_millis(100), |s| {
+            (0..n).all(|i| {
+                s.peer(i)
+                    .is_some_and(|c| c.live_count() == n && c.is_joined())
+            })
+        }),
+        "seed {seed}: the cluster forms"
+    );
+    for i in 0..n {
+        sim.with_peer(i, |c, _| c.start_training());
+    }
+    for round in 1..=rounds {
+        for i in 0..n {
+            sim.with_peer(i, |c, now| {
+                c.publish(now, 1.0 / n as f32, delta_values(i, round))
+                    .unwrap()
+            });
+        }
+        sim.run_for(Duration::from_millis(100));
+    }
+    sim
+}
+
+/// Runs until every peer has finished its drain, doing what the node does then (leave, stop);
+/// returns each peer's virtual time and applied-set size when it finished, or `None` for a peer
+/// still draining after `limit`.
+fn finish_drains(sim: &mut Sim, limit: Duration) -> Vec<Option<(Instant, u64)>> {
+    let n = sim.peers.len();
+    let mut finished: Vec<Option<(Instant, u64)>> = vec![None; n];
+    let end = sim.now + limit;
+    while sim.now < end && finished.iter().any(Option::is_none) {
+        sim.run_for(Duration::from_millis(10));
+        for (i, f) in finished.iter_mut().enumerate() {
+            let done = sim
+                .peer(i)
+                .and_then(|c| (f.is_none() && c.drain_complete()).then(|| c.applied().len()));
+            if let Some(applied) = done {
+                *f = Some((sim.now, applied));
+                sim.with_peer(i, |c, _| c.leave());
+                sim.crash(i);
+            }
+        }
+    }
+    finished
+}
+
+/// With no loss and no failure a drain ends within a second of the applied sets agreeing (no
+/// fixed settle time), with every peer holding every delta; peers that finish first leave, and
+/// that does not hold the others back.
+#[test]
+fn sim_lossless_drain_ends_within_a_second_of_agreement() {
+    for seed in [21u64, 22, 23] {
+        let n = 4;
+        let rounds = 3;
+        let mut sim = trained_cluster(seed, n, rounds);
+        // Peers run out of training budget at different times, each publishing its last delta
+        // as it starts draining (as the trainer does).
+        for i in 0..n {
+            sim.with_peer(i, |c, now| {
+                c.publish(now, 1.0 / n as f32, delta_values(i, rounds + 1))
+                    .unwrap();
+                c.start_drain(now);
+            });
+            sim.run_for(Duration::from_millis(300));
+        }
+        // The instant every peer is draining with the same applied set (virtual time).
+        let agreed = sim.run_until(Duration::from_secs(10), Duration::from_millis(10), |s| {
+            let first = s.peer(0).map(|c| c.applied().clone());
+            (0..n).all(|i| {
+                s.peer(i).is_some_and(|c| {
+                    c.lifecycle() == Lifecycle::Draining && Some(c.applied()) == first.as_ref()
+                })
+            })
+        });
+        assert!(agreed, "seed {seed}: the applied sets agree");
+        let agreed_at = sim.now;
+        let finished = finish_drains(&mut sim, Duration::from_secs(30));
+        for (i, f) in finished.iter().enumerate() {
+            let (at, applied) = f.unwrap_or_else(|| panic!("seed {seed}: peer {i} never finished"));
+            let after = at.saturating_duration_since(agreed_at);
+            eprintln!("seed {seed}: peer {i} finished {after:?} after agreement");
+            assert!(
+                after <= Duration::from_secs(1),
+                "seed {seed}: peer {i} finished {after:?} after the applied sets agreed"
+            );
+            assert_eq!(applied, n as u64 * (rounds + 1), "seed {seed}: peer {i}");
+        }
+    }
+}
+
+/// A peer cut off for 2 s (shorter than the old settle time, too short to be declared dead) just
+/// as everyone starts draining, with its last delta not yet out: the others suspect it but do not
+/// finish without it, and after the heal every peer finishes with every delta.
+#[test]
+fn sim_drain_waits_for_a_briefly_cut_off_member() {
+    for seed in [31u64, 32, 33] {
+        let n = 4;
+        let rounds = 3;
+        let mut sim = trained_cluster(seed, n, rounds);
+        sim.partition(&[0, 1, 2], &[3]);
+        for i in 0..n {
+            sim.with_peer(i, |c, now| {
+                c.publish(now, 1.0 / n as f32, delta_values(i, rounds + 1))
+                    .unwrap();
+                c.start_drain(now);
+            });
+        }
+        let mut ended_early = false;
+        for _ in 0..20 {
+            sim.run_for(Duration::from_millis(100));
+            ended_early |= (0..n).any(|i| sim.peer(i).is_some_and(Core::drain_complete));
+        }
+        assert!(
+            !ended_early,
+            "seed {seed}: nobody finishes while peer 3 is cut off"
+        );
+        assert!(
+            (0..3).all(|i| sim.status_of(i, 3) != Some(crate::wire::MemberStatus::Dead)),
+            "seed {seed}: 2 s is too short to declare peer 3 dead"
+        );
+        sim.heal();
+        let finished = finish_drains(&mut sim, Duration::from_secs(60));
+        assert!(
+            finished
+                .iter()
+                .all(|f| f.is_some_and(|(_, applied)| applied == n as u64 * (rounds + 1))),
+            "seed {seed}: every peer finishes with all {} deltas: {finished:?}",
+            n as u64 * (rounds + 1)
+        );
+    }
+}
+
 /// A peer restarted without its state (damaged checkpoint) hears of an alive, higher incarnation
 /// of itself: it outranks it instead of running under the lower one.
 #[test]
