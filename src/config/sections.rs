@@ -204,7 +204,9 @@ pub struct GossipSection {
     /// Period of anti-entropy digests while draining.
     #[serde(with = "humantime_serde")]
     pub drain_anti_entropy_interval: Duration,
-    /// How long the drain condition must hold unchanged before the drain completes.
+    /// While some member is declared dead, how long the drain condition must hold with the same
+    /// dead members and applied set before the drain completes (time for a falsely declared
+    /// member to refute). With no member dead the drain completes as soon as the condition holds.
     #[serde(with = "humantime_serde")]
     pub drain_settle: Duration,
     /// How long envelope ids stay in the seen-cache (at least 90 s).
