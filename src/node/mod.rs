@@ -23,7 +23,10 @@ use crate::model::{self, ModelSpec};
 use crate::net::{Transport, TransportConfig};
 use crate::ratelog::RateLimitedLog;
 use observe::{Observer, Observers};
-use rumor_proto::core::{Core, CoreConfig, CoreStats, Event, LocalPeer, RestoredState};
+use rumor_proto::core::{
+    decide_resume, CheckpointFound, Core, CoreConfig, CoreStats, Event, LifecycleConfig, LocalPeer,
+    RestoredState, ResumeDecision, ResumeRefusal,
+};
 use rumor_proto::version_vector::VersionVector;
 use rumor_proto::wire::{Lifecycle, PeerId};
 use sender::Sender;
@@ -713,75 +716,89 @@ pub async fn run_peer_observed(
     };
     let now = Instant::now();
     let mut plan = options.plan.clone();
-    let checkpoint = if options.resume {
+    // What the data dir holds decides how this peer starts (the policy is the protocol's;
+    // the file IO is ours).
+    let loaded = if options.resume {
         match load_checkpoint(&options.data_dir) {
-            Ok(checkpoint) => Some(checkpoint),
-            Err(e) if checkpoint_is_damaged(&e) && !options.seeds.is_empty() => {
-                // Never train on from θ₀ as if nothing happened: move the bad files aside and
-                // rejoin through the seeds, taking the base (and the versions this peer
-                // published, from the snapshot's applied set and the members' records of it)
-                // from a peer's snapshot.
-                let ts = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let moved = model::checkpoint::quarantine_checkpoint(&options.data_dir, ts)?;
-                error!(
-                    moved = ?moved,
-                    "checkpoint unreadable: {e}; moved it aside, rejoining from a peer's snapshot"
-                );
-                None
-            }
-            Err(e) if checkpoint_is_damaged(&e) => {
-                return Err(NodeError::Resume(format!(
-                    "{e}; the checkpoint is damaged and there is no seed to take a snapshot \
-                     from (start with --seed, or without --resume to start a new cluster)"
-                )))
-            }
+            Ok(checkpoint) => Some(Ok(checkpoint)),
+            Err(e) if checkpoint_is_damaged(&e) => Some(Err(e)),
             Err(e) => return Err(e),
         }
     } else {
         None
     };
-    let restored = if let Some((spec, base, state)) = checkpoint {
-        plan.start_step = state.steps_done;
-        if spec != options.plan.spec {
-            return Err(NodeError::Resume(format!(
-                "checkpoint holds model {spec}, this run uses {}",
-                options.plan.spec
-            )));
+    let restored = match loaded {
+        None => None,
+        Some(loaded) => {
+            let found = match &loaded {
+                Ok((spec, _, state)) => CheckpointFound::Loaded {
+                    same_model: *spec == options.plan.spec,
+                    same_peer: state.peer_id == peer_id,
+                },
+                Err(_) => CheckpointFound::Damaged,
+            };
+            match (decide_resume(found, !options.seeds.is_empty()), loaded) {
+                (ResumeDecision::Restore, Ok((_, base, state))) => {
+                    plan.start_step = state.steps_done;
+                    info!(
+                        published = state.published,
+                        applied = state.applied.len(),
+                        "resuming from checkpoint"
+                    );
+                    Some(RestoredState {
+                        base,
+                        applied: state.applied,
+                        published: state.published,
+                        incarnation: state.incarnation,
+                    })
+                }
+                (ResumeDecision::QuarantineAndRejoin, Err(e)) => {
+                    // Never train on from θ₀ as if nothing happened: move the bad files aside
+                    // and rejoin through the seeds, taking the base (and the versions this peer
+                    // published, from the snapshot's applied set and the members' records of
+                    // it) from a peer's snapshot.
+                    let ts = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let moved = model::checkpoint::quarantine_checkpoint(&options.data_dir, ts)?;
+                    error!(
+                        moved = ?moved,
+                        "checkpoint unreadable: {e}; moved it aside, rejoining from a peer's snapshot"
+                    );
+                    Some(RestoredState::lost(options.initial.clone()))
+                }
+                (ResumeDecision::Refuse(ResumeRefusal::OtherModel), Ok((spec, _, _))) => {
+                    return Err(NodeError::Resume(format!(
+                        "checkpoint holds model {spec}, this run uses {}",
+                        options.plan.spec
+                    )))
+                }
+                (ResumeDecision::Refuse(refusal), Err(e)) => {
+                    return Err(NodeError::Resume(format!("{e}; {refusal}")))
+                }
+                (ResumeDecision::Refuse(refusal), Ok(_)) => {
+                    return Err(NodeError::Resume(refusal.to_string()))
+                }
+                // A loaded checkpoint is never quarantined, a damaged one never restored.
+                (ResumeDecision::Restore | ResumeDecision::QuarantineAndRejoin, _) => {
+                    return Err(NodeError::Resume(
+                        "resume decision does not fit the checkpoint found".into(),
+                    ))
+                }
+            }
         }
-        if state.peer_id != peer_id {
-            return Err(NodeError::Resume(
-                "checkpoint belongs to another peer id".into(),
-            ));
-        }
-        info!(
-            published = state.published,
-            applied = state.applied.len(),
-            "resuming from checkpoint"
-        );
-        Some(RestoredState {
-            base,
-            applied: state.applied,
-            published: state.published,
-            incarnation: state.incarnation,
-        })
-    } else if options.resume {
-        // The checkpoint was damaged: its published version and incarnation are lost. Start at
-        // incarnation 1 (the core outranks any higher incarnation of itself it hears of) and
-        // published 0 (raised from the Welcome before the first publish).
-        Some(RestoredState {
-            base: options.initial.clone(),
-            applied: VersionVector::new(),
-            published: 0,
-            incarnation: 0,
-        })
-    } else {
-        None
+    };
+    // The lifecycle policy runs in the core; the driver acts on its events.
+    let mut config = options.core.clone();
+    config.lifecycle = LifecycleConfig {
+        min_peers: options.train.then_some(options.min_peers),
+        join_timeout: Some(options.join_timeout),
+        drain_timeout: Some(options.drain_timeout),
+        checkpoint_interval: Some(options.checkpoint_interval),
     };
     let mut core = match restored {
         Some(restored) => Core::restore(
-            options.core.clone(),
+            config,
             me,
             restored,
             options.seeds.clone(),
@@ -789,7 +806,7 @@ pub async fn run_peer_observed(
             now,
         ),
         None => Core::new(
-            options.core.clone(),
+            config,
             me,
             options.initial.clone(),
             options.seeds.clone(),
@@ -828,10 +845,8 @@ pub async fn run_peer_observed(
         step: plan.start_step,
         ..TrainProgress::default()
     };
-    let join_deadline = now + options.join_timeout;
-    let mut drain_deadline: Option<Instant> = None;
-    let mut next_checkpoint = now + options.checkpoint_interval;
     let mut drained = false;
+    let mut drain_ended = false;
     let mut stopping = false;
     let mut last_status = Instant::now();
     let mut remote_logs = RemoteLogs::default();
@@ -877,7 +892,6 @@ pub async fn run_peer_observed(
                         progress.samples = p.samples;
                         info!(steps = p.step, samples = p.samples, "training budget spent, draining");
                         core.start_drain(Instant::now());
-                        drain_deadline = Some(Instant::now() + options.drain_timeout);
                     }
                     Some(FromTrainer::Failed(message)) => return Err(NodeError::Trainer(message)),
                     None => {}
@@ -897,40 +911,25 @@ pub async fn run_peer_observed(
         sender.flush(&mut core);
         while let Some(event) = core.poll_event() {
             observer.event(&core, &event);
-            // A member that left closes its own connections once its last messages are out
-            // (its Leave can overtake its last delta, so closing here could cut that delta off).
-            if let Event::MemberDown(m) = &event {
-                if m.status == rumor_proto::wire::MemberStatus::Dead {
+            // The lifecycle's events: the core decided, the driver carries it out.
+            match &event {
+                // A member that left closes its own connections once its last messages are out
+                // (its Leave can overtake its last delta, so closing here could cut it off).
+                Event::MemberDown(m) if m.status == rumor_proto::wire::MemberStatus::Dead => {
                     sender.forget(m.addr);
                 }
-            }
-            handle_event(
-                event,
-                trainer.as_ref(),
-                delivered_by.as_ref(),
-                &mut remote_logs,
-            );
-        }
-        live.store(core.live_count(), Ordering::SeqCst);
-        unacked.store(core.own_deltas_unacked(), Ordering::SeqCst);
-        let now = Instant::now();
-
-        // Lifecycle gates.
-        match core.lifecycle() {
-            Lifecycle::Joining | Lifecycle::Starting if !stopping => {
-                let enough = core.live_count() >= options.min_peers;
-                if !options.train && core.is_joined() {
-                    // Membership only (benchmarks): stay up, gossip, never train.
-                } else if core.is_joined() && (enough || now >= join_deadline) {
-                    if !enough {
+                Event::TrainingStarted {
+                    members,
+                    short_of_min_peers,
+                } if !stopping => {
+                    if *short_of_min_peers {
                         warn!(
-                            known = core.live_count(),
+                            known = members,
                             wanted = options.min_peers,
                             "join timeout: training with the members known"
                         );
                     }
-                    info!(members = core.live_count(), "training starts");
-                    core.start_training();
+                    info!(members, "training starts");
                     let handle = TrainerHandle::spawn(
                         plan.clone(),
                         options.shard.clone(),
@@ -945,35 +944,53 @@ pub async fn run_peer_observed(
                     )
                     .map_err(|e| NodeError::Trainer(format!("cannot start the thread: {e}")))?;
                     trainer = Some(handle);
-                } else if !core.is_joined() && now >= join_deadline {
+                }
+                Event::JoinFailed if !stopping => {
                     transport.close().await;
                     return Err(NodeError::JoinTimeout(
                         options.join_timeout,
                         sender.seed_log().summary(),
                     ));
-                } else if !core.is_joined() && now >= next_seed_report {
-                    next_seed_report = now + SEED_REPORT_INTERVAL;
-                    let log = sender.seed_log();
-                    let sent: u32 = log.states().iter().map(|s| s.attempts).sum();
-                    info!(
-                        "waiting for seeds ({}s of {}s, {sent} join requests sent): {}",
-                        now.saturating_duration_since(started).as_secs(),
-                        options.join_timeout.as_secs(),
-                        log.summary()
-                    );
                 }
+                Event::DrainEnded { drained: complete } => {
+                    if !complete {
+                        warn!("drain deadline passed before every peer was consistent");
+                    }
+                    drained = *complete;
+                    drain_ended = true;
+                }
+                Event::CheckpointDue => {
+                    match save(&options.data_dir, &options.plan.spec, &core, progress.step) {
+                        Ok(()) => checkpoint_warnings.recovered("checkpoint"),
+                        Err(e) => checkpoint_warnings.failed("checkpoint", &e),
+                    }
+                }
+                _ => {}
             }
-            Lifecycle::Draining => {
-                if core.drain_complete() {
-                    drained = true;
-                    break;
-                }
-                if drain_deadline.is_some_and(|d| now >= d) {
-                    warn!("drain deadline passed before every peer was consistent");
-                    break;
-                }
-            }
-            _ => {}
+            handle_event(
+                event,
+                trainer.as_ref(),
+                delivered_by.as_ref(),
+                &mut remote_logs,
+            );
+        }
+        live.store(core.live_count(), Ordering::SeqCst);
+        unacked.store(core.own_deltas_unacked(), Ordering::SeqCst);
+        let now = Instant::now();
+
+        if drain_ended {
+            break;
+        }
+        if !core.is_joined() && !stopping && now >= next_seed_report {
+            next_seed_report = now + SEED_REPORT_INTERVAL;
+            let log = sender.seed_log();
+            let sent: u32 = log.states().iter().map(|s| s.attempts).sum();
+            info!(
+                "waiting for seeds ({}s of {}s, {sent} join requests sent): {}",
+                now.saturating_duration_since(started).as_secs(),
+                options.join_timeout.as_secs(),
+                log.summary()
+            );
         }
         if stopping {
             // Graceful leave: the trainer publishes what it learned since its last delta.
@@ -993,13 +1010,6 @@ pub async fn run_peer_observed(
                 }
             }
             break;
-        }
-        if now >= next_checkpoint {
-            next_checkpoint = now + options.checkpoint_interval;
-            match save(&options.data_dir, &options.plan.spec, &core, progress.step) {
-                Ok(()) => checkpoint_warnings.recovered("checkpoint"),
-                Err(e) => checkpoint_warnings.failed("checkpoint", &e),
-            }
         }
         if now.saturating_duration_since(last_status) >= Duration::from_millis(50) {
             last_status = now;
@@ -1165,6 +1175,11 @@ fn handle_event(
             info!(peer = %m.name, incarnation = m.incarnation, "member suspected")
         }
         Event::MemberUp(_) | Event::MemberDown(_) | Event::MemberSuspect(_) => {}
+        // The lifecycle's events are the driver loop's.
+        Event::TrainingStarted { .. }
+        | Event::JoinFailed
+        | Event::DrainEnded { .. }
+        | Event::CheckpointDue => {}
         Event::GapDetected { origin, missing } => {
             debug!(%origin, ?missing, "gap in deltas; anti-entropy will pull them")
         }

@@ -60,7 +60,6 @@ impl SeenCache {
     pub fn len(&self) -> usize {
         self.ids.len()
     }
-
 }
 
 #[cfg(test)]

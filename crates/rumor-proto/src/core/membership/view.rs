@@ -74,7 +74,6 @@ impl MemberTable {
         self.records.len()
     }
 
-
     /// Members that count as live (alive or suspect), the local peer included.
     pub fn live(&self) -> impl Iterator<Item = &MemberRecord> {
         self.records

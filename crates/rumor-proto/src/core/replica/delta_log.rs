@@ -76,7 +76,6 @@ impl DeltaLog {
         self.entries.len()
     }
 
-
     /// Deltas evicted so far.
     #[cfg(test)]
     pub fn evicted(&self) -> u64 {
