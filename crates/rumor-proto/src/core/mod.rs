@@ -51,11 +51,10 @@ use std::time::Instant;
 
 use crate::version_vector::VersionVector;
 use crate::wire::{
-    self, Envelope, JoinRequest, LeaveNotice, Lifecycle, MemberRecord, MemberStatus, Payload,
-    PeerId, Welcome,
+    self, Envelope, LeaveNotice, Lifecycle, MemberRecord, MemberStatus, Payload, PeerId, Welcome,
 };
 use dissemination::Dissemination;
-use lifecycle::join::{choose_answer, forward_join, send_welcome, JoinAnswer};
+use lifecycle::join::answer_join;
 use lifecycle::PeerLifecycle;
 use membership::Membership;
 use outbox::Outbox;
@@ -139,7 +138,7 @@ impl Core {
         let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me.addr).collect();
         let mut timers = TimerTable::default();
         let replica = Replica::new(&config, me.id, state.base, state.applied, state.published);
-        Self {
+        let mut core = Self {
             membership: Membership::new(&config, own, now, &mut timers),
             dissemination: Dissemination::new(&config, now, &mut timers),
             lifecycle: PeerLifecycle::new(&config, seeds, now, &mut timers),
@@ -148,7 +147,10 @@ impl Core {
             timers,
             transmits: VecDeque::new(),
             config,
-        }
+        };
+        // A peer that starts a cluster may pass the `min_peers` gate at once.
+        core.after_input(now);
+        core
     }
 
     // ----- outputs -------------------------------------------------------------------------
@@ -312,8 +314,18 @@ impl Core {
             Payload::Membership(view) => {
                 self.membership.handle_view(out, origin, origin_addr, view)
             }
-            Payload::Join(JoinRequest { member, forwarded }) => {
-                self.answer_join(origin, origin_addr, envelope.version, member, forwarded)
+            Payload::Join(request) => {
+                let (membership, replica) = (&mut self.membership, &self.replica);
+                let version = envelope.version;
+                answer_join(
+                    out,
+                    membership,
+                    replica,
+                    origin,
+                    origin_addr,
+                    version,
+                    request,
+                )
             }
             Payload::Ping(probe) => {
                 self.membership.merge_view(out, probe.updates, Some(origin));
@@ -442,37 +454,6 @@ impl Core {
             self.dissemination.note_sent(self.out.now, &transmit);
             self.transmits.push_back(transmit);
         }
-    }
-
-    /// A seed's answer to `Join`: merge the joiner's record, then welcome it here or pass the
-    /// request on to a member already training.
-    fn answer_join(
-        &mut self,
-        origin: PeerId,
-        origin_addr: SocketAddr,
-        version: u64,
-        mut member: MemberRecord,
-        forwarded: bool,
-    ) {
-        member.peer_id = origin;
-        member.status = MemberStatus::Alive;
-        let addr = member.addr;
-        self.membership
-            .merge_record(&mut self.out, member.clone(), None);
-        let donors = self.membership.snapshot_donors(origin);
-        if let JoinAnswer::Forward(donor) = choose_answer(&mut self.out, &donors, forwarded) {
-            forward_join(&mut self.out, donor, origin, origin_addr, version, member);
-            return;
-        }
-        let view = self.membership.full_view();
-        let heartbeat = self.membership.heartbeat();
-        send_welcome(
-            &mut self.out,
-            addr,
-            view,
-            self.replica.snapshot(),
-            heartbeat,
-        );
     }
 
     /// `Welcome` from `origin`: merge its view; the first one also installs its snapshot.

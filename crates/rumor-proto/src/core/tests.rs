@@ -11,7 +11,7 @@ use super::*;
 use crate::id::{MessageId, PeerId};
 use crate::sim::{NetModel, Sim};
 use crate::wire::{
-    DeltaPayload, Digest, MembershipView, MessageKind, PingRequest, Probe, Snapshot,
+    DeltaPayload, Digest, JoinRequest, MembershipView, MessageKind, PingRequest, Probe, Snapshot,
 };
 
 const P: usize = 16;

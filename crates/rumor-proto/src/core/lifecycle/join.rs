@@ -11,11 +11,13 @@ use rand::seq::SliceRandom;
 
 use crate::id::PeerId;
 use crate::wire::{
-    Envelope, JoinRequest, MemberRecord, MembershipView, Payload, Snapshot, Welcome,
+    Envelope, JoinRequest, MemberRecord, MemberStatus, MembershipView, Payload, Snapshot, Welcome,
 };
 
 use super::PeerLifecycle;
+use crate::core::membership::Membership;
 use crate::core::outbox::Outbox;
+use crate::core::replica::Replica;
 use crate::core::timer::{Timer, TimerTable};
 
 impl PeerLifecycle {
@@ -60,8 +62,43 @@ impl PeerLifecycle {
     }
 }
 
+/// A seed's answer to `request` from `origin`: merge the joiner's record, then welcome it
+/// here with the whole view and a snapshot, or pass the request on to a member already
+/// training (snapshot load spreading).
+pub fn answer_join(
+    out: &mut Outbox,
+    membership: &mut Membership,
+    replica: &Replica,
+    origin: PeerId,
+    origin_addr: SocketAddr,
+    version: u64,
+    request: JoinRequest,
+) {
+    let JoinRequest {
+        mut member,
+        forwarded,
+    } = request;
+    member.peer_id = origin;
+    member.status = MemberStatus::Alive;
+    let addr = member.addr;
+    membership.merge_record(out, member.clone(), None);
+    let donors = membership.snapshot_donors(origin);
+    if let JoinAnswer::Forward(donor) = choose_answer(out, &donors, forwarded) {
+        forward_join(out, donor, origin, origin_addr, version, member);
+        return;
+    }
+    let heartbeat = membership.heartbeat();
+    send_welcome(
+        out,
+        addr,
+        membership.full_view(),
+        replica.snapshot(),
+        heartbeat,
+    );
+}
+
 /// Where a join request should be answered from.
-pub enum JoinAnswer {
+enum JoinAnswer {
     /// Pass it on to this member (already training), which answers with its own snapshot.
     Forward(SocketAddr),
     /// Answer it here.
@@ -72,11 +109,7 @@ pub enum JoinAnswer {
 /// snapshot donor among `donors` ([`crate::core::membership::Membership::snapshot_donors`]),
 /// or this peer itself when it drew itself, there is none, or the request was `forwarded`
 /// to it already.
-pub fn choose_answer(
-    out: &mut Outbox,
-    donors: &[(PeerId, SocketAddr)],
-    forwarded: bool,
-) -> JoinAnswer {
+fn choose_answer(out: &mut Outbox, donors: &[(PeerId, SocketAddr)], forwarded: bool) -> JoinAnswer {
     if forwarded {
         return JoinAnswer::Welcome;
     }
@@ -87,7 +120,7 @@ pub fn choose_answer(
 }
 
 /// Passes `origin`'s join request on to `donor`.
-pub fn forward_join(
+fn forward_join(
     out: &mut Outbox,
     donor: SocketAddr,
     origin: PeerId,
@@ -111,7 +144,7 @@ pub fn forward_join(
 }
 
 /// Welcomes the joiner at `to` with the whole `view` and a `snapshot`.
-pub fn send_welcome(
+fn send_welcome(
     out: &mut Outbox,
     to: SocketAddr,
     view: MembershipView,
