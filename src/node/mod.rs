@@ -716,78 +716,7 @@ pub async fn run_peer_observed(
     };
     let now = Instant::now();
     let mut plan = options.plan.clone();
-    // What the data dir holds decides how this peer starts (the policy is the protocol's;
-    // the file IO is ours).
-    let loaded = if options.resume {
-        match load_checkpoint(&options.data_dir) {
-            Ok(checkpoint) => Some(Ok(checkpoint)),
-            Err(e) if checkpoint_is_damaged(&e) => Some(Err(e)),
-            Err(e) => return Err(e),
-        }
-    } else {
-        None
-    };
-    let restored = match loaded {
-        None => None,
-        Some(loaded) => {
-            let found = match &loaded {
-                Ok((spec, _, state)) => CheckpointFound::Loaded {
-                    same_model: *spec == options.plan.spec,
-                    same_peer: state.peer_id == peer_id,
-                },
-                Err(_) => CheckpointFound::Damaged,
-            };
-            match (decide_resume(found, !options.seeds.is_empty()), loaded) {
-                (ResumeDecision::Restore, Ok((_, base, state))) => {
-                    plan.start_step = state.steps_done;
-                    info!(
-                        published = state.published,
-                        applied = state.applied.len(),
-                        "resuming from checkpoint"
-                    );
-                    Some(RestoredState {
-                        base,
-                        applied: state.applied,
-                        published: state.published,
-                        incarnation: state.incarnation,
-                    })
-                }
-                (ResumeDecision::QuarantineAndRejoin, Err(e)) => {
-                    // Never train on from θ₀ as if nothing happened: move the bad files aside
-                    // and rejoin through the seeds, taking the base (and the versions this peer
-                    // published, from the snapshot's applied set and the members' records of
-                    // it) from a peer's snapshot.
-                    let ts = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
-                    let moved = model::checkpoint::quarantine_checkpoint(&options.data_dir, ts)?;
-                    error!(
-                        moved = ?moved,
-                        "checkpoint unreadable: {e}; moved it aside, rejoining from a peer's snapshot"
-                    );
-                    Some(RestoredState::lost(options.initial.clone()))
-                }
-                (ResumeDecision::Refuse(ResumeRefusal::OtherModel), Ok((spec, _, _))) => {
-                    return Err(NodeError::Resume(format!(
-                        "checkpoint holds model {spec}, this run uses {}",
-                        options.plan.spec
-                    )))
-                }
-                (ResumeDecision::Refuse(refusal), Err(e)) => {
-                    return Err(NodeError::Resume(format!("{e}; {refusal}")))
-                }
-                (ResumeDecision::Refuse(refusal), Ok(_)) => {
-                    return Err(NodeError::Resume(refusal.to_string()))
-                }
-                // A loaded checkpoint is never quarantined, a damaged one never restored.
-                (ResumeDecision::Restore | ResumeDecision::QuarantineAndRejoin, _) => {
-                    return Err(NodeError::Resume(
-                        "resume decision does not fit the checkpoint found".into(),
-                    ))
-                }
-            }
-        }
-    };
+    let restored = resume_state(&options, peer_id, &mut plan)?;
     // The lifecycle policy runs in the core; the driver acts on its events.
     let mut config = options.core.clone();
     config.lifecycle = LifecycleConfig {
@@ -1079,6 +1008,90 @@ pub async fn run_peer_observed(
         transport: net,
         wall_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// With `--resume`, what the data dir holds decides how this peer starts: the decision is
+/// the protocol's ([`decide_resume`]), the file IO (loading, moving a damaged checkpoint aside)
+/// is done here. Sets `plan.start_step` from a restored checkpoint.
+///
+/// Errors: [`NodeError::Resume`] when the resume is refused, or the IO error that kept the
+/// checkpoint from being read or moved aside.
+fn resume_state(
+    options: &PeerOptions,
+    peer_id: PeerId,
+    plan: &mut TrainPlan,
+) -> Result<Option<RestoredState>, NodeError> {
+    let loaded = if options.resume {
+        match load_checkpoint(&options.data_dir) {
+            Ok(checkpoint) => Some(Ok(checkpoint)),
+            Err(e) if checkpoint_is_damaged(&e) => Some(Err(e)),
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    let restored = match loaded {
+        None => None,
+        Some(loaded) => {
+            let found = match &loaded {
+                Ok((spec, _, state)) => CheckpointFound::Loaded {
+                    same_model: *spec == options.plan.spec,
+                    same_peer: state.peer_id == peer_id,
+                },
+                Err(_) => CheckpointFound::Damaged,
+            };
+            match (decide_resume(found, !options.seeds.is_empty()), loaded) {
+                (ResumeDecision::Restore, Ok((_, base, state))) => {
+                    plan.start_step = state.steps_done;
+                    info!(
+                        published = state.published,
+                        applied = state.applied.len(),
+                        "resuming from checkpoint"
+                    );
+                    Some(RestoredState {
+                        base,
+                        applied: state.applied,
+                        published: state.published,
+                        incarnation: state.incarnation,
+                    })
+                }
+                (ResumeDecision::QuarantineAndRejoin, Err(e)) => {
+                    // Never train on from θ₀ as if nothing happened: move the bad files aside
+                    // and rejoin through the seeds, taking the base (and the versions this peer
+                    // published, from the snapshot's applied set and the members' records of
+                    // it) from a peer's snapshot.
+                    let ts = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let moved = model::checkpoint::quarantine_checkpoint(&options.data_dir, ts)?;
+                    error!(
+                        moved = ?moved,
+                        "checkpoint unreadable: {e}; moved it aside, rejoining from a peer's snapshot"
+                    );
+                    Some(RestoredState::lost(options.initial.clone()))
+                }
+                (ResumeDecision::Refuse(ResumeRefusal::OtherModel), Ok((spec, _, _))) => {
+                    return Err(NodeError::Resume(format!(
+                        "checkpoint holds model {spec}, this run uses {}",
+                        options.plan.spec
+                    )))
+                }
+                (ResumeDecision::Refuse(refusal), Err(e)) => {
+                    return Err(NodeError::Resume(format!("{e}; {refusal}")))
+                }
+                (ResumeDecision::Refuse(refusal), Ok(_)) => {
+                    return Err(NodeError::Resume(refusal.to_string()))
+                }
+                // A loaded checkpoint is never quarantined, a damaged one never restored.
+                (ResumeDecision::Restore | ResumeDecision::QuarantineAndRejoin, _) => {
+                    return Err(NodeError::Resume(
+                        "resume decision does not fit the checkpoint found".into(),
+                    ))
+                }
+            }
+        }
+    };
+    Ok(restored)
 }
 
 /// Membership log lines one member's messages may cause per [`crate::ratelog::LOG_INTERVAL`]:
