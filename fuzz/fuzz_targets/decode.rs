@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use rumor_proto::core::{Core, CoreConfig, LocalPeer};
 use rumor_proto::wire::{self, Envelope, Lifecycle, MemberRecord, MemberStatus, MembershipView, Payload};
-use rumor_proto::PeerId;
+use rumor_proto::{MessageId, PeerId};
 
 /// Parameters of the fuzzed core's model (the seed corpus in `fuzz/seeds/` uses the same).
 const P: usize = 16;
@@ -45,7 +45,7 @@ fn core(now: Instant) -> Core {
     };
     let mut core = Core::new(config, peer(1), vec![0.0; P], vec![], 7, now);
     let view = Envelope {
-        id: PeerId::from_u128(99),
+        id: MessageId::from_u128(99),
         origin: peer(2).id,
         origin_addr: peer(2).addr,
         version: 1,
