@@ -112,3 +112,49 @@ impl SendLedger {
         versions.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_send_unblocks_and_a_delivered_one_blocks_for_resend_after() {
+        let t0 = Instant::now();
+        let to: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+        let origin = PeerId::from_u128(1);
+        let mut ledger = SendLedger::new(Duration::from_secs(5));
+        ledger.sent(t0, to, origin, 1);
+        assert!(ledger.blocks(to, origin, 1));
+        assert_eq!(ledger.outcome(t0, to, origin, 1, false), Outcome::Failed);
+        assert!(!ledger.blocks(to, origin, 1));
+        assert_eq!(ledger.outcome(t0, to, origin, 1, false), Outcome::Ignored);
+        assert_eq!(ledger.outcome(t0, to, origin, 1, true), Outcome::Delivered);
+        ledger.expire(t0 + Duration::from_secs(4));
+        assert!(ledger.blocks(to, origin, 1));
+        ledger.expire(t0 + Duration::from_secs(5));
+        assert!(!ledger.blocks(to, origin, 1));
+    }
+
+    #[test]
+    fn in_flight_versions_count_distinct_versions_to_the_given_destinations() {
+        let t0 = Instant::now();
+        let a: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+        let b: SocketAddr = "10.0.0.1:1001".parse().unwrap();
+        let me = PeerId::from_u128(1);
+        let mut ledger = SendLedger::new(Duration::from_secs(5));
+        ledger.sent(t0, a, me, 1);
+        ledger.sent(t0, b, me, 1);
+        ledger.sent(t0, b, me, 2);
+        ledger.has(t0, a, me, 3);
+        assert_eq!(
+            ledger.in_flight_versions(me, &[a, b].into_iter().collect()),
+            2
+        );
+        assert_eq!(ledger.in_flight_versions(me, &[a].into_iter().collect()), 1);
+        ledger.expire(t0 + MAX_IN_FLIGHT_AGE);
+        assert_eq!(
+            ledger.in_flight_versions(me, &[a, b].into_iter().collect()),
+            0
+        );
+    }
+}

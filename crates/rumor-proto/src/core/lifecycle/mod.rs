@@ -144,3 +144,113 @@ impl PeerLifecycle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::LocalPeer;
+    use crate::id::PeerId;
+
+    fn setup(
+        policy: LifecycleConfig,
+        seeds: Vec<SocketAddr>,
+    ) -> (PeerLifecycle, Outbox, TimerTable, Instant) {
+        let now = Instant::now();
+        let config = CoreConfig {
+            lifecycle: policy,
+            ..CoreConfig::default()
+        };
+        let me = LocalPeer {
+            id: PeerId::from_u128(1),
+            name: "p".into(),
+            addr: "10.0.0.1:1000".parse().unwrap(),
+        };
+        let mut timers = TimerTable::default();
+        let lifecycle = PeerLifecycle::new(&config, seeds, now, &mut timers);
+        (lifecycle, Outbox::new(me, 6, 1, now), timers, now)
+    }
+
+    fn events(out: &mut Outbox) -> Vec<Event> {
+        std::iter::from_fn(|| out.poll_event()).collect()
+    }
+
+    #[test]
+    fn the_gate_opens_at_min_peers_or_short_at_the_join_deadline() {
+        let policy = LifecycleConfig {
+            min_peers: Some(3),
+            ..LifecycleConfig::default()
+        };
+        let (mut lifecycle, mut out, _, _) = setup(policy.clone(), vec![]);
+        assert!(!lifecycle.gate(&mut out, 2));
+        assert!(lifecycle.gate(&mut out, 3));
+        assert!(matches!(
+            events(&mut out)[..],
+            [Event::TrainingStarted {
+                members: 3,
+                short_of_min_peers: false
+            }]
+        ));
+        let (mut lifecycle, mut out, _, _) = setup(policy, vec![]);
+        lifecycle.on_join_deadline(&mut out);
+        assert!(lifecycle.gate(&mut out, 1));
+        assert!(matches!(
+            events(&mut out)[..],
+            [Event::TrainingStarted {
+                members: 1,
+                short_of_min_peers: true
+            }]
+        ));
+    }
+
+    #[test]
+    fn without_min_peers_the_gate_never_opens_and_an_unwelcomed_peer_fails_at_the_deadline() {
+        let seed: SocketAddr = "10.0.0.1:1001".parse().unwrap();
+        let (mut lifecycle, mut out, timers, now) = setup(LifecycleConfig::default(), vec![seed]);
+        assert_eq!(timers.get(Timer::Join), Some(now));
+        assert_eq!(
+            timers.get(Timer::JoinDeadline),
+            Some(now + Duration::from_secs(60))
+        );
+        assert!(!lifecycle.gate(&mut out, 10));
+        lifecycle.on_join_deadline(&mut out);
+        assert!(matches!(events(&mut out)[..], [Event::JoinFailed]));
+        assert!(
+            !lifecycle.gate(&mut out, 10),
+            "membership only, and not joined"
+        );
+    }
+
+    #[test]
+    fn the_drain_ends_once_drained_or_at_its_deadline() {
+        let (mut lifecycle, mut out, mut timers, now) = setup(LifecycleConfig::default(), vec![]);
+        lifecycle.set_state(Lifecycle::Draining);
+        lifecycle.start_drain(now, &mut timers);
+        assert_eq!(
+            timers.get(Timer::DrainDeadline),
+            Some(now + Duration::from_secs(60))
+        );
+        lifecycle.update_drain(&mut out, now, true, 7);
+        lifecycle.update_drain(&mut out, now + Duration::from_secs(2), true, 8);
+        assert!(
+            events(&mut out).is_empty(),
+            "the view changed: settling starts again"
+        );
+        lifecycle.update_drain(&mut out, now + Duration::from_secs(5), true, 8);
+        assert!(matches!(
+            events(&mut out)[..],
+            [Event::DrainEnded { drained: true }]
+        ));
+        lifecycle.update_drain(&mut out, now + Duration::from_secs(9), true, 8);
+        assert!(events(&mut out).is_empty(), "emitted once");
+
+        let (mut lifecycle, mut out, mut timers, now) = setup(LifecycleConfig::default(), vec![]);
+        lifecycle.set_state(Lifecycle::Draining);
+        lifecycle.start_drain(now, &mut timers);
+        lifecycle.on_drain_deadline();
+        lifecycle.update_drain(&mut out, now + Duration::from_secs(60), false, 0);
+        assert!(matches!(
+            events(&mut out)[..],
+            [Event::DrainEnded { drained: false }]
+        ));
+    }
+}
