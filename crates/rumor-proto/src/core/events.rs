@@ -20,10 +20,10 @@ pub enum RejectReason {
     /// Version 0 is never published.
     Version,
     /// Its L2 norm is far above the norms of recently accepted deltas
-    /// ([`CoreConfig::max_delta_norm_factor`]).
+    /// ([`super::CoreConfig::max_delta_norm_factor`]).
     Norm,
     /// Its version is too far above the highest version known of its origin
-    /// ([`CoreConfig::max_version_jump`]).
+    /// ([`super::CoreConfig::max_version_jump`]).
     VersionJump,
 }
 

@@ -10,7 +10,7 @@
 //!   timeout while it is itself slow to answer ("local health aware probe").
 //!
 //! The settings and the state live here as plain data and arithmetic; the probing itself is
-//! in [`super::detector`].
+//! in the membership module's `detector`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
