@@ -101,6 +101,10 @@ pub enum ResumeError {
     /// The checkpoint was written by a peer with another id.
     #[error("checkpoint belongs to another peer id")]
     OtherPeer,
+    /// The resume policy returned a decision that does not fit what was found on disk (a bug:
+    /// restoring a damaged checkpoint, or quarantining a good one).
+    #[error("the resume decision does not fit the checkpoint found")]
+    DecisionMismatch,
 }
 
 impl ResumeError {
@@ -127,7 +131,7 @@ impl ResumeError {
                 _ => false,
             },
             Self::State { .. } | Self::DamagedWithoutSeed(_) => true,
-            Self::OtherModel { .. } | Self::OtherPeer => false,
+            Self::OtherModel { .. } | Self::OtherPeer | Self::DecisionMismatch => false,
         }
     }
 }

@@ -34,7 +34,10 @@ use crate::report::Chain;
 use checkpoint::save;
 use metrics_file::MetricsFile;
 use observe::{Observer, Observers};
-use rumor_proto::core::{Core, CoreConfig, CoreStats, Event, LocalPeer, RestoredState};
+use rumor_proto::core::{
+    decide_resume, CheckpointFound, Core, CoreConfig, CoreStats, Event, LifecycleConfig, LocalPeer,
+    RestoredState, ResumeDecision, ResumeRefusal,
+};
 use rumor_proto::version_vector::VersionVector;
 use rumor_proto::wire::{Lifecycle, PeerId};
 use sender::Sender;
@@ -274,71 +277,18 @@ pub async fn run_peer_observed(
     };
     let now = Instant::now();
     let mut plan = options.plan.clone();
-    let checkpoint = if options.resume {
-        match load_checkpoint(&options.data_dir) {
-            Ok(checkpoint) => Some(checkpoint),
-            Err(e) if e.is_damaged() && !options.seeds.is_empty() => {
-                // Never train on from θ₀ as if nothing happened: move the bad files aside and
-                // rejoin through the seeds, taking the base (and the versions this peer
-                // published, from the snapshot's applied set and the members' records of it)
-                // from a peer's snapshot.
-                let ts = crate::clock::unix_now_secs();
-                let moved = model::checkpoint::quarantine_checkpoint(&options.data_dir, ts)?;
-                error!(
-                    moved = ?moved,
-                    "checkpoint unreadable: {}; moved it aside, rejoining from a peer's snapshot",
-                    Chain(&e)
-                );
-                None
-            }
-            Err(e) if e.is_damaged() => {
-                return Err(NodeError::Resume(ResumeError::DamagedWithoutSeed(
-                    Box::new(e),
-                )))
-            }
-            Err(e) => return Err(NodeError::Resume(e)),
-        }
-    } else {
-        None
-    };
-    let restored = if let Some((spec, base, state)) = checkpoint {
-        plan.start_step = state.steps_done;
-        if spec != options.plan.spec {
-            return Err(NodeError::Resume(ResumeError::OtherModel {
-                found: spec,
-                wanted: options.plan.spec.clone(),
-            }));
-        }
-        if state.peer_id != peer_id {
-            return Err(NodeError::Resume(ResumeError::OtherPeer));
-        }
-        info!(
-            published = state.published,
-            applied = state.applied.len(),
-            "resuming from checkpoint"
-        );
-        Some(RestoredState {
-            base,
-            applied: state.applied,
-            published: state.published,
-            incarnation: state.incarnation,
-        })
-    } else if options.resume {
-        // The checkpoint was damaged: its published version and incarnation are lost. Start at
-        // incarnation 1 (the core outranks any higher incarnation of itself it hears of) and
-        // published 0 (raised from the Welcome before the first publish).
-        Some(RestoredState {
-            base: options.initial.clone(),
-            applied: VersionVector::new(),
-            published: 0,
-            incarnation: 0,
-        })
-    } else {
-        None
+    let restored = resume_state(&options, peer_id, &mut plan)?;
+    // The lifecycle policy runs in the core; the driver acts on its events.
+    let mut config = options.core.clone();
+    config.lifecycle = LifecycleConfig {
+        min_peers: options.train.then_some(options.min_peers),
+        join_timeout: Some(options.join_timeout),
+        drain_timeout: Some(options.drain_timeout),
+        checkpoint_interval: Some(options.checkpoint_interval),
     };
     let mut core = match restored {
         Some(restored) => Core::restore(
-            options.core.clone(),
+            config,
             me,
             restored,
             options.seeds.clone(),
@@ -346,7 +296,7 @@ pub async fn run_peer_observed(
             now,
         ),
         None => Core::new(
-            options.core.clone(),
+            config,
             me,
             options.initial.clone(),
             options.seeds.clone(),
@@ -385,10 +335,8 @@ pub async fn run_peer_observed(
         step: plan.start_step,
         ..TrainProgress::default()
     };
-    let join_deadline = now + options.join_timeout;
-    let mut drain_deadline: Option<Instant> = None;
-    let mut next_checkpoint = now + options.checkpoint_interval;
     let mut drained = false;
+    let mut drain_ended = false;
     let mut stopping = false;
     let mut last_status = Instant::now();
     let mut remote_logs = RemoteLogs::default();
@@ -434,7 +382,6 @@ pub async fn run_peer_observed(
                         progress.samples = p.samples;
                         info!(steps = p.step, samples = p.samples, "training budget spent, draining");
                         core.start_drain(Instant::now());
-                        drain_deadline = Some(Instant::now() + options.drain_timeout);
                     }
                     Some(FromTrainer::Failed(e)) => return Err(TrainerError::Failed(e).into()),
                     None => {}
@@ -454,40 +401,25 @@ pub async fn run_peer_observed(
         sender.flush(&mut core);
         while let Some(event) = core.poll_event() {
             observer.event(&core, &event);
-            // A member that left closes its own connections once its last messages are out
-            // (its Leave can overtake its last delta, so closing here could cut that delta off).
-            if let Event::MemberDown(m) = &event {
-                if m.status == rumor_proto::wire::MemberStatus::Dead {
+            // The lifecycle's events: the core decided, the driver carries it out.
+            match &event {
+                // A member that left closes its own connections once its last messages are out
+                // (its Leave can overtake its last delta, so closing here could cut it off).
+                Event::MemberDown(m) if m.status == rumor_proto::wire::MemberStatus::Dead => {
                     sender.forget(m.addr);
                 }
-            }
-            handle_event(
-                event,
-                trainer.as_ref(),
-                delivered_by.as_ref(),
-                &mut remote_logs,
-            );
-        }
-        live.store(core.live_count(), Ordering::SeqCst);
-        unacked.store(core.own_deltas_unacked(), Ordering::SeqCst);
-        let now = Instant::now();
-
-        // Lifecycle gates.
-        match core.lifecycle() {
-            Lifecycle::Joining | Lifecycle::Starting if !stopping => {
-                let enough = core.live_count() >= options.min_peers;
-                if !options.train && core.is_joined() {
-                    // Membership only (benchmarks): stay up, gossip, never train.
-                } else if core.is_joined() && (enough || now >= join_deadline) {
-                    if !enough {
+                Event::TrainingStarted {
+                    members,
+                    short_of_min_peers,
+                } if !stopping => {
+                    if *short_of_min_peers {
                         warn!(
-                            known = core.live_count(),
+                            known = members,
                             wanted = options.min_peers,
                             "join timeout: training with the members known"
                         );
                     }
-                    info!(members = core.live_count(), "training starts");
-                    core.start_training();
+                    info!(members, "training starts");
                     let handle = TrainerHandle::spawn(
                         plan.clone(),
                         options.shard.clone(),
@@ -502,35 +434,53 @@ pub async fn run_peer_observed(
                     )
                     .map_err(TrainerError::Spawn)?;
                     trainer = Some(handle);
-                } else if !core.is_joined() && now >= join_deadline {
+                }
+                Event::JoinFailed if !stopping => {
                     transport.close().await;
                     return Err(NodeError::JoinTimeout(
                         options.join_timeout,
                         sender.seed_log().summary(),
                     ));
-                } else if !core.is_joined() && now >= next_seed_report {
-                    next_seed_report = now + SEED_REPORT_INTERVAL;
-                    let log = sender.seed_log();
-                    let sent: u32 = log.states().iter().map(|s| s.attempts).sum();
-                    info!(
-                        "waiting for seeds ({}s of {}s, {sent} join requests sent): {}",
-                        now.saturating_duration_since(started).as_secs(),
-                        options.join_timeout.as_secs(),
-                        log.summary()
-                    );
                 }
+                Event::DrainEnded { drained: complete } => {
+                    if !complete {
+                        warn!("drain deadline passed before every peer was consistent");
+                    }
+                    drained = *complete;
+                    drain_ended = true;
+                }
+                Event::CheckpointDue => {
+                    match save(&options.data_dir, &options.plan.spec, &core, progress.step) {
+                        Ok(()) => checkpoint_warnings.recovered("checkpoint"),
+                        Err(e) => checkpoint_warnings.failed("checkpoint", &e),
+                    }
+                }
+                _ => {}
             }
-            Lifecycle::Draining => {
-                if core.drain_complete() {
-                    drained = true;
-                    break;
-                }
-                if drain_deadline.is_some_and(|d| now >= d) {
-                    warn!("drain deadline passed before every peer was consistent");
-                    break;
-                }
-            }
-            _ => {}
+            handle_event(
+                event,
+                trainer.as_ref(),
+                delivered_by.as_ref(),
+                &mut remote_logs,
+            );
+        }
+        live.store(core.live_count(), Ordering::SeqCst);
+        unacked.store(core.own_deltas_unacked(), Ordering::SeqCst);
+        let now = Instant::now();
+
+        if drain_ended {
+            break;
+        }
+        if !core.is_joined() && !stopping && now >= next_seed_report {
+            next_seed_report = now + SEED_REPORT_INTERVAL;
+            let log = sender.seed_log();
+            let sent: u32 = log.states().iter().map(|s| s.attempts).sum();
+            info!(
+                "waiting for seeds ({}s of {}s, {sent} join requests sent): {}",
+                now.saturating_duration_since(started).as_secs(),
+                options.join_timeout.as_secs(),
+                log.summary()
+            );
         }
         if stopping {
             // Graceful leave: the trainer publishes what it learned since its last delta.
@@ -550,13 +500,6 @@ pub async fn run_peer_observed(
                 }
             }
             break;
-        }
-        if now >= next_checkpoint {
-            next_checkpoint = now + options.checkpoint_interval;
-            match save(&options.data_dir, &options.plan.spec, &core, progress.step) {
-                Ok(()) => checkpoint_warnings.recovered("checkpoint"),
-                Err(e) => checkpoint_warnings.failed("checkpoint", &Chain(&e)),
-            }
         }
         if now.saturating_duration_since(last_status) >= Duration::from_millis(50) {
             last_status = now;
@@ -632,6 +575,93 @@ pub async fn run_peer_observed(
         transport: net,
         wall_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// With `--resume`, what the data dir holds decides how this peer starts: the decision is
+/// the protocol's ([`decide_resume`]), the file IO (loading, moving a damaged checkpoint aside)
+/// is done here. Sets `plan.start_step` from a restored checkpoint.
+///
+/// Errors: [`NodeError::Resume`] when the resume is refused, or the IO error that kept the
+/// checkpoint from being read or moved aside.
+fn resume_state(
+    options: &PeerOptions,
+    peer_id: PeerId,
+    plan: &mut TrainPlan,
+) -> Result<Option<RestoredState>, NodeError> {
+    let loaded = if options.resume {
+        match load_checkpoint(&options.data_dir) {
+            Ok(checkpoint) => Some(Ok(checkpoint)),
+            Err(e) if e.is_damaged() => Some(Err(e)),
+            Err(e) => return Err(NodeError::Resume(e)),
+        }
+    } else {
+        None
+    };
+    let restored = match loaded {
+        None => None,
+        Some(loaded) => {
+            let found = match &loaded {
+                Ok((spec, _, state)) => CheckpointFound::Loaded {
+                    same_model: *spec == options.plan.spec,
+                    same_peer: state.peer_id == peer_id,
+                },
+                Err(_) => CheckpointFound::Damaged,
+            };
+            match (decide_resume(found, !options.seeds.is_empty()), loaded) {
+                (ResumeDecision::Restore, Ok((_, base, state))) => {
+                    plan.start_step = state.steps_done;
+                    info!(
+                        published = state.published,
+                        applied = state.applied.len(),
+                        "resuming from checkpoint"
+                    );
+                    Some(RestoredState {
+                        base,
+                        applied: state.applied,
+                        published: state.published,
+                        incarnation: state.incarnation,
+                    })
+                }
+                (ResumeDecision::QuarantineAndRejoin, Err(e)) => {
+                    // Never train on from θ₀ as if nothing happened: move the bad files aside
+                    // and rejoin through the seeds, taking the base (and the versions this peer
+                    // published, from the snapshot's applied set and the members' records of
+                    // it) from a peer's snapshot.
+                    let ts = crate::clock::unix_now_secs();
+                    let moved = model::checkpoint::quarantine_checkpoint(&options.data_dir, ts)?;
+                    error!(
+                        moved = ?moved,
+                        "checkpoint unreadable: {}; moved it aside, rejoining from a peer's snapshot",
+                        Chain(&e)
+                    );
+                    Some(RestoredState::lost(options.initial.clone()))
+                }
+                (ResumeDecision::Refuse(ResumeRefusal::OtherModel), Ok((spec, _, _))) => {
+                    return Err(NodeError::Resume(ResumeError::OtherModel {
+                        found: spec,
+                        wanted: options.plan.spec.clone(),
+                    }))
+                }
+                (ResumeDecision::Refuse(ResumeRefusal::OtherPeer), _) => {
+                    return Err(NodeError::Resume(ResumeError::OtherPeer))
+                }
+                (ResumeDecision::Refuse(_), Err(e)) => {
+                    return Err(NodeError::Resume(ResumeError::DamagedWithoutSeed(
+                        Box::new(e),
+                    )))
+                }
+                // A loaded checkpoint is never quarantined or refused as damaged, and a damaged
+                // one never restored: `decide_resume` is given what was found.
+                (
+                    ResumeDecision::Restore
+                    | ResumeDecision::QuarantineAndRejoin
+                    | ResumeDecision::Refuse(ResumeRefusal::DamagedWithoutSeeds),
+                    _,
+                ) => return Err(NodeError::Resume(ResumeError::DecisionMismatch)),
+            }
+        }
+    };
+    Ok(restored)
 }
 
 /// Membership log lines one member's messages may cause per [`crate::ratelog::LOG_INTERVAL`]:
@@ -728,6 +758,11 @@ fn handle_event(
             info!(peer = %m.name, incarnation = m.incarnation, "member suspected")
         }
         Event::MemberUp(_) | Event::MemberDown(_) | Event::MemberSuspect(_) => {}
+        // The lifecycle's events are the driver loop's.
+        Event::TrainingStarted { .. }
+        | Event::JoinFailed
+        | Event::DrainEnded { .. }
+        | Event::CheckpointDue => {}
         Event::GapDetected { origin, missing } => {
             debug!(%origin, ?missing, "gap in deltas; anti-entropy will pull them")
         }

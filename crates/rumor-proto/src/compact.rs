@@ -1,7 +1,7 @@
 //! Delta compression: lossy quantization on the publishing peer, lossless compact encoding on
 //! the wire.
 //!
-//! The two halves are kept apart so that compression never costs exactness (DESIGN §4):
+//! The two halves are kept apart so that compression never costs exactness:
 //!
 //! 1. The publishing peer **quantizes** its delta ([`Quantizer`]) to values that a compact
 //!    format represents exactly (bf16, or int8 with a power-of-two scale per block of

@@ -5,9 +5,14 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
+use std::collections::BTreeMap;
+
 use super::*;
-use crate::id::PeerId;
+use crate::id::{MessageId, PeerId};
 use crate::sim::{NetModel, Sim};
+use crate::wire::{
+    DeltaPayload, Digest, JoinRequest, MembershipView, MessageKind, PingRequest, Probe, Snapshot,
+};
 
 const P: usize = 16;
 
@@ -275,7 +280,7 @@ fn version_far_ahead_of_the_known_one_is_rejected() {
     let (_, events) = drain(&mut core);
     for e in events {
         if let Event::GapDetected { missing, .. } = e {
-            assert!(missing.len() <= MAX_GAP_REPORT);
+            assert!(missing.len() <= replica::MAX_GAP_REPORT);
         }
     }
 }

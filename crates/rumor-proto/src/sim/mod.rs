@@ -14,7 +14,7 @@ use crate::id::PeerId;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::core::{Core, CoreConfig, Event, LocalPeer};
+use crate::core::{Core, CoreConfig, Event, LocalPeer, RestoredState};
 use crate::wire;
 
 /// Network behaviour of the simulated links.
@@ -195,6 +195,26 @@ impl Sim {
         self.timers.push(None);
         self.flush(index);
         index
+    }
+
+    /// Restarts the crashed peer at `index` from `state` ([`Core::restore`]: same id and
+    /// address, incarnation raised by one), joining through the peers at `seeds` (indices).
+    /// Its event list starts afresh. Does nothing for an index never added.
+    pub fn restore_peer(&mut self, index: usize, state: RestoredState, seeds: &[usize]) {
+        if index >= self.peers.len() {
+            return;
+        }
+        let me = LocalPeer {
+            id: PeerId::from_u128(index as u128 + 1),
+            name: format!("p{index}"),
+            addr: Self::addr(index),
+        };
+        let seeds = seeds.iter().map(|&s| Self::addr(s)).collect();
+        let seed = self.rng.gen();
+        let core = Core::restore(self.config.clone(), me, state, seeds, seed, self.now);
+        self.peers[index] = Some(core);
+        self.events[index].clear();
+        self.flush(index);
     }
 
     /// The peer at `index`, if running.
@@ -477,5 +497,7 @@ impl Sim {
     }
 }
 
+#[cfg(test)]
+mod lifecycle_scenarios;
 #[cfg(test)]
 mod scenarios;

@@ -1,6 +1,6 @@
 //! The messages peers exchange and the one codec that turns them into bytes.
 //!
-//! Every message is an [`Envelope`] (DESIGN §2). On the wire an envelope is a frame:
+//! Every message is an [`Envelope`]. On the wire an envelope is a frame:
 //!
 //! ```text
 //! magic "RMOR" (4 bytes) | protocol version (1 byte) | body length (u32, big endian) | body (bincode 2, serde)
@@ -37,7 +37,7 @@ pub const MAX_VECTOR_ORIGINS: usize = 4096;
 /// Most exception entries (versions above the contiguous prefix) accepted per origin.
 pub const MAX_VECTOR_EXCEPTIONS: usize = 65_536;
 
-/// One gossip message (DESIGN §2).
+/// One gossip message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Unique per message; a receiver drops an id it has seen (dedup).
@@ -166,7 +166,7 @@ pub struct DeltaPayload {
     pub values: Arc<[f32]>,
 }
 
-/// Where a peer is in its life (DESIGN §3): `starting → joining → training → draining → stopped`.
+/// Where a peer is in its life: `starting → joining → training → draining → stopped`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Lifecycle {
     /// Loading data and certificates; not yet in contact with anyone.
@@ -194,7 +194,7 @@ impl Lifecycle {
     }
 }
 
-/// Liveness of a member as seen by the holder of the record (DESIGN §3).
+/// Liveness of a member as seen by the holder of the record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum MemberStatus {
     /// Answering and gossiping.
@@ -229,7 +229,7 @@ impl MemberStatus {
     }
 }
 
-/// One member as a peer knows it (DESIGN §3).
+/// One member as a peer knows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemberRecord {
     /// The member's id.

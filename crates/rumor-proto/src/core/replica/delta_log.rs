@@ -1,5 +1,5 @@
 //! The bounded delta log: recent deltas kept so peers that missed them can pull them
-//! (anti-entropy), and so a snapshot can be topped up with deltas it lacks (DESIGN §4).
+//! (anti-entropy), and so a snapshot can be topped up with deltas it lacks (docs/ALGORITHM.md).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -76,12 +76,8 @@ impl DeltaLog {
         self.entries.len()
     }
 
-    /// Whether no delta is held.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Deltas evicted so far.
+    #[cfg(test)]
     pub fn evicted(&self) -> u64 {
         self.evicted
     }

@@ -1,4 +1,4 @@
-//! The membership view: one record per known peer, merged by version (DESIGN §3).
+//! The member table: one record per known peer, merged by version.
 //!
 //! Two records for one peer merge by `(incarnation, status precedence, heartbeat)`: a higher
 //! incarnation wins; on equal incarnation left > dead > suspect > alive; then the higher
@@ -26,11 +26,11 @@ pub enum MergeOutcome {
 
 /// Records by peer id (ordered, so iteration is deterministic).
 #[derive(Clone, Debug, Default)]
-pub struct Membership {
+pub struct MemberTable {
     records: BTreeMap<PeerId, MemberRecord>,
 }
 
-impl Membership {
+impl MemberTable {
     /// A view holding only `me`.
     pub fn new(me: MemberRecord) -> Self {
         let mut records = BTreeMap::new();
@@ -74,11 +74,6 @@ impl Membership {
         self.records.len()
     }
 
-    /// Whether there is no record at all.
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
     /// Members that count as live (alive or suspect), the local peer included.
     pub fn live(&self) -> impl Iterator<Item = &MemberRecord> {
         self.records
@@ -117,7 +112,7 @@ mod tests {
 
     #[test]
     fn merge_follows_swim_precedence() {
-        let mut m = Membership::default();
+        let mut m = MemberTable::default();
         assert_eq!(
             m.merge(record(0, 5, MemberStatus::Alive)),
             MergeOutcome::New
@@ -154,8 +149,8 @@ mod tests {
             record(1, 2, MemberStatus::Alive),
             record(0, 9, MemberStatus::Dead),
         ];
-        let mut a = Membership::default();
-        let mut b = Membership::default();
+        let mut a = MemberTable::default();
+        let mut b = MemberTable::default();
         for r in &records {
             a.merge(r.clone());
         }

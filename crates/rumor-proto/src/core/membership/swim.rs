@@ -9,7 +9,8 @@
 //!   suspicion"), and a local health multiplier stretches this peer's own probe interval and
 //!   timeout while it is itself slow to answer ("local health aware probe").
 //!
-//! Everything here is plain data and arithmetic; [`super::Core`] drives it.
+//! The settings and the state live here as plain data and arithmetic; the probing itself is
+//! in the membership module's `detector`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -93,19 +94,14 @@ impl SwimConfig {
     }
 }
 
-/// The probe in progress, if any.
+/// The probe in progress, if any. Its deadlines are the `ProbeIndirect` and `ProbeFail`
+/// timers of the core's timer table.
 #[derive(Clone, Debug)]
 pub struct PendingProbe {
     /// Who is probed.
     pub target: PeerId,
     /// Sequence number the ack must carry.
     pub seq: u64,
-    /// When to fall back to indirect probes.
-    pub indirect_at: Instant,
-    /// When the probe fails (end of the period).
-    pub fail_at: Instant,
-    /// Whether indirect probes were sent.
-    pub indirect_sent: bool,
 }
 
 /// A probe this peer runs on behalf of another (`PingReq`).

@@ -56,13 +56,9 @@ impl SeenCache {
     }
 
     /// Number of ids held.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.ids.len()
-    }
-
-    /// Whether no id is held.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
     }
 }
 

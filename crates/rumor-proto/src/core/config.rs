@@ -1,0 +1,191 @@
+//! The settings a [`super::Core`] runs with, and who the local peer is.
+//!
+//! Plain data: every sub-machine reads its part of [`CoreConfig`]; nothing here has behaviour
+//! beyond defaults and the wire limits derived from the sizes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::id::PeerId;
+use crate::version_vector::VersionVector;
+use crate::wire;
+
+use super::membership::swim::SwimConfig;
+
+/// Norms of the last this many accepted deltas (received from a live member of the view, or
+/// published here; all-zero deltas left out) form the reference of the norm check
+/// ([`CoreConfig::max_delta_norm_factor`]).
+pub const NORM_WINDOW: usize = 64;
+
+/// The norm check starts once this many accepted deltas have been seen; before that any finite
+/// delta of the right shape passes.
+pub const NORM_MIN_SAMPLES: usize = 8;
+
+/// Protocol settings. Durations are wall-clock intervals; sizes are bytes.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// Peers each message is pushed to per hop.
+    pub fanout: usize,
+    /// Largest TTL this peer sends or accepts (hops).
+    pub max_ttl: u8,
+    /// Period of membership gossip: pending membership changes are pushed to `fanout` members
+    /// (nothing is sent when there is no change).
+    pub gossip_interval: Duration,
+    /// Period of anti-entropy digests while training (to one random member).
+    pub anti_entropy_interval: Duration,
+    /// Period of anti-entropy digests while draining (to every live member).
+    pub drain_anti_entropy_interval: Duration,
+    /// How long the drain condition must hold, with the same live members and applied set and
+    /// no member under suspicion, before the drain completes. Gives a member falsely declared
+    /// dead time to refute (draining peers try every dead member each second), so a peer does
+    /// not finish alone with a view that lacks that member's deltas.
+    pub drain_settle: Duration,
+    /// How long an envelope id is remembered (at least 90 s).
+    pub seen_retention: Duration,
+    /// Most envelope ids remembered.
+    pub seen_capacity: usize,
+    /// Bytes of delta values kept for anti-entropy pulls.
+    pub delta_log_bytes: usize,
+    /// Largest message body sent or accepted (bytes).
+    pub max_message_bytes: usize,
+    /// Most delta bytes pushed in answer to one digest.
+    pub anti_entropy_max_bytes: usize,
+    /// Anti-entropy pushes another origin's delta only once this peer has held it this long:
+    /// until then its origin's own send is most likely still under way.
+    pub anti_entropy_delay: Duration,
+    /// A delta sent to a peer is not pushed to it again by anti-entropy for this long: it is
+    /// most likely still in flight (QUIC retransmits it), and pushing it again only adds load.
+    pub resend_after: Duration,
+    /// First wait before retrying a join; doubles per attempt up to `join_backoff_max`.
+    pub join_backoff_initial: Duration,
+    /// Longest wait between join attempts.
+    pub join_backoff_max: Duration,
+    /// Number of model parameters; a delta or snapshot of another length is rejected.
+    pub param_count: usize,
+    /// A received delta whose L2 norm (of its values, which are already scaled by its weight:
+    /// the norm of what would be added to `base`) is above this factor times the reference
+    /// norm is rejected as [`super::RejectReason::Norm`]. The reference is the highest median of the
+    /// norms of the last [`NORM_WINDOW`] accepted deltas seen so far; it never decreases, so an
+    /// early (large) delta delivered late still passes. No check before [`NORM_MIN_SAMPLES`]
+    /// deltas were accepted; 0 disables the check.
+    pub max_delta_norm_factor: f32,
+    /// A received delta whose version is more than this many versions above the highest
+    /// version known of its origin is rejected as [`super::RejectReason::VersionJump`]. The known
+    /// version is the larger of the highest version applied from that origin and the
+    /// `published` version its member record announces; it is 0 for an origin never heard of,
+    /// so a new origin's first deltas must have versions at most this value. 0 disables the
+    /// check.
+    pub max_version_jump: u64,
+    /// Failure detection.
+    pub swim: SwimConfig,
+    /// When this peer starts training, how long it waits to join, how long it drains, and
+    /// how often it asks for a checkpoint.
+    pub lifecycle: LifecycleConfig,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            fanout: 3,
+            max_ttl: 6,
+            gossip_interval: Duration::from_millis(200),
+            anti_entropy_interval: Duration::from_millis(1000),
+            drain_anti_entropy_interval: Duration::from_millis(200),
+            drain_settle: Duration::from_secs(3),
+            seen_retention: Duration::from_secs(120),
+            seen_capacity: 65_536,
+            delta_log_bytes: 256 * 1024 * 1024,
+            max_message_bytes: 16 * 1024 * 1024,
+            anti_entropy_max_bytes: 8 * 1024 * 1024,
+            anti_entropy_delay: Duration::from_secs(2),
+            resend_after: Duration::from_secs(5),
+            join_backoff_initial: Duration::from_millis(250),
+            join_backoff_max: Duration::from_secs(4),
+            param_count: 0,
+            max_delta_norm_factor: 10.0,
+            max_version_jump: 10_000,
+            swim: SwimConfig::default(),
+            lifecycle: LifecycleConfig::default(),
+        }
+    }
+}
+
+impl CoreConfig {
+    /// The wire limits implied by this config.
+    pub fn limits(&self) -> wire::Limits {
+        wire::Limits {
+            max_body: self.max_message_bytes,
+            max_ttl: self.max_ttl,
+        }
+    }
+}
+
+/// The peer lifecycle policy: the `min_peers` gate, the join timeout, the drain deadline and
+/// the checkpoint period. The defaults are those of `rumor peer`, except that a core starts
+/// training only when told to ([`super::Core::start_training`]) unless `min_peers` is set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LifecycleConfig {
+    /// Start training by itself once joined and at least this many members are live (this peer
+    /// included), emitting [`super::Event::TrainingStarted`]. `None`: never by itself (a
+    /// membership-only peer, or a caller that drives the lifecycle by hand).
+    pub min_peers: Option<usize>,
+    /// Longest wait after start to be welcomed and reach `min_peers`. Not joined by then:
+    /// [`super::Event::JoinFailed`]; joined but short of `min_peers`: training starts with the
+    /// members known (`short_of_min_peers`). `None`: wait for ever.
+    pub join_timeout: Option<Duration>,
+    /// Longest drain: past it the drain ends unfinished ([`super::Event::DrainEnded`] with
+    /// `drained: false`). `None`: drain until complete.
+    pub drain_timeout: Option<Duration>,
+    /// Period of [`super::Event::CheckpointDue`], from start. `None`: never.
+    pub checkpoint_interval: Option<Duration>,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            min_peers: None,
+            join_timeout: Some(Duration::from_secs(60)),
+            drain_timeout: Some(Duration::from_secs(60)),
+            checkpoint_interval: None,
+        }
+    }
+}
+
+/// The local peer as the core needs to know it.
+#[derive(Clone, Debug)]
+pub struct LocalPeer {
+    /// Stable id (stored in the data dir).
+    pub id: PeerId,
+    /// Display name (the certificate name).
+    pub name: String,
+    /// The address other peers reach this one at.
+    pub addr: SocketAddr,
+}
+
+/// State restored from a checkpoint (`rumor peer --resume`).
+#[derive(Clone, Debug)]
+pub struct RestoredState {
+    /// The saved base, flat.
+    pub base: Vec<f32>,
+    /// The deltas folded into it.
+    pub applied: VersionVector,
+    /// The last version this peer published before it stopped.
+    pub published: u64,
+    /// The incarnation it ran with; the restarted peer uses one more.
+    pub incarnation: u64,
+}
+
+impl RestoredState {
+    /// What is left of a peer whose checkpoint was lost or damaged: θ₀ (`initial`), nothing
+    /// applied, published 0 and incarnation 0. Restored from it, the peer rejoins at
+    /// incarnation 1, outranks any higher incarnation of itself it hears of, and learns its
+    /// base and the versions it published from a seed's snapshot and the members' records.
+    pub fn lost(initial: Vec<f32>) -> Self {
+        Self {
+            base: initial,
+            applied: VersionVector::new(),
+            published: 0,
+            incarnation: 0,
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Anti-entropy: peers exchange digests of their applied sets and push each other the deltas
+//! the other lacks (from the delta log, within a byte budget), or a snapshot when the log no
+//! longer holds them. A probe whose applied-set fingerprint differs from ours starts an
+//! exchange at once. Digests also carry each peer's lifecycle, which the drain reads.
+//!
+//! These are [`Dissemination`] methods; the replica and the member table are read, never
+//! changed.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::id::PeerId;
+use crate::version_vector::VersionVector;
+use crate::wire::{DeltaPayload, Digest, Envelope, Lifecycle, MemberStatus, Payload};
+
+use super::{Dissemination, PeerProgress};
+use crate::core::membership::Membership;
+use crate::core::outbox::Outbox;
+use crate::core::replica::Replica;
+use crate::core::timer::{Timer, TimerTable};
+
+impl Dissemination {
+    /// [`Timer::AntiEntropy`]: a digest to one random member while training, to every live
+    /// member while draining, none before training.
+    pub fn on_anti_entropy(
+        &mut self,
+        out: &mut Outbox,
+        now: Instant,
+        timers: &mut TimerTable,
+        membership: &Membership,
+        replica: &Replica,
+        lifecycle: Lifecycle,
+    ) {
+        if lifecycle < Lifecycle::Training {
+            timers.set(Timer::AntiEntropy, now + self.anti_entropy_interval);
+            return;
+        }
+        let draining = lifecycle == Lifecycle::Draining;
+        let period = if draining {
+            self.drain_anti_entropy_interval
+        } else {
+            self.anti_entropy_interval
+        };
+        timers.set(Timer::AntiEntropy, now + period);
+        let live = membership.live_peer_addrs(&[]);
+        let targets = if draining { live } else { out.choose(live, 1) };
+        self.send_digest(out, targets, membership, replica, lifecycle, false);
+    }
+
+    /// Sends digests to every live member from `now` on (the drain started).
+    pub fn hurry(&mut self, now: Instant, timers: &mut TimerTable) {
+        timers.set(Timer::AntiEntropy, now);
+    }
+
+    /// A digest from `origin`: push what it lacks while the log holds it and the byte budget
+    /// lasts (a snapshot when some of it is gone), ask for what we lack, and remember its
+    /// progress if it is a member.
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle_digest(
+        &mut self,
+        out: &mut Outbox,
+        membership: &Membership,
+        replica: &Replica,
+        lifecycle: Lifecycle,
+        origin: PeerId,
+        origin_addr: SocketAddr,
+        digest: Digest,
+    ) {
+        let Digest {
+            mut applied,
+            lifecycle: theirs,
+            reply,
+        } = digest;
+        applied.normalize();
+        let addr = membership.addr_of(&origin).unwrap_or(origin_addr);
+        let missing: Vec<(PeerId, u64)> = replica.applied().difference(&applied).collect();
+        let mut budget = self.anti_entropy_max_bytes;
+        let mut lost = false;
+        for (delta_origin, version) in missing {
+            if self.sent.blocks(addr, delta_origin, version) {
+                continue;
+            }
+            let Some(delta) = replica.logged(delta_origin, version) else {
+                lost = true;
+                continue;
+            };
+            // Someone else's fresh delta is most likely still on its way from its origin;
+            // pushing it too would race the origin's own send (under loss, many times over).
+            if delta_origin != out.me.id
+                && out.now.saturating_duration_since(delta.logged_at) < self.anti_entropy_delay
+            {
+                continue;
+            }
+            let size = delta.values.len() * 4;
+            if size > budget {
+                break;
+            }
+            budget -= size;
+            let payload = Payload::Delta(DeltaPayload {
+                weight: delta.weight,
+                values: delta.values.clone(),
+            });
+            let origin_addr = membership.addr_of(&delta_origin).unwrap_or(out.me.addr);
+            let envelope = Envelope {
+                id: out.new_id(),
+                origin: delta_origin,
+                origin_addr,
+                version,
+                ttl: 1,
+                payload,
+            };
+            out.stats.anti_entropy_deltas_sent += 1;
+            out.send(vec![addr], envelope);
+        }
+        if lost {
+            out.stats.snapshots_sent += 1;
+            let envelope = out.envelope(0, 1, Payload::Snapshot(replica.snapshot()));
+            out.send(vec![addr], envelope);
+        }
+        // Ask for what we lack by answering with our own digest.
+        if !reply && !applied.is_subset_of(replica.applied()) {
+            self.send_digest(out, vec![addr], membership, replica, lifecycle, true);
+        }
+        // Progress is kept for members of the view only: digests claiming other origins would
+        // otherwise grow this map (each entry a version vector) without bound.
+        if membership.get(&origin).is_some() {
+            self.progress.insert(
+                origin,
+                PeerProgress {
+                    applied,
+                    lifecycle: theirs,
+                },
+            );
+        }
+    }
+
+    /// When a probe shows that `peer`'s applied set differs from ours (its fingerprint `hash`),
+    /// start anti-entropy with it, at most once per anti-entropy interval per peer. Only once
+    /// `joined`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_fingerprint(
+        &mut self,
+        out: &mut Outbox,
+        membership: &Membership,
+        replica: &Replica,
+        lifecycle: Lifecycle,
+        joined: bool,
+        peer: PeerId,
+        addr: SocketAddr,
+        hash: u64,
+    ) {
+        if hash == replica.applied().fingerprint() || !joined {
+            return;
+        }
+        let now = out.now;
+        if self
+            .last_digest_to
+            .get(&peer)
+            .is_some_and(|at| now.saturating_duration_since(*at) < self.anti_entropy_interval)
+        {
+            return;
+        }
+        self.last_digest_to.insert(peer, now);
+        let addr = membership.addr_of(&peer).unwrap_or(addr);
+        self.send_digest(out, vec![addr], membership, replica, lifecycle, false);
+    }
+
+    fn send_digest(
+        &mut self,
+        out: &mut Outbox,
+        targets: Vec<SocketAddr>,
+        membership: &Membership,
+        replica: &Replica,
+        lifecycle: Lifecycle,
+        reply: bool,
+    ) {
+        if targets.is_empty() {
+            return;
+        }
+        let digest = Digest {
+            applied: replica.applied().clone(),
+            lifecycle,
+            reply,
+        };
+        let envelope = out.envelope(membership.heartbeat(), 1, Payload::Digest(digest));
+        out.send(targets, envelope);
+    }
+
+    /// Forgets what `peer` reported (it went down).
+    pub fn forget(&mut self, peer: &PeerId) {
+        self.progress.remove(peer);
+    }
+
+    /// The lifecycle and applied set `peer` last reported in a digest.
+    pub fn peer_progress(&self, peer: &PeerId) -> Option<(Lifecycle, &VersionVector)> {
+        self.progress.get(peer).map(|p| (p.lifecycle, &p.applied))
+    }
+
+    /// Whether every live member other than `me` is alive (not suspect), has said it is
+    /// draining or past it, and reported exactly `applied`: the drain condition's part that
+    /// is about others.
+    pub fn all_caught_up(
+        &self,
+        me: PeerId,
+        membership: &Membership,
+        applied: &VersionVector,
+    ) -> bool {
+        membership.live().all(|m| {
+            m.peer_id == me
+                || (m.status == MemberStatus::Alive
+                    && self.progress.get(&m.peer_id).is_some_and(|p| {
+                        p.lifecycle >= Lifecycle::Draining && p.applied == *applied
+                    }))
+        })
+    }
+}

@@ -1,0 +1,203 @@
+//! Dissemination: how envelopes and deltas spread.
+//!
+//! [`Dissemination`] owns the seen-cache ([`seen`]: each envelope handled once), push gossip of
+//! deltas with a TTL and `fanout` (publish, forward), and anti-entropy ([`anti_entropy`]:
+//! digests of applied sets, pushes of what a peer lacks, the send ledger [`sent`] of what is in
+//! flight, and each peer's reported progress).
+//!
+//! It reads the member table and the replica through their queries and never changes them:
+//! whether a delta is applied is the replica's call, made before it is forwarded here.
+
+pub mod anti_entropy;
+pub mod seen;
+pub mod sent;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::id::{MessageId, PeerId};
+use crate::wire::{DeltaPayload, Envelope, Lifecycle, MessageKind, Payload};
+
+use super::config::CoreConfig;
+use super::membership::Membership;
+use super::outbox::{Outbox, Transmit};
+use super::timer::{Timer, TimerTable};
+use seen::SeenCache;
+use sent::{Outcome, SendLedger};
+
+/// What this peer last heard of another peer's progress, from its digests.
+#[derive(Clone, Debug)]
+struct PeerProgress {
+    applied: crate::version_vector::VersionVector,
+    lifecycle: Lifecycle,
+}
+
+/// The dissemination sub-machine. See the module docs.
+pub struct Dissemination {
+    /// Peers each delta is pushed to per hop.
+    fanout: usize,
+    /// Largest TTL (hops).
+    max_ttl: u8,
+    /// Period of digests while training (to one random member).
+    anti_entropy_interval: Duration,
+    /// Period of digests while draining (to every live member).
+    drain_anti_entropy_interval: Duration,
+    /// Most delta bytes pushed in answer to one digest.
+    anti_entropy_max_bytes: usize,
+    /// How long another origin's delta is held before anti-entropy pushes it.
+    anti_entropy_delay: Duration,
+    /// Envelope ids already handled.
+    seen: SeenCache,
+    /// Deltas recently sent, by destination.
+    sent: SendLedger,
+    /// Each member's last reported applied set and lifecycle.
+    progress: HashMap<PeerId, PeerProgress>,
+    /// When a digest was last sent to a peer because its applied fingerprint differed.
+    last_digest_to: HashMap<PeerId, Instant>,
+}
+
+impl Dissemination {
+    /// Empty caches; the first digest is due one anti-entropy period after `now`.
+    pub fn new(config: &CoreConfig, now: Instant, timers: &mut TimerTable) -> Self {
+        timers.set(Timer::AntiEntropy, now + config.anti_entropy_interval);
+        Self {
+            fanout: config.fanout,
+            max_ttl: config.max_ttl,
+            anti_entropy_interval: config.anti_entropy_interval,
+            drain_anti_entropy_interval: config.drain_anti_entropy_interval,
+            anti_entropy_max_bytes: config.anti_entropy_max_bytes,
+            anti_entropy_delay: config.anti_entropy_delay,
+            seen: SeenCache::new(config.seen_retention, config.seen_capacity),
+            sent: SendLedger::new(config.resend_after),
+            progress: HashMap::new(),
+            last_digest_to: HashMap::new(),
+        }
+    }
+
+    /// Records envelope `id` as handled at `now`; false when it already was (a duplicate).
+    pub fn first_sight(&mut self, now: Instant, id: MessageId) -> bool {
+        self.seen.insert(now, id)
+    }
+
+    /// Records a transmit this peer queued: its id is marked seen (so an echo is dropped as a
+    /// duplicate), and a delta is in flight to each destination.
+    pub fn note_sent(&mut self, now: Instant, transmit: &Transmit) {
+        let envelope = &transmit.envelope;
+        self.seen.insert(now, envelope.id);
+        if envelope.payload.kind() == MessageKind::Delta {
+            for addr in &transmit.to {
+                self.sent
+                    .sent(now, *addr, envelope.origin, envelope.version);
+            }
+        }
+    }
+
+    /// Forgets old envelope ids and old send records.
+    pub fn expire(&mut self, now: Instant) {
+        self.seen.expire(now);
+        self.sent.expire(now);
+    }
+
+    /// What became of a delta sent to `to` (see [`super::Core::send_outcome`]).
+    pub fn send_outcome(
+        &mut self,
+        out: &mut Outbox,
+        to: SocketAddr,
+        origin: PeerId,
+        version: u64,
+        delivered: bool,
+    ) {
+        if self.sent.outcome(out.now, to, origin, version, delivered) == Outcome::Failed {
+            out.stats.delta_sends_failed += 1;
+        }
+    }
+
+    /// How many of `me`'s deltas are in flight to some member that is alive and not suspect.
+    pub fn own_deltas_unacked(&self, me: PeerId, membership: &Membership) -> usize {
+        let alive: HashSet<SocketAddr> = membership.alive_peer_addrs().into_iter().collect();
+        self.sent.in_flight_versions(me, &alive)
+    }
+
+    /// Pushes a delta just published here to `fanout` live members, with a TTL that lets push
+    /// gossip reach every live member.
+    pub fn push_own(
+        &mut self,
+        out: &mut Outbox,
+        membership: &Membership,
+        version: u64,
+        weight: f32,
+        values: Arc<[f32]>,
+    ) {
+        let ttl = self.initial_ttl(membership.live_count());
+        let to = out.choose(membership.live_peer_addrs(&[]), self.fanout);
+        let envelope = out.envelope(
+            version,
+            ttl,
+            Payload::Delta(DeltaPayload { weight, values }),
+        );
+        out.send(to, envelope);
+    }
+
+    /// A delta from `from` that the replica has just applied: `from` has it (never push it
+    /// back), and it is forwarded with its TTL decremented.
+    pub fn spread_applied(
+        &mut self,
+        out: &mut Outbox,
+        membership: &Membership,
+        from: SocketAddr,
+        envelope: &Envelope,
+        delta: DeltaPayload,
+    ) {
+        self.sent
+            .has(out.now, from, envelope.origin, envelope.version);
+        self.forward(out, membership, from, envelope, Payload::Delta(delta));
+    }
+
+    /// Forwards a newly handled envelope with its TTL decremented, unless it reaches 0, to
+    /// `fanout` live members other than its origin and its sender.
+    fn forward(
+        &mut self,
+        out: &mut Outbox,
+        membership: &Membership,
+        from: SocketAddr,
+        envelope: &Envelope,
+        payload: Payload,
+    ) {
+        let ttl = envelope.ttl.saturating_sub(1);
+        if ttl == 0 {
+            out.stats.ttl_expired += 1;
+            return;
+        }
+        let mut exclude = vec![envelope.origin];
+        if let Some(sender) = membership.by_addr(from) {
+            exclude.push(sender.peer_id);
+        }
+        let to = out.choose(membership.live_peer_addrs(&exclude), self.fanout);
+        if to.is_empty() {
+            return;
+        }
+        out.stats.forwarded += 1;
+        let forwarded = Envelope {
+            id: envelope.id,
+            origin: envelope.origin,
+            origin_addr: envelope.origin_addr,
+            version: envelope.version,
+            ttl,
+            payload,
+        };
+        out.send(to, forwarded);
+    }
+
+    /// TTL for a new delta: 1 when the fanout reaches every live peer directly, else enough
+    /// hops for push gossip to cover `live` peers (⌈log_fanout(live)⌉ + 1), capped by `max_ttl`.
+    fn initial_ttl(&self, live: usize) -> u8 {
+        let fanout = self.fanout.max(1);
+        if fanout + 1 >= live || fanout == 1 {
+            return if fanout == 1 { self.max_ttl } else { 1 };
+        }
+        let hops = ((live as f64).ln() / (fanout as f64).ln()).ceil() as u32 + 1;
+        hops.min(u32::from(self.max_ttl)).max(1) as u8
+    }
+}

@@ -1,0 +1,157 @@
+//! Joining: this peer's join requests to the seeds, and a seed's answer to another's request.
+//!
+//! A joiner sends `Join` to its seeds in turn with exponential backoff until one answers
+//! `Welcome` (the whole view and a snapshot). A seed spreads the snapshot load: it passes the
+//! request on to a random member already training, and answers itself only when none is.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+
+use crate::id::PeerId;
+use crate::wire::{
+    Envelope, JoinRequest, MemberRecord, MemberStatus, MembershipView, Payload, Snapshot, Welcome,
+};
+
+use super::PeerLifecycle;
+use crate::core::membership::Membership;
+use crate::core::outbox::Outbox;
+use crate::core::replica::Replica;
+use crate::core::timer::{Timer, TimerTable};
+
+impl PeerLifecycle {
+    /// [`Timer::Join`]: sends `own` (this peer's record) to the next seed and sets the retry
+    /// after a backoff that doubles per attempt up to `join_backoff_max`. Nothing once joined.
+    pub fn on_join_timer(
+        &mut self,
+        out: &mut Outbox,
+        now: Instant,
+        timers: &mut TimerTable,
+        own: MemberRecord,
+        heartbeat: u64,
+    ) {
+        if self.joined || self.seeds.is_empty() {
+            return;
+        }
+        let seed = self.seeds[self.join_attempt as usize % self.seeds.len()];
+        let request = Payload::Join(JoinRequest {
+            member: own,
+            forwarded: false,
+        });
+        let envelope = out.envelope(heartbeat, 1, request);
+        out.stats.join_attempts += 1;
+        out.send(vec![seed], envelope);
+        let backoff = self
+            .join_backoff_initial
+            .saturating_mul(1u32 << self.join_attempt.min(16))
+            .min(self.join_backoff_max);
+        self.join_attempt = self.join_attempt.saturating_add(1);
+        timers.set(Timer::Join, now + backoff);
+    }
+
+    /// A `Welcome` arrived: true when it is the first (this peer is now joined and should
+    /// install its snapshot); false when already joined.
+    pub fn welcomed(&mut self, timers: &mut TimerTable) -> bool {
+        if self.joined {
+            return false;
+        }
+        self.joined = true;
+        timers.stop(Timer::Join);
+        true
+    }
+}
+
+/// A seed's answer to `request` from `origin`: merge the joiner's record, then welcome it
+/// here with the whole view and a snapshot, or pass the request on to a member already
+/// training (snapshot load spreading).
+pub fn answer_join(
+    out: &mut Outbox,
+    membership: &mut Membership,
+    replica: &Replica,
+    origin: PeerId,
+    origin_addr: SocketAddr,
+    version: u64,
+    request: JoinRequest,
+) {
+    let JoinRequest {
+        mut member,
+        forwarded,
+    } = request;
+    member.peer_id = origin;
+    member.status = MemberStatus::Alive;
+    let addr = member.addr;
+    membership.merge_record(out, member.clone(), None);
+    let donors = membership.snapshot_donors(origin);
+    if let JoinAnswer::Forward(donor) = choose_answer(out, &donors, forwarded) {
+        forward_join(out, donor, origin, origin_addr, version, member);
+        return;
+    }
+    let heartbeat = membership.heartbeat();
+    send_welcome(
+        out,
+        addr,
+        membership.full_view(),
+        replica.snapshot(),
+        heartbeat,
+    );
+}
+
+/// Where a join request should be answered from.
+enum JoinAnswer {
+    /// Pass it on to this member (already training), which answers with its own snapshot.
+    Forward(SocketAddr),
+    /// Answer it here.
+    Welcome,
+}
+
+/// A seed's choice for a join request from `origin` (its record already merged): a random
+/// snapshot donor among `donors` ([`crate::core::membership::Membership::snapshot_donors`]),
+/// or this peer itself when it drew itself, there is none, or the request was `forwarded`
+/// to it already.
+fn choose_answer(out: &mut Outbox, donors: &[(PeerId, SocketAddr)], forwarded: bool) -> JoinAnswer {
+    if forwarded {
+        return JoinAnswer::Welcome;
+    }
+    match donors.choose(&mut out.rng) {
+        Some(&(donor, addr)) if donor != out.me.id => JoinAnswer::Forward(addr),
+        _ => JoinAnswer::Welcome,
+    }
+}
+
+/// Passes `origin`'s join request on to `donor`.
+fn forward_join(
+    out: &mut Outbox,
+    donor: SocketAddr,
+    origin: PeerId,
+    origin_addr: SocketAddr,
+    version: u64,
+    member: MemberRecord,
+) {
+    out.stats.joins_forwarded += 1;
+    let forward = Envelope {
+        id: out.new_id(),
+        origin,
+        origin_addr,
+        version,
+        ttl: 1,
+        payload: Payload::Join(JoinRequest {
+            member,
+            forwarded: true,
+        }),
+    };
+    out.send(vec![donor], forward);
+}
+
+/// Welcomes the joiner at `to` with the whole `view` and a `snapshot`.
+fn send_welcome(
+    out: &mut Outbox,
+    to: SocketAddr,
+    view: MembershipView,
+    snapshot: Snapshot,
+    heartbeat: u64,
+) {
+    let welcome = Welcome { view, snapshot };
+    let envelope = out.envelope(heartbeat, 1, Payload::Welcome(welcome));
+    out.send(vec![to], envelope);
+}

@@ -1,0 +1,489 @@
+//! Membership and failure detection: who is in the cluster, as this peer sees it.
+//!
+//! [`Membership`] owns the member table ([`view`]), SWIM failure detection with Lifeguard's
+//! refinements ([`swim`], [`detector`]), the piggyback queue of changes ([`piggyback`]), the
+//! periodic gossip of those changes, the full-view push-pull and the reconnect attempts to
+//! members believed dead, and this peer's own incarnation (raised to refute a suspicion).
+//!
+//! It knows nothing of deltas, base or drain: the applied-set fingerprint it puts on probes is
+//! passed in, and what other machines must learn from it (a member that went down, versions of
+//! this peer that others announce) the orchestrator reads after each input.
+
+pub mod detector;
+pub mod piggyback;
+pub mod swim;
+pub mod view;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+
+use crate::id::PeerId;
+use crate::wire::{LeaveNotice, Lifecycle, MemberRecord, MemberStatus, MembershipView, Payload};
+
+use super::config::CoreConfig;
+use super::events::Event;
+use super::outbox::Outbox;
+use super::timer::{Timer, TimerTable};
+use piggyback::Piggyback;
+use swim::{Suspicion, SwimConfig, SwimState};
+use view::{MemberTable, MergeOutcome};
+
+/// The membership sub-machine. See the module docs.
+pub struct Membership {
+    /// Failure-detector settings.
+    swim_config: SwimConfig,
+    /// Members each change is gossiped to per period.
+    fanout: usize,
+    /// Period of membership gossip.
+    gossip_interval: Duration,
+    /// This peer's id.
+    me: PeerId,
+    /// One record per known peer, this peer's own included.
+    table: MemberTable,
+    /// Failure-detector state.
+    swim: SwimState,
+    /// Changes still to piggyback.
+    piggyback: Piggyback,
+    /// This peer's incarnation.
+    incarnation: u64,
+    /// Members that went from live to dead or left, not yet taken by the orchestrator.
+    went_down: Vec<PeerId>,
+    /// The highest version of this peer's deltas that others' records of it announced.
+    own_published_heard: u64,
+}
+
+impl Membership {
+    /// A view holding only `own` (this peer's record), with the gossip, push-pull, reconnect
+    /// and probe timers set one period after `now`.
+    pub fn new(
+        config: &CoreConfig,
+        own: MemberRecord,
+        now: Instant,
+        timers: &mut TimerTable,
+    ) -> Self {
+        timers.set(Timer::Gossip, now + config.gossip_interval);
+        timers.set(Timer::PushPull, now + config.swim.push_pull_interval);
+        timers.set(Timer::Reconnect, now + config.swim.reconnect_interval);
+        timers.set(Timer::Probe, now + config.swim.probe_interval);
+        Self {
+            swim_config: config.swim.clone(),
+            fanout: config.fanout,
+            gossip_interval: config.gossip_interval,
+            me: own.peer_id,
+            incarnation: own.incarnation,
+            table: MemberTable::new(own),
+            swim: SwimState::default(),
+            piggyback: Piggyback::default(),
+            went_down: Vec::new(),
+            own_published_heard: 0,
+        }
+    }
+
+    // ----- queries -------------------------------------------------------------------------
+
+    /// The record of `peer`, if known.
+    pub fn get(&self, peer: &PeerId) -> Option<&MemberRecord> {
+        self.table.get(peer)
+    }
+
+    /// Every record, by peer id.
+    pub fn iter(&self) -> impl Iterator<Item = &MemberRecord> {
+        self.table.iter()
+    }
+
+    /// The members declared dead by failure detection (not those that left), other than `me`,
+    /// with their incarnations.
+    pub fn declared_dead(&self, me: PeerId) -> impl Iterator<Item = (PeerId, u64)> + '_ {
+        self.iter()
+            .filter(move |m| m.status == MemberStatus::Dead && m.peer_id != me)
+            .map(|m| (m.peer_id, m.incarnation))
+    }
+
+    /// Live members (alive or suspect), this peer included.
+    pub fn live(&self) -> impl Iterator<Item = &MemberRecord> {
+        self.table.live()
+    }
+
+    /// Number of live members, this peer included.
+    pub fn live_count(&self) -> usize {
+        self.table.live_count()
+    }
+
+    /// The member listening at `addr`, if any.
+    pub fn by_addr(&self, addr: SocketAddr) -> Option<&MemberRecord> {
+        self.table.by_addr(addr)
+    }
+
+    /// This peer's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// This peer's heartbeat (the version of membership messages it sends).
+    pub fn heartbeat(&self) -> u64 {
+        self.own().heartbeat
+    }
+
+    /// Whether `peer` is a live member (alive or suspect).
+    pub fn is_live(&self, peer: &PeerId) -> bool {
+        self.get(peer)
+            .is_some_and(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
+    }
+
+    /// The listen address of `peer`, if known.
+    pub fn addr_of(&self, peer: &PeerId) -> Option<SocketAddr> {
+        self.get(peer).map(|m| m.addr)
+    }
+
+    /// The `published` version `peer`'s record announces (0 when unknown).
+    pub fn announced_version(&self, peer: &PeerId) -> u64 {
+        self.get(peer).map_or(0, |m| m.published)
+    }
+
+    /// This peer's own record.
+    pub fn own(&self) -> &MemberRecord {
+        // The table is created with this peer's record and never drops a record.
+        self.table
+            .get(&self.me)
+            .expect("the member table always holds this peer's own record")
+    }
+
+    /// Addresses of the live members other than this peer and `exclude`.
+    pub fn live_peer_addrs(&self, exclude: &[PeerId]) -> Vec<SocketAddr> {
+        self.table
+            .live()
+            .filter(|m| m.peer_id != self.me && !exclude.contains(&m.peer_id))
+            .map(|m| m.addr)
+            .collect()
+    }
+
+    /// Addresses of the members that are alive (not suspect) other than this peer.
+    pub fn alive_peer_addrs(&self) -> Vec<SocketAddr> {
+        self.table
+            .iter()
+            .filter(|m| m.status == MemberStatus::Alive && m.peer_id != self.me)
+            .map(|m| m.addr)
+            .collect()
+    }
+
+    /// The live members other than `except` that could send a joiner a snapshot: this peer, or
+    /// one already training or draining. Sorted by peer id.
+    pub fn snapshot_donors(&self, except: PeerId) -> Vec<(PeerId, SocketAddr)> {
+        let mut donors: Vec<(PeerId, SocketAddr)> = self
+            .table
+            .live()
+            .filter(|m| {
+                m.peer_id != except
+                    && (m.peer_id == self.me
+                        || matches!(m.lifecycle, Lifecycle::Training | Lifecycle::Draining))
+            })
+            .map(|m| (m.peer_id, m.addr))
+            .collect();
+        donors.sort_by_key(|d| d.0);
+        donors
+    }
+
+    /// The whole view, as sent in push-pull and `Welcome`.
+    pub fn full_view(&self) -> MembershipView {
+        MembershipView {
+            members: self.table.iter().cloned().collect(),
+            push_pull: false,
+            reply: false,
+        }
+    }
+
+    /// The highest version of this peer's deltas that others' records of it announced (a
+    /// restarted peer learns from it what it published before its checkpoint).
+    pub fn own_published_heard(&self) -> u64 {
+        self.own_published_heard
+    }
+
+    /// Members that went down since the last call.
+    pub fn take_went_down(&mut self) -> Vec<PeerId> {
+        std::mem::take(&mut self.went_down)
+    }
+
+    // ----- this peer's own record ----------------------------------------------------------
+
+    /// Announces a new lifecycle state and published version (a new heartbeat).
+    pub fn set_own_lifecycle(&mut self, lifecycle: Lifecycle, published: u64) {
+        if let Some(me) = self.table.get_mut(&self.me) {
+            me.lifecycle = lifecycle;
+            me.published = published;
+            me.heartbeat += 1;
+        }
+        self.enqueue_own();
+    }
+
+    /// Records a newly published version in this peer's record (carried by the next change).
+    pub fn set_own_published(&mut self, version: u64) {
+        if let Some(me) = self.table.get_mut(&self.me) {
+            me.published = version;
+        }
+    }
+
+    /// Marks this peer as left (before its `Leave` goes out).
+    pub fn mark_left(&mut self) {
+        if let Some(me) = self.table.get_mut(&self.me) {
+            me.status = MemberStatus::Left;
+        }
+    }
+
+    /// Queues this peer's record for piggybacking.
+    pub fn enqueue_own(&mut self) {
+        let own = self.own().clone();
+        self.enqueue_update(own);
+    }
+
+    // ----- incoming messages ---------------------------------------------------------------
+
+    /// Merges the records of a `Membership` message from `origin` and answers a push-pull
+    /// request with this peer's whole view.
+    pub fn handle_view(
+        &mut self,
+        out: &mut Outbox,
+        origin: PeerId,
+        origin_addr: SocketAddr,
+        view: MembershipView,
+    ) {
+        let answer = view.push_pull && !view.reply;
+        self.merge_view(out, view.members, Some(origin));
+        if answer {
+            self.send_view(out, vec![origin_addr], true, true);
+        }
+    }
+
+    /// A member says goodbye: it left, with its last published version.
+    pub fn handle_leave(&mut self, out: &mut Outbox, origin: PeerId, notice: LeaveNotice) {
+        let Some(mut record) = self.table.get(&origin).cloned() else {
+            return;
+        };
+        record.status = MemberStatus::Left;
+        record.incarnation = record.incarnation.max(notice.incarnation);
+        record.published = record.published.max(notice.published);
+        record.lifecycle = Lifecycle::Stopped;
+        self.merge_record(out, record, Some(origin));
+    }
+
+    /// Merges records carried by a message from `from` (if known).
+    pub fn merge_view(
+        &mut self,
+        out: &mut Outbox,
+        records: Vec<MemberRecord>,
+        from: Option<PeerId>,
+    ) {
+        for record in records {
+            self.merge_record(out, record, from);
+        }
+    }
+
+    /// Merges one record by version (docs/ALGORITHM.md), queues real changes for
+    /// piggybacking, keeps the suspicion bookkeeping, and refutes suspicions of this peer.
+    /// `from` is the peer whose message carried the record (an independent confirmation of a
+    /// suspicion).
+    pub fn merge_record(&mut self, out: &mut Outbox, record: MemberRecord, from: Option<PeerId>) {
+        if record.peer_id == self.me {
+            self.merge_own(out, record);
+            return;
+        }
+        let peer = record.peer_id;
+        match self.table.merge(record.clone()) {
+            MergeOutcome::New => {
+                self.enqueue_update(record.clone());
+                match record.status {
+                    MemberStatus::Alive => out.event(Event::MemberUp(record)),
+                    MemberStatus::Suspect => {
+                        out.event(Event::MemberUp(record.clone()));
+                        self.start_suspicion(out.now, &record, from);
+                    }
+                    MemberStatus::Dead | MemberStatus::Left => {}
+                }
+            }
+            MergeOutcome::Updated { previous } => {
+                self.enqueue_update(record.clone());
+                let was_live = matches!(previous, MemberStatus::Alive | MemberStatus::Suspect);
+                match record.status {
+                    MemberStatus::Alive => {
+                        self.swim.suspicions.remove(&peer);
+                        if !was_live {
+                            out.event(Event::MemberUp(record));
+                        }
+                    }
+                    MemberStatus::Suspect => {
+                        self.start_suspicion(out.now, &record, from);
+                        if !was_live {
+                            out.event(Event::MemberUp(record.clone()));
+                        }
+                        out.event(Event::MemberSuspect(record));
+                    }
+                    MemberStatus::Dead | MemberStatus::Left => {
+                        self.swim.suspicions.remove(&peer);
+                        if was_live {
+                            self.went_down.push(peer);
+                            out.event(Event::MemberDown(record));
+                        }
+                    }
+                }
+            }
+            MergeOutcome::Unchanged => {
+                // The same suspicion reported by another peer confirms it (Lifeguard).
+                if record.status == MemberStatus::Suspect {
+                    if let (Some(s), Some(from)) = (self.swim.suspicions.get_mut(&peer), from) {
+                        if s.incarnation == record.incarnation && from != peer {
+                            s.confirmations.insert(from);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Another peer's record of this one.
+    fn merge_own(&mut self, out: &mut Outbox, record: MemberRecord) {
+        self.own_published_heard = self.own_published_heard.max(record.published);
+        let leaving = self.own().lifecycle == Lifecycle::Stopped;
+        if record.status != MemberStatus::Alive
+            && record.incarnation >= self.incarnation
+            && !leaving
+        {
+            // Someone believes a worse version of us: refute by raising the incarnation (SWIM).
+            self.incarnation = record.incarnation + 1;
+            out.stats.refutations += 1;
+            // Lifeguard: being suspected hints that this peer is the slow one.
+            self.swim
+                .adjust_awareness(1, self.swim_config.awareness_max_multiplier);
+            let incarnation = self.incarnation;
+            if let Some(me) = self.table.get_mut(&self.me) {
+                me.incarnation = incarnation;
+                me.status = MemberStatus::Alive;
+                me.heartbeat += 1;
+            }
+            self.enqueue_own();
+        } else if record.incarnation > self.incarnation && !leaving {
+            // Someone knows an alive incarnation of us above ours: this peer restarted without
+            // its state (e.g. a damaged checkpoint). Outrank it, so that its records and ours
+            // do not fight over which one is current.
+            self.incarnation = record.incarnation + 1;
+            let incarnation = self.incarnation;
+            if let Some(me) = self.table.get_mut(&self.me) {
+                me.incarnation = incarnation;
+                me.heartbeat += 1;
+            }
+            self.enqueue_own();
+        }
+    }
+
+    fn start_suspicion(&mut self, now: Instant, record: &MemberRecord, from: Option<PeerId>) {
+        let fresh = || Suspicion {
+            incarnation: record.incarnation,
+            started: now,
+            confirmations: Default::default(),
+        };
+        let entry = self
+            .swim
+            .suspicions
+            .entry(record.peer_id)
+            .or_insert_with(fresh);
+        if entry.incarnation != record.incarnation {
+            *entry = fresh();
+        }
+        if let Some(from) = from.filter(|f| *f != record.peer_id && *f != self.me) {
+            entry.confirmations.insert(from);
+        }
+    }
+
+    fn enqueue_update(&mut self, record: MemberRecord) {
+        let retransmits = self.swim_config.retransmits(self.table.len());
+        self.piggyback.push(record, retransmits);
+    }
+
+    // ----- timers --------------------------------------------------------------------------
+
+    /// [`Timer::Gossip`]: pushes pending changes to `fanout` members; sends nothing when idle.
+    pub fn on_gossip(&mut self, out: &mut Outbox, now: Instant, timers: &mut TimerTable) {
+        timers.set(Timer::Gossip, now + self.gossip_interval);
+        self.push_updates(out);
+    }
+
+    /// Pushes the pending membership changes to `fanout` live members now; nothing when there
+    /// are none.
+    fn push_updates(&mut self, out: &mut Outbox) {
+        if self.piggyback.is_empty() {
+            return;
+        }
+        let targets = out.choose(self.live_peer_addrs(&[]), self.fanout);
+        if targets.is_empty() {
+            return;
+        }
+        let view = MembershipView {
+            members: self.piggyback.take(),
+            push_pull: false,
+            reply: false,
+        };
+        let envelope = out.envelope(self.heartbeat(), 1, Payload::Membership(view));
+        out.send(targets, envelope);
+    }
+
+    /// [`Timer::PushPull`]: exchanges the whole view with one random member.
+    pub fn on_push_pull(&mut self, out: &mut Outbox, now: Instant, timers: &mut TimerTable) {
+        timers.set(Timer::PushPull, now + self.swim_config.push_pull_interval);
+        let targets = out.choose(self.live_peer_addrs(&[]), 1);
+        self.send_view(out, targets, true, false);
+    }
+
+    /// [`Timer::Reconnect`]: a push-pull to one member believed dead per period; while
+    /// `draining`, to every one of them each second, so that a peer that was only cut off is
+    /// not left behind by the drain.
+    pub fn on_reconnect(
+        &mut self,
+        out: &mut Outbox,
+        now: Instant,
+        timers: &mut TimerTable,
+        draining: bool,
+    ) {
+        let period = if draining {
+            self.swim_config
+                .reconnect_interval
+                .min(Duration::from_secs(1))
+        } else {
+            self.swim_config.reconnect_interval
+        };
+        timers.set(Timer::Reconnect, now + period);
+        let mut dead: Vec<(PeerId, SocketAddr)> = self
+            .table
+            .iter()
+            .filter(|m| m.status == MemberStatus::Dead)
+            .map(|m| (m.peer_id, m.addr))
+            .collect();
+        dead.sort();
+        let targets: Vec<SocketAddr> = if draining {
+            dead.iter().map(|&(_, addr)| addr).collect()
+        } else {
+            dead.choose(&mut out.rng)
+                .map(|&(_, a)| a)
+                .into_iter()
+                .collect()
+        };
+        self.send_view(out, targets, true, false);
+    }
+
+    /// Sends the whole view (push-pull).
+    fn send_view(
+        &mut self,
+        out: &mut Outbox,
+        targets: Vec<SocketAddr>,
+        push_pull: bool,
+        reply: bool,
+    ) {
+        if targets.is_empty() {
+            return;
+        }
+        let mut view = self.full_view();
+        view.push_pull = push_pull;
+        view.reply = reply;
+        let envelope = out.envelope(self.heartbeat(), 1, Payload::Membership(view));
+        out.send(targets, envelope);
+    }
+}

@@ -1,0 +1,95 @@
+//! Read-only views of a [`Core`] for the shell, the simulator and tests: the model, the
+//! membership, progress and counters. Nothing here changes state.
+
+use crate::version_vector::VersionVector;
+use crate::wire::{Lifecycle, MemberRecord, PeerId, Snapshot};
+
+use super::{Core, CoreConfig, CoreStats};
+
+impl Core {
+    /// This peer's id.
+    pub fn id(&self) -> PeerId {
+        self.out.me.id
+    }
+
+    /// The current base (flat, layout order).
+    pub fn base(&self) -> &[f32] {
+        self.replica.base()
+    }
+
+    /// The deltas folded into the base.
+    pub fn applied(&self) -> &VersionVector {
+        self.replica.applied()
+    }
+
+    /// The last version this peer published (0 before the first).
+    pub fn published(&self) -> u64 {
+        self.replica.published()
+    }
+
+    /// This peer's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.membership.incarnation()
+    }
+
+    /// Where this peer is in its life.
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle.state()
+    }
+
+    /// Whether a seed has welcomed this peer (or it started the cluster).
+    pub fn is_joined(&self) -> bool {
+        self.lifecycle.is_joined()
+    }
+
+    /// Live members (alive or suspect), this peer included: the `n` of the weight `w = 1/n`.
+    pub fn live_count(&self) -> usize {
+        self.membership.live_count()
+    }
+
+    /// Every member record held, this peer's own included.
+    pub fn members(&self) -> impl Iterator<Item = &MemberRecord> {
+        self.membership.iter()
+    }
+
+    /// The settings this core runs with.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &CoreStats {
+        &self.out.stats
+    }
+
+    /// Bytes and entries of the delta log.
+    pub fn delta_log_usage(&self) -> (usize, usize) {
+        self.replica.log_usage()
+    }
+
+    /// The lifecycle and applied set another peer last reported in a digest.
+    pub fn peer_progress(&self, peer: &PeerId) -> Option<(Lifecycle, &VersionVector)> {
+        self.dissemination.peer_progress(peer)
+    }
+
+    /// Whether draining may end: this peer is draining, and for the last
+    /// [`CoreConfig::drain_settle`] every other live member has said it is draining (so its last
+    /// delta is published) and reported the same applied set as this peer, none was under
+    /// suspicion, and neither the live members nor the applied set changed.
+    pub fn drain_complete(&self) -> bool {
+        self.lifecycle.drain_complete()
+    }
+
+    /// How many of this peer's own deltas are still on their way (sent, no outcome reported)
+    /// to some member that is alive and not under suspicion. For flow control: the trainer
+    /// publishes no more while this is at its window.
+    pub fn own_deltas_unacked(&self) -> usize {
+        self.dissemination
+            .own_deltas_unacked(self.out.me.id, &self.membership)
+    }
+
+    /// A snapshot of this peer's base and applied set, as sent in `Welcome`.
+    pub fn snapshot(&self) -> Snapshot {
+        self.replica.snapshot()
+    }
+}

@@ -1,0 +1,61 @@
+//! The counters of what the core has seen and done, read by the shell's status, metrics and
+//! reports. Plain data: each sub-machine bumps the counters of its own idea.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Counters of what the core has seen and done since it started.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CoreStats {
+    /// Messages handled, by kind (after dedup).
+    pub received: BTreeMap<&'static str, u64>,
+    /// Messages queued for sending, by kind, counted once per destination.
+    pub sent: BTreeMap<&'static str, u64>,
+    /// Envelopes dropped because their id was in the seen-cache.
+    pub duplicates_dropped: u64,
+    /// Deltas whose `(origin, version)` was already applied (arrived by another path).
+    pub deltas_already_applied: u64,
+    /// Deltas added to the base from other peers.
+    pub deltas_applied: u64,
+    /// Deltas published by this peer.
+    pub deltas_published: u64,
+    /// Forwarded envelopes (counted once per forward, not per destination).
+    pub forwarded: u64,
+    /// Envelopes not forwarded because their TTL reached 0.
+    pub ttl_expired: u64,
+    /// Deltas refused, by reason (`shape`, `non_finite`, `weight`, `version`, `norm`,
+    /// `version_jump`).
+    pub deltas_rejected: BTreeMap<&'static str, u64>,
+    /// Frames that failed to decode.
+    pub decode_errors: u64,
+    /// Times a delta arrived ahead of a missing earlier version of its origin.
+    pub gaps_detected: u64,
+    /// Deltas pushed in answer to anti-entropy digests.
+    pub anti_entropy_deltas_sent: u64,
+    /// Delta sends the shell reported failed (refused, timed out, or dropped because the
+    /// destination had too many in flight); anti-entropy pushes them again.
+    pub delta_sends_failed: u64,
+    /// Snapshots sent because a peer lacked deltas no longer in the log.
+    pub snapshots_sent: u64,
+    /// Snapshots installed (the join's included).
+    pub snapshots_installed: u64,
+    /// Snapshot installs that could not re-apply every delta this peer held (inexact merges).
+    pub inexact_merges: u64,
+    /// Join requests sent.
+    pub join_attempts: u64,
+    /// Join requests passed on to another member to answer (snapshot load spreading).
+    pub joins_forwarded: u64,
+    /// Direct probes sent.
+    pub probes_sent: u64,
+    /// Indirect probe requests sent.
+    pub indirect_probes_sent: u64,
+    /// Probes that got no ack, direct or indirect.
+    pub probes_failed: u64,
+    /// Members this peer started to suspect.
+    pub suspicions_raised: u64,
+    /// Members this peer declared dead after the suspicion timeout.
+    pub members_declared_dead: u64,
+    /// Times this peer refuted a suspicion of itself.
+    pub refutations: u64,
+}
