@@ -18,12 +18,13 @@ use crate::data::{DatasetSpec, Partition, ShardSpec};
 use crate::model::ModelSpec;
 use crate::net::TransportConfig;
 use error::{check, invalid};
+use rumor_proto::core::swim::SwimConfig;
 use rumor_proto::core::CoreConfig;
 
 pub use error::ConfigError;
 pub use sections::{
-    GossipSection, LinkLossSection, LossSection, LrScaling, MembershipSection, Mode, PeerSection,
-    TrainSection, TransportSection, UpSection,
+    LinkLossSection, LossSection, LrScaling, Mode, PeerSection, TrainSection, TransportSection,
+    UpSection,
 };
 
 /// The whole configuration.
@@ -34,10 +35,12 @@ pub struct Config {
     pub peer: PeerSection,
     /// Data, model and optimisation.
     pub train: TrainSection,
-    /// Dissemination and anti-entropy.
-    pub gossip: GossipSection,
-    /// Failure detection (SWIM with Lifeguard).
-    pub membership: MembershipSection,
+    /// Dissemination, anti-entropy, admission checks and the join backoff: the protocol's own
+    /// settings type, read as it is (`param_count`, `swim` and `lifecycle` are filled in by
+    /// [`Config::core_config`]).
+    pub gossip: CoreConfig,
+    /// Failure detection (SWIM with Lifeguard): the protocol's own settings type.
+    pub membership: SwimConfig,
     /// QUIC transport.
     pub transport: TransportSection,
     /// `rumor up`.
@@ -97,26 +100,10 @@ impl Config {
 
     /// The protocol settings for a model with `param_count` parameters.
     pub fn core_config(&self, param_count: usize) -> CoreConfig {
-        let g = &self.gossip;
         CoreConfig {
-            fanout: g.fanout,
-            max_ttl: g.max_ttl,
-            gossip_interval: g.gossip_interval,
-            anti_entropy_interval: g.anti_entropy_interval,
-            drain_anti_entropy_interval: g.drain_anti_entropy_interval,
-            drain_settle: g.drain_settle,
-            seen_retention: g.seen_retention,
-            seen_capacity: g.seen_capacity,
-            delta_log_bytes: g.delta_log_bytes,
-            max_message_bytes: g.max_message_bytes,
-            anti_entropy_max_bytes: g.anti_entropy_max_bytes,
-            anti_entropy_delay: g.anti_entropy_delay,
-            resend_after: g.resend_after,
-            max_delta_norm_factor: g.max_delta_norm_factor,
-            max_version_jump: g.max_version_jump,
-            swim: self.membership.swim(),
+            swim: self.membership.clone(),
             param_count,
-            ..CoreConfig::default()
+            ..self.gossip.clone()
         }
     }
 

@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::id::PeerId;
 use crate::version_vector::VersionVector;
 use crate::wire;
@@ -22,7 +24,13 @@ pub const NORM_WINDOW: usize = 64;
 pub const NORM_MIN_SAMPLES: usize = 8;
 
 /// Protocol settings. Durations are wall-clock intervals; sizes are bytes.
-#[derive(Clone, Debug)]
+///
+/// This is the `[gossip]` section of the configuration file as it is: keys are the field names,
+/// durations take units ("200ms", "2s"), absent keys keep these defaults and unknown keys are
+/// errors. Three fields are not keys of that section: `param_count` comes from the model,
+/// `swim` is the `[membership]` section and `lifecycle` is filled from `[peer]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CoreConfig {
     /// Peers each message is pushed to per hop.
     pub fanout: usize,
@@ -30,17 +38,22 @@ pub struct CoreConfig {
     pub max_ttl: u8,
     /// Period of membership gossip: pending membership changes are pushed to `fanout` members
     /// (nothing is sent when there is no change).
+    #[serde(with = "humantime_serde")]
     pub gossip_interval: Duration,
     /// Period of anti-entropy digests while training (to one random member).
+    #[serde(with = "humantime_serde")]
     pub anti_entropy_interval: Duration,
     /// Period of anti-entropy digests while draining (to every live member).
+    #[serde(with = "humantime_serde")]
     pub drain_anti_entropy_interval: Duration,
     /// How long the drain condition must hold, with the same live members and applied set and
     /// no member under suspicion, before the drain completes. Gives a member falsely declared
     /// dead time to refute (draining peers try every dead member each second), so a peer does
     /// not finish alone with a view that lacks that member's deltas.
+    #[serde(with = "humantime_serde")]
     pub drain_settle: Duration,
     /// How long an envelope id is remembered (at least 90 s).
+    #[serde(with = "humantime_serde")]
     pub seen_retention: Duration,
     /// Most envelope ids remembered.
     pub seen_capacity: usize,
@@ -52,15 +65,20 @@ pub struct CoreConfig {
     pub anti_entropy_max_bytes: usize,
     /// Anti-entropy pushes another origin's delta only once this peer has held it this long:
     /// until then its origin's own send is most likely still under way.
+    #[serde(with = "humantime_serde")]
     pub anti_entropy_delay: Duration,
     /// A delta sent to a peer is not pushed to it again by anti-entropy for this long: it is
     /// most likely still in flight (QUIC retransmits it), and pushing it again only adds load.
+    #[serde(with = "humantime_serde")]
     pub resend_after: Duration,
     /// First wait before retrying a join; doubles per attempt up to `join_backoff_max`.
+    #[serde(with = "humantime_serde")]
     pub join_backoff_initial: Duration,
     /// Longest wait between join attempts.
+    #[serde(with = "humantime_serde")]
     pub join_backoff_max: Duration,
     /// Number of model parameters; a delta or snapshot of another length is rejected.
+    #[serde(skip)]
     pub param_count: usize,
     /// A received delta whose L2 norm (of its values, which are already scaled by its weight:
     /// the norm of what would be added to `base`) is above this factor times the reference
@@ -77,9 +95,11 @@ pub struct CoreConfig {
     /// check.
     pub max_version_jump: u64,
     /// Failure detection.
+    #[serde(skip)]
     pub swim: SwimConfig,
     /// When this peer starts training, how long it waits to join, how long it drains, and
     /// how often it asks for a checkpoint.
+    #[serde(skip)]
     pub lifecycle: LifecycleConfig,
 }
 

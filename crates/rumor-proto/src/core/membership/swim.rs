@@ -16,15 +16,24 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::id::PeerId;
 
 /// Failure-detector settings. The defaults follow memberlist's LAN profile, except
 /// `suspicion_mult` (see there).
-#[derive(Clone, Debug, PartialEq)]
+///
+/// This is the `[membership]` section of the configuration file as it is: keys are the field
+/// names, durations take units ("500ms", "1s"), absent keys keep these defaults and unknown keys
+/// are errors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SwimConfig {
     /// One member is probed per period (memberlist LAN: 1 s).
+    #[serde(with = "humantime_serde")]
     pub probe_interval: Duration,
     /// Wait for a direct ack before asking others (memberlist LAN: 500 ms).
+    #[serde(with = "humantime_serde")]
     pub probe_timeout: Duration,
     /// Members asked to probe indirectly (memberlist: 3).
     pub indirect_checks: usize,
@@ -44,9 +53,11 @@ pub struct SwimConfig {
     /// A membership change is piggybacked `retransmit_mult × ⌈log10(n + 1)⌉` times (memberlist: 4).
     pub retransmit_mult: u32,
     /// Period of the full-view push-pull exchange with one random member (memberlist LAN: 30 s).
+    #[serde(with = "humantime_serde")]
     pub push_pull_interval: Duration,
     /// Period of the attempt to reach one member declared dead with a push-pull, so that
     /// partitions heal (Serf's reconnect): a live peer on the other side refutes its death.
+    #[serde(with = "humantime_serde")]
     pub reconnect_interval: Duration,
 }
 
