@@ -14,7 +14,7 @@ use rumor::net::{Transport, TransportConfig};
 
 use crate::flood::{
     heavy, memory, metrics, mib, poll_until, read_addr, setup, spawn_peer_for, steps, wait_exit,
-    Peer,
+    Budget, Peer,
 };
 use crate::observability::value;
 
@@ -68,28 +68,60 @@ impl Sampler {
     }
 }
 
-/// The resident memory of `pid` once it has settled, in bytes: a peer's memory grows for its
-/// first seconds of training (buffers, the delta log), which must not be taken for an attack's
-/// cost. Settled means within 1 MiB over the last 3 s; after 60 s the last reading is taken.
-async fn settled_rss(pid: u32) -> u64 {
-    let mut readings: Vec<u64> = Vec::new();
+/// The resident memory of each of `pids` once it has settled, in bytes: a peer's memory grows
+/// for its first seconds of training (buffers, the delta log), which must not be taken for an
+/// attack's cost. Settled means within 1 MiB over the last 3 s; after 60 s the last reading is
+/// taken. The processes are watched together, so the wait is one window whatever their number.
+async fn settled_rss(pids: &[u32]) -> Vec<u64> {
+    let mut readings: Vec<Vec<u64>> = vec![Vec::new(); pids.len()];
     let end = Instant::now() + Duration::from_secs(60);
     loop {
-        readings.push(memory(pid).unwrap().0);
-        let window = &readings[readings.len().saturating_sub(7)..];
-        let spread = window.iter().max().unwrap() - window.iter().min().unwrap();
-        if window.len() == 7 && spread < 1024 * 1024 {
-            return *window.last().unwrap();
+        for (pid, r) in pids.iter().zip(&mut readings) {
+            let Some((rss, _)) = memory(*pid) else {
+                panic!("process {pid} exited while its memory was being read");
+            };
+            r.push(rss);
         }
-        if Instant::now() > end {
-            eprintln!(
-                "NOTE: RSS of {pid} still moving ({:.1} MiB over 3 s)",
-                mib(spread)
-            );
-            return *window.last().unwrap();
+        let spreads: Vec<u64> = readings
+            .iter()
+            .map(|r| {
+                let window = &r[r.len().saturating_sub(7)..];
+                window.iter().max().copied().unwrap_or(0)
+                    - window.iter().min().copied().unwrap_or(0)
+            })
+            .collect();
+        let settled = readings[0].len() >= 7 && spreads.iter().all(|&s| s < 1024 * 1024);
+        if settled || Instant::now() > end {
+            if !settled {
+                for (pid, spread) in pids.iter().zip(&spreads) {
+                    eprintln!(
+                        "NOTE: RSS of {pid} still moving ({:.1} MiB over 3 s)",
+                        mib(*spread)
+                    );
+                }
+            }
+            return readings
+                .iter()
+                .map(|r| r.last().copied().unwrap_or(0))
+                .collect();
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Panics unless `peer` is still training: a test that measures an attack's effect on
+/// training must not act after the training budget is spent.
+async fn assert_training(peer: &Peer) {
+    let m = metrics(peer).await;
+    let training = m
+        .as_ref()
+        .is_some_and(|m| value(m, "rumor_lifecycle{state=training}") == 1.0);
+    assert!(
+        training,
+        "{} is no longer training before the attack (its training budget is too small for \
+         how slowly this machine ran the test's first phases)",
+        peer.name
+    );
 }
 
 /// The peers' config in these tests: a delta log of 8 MiB (the default 256 MiB fills at about
@@ -121,8 +153,17 @@ async fn initial_flood() {
     let names = ["peer-1", "peer-2"];
     setup(dir.path(), &names);
     write_config(dir.path(), 1024 * 1024, "");
-    let train = "90s";
-    let mut peers = vec![spawn_peer_for(dir.path(), names[0], "1/2", None, 2, train)];
+    // About 31,000 steps each: ~95 s on an idle 2-core machine, longer on a loaded one, where
+    // the phases before the flood are slower too.
+    let train = || Budget::Epochs(200);
+    let mut peers = vec![spawn_peer_for(
+        dir.path(),
+        names[0],
+        "1/2",
+        None,
+        2,
+        train(),
+    )];
     let seed = read_addr(dir.path().join("peer-1.addr")).await;
     peers.push(spawn_peer_for(
         dir.path(),
@@ -130,7 +171,7 @@ async fn initial_flood() {
         "2/2",
         Some(&seed),
         2,
-        train,
+        train(),
     ));
     for p in &peers {
         poll_until(Duration::from_secs(60), "every peer to train", || async {
@@ -140,9 +181,9 @@ async fn initial_flood() {
     }
     let target = &peers[0];
     let pids: Vec<u32> = peers.iter().map(|p| p.child.0.id()).collect();
-    let mut rss_before = Vec::new();
-    for &pid in &pids {
-        rss_before.push(settled_rss(pid).await);
+    let rss_before = settled_rss(&pids).await;
+    for p in &peers {
+        assert_training(p).await;
     }
     let before: Vec<_> = futures_collect(&peers).await;
     let sampler = Sampler::start(pids.clone());
@@ -170,15 +211,26 @@ async fn initial_flood() {
     let during: Vec<_> = futures_collect(&peers).await;
     // Handshakes the flood started time out after the handshake timeout: memory after is
     // read once they are gone.
-    poll_until(
-        Duration::from_secs(30),
-        "the target's handshakes to end",
-        || async {
-            let m = metrics(target).await?;
-            (value(&m, "rumor_handshakes_in_progress{}") == 0.0).then_some(())
-        },
-    )
-    .await;
+    // A peer serves its metrics while it trains, so an unreachable endpoint here means it
+    // stopped; both are told apart in the failure.
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let open = metrics(target)
+            .await
+            .map(|m| value(&m, "rumor_handshakes_in_progress{}"));
+        if open == Some(0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the target's handshakes did not end within 60 s of the flood: {}",
+            match open {
+                Some(n) => format!("{n} still in progress"),
+                None => "its metrics endpoint no longer answers".to_string(),
+            }
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let peak = sampler.stop();
     let rss_after: Vec<u64> = pids
         .iter()
@@ -244,7 +296,7 @@ async fn initial_flood() {
     }
 
     for p in &mut peers {
-        wait_exit(p, Duration::from_secs(180), dir.path()).await;
+        wait_exit(p, Duration::from_secs(600), dir.path()).await;
     }
     let distance = crate::common::compare_checkpoints(dir.path(), &names);
     eprintln!("consensus distance after the flood: {distance:e}");
@@ -283,7 +335,8 @@ async fn unfinished_streams() {
         16 * 1024 * 1024,
         &format!("send_timeout = \"{STREAM_TIMEOUT}\"\nstream_timeout = \"{STREAM_TIMEOUT}\""),
     );
-    let peer = spawn_peer_for(dir.path(), "peer-1", "1/1", None, 1, "120s");
+    // Killed when dropped at the end; a budget it cannot spend before then on any machine.
+    let peer = spawn_peer_for(dir.path(), "peer-1", "1/1", None, 1, Budget::Epochs(10_000));
     let addr: SocketAddr = read_addr(dir.path().join("peer-1.addr"))
         .await
         .parse()
@@ -293,7 +346,8 @@ async fn unfinished_streams() {
     })
     .await;
     let pid = peer.child.0.id();
-    let rss_before = settled_rss(pid).await;
+    let rss_before = settled_rss(&[pid]).await[0];
+    assert_training(&peer).await;
     let before = metrics(&peer).await.unwrap();
     let steps_before = steps(&peer).await;
     let sampler = Sampler::start(vec![pid]);

@@ -67,17 +67,28 @@ pub(crate) fn spawn_peer(
     seed: Option<&str>,
     min_peers: usize,
 ) -> Peer {
-    spawn_peer_for(dir, name, shard, seed, min_peers, "40s")
+    spawn_peer_for(dir, name, shard, seed, min_peers, Budget::Time("40s"))
 }
 
-/// [`spawn_peer`] training for `train_time` (e.g. "90s") before it drains.
+/// How much a test peer trains before it drains.
+pub(crate) enum Budget {
+    /// Train for this long (a humantime duration, e.g. "40s").
+    Time(&'static str),
+    /// Train for this many passes over the peer's shard. The run's length then follows training
+    /// progress, not the wall clock: on a loaded machine, where the test's own phases (settling,
+    /// flooding) take longer, training is slower too, so the peers are still training when the
+    /// test acts.
+    Epochs(u32),
+}
+
+/// [`spawn_peer`] training for `budget` before it drains.
 pub(crate) fn spawn_peer_for(
     dir: &Path,
     name: &str,
     shard: &str,
     seed: Option<&str>,
     min_peers: usize,
-    train_time: &str,
+    budget: Budget,
 ) -> Peer {
     let metrics = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(BIN);
@@ -88,7 +99,15 @@ pub(crate) fn spawn_peer_for(
         .arg("--data-dir")
         .arg(dir.join(name))
         .args(["--shard", shard, "--dataset", "synthetic"])
-        .args(["--epochs", "1000", "--max-train-time", train_time])
+        .args(match budget {
+            Budget::Time(limit) => vec![
+                "--epochs".to_string(),
+                "1000".into(),
+                "--max-train-time".into(),
+                limit.into(),
+            ],
+            Budget::Epochs(n) => vec!["--epochs".to_string(), n.to_string()],
+        })
         .args(["--min-peers", &min_peers.to_string()])
         .args(["--metrics-addr", &metrics])
         .arg("--ready-file")
