@@ -116,12 +116,7 @@ pub(crate) fn init_legacy_ca(dir: &Path) -> Result<PathBuf, CertError> {
 /// # Errors
 /// [`CertError::BadClusterName`] otherwise.
 pub fn validate_cluster_name(name: &str) -> Result<(), CertError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_CLUSTER_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if super::is_well_formed_name(name, MAX_CLUSTER_NAME_LEN) {
         Ok(())
     } else {
         Err(CertError::BadClusterName {

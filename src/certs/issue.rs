@@ -181,12 +181,7 @@ pub fn validate_name(name: &str) -> Result<(), CertError> {
             name: name.to_string(),
         });
     }
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if super::is_well_formed_name(name, MAX_NAME_LEN) {
         Ok(())
     } else {
         Err(CertError::BadName {

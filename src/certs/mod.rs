@@ -75,5 +75,15 @@ pub const LEGACY_CA_COMMON_NAME: &str = "rumor cluster CA";
 /// Organization name in the subject of every rumor CA.
 const CA_ORGANIZATION: &str = "rumor cluster CA";
 
+/// Whether `name` is 1 to `max_len` characters, each of `[A-Za-z0-9._-]`: the rule for peer and
+/// cluster names.
+fn is_well_formed_name(name: &str, max_len: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max_len
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// How far into the past `not_before` is set, in minutes, to tolerate clock skew between peers.
 const BACKDATE_MINUTES: i64 = 5;

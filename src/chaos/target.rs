@@ -308,13 +308,13 @@ pub async fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{render_prometheus, PeerView, StatusSnapshot};
+    use crate::metrics::{render_prometheus, PeerStatus, StatusSnapshot};
 
     fn snapshot(rejected_shape: u64, decode: u64, bytes: u64) -> StatusSnapshot {
         StatusSnapshot {
-            peer: PeerView {
+            peer: PeerStatus {
                 name: "pe\"er".into(),
-                ..PeerView::default()
+                ..PeerStatus::default()
             },
             core: serde_json::json!({
                 "received": {"delta": 5, "membership": 1},

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::metrics::{GossipEvent, PeerView};
+use crate::metrics::GossipEvent;
 use crate::node::{lock, NodeError, PeerHandle, PeerOptions, PeerOutcome, PeerStatus};
 
 /// Accuracy samples kept per peer (one a second while it runs).
@@ -91,7 +91,7 @@ pub struct LocalPeer {
     /// How it ended.
     pub end: PeerEnd,
     /// What it last reported (its `/status` record).
-    pub last: PeerView,
+    pub last: PeerStatus,
     /// Test accuracy samples over time, in [0, 1], one per [`LocalCluster::poll`] with sampling.
     pub history: Vec<f32>,
 }
@@ -99,11 +99,7 @@ pub struct LocalPeer {
 impl LocalPeer {
     fn spawn(options: PeerOptions) -> Self {
         let handle = PeerHandle::spawn(options.clone());
-        let last = PeerView {
-            name: options.name.clone(),
-            lifecycle: "starting".into(),
-            ..PeerView::default()
-        };
+        let last = PeerStatus::new(&options.name);
         Self {
             status: handle.status.clone(),
             options,
@@ -262,7 +258,7 @@ impl LocalCluster {
         o.resume = o.data_dir.join("checkpoint.json").exists();
         o.seeds = seeds;
         o.min_peers = 1;
-        o.listen = same_or_any_port(&peer.last.addr);
+        o.listen = same_or_any_port(peer.last.addr);
         let how = if o.resume {
             Restart::FromCheckpoint
         } else {
@@ -382,16 +378,15 @@ impl LocalCluster {
             .iter()
             .enumerate()
             .filter(|(i, p)| Some(*i) != except && p.is_live())
-            .filter_map(|(_, p)| p.last.addr.parse().ok())
+            .filter_map(|(_, p)| p.last.addr)
             .collect()
     }
 }
 
 /// The peer's old address when it can be bound again (peers know it there), else any port.
-fn same_or_any_port(old: &str) -> SocketAddr {
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    match old.parse::<SocketAddr>() {
-        Ok(addr) if std::net::UdpSocket::bind(addr).is_ok() => addr,
-        _ => any,
+fn same_or_any_port(old: Option<SocketAddr>) -> SocketAddr {
+    match old {
+        Some(addr) if std::net::UdpSocket::bind(addr).is_ok() => addr,
+        _ => SocketAddr::from(([127, 0, 0, 1], 0)),
     }
 }

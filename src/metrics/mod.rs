@@ -8,6 +8,9 @@
 //! field and every map of counters), so a counter added to `CoreStats` appears without edits here.
 
 pub mod http;
+mod peer;
+
+pub use peer::{MemberView, PeerStatus, LIFECYCLES};
 
 /// Re-exported where the dashboards have long found them.
 pub use crate::clock::unix_now;
@@ -18,68 +21,6 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-
-/// One peer's own record as it reports it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct PeerView {
-    /// Display name.
-    pub name: String,
-    /// Peer id (a UUID), as text.
-    pub peer_id: String,
-    /// Advertised address, as text (empty until bound).
-    pub addr: String,
-    /// Lifecycle state (`starting`, `joining`, `training`, `draining`, `stopped`).
-    pub lifecycle: String,
-    /// True while an operator has paused the peer (trainer and core frozen).
-    #[serde(default)]
-    pub paused: bool,
-    /// Deltas published by this peer (its version).
-    pub version: u64,
-    /// Deltas folded into its base, all origins.
-    pub applied: u64,
-    /// Live members known, itself included.
-    pub peers_known: usize,
-    /// Optimizer steps taken.
-    pub step: u64,
-    /// Samples processed.
-    pub samples: u64,
-    /// Last mean training loss.
-    pub train_loss: Option<f32>,
-    /// Last test accuracy of the base, in [0, 1].
-    pub test_accuracy: Option<f32>,
-    /// UDP bytes sent (quinn counters), in bytes.
-    pub bytes_sent: u64,
-    /// UDP bytes received, in bytes.
-    pub bytes_received: u64,
-    /// Envelopes dropped as duplicates.
-    pub duplicates_dropped: u64,
-    /// Seconds since a message last arrived (None: never).
-    pub last_heard_seconds: Option<f64>,
-    /// The peer's incarnation.
-    #[serde(default)]
-    pub incarnation: u64,
-}
-
-/// A member as the snapshot's peer sees it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MemberView {
-    /// Peer id, as text.
-    pub peer_id: String,
-    /// Display name.
-    pub name: String,
-    /// Where it listens.
-    pub addr: String,
-    /// Liveness as this peer believes it (`alive`, `suspect`, `dead`, `left`, ...).
-    pub status: String,
-    /// The member's lifecycle state, as it last said.
-    pub lifecycle: String,
-    /// Its incarnation.
-    pub incarnation: u64,
-    /// Its heartbeat.
-    pub heartbeat: u64,
-    /// The deltas it has published (its version).
-    pub published: u64,
-}
 
 /// What this peer holds of one origin's deltas.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -96,7 +37,7 @@ pub struct OriginView {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StatusSnapshot {
     /// The peer itself.
-    pub peer: PeerView,
+    pub peer: PeerStatus,
     /// Its membership view, itself included.
     pub members: Vec<MemberView>,
     /// Its version vector: origin peer id → what it holds.
@@ -355,9 +296,9 @@ pub fn render_prometheus(s: &StatusSnapshot) -> String {
         "gauge",
         "1 for the current lifecycle state",
     );
-    for state in ["starting", "joining", "training", "draining", "stopped"] {
+    for state in LIFECYCLES {
         let v = if s.peer.lifecycle == state { 1.0 } else { 0.0 };
-        sample(&mut out, "rumor_lifecycle", &[("state", state)], v);
+        sample(&mut out, "rumor_lifecycle", &[("state", state.as_str())], v);
     }
     let p = &s.peer;
     let gauges: [(&str, &str, Option<f64>); 7] = [
@@ -473,20 +414,21 @@ fn fmt_value(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rumor_proto::wire::{Lifecycle, PeerId};
 
     fn snapshot() -> StatusSnapshot {
         StatusSnapshot {
-            peer: PeerView {
+            peer: PeerStatus {
                 name: "peer-0".into(),
-                lifecycle: "training".into(),
+                lifecycle: Lifecycle::Training,
                 version: 7,
                 test_accuracy: Some(0.5),
-                ..PeerView::default()
+                ..PeerStatus::default()
             },
             members: vec![MemberView {
-                peer_id: "x".into(),
+                peer_id: PeerId::nil(),
                 name: "peer-1".into(),
-                addr: "127.0.0.1:1".into(),
+                addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
                 status: "suspect".into(),
                 lifecycle: "training".into(),
                 incarnation: 1,

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::metrics::{
-    EventKind, EventLog, Histogram, MemberView, OriginView, PeerView, StatusSnapshot,
-};
+use crate::metrics::{EventKind, EventLog, Histogram, OriginView, StatusSnapshot};
 use crate::net::Transport;
 use rumor_proto::core::{Core, CoreStats, Event};
 use rumor_proto::wire::{Lifecycle, PeerId};
@@ -286,38 +284,12 @@ impl Observer {
         s: &PeerStatus,
         now: Instant,
     ) -> StatusSnapshot {
-        let peer = PeerView {
-            name: s.name.clone(),
-            peer_id: core.id().to_string(),
-            addr: s.addr.map(|a| a.to_string()).unwrap_or_default(),
-            lifecycle: core.lifecycle().as_str().to_string(),
-            paused: self.paused(),
-            version: core.published(),
-            applied: core.applied().len(),
-            peers_known: core.live_count(),
-            step: s.step,
-            samples: s.samples,
-            train_loss: s.train_loss,
-            test_accuracy: s.test_accuracy,
-            bytes_sent: s.bytes_sent,
-            bytes_received: s.bytes_received,
-            duplicates_dropped: core.stats().duplicates_dropped,
-            last_heard_seconds: self.last_heard.map(|t| now.duration_since(t).as_secs_f64()),
-            incarnation: core.incarnation(),
-        };
-        let members = core
-            .members()
-            .map(|m| MemberView {
-                peer_id: m.peer_id.to_string(),
-                name: m.name.clone(),
-                addr: m.addr.to_string(),
-                status: m.status.as_str().to_string(),
-                lifecycle: m.lifecycle.as_str().to_string(),
-                incarnation: m.incarnation,
-                heartbeat: m.heartbeat,
-                published: m.published,
-            })
-            .collect();
+        // The snapshot publishes the live record, with what only the observer knows; its
+        // members travel beside it.
+        let mut peer = s.clone();
+        peer.paused = self.paused();
+        peer.last_heard_seconds = self.last_heard.map(|t| now.duration_since(t).as_secs_f64());
+        let members = std::mem::take(&mut peer.members);
         let version_vector = core
             .applied()
             .origins()

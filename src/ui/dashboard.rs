@@ -49,7 +49,7 @@ pub fn state_style(row: &PeerRow) -> (String, Color) {
         Mark::Paused => Color::Magenta,
         Mark::Killed => Color::Red,
         Mark::Failed => Color::LightRed,
-        Mark::Done | Mark::Running => lifecycle_color(&row.view.lifecycle),
+        Mark::Done | Mark::Running => lifecycle_color(row.view.lifecycle.as_str()),
     };
     (state_text(row), color)
 }
@@ -472,23 +472,30 @@ fn push_event(events: &mut VecDeque<GossipEvent>, e: GossipEvent) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::PeerView;
+    use crate::metrics::PeerStatus;
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
+    use rumor_proto::wire::Lifecycle;
 
-    fn row(name: &str, lifecycle: &str, version: u64, acc: Option<f32>, mark: Mark) -> PeerRow {
+    fn row(
+        name: &str,
+        lifecycle: Lifecycle,
+        version: u64,
+        acc: Option<f32>,
+        mark: Mark,
+    ) -> PeerRow {
         PeerRow {
-            view: PeerView {
+            view: PeerStatus {
                 name: name.into(),
-                peer_id: "0193aabbccddeeff".into(),
-                addr: "127.0.0.1:7000".into(),
-                lifecycle: lifecycle.into(),
+                peer_id: "0193aabb-ccdd-4eff-8000-000000000000".parse().unwrap(),
+                addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 7000))),
+                lifecycle,
                 version,
                 applied: version * 3,
                 test_accuracy: acc,
                 train_loss: Some(0.5),
                 peers_known: 3,
-                ..PeerView::default()
+                ..PeerStatus::default()
             },
             mark,
             history: vec![0.1, 0.5, 0.8],
@@ -521,9 +528,15 @@ mod tests {
         let state = DashboardState {
             title: "rumor up — 3 peers".into(),
             rows: vec![
-                row("peer-0", "training", 7, Some(0.8125), Mark::Running),
-                row("peer-1", "draining", 12, Some(0.5), Mark::Running),
-                row("peer-2", "training", 3, None, Mark::Killed),
+                row(
+                    "peer-0",
+                    Lifecycle::Training,
+                    7,
+                    Some(0.8125),
+                    Mark::Running,
+                ),
+                row("peer-1", Lifecycle::Draining, 12, Some(0.5), Mark::Running),
+                row("peer-2", Lifecycle::Training, 3, None, Mark::Killed),
             ],
             events: VecDeque::from(vec![GossipEvent {
                 at: 0.0,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::metrics::PeerView;
+use crate::metrics::PeerStatus;
 
 use super::format::{human_bytes, loss, percent, seconds_ago};
 
@@ -27,7 +27,7 @@ pub enum Mark {
 #[derive(Clone, Debug)]
 pub struct PeerRow {
     /// What the peer last reported.
-    pub view: PeerView,
+    pub view: PeerStatus,
     /// Operator state.
     pub mark: Mark,
     /// Test accuracy samples over time, in [0, 1].
@@ -49,7 +49,7 @@ pub fn state_text(row: &PeerRow) -> String {
         Mark::Paused => "paused".into(),
         Mark::Killed => "killed".into(),
         Mark::Failed => "failed".into(),
-        Mark::Done | Mark::Running => row.view.lifecycle.clone(),
+        Mark::Done | Mark::Running => row.view.lifecycle.as_str().to_string(),
     }
 }
 
@@ -58,8 +58,8 @@ pub fn row_cells(row: &PeerRow) -> Vec<String> {
     let v = &row.view;
     vec![
         v.name.clone(),
-        crate::metrics::short_id(&v.peer_id),
-        v.addr.clone(),
+        crate::metrics::short_id(&v.peer_id_text()),
+        v.addr_text(),
         state_text(row),
         v.version.to_string(),
         v.applied.to_string(),
@@ -117,12 +117,12 @@ pub fn render_plain(rows: &[PeerRow], color: bool) -> String {
 }
 
 /// One peer as a progress line of `rumor up` without a terminal, `elapsed` since the start.
-pub fn plain_line(v: &PeerView, elapsed: Duration) -> String {
+pub fn plain_line(v: &PeerStatus, elapsed: Duration) -> String {
     format!(
         "[{:>6.1}s] {} {} version {} applied {} step {} accuracy {} peers {} sent {} received {}",
         elapsed.as_secs_f64(),
         v.name,
-        v.lifecycle,
+        v.lifecycle.as_str(),
         v.version,
         v.applied,
         v.step,

@@ -11,7 +11,7 @@ use super::dashboard::{self, DashboardState};
 use super::format::{human_bytes, loss, percent};
 use super::peer_table::{ansi, pad_state, render_plain, state_code, Mark, PeerRow};
 use crate::metrics::http::{fetch_status, HttpError};
-use crate::metrics::{EventKind, GossipEvent, PeerView, StatusSnapshot};
+use crate::metrics::{EventKind, GossipEvent, PeerStatus, StatusSnapshot};
 
 /// One peer's view as `rumor status` prints it: the peer itself, then each member as it sees
 /// them, with the versions of each origin it holds. `color` adds ANSI colours.
@@ -26,8 +26,8 @@ pub fn render_status(s: &StatusSnapshot, color: bool) -> String {
         "{} ({}) at {} — {}\n  version {}  applied {}  accuracy {}  loss {}  peers {}  steps {}  \
          sent {}  received {}  duplicates {}  incarnation {}  up {:.0}s\n\n",
         ansi("1", &p.name, color),
-        crate::metrics::short_id(&p.peer_id),
-        p.addr,
+        crate::metrics::short_id(&p.peer_id_text()),
+        p.addr_text(),
         ansi(state_code(state), state, color),
         p.version,
         p.applied,
@@ -55,12 +55,12 @@ pub fn render_status(s: &StatusSnapshot, color: bool) -> String {
         "missing"
     ));
     for m in &s.members {
-        let held = s.version_vector.get(&m.peer_id);
+        let held = s.version_vector.get(&m.peer_id.to_string());
         out.push_str(&format!(
             "{:<12} {:<8} {:<21} {} {} {:>5} {:>9} {:>9} {:>9} {:>8}\n",
             m.name,
-            crate::metrics::short_id(&m.peer_id),
-            m.addr,
+            crate::metrics::short_id(&m.peer_id.to_string()),
+            m.addr.to_string(),
             pad_state(&m.status, 8, color),
             pad_state(&m.lifecycle, 9, color),
             m.incarnation,
@@ -95,11 +95,8 @@ fn row_of(addr: &str, s: Result<&StatusSnapshot, &HttpError>) -> PeerRow {
             history: Vec::new(),
         },
         Err(_) => PeerRow {
-            view: PeerView {
-                name: addr.to_string(),
-                lifecycle: "unreachable".into(),
-                ..PeerView::default()
-            },
+            // The mark, not the lifecycle, is what an unreachable peer's row shows.
+            view: PeerStatus::new(addr),
             mark: Mark::Failed,
             history: Vec::new(),
         },
@@ -235,12 +232,13 @@ mod tests {
     fn status_lists_every_member_with_its_status() {
         let mut s = StatusSnapshot::default();
         s.peer.name = "peer-0".into();
-        s.peer.lifecycle = "training".into();
+        s.peer.lifecycle = rumor_proto::wire::Lifecycle::Training;
+        let ids: Vec<rumor_proto::PeerId> = (0..3).map(|_| rumor_proto::PeerId::random()).collect();
         for (i, st) in ["alive", "suspect", "dead"].iter().enumerate() {
             s.members.push(MemberView {
-                peer_id: format!("id{i}"),
+                peer_id: ids[i],
                 name: format!("peer-{i}"),
-                addr: format!("127.0.0.1:700{i}"),
+                addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
                 status: st.to_string(),
                 lifecycle: "training".into(),
                 incarnation: 0,
@@ -249,7 +247,7 @@ mod tests {
             });
         }
         s.version_vector.insert(
-            "id1".into(),
+            ids[1].to_string(),
             OriginView {
                 contiguous: 2,
                 max: 4,

@@ -197,7 +197,7 @@ async fn status_and_top_show_every_peer_of_a_three_peer_cluster() {
             "every peer trains with 3 members",
             || async {
                 let s = fetch_status(addr, HTTP_TIMEOUT).await.ok()?;
-                (s.peer.lifecycle == "training"
+                (s.peer.lifecycle.as_str() == "training"
                     && s.members.len() == 3
                     && s.members
                         .iter()

@@ -401,18 +401,7 @@ fn sim_deltas_under_loss_converge_and_drain_completes() {
     };
     let mut sim = Sim::new(sim_config(), net, 3);
     let n = 8;
-    sim.add_peer(vec![0.0; P], &[]);
-    for _ in 1..n {
-        sim.add_peer(vec![0.0; P], &[0]);
-    }
-    assert!(
-        sim.run_until(Duration::from_secs(60), Duration::from_millis(100), |s| {
-            (0..n).all(|i| {
-                s.peer(i)
-                    .is_some_and(|c| c.live_count() == n && c.is_joined())
-            })
-        })
-    );
+    assert!(sim.form_cluster(n, Duration::from_secs(60)));
     for round in 1..=5u64 {
         for i in 0..n {
             sim.with_peer(i, |c, now| {
@@ -583,18 +572,7 @@ fn sim_drain_waits_for_a_member_falsely_declared_dead() {
     for seed in [5u64, 6, 7] {
         let mut sim = Sim::new(sim_config(), NetModel::default(), seed);
         let n = 4;
-        sim.add_peer(vec![0.0; P], &[]);
-        for _ in 1..n {
-            sim.add_peer(vec![0.0; P], &[0]);
-        }
-        assert!(
-            sim.run_until(Duration::from_secs(30), Duration::from_millis(100), |s| {
-                (0..n).all(|i| {
-                    s.peer(i)
-                        .is_some_and(|c| c.live_count() == n && c.is_joined())
-                })
-            })
-        );
+        assert!(sim.form_cluster(n, Duration::from_secs(30)));
         for i in 0..n {
             sim.with_peer(i, |c, _| c.start_training());
             sim.with_peer(i, |c, now| {
@@ -647,17 +625,8 @@ fn sim_drain_waits_for_a_member_falsely_declared_dead() {
 /// peer publish `rounds` deltas, 100 ms apart.
 fn trained_cluster(seed: u64, n: usize, rounds: u64) -> Sim {
     let mut sim = Sim::new(sim_config(), NetModel::default(), seed);
-    sim.add_peer(vec![0.0; P], &[]);
-    for _ in 1..n {
-        sim.add_peer(vec![0.0; P], &[0]);
-    }
     assert!(
-        sim.run_until(Duration::from_secs(30), Duration::from_millis(100), |s| {
-            (0..n).all(|i| {
-                s.peer(i)
-                    .is_some_and(|c| c.live_count() == n && c.is_joined())
-            })
-        }),
+        sim.form_cluster(n, Duration::from_secs(30)),
         "seed {seed}: the cluster forms"
     );
     for i in 0..n {

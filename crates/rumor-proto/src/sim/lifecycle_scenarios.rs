@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{NetModel, Sim};
+use super::{scenario_seeds, NetModel, Sim};
 use crate::core::{
     decide_resume, CheckpointFound, CoreConfig, Event, LifecycleConfig, RestoredState,
     ResumeDecision, ResumeRefusal,
@@ -13,16 +13,6 @@ use crate::core::{
 use crate::wire::{Lifecycle, MemberStatus};
 
 const P: usize = 8;
-
-fn seeds() -> Vec<u64> {
-    match std::env::var("RUMOR_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        Some(seed) => vec![seed],
-        None => vec![1, 2, 3],
-    }
-}
 
 fn config(lifecycle: LifecycleConfig) -> CoreConfig {
     CoreConfig {
@@ -68,7 +58,7 @@ fn join_failed(s: &Sim, i: usize) -> usize {
 
 #[test]
 fn min_peers_gate_holds_training_until_enough_members_are_live() {
-    for seed in seeds() {
+    for seed in scenario_seeds() {
         let policy = LifecycleConfig {
             min_peers: Some(4),
             join_timeout: Some(Duration::from_secs(120)),
@@ -109,7 +99,7 @@ fn min_peers_gate_holds_training_until_enough_members_are_live() {
 
 #[test]
 fn join_timeout_fails_an_unwelcomed_peer_and_starts_a_joined_one_short() {
-    for seed in seeds() {
+    for seed in scenario_seeds() {
         let policy = LifecycleConfig {
             min_peers: Some(3),
             join_timeout: Some(Duration::from_secs(5)),
@@ -150,7 +140,7 @@ fn join_timeout_fails_an_unwelcomed_peer_and_starts_a_joined_one_short() {
 
 #[test]
 fn drain_deadline_stops_a_drain_that_cannot_complete() {
-    for seed in seeds() {
+    for seed in scenario_seeds() {
         let policy = LifecycleConfig {
             min_peers: Some(4),
             drain_timeout: Some(Duration::from_secs(10)),
@@ -212,7 +202,7 @@ fn drain_deadline_stops_a_drain_that_cannot_complete() {
 
 #[test]
 fn resume_restores_with_a_raised_incarnation_or_rejoins_from_a_snapshot() {
-    for seed in seeds() {
+    for seed in scenario_seeds() {
         for damaged in [false, true] {
             resume_scenario(seed, damaged);
         }

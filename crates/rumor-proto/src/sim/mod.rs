@@ -178,17 +178,24 @@ impl Sim {
         ))
     }
 
-    /// Adds a peer with initial parameters `base`, joining through the peers at `seeds`
-    /// (indices). Returns its index.
-    pub fn add_peer(&mut self, base: Vec<f32>, seeds: &[usize]) -> usize {
-        let index = self.peers.len();
+    /// What the peer at `index` starts with, new or restored: its identity (id `index + 1`,
+    /// name `p{index}`), the addresses of the peers at `seeds` and an RNG seed drawn from the
+    /// simulator's.
+    fn start_args(&mut self, index: usize, seeds: &[usize]) -> (LocalPeer, Vec<SocketAddr>, u64) {
         let me = LocalPeer {
             id: PeerId::from_u128(index as u128 + 1),
             name: format!("p{index}"),
             addr: Self::addr(index),
         };
         let seeds = seeds.iter().map(|&s| Self::addr(s)).collect();
-        let seed = self.rng.gen();
+        (me, seeds, self.rng.gen())
+    }
+
+    /// Adds a peer with initial parameters `base`, joining through the peers at `seeds`
+    /// (indices). Returns its index.
+    pub fn add_peer(&mut self, base: Vec<f32>, seeds: &[usize]) -> usize {
+        let index = self.peers.len();
+        let (me, seeds, seed) = self.start_args(index, seeds);
         let core = Core::new(self.config.clone(), me, base, seeds, seed, self.now);
         self.peers.push(Some(core));
         self.events.push(Vec::new());
@@ -204,13 +211,7 @@ impl Sim {
         if index >= self.peers.len() {
             return;
         }
-        let me = LocalPeer {
-            id: PeerId::from_u128(index as u128 + 1),
-            name: format!("p{index}"),
-            addr: Self::addr(index),
-        };
-        let seeds = seeds.iter().map(|&s| Self::addr(s)).collect();
-        let seed = self.rng.gen();
+        let (me, seeds, seed) = self.start_args(index, seeds);
         let core = Core::restore(self.config.clone(), me, state, seeds, seed, self.now);
         self.peers[index] = Some(core);
         self.events[index].clear();
@@ -431,6 +432,30 @@ impl Sim {
             .collect()
     }
 
+    /// Whether every running peer has joined and lists every running peer as live.
+    pub fn everyone_knows_everyone(&self) -> bool {
+        let running = self.running();
+        running.iter().all(|&i| {
+            self.peer(i)
+                .is_some_and(|c| c.is_joined() && c.live_count() == running.len())
+        })
+    }
+
+    /// Adds `count` peers with zero parameters, joining through peer 0 (the first peer of an
+    /// empty simulator has no seed), and runs until [`Self::everyone_knows_everyone`], checked
+    /// every 100 ms, for at most `limit` of virtual time. Returns whether it got there.
+    pub fn form_cluster(&mut self, count: usize, limit: Duration) -> bool {
+        for _ in 0..count {
+            let seeds: &[usize] = if self.peers.is_empty() { &[] } else { &[0] };
+            self.add_peer(vec![0.0; self.config.param_count], seeds);
+        }
+        self.run_until(
+            limit,
+            Duration::from_millis(100),
+            Sim::everyone_knows_everyone,
+        )
+    }
+
     /// The status peer `observer` holds for peer `subject`, if it knows it.
     pub fn status_of(&self, observer: usize, subject: usize) -> Option<crate::wire::MemberStatus> {
         let id = PeerId::from_u128(subject as u128 + 1);
@@ -501,3 +526,16 @@ impl Sim {
 mod lifecycle_scenarios;
 #[cfg(test)]
 mod scenarios;
+
+/// The seeds every scenario runs with: 1, 2 and 3, or the one in `RUMOR_SIM_SEED` (to rerun a
+/// failure).
+#[cfg(test)]
+fn scenario_seeds() -> Vec<u64> {
+    match std::env::var("RUMOR_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Some(seed) => vec![seed],
+        None => vec![1, 2, 3],
+    }
+}

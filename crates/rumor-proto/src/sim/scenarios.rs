@@ -3,24 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use super::{NetModel, Sim, Step};
+use super::{scenario_seeds, NetModel, Sim, Step};
 use crate::core::CoreConfig;
 use crate::wire::MemberStatus;
 
 const P: usize = 8;
 
-fn seeds() -> Vec<u64> {
-    match std::env::var("RUMOR_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        Some(seed) => vec![seed],
-        None => vec![1, 2, 3],
-    }
-}
-
 fn run(name: &str, net: NetModel, steps: &[Step]) {
-    for seed in seeds() {
+    for seed in scenario_seeds() {
         let config = CoreConfig {
             param_count: P,
             ..CoreConfig::default()
@@ -41,12 +31,24 @@ fn run(name: &str, net: NetModel, steps: &[Step]) {
     }
 }
 
-fn everyone_knows_everyone(s: &Sim) -> bool {
-    let running = s.running();
-    running.iter().all(|&i| {
-        s.peer(i)
-            .is_some_and(|c| c.is_joined() && c.live_count() == running.len())
-    })
+/// The steps that start `peers` peers, all but the first joining through it, and wait up to
+/// `limit` for every one to list all of them as live (`what` names that wait in a failure).
+fn one_seed_cluster(peers: usize, limit: Duration, what: &'static str) -> Vec<Step> {
+    vec![
+        Step::AddPeers {
+            count: 1,
+            seeds: vec![],
+        },
+        Step::AddPeers {
+            count: peers - 1,
+            seeds: vec![0],
+        },
+        Step::ExpectWithin {
+            limit,
+            what,
+            check: Sim::everyone_knows_everyone,
+        },
+    ]
 }
 
 fn no_one_declared_dead(s: &Sim) -> bool {
@@ -78,25 +80,14 @@ fn join_through_one_seed_reaches_all_of_32_peers() {
         "join 32",
         NetModel::default(),
         &[
-            Step::AddPeers {
-                count: 1,
-                seeds: vec![],
-            },
-            Step::AddPeers {
-                count: 31,
-                seeds: vec![0],
-            },
-            Step::ExpectWithin {
-                limit: Duration::from_secs(30),
-                what: "all 32 peers know all 32",
-                check: everyone_knows_everyone,
-            },
-            Step::ExpectAlways {
+            one_seed_cluster(32, Duration::from_secs(30), "all 32 peers know all 32"),
+            vec![Step::ExpectAlways {
                 duration: Duration::from_secs(30),
                 what: "no false positive in a healthy cluster",
                 check: no_one_declared_dead,
-            },
-        ],
+            }],
+        ]
+        .concat(),
     );
 }
 
@@ -111,26 +102,17 @@ fn a_crashed_peer_is_declared_dead_by_all_others() {
         "crash",
         NetModel::default(),
         &[
-            Step::AddPeers {
-                count: 1,
-                seeds: vec![],
-            },
-            Step::AddPeers {
-                count: 9,
-                seeds: vec![0],
-            },
-            Step::ExpectWithin {
-                limit: Duration::from_secs(30),
-                what: "all 10 know all 10",
-                check: everyone_knows_everyone,
-            },
-            Step::Crash(3),
-            Step::ExpectWithin {
-                limit: Duration::from_secs(60),
-                what: "every survivor declares peer 3 dead",
-                check: crashed_is_dead_everywhere,
-            },
-        ],
+            one_seed_cluster(10, Duration::from_secs(30), "all 10 know all 10"),
+            vec![
+                Step::Crash(3),
+                Step::ExpectWithin {
+                    limit: Duration::from_secs(60),
+                    what: "every survivor declares peer 3 dead",
+                    check: crashed_is_dead_everywhere,
+                },
+            ],
+        ]
+        .concat(),
     );
 }
 
@@ -146,26 +128,17 @@ fn a_slow_peer_under_20_percent_loss_is_never_declared_dead() {
         "slow host",
         NetModel::default(),
         &[
-            Step::AddPeers {
-                count: 1,
-                seeds: vec![],
-            },
-            Step::AddPeers {
-                count: 15,
-                seeds: vec![0],
-            },
-            Step::ExpectWithin {
-                limit: Duration::from_secs(30),
-                what: "all 16 know all 16",
-                check: everyone_knows_everyone,
-            },
-            Step::SlowHost(5, slow),
-            Step::ExpectAlways {
-                duration: Duration::from_secs(300),
-                what: "no peer is ever declared dead",
-                check: no_one_declared_dead,
-            },
-        ],
+            one_seed_cluster(16, Duration::from_secs(30), "all 16 know all 16"),
+            vec![
+                Step::SlowHost(5, slow),
+                Step::ExpectAlways {
+                    duration: Duration::from_secs(300),
+                    what: "no peer is ever declared dead",
+                    check: no_one_declared_dead,
+                },
+            ],
+        ]
+        .concat(),
     );
 }
 
@@ -178,42 +151,33 @@ fn a_healed_partition_of_16_reconverges_membership_and_applied_sets() {
         "partition",
         NetModel::default(),
         &[
-            Step::AddPeers {
-                count: 1,
-                seeds: vec![],
-            },
-            Step::AddPeers {
-                count: 15,
-                seeds: vec![0],
-            },
-            Step::ExpectWithin {
-                limit: Duration::from_secs(30),
-                what: "all 16 know all 16",
-                check: everyone_knows_everyone,
-            },
-            Step::Publish {
-                peers: all.clone(),
-                rounds: 3,
-                every: Duration::from_millis(200),
-            },
-            Step::Partition(left.clone(), right.clone()),
-            Step::Publish {
-                peers: all,
-                rounds: 20,
-                every: Duration::from_secs(2),
-            },
-            Step::Heal,
-            Step::ExpectWithin {
-                limit: Duration::from_secs(120),
-                what: "membership reconverges: all 16 alive everywhere",
-                check: everyone_knows_everyone,
-            },
-            Step::ExpectWithin {
-                limit: Duration::from_secs(120),
-                what: "applied sets and bases reconverge",
-                check: applied_sets_equal,
-            },
-        ],
+            one_seed_cluster(16, Duration::from_secs(30), "all 16 know all 16"),
+            vec![
+                Step::Publish {
+                    peers: all.clone(),
+                    rounds: 3,
+                    every: Duration::from_millis(200),
+                },
+                Step::Partition(left.clone(), right.clone()),
+                Step::Publish {
+                    peers: all,
+                    rounds: 20,
+                    every: Duration::from_secs(2),
+                },
+                Step::Heal,
+                Step::ExpectWithin {
+                    limit: Duration::from_secs(120),
+                    what: "membership reconverges: all 16 alive everywhere",
+                    check: Sim::everyone_knows_everyone,
+                },
+                Step::ExpectWithin {
+                    limit: Duration::from_secs(120),
+                    what: "applied sets and bases reconverge",
+                    check: applied_sets_equal,
+                },
+            ],
+        ]
+        .concat(),
     );
 }
 
@@ -223,21 +187,7 @@ fn two_hundred_peers_join_through_one_seed_in_seconds() {
     run(
         "join 200",
         NetModel::default(),
-        &[
-            Step::AddPeers {
-                count: 1,
-                seeds: vec![],
-            },
-            Step::AddPeers {
-                count: 199,
-                seeds: vec![0],
-            },
-            Step::ExpectWithin {
-                limit: Duration::from_secs(60),
-                what: "all 200 peers know all 200",
-                check: everyone_knows_everyone,
-            },
-        ],
+        &one_seed_cluster(200, Duration::from_secs(60), "all 200 peers know all 200"),
     );
     eprintln!(
         "200 simulated peers, 3 seeds: {:?} of wall time",
@@ -261,16 +211,8 @@ struct Detection {
 /// `rumor bench membership` does) and times the detection.
 fn time_crash_detection(config: CoreConfig, peers: usize, seed: u64) -> Detection {
     let mut sim = Sim::new(config, NetModel::default(), seed);
-    sim.add_peer(vec![0.0; P], &[]);
-    for _ in 1..peers {
-        sim.add_peer(vec![0.0; P], &[0]);
-    }
     assert!(
-        sim.run_until(
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            everyone_knows_everyone
-        ),
+        sim.form_cluster(peers, Duration::from_secs(30)),
         "seed {seed}: the cluster forms"
     );
     // Idle a while, as the bench measures idle traffic before the crash; the extra seeded
