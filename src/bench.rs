@@ -125,8 +125,14 @@ pub async fn membership(
         }
     };
 
-    // Idle traffic: let piggybacked changes die out, then measure a window.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Idle traffic is the steady state's: the window opens once piggybacked changes have died
+    // out and every member has probed every other at least once, so the connections a new
+    // member needs are open (each QUIC handshake is a few KB, a one-time cost that would
+    // otherwise fall into the window or not depending on the probe order). SWIM probes
+    // round-robin over a shuffled list that takes in a new member when it is refilled, so two
+    // rounds of `peers - 1` probe periods cover every pair.
+    let probe_rounds = config.membership.probe_interval * 2 * (peers as u32 - 1);
+    tokio::time::sleep(probe_rounds.max(Duration::from_secs(3))).await;
     let before: Vec<u64> = cluster.statuses().iter().map(|s| s.bytes_sent).collect();
     let window_start = Instant::now();
     while window_start.elapsed() < idle_window {
