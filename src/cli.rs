@@ -1,13 +1,17 @@
 //! Command-line interface (clap derive). Flags override the TOML config; every flag maps to one
 //! config key, named in its help.
 
+use std::fmt::Display;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, LrScaling, Mode};
+use crate::data::{DatasetSpec, ShardSpec};
+use crate::model::ModelSpec;
 
 /// rumor: barrier-free training by gossip over mutually authenticated QUIC.
 #[derive(Debug, Parser)]
@@ -223,11 +227,11 @@ pub struct TrainFlags {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Dataset: auto | synthetic | fashion-mnist | idx:DIR  [train.dataset]
-    #[arg(long)]
-    pub dataset: Option<String>,
+    #[arg(long, value_parser = text::<DatasetSpec>("train.dataset"))]
+    pub dataset: Option<DatasetSpec>,
     /// MLP layer sizes, e.g. 784-128-10  [train.model]
-    #[arg(long, allow_hyphen_values = true)]
-    pub model: Option<String>,
+    #[arg(long, allow_hyphen_values = true, value_parser = text::<ModelSpec>("train.model"))]
+    pub model: Option<ModelSpec>,
     /// Dirichlet alpha for non-IID shards  [train.non_iid_alpha]
     #[arg(long, value_name = "ALPHA", allow_negative_numbers = true)]
     pub non_iid: Option<f64>,
@@ -294,6 +298,16 @@ pub struct TrainFlags {
     ///  [train.slowdown]
     #[arg(long, value_name = "PEER=FACTOR", value_parser = parse_slowdown)]
     pub slowdown: Vec<(String, f64)>,
+}
+
+/// The value parser of a flag written as its config key `key` is in the file, parsed with the
+/// same [`FromStr`]: `--shard 3/2` says "train.shard: bad shard `3/2`: ...".
+fn text<T>(key: &'static str) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    move |s: &str| s.parse().map_err(|e| format!("{key}: {e}"))
 }
 
 /// The value parser of a whole-number flag whose smallest valid value is `min`. `key` is the
@@ -427,8 +441,8 @@ pub struct PeerArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// This peer's shard, K/N  [train.shard]
-    #[arg(long, allow_hyphen_values = true)]
-    pub shard: Option<String>,
+    #[arg(long, allow_hyphen_values = true, value_parser = text::<ShardSpec>("train.shard"))]
+    pub shard: Option<ShardSpec>,
     /// Continue from the checkpoint in --data-dir.
     #[arg(long)]
     pub resume: bool,
@@ -595,7 +609,7 @@ mod tests {
         let c = args.load_config().unwrap();
         assert_eq!(c.peer.name, "peer-a");
         assert_eq!(c.peer.seeds.len(), 2);
-        assert_eq!(c.train.shard, "2/3");
+        assert_eq!(c.train.shard, ShardSpec { index: 1, count: 3 });
         assert_eq!(c.train.epochs, 5);
         assert_eq!(c.peer.join_timeout, Duration::from_secs(3));
     }
@@ -743,16 +757,12 @@ mod tests {
                 ("--loss", "loss"),
                 ("--loss-in", "loss"),
                 ("--loss-out", "loss"),
-                ("--shard", "train.shard"),
-                ("--model", "train.model"),
                 ("--centralized-lr", "up.centralized_lr"),
             ] {
-                if flag == "--centralized-lr" && cmd == "peer" || flag == "--shard" && cmd == "up" {
+                if flag == "--centralized-lr" && cmd == "peer" {
                     continue;
                 }
-                let value = if flag == "--shard" { "-1/2" } else { "-1" };
-                let cli = parse(&[cmd, flag, value])
-                    .unwrap_or_else(|e| panic!("{cmd} {flag} {value}: {e}"));
+                let cli = parse(&[cmd, flag, "-1"]).unwrap_or_else(|e| panic!("{cmd} {flag}: {e}"));
                 let err = match cli.command {
                     Command::Up(a) => a.load_config().unwrap_err(),
                     Command::Peer(a) => a.load_config().unwrap_err(),
@@ -782,12 +792,30 @@ mod tests {
 
     #[test]
     fn bad_flag_values_are_errors_naming_the_key() {
-        let cli = Cli::try_parse_from(["rumor", "peer", "--shard", "0/3"]).unwrap();
-        let Command::Peer(args) = cli.command else {
+        // Written as in the config file and parsed the same way, refused before anything runs;
+        // a value that starts with `-` reaches the parser rather than being taken for a flag.
+        for (args, want) in [
+            (["peer", "--shard", "0/3"], "train.shard: bad shard `0/3`"),
+            (["peer", "--shard", "-1/2"], "train.shard: bad shard `-1/2`"),
+            (["up", "--model", "-1"], "train.model: invalid model spec"),
+            (
+                ["peer", "--model", "784-x-10"],
+                "train.model: invalid model spec",
+            ),
+            (["up", "--dataset", "mnist"], "train.dataset: "),
+        ] {
+            let err = parse(&args).expect_err("refused").to_string();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+        let Command::Up(args) = parse(&["up", "--dataset", "idx:/d", "--model", "784-10"])
+            .unwrap()
+            .command
+        else {
             panic!("parsed the wrong command")
         };
-        let err = args.load_config().unwrap_err().to_string();
-        assert!(err.contains("train.shard"), "{err}");
+        let c = args.load_config().unwrap();
+        assert_eq!(c.train.dataset, DatasetSpec::Idx("/d".into()));
+        assert_eq!(c.train.model.to_string(), "784-10");
         assert!(Cli::try_parse_from(["rumor", "up", "--lr-scaling", "cubic"]).is_err());
         assert!(Cli::try_parse_from(["rumor", "up", "--epochs", "-1"]).is_err());
     }
