@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use super::NetError;
 
+/// The byte budget of unfinished messages of one connection of a transport whose
+/// `max_buffered_bytes_per_connection` is 0, in bytes: 32 MiB (a configuration file's 0 is
+/// derived from the model before the transport sees it).
+pub const FALLBACK_BUFFERED_BYTES_PER_CONNECTION: u64 = 32 * 1024 * 1024;
+
 /// Settings of a [`Transport`](super::Transport), and of the node's sender
 /// (`max_inflight_per_peer`, `send_timeout`), which sends over it.
 ///
@@ -80,8 +85,8 @@ pub struct TransportConfig {
     pub stream_timeout: Duration,
     /// Bytes of unfinished messages one connection may hold at once, in bytes; a smaller value
     /// than [`TransportConfig::max_message_bytes`] is raised to it. 0 (the default): derived
-    /// from the model by `Config::transport_config`; a transport given 0 holds two messages of
-    /// `max_message_bytes` ([`TransportConfig::buffered_bytes_budgets`]).
+    /// from the model by `Config::transport_config`; a transport given 0 uses
+    /// [`FALLBACK_BUFFERED_BYTES_PER_CONNECTION`] ([`TransportConfig::buffered_bytes_budgets`]).
     pub max_buffered_bytes_per_connection: u64,
     /// Bytes of unfinished messages all connections of one member may hold at once, in bytes;
     /// a smaller value than [`TransportConfig::max_message_bytes`] is raised to it. 0 (the
@@ -137,13 +142,13 @@ impl Default for TransportConfig {
 
 impl TransportConfig {
     /// The byte budgets of unfinished received messages, per connection and per member, in
-    /// bytes, as the transport applies them: each configured value is raised to one message of
-    /// `max_message_bytes`; a connection's 0 holds two such messages, and a member's 0 twice
-    /// the connection's budget.
+    /// bytes, as the transport applies them: each value is raised to one message of
+    /// `max_message_bytes`; a connection's 0 is [`FALLBACK_BUFFERED_BYTES_PER_CONNECTION`],
+    /// and a member's 0 twice the connection's budget.
     pub fn buffered_bytes_budgets(&self) -> (u64, u64) {
         let message = self.max_message_bytes as u64;
         let per_connection = match self.max_buffered_bytes_per_connection {
-            0 => message.saturating_mul(2),
+            0 => FALLBACK_BUFFERED_BYTES_PER_CONNECTION.max(message),
             n => n.max(message),
         };
         let per_member = match self.max_buffered_bytes_per_member {

@@ -74,7 +74,7 @@ mod stats;
 pub mod tls;
 mod verify;
 
-pub use config::{Congestion, TransportConfig};
+pub use config::{Congestion, TransportConfig, FALLBACK_BUFFERED_BYTES_PER_CONNECTION};
 pub use error::NetError;
 pub use stats::TransportStats;
 
