@@ -88,7 +88,7 @@ pub async fn membership(
         c.peer.data_dir = temp.path().join(&name);
         c.peer.join_timeout = Duration::from_secs(120);
         let mut opts = peer_options(&c, identity, &data, test.clone(), 1)?;
-        opts.train = false;
+        opts.core.lifecycle.min_peers = None;
         Ok(opts)
     };
     // The first peer seeds the others.

@@ -103,7 +103,7 @@ impl Link {
             endpoint,
             local,
             target,
-            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            connect_timeout: config.connect_timeout,
             read_limit,
             verdict_wait,
             state: Mutex::new(State::Down(Instant::now())),

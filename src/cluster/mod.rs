@@ -257,7 +257,7 @@ impl LocalCluster {
         let mut o = peer.options.clone();
         o.resume = o.data_dir.join("checkpoint.json").exists();
         o.seeds = seeds;
-        o.min_peers = 1;
+        o.core.lifecycle.min_peers = o.core.lifecycle.min_peers.map(|_| 1);
         o.listen = same_or_any_port(peer.last.addr);
         let how = if o.resume {
             Restart::FromCheckpoint

@@ -7,15 +7,14 @@ mod error;
 mod sections;
 #[cfg(test)]
 mod tests;
+mod text;
 mod validate;
 
 use std::path::Path;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{DatasetSpec, Partition, ShardSpec};
-use crate::model::ModelSpec;
+use crate::data::Partition;
 use crate::net::TransportConfig;
 use error::{check, invalid};
 use rumor_proto::core::swim::SwimConfig;
@@ -23,8 +22,7 @@ use rumor_proto::core::CoreConfig;
 
 pub use error::ConfigError;
 pub use sections::{
-    LinkLossSection, LossSection, LrScaling, Mode, PeerSection, TrainSection, TransportSection,
-    UpSection,
+    LinkLossSection, LossSection, LrScaling, Mode, PeerSection, TrainSection, UpSection,
 };
 
 /// The whole configuration.
@@ -41,8 +39,10 @@ pub struct Config {
     pub gossip: CoreConfig,
     /// Failure detection (SWIM with Lifeguard): the protocol's own settings type.
     pub membership: SwimConfig,
-    /// QUIC transport.
-    pub transport: TransportSection,
+    /// QUIC transport and the node's sender: the transport's own settings type, read as it is
+    /// (`max_message_bytes` and derived byte budgets are filled in by
+    /// [`Config::transport_config`]).
+    pub transport: TransportConfig,
     /// `rumor up`.
     pub up: UpSection,
     /// Loss injection under QUIC (experiments).
@@ -71,21 +71,6 @@ impl Config {
         toml::from_str(text)
     }
 
-    /// `train.dataset` parsed.
-    pub fn dataset(&self) -> Result<DatasetSpec, ConfigError> {
-        DatasetSpec::from_str(&self.train.dataset).map_err(|e| invalid("train.dataset", e))
-    }
-
-    /// `train.model` parsed.
-    pub fn model(&self) -> Result<ModelSpec, ConfigError> {
-        ModelSpec::from_str(&self.train.model).map_err(|e| invalid("train.model", e))
-    }
-
-    /// `train.shard` parsed.
-    pub fn shard(&self) -> Result<ShardSpec, ConfigError> {
-        ShardSpec::from_str(&self.train.shard).map_err(|e| invalid("train.shard", e))
-    }
-
     /// IID, or Dirichlet with `train.non_iid_alpha`.
     pub fn partition(&self) -> Result<Partition, ConfigError> {
         match self.train.non_iid_alpha {
@@ -98,11 +83,13 @@ impl Config {
         }
     }
 
-    /// The protocol settings for a model with `param_count` parameters.
-    pub fn core_config(&self, param_count: usize) -> CoreConfig {
+    /// The protocol settings of a peer that trains `train.model`: `[gossip]` with its
+    /// parameter count, `[membership]` and the lifecycle policy of `[peer]`.
+    pub fn core_config(&self) -> CoreConfig {
         CoreConfig {
             swim: self.membership.clone(),
-            param_count,
+            param_count: self.train.model.param_count(),
+            lifecycle: self.peer.lifecycle(),
             ..self.gossip.clone()
         }
     }
@@ -169,53 +156,29 @@ impl Config {
         self.train.slowdown.get(name).copied().unwrap_or(1.0)
     }
 
-    /// The transport settings.
+    /// The transport settings of this configuration as a transport applies them:
+    /// `[transport]` with `max_message_bytes` from `gossip.max_message_bytes` and, where
+    /// `transport.max_buffered_bytes_per_connection` is 0, the budget derived from the model
+    /// (a member's 0 then stays 0: twice the connection's budget, see
+    /// [`TransportConfig::buffered_bytes_budgets`]).
     pub fn transport_config(&self) -> TransportConfig {
-        let t = &self.transport;
-        let (per_connection, per_member) = self.buffered_bytes_budgets();
-        TransportConfig {
-            max_message_bytes: self.gossip.max_message_bytes,
-            connect_timeout_ms: t.connect_timeout.as_millis() as u64,
-            keep_alive_ms: t.keep_alive.as_millis() as u64,
-            idle_timeout_ms: t.idle_timeout.as_millis() as u64,
-            incoming_queue: t.incoming_queue,
-            congestion: t.congestion,
-            initial_rtt_ms: t.initial_rtt.as_millis().max(1) as u64,
-            max_ack_delay_ms: t.max_ack_delay.as_millis() as u64,
-            max_streams_per_connection: t.max_streams_per_connection,
-            rate_limit_messages: t.rate_limit_messages,
-            rate_limit_bytes: t.rate_limit_bytes,
-            handshake_timeout_ms: t.handshake_timeout.as_millis() as u64,
-            max_handshakes: t.max_handshakes,
-            handshakes_before_retry: t.handshakes_before_retry,
-            max_handshakes_per_ip: t.max_handshakes_per_ip,
-            stream_timeout_ms: t.stream_timeout.as_millis() as u64,
-            max_buffered_bytes_per_connection: per_connection,
-            max_buffered_bytes_per_member: per_member,
-            max_connections_per_member: t.max_connections_per_member,
+        let mut t = self.transport.clone();
+        t.max_message_bytes = self.gossip.max_message_bytes;
+        if t.max_buffered_bytes_per_connection == 0 {
+            t.max_buffered_bytes_per_connection = self.derived_connection_budget();
         }
+        t
     }
 
-    /// The byte budgets of unfinished received messages, per connection and per member, in
-    /// bytes: the configured values, or where 0, derived from the model. A sender has at most
-    /// `max_inflight_per_peer` deltas or snapshots in flight to one destination, each about
-    /// 4 bytes per parameter, plus control messages; a connection's budget holds that twice
-    /// over, and at least one message of `gossip.max_message_bytes`. A member's budget is two
-    /// connections' worth (a pair of peers uses one connection each way at most).
-    pub fn buffered_bytes_budgets(&self) -> (u64, u64) {
-        let t = &self.transport;
+    /// The byte budget of unfinished received messages of one connection derived from the
+    /// model, in bytes. A sender has at most `transport.max_inflight_per_peer` deltas or
+    /// snapshots in flight to one destination, each about 4 bytes per parameter, plus control
+    /// messages; a connection's budget holds that twice over, and at least one message of
+    /// `gossip.max_message_bytes`.
+    fn derived_connection_budget(&self) -> u64 {
         let message = self.gossip.max_message_bytes as u64;
-        let params = self.model().map_or(0, |m| m.param_count()) as u64;
+        let params = self.train.model.param_count() as u64;
         let frame = params * 4 + 4096;
-        let derived = ((t.max_inflight_per_peer as u64 + 2) * frame * 2).max(message);
-        let per_connection = match t.max_buffered_bytes_per_connection {
-            0 => derived,
-            n => n,
-        };
-        let per_member = match t.max_buffered_bytes_per_member {
-            0 => per_connection.saturating_mul(2),
-            n => n,
-        };
-        (per_connection, per_member)
+        ((self.transport.max_inflight_per_peer as u64 + 2) * frame * 2).max(message)
     }
 }

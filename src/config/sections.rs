@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::net::TransportConfig;
+use super::text;
+use crate::data::{DatasetSpec, ShardSpec};
+use crate::model::ModelSpec;
+use rumor_proto::core::LifecycleConfig;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -82,6 +85,20 @@ impl Default for PeerSection {
     }
 }
 
+impl PeerSection {
+    /// The lifecycle policy of this section for a peer that trains: it starts once
+    /// `min_peers` members are live, and its join, drain and checkpoint periods are the keys of
+    /// the same names (each a limit, never "wait for ever").
+    pub fn lifecycle(&self) -> LifecycleConfig {
+        LifecycleConfig {
+            min_peers: Some(self.min_peers),
+            join_timeout: Some(self.join_timeout),
+            drain_timeout: Some(self.drain_timeout),
+            checkpoint_interval: Some(self.checkpoint_interval),
+        }
+    }
+}
+
 /// How the learning rate of a peer grows with the number of peers N (see `train.lr_scaling`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -112,11 +129,14 @@ impl LrScaling {
 #[serde(default, deny_unknown_fields)]
 pub struct TrainSection {
     /// `auto`, `synthetic`, `fashion-mnist` or `idx:DIR`.
-    pub dataset: String,
+    #[serde(with = "text")]
+    pub dataset: DatasetSpec,
     /// MLP layer sizes, e.g. `784-128-10`.
-    pub model: String,
+    #[serde(with = "text")]
+    pub model: ModelSpec,
     /// This peer's shard, `K/N` (1-based).
-    pub shard: String,
+    #[serde(with = "text")]
+    pub shard: ShardSpec,
     /// Dirichlet concentration for non-IID shards; absent: IID.
     pub non_iid_alpha: Option<f64>,
     /// Passes over the peer's own shard.
@@ -162,9 +182,9 @@ pub struct TrainSection {
 impl Default for TrainSection {
     fn default() -> Self {
         Self {
-            dataset: "auto".into(),
-            model: "784-128-10".into(),
-            shard: "1/1".into(),
+            dataset: DatasetSpec::Auto,
+            model: ModelSpec::default(),
+            shard: ShardSpec::WHOLE,
             non_iid_alpha: None,
             epochs: 2,
             max_train_time: None,
@@ -181,89 +201,6 @@ impl Default for TrainSection {
             rng_seed: 42,
             threads: 1,
             slowdown: std::collections::BTreeMap::new(),
-        }
-    }
-}
-
-/// `[transport]`
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TransportSection {
-    /// Longest wait for a QUIC handshake.
-    #[serde(with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// QUIC keep-alive period.
-    #[serde(with = "humantime_serde")]
-    pub keep_alive: Duration,
-    /// QUIC idle timeout.
-    #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    /// Received messages buffered between the network and the core.
-    pub incoming_queue: usize,
-    /// Deltas and snapshots in flight at once to one destination; past that a send is dropped
-    /// and counted (anti-entropy repairs it). Control messages are not limited.
-    pub max_inflight_per_peer: usize,
-    /// A send not acknowledged after this long is abandoned (its stream reset).
-    #[serde(with = "humantime_serde")]
-    pub send_timeout: Duration,
-    /// QUIC congestion controller: `cubic`, `newreno` or `bbr`.
-    pub congestion: crate::net::Congestion,
-    /// RTT assumed before the first sample (RFC 9002 §6.2.2).
-    #[serde(with = "humantime_serde")]
-    pub initial_rtt: Duration,
-    /// ACK delay asked of the peer (QUIC ACK frequency extension); 0: the peer's own, 25 ms.
-    #[serde(with = "humantime_serde")]
-    pub max_ack_delay: Duration,
-    /// Streams (messages) one connection may have open, or in flight towards the core, at once.
-    pub max_streams_per_connection: u32,
-    /// Messages/s accepted from one connection (one second of burst); 0: no limit.
-    pub rate_limit_messages: u32,
-    /// Bytes/s accepted from one connection (one second of burst); 0: no limit.
-    pub rate_limit_bytes: u64,
-    /// An incoming handshake not completed within this long is abandoned.
-    #[serde(with = "humantime_serde")]
-    pub handshake_timeout: Duration,
-    /// Incoming handshakes in progress at once; more attempts are refused.
-    pub max_handshakes: usize,
-    /// Handshakes in progress above which unvalidated sources get a QUIC Retry first.
-    pub handshakes_before_retry: usize,
-    /// Incoming handshakes in progress at once from one IP address.
-    pub max_handshakes_per_ip: usize,
-    /// A received message must be finished within this long of its first byte.
-    #[serde(with = "humantime_serde")]
-    pub stream_timeout: Duration,
-    /// Bytes of unfinished messages one connection may hold; 0: derived from the model.
-    pub max_buffered_bytes_per_connection: u64,
-    /// Bytes of unfinished messages one member's connections may hold; 0: derived.
-    pub max_buffered_bytes_per_member: u64,
-    /// Connections one member (certificate name) may open to this peer at once.
-    pub max_connections_per_member: usize,
-}
-
-impl Default for TransportSection {
-    fn default() -> Self {
-        let n = TransportConfig::default();
-        Self {
-            connect_timeout: Duration::from_secs(5),
-            keep_alive: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(30),
-            incoming_queue: 1024,
-            max_inflight_per_peer: 16,
-            send_timeout: Duration::from_secs(10),
-            congestion: crate::net::Congestion::Cubic,
-            initial_rtt: Duration::from_millis(333),
-            max_ack_delay: Duration::ZERO,
-            max_streams_per_connection: n.max_streams_per_connection,
-            rate_limit_messages: n.rate_limit_messages,
-            rate_limit_bytes: n.rate_limit_bytes,
-            handshake_timeout: Duration::from_millis(n.handshake_timeout_ms),
-            max_handshakes: n.max_handshakes,
-            handshakes_before_retry: n.handshakes_before_retry,
-            max_handshakes_per_ip: n.max_handshakes_per_ip,
-            stream_timeout: Duration::from_millis(n.stream_timeout_ms),
-            max_buffered_bytes_per_connection: 0,
-            max_buffered_bytes_per_member: 0,
-            max_connections_per_member: n.max_connections_per_member,
         }
     }
 }

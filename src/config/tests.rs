@@ -1,6 +1,9 @@
 //! Tests of loading and validating configurations.
 
+use std::time::Duration;
+
 use super::*;
+use crate::data::{DatasetSpec, ShardSpec};
 
 #[test]
 fn shipped_default_toml_matches_the_built_in_defaults() {
@@ -54,11 +57,111 @@ fn bad_value_is_named() {
     let err = c.validate().unwrap_err().to_string();
     assert!(err.contains("train.batch_size"), "{err}");
     let mut c = Config::default();
-    c.train.shard = "5/4".into();
+    c.train.shard = ShardSpec { index: 4, count: 4 };
     let err = c.validate().unwrap_err().to_string();
     assert!(err.contains("train.shard"), "{err}");
     let err = Config::from_toml("[peer]\njoin_timeout = \"soon\"\n")
         .unwrap_err()
         .to_string();
     assert!(err.contains("join_timeout"), "{err}");
+}
+
+/// `train.dataset`, `train.model` and `train.shard` are read once, into their types; a bad
+/// value is toml's error, which names the key's line and column and says what is wrong.
+#[test]
+fn spec_keys_parse_once_and_bad_ones_are_named_where_they_are() {
+    let c = Config::from_toml(
+        "[train]\ndataset = \"idx:/data/mnist\"\nmodel = \"20-8-4\"\nshard = \"2/3\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.train.dataset, DatasetSpec::Idx("/data/mnist".into()));
+    assert_eq!(c.train.model.to_string(), "20-8-4");
+    assert_eq!(c.train.shard, ShardSpec { index: 1, count: 3 });
+    // Written back as the same strings.
+    assert_eq!(Config::from_toml(&toml::to_string(&c).unwrap()).unwrap(), c);
+    for (text, line, want) in [
+        (
+            "[train]\nshard = \"5/4\"\n",
+            "line 2",
+            "bad shard `5/4`: K must not exceed N",
+        ),
+        (
+            "[train]\n\nmodel = \"784-0x-10\"\n",
+            "line 3",
+            "invalid model spec",
+        ),
+        (
+            "[train]\ndataset = \"mnist\"\n",
+            "line 2",
+            "unknown dataset `mnist`",
+        ),
+        ("[train]\nshard = 2\n", "line 2", "invalid type"),
+    ] {
+        let err = Config::from_toml(text).unwrap_err().to_string();
+        assert!(err.contains(line) && err.contains(want), "{text:?}: {err}");
+    }
+}
+
+/// `[transport]` is the transport's own settings type: durations in units, unknown keys
+/// refused, and what the transport runs with filled in from `[gossip]` and the model.
+#[test]
+fn transport_section_is_the_transport_config() {
+    let c = Config::from_toml(
+        "[transport]\ninitial_rtt = \"10ms\"\nsend_timeout = \"3s\"\nmax_ack_delay = \"1ms\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.transport.initial_rtt, Duration::from_millis(10));
+    assert_eq!(c.transport.send_timeout, Duration::from_secs(3));
+    assert_eq!(c.transport.max_ack_delay, Duration::from_millis(1));
+    let err = Config::from_toml("[transport]\nmax_message_bytes = 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_message_bytes"), "{err}");
+    let err = Config::from_toml("[transport]\nstream_timeout = 15000\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("stream_timeout"), "{err}");
+
+    let mut c = Config::default();
+    c.gossip.max_message_bytes = 8 << 20;
+    let t = c.transport_config();
+    assert_eq!(t.max_message_bytes, 8 << 20);
+    // 0 derives a connection's budget from the model: (16 + 2) in-flight messages twice over,
+    // 4 bytes per parameter plus a frame header each, at least one message.
+    let frame = c.train.model.param_count() as u64 * 4 + 4096;
+    assert_eq!(
+        t.max_buffered_bytes_per_connection,
+        (18 * frame * 2).max(8 << 20)
+    );
+    assert_eq!(
+        t.buffered_bytes_budgets(),
+        (
+            t.max_buffered_bytes_per_connection,
+            2 * t.max_buffered_bytes_per_connection
+        )
+    );
+    c.transport.max_buffered_bytes_per_connection = 20 << 20;
+    c.transport.max_buffered_bytes_per_member = 30 << 20;
+    assert_eq!(
+        c.transport_config().buffered_bytes_budgets(),
+        (20 << 20, 30 << 20)
+    );
+}
+
+/// `[peer]`'s lifecycle keys reach the protocol as its lifecycle policy.
+#[test]
+fn peer_lifecycle_keys_become_the_core_lifecycle() {
+    let c = Config::from_toml(
+        "[peer]\nmin_peers = 3\njoin_timeout = \"2m\"\ndrain_timeout = \"90s\"\ncheckpoint_interval = \"5s\"\n",
+    )
+    .unwrap();
+    let core = c.core_config();
+    assert_eq!(core.lifecycle.min_peers, Some(3));
+    assert_eq!(core.lifecycle.join_timeout, Some(Duration::from_secs(120)));
+    assert_eq!(core.lifecycle.drain_timeout, Some(Duration::from_secs(90)));
+    assert_eq!(
+        core.lifecycle.checkpoint_interval,
+        Some(Duration::from_secs(5))
+    );
+    assert_eq!(core.param_count, c.train.model.param_count());
 }

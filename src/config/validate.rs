@@ -6,11 +6,17 @@ use super::error::{check, invalid};
 use super::{Config, ConfigError};
 
 impl Config {
-    /// Checks ranges and parses the string-typed keys. Errors name the key.
+    /// Checks ranges. Errors name the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.dataset()?;
-        self.model()?;
-        self.shard()?;
+        // A file's model and shard were checked when parsed; these catch values set in code.
+        self.train
+            .model
+            .validate()
+            .map_err(|e| invalid("train.model", e))?;
+        self.train
+            .shard
+            .validate()
+            .map_err(|e| invalid("train.shard", e))?;
         self.partition()?;
         let t = &self.train;
         check(t.epochs >= 1, "train.epochs", "must be at least 1")?;
@@ -171,7 +177,7 @@ impl Config {
         self.loss_config(0)
             .validate()
             .map_err(|m| invalid("loss", m))?;
-        let params = self.model()?.param_count();
+        let params = self.train.model.param_count();
         check(
             params * 4 + 4096 <= g.max_message_bytes,
             "gossip.max_message_bytes",

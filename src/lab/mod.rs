@@ -262,7 +262,7 @@ pub fn evaluate_deferred(
     dir: &Path,
     summary: &RunSummary,
 ) -> Result<(), RunError> {
-    let spec = config.model()?;
+    let spec = &config.train.model;
     let data = run::load_data(config)?;
     for p in &summary.peers {
         let peer_dir = dir.join(&p.name);
@@ -284,7 +284,7 @@ pub fn evaluate_deferred(
                     .file_name()
                     .map(|name| peer_dir.join("evals").join(name));
                 let path = copied.as_deref().filter(|p| p.exists()).unwrap_or(recorded);
-                let accuracy = crate::train::evaluate_snapshot(&spec, path, &data.test)?;
+                let accuracy = crate::train::evaluate_snapshot(spec, path, &data.test)?;
                 value["test_accuracy"] = serde_json::json!(accuracy);
                 if let Some(map) = value.as_object_mut() {
                     map.remove("eval_snapshot");

@@ -3,7 +3,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::{admission, canonical, Shared};
 
@@ -64,7 +63,7 @@ async fn handshake(
     ticket: admission::AdmissionTicket,
 ) {
     let remote = incoming.remote_address();
-    let timeout = Duration::from_millis(shared.config.handshake_timeout_ms);
+    let timeout = shared.config.handshake_timeout;
     let outcome = match incoming.accept() {
         Ok(connecting) => tokio::time::timeout(timeout, connecting).await,
         Err(error) => Ok(Err(error)),
@@ -103,7 +102,7 @@ async fn handshake(
             if let Some(suppressed) = shared.source_log(remote.ip()) {
                 tracing::info!(
                     %remote,
-                    timeout_ms = shared.config.handshake_timeout_ms,
+                    timeout_ms = shared.config.handshake_timeout.as_millis() as u64,
                     suppressed_since_last_log = suppressed,
                     "incoming handshake not completed in time, abandoned (logged at most once \
                      per IP every {}s)",

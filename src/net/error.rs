@@ -54,7 +54,7 @@ pub enum NetError {
         /// The underlying error.
         source: ConnectionError,
     },
-    /// The handshake did not complete within [`TransportConfig::connect_timeout_ms`](super::TransportConfig::connect_timeout_ms).
+    /// The handshake did not complete within [`TransportConfig::connect_timeout`](super::TransportConfig::connect_timeout).
     #[error("connecting to {addr} timed out after {timeout_ms} ms")]
     ConnectTimeout {
         /// The remote address.

@@ -43,7 +43,7 @@
 //!   from a byte budget of their connection and one of their member (every connection with
 //!   the same certificate name, [`member`]); a stream that finds a budget spent waits, so QUIC
 //!   flow control holds its sender back. A stream not finished within
-//!   [`TransportConfig::stream_timeout_ms`] is stopped with [`CODE_TIMED_OUT`] and counted in
+//!   [`TransportConfig::stream_timeout`] is stopped with [`CODE_TIMED_OUT`] and counted in
 //!   [`TransportStats::streams_timed_out`]. A member may have at most
 //!   [`TransportConfig::max_connections_per_member`] connections open to this peer; more are
 //!   closed with [`CODE_TOO_MANY_CONNECTIONS`]. So one member holds at most its budget plus,
@@ -54,7 +54,7 @@
 //!   [`TransportConfig::max_handshakes`] handshakes (and fewer than
 //!   [`TransportConfig::max_handshakes_per_ip`] from its IP) are in progress; past
 //!   [`TransportConfig::handshakes_before_retry`] an unvalidated source gets a QUIC Retry first.
-//!   A handshake must complete within [`TransportConfig::handshake_timeout_ms`]. Refusals,
+//!   A handshake must complete within [`TransportConfig::handshake_timeout`]. Refusals,
 //!   retries and timeouts are counted in [`TransportStats`].
 //! - **Log lines** that a remote party can cause are throttled: at most one per member (for
 //!   members) or per IP address (for strangers) every [`crate::ratelog::LOG_INTERVAL`], with
@@ -74,7 +74,7 @@ mod stats;
 pub mod tls;
 mod verify;
 
-pub use config::{Congestion, TransportConfig};
+pub use config::{Congestion, TransportConfig, FALLBACK_BUFFERED_BYTES_PER_CONNECTION};
 pub use error::NetError;
 pub use stats::TransportStats;
 
@@ -297,9 +297,7 @@ impl Transport {
         });
         let members = Arc::new(member::MemberTable::new(
             config.max_connections_per_member,
-            config
-                .max_buffered_bytes_per_member
-                .max(config.max_message_bytes as u64),
+            config.buffered_bytes_budgets().1,
         ));
         let shared = Arc::new(Shared {
             endpoint,
@@ -458,8 +456,9 @@ impl Shared {
             .endpoint
             .connect(addr, CLUSTER_SERVER_NAME)
             .map_err(ConnectFailure::Connect)?;
-        let timeout_ms = self.config.connect_timeout_ms;
-        let conn = tokio::time::timeout(Duration::from_millis(timeout_ms), connecting)
+        let timeout = self.config.connect_timeout;
+        let timeout_ms = timeout.as_millis() as u64;
+        let conn = tokio::time::timeout(timeout, connecting)
             .await
             .map_err(|_| ConnectFailure::Timeout(timeout_ms))?
             .map_err(ConnectFailure::Handshake)?;
@@ -615,12 +614,7 @@ async fn drive_connection(
         connection: conn.clone(),
         member,
         limiter: Mutex::new(reader::RateLimiter::new(&shared.config, Instant::now())),
-        budget: reader::ByteBudget::new(
-            shared
-                .config
-                .max_buffered_bytes_per_connection
-                .max(shared.config.max_message_bytes as u64),
-        ),
+        budget: reader::ByteBudget::new(shared.config.buffered_bytes_budgets().0),
         member_budget: lease.budget.clone(),
     });
     let in_flight = Arc::new(Semaphore::new(

@@ -13,7 +13,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use quinn::VarInt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -215,7 +215,7 @@ impl Reader {
             let _ = stream.stop(VarInt::from_u32(CODE_RATE_LIMITED));
             return;
         }
-        let timeout = Duration::from_millis(shared.config.stream_timeout_ms);
+        let timeout = shared.config.stream_timeout;
         let read = tokio::time::timeout(timeout, self.read_bounded(&mut stream)).await;
         let member = &self.limits.member;
         let from = self.from;
@@ -266,7 +266,7 @@ impl Reader {
                     tracing::warn!(
                         %member,
                         %from,
-                        timeout_ms = shared.config.stream_timeout_ms,
+                        timeout_ms = shared.config.stream_timeout.as_millis() as u64,
                         suppressed_since_last_log = suppressed,
                         "message not finished within the stream timeout, dropped (logged at \
                          most once per member every {}s)",
@@ -330,6 +330,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn token_bucket_allows_one_second_of_burst_then_the_rate() {

@@ -25,7 +25,7 @@ pub struct TransportStats {
     pub handshakes_accepted: u64,
     /// Incoming handshakes that failed: certificate refused or TLS error.
     pub handshakes_rejected: u64,
-    /// Incoming handshakes abandoned after [`TransportConfig::handshake_timeout_ms`](super::TransportConfig::handshake_timeout_ms).
+    /// Incoming handshakes abandoned after [`TransportConfig::handshake_timeout`](super::TransportConfig::handshake_timeout).
     pub handshakes_timed_out: u64,
     /// Incoming connection attempts refused before any handshake because
     /// [`TransportConfig::max_handshakes`](super::TransportConfig::max_handshakes) were in progress.
@@ -41,7 +41,7 @@ pub struct TransportStats {
     /// [`TransportConfig::max_connections_per_member`](super::TransportConfig::max_connections_per_member).
     pub connections_refused_per_member: u64,
     /// Received streams stopped because they were not finished within
-    /// [`TransportConfig::stream_timeout_ms`](super::TransportConfig::stream_timeout_ms).
+    /// [`TransportConfig::stream_timeout`](super::TransportConfig::stream_timeout).
     pub streams_timed_out: u64,
     /// Bytes of unfinished received messages held now, in bytes.
     pub buffered_bytes: u64,

@@ -276,8 +276,8 @@ async fn oversize_message_is_dropped_and_counted() -> TestResult {
 async fn idle_connection_closes_and_next_send_reconnects() -> TestResult {
     let (_dir, ids) = cluster(&["a", "b"])?;
     let config = TransportConfig {
-        idle_timeout_ms: 300,
-        keep_alive_ms: 0,
+        idle_timeout: Duration::from_millis(300),
+        keep_alive: Duration::ZERO,
         ..TransportConfig::default()
     };
     let (a, _a_rx) = bind(&ids[0], config.clone()).await?;
@@ -300,7 +300,7 @@ async fn idle_connection_closes_and_next_send_reconnects() -> TestResult {
 async fn unreachable_peer_fails_every_waiter() -> TestResult {
     let (_dir, ids) = cluster(&["a"])?;
     let config = TransportConfig {
-        connect_timeout_ms: 300,
+        connect_timeout: Duration::from_millis(300),
         ..TransportConfig::default()
     };
     let (a, _a_rx) = bind(&ids[0], config).await?;
@@ -432,7 +432,7 @@ async fn past_the_threshold_handshakes_are_retried_and_still_connect() -> TestRe
 async fn an_unfinished_message_is_stopped_at_the_stream_timeout() -> TestResult {
     let (_dir, ids) = cluster(&["a", "b"])?;
     let quick = TransportConfig {
-        stream_timeout_ms: 300,
+        stream_timeout: Duration::from_millis(300),
         ..TransportConfig::default()
     };
     let (b, mut b_rx) = bind(&ids[1], quick).await?;
@@ -497,7 +497,7 @@ async fn a_member_holds_no_more_unfinished_bytes_than_its_budget() -> TestResult
         max_message_bytes: budget as usize,
         max_buffered_bytes_per_connection: budget,
         max_buffered_bytes_per_member: budget,
-        stream_timeout_ms: 60_000,
+        stream_timeout: Duration::from_secs(60),
         ..TransportConfig::default()
     };
     let (b, _b_rx) = bind(&ids[1], small).await?;

@@ -60,7 +60,7 @@ pub const SEND_WINDOW_BYTES: u64 = 16 * 1024 * 1024;
 /// Builds the QUIC transport parameters shared by both sides.
 ///
 /// # Errors
-/// [`NetError::Config`] if `idle_timeout_ms` is out of QUIC's range (2^62 ms).
+/// [`NetError::Config`] if `idle_timeout` is out of QUIC's range (2^62 ms).
 pub fn transport_config(config: &TransportConfig) -> Result<quinn::TransportConfig, NetError> {
     let mut transport = quinn::TransportConfig::default();
     match config.congestion {
@@ -75,18 +75,13 @@ pub fn transport_config(config: &TransportConfig) -> Result<quinn::TransportConf
                 .congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
         }
     }
-    let idle =
-        IdleTimeout::try_from(Duration::from_millis(config.idle_timeout_ms)).map_err(|_| {
-            NetError::Config {
-                reason: format!("idle_timeout_ms {} out of range", config.idle_timeout_ms),
-            }
-        })?;
+    let idle = IdleTimeout::try_from(config.idle_timeout).map_err(|_| NetError::Config {
+        reason: format!("idle_timeout {:?} out of range", config.idle_timeout),
+    })?;
     transport
         .max_idle_timeout(Some(idle))
-        .initial_rtt(Duration::from_millis(config.initial_rtt_ms.max(1)))
-        .keep_alive_interval(
-            (config.keep_alive_ms > 0).then(|| Duration::from_millis(config.keep_alive_ms)),
-        )
+        .initial_rtt(config.initial_rtt.max(Duration::from_millis(1)))
+        .keep_alive_interval((!config.keep_alive.is_zero()).then_some(config.keep_alive))
         .max_concurrent_uni_streams(VarInt::from_u32(config.max_streams_per_connection))
         .max_concurrent_bidi_streams(VarInt::from_u32(0))
         .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW_BYTES))
@@ -97,13 +92,13 @@ pub fn transport_config(config: &TransportConfig) -> Result<quinn::TransportConf
         // is not sent, and the remote's Connection::max_datagram_size() is None.
         .datagram_receive_buffer_size(None)
         .datagram_send_buffer_size(0);
-    if config.max_ack_delay_ms > 0 {
+    if !config.max_ack_delay.is_zero() {
         // Ask the peer to acknowledge sooner than its own max_ack_delay (25 ms by default):
         // a probe timeout waits srtt + 4·rttvar + max_ack_delay, doubling while probes are
         // lost, so on a lossy low-RTT link the ACK delay sets how long a tail loss stalls a
         // stream.
         let mut ack = quinn::AckFrequencyConfig::default();
-        ack.max_ack_delay(Some(Duration::from_millis(config.max_ack_delay_ms)));
+        ack.max_ack_delay(Some(config.max_ack_delay));
         transport.ack_frequency_config(Some(ack));
     }
     Ok(transport)

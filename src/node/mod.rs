@@ -35,8 +35,8 @@ use checkpoint::save;
 use metrics_file::MetricsFile;
 use observe::{Observer, Observers};
 use rumor_proto::core::{
-    decide_resume, CheckpointFound, Core, CoreConfig, CoreStats, Event, LifecycleConfig, LocalPeer,
-    RestoredState, ResumeDecision, ResumeRefusal,
+    decide_resume, CheckpointFound, Core, CoreConfig, CoreStats, Event, LocalPeer, RestoredState,
+    ResumeDecision, ResumeRefusal,
 };
 use rumor_proto::version_vector::VersionVector;
 use rumor_proto::wire::{Lifecycle, PeerId};
@@ -77,26 +77,14 @@ pub struct PeerOptions {
     pub shard: Arc<Dataset>,
     /// The test set.
     pub test: Arc<Dataset>,
-    /// Protocol settings.
+    /// Protocol settings, the lifecycle policy included (`core.lifecycle`: the `min_peers`
+    /// gate, join timeout, drain deadline and checkpoint period). `core.lifecycle.min_peers`
+    /// `None` runs membership and gossip only, never training (benchmarks).
     pub core: CoreConfig,
-    /// Transport settings.
+    /// Transport settings, and the sender's (`max_inflight_per_peer`, `send_timeout`).
     pub transport: TransportConfig,
-    /// Members to know before training.
-    pub min_peers: usize,
-    /// Longest wait to join and reach `min_peers`.
-    pub join_timeout: Duration,
-    /// Longest drain.
-    pub drain_timeout: Duration,
-    /// Checkpoint period while running.
-    pub checkpoint_interval: Duration,
-    /// Most deltas and snapshots in flight to one destination.
-    pub max_inflight_per_peer: usize,
-    /// A send not acknowledged after this long is abandoned.
-    pub send_timeout: Duration,
     /// Seed for the protocol RNG.
     pub rng_seed: u64,
-    /// Whether to train at all; false runs membership and gossip only (benchmarks).
-    pub train: bool,
     /// Datagrams the peer's socket drops on purpose (inactive: none).
     pub loss: crate::net::lossy::LossConfig,
 }
@@ -279,13 +267,7 @@ pub async fn run_peer_observed(
     let mut plan = options.plan.clone();
     let restored = resume_state(&options, peer_id, &mut plan)?;
     // The lifecycle policy runs in the core; the driver acts on its events.
-    let mut config = options.core.clone();
-    config.lifecycle = LifecycleConfig {
-        min_peers: options.train.then_some(options.min_peers),
-        join_timeout: Some(options.join_timeout),
-        drain_timeout: Some(options.drain_timeout),
-        checkpoint_interval: Some(options.checkpoint_interval),
-    };
+    let config = options.core.clone();
     let mut core = match restored {
         Some(restored) => Core::restore(
             config,
@@ -318,8 +300,8 @@ pub async fn run_peer_observed(
     let mut trainer: Option<TrainerHandle> = None;
     let (mut sender, mut outcomes) = Sender::new(
         transport.clone(),
-        options.max_inflight_per_peer,
-        options.send_timeout,
+        options.transport.max_inflight_per_peer,
+        options.transport.send_timeout,
     );
     let seeds: Vec<SocketAddr> = options
         .seeds
@@ -415,7 +397,7 @@ pub async fn run_peer_observed(
                     if *short_of_min_peers {
                         warn!(
                             known = members,
-                            wanted = options.min_peers,
+                            wanted = options.core.lifecycle.min_peers.unwrap_or_default(),
                             "join timeout: training with the members known"
                         );
                     }
@@ -438,7 +420,7 @@ pub async fn run_peer_observed(
                 Event::JoinFailed if !stopping => {
                     transport.close().await;
                     return Err(NodeError::JoinTimeout(
-                        options.join_timeout,
+                        options.core.lifecycle.join_timeout.unwrap_or_default(),
                         sender.seed_log().summary(),
                     ));
                 }
@@ -475,10 +457,13 @@ pub async fn run_peer_observed(
             next_seed_report = now + SEED_REPORT_INTERVAL;
             let log = sender.seed_log();
             let sent: u32 = log.states().iter().map(|s| s.attempts).sum();
+            let limit = match options.core.lifecycle.join_timeout {
+                Some(t) => format!("{}s", t.as_secs()),
+                None => "no limit".into(),
+            };
             info!(
-                "waiting for seeds ({}s of {}s, {sent} join requests sent): {}",
+                "waiting for seeds ({}s of {limit}, {sent} join requests sent): {}",
                 now.saturating_duration_since(started).as_secs(),
-                options.join_timeout.as_secs(),
                 log.summary()
             );
         }

@@ -8,7 +8,7 @@ use indicatif::ProgressBar;
 
 use crate::config::Config;
 use crate::data::TrainTest;
-use crate::model::{self, ModelError, ModelSpec, Trainer};
+use crate::model::{self, ModelError, Trainer};
 use crate::train::{self, StepPosition, TrainHooks, TrainPlan, TrainProgress};
 
 use super::summary::{summarize, PeerSummary, RunSummary};
@@ -20,17 +20,17 @@ use super::RunError;
 /// bar; evaluation lines are printed every `train.eval_every` steps either way.
 ///
 /// # Errors
-/// [`RunError::Config`] for a bad model; [`RunError::Model`] if training fails or diverges.
+/// [`RunError::Model`] if training fails or diverges.
 pub fn centralized(
     config: &Config,
     data: &TrainTest,
     no_tui: bool,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let spec: ModelSpec = config.model()?;
+    let spec = &config.train.model;
     let t = &config.train;
     let lr = config.up.centralized_lr;
-    let initial = model::init_params(&spec, t.rng_seed);
+    let initial = model::init_params(spec, t.rng_seed);
     let plan = TrainPlan {
         spec: spec.clone(),
         epochs: t.epochs,
@@ -62,7 +62,7 @@ pub fn centralized(
         params: Vec::new(),
     };
     let progress = train::run_training(&plan, &data.train, &data.test, &initial, &mut hooks)?;
-    let acc = model::evaluate(&spec, &hooks.params, &data.test.images, &data.test.labels)?;
+    let acc = model::evaluate(spec, &hooks.params, &data.test.images, &data.test.labels)?;
     let peer = PeerSummary {
         peer_id: uuid::Uuid::nil().to_string(),
         name: "centralized".into(),

@@ -7,6 +7,7 @@ mod centralized;
 mod options;
 mod peer;
 mod summary;
+mod sync_peer;
 mod up;
 
 use std::net::SocketAddr;
@@ -63,6 +64,16 @@ pub enum RunError {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+impl RunError {
+    /// [`RunError::Peer`] for the peer called `name`, failed with `source`.
+    fn peer(name: &str, source: NodeError) -> Self {
+        RunError::Peer {
+            name: name.to_string(),
+            source: Box::new(source),
+        }
+    }
 }
 
 /// Maps an I/O error to [`RunError::Io`] saying `what` was being done.

@@ -23,10 +23,9 @@ use super::RunError;
 /// What loading fails with; [`RunError::Config`] for `train.model` when the model's input size is
 /// not the dataset's features per sample or it has fewer outputs than the dataset has classes.
 pub fn load_data(config: &Config) -> Result<TrainTest, RunError> {
-    let spec = config.dataset()?;
-    let data = data::load(&spec, config.train.rng_seed)?;
+    let data = data::load(&config.train.dataset, config.train.rng_seed)?;
     info!(dataset = %data.name, "{}", data.description);
-    check_model_fits(&config.model()?, &data)?;
+    check_model_fits(&config.train.model, &data)?;
     Ok(data)
 }
 
@@ -118,8 +117,7 @@ pub(super) fn check_batch_fits(
 /// builder of peer options: `up`, `peer`, the lab and the benchmark all come through here.
 ///
 /// # Errors
-/// [`RunError::Config`] for a bad model, shard or partition; [`RunError::Data`] if the shard
-/// cannot be drawn.
+/// [`RunError::Config`] for a bad partition; [`RunError::Data`] if the shard cannot be drawn.
 pub fn peer_options(
     config: &Config,
     identity: Arc<PeerIdentity>,
@@ -127,8 +125,8 @@ pub fn peer_options(
     test: Arc<Dataset>,
     peers: usize,
 ) -> Result<PeerOptions, RunError> {
-    let spec = config.model()?;
-    let shard_spec = config.shard()?;
+    let spec = &config.train.model;
+    let shard_spec = config.train.shard;
     let partition = config.partition()?;
     let indices = data::shard_indices(
         &data.train.labels,
@@ -166,20 +164,13 @@ pub fn peer_options(
         identity,
         data_dir: p.data_dir.clone(),
         resume: false,
-        initial: model::init_params(&spec, t.rng_seed),
+        initial: model::init_params(spec, t.rng_seed),
         plan,
         shard,
         test,
-        core: config.core_config(spec.param_count()),
+        core: config.core_config(),
         transport: config.transport_config(),
-        min_peers: p.min_peers,
-        join_timeout: p.join_timeout,
-        drain_timeout: p.drain_timeout,
-        checkpoint_interval: p.checkpoint_interval,
-        max_inflight_per_peer: config.transport.max_inflight_per_peer,
-        send_timeout: config.transport.send_timeout,
         rng_seed: t.rng_seed.wrapping_add(shard_spec.index as u64 * 7919),
-        train: true,
         loss: config.loss_config(shard_spec.index),
     })
 }
@@ -213,6 +204,9 @@ pub fn local_peer_options(
     c.peer.advertise = None;
     c.peer.seeds = Vec::new();
     c.peer.data_dir = out.join(&name);
-    c.train.shard = format!("{}/{}", i % n + 1, n);
+    c.train.shard = data::ShardSpec {
+        index: i % n,
+        count: n,
+    };
     peer_options(&c, identity, data, test.clone(), n)
 }

@@ -7,15 +7,15 @@ use std::sync::Arc;
 
 use tracing::info;
 
-use crate::certs::{self, PeerIdentity};
+use crate::certs;
 use crate::config::{Config, ConfigError, Mode};
-use crate::data::TrainTest;
 use crate::metrics::http::MetricsServer;
 use crate::model;
-use crate::node::{NodeError, PeerHandle};
+use crate::node::{PeerHandle, PeerOptions};
 
 use super::options::{check_batch_fits, load_data, peer_options};
 use super::summary::{peer_summary, single_peer_summary, sync_peer_summary};
+use super::sync_peer::{self, BoundSyncPeer};
 use super::{write_json, write_ready, RunError};
 
 /// `rumor peer`: runs one peer to completion; with `metrics_addr`, serves `/metrics` and
@@ -59,18 +59,22 @@ pub async fn peer(
     }
     model::set_compute_threads(config.train.threads);
     let identity = Arc::new(certs::load_identity(&config.peer.certs, &config.peer.name)?);
-    crate::node::probe_data_dir(&config.peer.data_dir).map_err(|source| RunError::Peer {
-        name: config.peer.name.clone(),
-        source: Box::new(source),
-    })?;
+    crate::node::probe_data_dir(&config.peer.data_dir)
+        .map_err(|source| RunError::peer(&config.peer.name, source))?;
     let data = load_data(&config)?;
-    check_batch_fits(&config, &data, [config.shard()?])?;
+    check_batch_fits(&config, &data, [config.train.shard])?;
+    // A peer of a cluster spread over machines: the cluster's size is its shard count.
+    let shards = config.train.shard.count;
+    let mut options = peer_options(
+        &config,
+        identity,
+        &data,
+        Arc::new(data.test.clone()),
+        shards,
+    )?;
     if config.up.mode == Mode::Sync {
-        return peer_sync(&config, identity, data, summary_json, ready_file).await;
+        return peer_sync(&config, options, &data.name, summary_json, ready_file).await;
     }
-    let test = Arc::new(data.test.clone());
-    let shard = config.shard()?;
-    let mut options = peer_options(&config, identity, &data, test, shard.count)?;
     options.resume = resume;
     let mut handle = PeerHandle::spawn(options);
     let stopper = handle_signals(&handle);
@@ -87,10 +91,10 @@ pub async fn peer(
             write_ready(&path, addr)?;
         }
     }
-    let outcome = handle.wait().await.map_err(|source| RunError::Peer {
-        name: config.peer.name.clone(),
-        source: Box::new(source),
-    })?;
+    let outcome = handle
+        .wait()
+        .await
+        .map_err(|source| RunError::peer(&config.peer.name, source))?;
     stopper.abort();
     let summary = single_peer_summary(
         &config,
@@ -98,7 +102,7 @@ pub async fn peer(
         &data.name,
         peer_summary(&outcome),
         outcome.wall_seconds,
-        shard.count,
+        shards,
         outcome.members.clone(),
     );
     println!(
@@ -115,61 +119,32 @@ pub async fn peer(
     Ok(())
 }
 
-/// `rumor peer --mode sync`: binds, writes the ready file, runs one [`crate::sync::SyncPeer`]
-/// at index [`Config::sync_index`] of `up.sync_peers`, prints and writes its summary.
+/// `rumor peer --mode sync`: binds at `peer.listen`, writes the ready file, runs the sync
+/// peer of `options` at index [`Config::sync_index`] of `up.sync_peers`, prints and writes its
+/// summary (`dataset` names the data it trained on).
 async fn peer_sync(
     config: &Config,
-    identity: Arc<PeerIdentity>,
-    data: TrainTest,
+    options: PeerOptions,
+    dataset: &str,
     summary_json: Option<PathBuf>,
     ready_file: Option<PathBuf>,
 ) -> Result<(), RunError> {
     let index = config.sync_index()?;
-    let shard = config.shard()?;
-    let test = Arc::new(data.test.clone());
-    let opts = peer_options(config, identity, &data, test, shard.count)?;
-    let name = opts.name.clone();
-    let (transport, incoming) = crate::net::Transport::bind_lossy(
-        opts.listen,
-        &opts.identity,
-        opts.transport.clone(),
-        opts.loss.clone(),
-    )
-    .await
-    .map_err(|e| RunError::Peer {
-        name: name.clone(),
-        source: Box::new(e.into()),
-    })?;
+    let listen = options.listen;
+    let bound = BoundSyncPeer::bind(options, listen).await?;
     if let Some(path) = ready_file {
-        write_ready(&path, transport.local_addr())?;
+        write_ready(&path, bound.local_addr())?;
     }
-    info!(%name, index, peers = config.up.sync_peers.len(), "sync peer started");
-    let peer = crate::sync::SyncPeer {
-        name: name.clone(),
-        index,
-        peers: config.up.sync_peers.clone(),
-        transport,
-        incoming,
-        initial: opts.initial,
-        plan: opts.plan,
-        shard: opts.shard,
-        test: opts.test,
-        data_dir: opts.data_dir,
-        timeout: config.up.sync_timeout,
-    };
-    let outcome = crate::sync::run_sync_peer(peer)
-        .await
-        .map_err(|e| RunError::Peer {
-            name: name.clone(),
-            source: Box::new(sync_failure(e)),
-        })?;
+    let peer = bound.into_peer(index, config.up.sync_peers.clone(), config.up.sync_timeout);
+    info!(name = %peer.name, index, peers = peer.peers.len(), "sync peer started");
+    let outcome = sync_peer::run(peer).await?;
     let summary = single_peer_summary(
         config,
         "sync",
-        &data.name,
+        dataset,
         sync_peer_summary(&outcome),
         outcome.wall_seconds,
-        shard.count,
+        config.train.shard.count,
         Vec::new(),
     );
     println!(
@@ -188,11 +163,6 @@ async fn peer_sync(
         write_json(&path, &summary)?;
     }
     Ok(())
-}
-
-/// A sync peer's failure as a peer error, the sync error as its source.
-pub(super) fn sync_failure(e: crate::sync::SyncError) -> NodeError {
-    NodeError::Sync(Box::new(e))
 }
 
 fn handle_signals(handle: &PeerHandle) -> tokio::task::JoinHandle<()> {

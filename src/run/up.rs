@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use crate::certs;
 use crate::cluster::{AddPeerError, LocalCluster, PeerEnd, PeerFactory};
 use crate::config::{Config, Mode};
-use crate::data::{self, TrainTest};
+use crate::data::{self, Dataset, TrainTest};
 use crate::metrics::http::MetricsServer;
 use crate::model;
 use crate::node::{PeerOptions, PeerOutcome};
@@ -22,10 +22,11 @@ use crate::ui::peer_table::plain_line;
 
 use super::centralized::centralized;
 use super::options::{check_batch_fits, load_data, local_peer_options};
-use super::peer::{sync_failure, wait_for_signal};
+use super::peer::wait_for_signal;
 use super::summary::{
     peer_summary, print_summary, summarize, sync_peer_summary, PeerSummary, RunSummary,
 };
+use super::sync_peer::{self, BoundSyncPeer};
 use super::{io_err, write_json, RunError};
 
 /// Options of `rumor up` that are not in the config file.
@@ -86,26 +87,78 @@ pub async fn up(config: Config, options: UpOptions) -> Result<RunSummary, RunErr
     Ok(summary)
 }
 
-/// The temp dir, certificates dir (a throwaway CA unless `--certs`) and data-dir parent of a
-/// local run. The temp dir is removed when the returned guard drops.
-fn up_workspace(options: &UpOptions) -> Result<(tempfile::TempDir, PathBuf, PathBuf), RunError> {
-    let temp = tempfile::Builder::new()
-        .prefix("rumor-up-")
-        .tempdir()
-        .map_err(io_err("creating a temp dir"))?;
-    let certs_dir = match &options.certs {
-        Some(dir) => dir.clone(),
-        None => {
-            let dir = temp.path().join("certs");
-            certs::init_ca(&dir, false)?;
-            dir
-        }
-    };
-    let out = options
-        .out
-        .clone()
-        .unwrap_or_else(|| temp.path().join("peers"));
-    Ok((temp, certs_dir, out))
+/// The local peers of a run: the options of peers `peer-0` .. `peer-{n-1}` (n = `up.peers`,
+/// see [`local_peer_options`]), and where their certificates (a throwaway CA unless
+/// `--certs`) and data dirs are. The temp dir is removed when this drops.
+struct LocalPeers {
+    _temp: tempfile::TempDir,
+    certs_dir: PathBuf,
+    out: PathBuf,
+    test: Arc<Dataset>,
+    options: Vec<PeerOptions>,
+}
+
+impl LocalPeers {
+    /// Makes the temp dir and the certificates, and builds every peer's options.
+    ///
+    /// # Errors
+    /// [`RunError::Io`] if the temp dir cannot be made; what [`certs::init_ca`] and
+    /// [`local_peer_options`] fail with.
+    fn new(config: &Config, options: &UpOptions, data: &TrainTest) -> Result<Self, RunError> {
+        let temp = tempfile::Builder::new()
+            .prefix("rumor-up-")
+            .tempdir()
+            .map_err(io_err("creating a temp dir"))?;
+        let certs_dir = match &options.certs {
+            Some(dir) => dir.clone(),
+            None => {
+                let dir = temp.path().join("certs");
+                certs::init_ca(&dir, false)?;
+                dir
+            }
+        };
+        let out = options
+            .out
+            .clone()
+            .unwrap_or_else(|| temp.path().join("peers"));
+        let test = Arc::new(data.test.clone());
+        let options = (0..config.up.peers)
+            .map(|i| local_peer_options(config, &certs_dir, &out, data, &test, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            _temp: temp,
+            certs_dir,
+            out,
+            test,
+            options,
+        })
+    }
+}
+
+/// The summary of a local run of `up.peers` peers in `mode` that ended with `bases` (their
+/// models) and `peers` (their summaries), started at `started`.
+///
+/// # Errors
+/// [`RunError::Model`] if the models differ in length.
+fn local_summary(
+    mode: &str,
+    config: &Config,
+    data: &TrainTest,
+    bases: &[&[f32]],
+    peers: Vec<PeerSummary>,
+    started: Instant,
+) -> Result<RunSummary, RunError> {
+    let consensus_distance = model::consensus_distance(bases)?;
+    let t = &config.train;
+    Ok(summarize(
+        mode,
+        &data.name,
+        peers,
+        consensus_distance,
+        started.elapsed(),
+        t.lr * t.lr_scaling.factor(config.up.peers),
+        t.epochs,
+    ))
 }
 
 /// `rumor up` in gossip mode: `up.peers` local peers under a [`LocalCluster`], shown on the
@@ -117,13 +170,15 @@ async fn up_gossip(
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let n = config.up.peers;
-    let (_temp, certs_dir, out) = up_workspace(options)?;
-    let test = Arc::new(data.test.clone());
-    let mut all_options: Vec<PeerOptions> = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut opts = local_peer_options(config, &certs_dir, &out, &data, &test, i)?;
-        opts.min_peers = n;
-        all_options.push(opts);
+    let LocalPeers {
+        _temp,
+        certs_dir,
+        out,
+        test,
+        options: mut all_options,
+    } = LocalPeers::new(config, options, &data)?;
+    for o in &mut all_options {
+        o.core.lifecycle.min_peers = Some(n);
     }
     let mut cluster = LocalCluster::start(all_options).await;
     info!(peers = n, "all peers started");
@@ -155,7 +210,7 @@ async fn up_gossip(
             let mut o = local_peer_options(&config, &certs_dir, &out, &data, &test, index)
                 .map_err(|e| AddPeerError::Options(Box::new(e)))?;
             o.seeds = seeds;
-            o.min_peers = 1;
+            o.core.lifecycle.min_peers = Some(1);
             Ok(o)
         });
         let cluster = dashboard::run(cluster.with_factory(factory), started)
@@ -168,17 +223,8 @@ async fn up_gossip(
     };
     drop(servers);
     let bases: Vec<&[f32]> = outcomes.iter().map(|o| o.base.as_slice()).collect();
-    let consensus_distance = model::consensus_distance(&bases)?;
-    let peers: Vec<PeerSummary> = outcomes.iter().map(peer_summary).collect();
-    Ok(summarize(
-        "gossip",
-        &data.name,
-        peers,
-        consensus_distance,
-        started.elapsed(),
-        config.train.lr * config.train.lr_scaling.factor(n),
-        config.train.epochs,
-    ))
+    let peers = outcomes.iter().map(peer_summary).collect();
+    local_summary("gossip", config, &data, &bases, peers, started)
 }
 
 /// Runs `cluster` to its end without a screen: a plain line per peer every 5 s unless `quiet`;
@@ -273,69 +319,31 @@ async fn up_sync(
     data: TrainTest,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let n = config.up.peers;
-    let (_temp, certs_dir, out) = up_workspace(options)?;
-    let test = Arc::new(data.test.clone());
-    let peer_err = |name: &str, e: crate::node::NodeError| RunError::Peer {
-        name: name.to_string(),
-        source: Box::new(e),
-    };
+    let local = LocalPeers::new(config, options, &data)?;
     // Bind every transport first so each peer knows every address.
-    let mut bound = Vec::with_capacity(n);
-    for i in 0..n {
-        let opts = local_peer_options(config, &certs_dir, &out, &data, &test, i)?;
-        let name = opts.name.clone();
-        let (transport, incoming) = crate::net::Transport::bind_lossy(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            &opts.identity,
-            opts.transport.clone(),
-            opts.loss.clone(),
-        )
-        .await
-        .map_err(|e| peer_err(&name, e.into()))?;
-        bound.push((opts, transport, incoming));
+    let mut bound = Vec::with_capacity(local.options.len());
+    for o in local.options {
+        bound.push(BoundSyncPeer::bind(o, SocketAddr::from(([127, 0, 0, 1], 0))).await?);
     }
-    let addrs: Vec<SocketAddr> = bound.iter().map(|(_, t, _)| t.local_addr()).collect();
-    let mut tasks = Vec::with_capacity(n);
-    for (i, (opts, transport, incoming)) in bound.into_iter().enumerate() {
-        let peer = crate::sync::SyncPeer {
-            name: opts.name.clone(),
-            index: i,
-            peers: addrs.clone(),
-            transport,
-            incoming,
-            initial: opts.initial,
-            plan: opts.plan,
-            shard: opts.shard,
-            test: opts.test,
-            data_dir: opts.data_dir,
-            timeout: config.up.sync_timeout,
-        };
-        tasks.push((opts.name, tokio::spawn(crate::sync::run_sync_peer(peer))));
-    }
-    info!(peers = n, "sync peers started");
-    let mut outcomes = Vec::with_capacity(n);
+    let addrs: Vec<SocketAddr> = bound.iter().map(BoundSyncPeer::local_addr).collect();
+    let tasks: Vec<_> = bound
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let peer = b.into_peer(i, addrs.clone(), config.up.sync_timeout);
+            (peer.name.clone(), tokio::spawn(sync_peer::run(peer)))
+        })
+        .collect();
+    info!(peers = tasks.len(), "sync peers started");
+    let mut outcomes = Vec::with_capacity(tasks.len());
     for (name, task) in tasks {
-        let result = task.await.map_err(|e| RunError::Io {
+        let outcome = task.await.map_err(|e| RunError::Io {
             what: format!("sync peer {name}"),
             source: std::io::Error::other(e),
-        })?;
-        let o = result.map_err(|e| RunError::Peer {
-            name: name.clone(),
-            source: Box::new(sync_failure(e)),
-        })?;
-        outcomes.push(o);
+        })??;
+        outcomes.push(outcome);
     }
     let bases: Vec<&[f32]> = outcomes.iter().map(|o| o.base.as_slice()).collect();
-    let consensus_distance = model::consensus_distance(&bases)?;
     let peers = outcomes.iter().map(sync_peer_summary).collect();
-    Ok(summarize(
-        "sync",
-        &data.name,
-        peers,
-        consensus_distance,
-        started.elapsed(),
-        config.train.lr * config.train.lr_scaling.factor(n),
-        config.train.epochs,
-    ))
+    local_summary("sync", config, &data, &bases, peers, started)
 }

@@ -26,7 +26,7 @@ async fn four_peers_from_one_seed_train_and_agree() {
         c.peer.seeds = seed.into_iter().collect();
         c.peer.data_dir = dir.path().join(name);
         c.peer.min_peers = n;
-        c.train.shard = format!("{}/{n}", i + 1);
+        c.train.shard = format!("{}/{n}", i + 1).parse().unwrap();
         c.train.epochs = 1;
         let opts = peer_options(&c, ids[i].clone(), &data, test.clone(), n).unwrap();
         let mut h = PeerHandle::spawn(opts);
@@ -181,7 +181,7 @@ async fn a_graceful_leave_is_dropped_without_suspicion() {
         c.peer.seeds = seed.into_iter().collect();
         c.peer.data_dir = dir.path().join(name);
         c.peer.min_peers = 3;
-        c.train.shard = format!("{}/3", i + 1);
+        c.train.shard = format!("{}/3", i + 1).parse().unwrap();
         c.train.epochs = 1000;
         let opts = peer_options(&c, ids[i].clone(), &data, test.clone(), 3).unwrap();
         let mut h = PeerHandle::spawn(opts);
@@ -250,7 +250,7 @@ async fn a_dead_seed_does_not_stop_a_join_through_the_next_one() {
     c.peer.name = "a".into();
     c.peer.data_dir = dir.path().join("a");
     c.peer.min_peers = 2;
-    c.train.shard = "1/2".into();
+    c.train.shard = "1/2".parse().unwrap();
     c.train.epochs = 1;
     let mut a =
         PeerHandle::spawn(peer_options(&c, ids[0].clone(), &data, test.clone(), 2).unwrap());
@@ -260,7 +260,7 @@ async fn a_dead_seed_does_not_stop_a_join_through_the_next_one() {
     c.peer.data_dir = dir.path().join("b");
     c.peer.seeds = vec![dead, seed];
     c.peer.min_peers = 2;
-    c.train.shard = "2/2".into();
+    c.train.shard = "2/2".parse().unwrap();
     c.train.epochs = 1;
     let b = PeerHandle::spawn(peer_options(&c, ids[1].clone(), &data, test, 2).unwrap());
     let ob = within(Duration::from_secs(120), "b finishes", b.wait())

@@ -40,7 +40,7 @@ async fn peer_resuming_from_a_corrupt_checkpoint_rejoins_from_a_snapshot() {
         c.peer.seeds = seed.into_iter().collect();
         c.peer.data_dir = dir.path().join(names[i]);
         c.peer.min_peers = 3;
-        c.train.shard = format!("{}/3", i + 1);
+        c.train.shard = format!("{}/3", i + 1).parse().unwrap();
         c.train.epochs = 1000;
         c.train.max_train_time = Some(Duration::from_secs(train_secs));
         c

@@ -33,7 +33,7 @@ async fn four_peers_at_20_percent_loss_finish_consistent() {
         c.peer.data_dir = dir.path().join(name);
         c.peer.min_peers = n;
         c.peer.drain_timeout = Duration::from_secs(120);
-        c.train.shard = format!("{}/{n}", i + 1);
+        c.train.shard = format!("{}/{n}", i + 1).parse().unwrap();
         c.train.epochs = 1;
         // Every link loses 20% of its datagrams (each sender drops 20% of what it sends).
         c.loss.loss_out = 0.2;
@@ -74,7 +74,7 @@ async fn four_peers_at_20_percent_loss_finish_consistent() {
 async fn sync_mode_averages_to_one_model_under_loss() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = test_config();
-    c.train.dataset = "synthetic".into();
+    c.train.dataset = "synthetic".parse().unwrap();
     c.train.epochs = 1;
     c.up.mode = Mode::Sync;
     c.up.peers = 3;

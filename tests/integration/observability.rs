@@ -76,7 +76,7 @@ async fn metrics_counters_move_as_messages_flow() {
         c.peer.seeds = seed.into_iter().collect();
         c.peer.data_dir = dir.path().join(name);
         c.peer.min_peers = 2;
-        c.train.shard = format!("{}/2", i + 1);
+        c.train.shard = format!("{}/2", i + 1).parse().unwrap();
         c.train.epochs = 1;
         c.train.eval_every = 20;
         let opts = peer_options(&c, ids[i].clone(), &data, test.clone(), 2).unwrap();
@@ -175,7 +175,7 @@ async fn status_and_top_show_every_peer_of_a_three_peer_cluster() {
         c.peer.seeds = seed.into_iter().collect();
         c.peer.data_dir = dir.path().join(name);
         c.peer.min_peers = 3;
-        c.train.shard = format!("{}/3", i + 1);
+        c.train.shard = format!("{}/3", i + 1).parse().unwrap();
         // A budget far longer than the test: the peers are stopped once checked.
         c.train.epochs = 1000;
         let opts = peer_options(&c, ids[i].clone(), &data, test.clone(), 3).unwrap();
