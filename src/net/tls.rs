@@ -87,6 +87,14 @@ pub fn transport_config(config: &TransportConfig) -> Result<quinn::TransportConf
         .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW_BYTES))
         .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW_BYTES))
         .send_window(SEND_WINDOW_BYTES)
+        // Streams of one priority are sent in the order they were written, not round-robin.
+        // Each message is its own stream: with fair queuing, N deltas queued to a slow
+        // destination all progress together and all finish late, so under CPU starvation or a
+        // thin link every one of them can outlast the send and stream timeouts, be abandoned
+        // and be pushed again by anti-entropy, and nothing arrives. In order, the oldest
+        // finishes first and the queue drains. Control messages have a higher priority and
+        // still overtake bulk ones.
+        .send_fairness(false)
         // No QUIC datagrams (RFC 9221): rumor never reads them, so a peer must not be able to
         // send any. Without a receive buffer the max_datagram_frame_size transport parameter
         // is not sent, and the remote's Connection::max_datagram_size() is None.
