@@ -11,5 +11,6 @@ mod flood;
 mod lab;
 mod netns;
 mod observability;
+mod scale;
 mod security;
 mod ssh;

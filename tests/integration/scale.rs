@@ -1,0 +1,91 @@
+//! Many peers on few cores: 16 in-process peers over real QUIC on this machine's cores, with
+//! the default model and settings, end drained with one model. CPU starvation may slow such a
+//! cluster; it must never leave it inconsistent.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumor::model;
+use rumor::node::PeerHandle;
+use rumor::run::peer_options;
+
+use crate::common::{dataset, heavy_test_lock, identities, within};
+
+const PEERS: usize = 16;
+
+#[test]
+fn sixteen_peers_on_few_cores_end_drained_and_consistent() {
+    let _serial = heavy_test_lock();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(sixteen_peers());
+}
+
+async fn sixteen_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..PEERS).map(|i| format!("peer-{i}")).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let ids = identities(&dir.path().join("certs"), &name_refs);
+    let data = dataset();
+    let test = Arc::new(data.test.clone());
+    let mut handles: Vec<PeerHandle> = Vec::new();
+    let mut seed: Option<SocketAddr> = None;
+    for (i, name) in names.iter().enumerate() {
+        // The shipped defaults (not the suite's faster gossip intervals): the setting a user's
+        // `rumor up --peers 16` runs with.
+        let mut c = rumor::config::Config::default();
+        c.train.eval_every = 0;
+        c.peer.name = name.clone();
+        c.peer.seeds = seed.into_iter().collect();
+        c.peer.data_dir = dir.path().join(name);
+        c.peer.min_peers = PEERS;
+        c.peer.join_timeout = Duration::from_secs(120);
+        // Long enough for a starved cluster to finish its drain: the test is about the end
+        // state, not about how fast it comes.
+        c.peer.drain_timeout = Duration::from_secs(120);
+        c.train.shard = format!("{}/{PEERS}", i + 1).parse().unwrap();
+        c.train.epochs = 1;
+        let opts = peer_options(&c, ids[i].clone(), &data, test.clone(), PEERS).unwrap();
+        let mut h = PeerHandle::spawn(opts);
+        if i == 0 {
+            seed = h.bound_addr().await;
+            assert!(seed.is_some(), "the seed bound an address");
+        }
+        handles.push(h);
+    }
+    let mut outcomes = Vec::new();
+    for h in handles {
+        let o = within(Duration::from_secs(600), "peer finishes", h.wait())
+            .await
+            .expect("peer succeeds");
+        outcomes.push(o);
+    }
+    let bases: Vec<&[f32]> = outcomes.iter().map(|o| o.base.as_slice()).collect();
+    let distance = model::consensus_distance(&bases).unwrap();
+    let drained = outcomes.iter().filter(|o| o.drained).count();
+    let sent: Vec<f64> = outcomes
+        .iter()
+        .map(|o| o.transport.bytes_sent as f64 / (1024.0 * 1024.0))
+        .collect();
+    eprintln!(
+        "{drained}/{PEERS} drained, consensus distance {distance:e}, accuracy {:.2}%, MiB sent \
+         per peer {:.1}..{:.1}",
+        outcomes[0].test_accuracy * 100.0,
+        sent.iter().cloned().fold(f64::MAX, f64::min),
+        sent.iter().cloned().fold(f64::MIN, f64::max)
+    );
+    for o in &outcomes {
+        assert!(o.drained, "{} drained before its deadline", o.name);
+        assert_eq!(
+            o.applied, outcomes[0].applied,
+            "{}: same applied set",
+            o.name
+        );
+        assert!(o.version > 0, "{} published", o.name);
+    }
+    assert!(distance < 1e-4, "consensus distance {distance}");
+}
