@@ -216,10 +216,10 @@ async fn up_gossip(
         let cluster = dashboard::run(cluster.with_factory(factory), started)
             .await
             .map_err(io_err("running the dashboard"))?;
-        operator_outcomes(cluster)?
+        collect_outcomes(cluster, Driver::Operator)?
     } else {
         watch_plain(&mut cluster, started, options.quiet).await;
-        all_outcomes(cluster)?
+        collect_outcomes(cluster, Driver::Plain)?
     };
     drop(servers);
     let bases: Vec<&[f32]> = outcomes.iter().map(|o| o.base.as_slice()).collect();
@@ -251,9 +251,19 @@ async fn watch_plain(cluster: &mut LocalCluster, started: Instant, quiet: bool) 
     signals.abort();
 }
 
-/// The outcomes of a run without an operator: every peer must succeed. The first failure is
-/// returned (and printed once by the caller); later ones are only logged.
-fn all_outcomes(cluster: LocalCluster) -> Result<Vec<PeerOutcome>, RunError> {
+/// Who drove a run, which decides what a failed or killed peer means for its outcome.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    /// No operator: every peer must succeed; the first failure is the run's error (printed once
+    /// by the caller), later ones are only logged.
+    Plain,
+    /// An operator on the dashboard: killed peers that were not restarted are left out of the
+    /// summary (and said so); a failure is an error only when no peer succeeded.
+    Operator,
+}
+
+/// The outcomes of the cluster's peers, as `driver` wants them judged.
+fn collect_outcomes(cluster: LocalCluster, driver: Driver) -> Result<Vec<PeerOutcome>, RunError> {
     let mut outcomes = Vec::new();
     let mut first_error = None;
     for (name, end) in cluster.into_ends() {
@@ -261,7 +271,7 @@ fn all_outcomes(cluster: LocalCluster) -> Result<Vec<PeerOutcome>, RunError> {
             PeerEnd::Done(end) => match *end {
                 Ok(o) => outcomes.push(o),
                 Err(source) => {
-                    if first_error.is_some() {
+                    if driver == Driver::Operator || first_error.is_some() {
                         warn!("{name} failed: {}", crate::report::Chain(&source));
                     }
                     first_error.get_or_insert(RunError::Peer {
@@ -270,45 +280,22 @@ fn all_outcomes(cluster: LocalCluster) -> Result<Vec<PeerOutcome>, RunError> {
                     });
                 }
             },
-            PeerEnd::Killed | PeerEnd::Running => {}
-        }
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(outcomes),
-    }
-}
-
-/// The outcomes of a run an operator drove: killed peers that were not restarted are left out
-/// of the summary (and said so); a failure is an error only when no peer succeeded.
-fn operator_outcomes(cluster: LocalCluster) -> Result<Vec<PeerOutcome>, RunError> {
-    let mut outcomes = Vec::new();
-    let mut first_error = None;
-    for (name, end) in cluster.into_ends() {
-        match end {
-            PeerEnd::Done(end) => match *end {
-                Ok(o) => outcomes.push(o),
-                Err(source) => {
-                    warn!("{name} failed: {}", crate::report::Chain(&source));
-                    first_error.get_or_insert(RunError::Peer {
-                        name,
-                        source: Box::new(source),
-                    });
-                }
-            },
             PeerEnd::Killed | PeerEnd::Running => {
-                println!("{name}: killed, left out of the summary")
+                if driver == Driver::Operator {
+                    println!("{name}: killed, left out of the summary");
+                }
             }
         }
     }
-    if outcomes.is_empty() {
-        if let Some(e) = first_error {
-            return Err(e);
+    match (driver, first_error) {
+        (_, None) => Ok(outcomes),
+        (Driver::Plain, Some(e)) => Err(e),
+        (Driver::Operator, Some(e)) if outcomes.is_empty() => Err(e),
+        (Driver::Operator, Some(e)) => {
+            warn!("{}", crate::report::Chain(&e));
+            Ok(outcomes)
         }
-    } else if let Some(e) = first_error {
-        warn!("{}", crate::report::Chain(&e));
     }
-    Ok(outcomes)
 }
 
 /// `rumor up --mode sync`: the barrier baseline ([`crate::sync`]) with the same peers, shards,

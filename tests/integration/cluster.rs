@@ -8,34 +8,18 @@ use rumor::model;
 use rumor::node::PeerHandle;
 use rumor::run::peer_options;
 
-use crate::common::{dataset, identities, test_config, within};
+use crate::common::{dataset, identities, start_peers, test_config, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_peers_from_one_seed_train_and_agree() {
     let dir = tempfile::tempdir().unwrap();
     let names = ["peer-0", "peer-1", "peer-2", "peer-3"];
-    let ids = identities(&dir.path().join("certs"), &names);
     let data = dataset();
-    let test = Arc::new(data.test.clone());
     let n = names.len();
-    let mut handles: Vec<PeerHandle> = Vec::new();
-    let mut seed: Option<SocketAddr> = None;
-    for (i, name) in names.iter().enumerate() {
-        let mut c = test_config();
-        c.peer.name = name.to_string();
-        c.peer.seeds = seed.into_iter().collect();
-        c.peer.data_dir = dir.path().join(name);
-        c.peer.min_peers = n;
-        c.train.shard = format!("{}/{n}", i + 1).parse().unwrap();
-        c.train.epochs = 1;
-        let opts = peer_options(&c, ids[i].clone(), &data, test.clone(), n).unwrap();
-        let mut h = PeerHandle::spawn(opts);
-        if i == 0 {
-            seed = h.bound_addr().await;
-            assert!(seed.is_some(), "the seed bound an address");
-        }
-        handles.push(h);
-    }
+    let mut base = test_config();
+    base.peer.min_peers = n;
+    base.train.epochs = 1;
+    let handles = start_peers(dir.path(), &names, &base, &data).await;
     let mut outcomes = Vec::new();
     for h in handles {
         let o = within(Duration::from_secs(300), "peer finishes", h.wait())

@@ -90,3 +90,35 @@ pub fn compare_checkpoints(dir: &Path, names: &[&str]) -> f64 {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["consensus_distance"].as_f64().unwrap()
 }
+
+/// Starts one in-process peer per name, with certificates in `dir/certs` and data dirs under
+/// `dir`: the first at once, the others seeded with its bound address. Each peer gets `base`
+/// with its name, seed, data dir and shard `i+1/n` set.
+pub async fn start_peers(
+    dir: &Path,
+    names: &[&str],
+    base: &Config,
+    data: &TrainTest,
+) -> Vec<rumor::node::PeerHandle> {
+    let ids = identities(&dir.join("certs"), names);
+    let test = Arc::new(data.test.clone());
+    let n = names.len();
+    let mut handles = Vec::new();
+    let mut seed: Option<std::net::SocketAddr> = None;
+    for (i, name) in names.iter().enumerate() {
+        let mut c = base.clone();
+        c.peer.name = name.to_string();
+        c.peer.seeds = seed.into_iter().collect();
+        c.peer.data_dir = dir.join(name);
+        c.train.shard = format!("{}/{n}", i + 1).parse().expect("shard");
+        let opts = rumor::run::peer_options(&c, ids[i].clone(), data, test.clone(), n)
+            .expect("peer options");
+        let mut h = rumor::node::PeerHandle::spawn(opts);
+        if i == 0 {
+            seed = h.bound_addr().await;
+            assert!(seed.is_some(), "the seed bound an address");
+        }
+        handles.push(h);
+    }
+    handles
+}

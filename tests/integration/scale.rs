@@ -2,15 +2,11 @@
 //! the default model and settings, end drained with one model. CPU starvation may slow such a
 //! cluster; it must never leave it inconsistent.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rumor::model;
-use rumor::node::PeerHandle;
-use rumor::run::peer_options;
 
-use crate::common::{dataset, heavy_test_lock, identities, within};
+use crate::common::{dataset, heavy_test_lock, start_peers, within};
 
 const PEERS: usize = 16;
 
@@ -29,34 +25,17 @@ async fn sixteen_peers() {
     let dir = tempfile::tempdir().unwrap();
     let names: Vec<String> = (0..PEERS).map(|i| format!("peer-{i}")).collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let ids = identities(&dir.path().join("certs"), &name_refs);
-    let data = dataset();
-    let test = Arc::new(data.test.clone());
-    let mut handles: Vec<PeerHandle> = Vec::new();
-    let mut seed: Option<SocketAddr> = None;
-    for (i, name) in names.iter().enumerate() {
-        // The shipped defaults (not the suite's faster gossip intervals): the setting a user's
-        // `rumor up --peers 16` runs with.
-        let mut c = rumor::config::Config::default();
-        c.train.eval_every = 0;
-        c.peer.name = name.clone();
-        c.peer.seeds = seed.into_iter().collect();
-        c.peer.data_dir = dir.path().join(name);
-        c.peer.min_peers = PEERS;
-        c.peer.join_timeout = Duration::from_secs(120);
-        // Long enough for a starved cluster to finish its drain: the test is about the end
-        // state, not about how fast it comes.
-        c.peer.drain_timeout = Duration::from_secs(120);
-        c.train.shard = format!("{}/{PEERS}", i + 1).parse().unwrap();
-        c.train.epochs = 1;
-        let opts = peer_options(&c, ids[i].clone(), &data, test.clone(), PEERS).unwrap();
-        let mut h = PeerHandle::spawn(opts);
-        if i == 0 {
-            seed = h.bound_addr().await;
-            assert!(seed.is_some(), "the seed bound an address");
-        }
-        handles.push(h);
-    }
+    // The shipped defaults (not the suite's faster gossip intervals): the setting a user's
+    // `rumor up --peers 16` runs with.
+    let mut base = rumor::config::Config::default();
+    base.train.eval_every = 0;
+    base.train.epochs = 1;
+    base.peer.min_peers = PEERS;
+    base.peer.join_timeout = Duration::from_secs(120);
+    // Long enough for a starved cluster to finish its drain: the test is about the end state,
+    // not about how fast it comes.
+    base.peer.drain_timeout = Duration::from_secs(120);
+    let handles = start_peers(dir.path(), &name_refs, &base, &dataset()).await;
     let mut outcomes = Vec::new();
     for h in handles {
         let o = within(Duration::from_secs(600), "peer finishes", h.wait())
