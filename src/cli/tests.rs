@@ -2,8 +2,11 @@
 
 use super::*;
 
+/// A test that fails with the error of the step that went wrong.
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
 #[test]
-fn flags_override_config() {
+fn flags_override_config() -> TestResult {
     let cli = Cli::try_parse_from([
         "rumor",
         "peer",
@@ -23,12 +26,11 @@ fn flags_override_config() {
         "idx:/d",
         "--model",
         "784-10",
-    ])
-    .unwrap();
+    ])?;
     let Command::Peer(args) = cli.command else {
         panic!("parsed the wrong command")
     };
-    let c = args.load_config().unwrap();
+    let c = args.load_config()?;
     assert_eq!(c.peer.name, "peer-a");
     assert_eq!(c.peer.seeds.len(), 2);
     assert_eq!(c.train.shard, ShardSpec { index: 1, count: 3 });
@@ -36,10 +38,11 @@ fn flags_override_config() {
     assert_eq!(c.train.model.to_string(), "784-10");
     assert_eq!(c.train.epochs, 5);
     assert_eq!(c.peer.join_timeout, Duration::from_secs(3));
+    Ok(())
 }
 
 #[test]
-fn sync_peer_flags_find_this_peers_index() {
+fn sync_peer_flags_find_this_peers_index() -> TestResult {
     let cli = Cli::try_parse_from([
         "rumor",
         "peer",
@@ -49,15 +52,14 @@ fn sync_peer_flags_find_this_peers_index() {
         "10.0.0.2:7000",
         "--sync-peers",
         "10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000",
-    ])
-    .unwrap();
+    ])?;
     let Command::Peer(args) = cli.command else {
         panic!("parsed the wrong command")
     };
-    let c = args.load_config().unwrap();
+    let c = args.load_config()?;
     assert_eq!(c.up.mode, Mode::Sync);
     assert_eq!(c.up.sync_peers.len(), 3);
-    assert_eq!(c.sync_index().unwrap(), 1);
+    assert_eq!(c.sync_index()?, 1);
     let cli = Cli::try_parse_from([
         "rumor",
         "peer",
@@ -65,13 +67,13 @@ fn sync_peer_flags_find_this_peers_index() {
         "10.0.0.1:7000,10.0.0.3:7000",
         "--listen",
         "10.0.0.2:7000",
-    ])
-    .unwrap();
+    ])?;
     let Command::Peer(args) = cli.command else {
         panic!("parsed the wrong command")
     };
-    let err = args.load_config().unwrap().sync_index().unwrap_err();
+    let err = args.load_config()?.sync_index().unwrap_err();
     assert!(err.to_string().contains("up.sync_index"), "{err}");
+    Ok(())
 }
 
 fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -173,7 +175,7 @@ fn negative_whole_numbers_and_durations_are_refused_naming_the_key() {
 }
 
 #[test]
-fn negative_real_numbers_reach_the_config_check_of_their_key() {
+fn negative_real_numbers_reach_the_config_check_of_their_key() -> TestResult {
     for cmd in ["up", "peer"] {
         for (flag, key) in [
             ("--lr", "train.lr"),
@@ -205,13 +207,13 @@ fn negative_real_numbers_reach_the_config_check_of_their_key() {
         "a",
         "--rate",
         "2.5",
-    ])
-    .unwrap()
+    ])?
     .command
     else {
         panic!("parsed the wrong command")
     };
     assert_eq!(args.rate, 2.5);
+    Ok(())
 }
 
 #[test]

@@ -5,24 +5,25 @@ use std::time::Duration;
 use super::*;
 use crate::data::{DatasetSpec, ShardSpec};
 
+/// A test that fails with the error of the step that went wrong.
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
 #[test]
-fn shipped_default_toml_matches_the_built_in_defaults() {
+fn shipped_default_toml_matches_the_built_in_defaults() -> TestResult {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
-    let parsed = Config::from_file(&path).unwrap();
+    let parsed = Config::from_file(&path)?;
     assert_eq!(parsed, Config::default());
-    parsed.validate().unwrap();
+    parsed.validate()?;
+    Ok(())
 }
 
 /// Every key the built-in defaults have is written out in `config/default.toml`, so the shipped
 /// file documents the whole schema (a key missing there would still parse, to its default).
 #[test]
-fn shipped_default_toml_names_every_key() {
+fn shipped_default_toml_names_every_key() -> TestResult {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
-    let shipped: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
-    let built_in: toml::Table = toml::to_string(&Config::default())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let shipped: toml::Table = std::fs::read_to_string(&path)?.parse()?;
+    let built_in: toml::Table = toml::to_string(&Config::default())?.parse()?;
     fn keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
         for (k, v) in table {
             let name = format!("{prefix}{k}");
@@ -40,6 +41,7 @@ fn shipped_default_toml_names_every_key() {
         missing.is_empty(),
         "not in config/default.toml: {missing:?}"
     );
+    Ok(())
 }
 
 #[test]
@@ -69,16 +71,15 @@ fn bad_value_is_named() {
 /// `train.dataset`, `train.model` and `train.shard` are read once, into their types; a bad
 /// value is toml's error, which names the key's line and column and says what is wrong.
 #[test]
-fn spec_keys_parse_once_and_bad_ones_are_named_where_they_are() {
+fn spec_keys_parse_once_and_bad_ones_are_named_where_they_are() -> TestResult {
     let c = Config::from_toml(
         "[train]\ndataset = \"idx:/data/mnist\"\nmodel = \"20-8-4\"\nshard = \"2/3\"\n",
-    )
-    .unwrap();
+    )?;
     assert_eq!(c.train.dataset, DatasetSpec::Idx("/data/mnist".into()));
     assert_eq!(c.train.model.to_string(), "20-8-4");
     assert_eq!(c.train.shard, ShardSpec { index: 1, count: 3 });
     // Written back as the same strings.
-    assert_eq!(Config::from_toml(&toml::to_string(&c).unwrap()).unwrap(), c);
+    assert_eq!(Config::from_toml(&toml::to_string(&c)?)?, c);
     for (text, line, want) in [
         (
             "[train]\nshard = \"5/4\"\n",
@@ -100,16 +101,16 @@ fn spec_keys_parse_once_and_bad_ones_are_named_where_they_are() {
         let err = Config::from_toml(text).unwrap_err().to_string();
         assert!(err.contains(line) && err.contains(want), "{text:?}: {err}");
     }
+    Ok(())
 }
 
 /// `[transport]` is the transport's own settings type: durations in units, unknown keys
 /// refused, and what the transport runs with filled in from `[gossip]` and the model.
 #[test]
-fn transport_section_is_the_transport_config() {
+fn transport_section_is_the_transport_config() -> TestResult {
     let c = Config::from_toml(
         "[transport]\ninitial_rtt = \"10ms\"\nsend_timeout = \"3s\"\nmax_ack_delay = \"1ms\"\n",
-    )
-    .unwrap();
+    )?;
     assert_eq!(c.transport.initial_rtt, Duration::from_millis(10));
     assert_eq!(c.transport.send_timeout, Duration::from_secs(3));
     assert_eq!(c.transport.max_ack_delay, Duration::from_millis(1));
@@ -146,15 +147,16 @@ fn transport_section_is_the_transport_config() {
         c.transport_config().buffered_bytes_budgets(),
         (20 << 20, 30 << 20)
     );
+    Ok(())
 }
 
 /// `[peer]`'s lifecycle keys reach the protocol as its lifecycle policy.
 #[test]
-fn peer_lifecycle_keys_become_the_core_lifecycle() {
+fn peer_lifecycle_keys_become_the_core_lifecycle() -> TestResult {
     let c = Config::from_toml(
         "[peer]\nmin_peers = 3\njoin_timeout = \"2m\"\ndrain_timeout = \"90s\"\ncheckpoint_interval = \"5s\"\n",
     )
-    .unwrap();
+    ?;
     let core = c.core_config();
     assert_eq!(core.lifecycle.min_peers, Some(3));
     assert_eq!(core.lifecycle.join_timeout, Some(Duration::from_secs(120)));
@@ -164,4 +166,5 @@ fn peer_lifecycle_keys_become_the_core_lifecycle() {
         Some(Duration::from_secs(5))
     );
     assert_eq!(core.param_count, c.train.model.param_count());
+    Ok(())
 }
