@@ -6,6 +6,7 @@
 //! crate depends on no async runtime, network, tensor or UI crate.
 //!
 //! - [`id`]: [`PeerId`] and [`MessageId`].
+//! - [`auth`]: identities bound to certificates, origin signatures and their statements.
 //! - [`version_vector`]: the exact set of `(origin, version)` deltas folded into a base.
 //! - [`compact`]: quantization with error feedback and the lossless compact value encoding.
 //! - [`wire`]: the messages, their codec and validation.
@@ -15,6 +16,7 @@
 //! `docs/ALGORITHM.md` states the merge invariant and the protocol; `docs/ARCHITECTURE.md` how the
 //! crates fit together.
 
+pub mod auth;
 pub mod compact;
 pub mod core;
 pub mod id;

@@ -1,0 +1,85 @@
+//! What an origin signs: a statement, fixed bytes that name everything a forwarder must not
+//! change.
+//!
+//! Each statement starts with a domain tag (`rumor/delta/1`, `rumor/member/1`), so a signature
+//! made for one kind can never be passed off as another, and is encoded with bincode's fixed
+//! little-endian layout, so every peer derives the same bytes from the same fields.
+
+use crate::id::PeerId;
+use crate::wire::{MemberRecord, MemberStatus};
+
+/// SHA-256 of a delta's values (f32, little endian, in layout order).
+pub type ContentHash = [u8; 32];
+
+/// The SHA-256 of `values` as little-endian f32 bytes: what a delta's signature covers, and
+/// what tells two deltas under one `(origin, version)` apart.
+pub fn content_hash(values: &[f32]) -> ContentHash {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buffer = Vec::with_capacity(4096 * 4);
+    for chunk in values.chunks(4096) {
+        buffer.clear();
+        for value in chunk {
+            buffer.extend_from_slice(&value.to_le_bytes());
+        }
+        context.update(&buffer);
+    }
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(context.finish().as_ref());
+    hash
+}
+
+fn encode(fields: impl serde::Serialize) -> Vec<u8> {
+    let config = bincode::config::standard()
+        .with_little_endian()
+        .with_fixed_int_encoding();
+    // Plain integers, byte arrays and strings always encode.
+    bincode::serde::encode_to_vec(fields, config).unwrap_or_default()
+}
+
+/// The statement an origin signs for its delta `version`: origin, version, the weight's bits and
+/// the [`content_hash`] of the (scaled) values.
+pub fn delta(origin: PeerId, version: u64, weight: f32, content: &ContentHash) -> Vec<u8> {
+    encode(("rumor/delta/1", origin, version, weight.to_bits(), content))
+}
+
+/// The statement a member signs for its own record: everything but the liveness others may
+/// assert. `Alive`, `Suspect` and `Dead` sign the same (a suspicion or a death is another
+/// member's claim about the record, SWIM-style, and can only name the incarnation the origin
+/// signed); `Left` is the origin's own word and signs differently.
+pub fn member(record: &MemberRecord) -> Vec<u8> {
+    encode((
+        "rumor/member/1",
+        record.peer_id,
+        record.name.as_str(),
+        record.addr,
+        record.incarnation,
+        record.heartbeat,
+        record.lifecycle,
+        record.published,
+        record.status == MemberStatus::Left,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_hash_tells_one_bit_apart() {
+        let a = content_hash(&[1.0, 2.0, 3.0]);
+        let b = content_hash(&[1.0, 2.0, f32::from_bits(3.0f32.to_bits() + 1)]);
+        assert_ne!(a, b);
+        assert_eq!(a, content_hash(&[1.0, 2.0, 3.0]));
+    }
+
+    #[test]
+    fn delta_statements_differ_in_every_field() {
+        let o = PeerId::from_u128(1);
+        let h = content_hash(&[1.0]);
+        let base = delta(o, 1, 0.5, &h);
+        assert_ne!(base, delta(PeerId::from_u128(2), 1, 0.5, &h));
+        assert_ne!(base, delta(o, 2, 0.5, &h));
+        assert_ne!(base, delta(o, 1, 0.25, &h));
+        assert_ne!(base, delta(o, 1, 0.5, &content_hash(&[2.0])));
+    }
+}
