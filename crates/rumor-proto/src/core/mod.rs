@@ -383,6 +383,14 @@ impl Core {
         Ok(version)
     }
 
+    /// Raises this peer's published version to at least `version`: the highest version it may
+    /// have sent before a restart (the shell keeps it durable before each publish), so that the
+    /// next [`Core::publish`] uses a version never used before.
+    pub fn raise_published(&mut self, version: u64) {
+        self.replica.learn_published(version);
+        self.membership.set_own_published(self.replica.published());
+    }
+
     /// Marks this peer as training. A core with [`LifecycleConfig::min_peers`] set does this
     /// by itself once the gate opens.
     pub fn start_training(&mut self) {
