@@ -8,24 +8,36 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use rumor_proto::core::{Core, CoreConfig, LocalPeer};
+use rumor_proto::auth::{test_keys, Credential, Signature};
+use rumor_proto::core::{sign_record, Core, CoreConfig, LocalPeer, Sender};
 use rumor_proto::wire::{self, Envelope, Lifecycle, MemberRecord, MemberStatus, MembershipView, Payload};
-use rumor_proto::{MessageId, PeerId};
+use rumor_proto::MessageId;
 
 /// Parameters of the fuzzed core's model (the seed corpus in `fuzz/seeds/` uses the same).
 const P: usize = 16;
 
+/// Test member `n` (the core's unit tests and the seed corpus use the same keys and ids).
 fn peer(n: u128) -> LocalPeer {
+    let (id, keys) = test_keys::member(n as u64);
     LocalPeer {
-        id: PeerId::from_u128(n),
+        id,
         name: format!("p{n}"),
         addr: SocketAddr::from(([127, 0, 0, 1], 7000 + n as u16)),
+        keys,
+    }
+}
+
+fn sender(n: u128) -> Sender {
+    let p = peer(n);
+    Sender {
+        addr: p.addr,
+        key: p.keys.key_id(),
     }
 }
 
 fn member(n: u128) -> MemberRecord {
     let p = peer(n);
-    MemberRecord {
+    let mut record = MemberRecord {
         peer_id: p.id,
         name: p.name,
         addr: p.addr,
@@ -34,7 +46,11 @@ fn member(n: u128) -> MemberRecord {
         status: MemberStatus::Alive,
         lifecycle: Lifecycle::Training,
         published: 0,
-    }
+        credential: Credential::new(Vec::new()),
+        signature: Signature::default(),
+    };
+    sign_record(&p.keys, &mut record);
+    record
 }
 
 /// Peer 1, knowing peers 2..=4 (as the core's own proptest builds it).
@@ -56,7 +72,7 @@ fn core(now: Instant) -> Core {
             reply: false,
         }),
     };
-    core.handle_message(now, peer(2).addr, view);
+    core.handle_message(now, sender(2), view);
     while core.poll_transmit().is_some() {}
     while core.poll_event().is_some() {}
     core
@@ -72,7 +88,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(envelope.validate(limits).is_ok(), "decode returned an invalid envelope");
     }
     let before = core.stats().decode_errors;
-    let handled = core.handle_bytes(now, peer(2).addr, data);
+    let handled = core.handle_bytes(now, sender(2), data);
     assert_eq!(handled.is_ok(), decoded.is_ok(), "core and decoder disagree");
     if handled.is_err() {
         assert_eq!(core.stats().decode_errors, before + 1);

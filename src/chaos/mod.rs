@@ -338,6 +338,7 @@ fn delta_envelope(
         payload: Payload::Delta(DeltaPayload {
             weight: 0.25,
             values: values.into(),
+            signature: Default::default(),
         }),
     }
 }

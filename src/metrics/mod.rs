@@ -182,7 +182,7 @@ impl EventLog {
 fn label_for(map: &str) -> &'static str {
     match map {
         "received" | "sent" => "kind",
-        "deltas_rejected" => "reason",
+        "deltas_rejected" | "records_refused" => "reason",
         _ => "key",
     }
 }

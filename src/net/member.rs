@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use quinn::Connection;
+use rumor_proto::auth::KeyId;
 use rustls::pki_types::CertificateDer;
 
 use super::reader::ByteBudget;
@@ -18,13 +19,17 @@ use super::reader::ByteBudget;
 /// The member name of a connection whose certificate carries no readable common name.
 pub const UNNAMED: &str = "(unnamed)";
 
-/// The member name of `conn`: the common name of its peer's leaf certificate.
-pub(super) fn member_name(conn: &Connection) -> Arc<str> {
-    let name = conn
+/// Who is behind `conn`: the common name of its peer's leaf certificate (the member name) and
+/// the [`KeyId`] of that certificate's DER, read once per connection. A connection without a
+/// certificate (impossible after mutual TLS) is [`UNNAMED`] with `KeyId::of(&[])`.
+pub(super) fn member_identity(conn: &Connection) -> (Arc<str>, KeyId) {
+    let chain = conn
         .peer_identity()
-        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .and_then(|chain| chain.first().and_then(|leaf| common_name(leaf.as_ref())));
-    Arc::from(name.as_deref().unwrap_or(UNNAMED))
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok());
+    let leaf = chain.as_ref().and_then(|chain| chain.first());
+    let name = leaf.and_then(|leaf| common_name(leaf.as_ref()));
+    let key = KeyId::of(leaf.map_or(&[][..], |leaf| leaf.as_ref()));
+    (Arc::from(name.as_deref().unwrap_or(UNNAMED)), key)
 }
 
 /// The first common name in the subject of a DER certificate, if it parses.

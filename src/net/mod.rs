@@ -70,12 +70,14 @@ mod error;
 pub mod lossy;
 pub mod member;
 mod reader;
+pub mod signing;
 mod stats;
 pub mod tls;
 mod verify;
 
 pub use config::{Congestion, TransportConfig, FALLBACK_BUFFERED_BYTES_PER_CONNECTION};
 pub use error::NetError;
+pub use signing::{peer_keys, CertSigner, ClusterVerifier};
 pub use stats::TransportStats;
 
 use error::ConnectFailure;
@@ -120,8 +122,14 @@ pub struct Incoming {
     /// The connection's remote address: the sender's listen address.
     pub from: SocketAddr,
     /// The member that sent it: the common name of the certificate its connection presented
-    /// ([`member::member_name`]).
+    /// ([`member::member_identity`]).
     pub member: Arc<str>,
+    /// The certificate behind the connection: [`KeyId::of`] its peer's leaf certificate (DER),
+    /// the one the handshake checked against the cluster CA. A signed record or delta whose
+    /// credential has this key id came from the sender itself, not through others.
+    ///
+    /// [`KeyId::of`]: rumor_proto::auth::KeyId::of
+    pub key: rumor_proto::auth::KeyId,
     /// The message, at most [`TransportConfig::max_message_bytes`] bytes.
     pub bytes: Vec<u8>,
 }
@@ -132,6 +140,7 @@ impl std::fmt::Debug for Incoming {
         f.debug_struct("Incoming")
             .field("from", &self.from)
             .field("member", &self.member)
+            .field("key", &self.key)
             .field("len", &self.bytes.len())
             .finish()
     }
@@ -481,7 +490,7 @@ impl Shared {
     /// [`TransportConfig::max_connections_per_member`]; the connection cache must not hold it
     /// then.
     fn serve(self: &Arc<Self>, conn: Connection, addr: SocketAddr, accepted: bool) {
-        let member = member::member_name(&conn);
+        let (member, key) = member::member_identity(&conn);
         let lease = match self.members.attach(&member, accepted) {
             Ok(lease) => lease,
             Err(too_many) => {
@@ -510,7 +519,14 @@ impl Shared {
             self.cache_accepted(addr, &conn);
         }
         self.live.insert(conn.stable_id(), conn.clone());
-        tokio::spawn(drive_connection(self.clone(), conn, addr, member, lease));
+        tokio::spawn(drive_connection(
+            self.clone(),
+            conn,
+            addr,
+            member,
+            key,
+            lease,
+        ));
     }
 
     /// Whether a log line about `member` may be written now: `Some(suppressed since the last
@@ -608,11 +624,13 @@ async fn drive_connection(
     conn: Connection,
     addr: SocketAddr,
     member: Arc<str>,
+    key: rumor_proto::auth::KeyId,
     lease: member::MemberLease,
 ) {
     let limits = Arc::new(reader::ConnectionLimits {
         connection: conn.clone(),
         member,
+        key,
         limiter: Mutex::new(reader::RateLimiter::new(&shared.config, Instant::now())),
         budget: reader::ByteBudget::new(shared.config.buffered_bytes_budgets().0),
         member_budget: lease.budget.clone(),

@@ -153,6 +153,8 @@ impl TokenBucket {
 pub(super) struct ConnectionLimits {
     pub(super) connection: quinn::Connection,
     pub(super) member: Arc<str>,
+    /// The key id of the connection's peer certificate ([`Incoming::key`]).
+    pub(super) key: rumor_proto::auth::KeyId,
     pub(super) limiter: Mutex<RateLimiter>,
     pub(super) budget: ByteBudget,
     pub(super) member_budget: ByteBudget,
@@ -231,6 +233,7 @@ impl Reader {
                     .send(Incoming {
                         from,
                         member: member.clone(),
+                        key: self.limits.key,
                         bytes,
                     })
                     .await;

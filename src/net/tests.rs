@@ -3,6 +3,7 @@
 use super::*;
 use crate::certs::{init_ca, issue, issue_with, load_identity, IssueOptions};
 use quinn::ConnectionError;
+use rumor_proto::auth::KeyId;
 use tokio::time::{timeout, Instant};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -78,12 +79,19 @@ async fn exchange_both_ways_over_one_connection() -> TestResult {
         "remote address is the listen address"
     );
     assert_eq!(got.bytes, b"hello");
+    let leaf = |id: &PeerIdentity| id.chain.first().map(|c| KeyId::of(c.as_ref()));
+    assert_eq!(
+        Some(got.key),
+        leaf(&ids[0]),
+        "the key is the sender's certificate's"
+    );
 
     // B replies to the address it saw: the accepted connection is reused.
     send(&b, got.from, b"hi back").await?;
     let got = recv(&mut a_rx).await?;
     assert_eq!(got.from, b.local_addr());
     assert_eq!(got.bytes, b"hi back");
+    assert_eq!(Some(got.key), leaf(&ids[1]), "over the connection A opened");
 
     for i in 0..5u8 {
         send(&a, b.local_addr(), &[i]).await?;
@@ -466,6 +474,12 @@ async fn a_member_gets_no_more_connections_than_allowed() -> TestResult {
     };
     let (b, mut b_rx) = bind(&ids[1], one_each).await?;
     let (_e1, first) = raw_client(&ids[0], b.local_addr()).await?;
+    // The client's handshake can finish before the server has taken the connection in; the
+    // second one must come after, or the server might keep the second and refuse the first.
+    wait_for("the first connection to be taken in", || {
+        b.stats().connections_open == 1
+    })
+    .await?;
     let (_e2, second) = raw_client(&ids[0], b.local_addr()).await?;
     let closed = timeout(WAIT, second.closed()).await?;
     assert!(

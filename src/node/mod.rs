@@ -36,7 +36,7 @@ use metrics_file::MetricsFile;
 use observe::{Observer, Observers};
 use rumor_proto::core::{
     decide_resume, CheckpointFound, Core, CoreConfig, CoreStats, Event, LocalPeer, RestoredState,
-    ResumeDecision, ResumeRefusal,
+    ResumeDecision, ResumeRefusal, Sender as MessageSender,
 };
 use rumor_proto::version_vector::VersionVector;
 use rumor_proto::wire::{Lifecycle, PeerId};
@@ -248,7 +248,11 @@ pub async fn run_peer_observed(
     let mut observer = Observer::new(&options.name, observers);
     let started = Instant::now();
     probe_data_dir(&options.data_dir)?;
-    let peer_id = load_or_create_peer_id(&options.data_dir)?;
+    let keys = crate::net::peer_keys(&options.identity)?;
+    let seed = load_or_create_peer_id(&options.data_dir)?;
+    let mut seed_bytes = [0u8; 8];
+    seed_bytes.copy_from_slice(&seed.as_uuid().as_bytes()[8..]);
+    let peer_id = PeerId::bound(&keys.key_id(), seed_bytes);
     let (transport, mut incoming) = Transport::bind_lossy(
         options.listen,
         &options.identity,
@@ -262,6 +266,7 @@ pub async fn run_peer_observed(
         id: peer_id,
         name: options.name.clone(),
         addr,
+        keys,
     };
     let now = Instant::now();
     let mut plan = options.plan.clone();
@@ -341,7 +346,7 @@ pub async fn run_peer_observed(
             msg = incoming.recv(), if !paused => {
                 let Some(msg) = msg else { break };
                 observer.heard();
-                if let Err(e) = core.handle_bytes(Instant::now(), msg.from, &msg.bytes) {
+                if let Err(e) = core.handle_bytes(Instant::now(), MessageSender { addr: msg.from, key: msg.key }, &msg.bytes) {
                     debug!(from = %msg.from, member = %msg.member, "dropped a frame: {}", Chain(&e));
                 }
                 delivered_by = Some(msg.member);
@@ -751,9 +756,9 @@ fn handle_event(
         Event::GapDetected { origin, missing } => {
             debug!(%origin, ?missing, "gap in deltas; anti-entropy will pull them")
         }
+        // Every refusal is counted in the core's stats; the log says so at most once per
+        // delivering member per interval.
         Event::DeltaRejected { origin, reason } => {
-            // Every rejection is counted in the core's stats; the log says so at most once per
-            // delivering member per interval.
             if let Some(suppressed) = logs.rejects.hit(Instant::now(), &member) {
                 warn!(
                     %member,
@@ -761,6 +766,30 @@ fn handle_event(
                     reason = reason.as_str(),
                     suppressed_since_last_log = suppressed,
                     "delta rejected (logged at most once per member every {}s)",
+                    crate::ratelog::LOG_INTERVAL.as_secs()
+                )
+            }
+        }
+        Event::RecordRefused { peer, reason } => {
+            if let Some(suppressed) = logs.rejects.hit(Instant::now(), &member) {
+                warn!(
+                    %member,
+                    %peer,
+                    reason = reason.as_str(),
+                    suppressed_since_last_log = suppressed,
+                    "member record refused (logged at most once per member every {}s)",
+                    crate::ratelog::LOG_INTERVAL.as_secs()
+                )
+            }
+        }
+        Event::SenderMismatch { claimed } => {
+            if let Some(suppressed) = logs.rejects.hit(Instant::now(), &member) {
+                warn!(
+                    %member,
+                    %claimed,
+                    suppressed_since_last_log = suppressed,
+                    "message dropped: its origin is not the sender's certificate (logged at most \
+                     once per member every {}s)",
                     crate::ratelog::LOG_INTERVAL.as_secs()
                 )
             }

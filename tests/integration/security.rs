@@ -75,6 +75,7 @@ async fn peer_from_another_ca_cannot_join_or_get_a_message_applied() {
         payload: Payload::Delta(DeltaPayload {
             weight: 0.5,
             values: vec![1.0; param_count].into(),
+            signature: Default::default(),
         }),
     };
     let frame = wire::encode(&envelope, 16 << 20).unwrap();

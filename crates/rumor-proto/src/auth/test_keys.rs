@@ -92,20 +92,32 @@ pub struct TestVerifier {
     ca_public: [u8; KEY_LEN],
 }
 
-fn split(credential: &Credential) -> Result<(&[u8], &[u8], &[u8]), AuthError> {
+/// A test credential's parts: the bytes the CA signed, the member's public key, the CA's
+/// signature.
+struct Parts<'a> {
+    signed: &'a [u8],
+    public: &'a [u8],
+    ca_signature: &'a [u8],
+}
+
+fn split(credential: &Credential) -> Result<Parts<'_>, AuthError> {
     let bytes = credential.as_bytes();
     if bytes.len() != TAG.len() + KEY_LEN + SIGNATURE_LEN || !bytes.starts_with(TAG) {
         return Err(AuthError::Credential("not a test credential".into()));
     }
     let (signed, ca_signature) = bytes.split_at(TAG.len() + KEY_LEN);
-    Ok((signed, &signed[TAG.len()..], ca_signature))
+    Ok(Parts {
+        signed,
+        public: &signed[TAG.len()..],
+        ca_signature,
+    })
 }
 
 impl Verifier for TestVerifier {
     fn admit(&self, credential: &Credential) -> Result<(), AuthError> {
-        let (signed, _, ca_signature) = split(credential)?;
+        let parts = split(credential)?;
         UnparsedPublicKey::new(&ED25519, &self.ca_public)
-            .verify(signed, ca_signature)
+            .verify(parts.signed, parts.ca_signature)
             .map_err(|_| AuthError::Credential("not issued by this cluster's test CA".into()))
     }
 
@@ -115,8 +127,8 @@ impl Verifier for TestVerifier {
         statement: &[u8],
         signature: &Signature,
     ) -> Result<(), AuthError> {
-        let (_, public, _) = split(credential)?;
-        UnparsedPublicKey::new(&ED25519, public)
+        let parts = split(credential)?;
+        UnparsedPublicKey::new(&ED25519, parts.public)
             .verify(statement, &signature.0)
             .map_err(|_| AuthError::BadSignature)
     }

@@ -180,6 +180,10 @@ pub struct LocalPeer {
     pub name: String,
     /// The address other peers reach this one at.
     pub addr: SocketAddr,
+    /// What it signs its records and deltas with, and checks everyone's with. `id` must be
+    /// bound to the signer's credential ([`crate::auth::KeyId::binds`]), or every other peer
+    /// refuses what it says.
+    pub keys: crate::auth::PeerKeys,
 }
 
 /// State restored from a checkpoint (`rumor peer --resume`).

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::membership::admission::RecordRefusal;
 use crate::wire::{MemberRecord, PeerId};
 
 /// Why a delta was refused. Refused deltas change nothing.
@@ -25,6 +26,13 @@ pub enum RejectReason {
     /// Its version is too far above the highest version known of its origin
     /// ([`super::CoreConfig::max_version_jump`]).
     VersionJump,
+    /// Its origin has no admitted member record here, so nothing binds it to a certificate
+    /// (an invented origin id, or a member not heard of yet: anti-entropy brings the delta
+    /// again once its record arrives).
+    UnknownOrigin,
+    /// Its signature does not verify under its origin's certificate: forged, or altered by a
+    /// forwarder.
+    Signature,
 }
 
 impl RejectReason {
@@ -37,6 +45,8 @@ impl RejectReason {
             RejectReason::Version => "version",
             RejectReason::Norm => "norm",
             RejectReason::VersionJump => "version_jump",
+            RejectReason::UnknownOrigin => "unknown_origin",
+            RejectReason::Signature => "signature",
         }
     }
 }
@@ -79,6 +89,20 @@ pub enum Event {
         origin: PeerId,
         /// The missing versions.
         missing: Vec<u64>,
+    },
+    /// A member record was refused (unbound, not a member's credential, bad signature, too
+    /// many ids for one certificate).
+    RecordRefused {
+        /// The id the record spoke for.
+        peer: PeerId,
+        /// Why.
+        reason: RecordRefusal,
+    },
+    /// A message was dropped because its origin is not bound to the certificate of the
+    /// connection it came on: a member speaking as another.
+    SenderMismatch {
+        /// The origin the message claimed.
+        claimed: PeerId,
     },
     /// A delta was refused.
     DeltaRejected {

@@ -41,7 +41,8 @@ pub use config::{
 };
 pub use events::{Event, RejectReason};
 pub use lifecycle::resume::{decide_resume, CheckpointFound, ResumeDecision, ResumeRefusal};
-pub use membership::swim;
+pub use membership::admission::{RecordRefusal, MAX_IDENTITIES_PER_CERTIFICATE};
+pub use membership::{sign_record, swim};
 pub use outbox::Transmit;
 pub use stats::CoreStats;
 
@@ -49,9 +50,11 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::auth::{Credential, KeyId, Signature};
 use crate::version_vector::VersionVector;
 use crate::wire::{
-    self, Envelope, LeaveNotice, Lifecycle, MemberRecord, MemberStatus, Payload, PeerId, Welcome,
+    self, DeltaPayload, Envelope, LeaveNotice, Lifecycle, MemberRecord, MemberStatus, Payload,
+    PeerId, Welcome,
 };
 use dissemination::Dissemination;
 use lifecycle::join::answer_join;
@@ -60,6 +63,16 @@ use membership::Membership;
 use outbox::Outbox;
 use replica::{Received, Replica};
 use timer::{Timer, TimerTable};
+
+/// Who a message came from, as the transport knows it: the connection's remote address (the
+/// sender's listen address) and the key id of the certificate it authenticated with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sender {
+    /// The connection's remote address. Answers go here, never to an address a message names.
+    pub addr: SocketAddr,
+    /// SHA-256 of the certificate the connection presented ([`KeyId::of`]).
+    pub key: KeyId,
+}
 
 /// The protocol state machine of one peer. See the module docs.
 pub struct Core {
@@ -134,12 +147,14 @@ impl Core {
             status: MemberStatus::Alive,
             lifecycle: Lifecycle::Joining,
             published: state.published,
+            credential: Credential::new(Vec::new()),
+            signature: Signature::default(),
         };
         let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me.addr).collect();
         let mut timers = TimerTable::default();
         let replica = Replica::new(&config, me.id, state.base, state.applied, state.published);
         let mut core = Self {
-            membership: Membership::new(&config, own, now, &mut timers),
+            membership: Membership::new(&config, own, me.keys.clone(), now, &mut timers),
             dissemination: Dissemination::new(&config, now, &mut timers),
             lifecycle: PeerLifecycle::new(&config, seeds, now, &mut timers),
             replica,
@@ -238,7 +253,7 @@ impl Core {
     pub fn handle_bytes(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: Sender,
         frame: &[u8],
     ) -> Result<(), wire::DecodeError> {
         match wire::decode(frame, self.config.limits()) {
@@ -272,12 +287,24 @@ impl Core {
             .send_outcome(&mut self.out, to, origin, version, delivered);
     }
 
-    /// Handles one decoded message received from the peer at `from` (the connection's remote
-    /// address). Duplicates by envelope id are dropped; nothing here panics on any input.
-    pub fn handle_message(&mut self, now: Instant, from: SocketAddr, envelope: Envelope) {
+    /// Handles one decoded message received from `from`. In order: a TTL above the limit is a
+    /// decode error; a message other than a delta whose origin is not bound to `from`'s
+    /// certificate is dropped (`senders_mismatched`); a delta not applied yet must carry its
+    /// origin's valid signature (refused otherwise, before it can take a place in the
+    /// seen-cache); duplicates by envelope id are dropped. Nothing here panics on any input.
+    pub fn handle_message(&mut self, now: Instant, from: Sender, envelope: Envelope) {
         self.out.now = self.out.now.max(now);
         if envelope.ttl > self.config.max_ttl {
             self.out.stats.decode_errors += 1;
+        } else if !matches!(envelope.payload, Payload::Delta(_))
+            && !from.key.binds(&envelope.origin)
+        {
+            self.out.stats.senders_mismatched += 1;
+            self.out.event(Event::SenderMismatch {
+                claimed: envelope.origin,
+            });
+        } else if let Err(reason) = self.check_delta(&envelope) {
+            self.out.reject(envelope.origin, reason);
         } else if !self.dissemination.first_sight(now, envelope.id) {
             self.out.stats.duplicates_dropped += 1;
         } else {
@@ -288,9 +315,27 @@ impl Core {
         self.after_input(now);
     }
 
-    /// Hands a new message to the sub-machine that owns its kind.
-    fn route(&mut self, now: Instant, from: SocketAddr, envelope: Envelope) {
-        let (origin, origin_addr) = (envelope.origin, envelope.origin_addr);
+    /// A delta not applied yet: its origin must have an admitted record and its signature must
+    /// verify. Other messages, and deltas already applied (dropped later as such), pass.
+    fn check_delta(&self, envelope: &Envelope) -> Result<(), RejectReason> {
+        let Payload::Delta(delta) = &envelope.payload else {
+            return Ok(());
+        };
+        if self
+            .replica
+            .applied()
+            .contains(envelope.origin, envelope.version)
+        {
+            return Ok(());
+        }
+        self.membership
+            .check_delta(envelope.origin, envelope.version, delta)
+    }
+
+    /// Hands a new message to the sub-machine that owns its kind. Answers go to `from.addr`.
+    fn route(&mut self, now: Instant, from: Sender, envelope: Envelope) {
+        let origin = envelope.origin;
+        let from = from.addr;
         let out = &mut self.out;
         let applied_hash = self.replica.applied().fingerprint();
         match envelope.payload {
@@ -311,31 +356,21 @@ impl Core {
                     );
                 }
             }
-            Payload::Membership(view) => {
-                self.membership.handle_view(out, origin, origin_addr, view)
-            }
+            Payload::Membership(view) => self.membership.handle_view(out, origin, from, view),
             Payload::Join(request) => {
                 let (membership, replica) = (&mut self.membership, &self.replica);
                 let version = envelope.version;
-                answer_join(
-                    out,
-                    membership,
-                    replica,
-                    origin,
-                    origin_addr,
-                    version,
-                    request,
-                )
+                answer_join(out, membership, replica, origin, from, version, request)
             }
             Payload::Ping(probe) => {
                 self.membership.merge_view(out, probe.updates, Some(origin));
-                self.check_fingerprint(origin, origin_addr, probe.applied_hash);
+                self.check_fingerprint(origin, from, probe.applied_hash);
                 self.membership
-                    .answer_ping(&mut self.out, origin_addr, probe.seq, applied_hash);
+                    .answer_ping(&mut self.out, from, probe.seq, applied_hash);
             }
             Payload::Ack(probe) => {
                 self.membership.merge_view(out, probe.updates, Some(origin));
-                self.check_fingerprint(origin, origin_addr, probe.applied_hash);
+                self.check_fingerprint(origin, from, probe.applied_hash);
                 self.membership.handle_ack(
                     &mut self.out,
                     now,
@@ -346,7 +381,7 @@ impl Core {
             }
             Payload::PingReq(req) => {
                 self.membership
-                    .handle_ping_req(out, now, origin, origin_addr, req, applied_hash)
+                    .handle_ping_req(out, now, origin, from, req, applied_hash)
             }
             Payload::Welcome(welcome) => self.welcome(origin, welcome),
             Payload::Digest(digest) => self.dissemination.handle_digest(
@@ -355,7 +390,7 @@ impl Core {
                 &self.replica,
                 self.lifecycle.state(),
                 origin,
-                origin_addr,
+                from,
                 digest,
             ),
             Payload::Snapshot(snapshot) => self.replica.receive_snapshot(out, snapshot),
@@ -375,10 +410,22 @@ impl Core {
         values: Vec<f32>,
     ) -> Result<u64, RejectReason> {
         self.out.now = self.out.now.max(now);
-        let (version, values) = self.replica.publish(&mut self.out, now, weight, values)?;
+        let next = self.replica.published() + 1;
+        let signature = self.membership.sign_delta(next, weight, &values);
+        let (version, values) =
+            self.replica
+                .publish(&mut self.out, now, weight, values, signature.clone())?;
         self.membership.set_own_published(version);
-        self.dissemination
-            .push_own(&mut self.out, &self.membership, version, weight, values);
+        self.dissemination.push_own(
+            &mut self.out,
+            &self.membership,
+            version,
+            DeltaPayload {
+                weight,
+                values,
+                signature,
+            },
+        );
         self.after_input(now);
         Ok(version)
     }
@@ -417,8 +464,7 @@ impl Core {
         let to = self.membership.live_peer_addrs(&[]);
         let published = self.replica.published();
         let notice = LeaveNotice {
-            published,
-            incarnation: self.membership.incarnation(),
+            record: self.membership.own().clone(),
         };
         let envelope = self.out.envelope(published, 1, Payload::Leave(notice));
         self.out.send(to, envelope);
@@ -503,5 +549,7 @@ impl Core {
     }
 }
 
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod tests;

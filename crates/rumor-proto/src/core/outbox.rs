@@ -102,6 +102,20 @@ impl Outbox {
         self.events.push_back(event);
     }
 
+    /// Counts a refused member record and tells the caller.
+    pub fn refuse_record(
+        &mut self,
+        peer: crate::id::PeerId,
+        reason: super::membership::admission::RecordRefusal,
+    ) {
+        *self
+            .stats
+            .records_refused
+            .entry(reason.as_str())
+            .or_default() += 1;
+        self.events.push_back(Event::RecordRefused { peer, reason });
+    }
+
     /// Counts a refused delta and tells the caller.
     pub fn reject(&mut self, origin: crate::id::PeerId, reason: RejectReason) {
         *self

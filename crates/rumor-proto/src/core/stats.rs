@@ -25,8 +25,14 @@ pub struct CoreStats {
     /// Envelopes not forwarded because their TTL reached 0.
     pub ttl_expired: u64,
     /// Deltas refused, by reason (`shape`, `non_finite`, `weight`, `version`, `norm`,
-    /// `version_jump`).
+    /// `version_jump`, `unknown_origin`, `signature`).
     pub deltas_rejected: BTreeMap<&'static str, u64>,
+    /// Member records refused, by reason (`unbound`, `credential`, `signature`,
+    /// `too_many_identities`).
+    pub records_refused: BTreeMap<&'static str, u64>,
+    /// Messages dropped because their origin is not bound to the certificate of the connection
+    /// they came on.
+    pub senders_mismatched: u64,
     /// Frames that failed to decode.
     pub decode_errors: u64,
     /// Times a delta arrived ahead of a missing earlier version of its origin.

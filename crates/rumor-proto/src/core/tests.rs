@@ -14,24 +14,53 @@ use crate::wire::{
     DeltaPayload, Digest, JoinRequest, MembershipView, MessageKind, PingRequest, Probe, Snapshot,
 };
 
-const P: usize = 16;
+pub(super) const P: usize = 16;
 
-fn config() -> CoreConfig {
+pub(super) fn config() -> CoreConfig {
     CoreConfig {
         param_count: P,
         ..CoreConfig::default()
     }
 }
 
-fn peer(n: u128) -> LocalPeer {
+/// Test member `n` (keys of the test CA's member `n`, id bound to them).
+pub(super) fn peer(n: u128) -> LocalPeer {
+    let (id, keys) = crate::auth::test_keys::member(n as u64);
     LocalPeer {
-        id: PeerId::from_u128(n),
+        id,
         name: format!("p{n}"),
         addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(),
+        keys,
     }
 }
 
-fn delta_envelope(origin: u128, version: u64, ttl: u8, value: f32) -> Envelope {
+/// Member `n` as the transport reports it: its address and certificate key.
+pub(super) fn sender(n: u128) -> Sender {
+    let p = peer(n);
+    Sender {
+        addr: p.addr,
+        key: p.keys.key_id(),
+    }
+}
+
+/// A delta signed by its origin.
+pub(super) fn signed_delta(
+    origin: u128,
+    version: u64,
+    weight: f32,
+    values: Vec<f32>,
+) -> DeltaPayload {
+    let o = peer(origin);
+    let content = crate::auth::content_hash(&values);
+    let statement = crate::auth::statement::delta(o.id, version, weight, &content);
+    DeltaPayload {
+        weight,
+        values: values.into(),
+        signature: o.keys.signer.sign(&statement).unwrap(),
+    }
+}
+
+pub(super) fn delta_envelope(origin: u128, version: u64, ttl: u8, value: f32) -> Envelope {
     let o = peer(origin);
     Envelope {
         id: MessageId::from_uuid(uuid::Uuid::new_v4()),
@@ -39,16 +68,14 @@ fn delta_envelope(origin: u128, version: u64, ttl: u8, value: f32) -> Envelope {
         origin_addr: o.addr,
         version,
         ttl,
-        payload: Payload::Delta(DeltaPayload {
-            weight: 0.5,
-            values: vec![value; P].into(),
-        }),
+        payload: Payload::Delta(signed_delta(origin, version, 0.5, vec![value; P])),
     }
 }
 
-fn member(n: u128) -> MemberRecord {
+/// Member `n`'s record, signed by it.
+pub(super) fn member(n: u128) -> MemberRecord {
     let p = peer(n);
-    MemberRecord {
+    let mut record = MemberRecord {
         peer_id: p.id,
         name: p.name,
         addr: p.addr,
@@ -57,12 +84,25 @@ fn member(n: u128) -> MemberRecord {
         status: MemberStatus::Alive,
         lifecycle: Lifecycle::Training,
         published: 0,
-    }
+        credential: crate::auth::Credential::new(Vec::new()),
+        signature: Default::default(),
+    };
+    membership::sign_record(&p.keys, &mut record);
+    record
+}
+
+/// Member `n`'s signed record saying it left.
+pub(super) fn left_record(n: u128) -> MemberRecord {
+    let mut record = member(n);
+    record.status = MemberStatus::Left;
+    record.lifecycle = Lifecycle::Stopped;
+    membership::sign_record(&peer(n).keys, &mut record);
+    record
 }
 
 /// A core (peer 1) that knows peers 2..=n.
 /// A one-hop membership view (no push-pull) from peer `sender`, carrying `members`.
-fn view_from(sender: u128, version: u64, members: Vec<MemberRecord>) -> Envelope {
+pub(super) fn view_from(sender: u128, version: u64, members: Vec<MemberRecord>) -> Envelope {
     Envelope {
         id: MessageId::from_uuid(uuid::Uuid::new_v4()),
         origin: peer(sender).id,
@@ -77,16 +117,16 @@ fn view_from(sender: u128, version: u64, members: Vec<MemberRecord>) -> Envelope
     }
 }
 
-fn core_with_members(n: u128) -> (Core, Instant) {
+pub(super) fn core_with_members(n: u128) -> (Core, Instant) {
     let now = Instant::now();
     let mut core = Core::new(config(), peer(1), vec![0.0; P], vec![], 7, now);
     let view = view_from(2, 1, (2..=n).map(member).collect());
-    core.handle_message(now, peer(2).addr, view);
+    core.handle_message(now, sender(2), view);
     drain(&mut core);
     (core, now)
 }
 
-fn drain(core: &mut Core) -> (Vec<Transmit>, Vec<Event>) {
+pub(super) fn drain(core: &mut Core) -> (Vec<Transmit>, Vec<Event>) {
     let mut t = Vec::new();
     let mut e = Vec::new();
     while let Some(x) = core.poll_transmit() {
@@ -102,8 +142,8 @@ fn drain(core: &mut Core) -> (Vec<Transmit>, Vec<Event>) {
 fn same_envelope_id_twice_is_handled_once() {
     let (mut core, now) = core_with_members(5);
     let env = delta_envelope(2, 1, 3, 1.0);
-    core.handle_message(now, peer(2).addr, env.clone());
-    core.handle_message(now, peer(3).addr, env);
+    core.handle_message(now, sender(2), env.clone());
+    core.handle_message(now, sender(3), env);
     assert_eq!(core.stats().duplicates_dropped, 1);
     assert_eq!(core.stats().deltas_applied, 1);
     assert!(core.base().iter().all(|&v| v == 1.0));
@@ -114,7 +154,7 @@ fn same_envelope_id_twice_is_handled_once() {
 #[test]
 fn ttl_one_arrives_and_is_not_forwarded() {
     let (mut core, now) = core_with_members(8);
-    core.handle_message(now, peer(2).addr, delta_envelope(2, 1, 1, 1.0));
+    core.handle_message(now, sender(2), delta_envelope(2, 1, 1, 1.0));
     let (transmits, _) = drain(&mut core);
     assert!(
         transmits.is_empty(),
@@ -127,7 +167,7 @@ fn ttl_one_arrives_and_is_not_forwarded() {
 #[test]
 fn ttl_zero_is_never_forwarded() {
     let (mut core, now) = core_with_members(8);
-    core.handle_message(now, peer(2).addr, delta_envelope(2, 1, 0, 1.0));
+    core.handle_message(now, sender(2), delta_envelope(2, 1, 0, 1.0));
     let (transmits, _) = drain(&mut core);
     assert!(transmits.is_empty());
 }
@@ -135,7 +175,7 @@ fn ttl_zero_is_never_forwarded() {
 #[test]
 fn forwarded_ttl_is_decremented_and_skips_origin_and_sender() {
     let (mut core, now) = core_with_members(8);
-    core.handle_message(now, peer(3).addr, delta_envelope(2, 1, 3, 1.0));
+    core.handle_message(now, sender(3), delta_envelope(2, 1, 3, 1.0));
     let (transmits, _) = drain(&mut core);
     assert_eq!(transmits.len(), 1);
     let t = &transmits[0];
@@ -147,8 +187,8 @@ fn forwarded_ttl_is_decremented_and_skips_origin_and_sender() {
 #[test]
 fn duplicate_delta_by_another_envelope_is_ignored() {
     let (mut core, now) = core_with_members(4);
-    core.handle_message(now, peer(2).addr, delta_envelope(2, 1, 2, 1.0));
-    core.handle_message(now, peer(3).addr, delta_envelope(2, 1, 2, 1.0));
+    core.handle_message(now, sender(2), delta_envelope(2, 1, 2, 1.0));
+    core.handle_message(now, sender(3), delta_envelope(2, 1, 2, 1.0));
     assert_eq!(core.stats().deltas_applied, 1);
     assert_eq!(core.stats().deltas_already_applied, 1);
     assert!(core.base().iter().all(|&v| v == 1.0));
@@ -158,7 +198,7 @@ fn duplicate_delta_by_another_envelope_is_ignored() {
 fn out_of_order_deltas_are_applied_once_and_the_gap_is_reported() {
     let (mut core, now) = core_with_members(4);
     for v in [1, 3, 2, 3, 1] {
-        core.handle_message(now, peer(2).addr, delta_envelope(2, v, 1, v as f32));
+        core.handle_message(now, sender(2), delta_envelope(2, v, 1, v as f32));
     }
     let (_, events) = drain(&mut core);
     let gaps: Vec<_> = events
@@ -178,19 +218,13 @@ fn out_of_order_deltas_are_applied_once_and_the_gap_is_reported() {
 fn bad_deltas_are_rejected_and_counted() {
     let (mut core, now) = core_with_members(4);
     let mut wrong_shape = delta_envelope(2, 1, 1, 1.0);
-    wrong_shape.payload = Payload::Delta(DeltaPayload {
-        weight: 0.5,
-        values: vec![1.0; P + 1].into(),
-    });
+    wrong_shape.payload = Payload::Delta(signed_delta(2, 1, 0.5, vec![1.0; P + 1]));
     let mut nan = delta_envelope(2, 2, 1, f32::NAN);
     nan.id = MessageId::from_uuid(uuid::Uuid::new_v4());
     let mut weight = delta_envelope(2, 3, 1, 1.0);
-    weight.payload = Payload::Delta(DeltaPayload {
-        weight: 1.5,
-        values: vec![1.0; P].into(),
-    });
+    weight.payload = Payload::Delta(signed_delta(2, 3, 1.5, vec![1.0; P]));
     for env in [wrong_shape, nan, weight] {
-        core.handle_message(now, peer(2).addr, env);
+        core.handle_message(now, sender(2), env);
     }
     let rejected = &core.stats().deltas_rejected;
     assert_eq!(rejected.get("shape"), Some(&1));
@@ -204,20 +238,20 @@ fn bad_deltas_are_rejected_and_counted() {
 fn norm_check_waits_for_enough_samples_then_rejects_outliers() {
     let (mut core, now) = core_with_members(3);
     // Before NORM_MIN_SAMPLES accepted deltas, any finite delta passes, however large.
-    core.handle_message(now, peer(2).addr, delta_envelope(2, 1, 1, 1000.0));
+    core.handle_message(now, sender(2), delta_envelope(2, 1, 1, 1000.0));
     for v in 2..=NORM_MIN_SAMPLES as u64 + 1 {
-        core.handle_message(now, peer(2).addr, delta_envelope(2, v, 1, 1.0));
+        core.handle_message(now, sender(2), delta_envelope(2, v, 1, 1.0));
     }
     assert_eq!(core.stats().deltas_applied, NORM_MIN_SAMPLES as u64 + 1);
     let before = core.base().to_vec();
     // Median norm is now 4 (16 values of 1.0); 10x that is 40, one of 50 per value is 200.
     let next = NORM_MIN_SAMPLES as u64 + 2;
-    core.handle_message(now, peer(2).addr, delta_envelope(2, next, 1, 50.0));
+    core.handle_message(now, sender(2), delta_envelope(2, next, 1, 50.0));
     assert_eq!(core.stats().deltas_rejected.get("norm"), Some(&1));
     assert_eq!(core.base(), &before[..]);
     assert!(!core.applied().contains(peer(2).id, next));
     // A delta within the factor (9x the median) passes.
-    core.handle_message(now, peer(3).addr, delta_envelope(3, 1, 1, 9.0));
+    core.handle_message(now, sender(3), delta_envelope(3, 1, 1, 9.0));
     assert!(core.applied().contains(peer(3).id, 1));
     let (_, events) = drain(&mut core);
     assert!(events.iter().any(|e| matches!(
@@ -230,9 +264,9 @@ fn norm_check_waits_for_enough_samples_then_rejects_outliers() {
     // Training converges: many small deltas follow. An early delta delivered late (norm 4·9)
     // still passes, because the reference does not go down.
     for v in 1..=NORM_WINDOW as u64 {
-        core.handle_message(now, peer(3).addr, delta_envelope(3, v + 1, 1, 0.01));
+        core.handle_message(now, sender(3), delta_envelope(3, v + 1, 1, 0.01));
     }
-    core.handle_message(now, peer(2).addr, delta_envelope(2, next + 1, 1, 9.0));
+    core.handle_message(now, sender(2), delta_envelope(2, next + 1, 1, 9.0));
     assert!(core.applied().contains(peer(2).id, next + 1));
     assert_eq!(core.stats().deltas_rejected.get("norm"), Some(&1));
 }
@@ -243,7 +277,7 @@ fn local_deltas_count_towards_the_norm_reference() {
     for _ in 0..NORM_MIN_SAMPLES {
         core.publish(now, 0.5, vec![0.01; P]).unwrap();
     }
-    core.handle_message(now, peer(2).addr, delta_envelope(2, 1, 1, 1.0));
+    core.handle_message(now, sender(2), delta_envelope(2, 1, 1, 1.0));
     assert_eq!(core.stats().deltas_rejected.get("norm"), Some(&1));
 }
 
@@ -255,10 +289,11 @@ fn norm_check_off_when_factor_is_zero() {
         ..config()
     };
     let mut core = Core::new(config, peer(1), vec![0.0; P], vec![], 7, now);
+    core.handle_message(now, sender(2), view_from(2, 1, vec![member(2)]));
     for _ in 0..NORM_MIN_SAMPLES {
         core.publish(now, 0.5, vec![0.01; P]).unwrap();
     }
-    core.handle_message(now, peer(2).addr, delta_envelope(2, 1, 1, 1e6));
+    core.handle_message(now, sender(2), delta_envelope(2, 1, 1, 1e6));
     assert!(core.stats().deltas_rejected.is_empty());
 }
 
@@ -267,14 +302,14 @@ fn version_far_ahead_of_the_known_one_is_rejected() {
     let (mut core, now) = core_with_members(3);
     let jump = core.config().max_version_jump;
     // Unknown version (nothing applied, record says 0): up to `jump` is accepted.
-    core.handle_message(now, peer(2).addr, delta_envelope(2, jump, 1, 1.0));
+    core.handle_message(now, sender(2), delta_envelope(2, jump, 1, 1.0));
     assert!(core.applied().contains(peer(2).id, jump));
-    core.handle_message(now, peer(3).addr, delta_envelope(3, jump + 1, 1, 1.0));
-    core.handle_message(now, peer(2).addr, delta_envelope(2, 2 * jump + 1, 1, 1.0));
-    core.handle_message(now, peer(2).addr, delta_envelope(2, u64::MAX, 1, 1.0));
+    core.handle_message(now, sender(3), delta_envelope(3, jump + 1, 1, 1.0));
+    core.handle_message(now, sender(2), delta_envelope(2, 2 * jump + 1, 1, 1.0));
+    core.handle_message(now, sender(2), delta_envelope(2, u64::MAX, 1, 1.0));
     assert_eq!(core.stats().deltas_rejected.get("version_jump"), Some(&3));
     // Relative to the highest applied version, not the contiguous prefix.
-    core.handle_message(now, peer(2).addr, delta_envelope(2, 2 * jump, 1, 1.0));
+    core.handle_message(now, sender(2), delta_envelope(2, 2 * jump, 1, 1.0));
     assert!(core.applied().contains(peer(2).id, 2 * jump));
     // The gap event lists a bounded number of missing versions.
     let (_, events) = drain(&mut core);
@@ -291,9 +326,10 @@ fn announced_version_raises_the_known_one() {
     let jump = core.config().max_version_jump;
     let mut record = member(3);
     record.published = 5 * jump;
+    membership::sign_record(&peer(3).keys, &mut record);
     let view = view_from(3, 1, vec![record]);
-    core.handle_message(now, peer(3).addr, view);
-    core.handle_message(now, peer(3).addr, delta_envelope(3, 5 * jump + 1, 1, 1.0));
+    core.handle_message(now, sender(3), view);
+    core.handle_message(now, sender(3), delta_envelope(3, 5 * jump + 1, 1, 1.0));
     assert!(core.applied().contains(peer(3).id, 5 * jump + 1));
     assert!(core.stats().deltas_rejected.is_empty());
 }
@@ -301,8 +337,8 @@ fn announced_version_raises_the_known_one() {
 #[test]
 fn snapshot_install_reapplies_deltas_it_lacks() {
     let (mut core, now) = core_with_members(3);
-    core.handle_message(now, peer(2).addr, delta_envelope(2, 1, 1, 1.0));
-    core.handle_message(now, peer(3).addr, delta_envelope(3, 1, 1, 10.0));
+    core.handle_message(now, sender(2), delta_envelope(2, 1, 1, 1.0));
+    core.handle_message(now, sender(3), delta_envelope(3, 1, 1, 10.0));
     let mut applied = VersionVector::new();
     applied.insert(peer(2).id, 1);
     applied.insert(peer(2).id, 2);
@@ -317,7 +353,7 @@ fn snapshot_install_reapplies_deltas_it_lacks() {
             applied,
         }),
     };
-    core.handle_message(now, peer(2).addr, snap);
+    core.handle_message(now, sender(2), snap);
     assert!(core.base().iter().all(|&v| v == 13.0));
     assert!(core.applied().contains(peer(3).id, 1));
     assert!(core.applied().contains(peer(2).id, 2));
@@ -347,8 +383,8 @@ proptest! {
             for &i in seq {
                 let (o, v) = all[i];
                 let mut env = delta_envelope(o as u128, v, 1, 0.0);
-                env.payload = Payload::Delta(DeltaPayload { weight: 0.25, values: delta_values(o, v).into() });
-                core.handle_message(now, peer(2).addr, env);
+                env.payload = Payload::Delta(signed_delta(o as u128, v, 0.25, delta_values(o, v)));
+                core.handle_message(now, sender(2), env);
             }
             core.base().to_vec()
         };
@@ -437,10 +473,7 @@ fn sample_frames() -> Vec<Vec<u8>> {
     vv.insert(p.id, 1);
     vv.insert(p.id, 3);
     let payloads = vec![
-        Payload::Delta(DeltaPayload {
-            weight: 0.5,
-            values: vec![0.25; P].into(),
-        }),
+        Payload::Delta(signed_delta(2, 1, 0.5, vec![0.25; P])),
         Payload::Membership(MembershipView {
             members: vec![member(2), member(3)],
             push_pull: true,
@@ -471,8 +504,7 @@ fn sample_frames() -> Vec<Vec<u8>> {
             applied: vv,
         }),
         Payload::Leave(LeaveNotice {
-            published: 3,
-            incarnation: 1,
+            record: left_record(2),
         }),
         Payload::Ping(Probe {
             seq: 9,
@@ -552,7 +584,7 @@ proptest! {
                 }
             };
             let before = core.stats().decode_errors;
-            let handled = core.handle_bytes(now, peer(2).addr, &input).is_ok();
+            let handled = core.handle_bytes(now, sender(2), &input).is_ok();
             prop_assert!(handled || core.stats().decode_errors == before + 1);
             core.handle_timeout(now + Duration::from_millis(fed * 10));
             while core.poll_transmit().is_some() {}
@@ -761,8 +793,9 @@ fn restarted_peer_outranks_a_higher_incarnation_of_itself() {
     assert_eq!(core.incarnation(), 0);
     let mut me = member(1);
     me.incarnation = 5;
+    membership::sign_record(&peer(1).keys, &mut me);
     let view = view_from(2, 2, vec![me]);
-    core.handle_message(now, peer(2).addr, view);
+    core.handle_message(now, sender(2), view);
     assert_eq!(core.incarnation(), 6);
     assert_eq!(
         core.stats().refutations,
@@ -830,16 +863,16 @@ fn anti_entropy_respects_send_outcomes() {
     // Long after the resend window, still no outcome: not pushed again.
     let later = now + Duration::from_secs(30);
     core.handle_timeout(later);
-    core.handle_message(later, to, empty_digest_from_2());
+    core.handle_message(later, sender(2), empty_digest_from_2());
     assert!(deltas_pushed_to(&mut core, to).is_empty(), "in flight");
     // The send failed: the next digest pushes it.
     core.send_outcome(later, to, peer(1).id, v, false);
-    core.handle_message(later, to, empty_digest_from_2());
+    core.handle_message(later, sender(2), empty_digest_from_2());
     assert_eq!(deltas_pushed_to(&mut core, to), vec![(peer(1).id, v)]);
     assert_eq!(core.stats().delta_sends_failed, 1);
     // Delivered: a stale digest within the resend window does not bring it back.
     core.send_outcome(later, to, peer(1).id, v, true);
-    core.handle_message(later, to, empty_digest_from_2());
+    core.handle_message(later, sender(2), empty_digest_from_2());
     assert!(deltas_pushed_to(&mut core, to).is_empty(), "delivered");
     assert_eq!(core.own_deltas_unacked(), 1, "still on its way to peer 3");
     core.send_outcome(later, peer(3).addr, peer(1).id, v, true);
@@ -880,7 +913,7 @@ fn fuzz_smoke_seed_corpus_and_mutations() {
                 }
             }
             inputs += 1;
-            match core.handle_bytes(now, peer(2).addr, &f) {
+            match core.handle_bytes(now, sender(2), &f) {
                 Ok(()) => handled += 1,
                 Err(e) => {
                     let kind = match e {

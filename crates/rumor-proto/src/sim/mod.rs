@@ -14,7 +14,8 @@ use crate::id::PeerId;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::core::{Core, CoreConfig, Event, LocalPeer, RestoredState};
+use crate::auth::{test_keys, KeyId, PeerKeys};
+use crate::core::{Core, CoreConfig, Event, LocalPeer, RestoredState, Sender};
 use crate::wire;
 
 /// Network behaviour of the simulated links.
@@ -146,6 +147,8 @@ pub struct Sim {
     /// Each peer's next timer, refreshed whenever the peer is touched (None: not running).
     timers: Vec<Option<Instant>>,
     seq: u64,
+    /// Each started peer's id and certificate key id, computed once.
+    identities: HashMap<usize, (PeerId, KeyId)>,
     config: CoreConfig,
 }
 
@@ -166,6 +169,7 @@ impl Sim {
             queue: BinaryHeap::new(),
             timers: Vec::new(),
             seq: 0,
+            identities: HashMap::new(),
             config,
         }
     }
@@ -178,14 +182,36 @@ impl Sim {
         ))
     }
 
-    /// What the peer at `index` starts with, new or restored: its identity (id `index + 1`,
-    /// name `p{index}`), the addresses of the peers at `seeds` and an RNG seed drawn from the
-    /// simulator's.
+    /// The test keys of the peer at `index` (member `index + 1` of the test CA) and its id.
+    pub fn identity(index: usize) -> (PeerId, PeerKeys) {
+        test_keys::member(index as u64 + 1)
+    }
+
+    /// The key id of the certificate of the peer at `index`, as a transport would report it.
+    fn key_of(&self, index: usize) -> KeyId {
+        self.identities
+            .get(&index)
+            .map_or_else(|| Self::identity(index).1.key_id(), |(_, key)| *key)
+    }
+
+    /// The id of the peer at `index`.
+    pub fn id_of(&self, index: usize) -> PeerId {
+        self.identities
+            .get(&index)
+            .map_or_else(|| Self::identity(index).0, |(id, _)| *id)
+    }
+
+    /// What the peer at `index` starts with, new or restored: its identity (test member
+    /// `index + 1`, name `p{index}`), the addresses of the peers at `seeds` and an RNG seed
+    /// drawn from the simulator's.
     fn start_args(&mut self, index: usize, seeds: &[usize]) -> (LocalPeer, Vec<SocketAddr>, u64) {
+        let (id, keys) = Self::identity(index);
+        self.identities.insert(index, (id, keys.key_id()));
         let me = LocalPeer {
-            id: PeerId::from_u128(index as u128 + 1),
+            id,
             name: format!("p{index}"),
             addr: Self::addr(index),
+            keys,
         };
         let seeds = seeds.iter().map(|&s| Self::addr(s)).collect();
         (me, seeds, self.rng.gen())
@@ -364,7 +390,10 @@ impl Sim {
 
     fn deliver(&mut self, msg: InFlight) {
         let now = self.now;
-        let from = Self::addr(msg.from);
+        let from = Sender {
+            addr: Self::addr(msg.from),
+            key: self.key_of(msg.from),
+        };
         let Some(Some(core)) = self.peers.get_mut(msg.to) else {
             return;
         };
@@ -458,7 +487,7 @@ impl Sim {
 
     /// The status peer `observer` holds for peer `subject`, if it knows it.
     pub fn status_of(&self, observer: usize, subject: usize) -> Option<crate::wire::MemberStatus> {
-        let id = PeerId::from_u128(subject as u128 + 1);
+        let id = self.id_of(subject);
         self.peer(observer)?
             .members()
             .find(|m| m.peer_id == id)

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::auth::{Credential, Signature, MAX_CREDENTIAL_LEN, MAX_SIGNATURE_LEN};
 use crate::version_vector::VersionVector;
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +24,7 @@ pub use crate::id::{MessageId, PeerId};
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"RMOR";
 /// Version of the frame layout and message types; a peer rejects frames of another version.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Bytes before the body: magic, protocol version, body length.
 pub const HEADER_LEN: usize = 9;
 /// Hard upper bound on a body, whatever the configured limit (bytes). Bounds bincode's allocations.
@@ -42,9 +43,13 @@ pub const MAX_VECTOR_EXCEPTIONS: usize = 65_536;
 pub struct Envelope {
     /// Unique per message; a receiver drops an id it has seen (dedup).
     pub id: MessageId,
-    /// The peer that created the message.
+    /// The peer that created the message. For every kind but `Delta` it is the sender itself,
+    /// and a receiver drops the message unless the sender's certificate is the one `origin` is
+    /// bound to ([`crate::auth::KeyId::binds`]); a `Delta` may come through others and is
+    /// checked by its signature instead.
     pub origin: PeerId,
-    /// Where the origin listens.
+    /// Where the origin listens (informative: answers go to the connection the message came
+    /// on, never to an address a message names).
     pub origin_addr: SocketAddr,
     /// The origin's version of the item carried: the delta number for `Delta`, the heartbeat for
     /// membership messages, 0 where no version applies.
@@ -164,6 +169,9 @@ pub struct DeltaPayload {
     /// ([`crate::compact::CompactValues`]: int8 blocks, bf16 or f32), decoded bit for bit.
     #[serde(with = "crate::compact::compact_serde")]
     pub values: Arc<[f32]>,
+    /// The origin's signature over [`crate::auth::statement::delta`] (origin, version, weight
+    /// and the SHA-256 of `values`). Forwarders pass it on unchanged.
+    pub signature: Signature,
 }
 
 /// Where a peer is in its life: `starting → joining → training → draining → stopped`.
@@ -248,6 +256,12 @@ pub struct MemberRecord {
     pub lifecycle: Lifecycle,
     /// How many deltas the member has published (its latest version).
     pub published: u64,
+    /// The member's certificate; `peer_id` is bound to it ([`crate::auth::KeyId::binds`]).
+    pub credential: Credential,
+    /// The member's signature over [`crate::auth::statement::member`]: every field above but
+    /// the liveness others may claim (suspect, dead). Only the member can sign a new
+    /// incarnation, heartbeat, address, lifecycle, published version or `Left`.
+    pub signature: Signature,
 }
 
 impl MemberRecord {
@@ -339,10 +353,9 @@ pub struct Digest {
 /// A graceful leave.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LeaveNotice {
-    /// The leaver's last published version.
-    pub published: u64,
-    /// The leaver's incarnation.
-    pub incarnation: u64,
+    /// The leaver's own record, status `Left`, signed by it: its last incarnation and
+    /// published version.
+    pub record: MemberRecord,
 }
 
 /// Why a frame could not be decoded. Nothing is changed by a failed decode.
@@ -482,7 +495,7 @@ impl Envelope {
             )));
         }
         match &self.payload {
-            Payload::Delta(_) => Ok(()),
+            Payload::Delta(delta) => validate_signature(&delta.signature),
             Payload::Membership(view) => validate_view(view),
             Payload::Join(join) => validate_record(&join.member),
             Payload::Welcome(welcome) => {
@@ -491,7 +504,7 @@ impl Envelope {
             }
             Payload::Digest(digest) => validate_vector(&digest.applied),
             Payload::Snapshot(snapshot) => validate_vector(&snapshot.applied),
-            Payload::Leave(_) => Ok(()),
+            Payload::Leave(notice) => validate_record(&notice.record),
             Payload::Ping(probe) | Payload::Ack(probe) => validate_records(&probe.updates),
             Payload::PingReq(req) => validate_records(&req.updates),
         }
@@ -502,6 +515,22 @@ fn validate_record(record: &MemberRecord) -> Result<(), DecodeError> {
     if record.name.chars().count() > MAX_NAME_LEN {
         return Err(DecodeError::Invalid(format!(
             "member name longer than {MAX_NAME_LEN} characters"
+        )));
+    }
+    if record.credential.as_bytes().len() > MAX_CREDENTIAL_LEN {
+        return Err(DecodeError::Invalid(format!(
+            "member credential of {} bytes above the maximum {MAX_CREDENTIAL_LEN}",
+            record.credential.as_bytes().len()
+        )));
+    }
+    validate_signature(&record.signature)
+}
+
+fn validate_signature(signature: &Signature) -> Result<(), DecodeError> {
+    if signature.0.len() > MAX_SIGNATURE_LEN {
+        return Err(DecodeError::Invalid(format!(
+            "signature of {} bytes above the maximum {MAX_SIGNATURE_LEN}",
+            signature.0.len()
         )));
     }
     Ok(())
@@ -567,6 +596,7 @@ mod tests {
         let env = sample(Payload::Delta(DeltaPayload {
             weight: 0.25,
             values: vec![1.0, -2.5, 3.0].into(),
+            signature: Signature(vec![1, 2, 3]),
         }));
         let frame = encode(&env, 1 << 20).unwrap();
         assert_eq!(&frame[..4], b"RMOR");
@@ -575,9 +605,10 @@ mod tests {
 
     #[test]
     fn header_errors_are_typed() {
-        let env = sample(Payload::Leave(LeaveNotice {
-            published: 1,
-            incarnation: 0,
+        let env = sample(Payload::Ping(Probe {
+            seq: 1,
+            updates: Vec::new(),
+            applied_hash: 0,
         }));
         let frame = encode(&env, 1 << 20).unwrap();
         assert_eq!(
@@ -614,9 +645,10 @@ mod tests {
 
     #[test]
     fn ttl_above_maximum_is_rejected() {
-        let mut env = sample(Payload::Leave(LeaveNotice {
-            published: 0,
-            incarnation: 0,
+        let mut env = sample(Payload::Ping(Probe {
+            seq: 0,
+            updates: Vec::new(),
+            applied_hash: 0,
         }));
         env.ttl = 200;
         let frame = encode(&env, 1 << 20).unwrap();
@@ -631,6 +663,7 @@ mod tests {
         let env = sample(Payload::Delta(DeltaPayload {
             weight: 0.5,
             values: vec![0.0; 4].into(),
+            signature: Signature::default(),
         }));
         let mut frame = encode(&env, 1 << 20).unwrap();
         // Corrupt every byte of the body in turn; each decode must return, not panic.
@@ -647,6 +680,7 @@ mod tests {
         let env = sample(Payload::Delta(DeltaPayload {
             weight: 0.5,
             values: vec![0.0; 1000].into(),
+            signature: Signature::default(),
         }));
         assert!(matches!(
             encode(&env, 100),

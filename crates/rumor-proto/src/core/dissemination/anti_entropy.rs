@@ -99,6 +99,7 @@ impl Dissemination {
             let payload = Payload::Delta(DeltaPayload {
                 weight: delta.weight,
                 values: delta.values.clone(),
+                signature: delta.signature.clone(),
             });
             let origin_addr = membership.addr_of(&delta_origin).unwrap_or(out.me.addr);
             let envelope = Envelope {

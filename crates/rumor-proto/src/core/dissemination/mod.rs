@@ -14,7 +14,6 @@ pub mod sent;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::id::{MessageId, PeerId};
@@ -127,16 +126,11 @@ impl Dissemination {
         out: &mut Outbox,
         membership: &Membership,
         version: u64,
-        weight: f32,
-        values: Arc<[f32]>,
+        delta: DeltaPayload,
     ) {
         let ttl = self.initial_ttl(membership.live_count());
         let to = out.choose(membership.live_peer_addrs(&[]), self.fanout);
-        let envelope = out.envelope(
-            version,
-            ttl,
-            Payload::Delta(DeltaPayload { weight, values }),
-        );
+        let envelope = out.envelope(version, ttl, Payload::Delta(delta));
         out.send(to, envelope);
     }
 

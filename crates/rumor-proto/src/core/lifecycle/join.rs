@@ -11,7 +11,7 @@ use rand::seq::SliceRandom;
 
 use crate::id::PeerId;
 use crate::wire::{
-    Envelope, JoinRequest, MemberRecord, MemberStatus, MembershipView, Payload, Snapshot, Welcome,
+    JoinRequest, MemberRecord, MemberStatus, MembershipView, Payload, Snapshot, Welcome,
 };
 
 use super::PeerLifecycle;
@@ -62,15 +62,20 @@ impl PeerLifecycle {
     }
 }
 
-/// A seed's answer to `request` from `origin`: merge the joiner's record, then welcome it
-/// here with the whole view and a snapshot, or pass the request on to a member already
-/// training (snapshot load spreading).
+/// A seed's answer to `request`, which came from `origin` over the connection at `from`: merge
+/// the joiner's signed record, then welcome it here with the whole view and a snapshot, or pass
+/// the request on to a member already training (snapshot load spreading).
+///
+/// A direct request must be the joiner's own (`origin` is the joiner, bound to the
+/// connection's certificate) and is answered over that connection, at `from`; a forwarded one
+/// comes from a member and is answered at the address the joiner signed in its record. A
+/// record refused by admission earns nothing.
 pub fn answer_join(
     out: &mut Outbox,
     membership: &mut Membership,
     replica: &Replica,
     origin: PeerId,
-    origin_addr: SocketAddr,
+    from: SocketAddr,
     version: u64,
     request: JoinRequest,
 ) {
@@ -78,19 +83,25 @@ pub fn answer_join(
         mut member,
         forwarded,
     } = request;
-    member.peer_id = origin;
-    member.status = MemberStatus::Alive;
-    let addr = member.addr;
-    membership.merge_record(out, member.clone(), None);
-    let donors = membership.snapshot_donors(origin);
-    if let JoinAnswer::Forward(donor) = choose_answer(out, &donors, forwarded) {
-        forward_join(out, donor, origin, origin_addr, version, member);
+    let joiner = member.peer_id;
+    if !forwarded && joiner != origin {
+        out.stats.senders_mismatched += 1;
         return;
     }
+    member.status = MemberStatus::Alive;
+    if !membership.merge_record(out, member.clone(), None) {
+        return;
+    }
+    let donors = membership.snapshot_donors(joiner);
+    if let JoinAnswer::Forward(donor) = choose_answer(out, &donors, forwarded) {
+        forward_join(out, donor, version, member);
+        return;
+    }
+    let to = if forwarded { member.addr } else { from };
     let heartbeat = membership.heartbeat();
     send_welcome(
         out,
-        addr,
+        to,
         membership.full_view(),
         replica.snapshot(),
         heartbeat,
@@ -119,27 +130,18 @@ fn choose_answer(out: &mut Outbox, donors: &[(PeerId, SocketAddr)], forwarded: b
     }
 }
 
-/// Passes `origin`'s join request on to `donor`.
-fn forward_join(
-    out: &mut Outbox,
-    donor: SocketAddr,
-    origin: PeerId,
-    origin_addr: SocketAddr,
-    version: u64,
-    member: MemberRecord,
-) {
+/// Passes the joiner's request (its signed `member` record) on to `donor`, as this peer's own
+/// message.
+fn forward_join(out: &mut Outbox, donor: SocketAddr, version: u64, member: MemberRecord) {
     out.stats.joins_forwarded += 1;
-    let forward = Envelope {
-        id: out.new_id(),
-        origin,
-        origin_addr,
+    let forward = out.envelope(
         version,
-        ttl: 1,
-        payload: Payload::Join(JoinRequest {
+        1,
+        Payload::Join(JoinRequest {
             member,
             forwarded: true,
         }),
-    };
+    );
     out.send(vec![donor], forward);
 }
 

@@ -149,7 +149,6 @@ impl PeerLifecycle {
 mod tests {
     use super::*;
     use crate::core::config::LocalPeer;
-    use crate::id::PeerId;
 
     fn setup(
         policy: LifecycleConfig,
@@ -160,10 +159,12 @@ mod tests {
             lifecycle: policy,
             ..CoreConfig::default()
         };
+        let (id, keys) = crate::auth::test_keys::member(1);
         let me = LocalPeer {
-            id: PeerId::from_u128(1),
+            id,
             name: "p".into(),
             addr: "10.0.0.1:1000".parse().unwrap(),
+            keys,
         };
         let mut timers = TimerTable::default();
         let lifecycle = PeerLifecycle::new(&config, seeds, now, &mut timers);

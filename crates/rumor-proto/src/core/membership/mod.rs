@@ -9,6 +9,7 @@
 //! passed in, and what other machines must learn from it (a member that went down, versions of
 //! this peer that others announce) the orchestrator reads after each input.
 
+pub mod admission;
 pub mod detector;
 pub mod piggyback;
 pub mod swim;
@@ -19,13 +20,17 @@ use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
 
+use crate::auth::{content_hash, statement, PeerKeys, Signature};
 use crate::id::PeerId;
-use crate::wire::{LeaveNotice, Lifecycle, MemberRecord, MemberStatus, MembershipView, Payload};
+use crate::wire::{
+    DeltaPayload, LeaveNotice, Lifecycle, MemberRecord, MemberStatus, MembershipView, Payload,
+};
 
 use super::config::CoreConfig;
-use super::events::Event;
+use super::events::{Event, RejectReason};
 use super::outbox::Outbox;
 use super::timer::{Timer, TimerTable};
+use admission::RecordAdmission;
 use piggyback::Piggyback;
 use swim::{Suspicion, SwimConfig, SwimState};
 use view::{MemberTable, MergeOutcome};
@@ -52,6 +57,21 @@ pub struct Membership {
     went_down: Vec<PeerId>,
     /// The highest version of this peer's deltas that others' records of it announced.
     own_published_heard: u64,
+    /// This peer's signer (for its own record) and the cluster's verifier.
+    keys: PeerKeys,
+    /// Which records are believed, and the caches that make checking cheap.
+    admission: RecordAdmission,
+}
+
+/// Sets `record`'s credential to this peer's and signs it. A signer that fails leaves an empty
+/// signature, which every receiver refuses (the peer is then heard by no one, and the failure
+/// is the shell's to report: its key is unusable).
+pub fn sign_record(keys: &PeerKeys, record: &mut MemberRecord) {
+    record.credential = keys.signer.credential().clone();
+    record.signature = keys
+        .signer
+        .sign(&statement::member(record))
+        .unwrap_or_default();
 }
 
 impl Membership {
@@ -59,10 +79,15 @@ impl Membership {
     /// and probe timers set one period after `now`.
     pub fn new(
         config: &CoreConfig,
-        own: MemberRecord,
+        mut own: MemberRecord,
+        keys: PeerKeys,
         now: Instant,
         timers: &mut TimerTable,
     ) -> Self {
+        sign_record(&keys, &mut own);
+        let mut admission = RecordAdmission::default();
+        // Its own record counts as one of its certificate's identities.
+        let _ = admission.check(&*keys.verifier, None, &own);
         timers.set(Timer::Gossip, now + config.gossip_interval);
         timers.set(Timer::PushPull, now + config.swim.push_pull_interval);
         timers.set(Timer::Reconnect, now + config.swim.reconnect_interval);
@@ -78,6 +103,8 @@ impl Membership {
             piggyback: Piggyback::default(),
             went_down: Vec::new(),
             own_published_heard: 0,
+            keys,
+            admission,
         }
     }
 
@@ -140,6 +167,34 @@ impl Membership {
     /// The `published` version `peer`'s record announces (0 when unknown).
     pub fn announced_version(&self, peer: &PeerId) -> u64 {
         self.get(peer).map_or(0, |m| m.published)
+    }
+
+    /// Checks a delta `(origin, version)` against its origin's admitted record: the origin must
+    /// be known (only admitted records enter the table, so invented origins are refused) and
+    /// the signature must verify over the delta's statement, whose content hash is computed
+    /// here (one SHA-256 over the values).
+    ///
+    /// Errors: [`RejectReason::UnknownOrigin`] or [`RejectReason::Signature`].
+    pub fn check_delta(
+        &self,
+        origin: PeerId,
+        version: u64,
+        delta: &DeltaPayload,
+    ) -> Result<(), RejectReason> {
+        let record = self.get(&origin).ok_or(RejectReason::UnknownOrigin)?;
+        let content = content_hash(&delta.values);
+        let statement = statement::delta(origin, version, delta.weight, &content);
+        self.keys
+            .verifier
+            .verify(&record.credential, &statement, &delta.signature)
+            .map_err(|_| RejectReason::Signature)
+    }
+
+    /// Signs this peer's delta `version` (`values` flat, already scaled by `weight`).
+    pub fn sign_delta(&self, version: u64, weight: f32, values: &[f32]) -> Signature {
+        let content = content_hash(values);
+        let statement = statement::delta(self.me, version, weight, &content);
+        self.keys.signer.sign(&statement).unwrap_or_default()
     }
 
     /// This peer's own record.
@@ -209,25 +264,32 @@ impl Membership {
 
     /// Announces a new lifecycle state and published version (a new heartbeat).
     pub fn set_own_lifecycle(&mut self, lifecycle: Lifecycle, published: u64) {
-        if let Some(me) = self.table.get_mut(&self.me) {
+        self.update_own(|me| {
             me.lifecycle = lifecycle;
             me.published = published;
             me.heartbeat += 1;
-        }
+        });
         self.enqueue_own();
     }
 
     /// Records a newly published version in this peer's record (carried by the next change).
     pub fn set_own_published(&mut self, version: u64) {
-        if let Some(me) = self.table.get_mut(&self.me) {
-            me.published = version;
-        }
+        self.update_own(|me| me.published = version);
     }
 
     /// Marks this peer as left (before its `Leave` goes out).
     pub fn mark_left(&mut self) {
-        if let Some(me) = self.table.get_mut(&self.me) {
+        self.update_own(|me| {
             me.status = MemberStatus::Left;
+            me.lifecycle = Lifecycle::Stopped;
+        });
+    }
+
+    /// Changes this peer's own record and signs it again.
+    fn update_own(&mut self, change: impl FnOnce(&mut MemberRecord)) {
+        if let Some(me) = self.table.get_mut(&self.me) {
+            change(me);
+            sign_record(&self.keys, me);
         }
     }
 
@@ -255,15 +317,14 @@ impl Membership {
         }
     }
 
-    /// A member says goodbye: it left, with its last published version.
+    /// A member says goodbye: its own signed record, status `Left`, with its last published
+    /// version. A notice for another id, or not saying `Left`, is refused as unbound.
     pub fn handle_leave(&mut self, out: &mut Outbox, origin: PeerId, notice: LeaveNotice) {
-        let Some(mut record) = self.table.get(&origin).cloned() else {
+        let record = notice.record;
+        if record.peer_id != origin || record.status != MemberStatus::Left {
+            out.refuse_record(origin, admission::RecordRefusal::Unbound);
             return;
-        };
-        record.status = MemberStatus::Left;
-        record.incarnation = record.incarnation.max(notice.incarnation);
-        record.published = record.published.max(notice.published);
-        record.lifecycle = Lifecycle::Stopped;
+        }
         self.merge_record(out, record, Some(origin));
     }
 
@@ -282,13 +343,29 @@ impl Membership {
     /// Merges one record by version (docs/ALGORITHM.md), queues real changes for
     /// piggybacking, keeps the suspicion bookkeeping, and refutes suspicions of this peer.
     /// `from` is the peer whose message carried the record (an independent confirmation of a
-    /// suspicion).
-    pub fn merge_record(&mut self, out: &mut Outbox, record: MemberRecord, from: Option<PeerId>) {
-        if record.peer_id == self.me {
-            self.merge_own(out, record);
-            return;
-        }
+    /// suspicion). A record that would change the table is checked first
+    /// ([`admission::RecordAdmission::check`]); a refused one is counted and changes nothing.
+    /// Returns false when the record was refused.
+    pub fn merge_record(
+        &mut self,
+        out: &mut Outbox,
+        record: MemberRecord,
+        from: Option<PeerId>,
+    ) -> bool {
         let peer = record.peer_id;
+        let held = self.table.get(&peer);
+        let changes = held.is_none_or(|held| held.is_superseded_by(&record));
+        let confirms = record.status == MemberStatus::Suspect;
+        if changes || confirms {
+            if let Err(refusal) = self.admission.check(&*self.keys.verifier, held, &record) {
+                out.refuse_record(peer, refusal);
+                return false;
+            }
+        }
+        if peer == self.me {
+            self.merge_own(out, record);
+            return true;
+        }
         match self.table.merge(record.clone()) {
             MergeOutcome::New => {
                 self.enqueue_update(record.clone());
@@ -338,6 +415,7 @@ impl Membership {
                 }
             }
         }
+        true
     }
 
     /// Another peer's record of this one.
@@ -355,11 +433,11 @@ impl Membership {
             self.swim
                 .adjust_awareness(1, self.swim_config.awareness_max_multiplier);
             let incarnation = self.incarnation;
-            if let Some(me) = self.table.get_mut(&self.me) {
+            self.update_own(|me| {
                 me.incarnation = incarnation;
                 me.status = MemberStatus::Alive;
                 me.heartbeat += 1;
-            }
+            });
             self.enqueue_own();
         } else if record.incarnation > self.incarnation && !leaving {
             // Someone knows an alive incarnation of us above ours: this peer restarted without
@@ -367,10 +445,10 @@ impl Membership {
             // do not fight over which one is current.
             self.incarnation = record.incarnation + 1;
             let incarnation = self.incarnation;
-            if let Some(me) = self.table.get_mut(&self.me) {
+            self.update_own(|me| {
                 me.incarnation = incarnation;
                 me.heartbeat += 1;
-            }
+            });
             self.enqueue_own();
         }
     }

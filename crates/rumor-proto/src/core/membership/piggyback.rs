@@ -54,6 +54,8 @@ mod tests {
             status: MemberStatus::Alive,
             lifecycle: Lifecycle::Training,
             published: 0,
+            credential: crate::auth::Credential::new(Vec::new()),
+            signature: Default::default(),
         }
     }
 

@@ -107,6 +107,8 @@ mod tests {
             status,
             lifecycle: Lifecycle::Training,
             published: 0,
+            credential: crate::auth::Credential::new(Vec::new()),
+            signature: Default::default(),
         }
     }
 

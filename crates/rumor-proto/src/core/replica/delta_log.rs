@@ -16,6 +16,8 @@ pub struct LoggedDelta {
     pub values: Arc<[f32]>,
     /// When this peer applied (or published) it.
     pub logged_at: Instant,
+    /// The origin's signature, passed on with the delta when it is pushed again.
+    pub signature: crate::auth::Signature,
 }
 
 /// Deltas by `(origin, version)`, oldest evicted first once over `max_bytes`.
@@ -99,6 +101,7 @@ mod tests {
                     weight: 1.0,
                     values: vec![0.0; 4].into(),
                     logged_at: Instant::now(),
+                    signature: Default::default(),
                 },
             );
         }

@@ -113,8 +113,9 @@ impl Replica {
         self.published = self.published.max(version);
     }
 
-    /// Adds a local delta (flat, already scaled by `weight`) under the next version.
-    /// Returns that version and the values, shared.
+    /// Adds a local delta (flat, already scaled by `weight`) under the next version
+    /// (`published() + 1`, which `signature` signs). Returns that version and the values,
+    /// shared.
     ///
     /// Errors: [`RejectReason`] for a wrong length, non-finite values or a weight outside
     /// (0, 1]; nothing changes then.
@@ -124,6 +125,7 @@ impl Replica {
         now: Instant,
         weight: f32,
         values: Vec<f32>,
+        signature: crate::auth::Signature,
     ) -> Result<(u64, Arc<[f32]>), RejectReason> {
         self.admission.check_shape(weight, &values)?;
         self.admission.record_norm(l2_norm(&values));
@@ -139,6 +141,7 @@ impl Replica {
                 weight,
                 values: values.clone(),
                 logged_at: now,
+                signature,
             },
         );
         out.stats.deltas_published += 1;
@@ -194,6 +197,7 @@ impl Replica {
                 weight: delta.weight,
                 values: delta.values.clone(),
                 logged_at: out.now,
+                signature: delta.signature.clone(),
             },
         );
         out.stats.deltas_applied += 1;
