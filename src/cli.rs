@@ -136,6 +136,29 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Signed updates: µs to hash and sign or verify a delta, to sign or verify a member
+    /// record, to admit a certificate; and the share of one core each takes at a rate.
+    Signing {
+        /// Parameters of the delta (default: the MLP 784-128-10).
+        #[arg(long, default_value_t = 101_770, allow_negative_numbers = true,
+              value_parser = whole::<usize>("--params", 1))]
+        params: usize,
+        /// Deltas per second at which the CPU share of the delta operations is given.
+        #[arg(long, default_value_t = 10.0, allow_negative_numbers = true,
+              value_parser = non_negative("--deltas-per-second"))]
+        deltas_per_second: f64,
+        /// Member records per second at which the CPU share of the record operations is given.
+        #[arg(long, default_value_t = 50.0, allow_negative_numbers = true,
+              value_parser = non_negative("--records-per-second"))]
+        records_per_second: f64,
+        /// Batches per operation (each at least 100 ms); the median is printed.
+        #[arg(long, default_value_t = 7, allow_negative_numbers = true,
+              value_parser = whole::<usize>("--batches", 1))]
+        batches: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `rumor status`

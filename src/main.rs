@@ -132,6 +132,25 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Bench(BenchCommand::Signing {
+            params,
+            deltas_per_second,
+            records_per_second,
+            batches,
+            json,
+        }) => {
+            let result = bench::signing::signing(&bench::signing::SigningBenchOptions {
+                params,
+                deltas_per_second,
+                records_per_second,
+                batches,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                println!("{result}");
+            }
+        }
         Command::Status(args) => {
             runtime.block_on(ui::table::status(&args.addr, args.timeout))?;
         }

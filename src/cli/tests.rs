@@ -142,6 +142,20 @@ fn negative_whole_numbers_and_durations_are_refused_naming_the_key() {
         "--idle-seconds must be at least 1",
     ));
     for (flag, want) in [
+        ("--params", "--params must be at least 1"),
+        ("--batches", "--batches must be at least 1"),
+        (
+            "--deltas-per-second",
+            "--deltas-per-second must be a number ≥ 0",
+        ),
+        (
+            "--records-per-second",
+            "--records-per-second must be a number ≥ 0",
+        ),
+    ] {
+        cases.push((vec!["bench", "signing", flag, "-1"], want));
+    }
+    for (flag, want) in [
         ("--count", "--count must be at least 0"),
         ("--rate", "--rate must be a number ≥ 0, got -1"),
         (
@@ -234,4 +248,48 @@ fn bad_flag_values_are_errors_naming_the_key() {
     }
     assert!(Cli::try_parse_from(["rumor", "up", "--lr-scaling", "cubic"]).is_err());
     assert!(Cli::try_parse_from(["rumor", "up", "--epochs", "-1"]).is_err());
+}
+
+#[test]
+fn bench_signing_defaults_to_the_mlp_at_ten_deltas_and_fifty_records_per_second() -> TestResult {
+    let cli = Cli::try_parse_from(["rumor", "bench", "signing"])?;
+    let Command::Bench(BenchCommand::Signing {
+        params,
+        deltas_per_second,
+        records_per_second,
+        batches,
+        json,
+    }) = cli.command
+    else {
+        return Err("parsed the wrong command".into());
+    };
+    assert_eq!(
+        params,
+        crate::bench::signing::SigningBenchOptions::default().params
+    );
+    assert_eq!(params, 101_770);
+    assert_eq!((deltas_per_second, records_per_second), (10.0, 50.0));
+    assert_eq!(batches, 7);
+    assert!(!json);
+    let cli = Cli::try_parse_from([
+        "rumor",
+        "bench",
+        "signing",
+        "--params",
+        "1000",
+        "--deltas-per-second",
+        "2.5",
+        "--json",
+    ])?;
+    let Command::Bench(BenchCommand::Signing {
+        params,
+        deltas_per_second,
+        json,
+        ..
+    }) = cli.command
+    else {
+        return Err("parsed the wrong command".into());
+    };
+    assert_eq!((params, deltas_per_second, json), (1000, 2.5, true));
+    Ok(())
 }

@@ -122,7 +122,7 @@ pub struct Incoming {
     /// The connection's remote address: the sender's listen address.
     pub from: SocketAddr,
     /// The member that sent it: the common name of the certificate its connection presented
-    /// ([`member::member_identity`]).
+    /// ([`member::common_name`] of its leaf).
     pub member: Arc<str>,
     /// The certificate behind the connection: [`KeyId::of`] its peer's leaf certificate (DER),
     /// the one the handshake checked against the cluster CA. A signed record or delta whose
