@@ -4,8 +4,7 @@
 //! invented origins, ids minted from one certificate. Compiled only under `#[cfg(test)]`.
 
 use super::tests::{
-    config, core_with_members, delta_envelope, drain, member, peer, sender,
-    view_from, P,
+    config, core_with_members, delta_envelope, drain, member, peer, sender, view_from, P,
 };
 use super::*;
 use crate::auth::test_keys::{member_of, TestCa};
@@ -220,4 +219,38 @@ fn one_certificate_gets_a_bounded_number_of_ids() {
     core.handle_message(now, sender(3), view_from(3, 1, records));
     assert_eq!(refused(&core, "too_many_identities"), 3);
     assert_eq!(core.members().count(), 1 + MAX_IDENTITIES_PER_CERTIFICATE);
+}
+
+#[test]
+fn a_revoked_certificate_is_refused_and_its_members_go_down() {
+    let (mut core, now) = core_with_members(4);
+    let key = peer(3).keys.key_id();
+    core.revoke(now, key);
+    let status = |core: &Core, n: u128| {
+        core.members()
+            .find(|m| m.peer_id == peer(n).id)
+            .map(|m| m.status)
+    };
+    assert_eq!(status(&core, 3), Some(MemberStatus::Dead));
+    drain(&mut core);
+    // Its newer records are refused, its messages dropped.
+    let mut newer = member(3);
+    newer.incarnation = 1;
+    membership::sign_record(&peer(3).keys, &mut newer);
+    core.handle_message(now, sender(2), view_from(2, 7, vec![newer]));
+    assert_eq!(refused(&core, "revoked"), 1);
+    assert_eq!(status(&core, 3), Some(MemberStatus::Dead));
+    core.handle_message(now, sender(3), view_from(3, 8, vec![member(3)]));
+    assert_eq!(core.stats().messages_from_revoked, 1);
+    // A delta it published before, arriving through another member, still merges (others may
+    // hold it) but is not pushed on.
+    core.handle_message(now, sender(2), delta_envelope(3, 1, 3, 1.0));
+    assert!(core.applied().contains(peer(3).id, 1));
+    let (transmits, _) = drain(&mut core);
+    assert!(
+        !transmits
+            .iter()
+            .any(|t| matches!(t.envelope.payload, Payload::Delta(_))),
+        "not forwarded"
+    );
 }

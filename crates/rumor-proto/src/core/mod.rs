@@ -296,6 +296,8 @@ impl Core {
         self.out.now = self.out.now.max(now);
         if envelope.ttl > self.config.max_ttl {
             self.out.stats.decode_errors += 1;
+        } else if self.membership.is_revoked(&from.key) {
+            self.out.stats.messages_from_revoked += 1;
         } else if !matches!(envelope.payload, Payload::Delta(_))
             && !from.key.binds(&envelope.origin)
         {
@@ -346,7 +348,10 @@ impl Core {
                 let received =
                     self.replica
                         .receive(out, origin, envelope.version, &delta, announced, live);
-                if received == Received::Applied {
+                // A revoked origin's deltas still merge (peers that hold one and peers that do
+                // not would otherwise never agree again) but are no longer pushed on: they
+                // spread only as anti-entropy repairs what is missing.
+                if received == Received::Applied && !self.membership.is_revoked_peer(&origin) {
                     self.dissemination.spread_applied(
                         out,
                         &self.membership,
@@ -436,6 +441,18 @@ impl Core {
     pub fn raise_published(&mut self, version: u64) {
         self.replica.learn_published(version);
         self.membership.set_own_published(self.replica.published());
+    }
+
+    /// Stops trusting the certificate with key id `key` (revoked by the CA's list, or its
+    /// holder caught equivocating): its member records are refused, messages over its
+    /// connections are dropped (`messages_from_revoked`), every member bound to it is marked
+    /// dead here and goes down, and its deltas are no longer forwarded (those already in the
+    /// cluster still merge, through anti-entropy, so every peer ends with the same set). The
+    /// shell also refuses its handshakes. Idempotent.
+    pub fn revoke(&mut self, now: Instant, key: KeyId) {
+        self.out.now = self.out.now.max(now);
+        self.membership.revoke(&mut self.out, key);
+        self.after_input(now);
     }
 
     /// Marks this peer as training. A core with [`LifecycleConfig::min_peers`] set does this

@@ -28,11 +28,13 @@ pub struct CoreStats {
     /// `version_jump`, `unknown_origin`, `signature`).
     pub deltas_rejected: BTreeMap<&'static str, u64>,
     /// Member records refused, by reason (`unbound`, `credential`, `signature`,
-    /// `too_many_identities`).
+    /// `too_many_identities`, `revoked`).
     pub records_refused: BTreeMap<&'static str, u64>,
     /// Messages dropped because their origin is not bound to the certificate of the connection
     /// they came on.
     pub senders_mismatched: u64,
+    /// Messages dropped because they came over a revoked certificate's connection.
+    pub messages_from_revoked: u64,
     /// Frames that failed to decode.
     pub decode_errors: u64,
     /// Times a delta arrived ahead of a missing earlier version of its origin.

@@ -34,6 +34,8 @@ pub enum RecordRefusal {
     Signature,
     /// The certificate already has [`MAX_IDENTITIES_PER_CERTIFICATE`] ids in the table.
     TooManyIdentities,
+    /// The certificate was revoked, or its holder quarantined for equivocation.
+    Revoked,
 }
 
 impl RecordRefusal {
@@ -44,6 +46,7 @@ impl RecordRefusal {
             RecordRefusal::Credential => "credential",
             RecordRefusal::Signature => "signature",
             RecordRefusal::TooManyIdentities => "too_many_identities",
+            RecordRefusal::Revoked => "revoked",
         }
     }
 }
@@ -52,6 +55,7 @@ impl RecordRefusal {
 #[derive(Default)]
 pub struct RecordAdmission {
     admitted: HashSet<KeyId>,
+    revoked: HashSet<KeyId>,
     ids_per_key: HashMap<[u8; KEY_PREFIX_LEN], BTreeSet<PeerId>>,
 }
 
@@ -65,10 +69,13 @@ impl RecordAdmission {
         held: Option<&MemberRecord>,
         record: &MemberRecord,
     ) -> Result<(), RecordRefusal> {
+        let key = record.credential.key_id();
+        if self.revoked.contains(&key) {
+            return Err(RecordRefusal::Revoked);
+        }
         if held.is_some_and(|held| same_statement(held, record)) {
             return Ok(());
         }
-        let key = record.credential.key_id();
         if !key.binds(&record.peer_id) {
             return Err(RecordRefusal::Unbound);
         }
@@ -96,6 +103,24 @@ impl RecordAdmission {
             ids.insert(record.peer_id);
         }
         Ok(())
+    }
+}
+
+impl RecordAdmission {
+    /// Stops believing `key`'s records from now on. Returns false when it was revoked already.
+    pub fn revoke(&mut self, key: KeyId) -> bool {
+        self.admitted.remove(&key);
+        self.revoked.insert(key)
+    }
+
+    /// Whether `key` was revoked.
+    pub fn is_revoked(&self, key: &KeyId) -> bool {
+        self.revoked.contains(key)
+    }
+
+    /// Whether the certificate `peer` is bound to was revoked (by key prefix).
+    pub fn is_revoked_peer(&self, peer: &PeerId) -> bool {
+        self.revoked.iter().any(|key| key.binds(peer))
     }
 }
 

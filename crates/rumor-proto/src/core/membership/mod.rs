@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
 
-use crate::auth::{content_hash, statement, PeerKeys, Signature};
+use crate::auth::{content_hash, statement, KeyId, PeerKeys, Signature};
 use crate::id::PeerId;
 use crate::wire::{
     DeltaPayload, LeaveNotice, Lifecycle, MemberRecord, MemberStatus, MembershipView, Payload,
@@ -283,6 +283,47 @@ impl Membership {
             me.status = MemberStatus::Left;
             me.lifecycle = Lifecycle::Stopped;
         });
+    }
+
+    /// Stops believing the certificate `key`: its records are refused from now on, and every
+    /// member bound to it is marked dead here (a local verdict, passed on like any death) and
+    /// goes down. Returns the members that went down; none when it was revoked already.
+    pub fn revoke(&mut self, out: &mut Outbox, key: KeyId) -> Vec<PeerId> {
+        if !self.admission.revoke(key) {
+            return Vec::new();
+        }
+        let bound: Vec<MemberRecord> = self
+            .table
+            .iter()
+            .filter(|m| key.binds(&m.peer_id) && m.peer_id != self.me)
+            .cloned()
+            .collect();
+        let mut down = Vec::new();
+        for mut record in bound {
+            let was_live = matches!(record.status, MemberStatus::Alive | MemberStatus::Suspect);
+            if record.status != MemberStatus::Left {
+                record.status = MemberStatus::Dead;
+            }
+            self.swim.suspicions.remove(&record.peer_id);
+            let peer = record.peer_id;
+            self.table.replace(record.clone());
+            if was_live {
+                self.went_down.push(peer);
+                down.push(peer);
+                out.event(Event::MemberDown(record));
+            }
+        }
+        down
+    }
+
+    /// Whether messages from the certificate `key` are refused.
+    pub fn is_revoked(&self, key: &KeyId) -> bool {
+        self.admission.is_revoked(key)
+    }
+
+    /// Whether `peer` is bound to a revoked certificate.
+    pub fn is_revoked_peer(&self, peer: &PeerId) -> bool {
+        self.admission.is_revoked_peer(peer)
     }
 
     /// Changes this peer's own record and signs it again.

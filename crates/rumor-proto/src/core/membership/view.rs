@@ -54,6 +54,12 @@ impl MemberTable {
         }
     }
 
+    /// Puts `record` in place of the held one whatever their versions (a local verdict, such
+    /// as a revocation).
+    pub fn replace(&mut self, record: MemberRecord) {
+        self.records.insert(record.peer_id, record);
+    }
+
     /// The record of `peer`, if known.
     pub fn get(&self, peer: &PeerId) -> Option<&MemberRecord> {
         self.records.get(peer)
