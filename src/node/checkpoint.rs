@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ResumeError;
 use crate::model::{self, ModelError, ModelSpec};
+use rumor_proto::auth::ContentHash;
 use rumor_proto::core::Core;
 use rumor_proto::version_vector::VersionVector;
 use rumor_proto::wire::PeerId;
@@ -27,6 +28,37 @@ pub struct CheckpointState {
     /// Optimizer steps done when it was saved.
     #[serde(default)]
     pub steps_done: u64,
+    /// The content hash (SHA-256, hex) of each applied delta whose content was known, so the
+    /// resumed peer can still compare contents for equivocation. Absent in checkpoints from
+    /// before signed updates.
+    #[serde(default)]
+    pub contents: Vec<(PeerId, u64, String)>,
+}
+
+impl CheckpointState {
+    /// The saved contents as hashes; entries whose hex does not decode to 32 bytes are left
+    /// out (their origins are then not compared).
+    pub fn content_hashes(&self) -> Vec<(PeerId, u64, ContentHash)> {
+        self.contents
+            .iter()
+            .filter_map(|(origin, version, hex)| Some((*origin, *version, decode_hash(hex)?)))
+            .collect()
+    }
+}
+
+fn encode_hash(hash: &ContentHash) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_hash(hex: &str) -> Option<ContentHash> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(hash)
 }
 
 /// Why a checkpoint could not be saved. The previous checkpoint stays loadable.
@@ -51,6 +83,11 @@ pub fn save(dir: &Path, spec: &ModelSpec, core: &Core, steps_done: u64) -> Resul
         published: core.published(),
         incarnation: core.incarnation(),
         steps_done,
+        contents: core
+            .contents()
+            .iter()
+            .map(|(origin, version, hash)| (*origin, *version, encode_hash(hash)))
+            .collect(),
     };
     let state = serde_json::to_value(&state).map_err(SaveError::EncodeState)?;
     model::save_checkpoint(dir, spec, core.base(), &state).map_err(SaveError::Write)

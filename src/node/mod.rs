@@ -606,6 +606,7 @@ fn resume_state(
                         "resuming from checkpoint"
                     );
                     Some(RestoredState {
+                        contents: state.content_hashes(),
                         base,
                         applied: state.applied,
                         published: state.published,
@@ -728,6 +729,29 @@ fn handle_event(
             if let Some(t) = trainer {
                 let _ = t.commands.send(ToTrainer::ApplyDelta(values));
             }
+        }
+        Event::DeltaRetracted {
+            origin,
+            version,
+            values,
+        } => {
+            warn!(%origin, version, "equivocated delta taken out of the base");
+            if let Some(t) = trainer {
+                let negated: Arc<[f32]> = values.iter().map(|v| -v).collect();
+                let _ = t.commands.send(ToTrainer::ApplyDelta(negated));
+            }
+        }
+        Event::Quarantined {
+            origin,
+            key,
+            version,
+        } => {
+            error!(
+                %origin,
+                version,
+                certificate = %key.short(),
+                "member quarantined: it signed two different deltas under one version"
+            )
         }
         Event::BaseReplaced { base, exact } => {
             if !exact {

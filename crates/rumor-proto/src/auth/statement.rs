@@ -11,6 +11,30 @@ use crate::wire::{MemberRecord, MemberStatus};
 /// SHA-256 of a delta's values (f32, little endian, in layout order).
 pub type ContentHash = [u8; 32];
 
+/// The content recorded for a version resolved to nothing after an equivocation (no SHA-256
+/// output is all ones in practice).
+pub const RETRACTED: ContentHash = [0xff; 32];
+
+/// A fingerprint of the contents applied under an origin's versions: the first 16 bytes of
+/// the SHA-256 over the origin and its `(version, content hash)` pairs in increasing version
+/// order. Not incremental on purpose: additive set hashes can be collided by whoever chooses
+/// the contents (the equivocator does).
+pub fn contents_fingerprint<'a>(
+    origin: PeerId,
+    versions: impl Iterator<Item = (u64, &'a ContentHash)>,
+) -> [u8; 16] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(b"rumor/contents/1");
+    context.update(origin.as_uuid().as_bytes());
+    for (version, content) in versions {
+        context.update(&version.to_le_bytes());
+        context.update(content);
+    }
+    let mut fingerprint = [0u8; 16];
+    fingerprint.copy_from_slice(&context.finish().as_ref()[..16]);
+    fingerprint
+}
+
 /// The SHA-256 of `values` as little-endian f32 bytes: what a delta's signature covers, and
 /// what tells two deltas under one `(origin, version)` apart.
 pub fn content_hash(values: &[f32]) -> ContentHash {

@@ -197,6 +197,9 @@ pub struct RestoredState {
     pub published: u64,
     /// The incarnation it ran with; the restarted peer uses one more.
     pub incarnation: u64,
+    /// The content hash of the applied deltas whose content was saved (a checkpoint made before
+    /// contents were kept has none: those origins are then not compared for equivocation).
+    pub contents: Vec<(crate::id::PeerId, u64, crate::auth::ContentHash)>,
 }
 
 impl RestoredState {
@@ -208,6 +211,7 @@ impl RestoredState {
         Self {
             base: initial,
             applied: VersionVector::new(),
+            contents: Vec::new(),
             published: 0,
             incarnation: 0,
         }

@@ -76,6 +76,28 @@ pub enum Event {
         /// The values added (flat, scaled).
         values: Arc<[f32]>,
     },
+    /// A delta applied earlier was taken out of `base` again: its origin signed two different
+    /// deltas under its version, and every peer resolves that version to nothing. The trainer
+    /// subtracts `values` from `work` too.
+    DeltaRetracted {
+        /// Who published it.
+        origin: PeerId,
+        /// Its version.
+        version: u64,
+        /// The values taken out (flat, scaled).
+        values: Arc<[f32]>,
+    },
+    /// A member was caught equivocating (two signed deltas under one version): its
+    /// certificate is no longer trusted here ([`super::Core::revoke`]); the shell refuses its
+    /// connections too.
+    Quarantined {
+        /// The equivocating member.
+        origin: PeerId,
+        /// Its certificate's key id.
+        key: crate::auth::KeyId,
+        /// The equivocated version.
+        version: u64,
+    },
     /// `base` was replaced by a snapshot (topped up with the deltas it lacked).
     BaseReplaced {
         /// The new base, flat.

@@ -27,6 +27,7 @@
 
 mod config;
 mod dissemination;
+mod equivocation;
 mod events;
 mod lifecycle;
 mod membership;
@@ -50,13 +51,14 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::auth::{Credential, KeyId, Signature};
+use crate::auth::{content_hash, ContentHash, Credential, KeyId, Signature};
 use crate::version_vector::VersionVector;
 use crate::wire::{
     self, DeltaPayload, Envelope, LeaveNotice, Lifecycle, MemberRecord, MemberStatus, Payload,
     PeerId, Welcome,
 };
 use dissemination::Dissemination;
+use equivocation::Screen;
 use lifecycle::join::answer_join;
 use lifecycle::PeerLifecycle;
 use membership::Membership;
@@ -110,6 +112,7 @@ impl Core {
         let state = RestoredState {
             base,
             applied: VersionVector::new(),
+            contents: Vec::new(),
             published: 0,
             incarnation: 0,
         };
@@ -152,7 +155,7 @@ impl Core {
         };
         let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me.addr).collect();
         let mut timers = TimerTable::default();
-        let replica = Replica::new(&config, me.id, state.base, state.applied, state.published);
+        let replica = Replica::new(&config, me.id, &state);
         let mut core = Self {
             membership: Membership::new(&config, own, me.keys.clone(), now, &mut timers),
             dissemination: Dissemination::new(&config, now, &mut timers),
@@ -305,37 +308,38 @@ impl Core {
             self.out.event(Event::SenderMismatch {
                 claimed: envelope.origin,
             });
-        } else if let Err(reason) = self.check_delta(&envelope) {
-            self.out.reject(envelope.origin, reason);
-        } else if !self.dissemination.first_sight(now, envelope.id) {
-            self.out.stats.duplicates_dropped += 1;
         } else {
-            let kind = envelope.payload.kind().as_str();
-            *self.out.stats.received.entry(kind).or_default() += 1;
-            self.route(now, from, envelope);
+            match self.screen_delta(&envelope) {
+                Screen::Reject(reason) => self.out.reject(envelope.origin, reason),
+                Screen::Equivocation(proof) => {
+                    self.out.stats.equivocations_detected += 1;
+                    // Found here: every live member gets the proof, the sender included.
+                    let me = self.out.me.addr;
+                    self.handle_proof(me, proof);
+                }
+                Screen::Pass(content) => {
+                    if !self.dissemination.first_sight(now, envelope.id) {
+                        self.out.stats.duplicates_dropped += 1;
+                    } else {
+                        let kind = envelope.payload.kind().as_str();
+                        *self.out.stats.received.entry(kind).or_default() += 1;
+                        self.route(now, from, envelope, content);
+                    }
+                }
+            }
         }
         self.after_input(now);
     }
 
-    /// A delta not applied yet: its origin must have an admitted record and its signature must
-    /// verify. Other messages, and deltas already applied (dropped later as such), pass.
-    fn check_delta(&self, envelope: &Envelope) -> Result<(), RejectReason> {
-        let Payload::Delta(delta) = &envelope.payload else {
-            return Ok(());
-        };
-        if self
-            .replica
-            .applied()
-            .contains(envelope.origin, envelope.version)
-        {
-            return Ok(());
-        }
-        self.membership
-            .check_delta(envelope.origin, envelope.version, delta)
-    }
-
     /// Hands a new message to the sub-machine that owns its kind. Answers go to `from.addr`.
-    fn route(&mut self, now: Instant, from: Sender, envelope: Envelope) {
+    /// `content` is a delta's content hash, computed by [`Core::screen_delta`].
+    fn route(
+        &mut self,
+        now: Instant,
+        from: Sender,
+        envelope: Envelope,
+        content: Option<ContentHash>,
+    ) {
         let origin = envelope.origin;
         let from = from.addr;
         let out = &mut self.out;
@@ -345,9 +349,16 @@ impl Core {
                 let delta = delta.clone();
                 let announced = self.membership.announced_version(&origin);
                 let live = self.membership.is_live(&origin);
-                let received =
-                    self.replica
-                        .receive(out, origin, envelope.version, &delta, announced, live);
+                let content = content.unwrap_or_else(|| content_hash(&delta.values));
+                let received = self.replica.receive(
+                    out,
+                    origin,
+                    envelope.version,
+                    &delta,
+                    content,
+                    announced,
+                    live,
+                );
                 // A revoked origin's deltas still merge (peers that hold one and peers that do
                 // not would otherwise never agree again) but are no longer pushed on: they
                 // spread only as anti-entropy repairs what is missing.
@@ -400,6 +411,7 @@ impl Core {
             ),
             Payload::Snapshot(snapshot) => self.replica.receive_snapshot(out, snapshot),
             Payload::Leave(notice) => self.membership.handle_leave(out, origin, notice),
+            Payload::Equivocation(proof) => self.handle_proof(from, proof),
         }
     }
 
@@ -416,10 +428,16 @@ impl Core {
     ) -> Result<u64, RejectReason> {
         self.out.now = self.out.now.max(now);
         let next = self.replica.published() + 1;
-        let signature = self.membership.sign_delta(next, weight, &values);
-        let (version, values) =
-            self.replica
-                .publish(&mut self.out, now, weight, values, signature.clone())?;
+        let content = content_hash(&values);
+        let signature = self.membership.sign_delta(next, weight, &content);
+        let (version, values) = self.replica.publish(
+            &mut self.out,
+            now,
+            weight,
+            values,
+            content,
+            signature.clone(),
+        )?;
         self.membership.set_own_published(version);
         self.dissemination.push_own(
             &mut self.out,
@@ -512,7 +530,7 @@ impl Core {
             let dead = self.membership.declared_dead(me);
             (
                 self.dissemination
-                    .all_caught_up(me, &self.membership, applied),
+                    .all_caught_up(me, &self.membership, &self.replica),
                 lifecycle::drain::drain_view(dead, applied),
             )
         } else {
@@ -568,5 +586,7 @@ impl Core {
 
 #[cfg(test)]
 mod auth_tests;
+#[cfg(test)]
+mod equivocation_tests;
 #[cfg(test)]
 mod tests;

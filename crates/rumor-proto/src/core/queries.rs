@@ -22,6 +22,12 @@ impl Core {
         self.replica.applied()
     }
 
+    /// The content hash of every applied delta whose content is known, sorted by origin and
+    /// version (a checkpoint saves them, so a resumed peer can still compare contents).
+    pub fn contents(&self) -> Vec<(PeerId, u64, crate::auth::ContentHash)> {
+        self.replica.contents()
+    }
+
     /// The last version this peer published (0 before the first).
     pub fn published(&self) -> u64 {
         self.replica.published()

@@ -35,6 +35,16 @@ pub struct CoreStats {
     pub senders_mismatched: u64,
     /// Messages dropped because they came over a revoked certificate's connection.
     pub messages_from_revoked: u64,
+    /// Equivocations this peer found itself: a validly signed delta whose content differs from
+    /// the one applied under the same `(origin, version)`.
+    pub equivocations_detected: u64,
+    /// Valid equivocation proofs received that were new here.
+    pub equivocation_proofs_received: u64,
+    /// Equivocation proofs refused (a signature that does not verify, one content twice, an
+    /// unknown origin).
+    pub equivocation_proofs_refused: u64,
+    /// Deltas applied here and taken out again because their version was equivocated.
+    pub deltas_retracted: u64,
     /// Frames that failed to decode.
     pub decode_errors: u64,
     /// Times a delta arrived ahead of a missing earlier version of its origin.

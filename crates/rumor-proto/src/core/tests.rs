@@ -351,6 +351,7 @@ fn snapshot_install_reapplies_deltas_it_lacks() {
         payload: Payload::Snapshot(Snapshot {
             base: vec![3.0; P].into(),
             applied,
+            contents: Vec::new(),
         }),
     };
     core.handle_message(now, sender(2), snap);
@@ -361,7 +362,7 @@ fn snapshot_install_reapplies_deltas_it_lacks() {
 }
 
 /// Deterministic values for delta `(origin, version)`.
-fn delta_values(origin: usize, version: u64) -> Vec<f32> {
+pub(super) fn delta_values(origin: usize, version: u64) -> Vec<f32> {
     (0..P)
         .map(|i| ((origin * 31 + version as usize * 7 + i * 13) % 17) as f32 * 0.013 - 0.1)
         .collect()
@@ -398,7 +399,7 @@ proptest! {
     }
 }
 
-fn sim_config() -> CoreConfig {
+pub(super) fn sim_config() -> CoreConfig {
     CoreConfig {
         param_count: P,
         ..CoreConfig::default()
@@ -492,16 +493,20 @@ fn sample_frames() -> Vec<Vec<u8>> {
             snapshot: Snapshot {
                 base: vec![1.0; P].into(),
                 applied: vv.clone(),
+                contents: Vec::new(),
             },
         }),
         Payload::Digest(Digest {
             applied: vv.clone(),
             lifecycle: Lifecycle::Training,
             reply: false,
+            contents: Vec::new(),
+            equivocations: Vec::new(),
         }),
         Payload::Snapshot(Snapshot {
             base: vec![2.0; P].into(),
             applied: vv,
+            contents: Vec::new(),
         }),
         Payload::Leave(LeaveNotice {
             record: left_record(2),
@@ -655,7 +660,7 @@ fn sim_drain_waits_for_a_member_falsely_declared_dead() {
 
 /// Forms a lossless cluster of `n` peers through peer 0, starts training everywhere and has each
 /// peer publish `rounds` deltas, 100 ms apart.
-fn trained_cluster(seed: u64, n: usize, rounds: u64) -> Sim {
+pub(super) fn trained_cluster(seed: u64, n: usize, rounds: u64) -> Sim {
     let mut sim = Sim::new(sim_config(), NetModel::default(), seed);
     assert!(
         sim.form_cluster(n, Duration::from_secs(30)),
@@ -846,6 +851,8 @@ fn empty_digest_from_2() -> Envelope {
             applied: VersionVector::default(),
             lifecycle: Lifecycle::Training,
             reply: false,
+            contents: Vec::new(),
+            equivocations: Vec::new(),
         }),
     }
 }

@@ -257,6 +257,7 @@ fn resume_scenario(seed: u64, damaged: bool) {
         ResumeDecision::Restore => RestoredState {
             base: snapshot.base.to_vec(),
             applied: snapshot.applied.clone(),
+            contents: snapshot.contents.clone(),
             published,
             incarnation,
         },

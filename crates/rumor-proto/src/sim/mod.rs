@@ -439,6 +439,16 @@ impl Sim {
         }
     }
 
+    /// Sends `envelope` from the peer at `from` to the peer at `to` as if `from` had sent it
+    /// (its connection, its certificate), whatever `from`'s core would do: how tests play a
+    /// misbehaving member. The network model applies.
+    pub fn inject(&mut self, from: usize, to: usize, envelope: &crate::wire::Envelope) {
+        let Ok(frame) = wire::encode(envelope, self.config.max_message_bytes) else {
+            return;
+        };
+        self.send(from, to, frame, None);
+    }
+
     /// Cuts every link between `a` and `b` (both directions).
     pub fn partition(&mut self, a: &[usize], b: &[usize]) {
         for &x in a {

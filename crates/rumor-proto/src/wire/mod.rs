@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::auth::{Credential, Signature, MAX_CREDENTIAL_LEN, MAX_SIGNATURE_LEN};
+use crate::auth::{ContentHash, Credential, Signature, MAX_CREDENTIAL_LEN, MAX_SIGNATURE_LEN};
 use crate::version_vector::VersionVector;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,10 @@ pub const MAX_VIEW_MEMBERS: usize = 4096;
 pub const MAX_VECTOR_ORIGINS: usize = 4096;
 /// Most exception entries (versions above the contiguous prefix) accepted per origin.
 pub const MAX_VECTOR_EXCEPTIONS: usize = 65_536;
+/// Most equivocated `(origin, version)` pairs listed in one digest.
+pub const MAX_EQUIVOCATIONS: usize = 4096;
+/// Most content hashes carried by one snapshot (one per applied delta).
+pub const MAX_SNAPSHOT_CONTENTS: usize = 4 * 1024 * 1024;
 
 /// One gossip message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,6 +87,9 @@ pub enum Payload {
     Ack(Probe),
     /// SWIM indirect probe: "probe `target` for me and relay its ack".
     PingReq(PingRequest),
+    /// Proof that `origin` signed two different deltas under one version: spread to every
+    /// member, each of which quarantines the origin and resolves that version to nothing.
+    Equivocation(EquivocationProof),
 }
 
 impl Payload {
@@ -99,6 +106,7 @@ impl Payload {
             Payload::Ping(_) => MessageKind::Ping,
             Payload::Ack(_) => MessageKind::Ack,
             Payload::PingReq(_) => MessageKind::PingReq,
+            Payload::Equivocation(_) => MessageKind::Equivocation,
         }
     }
 }
@@ -126,11 +134,13 @@ pub enum MessageKind {
     Ack,
     /// [`Payload::PingReq`]
     PingReq,
+    /// [`Payload::Equivocation`]
+    Equivocation,
 }
 
 impl MessageKind {
     /// All kinds, in a fixed order.
-    pub const ALL: [MessageKind; 10] = [
+    pub const ALL: [MessageKind; 11] = [
         MessageKind::Delta,
         MessageKind::Membership,
         MessageKind::Join,
@@ -141,6 +151,7 @@ impl MessageKind {
         MessageKind::Ping,
         MessageKind::Ack,
         MessageKind::PingReq,
+        MessageKind::Equivocation,
     ];
 
     /// Lower-case name, as used in metric labels.
@@ -156,6 +167,7 @@ impl MessageKind {
             MessageKind::Ping => "ping",
             MessageKind::Ack => "ack",
             MessageKind::PingReq => "ping_req",
+            MessageKind::Equivocation => "equivocation",
         }
     }
 }
@@ -172,6 +184,35 @@ pub struct DeltaPayload {
     /// The origin's signature over [`crate::auth::statement::delta`] (origin, version, weight
     /// and the SHA-256 of `values`). Forwarders pass it on unchanged.
     pub signature: Signature,
+}
+
+/// One signed delta as evidence: what its origin signed, and the values when the holder still
+/// has them (empty otherwise).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SignedDelta {
+    /// The weight signed.
+    pub weight: f32,
+    /// The SHA-256 of the values signed ([`crate::auth::content_hash`]).
+    pub content: ContentHash,
+    /// The origin's signature over [`crate::auth::statement::delta`].
+    pub signature: Signature,
+    /// The values (flat, scaled), so that a peer that applied this delta can take it out
+    /// again; empty when the sender no longer holds them. Must hash to `content`.
+    #[serde(with = "crate::compact::compact_serde")]
+    pub values: Arc<[f32]>,
+}
+
+/// Two validly signed, different deltas of `origin` under one `version`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EquivocationProof {
+    /// The equivocating member.
+    pub origin: PeerId,
+    /// The version it signed twice.
+    pub version: u64,
+    /// One of the deltas (the one with the smaller content hash).
+    pub first: SignedDelta,
+    /// The other.
+    pub second: SignedDelta,
 }
 
 /// Where a peer is in its life: `starting → joining → training → draining → stopped`.
@@ -337,6 +378,9 @@ pub struct Snapshot {
     pub base: Arc<[f32]>,
     /// The deltas folded into `base`.
     pub applied: VersionVector,
+    /// The content hash of each applied delta whose content the sender knows (a version
+    /// resolved to nothing after an equivocation carries [`crate::auth::RETRACTED`]).
+    pub contents: Vec<(PeerId, u64, ContentHash)>,
 }
 
 /// Anti-entropy digest: what the sender has applied and where it is in its life.
@@ -348,6 +392,13 @@ pub struct Digest {
     pub lifecycle: Lifecycle,
     /// True when this digest answers another one (the receiver must not answer it with a digest).
     pub reply: bool,
+    /// Per origin, a fingerprint of the contents applied under its versions
+    /// ([`crate::auth::contents_fingerprint`]), for the origins whose every applied version's
+    /// content the sender knows. Two peers with the same applied versions of an origin but
+    /// different fingerprints hold different contents under some version.
+    pub contents: Vec<(PeerId, [u8; 16])>,
+    /// The `(origin, version)` pairs the sender holds an equivocation proof for.
+    pub equivocations: Vec<(PeerId, u64)>,
 }
 
 /// A graceful leave.
@@ -500,10 +551,22 @@ impl Envelope {
             Payload::Join(join) => validate_record(&join.member),
             Payload::Welcome(welcome) => {
                 validate_view(&welcome.view)?;
-                validate_vector(&welcome.snapshot.applied)
+                validate_snapshot(&welcome.snapshot)
             }
-            Payload::Digest(digest) => validate_vector(&digest.applied),
-            Payload::Snapshot(snapshot) => validate_vector(&snapshot.applied),
+            Payload::Digest(digest) => {
+                validate_vector(&digest.applied)?;
+                validate_count("digest contents", digest.contents.len(), MAX_VECTOR_ORIGINS)?;
+                validate_count(
+                    "digest equivocations",
+                    digest.equivocations.len(),
+                    MAX_EQUIVOCATIONS,
+                )
+            }
+            Payload::Snapshot(snapshot) => validate_snapshot(snapshot),
+            Payload::Equivocation(proof) => {
+                validate_signature(&proof.first.signature)?;
+                validate_signature(&proof.second.signature)
+            }
             Payload::Leave(notice) => validate_record(&notice.record),
             Payload::Ping(probe) | Payload::Ack(probe) => validate_records(&probe.updates),
             Payload::PingReq(req) => validate_records(&req.updates),
@@ -524,6 +587,24 @@ fn validate_record(record: &MemberRecord) -> Result<(), DecodeError> {
         )));
     }
     validate_signature(&record.signature)
+}
+
+fn validate_snapshot(snapshot: &Snapshot) -> Result<(), DecodeError> {
+    validate_vector(&snapshot.applied)?;
+    validate_count(
+        "snapshot contents",
+        snapshot.contents.len(),
+        MAX_SNAPSHOT_CONTENTS,
+    )
+}
+
+fn validate_count(what: &str, count: usize, max: usize) -> Result<(), DecodeError> {
+    if count > max {
+        return Err(DecodeError::Invalid(format!(
+            "{what}: {count} entries above the maximum {max}"
+        )));
+    }
+    Ok(())
 }
 
 fn validate_signature(signature: &Signature) -> Result<(), DecodeError> {

@@ -16,8 +16,39 @@ use crate::wire::{DeltaPayload, Digest, Envelope, Lifecycle, MemberStatus, Paylo
 use super::{Dissemination, PeerProgress};
 use crate::core::membership::Membership;
 use crate::core::outbox::Outbox;
+use crate::core::replica::delta_log::LoggedDelta;
 use crate::core::replica::Replica;
 use crate::core::timer::{Timer, TimerTable};
+
+/// Whether two sorted fingerprint lists agree on every origin both list.
+fn same_contents(theirs: &[(PeerId, [u8; 16])], ours: &[(PeerId, [u8; 16])]) -> bool {
+    theirs.iter().all(|(origin, fingerprint)| {
+        ours.binary_search_by_key(origin, |(o, _)| *o)
+            .map_or(true, |i| ours[i].1 == *fingerprint)
+    })
+}
+
+/// A logged delta as a one-hop envelope, with its origin's signature.
+fn logged_delta_envelope(
+    out: &mut Outbox,
+    membership: &Membership,
+    origin: PeerId,
+    version: u64,
+    delta: &LoggedDelta,
+) -> Envelope {
+    Envelope {
+        id: out.new_id(),
+        origin,
+        origin_addr: membership.addr_of(&origin).unwrap_or(out.me.addr),
+        version,
+        ttl: 1,
+        payload: Payload::Delta(DeltaPayload {
+            weight: delta.weight,
+            values: delta.values.clone(),
+            signature: delta.signature.clone(),
+        }),
+    }
+}
 
 impl Dissemination {
     /// [`Timer::AntiEntropy`]: a digest to one random member while training, to every live
@@ -70,9 +101,52 @@ impl Dissemination {
             mut applied,
             lifecycle: theirs,
             reply,
+            mut contents,
+            mut equivocations,
         } = digest;
         applied.normalize();
+        contents.sort_unstable_by_key(|(origin, _)| *origin);
+        contents.dedup_by_key(|(origin, _)| *origin);
+        equivocations.sort_unstable();
+        equivocations.dedup();
         let addr = membership.addr_of(&origin).unwrap_or(origin_addr);
+        // Proofs it lacks.
+        for key in replica.equivocations() {
+            if equivocations.binary_search(&key).is_err() {
+                if let Some(proof) = replica.proof(key.0, key.1) {
+                    let envelope = out.envelope(0, 1, Payload::Equivocation(proof.clone()));
+                    out.send(vec![addr], envelope);
+                }
+            }
+        }
+        // Origins of which it applied the same versions but other contents: push it our
+        // copies; where one differs, it holds two signed deltas under one version (a proof).
+        let ours = replica.fingerprints();
+        let mut budget = self.anti_entropy_max_bytes;
+        for (delta_origin, fingerprint) in &contents {
+            let differs = ours
+                .binary_search_by_key(delta_origin, |(o, _)| *o)
+                .is_ok_and(|i| ours[i].1 != *fingerprint);
+            let same_versions = applied.origins().get(delta_origin)
+                == replica.applied().origins().get(delta_origin);
+            if !(differs && same_versions) {
+                continue;
+            }
+            for version in replica.logged_versions(*delta_origin) {
+                let Some(delta) = replica.logged(*delta_origin, version) else {
+                    continue;
+                };
+                let size = delta.values.len() * 4;
+                if size > budget {
+                    break;
+                }
+                budget -= size;
+                out.stats.anti_entropy_deltas_sent += 1;
+                let envelope =
+                    logged_delta_envelope(out, membership, *delta_origin, version, delta);
+                out.send(vec![addr], envelope);
+            }
+        }
         let missing: Vec<(PeerId, u64)> = replica.applied().difference(&applied).collect();
         let mut budget = self.anti_entropy_max_bytes;
         let mut lost = false;
@@ -96,20 +170,7 @@ impl Dissemination {
                 break;
             }
             budget -= size;
-            let payload = Payload::Delta(DeltaPayload {
-                weight: delta.weight,
-                values: delta.values.clone(),
-                signature: delta.signature.clone(),
-            });
-            let origin_addr = membership.addr_of(&delta_origin).unwrap_or(out.me.addr);
-            let envelope = Envelope {
-                id: out.new_id(),
-                origin: delta_origin,
-                origin_addr,
-                version,
-                ttl: 1,
-                payload,
-            };
+            let envelope = logged_delta_envelope(out, membership, delta_origin, version, delta);
             out.stats.anti_entropy_deltas_sent += 1;
             out.send(vec![addr], envelope);
         }
@@ -130,6 +191,8 @@ impl Dissemination {
                 PeerProgress {
                     applied,
                     lifecycle: theirs,
+                    contents,
+                    equivocations,
                 },
             );
         }
@@ -182,6 +245,8 @@ impl Dissemination {
             applied: replica.applied().clone(),
             lifecycle,
             reply,
+            contents: replica.fingerprints(),
+            equivocations: replica.equivocations(),
         };
         let envelope = out.envelope(membership.heartbeat(), 1, Payload::Digest(digest));
         out.send(targets, envelope);
@@ -198,19 +263,22 @@ impl Dissemination {
     }
 
     /// Whether every live member other than `me` is alive (not suspect), has said it is
-    /// draining or past it, and reported exactly `applied`: the drain condition's part that
-    /// is about others.
-    pub fn all_caught_up(
-        &self,
-        me: PeerId,
-        membership: &Membership,
-        applied: &VersionVector,
-    ) -> bool {
+    /// draining or past it, and reported exactly `replica`'s applied set, the same content
+    /// fingerprint for every origin both know all contents of, and the same equivocations:
+    /// the drain condition's part that is about others. A peer never counts as caught up
+    /// while it is known to hold other contents.
+    pub fn all_caught_up(&self, me: PeerId, membership: &Membership, replica: &Replica) -> bool {
+        let applied = replica.applied();
+        let ours = replica.fingerprints();
+        let equivocations = replica.equivocations();
         membership.live().all(|m| {
             m.peer_id == me
                 || (m.status == MemberStatus::Alive
                     && self.progress.get(&m.peer_id).is_some_and(|p| {
-                        p.lifecycle >= Lifecycle::Draining && p.applied == *applied
+                        p.lifecycle >= Lifecycle::Draining
+                            && p.applied == *applied
+                            && p.equivocations == equivocations
+                            && same_contents(&p.contents, &ours)
                     }))
         })
     }

@@ -31,6 +31,10 @@ use sent::{Outcome, SendLedger};
 struct PeerProgress {
     applied: crate::version_vector::VersionVector,
     lifecycle: Lifecycle,
+    /// Its per-origin content fingerprints, sorted by origin.
+    contents: Vec<(crate::id::PeerId, [u8; 16])>,
+    /// The equivocations it holds proofs for, sorted.
+    equivocations: Vec<(crate::id::PeerId, u64)>,
 }
 
 /// The dissemination sub-machine. See the module docs.

@@ -20,11 +20,9 @@ use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
 
-use crate::auth::{content_hash, statement, KeyId, PeerKeys, Signature};
+use crate::auth::{statement, ContentHash, KeyId, PeerKeys, Signature};
 use crate::id::PeerId;
-use crate::wire::{
-    DeltaPayload, LeaveNotice, Lifecycle, MemberRecord, MemberStatus, MembershipView, Payload,
-};
+use crate::wire::{LeaveNotice, Lifecycle, MemberRecord, MemberStatus, MembershipView, Payload};
 
 use super::config::CoreConfig;
 use super::events::{Event, RejectReason};
@@ -169,31 +167,31 @@ impl Membership {
         self.get(peer).map_or(0, |m| m.published)
     }
 
-    /// Checks a delta `(origin, version)` against its origin's admitted record: the origin must
-    /// be known (only admitted records enter the table, so invented origins are refused) and
-    /// the signature must verify over the delta's statement, whose content hash is computed
-    /// here (one SHA-256 over the values).
+    /// Checks a delta `(origin, version)` whose values hash to `content` against its origin's
+    /// admitted record: the origin must be known (only admitted records enter the table, so
+    /// invented origins are refused) and `signature` must verify over the delta's statement.
     ///
     /// Errors: [`RejectReason::UnknownOrigin`] or [`RejectReason::Signature`].
-    pub fn check_delta(
+    pub fn verify_delta(
         &self,
         origin: PeerId,
         version: u64,
-        delta: &DeltaPayload,
+        weight: f32,
+        content: &ContentHash,
+        signature: &Signature,
     ) -> Result<(), RejectReason> {
         let record = self.get(&origin).ok_or(RejectReason::UnknownOrigin)?;
-        let content = content_hash(&delta.values);
-        let statement = statement::delta(origin, version, delta.weight, &content);
+        let statement = statement::delta(origin, version, weight, content);
         self.keys
             .verifier
-            .verify(&record.credential, &statement, &delta.signature)
+            .verify(&record.credential, &statement, signature)
             .map_err(|_| RejectReason::Signature)
     }
 
-    /// Signs this peer's delta `version` (`values` flat, already scaled by `weight`).
-    pub fn sign_delta(&self, version: u64, weight: f32, values: &[f32]) -> Signature {
-        let content = content_hash(values);
-        let statement = statement::delta(self.me, version, weight, &content);
+    /// Signs this peer's delta `version` (`content`: the hash of its values, already scaled by
+    /// `weight`).
+    pub fn sign_delta(&self, version: u64, weight: f32, content: &ContentHash) -> Signature {
+        let statement = statement::delta(self.me, version, weight, content);
         self.keys.signer.sign(&statement).unwrap_or_default()
     }
 

@@ -68,6 +68,25 @@ impl DeltaLog {
         self.entries.get(&(origin, version))
     }
 
+    /// Forgets `(origin, version)` (an equivocated version: neither delta may be pushed again).
+    pub fn remove(&mut self, origin: PeerId, version: u64) {
+        if let Some(old) = self.entries.remove(&(origin, version)) {
+            self.bytes -= old.values.len() * 4;
+        }
+    }
+
+    /// The versions of `origin` held, in increasing order.
+    pub fn versions_of(&self, origin: PeerId) -> Vec<u64> {
+        let mut versions: Vec<u64> = self
+            .entries
+            .keys()
+            .filter(|(o, _)| *o == origin)
+            .map(|&(_, v)| v)
+            .collect();
+        versions.sort_unstable();
+        versions
+    }
+
     /// Bytes of delta values held.
     pub fn bytes(&self) -> usize {
         self.bytes

@@ -10,19 +10,22 @@
 //! it is live) is passed in.
 
 pub mod admission;
+pub mod contents;
 pub mod delta_log;
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::{ContentHash, RETRACTED};
 use crate::id::PeerId;
 use crate::version_vector::VersionVector;
-use crate::wire::{DeltaPayload, Snapshot};
+use crate::wire::{DeltaPayload, EquivocationProof, Snapshot};
 
-use super::config::CoreConfig;
+use super::config::{CoreConfig, RestoredState};
 use super::events::{Event, RejectReason};
 use super::outbox::Outbox;
 use admission::{l2_norm, Admission};
+use contents::Contents;
 use delta_log::{DeltaLog, LoggedDelta};
 
 /// Most missing versions listed in one [`Event::GapDetected`].
@@ -53,24 +56,27 @@ pub struct Replica {
     log: DeltaLog,
     /// Checks a delta must pass.
     admission: Admission,
+    /// The content hash of each applied delta.
+    contents: Contents,
+    /// Equivocation proofs, by `(origin, version)`.
+    proofs: std::collections::BTreeMap<(PeerId, u64), EquivocationProof>,
 }
 
 impl Replica {
-    /// A replica holding `base` with `applied` folded in and `published` versions of its own.
-    pub fn new(
-        config: &CoreConfig,
-        me: PeerId,
-        base: Vec<f32>,
-        applied: VersionVector,
-        published: u64,
-    ) -> Self {
+    /// A replica holding `state`'s base with its applied set folded in, its published
+    /// versions, and the contents it saved.
+    pub fn new(config: &CoreConfig, me: PeerId, state: &RestoredState) -> Self {
+        let mut contents = Contents::from_list(&state.contents);
+        contents.retain_applied(&state.applied);
         Self {
             me,
-            base,
-            applied,
-            published,
+            base: state.base.clone(),
+            applied: state.applied.clone(),
+            published: state.published,
             log: DeltaLog::new(config.delta_log_bytes),
             admission: Admission::new(config),
+            contents,
+            proofs: Default::default(),
         }
     }
 
@@ -94,6 +100,46 @@ impl Replica {
         self.log.get(origin, version)
     }
 
+    /// The versions of `origin` the delta log holds, in increasing order.
+    pub fn logged_versions(&self, origin: PeerId) -> Vec<u64> {
+        self.log.versions_of(origin)
+    }
+
+    /// The content hash applied under `(origin, version)`, if known.
+    pub fn content_of(&self, origin: PeerId, version: u64) -> Option<&ContentHash> {
+        self.contents.get(origin, version)
+    }
+
+    /// The equivocation proof held for `(origin, version)`.
+    pub fn proof(&self, origin: PeerId, version: u64) -> Option<&EquivocationProof> {
+        self.proofs.get(&(origin, version))
+    }
+
+    /// Keeps a proof (for digests: a peer that lacks it gets it).
+    pub fn keep_proof(&mut self, proof: EquivocationProof) {
+        self.proofs.insert((proof.origin, proof.version), proof);
+    }
+
+    /// The `(origin, version)` pairs proofs are held for, in order.
+    pub fn equivocations(&self) -> Vec<(PeerId, u64)> {
+        self.proofs.keys().copied().collect()
+    }
+
+    /// Whether `(origin, version)` was resolved to nothing after an equivocation.
+    pub fn is_retracted(&self, origin: PeerId, version: u64) -> bool {
+        self.contents.is_retracted(origin, version)
+    }
+
+    /// Every applied `(origin, version, content hash)` known, sorted (for checkpoints).
+    pub fn contents(&self) -> Vec<(PeerId, u64, ContentHash)> {
+        self.contents.to_list()
+    }
+
+    /// The per-origin content fingerprints a digest carries.
+    pub fn fingerprints(&self) -> Vec<(PeerId, [u8; 16])> {
+        self.contents.fingerprints(&self.applied)
+    }
+
     /// Bytes and entries of the delta log.
     pub fn log_usage(&self) -> (usize, usize) {
         (self.log.bytes(), self.log.len())
@@ -104,6 +150,7 @@ impl Replica {
         Snapshot {
             base: self.base.clone().into(),
             applied: self.applied.clone(),
+            contents: self.contents.to_list(),
         }
     }
 
@@ -125,6 +172,7 @@ impl Replica {
         now: Instant,
         weight: f32,
         values: Vec<f32>,
+        content: ContentHash,
         signature: crate::auth::Signature,
     ) -> Result<(u64, Arc<[f32]>), RejectReason> {
         self.admission.check_shape(weight, &values)?;
@@ -134,6 +182,7 @@ impl Replica {
         let values: Arc<[f32]> = values.into();
         add_into(&mut self.base, &values);
         self.applied.insert(self.me, version);
+        self.contents.insert(self.me, version, content);
         self.log.insert(
             self.me,
             version,
@@ -148,15 +197,17 @@ impl Replica {
         Ok((version, values))
     }
 
-    /// A delta `(origin, version)` from the network. `announced` is the version `origin`'s
-    /// member record announces; `origin_is_live` whether it is a live member (only members'
-    /// deltas shape the norm reference).
+    /// A delta `(origin, version)` from the network, whose values hash to `content`.
+    /// `announced` is the version `origin`'s member record announces; `origin_is_live` whether
+    /// it is a live member (only members' deltas shape the norm reference).
+    #[allow(clippy::too_many_arguments)]
     pub fn receive(
         &mut self,
         out: &mut Outbox,
         origin: PeerId,
         version: u64,
         delta: &DeltaPayload,
+        content: ContentHash,
         announced: u64,
         origin_is_live: bool,
     ) -> Received {
@@ -190,6 +241,7 @@ impl Replica {
         let before = self.applied.max_of(origin);
         add_into(&mut self.base, &delta.values);
         self.applied.insert(origin, version);
+        self.contents.insert(origin, version, content);
         self.log.insert(
             origin,
             version,
@@ -242,6 +294,8 @@ impl Replica {
         }
         let mut base = snapshot.base.to_vec();
         let mut applied = snapshot.applied;
+        let mut contents = Contents::from_list(&snapshot.contents);
+        contents.retain_applied(&applied);
         let extra: Vec<(PeerId, u64)> = self.applied.difference(&applied).collect();
         let mut exact = true;
         for (origin, version) in extra {
@@ -249,12 +303,16 @@ impl Replica {
                 Some(delta) => {
                     add_into(&mut base, &delta.values);
                     applied.insert(origin, version);
+                    if let Some(content) = self.contents.get(origin, version) {
+                        contents.insert(origin, version, *content);
+                    }
                 }
                 None => exact = false,
             }
         }
         self.base = base;
         self.applied = applied;
+        self.contents = contents;
         // A restarted peer learns the versions it published before its checkpoint.
         self.published = self.published.max(self.applied.max_of(self.me));
         out.stats.snapshots_installed += 1;
@@ -265,6 +323,48 @@ impl Replica {
             base: self.base.clone().into(),
             exact,
         });
+    }
+}
+
+impl Replica {
+    /// Resolves the equivocated `(origin, version)` of `proof` to nothing: when a delta was
+    /// applied under it, its values (from the proof, or else the log) are taken out of the
+    /// base and [`Event::DeltaRetracted`] tells the trainer; the version then counts as applied
+    /// with the content [`RETRACTED`], so neither delta is ever applied here again, and the log
+    /// forgets it. Returns false when the applied delta's values were nowhere to be found (the
+    /// base then keeps it: counted as an inexact merge).
+    pub fn retract(&mut self, out: &mut Outbox, proof: &EquivocationProof) -> bool {
+        let (origin, version) = (proof.origin, proof.version);
+        let mut exact = true;
+        if self.applied.contains(origin, version) && !self.is_retracted(origin, version) {
+            let held = self.contents.get(origin, version).copied();
+            let values = [&proof.first, &proof.second]
+                .into_iter()
+                .find(|d| Some(d.content) == held && !d.values.is_empty())
+                .map(|d| d.values.clone())
+                .or_else(|| self.log.get(origin, version).map(|d| d.values.clone()));
+            match values {
+                Some(values) if values.len() == self.base.len() => {
+                    for (b, d) in self.base.iter_mut().zip(values.iter()) {
+                        *b -= d;
+                    }
+                    out.stats.deltas_retracted += 1;
+                    out.event(Event::DeltaRetracted {
+                        origin,
+                        version,
+                        values,
+                    });
+                }
+                _ => {
+                    exact = false;
+                    out.stats.inexact_merges += 1;
+                }
+            }
+        }
+        self.applied.insert(origin, version);
+        self.contents.insert(origin, version, RETRACTED);
+        self.log.remove(origin, version);
+        exact
     }
 }
 
