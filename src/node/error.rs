@@ -30,6 +30,12 @@ pub enum NodeError {
     /// The peer id file exists but does not hold a UUID.
     #[error("peer id file {} is corrupt (expected a UUID)", .0.display())]
     BadPeerId(PathBuf),
+    /// The peer's identity holds no certificate, so no peer id can be bound to one.
+    #[error("the peer identity has no certificate")]
+    NoCertificate,
+    /// The identity seed file exists but does not hold 16 hex digits.
+    #[error("identity seed file {} is corrupt (expected 16 hex digits)", .0.display())]
+    BadIdentitySeed(PathBuf),
     /// The transport could not start.
     #[error(transparent)]
     Net(#[from] crate::net::NetError),

@@ -248,7 +248,13 @@ pub async fn run_peer_observed(
     let mut observer = Observer::new(&options.name, observers);
     let started = Instant::now();
     probe_data_dir(&options.data_dir)?;
-    let peer_id = load_or_create_peer_id(&options.data_dir)?;
+    let key = options
+        .identity
+        .chain
+        .first()
+        .map(|leaf| rumor_proto::auth::KeyId::of(leaf.as_ref()))
+        .ok_or(NodeError::NoCertificate)?;
+    let peer_id = load_or_create_peer_id(&options.data_dir, &key)?;
     let (transport, mut incoming) = Transport::bind_lossy(
         options.listen,
         &options.identity,
@@ -588,7 +594,8 @@ fn resume_state(
             let found = match &loaded {
                 Ok((spec, _, state)) => CheckpointFound::Loaded {
                     same_model: *spec == options.plan.spec,
-                    same_peer: state.peer_id == peer_id,
+                    // Written from this data dir (the id's seed), maybe under another key.
+                    same_peer: same_seed(state.peer_id, peer_id),
                 },
                 Err(_) => CheckpointFound::Damaged,
             };
@@ -600,10 +607,25 @@ fn resume_state(
                         applied = state.applied.len(),
                         "resuming from checkpoint"
                     );
+                    // The versions in the checkpoint are its id's: a new certificate is a new
+                    // id, which starts at 0 (raised later to its own ledger entry, if any).
+                    let published = if state.peer_id == peer_id {
+                        state.published
+                    } else {
+                        info!(
+                            checkpoint_peer_id = %state.peer_id,
+                            %peer_id,
+                            "the checkpoint was written under another peer id of this data dir \
+                             (a new certificate, or ids from before they were bound to one): \
+                             its base and applied deltas are restored, its published versions \
+                             are not, and this id publishes from version 0"
+                        );
+                        0
+                    };
                     Some(RestoredState {
                         base,
                         applied: state.applied,
-                        published: state.published,
+                        published,
                         incarnation: state.incarnation,
                     })
                 }
@@ -647,6 +669,11 @@ fn resume_state(
         }
     };
     Ok(restored)
+}
+
+/// Whether two peer ids share their data dir seed (their last 8 bytes, [`PeerId::bound`]).
+fn same_seed(a: PeerId, b: PeerId) -> bool {
+    a.as_uuid().as_bytes()[8..] == b.as_uuid().as_bytes()[8..]
 }
 
 /// Membership log lines one member's messages may cause per [`crate::ratelog::LOG_INTERVAL`]:
