@@ -3,8 +3,9 @@
 //! out what the core asks (sends, trainer commands). It makes no protocol decisions.
 //!
 //! Beside the driver ([`run_peer_observed`]) live its errors ([`error`]), the checkpoint it
-//! saves and resumes from ([`checkpoint`]), its data dir and peer id ([`data_dir`]), its
-//! `metrics.jsonl` ([`metrics_file`]) and the status it shows ([`status`]).
+//! saves and resumes from ([`checkpoint`]), its data dir and peer id ([`data_dir`]), the ledger
+//! that keeps its published version durable ([`versions`]), its `metrics.jsonl`
+//! ([`metrics_file`]) and the status it shows ([`status`]).
 
 pub mod checkpoint;
 pub mod data_dir;
@@ -14,6 +15,7 @@ pub mod observe;
 pub mod sender;
 pub mod status;
 pub mod trainer;
+pub mod versions;
 mod warn_limiter;
 
 use std::net::SocketAddr;
@@ -43,6 +45,7 @@ use rumor_proto::wire::{Lifecycle, PeerId};
 use sender::Sender;
 use status::{member_summaries, update_status};
 use trainer::{FromTrainer, ToTrainer, TrainPlan, TrainProgress, TrainerHandle};
+use versions::VersionLedger;
 use warn_limiter::WarnLimiter;
 
 /// The poison-tolerant mutex lock, re-exported where callers have long found it.
@@ -255,6 +258,7 @@ pub async fn run_peer_observed(
         .map(|leaf| rumor_proto::auth::KeyId::of(leaf.as_ref()))
         .ok_or(NodeError::NoCertificate)?;
     let peer_id = load_or_create_peer_id(&options.data_dir, &key)?;
+    let mut ledger = VersionLedger::open(&options.data_dir, peer_id)?;
     let (transport, mut incoming) = Transport::bind_lossy(
         options.listen,
         &options.identity,
@@ -292,6 +296,15 @@ pub async fn run_peer_observed(
             now,
         ),
     };
+    // A checkpoint older than the last publish must not make this peer reuse versions.
+    if ledger.reserved() > core.published() {
+        info!(
+            from = core.published(),
+            to = ledger.reserved(),
+            "raising the published version to what the ledger reserved before the restart"
+        );
+    }
+    core.raise_published(ledger.reserved());
     info!(%addr, %peer_id, seeds = ?options.seeds, "peer started");
     {
         let mut s = lock(&status);
@@ -358,7 +371,7 @@ pub async fn run_peer_observed(
             report = reports.recv(), if !paused => {
                 match report {
                     Some(FromTrainer::Publish { weight, values }) => {
-                        publish_local(&mut core, weight, values, progress.step, plan.lr, &mut local_refusals)?;
+                        publish_local(&mut core, &mut ledger, weight, values, progress.step, plan.lr, &mut local_refusals)?;
                     }
                     Some(FromTrainer::Progress(p)) => {
                         observer.progress(&p);
@@ -482,6 +495,7 @@ pub async fn run_peer_observed(
                 if let FromTrainer::Publish { weight, values } = report {
                     publish_local(
                         &mut core,
+                        &mut ledger,
                         weight,
                         values,
                         progress.step,
@@ -701,18 +715,25 @@ impl Default for RemoteLogs {
     }
 }
 
-/// Hands a local delta from the trainer to the core. The trainer checks its deltas, so a
-/// non-finite one here still means training diverged: an error naming the learning rate `lr`,
-/// which stops the peer. Any other refusal is logged, at most once per reason every
-/// [`crate::ratelog::LOG_INTERVAL`].
+/// Hands a local delta from the trainer to the core, once the version it will get is reserved
+/// durably in `ledger` (the delta leaves only after this returns, when the driver flushes the
+/// core's sends). The trainer checks its deltas, so a non-finite one here still means training
+/// diverged: an error naming the learning rate `lr`, which stops the peer. Any other refusal is
+/// logged, at most once per reason every [`crate::ratelog::LOG_INTERVAL`].
+///
+/// Errors: [`NodeError::VersionLedger`] when the version cannot be reserved (nothing is
+/// published: the peer stops rather than risk reusing a version after a crash);
+/// [`NodeError::Model`] for a diverged delta.
 fn publish_local(
     core: &mut Core,
+    ledger: &mut VersionLedger,
     weight: f32,
     values: Vec<f32>,
     step: u64,
     lr: f64,
     log: &mut RateLimitedLog<rumor_proto::core::RejectReason>,
 ) -> Result<(), NodeError> {
+    ledger.reserve(core.published() + 1)?;
     match core.publish(Instant::now(), weight, values) {
         Ok(_) => Ok(()),
         Err(rumor_proto::core::RejectReason::NonFinite) => {
