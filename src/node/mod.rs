@@ -5,8 +5,9 @@
 //! Beside the driver ([`run_peer_observed`]) live its errors ([`error`]), the checkpoint it
 //! saves and resumes from ([`checkpoint`]), its data dir and peer id ([`data_dir`]), the ledger
 //! that keeps its published version durable ([`versions`]), its `metrics.jsonl`
-//! ([`metrics_file`]) and the status it shows ([`status`]).
+//! ([`metrics_file`]), its audit log ([`audit`]) and the status it shows ([`status`]).
 
+mod audit;
 pub mod checkpoint;
 pub mod data_dir;
 pub mod error;
@@ -33,6 +34,7 @@ use crate::model;
 use crate::net::{Transport, TransportConfig};
 use crate::ratelog::RateLimitedLog;
 use crate::report::Chain;
+use audit::AuditLog;
 use checkpoint::save;
 use metrics_file::MetricsFile;
 use observe::{Observer, Observers};
@@ -90,6 +92,9 @@ pub struct PeerOptions {
     pub rng_seed: u64,
     /// Datagrams the peer's socket drops on purpose (inactive: none).
     pub loss: crate::net::lossy::LossConfig,
+    /// Where to append one line per delta applied or published (`peer.audit_log`); `None`: no
+    /// audit log.
+    pub audit_log: Option<PathBuf>,
 }
 
 /// What a peer ends with.
@@ -331,6 +336,7 @@ pub async fn run_peer_observed(
     sender.watch_seeds(&seeds);
     let mut next_seed_report = now + SEED_REPORT_INTERVAL;
     let mut metrics = MetricsFile::open(&options.data_dir.join("metrics.jsonl"));
+    let mut audit = AuditLog::open(options.audit_log.as_deref());
     let mut checkpoint_warnings = WarnLimiter::default();
     let mut progress = TrainProgress {
         step: plan.start_step,
@@ -371,7 +377,12 @@ pub async fn run_peer_observed(
             report = reports.recv(), if !paused => {
                 match report {
                     Some(FromTrainer::Publish { weight, values }) => {
-                        publish_local(&mut core, &mut ledger, weight, values, progress.step, plan.lr, &mut local_refusals)?;
+                        let mut out = Publisher {
+                            ledger: &mut ledger,
+                            audit: &mut audit,
+                            refusals: &mut local_refusals,
+                        };
+                        publish_local(&mut core, &mut out, weight, values, progress.step, plan.lr)?;
                     }
                     Some(FromTrainer::Progress(p)) => {
                         observer.progress(&p);
@@ -450,6 +461,11 @@ pub async fn run_peer_observed(
                     drained = *complete;
                     drain_ended = true;
                 }
+                Event::DeltaApplied {
+                    origin,
+                    version,
+                    values,
+                } => audit.applied(*origin, *version, values),
                 Event::CheckpointDue => {
                     match save(&options.data_dir, &options.plan.spec, &core, progress.step) {
                         Ok(()) => checkpoint_warnings.recovered("checkpoint"),
@@ -468,6 +484,7 @@ pub async fn run_peer_observed(
         live.store(core.live_count(), Ordering::SeqCst);
         unacked.store(core.own_deltas_unacked(), Ordering::SeqCst);
         let now = Instant::now();
+        audit.flush_if_due(now);
 
         if drain_ended {
             break;
@@ -493,15 +510,12 @@ pub async fn run_peer_observed(
             }
             while let Ok(report) = reports.try_recv() {
                 if let FromTrainer::Publish { weight, values } = report {
-                    publish_local(
-                        &mut core,
-                        &mut ledger,
-                        weight,
-                        values,
-                        progress.step,
-                        plan.lr,
-                        &mut local_refusals,
-                    )?;
+                    let mut out = Publisher {
+                        ledger: &mut ledger,
+                        audit: &mut audit,
+                        refusals: &mut local_refusals,
+                    };
+                    publish_local(&mut core, &mut out, weight, values, progress.step, plan.lr)?;
                 }
             }
             break;
@@ -528,6 +542,7 @@ pub async fn run_peer_observed(
             Chain(&e)
         );
     }
+    audit.flush();
     let base = core.base().to_vec();
     let spec = options.plan.spec.clone();
     let test = options.test.clone();
@@ -715,8 +730,18 @@ impl Default for RemoteLogs {
     }
 }
 
+/// What publishing a local delta writes to besides the core.
+struct Publisher<'a> {
+    /// Reserves the version before the delta can leave.
+    ledger: &'a mut VersionLedger,
+    /// Records the published delta.
+    audit: &'a mut AuditLog,
+    /// Throttles the log lines of refused deltas.
+    refusals: &'a mut RateLimitedLog<rumor_proto::core::RejectReason>,
+}
+
 /// Hands a local delta from the trainer to the core, once the version it will get is reserved
-/// durably in `ledger` (the delta leaves only after this returns, when the driver flushes the
+/// durably in the ledger (the delta leaves only after this returns, when the driver flushes the
 /// core's sends). The trainer checks its deltas, so a non-finite one here still means training
 /// diverged: an error naming the learning rate `lr`, which stops the peer. Any other refusal is
 /// logged, at most once per reason every [`crate::ratelog::LOG_INTERVAL`].
@@ -726,16 +751,21 @@ impl Default for RemoteLogs {
 /// [`NodeError::Model`] for a diverged delta.
 fn publish_local(
     core: &mut Core,
-    ledger: &mut VersionLedger,
+    out: &mut Publisher<'_>,
     weight: f32,
     values: Vec<f32>,
     step: u64,
     lr: f64,
-    log: &mut RateLimitedLog<rumor_proto::core::RejectReason>,
 ) -> Result<(), NodeError> {
-    ledger.reserve(core.published() + 1)?;
+    out.ledger.reserve(core.published() + 1)?;
+    let hash = out.audit.hash(&values);
     match core.publish(Instant::now(), weight, values) {
-        Ok(_) => Ok(()),
+        Ok(version) => {
+            if let Some(hash) = hash {
+                out.audit.published(core.id(), version, &hash);
+            }
+            Ok(())
+        }
         Err(rumor_proto::core::RejectReason::NonFinite) => {
             Err(NodeError::Model(model::ModelError::Diverged {
                 step,
@@ -744,7 +774,7 @@ fn publish_local(
             }))
         }
         Err(reason) => {
-            if let Some(suppressed) = log.hit(Instant::now(), &reason) {
+            if let Some(suppressed) = out.refusals.hit(Instant::now(), &reason) {
                 warn!(
                     reason = reason.as_str(),
                     suppressed, "local delta refused by the core"
