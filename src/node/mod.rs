@@ -5,7 +5,7 @@
 //! Beside the driver ([`run_peer_observed`]) live its errors ([`error`]), the checkpoint it
 //! saves and resumes from ([`checkpoint`]), its data dir and peer id ([`data_dir`]), the ledger
 //! that keeps its published version durable ([`versions`]), its `metrics.jsonl`
-//! ([`metrics_file`]), its audit log ([`audit`]) and the status it shows ([`status`]).
+//! ([`metrics_file`]), its audit log (`audit`) and the status it shows ([`status`]).
 
 mod audit;
 pub mod checkpoint;
