@@ -35,6 +35,8 @@ pub enum LogFormat {
 }
 
 /// The subcommands.
+// Parsed once per process: the size of its largest variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start N local peers (or the centralized baseline), show a live table, print a summary.
@@ -469,6 +471,10 @@ pub struct PeerArgs {
     /// Continue from the checkpoint in --data-dir.
     #[arg(long)]
     pub resume: bool,
+    /// Append one line per delta applied or published here (origin, version, content
+    /// hash)  [peer.audit_log]
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
     /// Write this peer's summary as JSON here at exit.
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
@@ -583,6 +589,9 @@ impl PeerArgs {
         }
         set(&mut p.certs, &self.certs);
         set(&mut p.data_dir, &self.data_dir);
+        if self.audit_log.is_some() {
+            p.audit_log = self.audit_log.clone();
+        }
         set(&mut c.train.shard, &self.shard);
         set(&mut c.up.mode, &self.mode);
         if !self.sync_peers.is_empty() {

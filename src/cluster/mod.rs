@@ -262,9 +262,12 @@ impl LocalCluster {
         let how = if o.resume {
             Restart::FromCheckpoint
         } else {
-            // Without a checkpoint its published versions are unknown: reusing its id would
-            // republish versions peers already hold.
-            let _ = std::fs::remove_file(o.data_dir.join("peer_id"));
+            // Restarted fresh as a new id: its seed goes (and the legacy id file, which would
+            // otherwise become the seed again). The old id's ledger entry stays, unused.
+            let _ =
+                std::fs::remove_file(o.data_dir.join(crate::node::data_dir::IDENTITY_SEED_FILE));
+            let _ =
+                std::fs::remove_file(o.data_dir.join(crate::node::data_dir::LEGACY_PEER_ID_FILE));
             Restart::Fresh
         };
         let handle = PeerHandle::spawn(o);

@@ -66,6 +66,9 @@ pub struct PeerSection {
     /// How often the base is checkpointed while running.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// File to append one line per delta applied or published to, `ORIGIN VERSION
+    /// CONTENT_HASH` (hex SHA-256 of the values); absent: no audit log.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl Default for PeerSection {
@@ -81,6 +84,7 @@ impl Default for PeerSection {
             join_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(60),
             checkpoint_interval: Duration::from_secs(30),
+            audit_log: None,
         }
     }
 }

@@ -30,6 +30,26 @@ pub enum NodeError {
     /// The peer id file exists but does not hold a UUID.
     #[error("peer id file {} is corrupt (expected a UUID)", .0.display())]
     BadPeerId(PathBuf),
+    /// The identity seed file exists but does not hold 16 hex digits.
+    #[error("identity seed file {} is corrupt (expected 16 hex digits)", .0.display())]
+    BadIdentitySeed(PathBuf),
+    /// The published version ledger (`data_dir/published_version`) cannot be read, holds
+    /// something else than `PEER_ID VERSION` lines, or cannot be written and synced. The peer
+    /// stops rather than publish a delta whose version it could not keep durable: after a crash
+    /// it could publish another delta under the same version.
+    #[error(
+        "published version ledger {} is not usable{}; the peer stops rather than risk \
+         publishing two deltas under one version",
+        path.display(),
+        storage_hint(source)
+    )]
+    VersionLedger {
+        /// The ledger file, or the data dir when syncing it failed.
+        path: PathBuf,
+        /// The I/O error (kind `InvalidData` for a ledger that does not parse).
+        #[source]
+        source: std::io::Error,
+    },
     /// The transport could not start.
     #[error(transparent)]
     Net(#[from] crate::net::NetError),

@@ -128,7 +128,7 @@ impl MetricsFile {
 
 /// If `file` is non-empty and its last byte is not a newline (a line torn by a crash), appends
 /// one, so the next line does not run into the fragment.
-fn terminate_torn_line(file: &mut std::fs::File) -> std::io::Result<()> {
+pub(super) fn terminate_torn_line(file: &mut std::fs::File) -> std::io::Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     let len = file.metadata()?.len();
     if len == 0 {

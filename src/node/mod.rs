@@ -3,9 +3,11 @@
 //! out what the core asks (sends, trainer commands). It makes no protocol decisions.
 //!
 //! Beside the driver ([`run_peer_observed`]) live its errors ([`error`]), the checkpoint it
-//! saves and resumes from ([`checkpoint`]), its data dir and peer id ([`data_dir`]), its
-//! `metrics.jsonl` ([`metrics_file`]) and the status it shows ([`status`]).
+//! saves and resumes from ([`checkpoint`]), its data dir and peer id ([`data_dir`]), the ledger
+//! that keeps its published version durable ([`versions`]), its `metrics.jsonl`
+//! ([`metrics_file`]), its audit log (`audit`) and the status it shows ([`status`]).
 
+mod audit;
 pub mod checkpoint;
 pub mod data_dir;
 pub mod error;
@@ -14,6 +16,7 @@ pub mod observe;
 pub mod sender;
 pub mod status;
 pub mod trainer;
+pub mod versions;
 mod warn_limiter;
 
 use std::net::SocketAddr;
@@ -31,6 +34,7 @@ use crate::model;
 use crate::net::{Transport, TransportConfig};
 use crate::ratelog::RateLimitedLog;
 use crate::report::Chain;
+use audit::AuditLog;
 use checkpoint::save;
 use metrics_file::MetricsFile;
 use observe::{Observer, Observers};
@@ -43,6 +47,7 @@ use rumor_proto::wire::{Lifecycle, PeerId};
 use sender::Sender;
 use status::{member_summaries, update_status};
 use trainer::{FromTrainer, ToTrainer, TrainPlan, TrainProgress, TrainerHandle};
+use versions::VersionLedger;
 use warn_limiter::WarnLimiter;
 
 /// The poison-tolerant mutex lock, re-exported where callers have long found it.
@@ -87,6 +92,9 @@ pub struct PeerOptions {
     pub rng_seed: u64,
     /// Datagrams the peer's socket drops on purpose (inactive: none).
     pub loss: crate::net::lossy::LossConfig,
+    /// Where to append one line per delta applied or published (`peer.audit_log`); `None`: no
+    /// audit log.
+    pub audit_log: Option<PathBuf>,
 }
 
 /// What a peer ends with.
@@ -249,10 +257,8 @@ pub async fn run_peer_observed(
     let started = Instant::now();
     probe_data_dir(&options.data_dir)?;
     let keys = crate::net::peer_keys(&options.identity)?;
-    let seed = load_or_create_peer_id(&options.data_dir)?;
-    let mut seed_bytes = [0u8; 8];
-    seed_bytes.copy_from_slice(&seed.as_uuid().as_bytes()[8..]);
-    let peer_id = PeerId::bound(&keys.key_id(), seed_bytes);
+    let peer_id = load_or_create_peer_id(&options.data_dir, &keys.key_id())?;
+    let mut ledger = VersionLedger::open(&options.data_dir, peer_id)?;
     let (transport, mut incoming) = Transport::bind_lossy(
         options.listen,
         &options.identity,
@@ -291,6 +297,15 @@ pub async fn run_peer_observed(
             now,
         ),
     };
+    // A checkpoint older than the last publish must not make this peer reuse versions.
+    if ledger.reserved() > core.published() {
+        info!(
+            from = core.published(),
+            to = ledger.reserved(),
+            "raising the published version to what the ledger reserved before the restart"
+        );
+    }
+    core.raise_published(ledger.reserved());
     info!(%addr, %peer_id, seeds = ?options.seeds, "peer started");
     {
         let mut s = lock(&status);
@@ -317,6 +332,7 @@ pub async fn run_peer_observed(
     sender.watch_seeds(&seeds);
     let mut next_seed_report = now + SEED_REPORT_INTERVAL;
     let mut metrics = MetricsFile::open(&options.data_dir.join("metrics.jsonl"));
+    let mut audit = AuditLog::open(options.audit_log.as_deref());
     let mut checkpoint_warnings = WarnLimiter::default();
     let mut progress = TrainProgress {
         step: plan.start_step,
@@ -357,7 +373,12 @@ pub async fn run_peer_observed(
             report = reports.recv(), if !paused => {
                 match report {
                     Some(FromTrainer::Publish { weight, values }) => {
-                        publish_local(&mut core, weight, values, progress.step, plan.lr, &mut local_refusals)?;
+                        let mut out = Publisher {
+                            ledger: &mut ledger,
+                            audit: &mut audit,
+                            refusals: &mut local_refusals,
+                        };
+                        publish_local(&mut core, &mut out, weight, values, progress.step, plan.lr)?;
                     }
                     Some(FromTrainer::Progress(p)) => {
                         observer.progress(&p);
@@ -436,6 +457,11 @@ pub async fn run_peer_observed(
                     drained = *complete;
                     drain_ended = true;
                 }
+                Event::DeltaApplied {
+                    origin,
+                    version,
+                    values,
+                } => audit.applied(*origin, *version, values),
                 Event::CheckpointDue => {
                     match save(&options.data_dir, &options.plan.spec, &core, progress.step) {
                         Ok(()) => checkpoint_warnings.recovered("checkpoint"),
@@ -454,6 +480,7 @@ pub async fn run_peer_observed(
         live.store(core.live_count(), Ordering::SeqCst);
         unacked.store(core.own_deltas_unacked(), Ordering::SeqCst);
         let now = Instant::now();
+        audit.flush_if_due(now);
 
         if drain_ended {
             break;
@@ -479,14 +506,12 @@ pub async fn run_peer_observed(
             }
             while let Ok(report) = reports.try_recv() {
                 if let FromTrainer::Publish { weight, values } = report {
-                    publish_local(
-                        &mut core,
-                        weight,
-                        values,
-                        progress.step,
-                        plan.lr,
-                        &mut local_refusals,
-                    )?;
+                    let mut out = Publisher {
+                        ledger: &mut ledger,
+                        audit: &mut audit,
+                        refusals: &mut local_refusals,
+                    };
+                    publish_local(&mut core, &mut out, weight, values, progress.step, plan.lr)?;
                 }
             }
             break;
@@ -513,6 +538,7 @@ pub async fn run_peer_observed(
             Chain(&e)
         );
     }
+    audit.flush();
     let base = core.base().to_vec();
     let spec = options.plan.spec.clone();
     let test = options.test.clone();
@@ -593,7 +619,8 @@ fn resume_state(
             let found = match &loaded {
                 Ok((spec, _, state)) => CheckpointFound::Loaded {
                     same_model: *spec == options.plan.spec,
-                    same_peer: state.peer_id == peer_id,
+                    // Written from this data dir (the id's seed), maybe under another key.
+                    same_peer: same_seed(state.peer_id, peer_id),
                 },
                 Err(_) => CheckpointFound::Damaged,
             };
@@ -605,11 +632,26 @@ fn resume_state(
                         applied = state.applied.len(),
                         "resuming from checkpoint"
                     );
+                    // The versions in the checkpoint are its id's: a new certificate is a new
+                    // id, which starts at 0 (raised later to its own ledger entry, if any).
+                    let published = if state.peer_id == peer_id {
+                        state.published
+                    } else {
+                        info!(
+                            checkpoint_peer_id = %state.peer_id,
+                            %peer_id,
+                            "the checkpoint was written under another peer id of this data dir \
+                             (a new certificate, or ids from before they were bound to one): \
+                             its base and applied deltas are restored, its published versions \
+                             are not, and this id publishes from version 0"
+                        );
+                        0
+                    };
                     Some(RestoredState {
                         contents: state.content_hashes(),
                         base,
                         applied: state.applied,
-                        published: state.published,
+                        published,
                         incarnation: state.incarnation,
                     })
                 }
@@ -655,6 +697,11 @@ fn resume_state(
     Ok(restored)
 }
 
+/// Whether two peer ids share their data dir seed (their last 8 bytes, [`PeerId::bound`]).
+fn same_seed(a: PeerId, b: PeerId) -> bool {
+    a.as_uuid().as_bytes()[8..] == b.as_uuid().as_bytes()[8..]
+}
+
 /// Membership log lines one member's messages may cause per [`crate::ratelog::LOG_INTERVAL`]:
 /// enough for a cluster of peers joining at once, not for a flood of invented records.
 const MEMBERSHIP_LINES_PER_MEMBER: u32 = 64;
@@ -680,20 +727,42 @@ impl Default for RemoteLogs {
     }
 }
 
-/// Hands a local delta from the trainer to the core. The trainer checks its deltas, so a
-/// non-finite one here still means training diverged: an error naming the learning rate `lr`,
-/// which stops the peer. Any other refusal is logged, at most once per reason every
-/// [`crate::ratelog::LOG_INTERVAL`].
+/// What publishing a local delta writes to besides the core.
+struct Publisher<'a> {
+    /// Reserves the version before the delta can leave.
+    ledger: &'a mut VersionLedger,
+    /// Records the published delta.
+    audit: &'a mut AuditLog,
+    /// Throttles the log lines of refused deltas.
+    refusals: &'a mut RateLimitedLog<rumor_proto::core::RejectReason>,
+}
+
+/// Hands a local delta from the trainer to the core, once the version it will get is reserved
+/// durably in the ledger (the delta leaves only after this returns, when the driver flushes the
+/// core's sends). The trainer checks its deltas, so a non-finite one here still means training
+/// diverged: an error naming the learning rate `lr`, which stops the peer. Any other refusal is
+/// logged, at most once per reason every [`crate::ratelog::LOG_INTERVAL`].
+///
+/// Errors: [`NodeError::VersionLedger`] when the version cannot be reserved (nothing is
+/// published: the peer stops rather than risk reusing a version after a crash);
+/// [`NodeError::Model`] for a diverged delta.
 fn publish_local(
     core: &mut Core,
+    out: &mut Publisher<'_>,
     weight: f32,
     values: Vec<f32>,
     step: u64,
     lr: f64,
-    log: &mut RateLimitedLog<rumor_proto::core::RejectReason>,
 ) -> Result<(), NodeError> {
+    out.ledger.reserve(core.published() + 1)?;
+    let hash = out.audit.hash(&values);
     match core.publish(Instant::now(), weight, values) {
-        Ok(_) => Ok(()),
+        Ok(version) => {
+            if let Some(hash) = hash {
+                out.audit.published(core.id(), version, &hash);
+            }
+            Ok(())
+        }
         Err(rumor_proto::core::RejectReason::NonFinite) => {
             Err(NodeError::Model(model::ModelError::Diverged {
                 step,
@@ -702,7 +771,7 @@ fn publish_local(
             }))
         }
         Err(reason) => {
-            if let Some(suppressed) = log.hit(Instant::now(), &reason) {
+            if let Some(suppressed) = out.refusals.hit(Instant::now(), &reason) {
                 warn!(
                     reason = reason.as_str(),
                     suppressed, "local delta refused by the core"

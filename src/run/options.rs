@@ -172,6 +172,7 @@ pub fn peer_options(
         transport: config.transport_config(),
         rng_seed: t.rng_seed.wrapping_add(shard_spec.index as u64 * 7919),
         loss: config.loss_config(shard_spec.index),
+        audit_log: p.audit_log.clone(),
     })
 }
 

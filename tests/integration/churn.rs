@@ -2,126 +2,10 @@
 //! mid-training is declared dead while the others keep training; restarted with `--resume` it
 //! rejoins; a peer that joins after training started; all end consistent.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rumor");
-
-/// A child process killed when dropped.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Cluster {
-    dir: PathBuf,
-    config: PathBuf,
-    dataset: &'static str,
-    epochs: u32,
-}
-
-impl Cluster {
-    fn spawn(
-        &self,
-        name: &str,
-        shard: &str,
-        seed: Option<&str>,
-        min_peers: usize,
-        resume: bool,
-    ) -> KillOnDrop {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["peer", "--config"])
-            .arg(&self.config)
-            .args(["--name", name, "--listen", "127.0.0.1:0", "--certs"])
-            .arg(self.dir.join("certs"))
-            .arg("--data-dir")
-            .arg(self.dir.join(name))
-            .args(["--shard", shard, "--dataset", self.dataset])
-            .args([
-                "--epochs",
-                &self.epochs.to_string(),
-                "--max-train-time",
-                "30s",
-            ])
-            .args(["--min-peers", &min_peers.to_string()])
-            .arg("--ready-file")
-            .arg(self.dir.join(format!("{name}.addr")))
-            .arg("--summary-json")
-            .arg(self.dir.join(format!("{name}.json")))
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(self.dir.join(format!("{name}.log")))
-                    .map(Stdio::from)
-                    .unwrap_or_else(|_| Stdio::null()),
-            );
-        if let Some(seed) = seed {
-            cmd.args(["--seed", seed]);
-        }
-        if resume {
-            cmd.arg("--resume");
-        }
-        KillOnDrop(cmd.spawn().expect("spawn peer"))
-    }
-
-    /// The last line of a peer's metrics.jsonl.
-    fn last_metrics(&self, name: &str) -> Option<serde_json::Value> {
-        let text = std::fs::read_to_string(self.dir.join(name).join("metrics.jsonl")).ok()?;
-        text.lines()
-            .rev()
-            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-    }
-
-    fn step(&self, name: &str) -> u64 {
-        self.last_metrics(name)
-            .and_then(|v| v["step"].as_u64())
-            .unwrap_or(0)
-    }
-}
-
-fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out after {limit:?} waiting for: {what}");
-}
-
-fn read_addr(path: &Path) -> String {
-    let mut addr = String::new();
-    wait_for(Duration::from_secs(30), "the seed's address", || {
-        addr = std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        !addr.is_empty()
-    });
-    addr
-}
-
-fn wait_exit(child: &mut KillOnDrop, limit: Duration, name: &str, dir: &Path) {
-    let end = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.0.try_wait().expect("wait") {
-            let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            assert!(
-                status.success(),
-                "{name} exited with {status}; log tail: {tail:#?}"
-            );
-            return;
-        }
-        assert!(Instant::now() < end, "{name} did not exit within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use crate::procs::{read_addr, wait_exit, wait_for, Cluster, KillOnDrop};
 
 #[test]
 fn a_killed_peer_is_declared_dead_rejoins_with_resume_and_ends_consistent() {
@@ -152,6 +36,7 @@ fn a_killed_peer_is_declared_dead_rejoins_with_resume_and_ends_consistent() {
         dataset: if real { "fashion-mnist" } else { "synthetic" },
         // Time-boxed: 30 s of training whatever the machine's speed.
         epochs: 1000,
+        train_time: "30s",
     };
 
     let mut peers: Vec<Option<KillOnDrop>> = Vec::new();

@@ -11,6 +11,8 @@ mod flood;
 mod lab;
 mod netns;
 mod observability;
+mod procs;
 mod scale;
 mod security;
 mod ssh;
+mod version_reuse;
