@@ -59,15 +59,18 @@ pub struct TransportConfig {
     /// (draft-ietf-quic-ack-frequency); zero leaves the peer's own (25 ms in quinn). Default 0.
     #[serde(with = "humantime_serde")]
     pub max_ack_delay: Duration,
-    /// Streams (messages) one connection may have open towards us, and messages of one
-    /// connection being read or waiting for room in the incoming channel, at once. Default 256.
+    /// Streams (messages) one connection may have open towards us (QUIC
+    /// `max_concurrent_uni_streams`), and messages being read or waiting for room in the
+    /// incoming channel at once: of one connection, and of one member (certificate) over all
+    /// its connections together. Default 256.
     pub max_streams_per_connection: u32,
-    /// Messages per second accepted from one connection, with one second of burst; 0 for no
-    /// limit. Default 2000.
+    /// Messages per second accepted from one member (certificate), all its connections
+    /// together, with one second of burst; 0 for no limit. Default 2000.
     pub rate_limit_messages: u32,
-    /// Bytes per second accepted from one connection, with one second of burst; a message is
-    /// accepted while the bucket is not empty (so one message of any allowed size passes), and
-    /// its length is then taken out. 0 for no limit. Default 128 MiB/s.
+    /// Bytes per second accepted from one member (certificate), all its connections together,
+    /// with one second of burst; a message is accepted while the bucket is not empty (so one
+    /// message of any allowed size passes), and its length is then taken out. 0 for no limit.
+    /// Default 128 MiB/s.
     pub rate_limit_bytes: u64,
     /// An incoming handshake not completed within this long is abandoned. Default 5 s.
     #[serde(with = "humantime_serde")]
@@ -88,11 +91,11 @@ pub struct TransportConfig {
     /// from the model by `Config::transport_config`; a transport given 0 uses
     /// [`FALLBACK_BUFFERED_BYTES_PER_CONNECTION`] ([`TransportConfig::buffered_bytes_budgets`]).
     pub max_buffered_bytes_per_connection: u64,
-    /// Bytes of unfinished messages all connections of one member may hold at once, in bytes;
-    /// a smaller value than [`TransportConfig::max_message_bytes`] is raised to it. 0 (the
-    /// default): twice the per-connection budget.
+    /// Bytes of unfinished messages all connections of one member (certificate) may hold at
+    /// once, in bytes; a smaller value than [`TransportConfig::max_message_bytes`] is raised to
+    /// it. 0 (the default): twice the per-connection budget.
     pub max_buffered_bytes_per_member: u64,
-    /// Connections one member (one certificate name) may open to this peer at once; more are
+    /// Connections one member (one certificate) may open to this peer at once; more are
     /// closed with [`CODE_TOO_MANY_CONNECTIONS`](super::CODE_TOO_MANY_CONNECTIONS). Default 4.
     pub max_connections_per_member: usize,
 }

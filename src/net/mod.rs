@@ -30,10 +30,12 @@
 //! - **Floods.** Each connection may have at most
 //!   [`TransportConfig::max_streams_per_connection`] streams open towards us (QUIC
 //!   `max_concurrent_uni_streams`), and a stream is accepted only while fewer than that many of
-//!   the connection's messages are being read or wait for room in the shared channel. So one
-//!   connection holds at most that many of the channel's waiting places and readers, whatever it
-//!   sends; the others keep their turn (tokio's channel serves waiting senders in order). On top
-//!   of that, each connection has two token buckets, on messages/s and bytes/s
+//!   the connection's messages, and then read only while fewer than that many of its member's
+//!   messages (all connections with its certificate, [`member`]), are being read or wait for
+//!   room in the shared channel. So one member holds at most that many of the channel's waiting
+//!   places and readers, whatever it sends and over however many connections; the others keep
+//!   their turn (tokio's channel serves waiting senders in order). On top of that, each member
+//!   has two token buckets, on messages/s and bytes/s, shared by all its connections
 //!   ([`TransportConfig::rate_limit_messages`], [`TransportConfig::rate_limit_bytes`], each
 //!   with one second of burst). A message over a limit is not delivered: its stream is stopped
 //!   with [`CODE_RATE_LIMITED`] and counted in [`TransportStats::messages_rate_limited`].
@@ -41,14 +43,15 @@
 //!   re-gossiped, and probes are retried.
 //! - **Unfinished messages** ([`reader`]). The bytes of messages still being read are taken
 //!   from a byte budget of their connection and one of their member (every connection with
-//!   the same certificate name, [`member`]); a stream that finds a budget spent waits, so QUIC
+//!   the same certificate, [`member`]); a stream that finds a budget spent waits, so QUIC
 //!   flow control holds its sender back. A stream not finished within
 //!   [`TransportConfig::stream_timeout`] is stopped with [`CODE_TIMED_OUT`] and counted in
 //!   [`TransportStats::streams_timed_out`]. A member may have at most
 //!   [`TransportConfig::max_connections_per_member`] connections open to this peer; more are
 //!   closed with [`CODE_TOO_MANY_CONNECTIONS`]. So one member holds at most its budget plus,
 //!   per connection, QUIC's receive window
-//!   ([`tls::CONNECTION_RECEIVE_WINDOW_BYTES`]) and one chunk per stream, whatever it sends.
+//!   ([`tls::CONNECTION_RECEIVE_WINDOW_BYTES`]), plus one chunk per stream it has in flight,
+//!   whatever it sends.
 //! - **Handshakes from strangers** ([`admission`]). Before any certificate is checked, an
 //!   incoming connection attempt is admitted only while fewer than
 //!   [`TransportConfig::max_handshakes`] handshakes (and fewer than
@@ -56,9 +59,9 @@
 //!   [`TransportConfig::handshakes_before_retry`] an unvalidated source gets a QUIC Retry first.
 //!   A handshake must complete within [`TransportConfig::handshake_timeout`]. Refusals,
 //!   retries and timeouts are counted in [`TransportStats`].
-//! - **Log lines** that a remote party can cause are throttled: at most one per member (for
-//!   members) or per IP address (for strangers) every [`crate::ratelog::LOG_INTERVAL`], with
-//!   the count of lines suppressed since.
+//! - **Log lines** that a remote party can cause are throttled: at most one per member
+//!   (certificate, for members) or per IP address (for strangers) every
+//!   [`crate::ratelog::LOG_INTERVAL`], with the count of lines suppressed since.
 //! - **Statistics.** UDP counters of live connections are summed on demand; a connection's
 //!   final counters are folded into running totals when it closes. Datagrams of handshakes that
 //!   never produced a connection (refused peers) are not counted.
@@ -104,7 +107,7 @@ const CODE_CLOSING: u32 = 0;
 pub const CODE_TOO_LARGE: u32 = 1;
 /// Application error code on a stream: the sender abandoned the message midway.
 pub const CODE_CANCELLED: u32 = 2;
-/// Application error code on a stream: the message was over the connection's rate limit.
+/// Application error code on a stream: the message was over its member's rate limit.
 pub const CODE_RATE_LIMITED: u32 = 3;
 /// Application error code on a stream: the message was not finished within the receiver's
 /// stream timeout.
@@ -121,8 +124,8 @@ const CLOSE_WAIT_MS: u64 = 1000;
 pub struct Incoming {
     /// The connection's remote address: the sender's listen address.
     pub from: SocketAddr,
-    /// The member that sent it: the common name of the certificate its connection presented
-    /// ([`member::common_name`] of its leaf).
+    /// The name of the member that sent it, for logs: the common name of the certificate its
+    /// connection presented ([`member::common_name`] of its leaf). The member itself is `key`.
     pub member: Arc<str>,
     /// The certificate behind the connection: [`KeyId::of`] its peer's leaf certificate (DER),
     /// the one the handshake checked against the cluster CA. A signed record or delta whose
@@ -164,10 +167,11 @@ struct Shared {
     counters: Counters,
     /// Handshakes in progress against their limits.
     admission: admission::HandshakeAdmission,
-    /// Connections and byte budgets by member.
+    /// Connections and shared limits by member (certificate).
     members: Arc<member::MemberTable>,
-    /// Throttles log lines a member can cause (rate limits, oversize and unfinished messages).
-    member_log: Mutex<RateLimitedLog<Arc<str>>>,
+    /// Throttles log lines a member can cause (rate limits, oversize and unfinished messages),
+    /// by certificate.
+    member_log: Mutex<RateLimitedLog<rumor_proto::auth::KeyId>>,
     /// Throttles log lines a stranger can cause (refused and failed handshakes), by IP.
     source_log: Mutex<RateLimitedLog<std::net::IpAddr>>,
     incoming: mpsc::Sender<Incoming>,
@@ -304,10 +308,7 @@ impl Transport {
             handshakes_before_retry: config.handshakes_before_retry,
             max_handshakes_per_ip: config.max_handshakes_per_ip,
         });
-        let members = Arc::new(member::MemberTable::new(
-            config.max_connections_per_member,
-            config.buffered_bytes_budgets().1,
-        ));
+        let members = Arc::new(member::MemberTable::new(&config));
         let shared = Arc::new(Shared {
             endpoint,
             local_addr,
@@ -491,15 +492,16 @@ impl Shared {
     /// then.
     fn serve(self: &Arc<Self>, conn: Connection, addr: SocketAddr, accepted: bool) {
         let (member, key) = member::member_identity(&conn);
-        let lease = match self.members.attach(&member, accepted) {
+        let lease = match self.members.attach(key, accepted) {
             Ok(lease) => lease,
             Err(too_many) => {
                 self.counters
                     .connections_refused_per_member
                     .fetch_add(1, Ordering::Relaxed);
-                if let Some(suppressed) = self.member_log(&member) {
+                if let Some(suppressed) = self.member_log(&key) {
                     tracing::warn!(
                         %member,
+                        key = %key.short(),
                         %addr,
                         open = too_many.open,
                         suppressed_since_last_log = suppressed,
@@ -529,13 +531,13 @@ impl Shared {
         ));
     }
 
-    /// Whether a log line about `member` may be written now: `Some(suppressed since the last
-    /// one)`, or `None` to stay silent.
-    fn member_log(&self, member: &Arc<str>) -> Option<u64> {
+    /// Whether a log line about the member `key` may be written now: `Some(suppressed since
+    /// the last one)`, or `None` to stay silent.
+    fn member_log(&self, key: &rumor_proto::auth::KeyId) -> Option<u64> {
         self.member_log
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .hit(Instant::now(), member)
+            .hit(Instant::now(), key)
     }
 
     /// Like [`Shared::member_log`], for a source IP that has not authenticated.
@@ -631,9 +633,8 @@ async fn drive_connection(
         connection: conn.clone(),
         member,
         key,
-        limiter: Mutex::new(reader::RateLimiter::new(&shared.config, Instant::now())),
         budget: reader::ByteBudget::new(shared.config.buffered_bytes_budgets().0),
-        member_budget: lease.budget.clone(),
+        member_limits: lease.limits.clone(),
     });
     let in_flight = Arc::new(Semaphore::new(
         shared.config.max_streams_per_connection as usize,
@@ -652,11 +653,22 @@ async fn drive_connection(
         };
         match conn.accept_uni().await {
             Ok(stream) => {
+                // Then the member's place: taken after the stream is accepted, so a connection
+                // that carries nothing holds none of them. Until one is free, this connection
+                // accepts no further stream.
+                let member_permit = tokio::select! {
+                    permit = lease.limits.streams.clone().acquire_owned() => permit,
+                    _ = conn.closed() => break,
+                };
+                let Ok(member_permit) = member_permit else {
+                    break;
+                };
                 let reader = reader::Reader {
                     shared: shared.clone(),
                     from: addr,
                     limits: limits.clone(),
                     _permit: permit,
+                    _member_permit: member_permit,
                 };
                 tokio::spawn(reader.read(stream));
             }

@@ -1,5 +1,5 @@
 //! Reading one message (one unidirectional stream) under the limits a connection and a member
-//! are held to.
+//! (a certificate, [`member`](super::member)) are held to.
 //!
 //! A message is read chunk by chunk. Before a chunk is kept, its bytes are taken from two
 //! byte budgets — the connection's and its member's (every connection presenting the same
@@ -9,15 +9,17 @@
 //! finishes them holds at most its budgets, never more. Every stream must end (FIN) within the
 //! stream timeout of being accepted; one that does not — a never-finished message, or one
 //! trickling a byte a second — is stopped with [`CODE_TIMED_OUT`](super::CODE_TIMED_OUT) and
-//! counted. On top of that each connection has token buckets on messages/s and bytes/s.
+//! counted. On top of that each member has token buckets on messages/s and bytes/s, shared by
+//! all its connections.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
 use quinn::VarInt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::member::MemberLimits;
 use super::{Incoming, Shared, TransportConfig, CODE_RATE_LIMITED, CODE_TIMED_OUT, CODE_TOO_LARGE};
 
 /// Largest chunk taken from a stream at once, in bytes; also the most a stream holds outside
@@ -97,7 +99,8 @@ impl Drop for Held {
     }
 }
 
-/// Token buckets of one connection: messages/s and bytes/s, each with one second of burst.
+/// Token buckets of one member (all its connections together): messages/s and bytes/s, each
+/// with one second of burst.
 #[derive(Debug)]
 pub(super) struct RateLimiter {
     messages: TokenBucket,
@@ -105,11 +108,29 @@ pub(super) struct RateLimiter {
 }
 
 impl RateLimiter {
+    /// Full buckets of `config`'s `rate_limit_messages` and `rate_limit_bytes` at `now`.
     pub(super) fn new(config: &TransportConfig, now: Instant) -> Self {
         Self {
             messages: TokenBucket::new(f64::from(config.rate_limit_messages), now),
             bytes: TokenBucket::new(config.rate_limit_bytes as f64, now),
         }
+    }
+
+    /// True if one more message is within the rates at `now` (its bytes are taken later, by
+    /// [`RateLimiter::admit_bytes`]): a message token is taken, and the byte bucket must not
+    /// be empty.
+    pub(super) fn admit_message(&mut self, now: Instant) -> bool {
+        self.messages.take(now, 1.0) && self.bytes.take(now, 0.0)
+    }
+
+    /// True if a message's `len` bytes are within the byte rate at `now` (taken if so).
+    pub(super) fn admit_bytes(&mut self, now: Instant, len: usize) -> bool {
+        self.bytes.take(now, len as f64)
+    }
+
+    /// True if both buckets are full at `now`, as new ones would be.
+    pub(super) fn is_full(&self, now: Instant) -> bool {
+        self.messages.is_full(now) && self.bytes.is_full(now)
     }
 }
 
@@ -147,26 +168,39 @@ impl TokenBucket {
         self.tokens -= n;
         true
     }
+
+    /// True if the bucket holds its full `rate` tokens at `now` (always without a limit).
+    fn is_full(&self, now: Instant) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.rate
+    }
 }
 
-/// What one connection's streams share: its member, its rate limiter and its budget.
+/// What one connection's streams share: the connection, its budget, and its member's name,
+/// key and shared limits.
 pub(super) struct ConnectionLimits {
     pub(super) connection: quinn::Connection,
+    /// The member's name, for logs and [`Incoming::member`].
     pub(super) member: Arc<str>,
-    /// The key id of the connection's peer certificate ([`Incoming::key`]).
+    /// The key id of the connection's peer certificate ([`Incoming::key`]): the member.
     pub(super) key: rumor_proto::auth::KeyId,
-    pub(super) limiter: Mutex<RateLimiter>,
+    /// The connection's own byte budget.
     pub(super) budget: ByteBudget,
-    pub(super) member_budget: ByteBudget,
+    /// What all connections of the member share: byte budget, token buckets, in-flight places.
+    pub(super) member_limits: Arc<MemberLimits>,
 }
 
-/// Reads one stream of a connection; holds one of the connection's in-flight places until
-/// the message is queued or dropped.
+/// Reads one stream of a connection; holds one of the connection's and one of its member's
+/// in-flight places until the message is queued or dropped.
 pub(super) struct Reader {
     pub(super) shared: Arc<Shared>,
     pub(super) from: std::net::SocketAddr,
     pub(super) limits: Arc<ConnectionLimits>,
     pub(super) _permit: OwnedSemaphorePermit,
+    pub(super) _member_permit: OwnedSemaphorePermit,
 }
 
 /// Why a stream's message was not read whole.
@@ -176,17 +210,18 @@ enum ReadFailure {
 }
 
 impl Reader {
-    /// True if a message (`len` None) or `len` more bytes are within the connection's rates.
+    /// True if a message (`len` None) or `len` more bytes are within the member's rates.
     fn admit(&self, len: Option<usize>) -> bool {
         let mut limiter = self
             .limits
+            .member_limits
             .limiter
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         match len {
-            None => limiter.messages.take(now, 1.0) && limiter.bytes.take(now, 0.0),
-            Some(len) => limiter.bytes.take(now, len as f64),
+            None => limiter.admit_message(now),
+            Some(len) => limiter.admit_bytes(now, len),
         }
     }
 
@@ -195,13 +230,14 @@ impl Reader {
             .counters
             .messages_rate_limited
             .fetch_add(1, Ordering::Relaxed);
-        if let Some(suppressed) = self.shared.member_log(&self.limits.member) {
+        if let Some(suppressed) = self.shared.member_log(&self.limits.key) {
             tracing::warn!(
                 member = %self.limits.member,
+                key = %self.limits.key.short(),
                 from = %self.from,
                 limit = what,
                 suppressed_since_last_log = suppressed,
-                "messages over the connection's rate limit dropped (logged at most once per \
+                "messages over the member's rate limit dropped (logged at most once per \
                  member every {}s)",
                 crate::ratelog::LOG_INTERVAL.as_secs()
             );
@@ -220,6 +256,7 @@ impl Reader {
         let timeout = shared.config.stream_timeout;
         let read = tokio::time::timeout(timeout, self.read_bounded(&mut stream)).await;
         let member = &self.limits.member;
+        let key = &self.limits.key;
         let from = self.from;
         match read {
             Ok(Ok((bytes, held))) => {
@@ -244,9 +281,10 @@ impl Reader {
                     .counters
                     .oversize_messages
                     .fetch_add(1, Ordering::Relaxed);
-                if let Some(suppressed) = shared.member_log(member) {
+                if let Some(suppressed) = shared.member_log(key) {
                     tracing::warn!(
                         %member,
+                        key = %key.short(),
                         %from,
                         limit = shared.config.max_message_bytes,
                         suppressed_since_last_log = suppressed,
@@ -265,9 +303,10 @@ impl Reader {
                     .counters
                     .streams_timed_out
                     .fetch_add(1, Ordering::Relaxed);
-                if let Some(suppressed) = shared.member_log(member) {
+                if let Some(suppressed) = shared.member_log(key) {
                     tracing::warn!(
                         %member,
+                        key = %key.short(),
                         %from,
                         timeout_ms = shared.config.stream_timeout.as_millis() as u64,
                         suppressed_since_last_log = suppressed,
@@ -290,7 +329,7 @@ impl Reader {
         let max = self.shared.config.max_message_bytes;
         let mut held = Held::new(
             self.limits.budget.clone(),
-            self.limits.member_budget.clone(),
+            self.limits.member_limits.budget.clone(),
             self.shared.counters.buffered_bytes.clone(),
         );
         // Chunks are kept as quinn handed them over and joined once the message is whole, so

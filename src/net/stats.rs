@@ -47,8 +47,8 @@ pub struct TransportStats {
     pub buffered_bytes: u64,
     /// Received streams dropped because they exceeded the message size limit.
     pub oversize_messages: u64,
-    /// Received messages dropped because their connection was over its rate limit
-    /// (messages/s or bytes/s).
+    /// Received messages dropped because their member (all connections with its certificate)
+    /// was over its rate limit (messages/s or bytes/s).
     pub messages_rate_limited: u64,
     /// Connections currently open, opened or accepted.
     pub connections_open: u64,

@@ -537,6 +537,229 @@ async fn a_member_holds_no_more_unfinished_bytes_than_its_budget() -> TestResult
     Ok(())
 }
 
+/// Opens `count` streams on `conn`, each carrying `len` bytes and finished, without waiting
+/// for the receiver's verdict: a member sending as fast as its stream credit allows.
+async fn send_many(conn: &Connection, count: usize, len: usize) -> TestResult {
+    let body = vec![7u8; len];
+    for _ in 0..count {
+        let mut stream = timeout(WAIT, conn.open_uni()).await??;
+        // A stream the receiver already stopped (rate-limited) fails here; that is expected.
+        let _ = stream.write_all(&body).await;
+        let _ = stream.finish();
+    }
+    Ok(())
+}
+
+/// Receives messages until `total` are accounted for, delivered or counted in
+/// `messages_rate_limited`, and returns the delivered ones.
+async fn settle(
+    t: &Transport,
+    rx: &mut mpsc::Receiver<Incoming>,
+    total: u64,
+) -> Result<Vec<Incoming>, Box<dyn std::error::Error + Send + Sync>> {
+    let deadline = Instant::now() + WAIT;
+    let mut delivered = Vec::new();
+    loop {
+        while let Ok(message) = rx.try_recv() {
+            delivered.push(message);
+        }
+        let limited = t.stats().messages_rate_limited;
+        if delivered.len() as u64 + limited >= total {
+            assert_eq!(delivered.len() as u64 + limited, total, "extra messages");
+            return Ok(delivered);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} delivered and {limited} rate-limited of {total}",
+                delivered.len()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The most messages a token bucket of `rate` messages/s (one second of burst) admits over a
+/// window of `elapsed` from its creation: the burst, the refill, and one message taken from
+/// the last fraction of a token.
+fn bucket_bound(rate: u32, elapsed: Duration) -> f64 {
+    let rate = f64::from(rate);
+    rate + rate * elapsed.as_secs_f64() + 1.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_of_one_member_share_one_rate_limit() -> TestResult {
+    const RATE: u32 = 20;
+    const PER_CONNECTION: usize = 100;
+    let (_dir, ids) = cluster(&["a", "b"])?;
+    let limited = TransportConfig {
+        rate_limit_messages: RATE,
+        ..TransportConfig::default()
+    };
+    let (b, mut b_rx) = bind(&ids[1], limited).await?;
+    // The window opens before the member's first connection (its buckets' creation) and closes
+    // once every message was admitted or refused.
+    let start = Instant::now();
+    let (_e1, first) = raw_client(&ids[0], b.local_addr()).await?;
+    let (_e2, second) = raw_client(&ids[0], b.local_addr()).await?;
+    wait_for("both connections", || b.stats().connections_open == 2).await?;
+    let (r1, r2) = tokio::join!(
+        send_many(&first, PER_CONNECTION, 16),
+        send_many(&second, PER_CONNECTION, 16)
+    );
+    r1?;
+    r2?;
+    let delivered = settle(&b, &mut b_rx, 2 * PER_CONNECTION as u64).await?;
+    let elapsed = start.elapsed();
+    let accepted = delivered.len();
+    let bound = bucket_bound(RATE, elapsed);
+    eprintln!(
+        "one member, two connections: {accepted} of {} accepted in {elapsed:?} (bound {bound:.1})",
+        2 * PER_CONNECTION
+    );
+    assert!(
+        accepted as f64 <= bound,
+        "{accepted} messages accepted in {elapsed:?}: more than one bucket of {RATE}/s allows"
+    );
+    assert!(accepted >= RATE as usize, "the burst passed: {accepted}");
+    a_member_is_one_key(&delivered)?;
+    b.close().await;
+    Ok(())
+}
+
+/// Every message came from one certificate.
+fn a_member_is_one_key(delivered: &[Incoming]) -> TestResult {
+    let first = delivered.first().ok_or("nothing delivered")?;
+    assert!(delivered.iter().all(|m| m.key == first.key));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_each_get_their_own_rate_limit() -> TestResult {
+    const RATE: u32 = 20;
+    const PER_MEMBER: usize = 100;
+    let (_dir, ids) = cluster(&["a", "b", "c"])?;
+    let limited = TransportConfig {
+        rate_limit_messages: RATE,
+        ..TransportConfig::default()
+    };
+    let (b, mut b_rx) = bind(&ids[1], limited).await?;
+    let start = Instant::now();
+    let (_e1, from_a) = raw_client(&ids[0], b.local_addr()).await?;
+    let (_e2, from_c) = raw_client(&ids[2], b.local_addr()).await?;
+    wait_for("both connections", || b.stats().connections_open == 2).await?;
+    let (r1, r2) = tokio::join!(
+        send_many(&from_a, PER_MEMBER, 16),
+        send_many(&from_c, PER_MEMBER, 16)
+    );
+    r1?;
+    r2?;
+    let delivered = settle(&b, &mut b_rx, 2 * PER_MEMBER as u64).await?;
+    let elapsed = start.elapsed();
+    let bound = bucket_bound(RATE, elapsed);
+    for (i, id) in [(0, &ids[0]), (2, &ids[2])] {
+        let key = id
+            .chain
+            .first()
+            .map(|c| KeyId::of(c.as_ref()))
+            .ok_or("no leaf")?;
+        let accepted = delivered.iter().filter(|m| m.key == key).count();
+        eprintln!("member {i}: {accepted} of {PER_MEMBER} accepted in {elapsed:?}");
+        assert!(
+            accepted >= RATE as usize,
+            "member {i} got {accepted}, less than its own burst of {RATE}"
+        );
+        assert!(accepted as f64 <= bound, "member {i} got {accepted}");
+    }
+    b.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_certificates_with_one_name_are_two_members() -> TestResult {
+    let (dir, ids) = cluster(&["a", "b"])?;
+    // A second certificate for "a" (`rumor certs issue --force`): same name, another key.
+    crate::certs::reissue(dir.path(), "a", 1)?;
+    let again = load_identity(dir.path(), "a")?;
+    let one_each = TransportConfig {
+        max_connections_per_member: 1,
+        ..TransportConfig::default()
+    };
+    let (b, mut b_rx) = bind(&ids[1], one_each).await?;
+    let (_e1, first) = raw_client(&ids[0], b.local_addr()).await?;
+    wait_for("the first connection", || b.stats().connections_open == 1).await?;
+    let (_e2, second) = raw_client(&again, b.local_addr()).await?;
+    wait_for("the second connection", || b.stats().connections_open == 2).await?;
+    assert_eq!(b.stats().connections_refused_per_member, 0);
+    let mut keys = Vec::new();
+    for conn in [&first, &second] {
+        let mut s = conn.open_uni().await?;
+        s.write_all(b"hello").await?;
+        s.finish()?;
+        let got = recv(&mut b_rx).await?;
+        assert_eq!(&*got.member, "a", "both certificates are named a");
+        assert_eq!(b.handle.shared.members.connections(&got.key), 1);
+        keys.push(got.key);
+    }
+    assert_ne!(keys.first(), keys.get(1), "two keys, two members");
+    b.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_has_no_more_messages_in_flight_than_one_connection_may() -> TestResult {
+    const STREAMS: u32 = 4;
+    const PER_CONNECTION: usize = 10;
+    const LEN: usize = 1000;
+    let (_dir, ids) = cluster(&["a", "b"])?;
+    // One place in the incoming channel, never emptied until the end: every further message
+    // of the member waits there, in flight, holding its bytes.
+    let narrow = TransportConfig {
+        max_streams_per_connection: STREAMS,
+        incoming_queue: 1,
+        ..TransportConfig::default()
+    };
+    let (b, mut b_rx) = bind(&ids[1], narrow).await?;
+    let (_e1, first) = raw_client(&ids[0], b.local_addr()).await?;
+    let (_e2, second) = raw_client(&ids[0], b.local_addr()).await?;
+    wait_for("both connections", || b.stats().connections_open == 2).await?;
+    let senders = [first.clone(), second.clone()]
+        .map(|conn| tokio::spawn(async move { send_many(&conn, PER_CONNECTION, LEN).await }));
+    // One message in the channel, STREAMS waiting with their bytes: the member's places, not
+    // two connections' worth.
+    let full = STREAMS as u64 * LEN as u64;
+    wait_for("the member's places to fill", || {
+        b.stats().buffered_bytes >= full
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = b.stats().buffered_bytes;
+    assert_eq!(held, full, "{held} bytes of waiting messages held");
+    let key = ids[0]
+        .chain
+        .first()
+        .map(|c| KeyId::of(c.as_ref()))
+        .ok_or("no leaf")?;
+    assert_eq!(
+        b.handle.shared.members.streams_in_flight(&key),
+        STREAMS as usize
+    );
+    // Nothing is lost: once the channel is read, every message of both connections arrives.
+    let mut from = std::collections::HashSet::new();
+    for _ in 0..2 * PER_CONNECTION {
+        let got = recv(&mut b_rx).await?;
+        assert_eq!(got.bytes.len(), LEN);
+        from.insert(got.from);
+    }
+    assert_eq!(from.len(), 2, "both connections were read");
+    for sender in senders {
+        timeout(WAIT, sender).await???;
+    }
+    wait_for("the bytes to come back", || b.stats().buffered_bytes == 0).await?;
+    b.close().await;
+    Ok(())
+}
+
 #[test]
 fn canonical_folds_mapped_addresses() -> Result<(), std::net::AddrParseError> {
     let mapped: SocketAddr = "[::ffff:127.0.0.1]:9000".parse()?;
