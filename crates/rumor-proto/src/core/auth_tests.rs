@@ -254,3 +254,37 @@ fn a_revoked_certificate_is_refused_and_its_members_go_down() {
         "not forwarded"
     );
 }
+
+#[test]
+fn a_member_asking_again_and_again_gets_one_snapshot_per_interval() {
+    // A seed with no other member answers joins itself.
+    let (mut core, now) = core_with_members(1);
+    let join = |n: u128| Envelope {
+        id: MessageId::from_uuid(uuid::Uuid::new_v4()),
+        origin: peer(4).id,
+        origin_addr: peer(4).addr,
+        version: n as u64,
+        ttl: 1,
+        payload: Payload::Join(JoinRequest {
+            member: member(4),
+            forwarded: false,
+        }),
+    };
+    for n in 0..10 {
+        core.handle_message(now, sender(4), join(n));
+    }
+    let (transmits, _) = drain(&mut core);
+    let welcomes = transmits
+        .iter()
+        .filter(|t| matches!(t.envelope.payload, Payload::Welcome(_)))
+        .count();
+    assert_eq!(welcomes, 1);
+    assert_eq!(core.stats().answers_limited, 9);
+    // A second later it may ask again.
+    let later = now + core.config().anti_entropy_interval;
+    core.handle_message(later, sender(4), join(99));
+    let (transmits, _) = drain(&mut core);
+    assert!(transmits
+        .iter()
+        .any(|t| matches!(t.envelope.payload, Payload::Welcome(_))));
+}

@@ -376,7 +376,16 @@ impl Core {
             Payload::Join(request) => {
                 let (membership, replica) = (&mut self.membership, &self.replica);
                 let version = envelope.version;
-                answer_join(out, membership, replica, origin, from, version, request)
+                answer_join(
+                    out,
+                    membership,
+                    replica,
+                    &mut self.dissemination,
+                    origin,
+                    from,
+                    version,
+                    request,
+                )
             }
             Payload::Ping(probe) => {
                 self.membership.merge_view(out, probe.updates, Some(origin));

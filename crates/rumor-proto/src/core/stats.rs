@@ -56,6 +56,10 @@ pub struct CoreStats {
     pub delta_sends_failed: u64,
     /// Snapshots sent because a peer lacked deltas no longer in the log.
     pub snapshots_sent: u64,
+    /// Answers held back because their requester had used its budget: deltas past
+    /// `anti_entropy_max_bytes` per digest period, a second snapshot within an anti-entropy
+    /// interval.
+    pub answers_limited: u64,
     /// Snapshots installed (the join's included).
     pub snapshots_installed: u64,
     /// Snapshot installs that could not re-apply every delta this peer held (inexact merges).

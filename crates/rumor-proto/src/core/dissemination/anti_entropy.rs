@@ -122,7 +122,9 @@ impl Dissemination {
         // Origins of which it applied the same versions but other contents: push it our
         // copies; where one differs, it holds two signed deltas under one version (a proof).
         let ours = replica.fingerprints();
-        let mut budget = self.anti_entropy_max_bytes;
+        let now = out.now;
+        let mut budget = self.answers.bytes_left(now, origin);
+        let start = budget;
         for (delta_origin, fingerprint) in &contents {
             let differs = ours
                 .binary_search_by_key(delta_origin, |(o, _)| *o)
@@ -148,7 +150,6 @@ impl Dissemination {
             }
         }
         let missing: Vec<(PeerId, u64)> = replica.applied().difference(&applied).collect();
-        let mut budget = self.anti_entropy_max_bytes;
         let mut lost = false;
         for (delta_origin, version) in missing {
             if self.sent.blocks(addr, delta_origin, version) {
@@ -167,6 +168,7 @@ impl Dissemination {
             }
             let size = delta.values.len() * 4;
             if size > budget {
+                out.stats.answers_limited += 1;
                 break;
             }
             budget -= size;
@@ -174,7 +176,8 @@ impl Dissemination {
             out.stats.anti_entropy_deltas_sent += 1;
             out.send(vec![addr], envelope);
         }
-        if lost {
+        self.answers.spend(now, origin, start - budget);
+        if lost && self.take_snapshot(out, origin) {
             out.stats.snapshots_sent += 1;
             let envelope = out.envelope(0, 1, Payload::Snapshot(replica.snapshot()));
             out.send(vec![addr], envelope);

@@ -8,6 +8,7 @@
 //! It reads the member table and the replica through their queries and never changes them:
 //! whether a delta is applied is the replica's call, made before it is forwarded here.
 
+pub mod answers;
 pub mod anti_entropy;
 pub mod seen;
 pub mod sent;
@@ -23,6 +24,7 @@ use super::config::CoreConfig;
 use super::membership::Membership;
 use super::outbox::{Outbox, Transmit};
 use super::timer::{Timer, TimerTable};
+use answers::AnswerLimits;
 use seen::SeenCache;
 use sent::{Outcome, SendLedger};
 
@@ -47,8 +49,6 @@ pub struct Dissemination {
     anti_entropy_interval: Duration,
     /// Period of digests while draining (to every live member).
     drain_anti_entropy_interval: Duration,
-    /// Most delta bytes pushed in answer to one digest.
-    anti_entropy_max_bytes: usize,
     /// How long another origin's delta is held before anti-entropy pushes it.
     anti_entropy_delay: Duration,
     /// Envelope ids already handled.
@@ -59,9 +59,21 @@ pub struct Dissemination {
     progress: HashMap<PeerId, PeerProgress>,
     /// When a digest was last sent to a peer because its applied fingerprint differed.
     last_digest_to: HashMap<PeerId, Instant>,
+    /// How much each requester may still be sent.
+    answers: AnswerLimits,
 }
 
 impl Dissemination {
+    /// Whether `peer` may be sent a snapshot now (at most one per anti-entropy interval per
+    /// requester); counts it when so, and counts a refusal in `answers_limited`.
+    pub fn take_snapshot(&mut self, out: &mut Outbox, peer: PeerId) -> bool {
+        let allowed = self.answers.take_snapshot(out.now, peer);
+        if !allowed {
+            out.stats.answers_limited += 1;
+        }
+        allowed
+    }
+
     /// Empty caches; the first digest is due one anti-entropy period after `now`.
     pub fn new(config: &CoreConfig, now: Instant, timers: &mut TimerTable) -> Self {
         timers.set(Timer::AntiEntropy, now + config.anti_entropy_interval);
@@ -70,8 +82,14 @@ impl Dissemination {
             max_ttl: config.max_ttl,
             anti_entropy_interval: config.anti_entropy_interval,
             drain_anti_entropy_interval: config.drain_anti_entropy_interval,
-            anti_entropy_max_bytes: config.anti_entropy_max_bytes,
             anti_entropy_delay: config.anti_entropy_delay,
+            answers: AnswerLimits::new(
+                config
+                    .drain_anti_entropy_interval
+                    .min(config.anti_entropy_interval),
+                config.anti_entropy_max_bytes,
+                config.anti_entropy_interval,
+            ),
             seen: SeenCache::new(config.seen_retention, config.seen_capacity),
             sent: SendLedger::new(config.resend_after),
             progress: HashMap::new(),

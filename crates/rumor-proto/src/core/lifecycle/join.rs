@@ -15,6 +15,7 @@ use crate::wire::{
 };
 
 use super::PeerLifecycle;
+use crate::core::dissemination::Dissemination;
 use crate::core::membership::Membership;
 use crate::core::outbox::Outbox;
 use crate::core::replica::Replica;
@@ -64,16 +65,19 @@ impl PeerLifecycle {
 
 /// A seed's answer to `request`, which came from `origin` over the connection at `from`: merge
 /// the joiner's signed record, then welcome it here with the whole view and a snapshot, or pass
-/// the request on to a member already training (snapshot load spreading).
+/// the request on to a member already training (snapshot load spreading). A joiner gets at most
+/// one snapshot per anti-entropy interval from this peer.
 ///
 /// A direct request must be the joiner's own (`origin` is the joiner, bound to the
 /// connection's certificate) and is answered over that connection, at `from`; a forwarded one
 /// comes from a member and is answered at the address the joiner signed in its record. A
 /// record refused by admission earns nothing.
+#[allow(clippy::too_many_arguments)]
 pub fn answer_join(
     out: &mut Outbox,
     membership: &mut Membership,
     replica: &Replica,
+    dissemination: &mut Dissemination,
     origin: PeerId,
     from: SocketAddr,
     version: u64,
@@ -95,6 +99,9 @@ pub fn answer_join(
     let donors = membership.snapshot_donors(joiner);
     if let JoinAnswer::Forward(donor) = choose_answer(out, &donors, forwarded) {
         forward_join(out, donor, version, member);
+        return;
+    }
+    if !dissemination.take_snapshot(out, joiner) {
         return;
     }
     let to = if forwarded { member.addr } else { from };
