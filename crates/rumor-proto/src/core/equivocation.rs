@@ -31,7 +31,7 @@ impl Core {
     /// yet must come from an admitted origin with a valid signature; one applied already is
     /// compared with the content applied under its version, and a valid, different one is an
     /// equivocation. Other messages pass.
-    pub(super) fn screen_delta(&self, envelope: &Envelope) -> Screen {
+    pub(super) fn screen_delta(&mut self, envelope: &Envelope) -> Screen {
         let Payload::Delta(delta) = &envelope.payload else {
             return Screen::Pass(None);
         };

@@ -33,6 +33,9 @@ pub struct CoreStats {
     /// Messages dropped because their origin is not bound to the certificate of the connection
     /// they came on.
     pub senders_mismatched: u64,
+    /// Origin signatures verified (member records and deltas; records whose signed part was
+    /// already held, and copies of applied deltas, are not verified again).
+    pub signatures_verified: u64,
     /// Messages dropped because they came over a revoked certificate's connection.
     pub messages_from_revoked: u64,
     /// Equivocations this peer found itself: a validly signed delta whose content differs from

@@ -61,6 +61,7 @@ pub struct RecordAdmission {
 
 impl RecordAdmission {
     /// Checks `record` against `held`, this peer's current record of the same id (if any).
+    /// Returns whether a signature had to be verified (false: the held record vouched for it).
     ///
     /// Errors: the [`RecordRefusal`].
     pub fn check(
@@ -68,13 +69,13 @@ impl RecordAdmission {
         verifier: &dyn Verifier,
         held: Option<&MemberRecord>,
         record: &MemberRecord,
-    ) -> Result<(), RecordRefusal> {
+    ) -> Result<bool, RecordRefusal> {
         let key = record.credential.key_id();
         if self.revoked.contains(&key) {
             return Err(RecordRefusal::Revoked);
         }
         if held.is_some_and(|held| same_statement(held, record)) {
-            return Ok(());
+            return Ok(false);
         }
         if !key.binds(&record.peer_id) {
             return Err(RecordRefusal::Unbound);
@@ -102,7 +103,7 @@ impl RecordAdmission {
             }
             ids.insert(record.peer_id);
         }
-        Ok(())
+        Ok(true)
     }
 }
 
