@@ -4,13 +4,15 @@
 //!
 //! Beside the driver ([`run_peer_observed`]) live its errors ([`error`]), the checkpoint it
 //! saves and resumes from ([`checkpoint`]), its data dir and peer id ([`data_dir`]), its
-//! `metrics.jsonl` ([`metrics_file`]) and the status it shows ([`status`]).
+//! `metrics.jsonl` ([`metrics_file`]), the status it shows ([`status`]) and the revocation list
+//! it watches ([`revocation`]).
 
 pub mod checkpoint;
 pub mod data_dir;
 pub mod error;
 mod metrics_file;
 pub mod observe;
+pub mod revocation;
 pub mod sender;
 pub mod status;
 pub mod trainer;
@@ -65,6 +67,10 @@ pub struct PeerOptions {
     pub seeds: Vec<SocketAddr>,
     /// Certificates for mutual TLS.
     pub identity: Arc<PeerIdentity>,
+    /// The cluster's CA-signed revocation list, loaded at start and watched ([`revocation`]):
+    /// certificates on it are refused at the handshake, their connections closed and their
+    /// members dropped. `None`: no list.
+    pub revocation_list: Option<PathBuf>,
     /// Directory for the peer id, checkpoints and metrics.
     pub data_dir: PathBuf,
     /// Continue from the checkpoint in `data_dir`.
@@ -248,16 +254,38 @@ pub async fn run_peer_observed(
     let mut observer = Observer::new(&options.name, observers);
     let started = Instant::now();
     probe_data_dir(&options.data_dir)?;
-    let keys = crate::net::peer_keys(&options.identity)?;
+    let mut revocations = match &options.revocation_list {
+        Some(path) => Some(revocation::RevocationWatch::open(
+            path.clone(),
+            options.identity.ca.clone(),
+            Instant::now(),
+        )?),
+        None => None,
+    };
+    let deny = crate::net::DenyList::new();
+    for entry in revocations.iter().flat_map(|w| w.entries()) {
+        deny.add(entry.key, &entry.name);
+    }
+    let keys = crate::net::peer_keys_denying(&options.identity, deny.clone())?;
+    let own_key = keys.key_id();
+    if let Some(watch) = &revocations {
+        if deny.denied(&own_key).is_some() {
+            return Err(NodeError::OwnCertificateRevoked {
+                name: options.name.clone(),
+                path: watch.path().to_path_buf(),
+            });
+        }
+    }
     let seed = load_or_create_peer_id(&options.data_dir)?;
     let mut seed_bytes = [0u8; 8];
     seed_bytes.copy_from_slice(&seed.as_uuid().as_bytes()[8..]);
     let peer_id = PeerId::bound(&keys.key_id(), seed_bytes);
-    let (transport, mut incoming) = Transport::bind_lossy(
+    let (transport, mut incoming) = Transport::bind_denying(
         options.listen,
         &options.identity,
         options.transport.clone(),
         options.loss.clone(),
+        deny,
     )
     .await?;
     let addr = options.advertise.unwrap_or_else(|| transport.local_addr());
@@ -291,6 +319,9 @@ pub async fn run_peer_observed(
             now,
         ),
     };
+    for entry in revocations.iter().flat_map(|w| w.entries()) {
+        core.revoke(now, entry.key);
+    }
     info!(%addr, %peer_id, seeds = ?options.seeds, "peer started");
     {
         let mut s = lock(&status);
@@ -379,6 +410,21 @@ pub async fn run_peer_observed(
             changed = stop.changed(), if !stopping => {
                 if changed.is_err() || *stop.borrow() {
                     info!("stop requested: leaving gracefully");
+                    stopping = true;
+                }
+            }
+        }
+
+        // A revocation list that changed: its new certificates are cut off before the core's
+        // requests go out.
+        if let Some(watch) = revocations.as_mut() {
+            for entry in watch.poll(Instant::now()) {
+                if revocation::apply(&entry, own_key, &transport, &mut core) && !stopping {
+                    error!(
+                        path = %watch.path().display(),
+                        "this peer's own certificate was revoked: every member refuses it now; \
+                         leaving"
+                    );
                     stopping = true;
                 }
             }
