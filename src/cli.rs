@@ -38,9 +38,9 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start N local peers (or the centralized baseline), show a live table, print a summary.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Run one peer.
-    Peer(PeerArgs),
+    Peer(Box<PeerArgs>),
     /// Manage the cluster CA and peer certificates.
     #[command(subcommand)]
     Certs(CertsCommand),

@@ -621,7 +621,8 @@ mod tests {
         let path = dir.path().join(REVOKED_FILE);
         let good = fs::read(&path)?;
         let b = leaf_key(dir.path(), "b")?.to_string();
-        let tampers: Vec<Box<dyn FnOnce(&mut serde_json::Value)>> = vec![
+        type Tamper = Box<dyn FnOnce(&mut serde_json::Value)>;
+        let tampers: Vec<Tamper> = vec![
             Box::new(|v| v["entries"][0]["name"] = "b".into()),
             Box::new(move |v| v["entries"][0]["key_id"] = b.into()),
             Box::new(|v| v["entries"][0]["revoked_at"] = "2001-01-01T00:00:00Z".into()),

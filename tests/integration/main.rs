@@ -11,6 +11,7 @@ mod flood;
 mod lab;
 mod netns;
 mod observability;
+mod revocation;
 mod scale;
 mod security;
 mod ssh;
