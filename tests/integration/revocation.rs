@@ -209,3 +209,148 @@ async fn a_revoked_peer_is_dropped_by_a_running_cluster_within_seconds() {
         "consensus distance of the checkpoints {on_disk}"
     );
 }
+
+/// Runs the `rumor` binary with `args`; panics naming `what` if it has not exited within
+/// `limit` (it is killed then).
+fn rumor_bounded(args: &[&std::ffi::OsStr], limit: Duration, what: &str) -> std::process::Output {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rumor"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rumor");
+    let end = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for rumor") {
+            break status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("timed out after {limit:?}: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_end(&mut stdout).expect("read stdout");
+    }
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_end(&mut stderr).expect("read stderr");
+    }
+    std::process::Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+fn os(args: &[&str]) -> Vec<std::ffi::OsString> {
+    args.iter().map(std::ffi::OsString::from).collect()
+}
+
+fn rumor(args: &[std::ffi::OsString], what: &str) -> (bool, String, String) {
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let out = rumor_bounded(&refs, Duration::from_secs(60), what);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn certs_revoke_from_the_command_line_and_peers_refusing_to_start_on_a_bad_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let c = certs.to_str().unwrap();
+    for args in [
+        vec!["certs", "init", "--dir", c, "--cluster", "revoking"],
+        vec!["certs", "issue", "--dir", c, "--name", "a"],
+        vec!["certs", "issue", "--dir", c, "--name", "b"],
+    ] {
+        let (ok, _, err) = rumor(&os(&args), "certs init / issue");
+        assert!(ok, "{args:?}: {err}");
+    }
+    let (ok, out, err) = rumor(
+        &os(&["certs", "revoke", "--dir", c, "--name", "a"]),
+        "certs revoke",
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("revoked a (key id "), "{out}");
+    assert!(out.contains("sequence 1"), "{out}");
+    let before = std::fs::read(certs.join(REVOKED_FILE)).unwrap();
+    let (ok, out, err) = rumor(
+        &os(&["certs", "revoke", "--dir", c, "--name", "a"]),
+        "certs revoke again",
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("was already revoked"), "{out}");
+    assert_eq!(std::fs::read(certs.join(REVOKED_FILE)).unwrap(), before);
+    let (ok, _, err) = rumor(
+        &os(&["certs", "revoke", "--dir", c, "--name", "gone"]),
+        "certs revoke of a missing file",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("gone.pem") && err.contains("--key-id"),
+        "{err}"
+    );
+    let (ok, _, err) = rumor(
+        &os(&["certs", "revoke", "--dir", c, "--key-id", "xyz"]),
+        "certs revoke of a bad key id",
+    );
+    assert!(!ok);
+    assert!(err.contains("bad key id"), "{err}");
+
+    let peer = |name: &str, list: Option<&std::path::Path>| {
+        let mut args = os(&[
+            "peer",
+            "--name",
+            name,
+            "--listen",
+            "127.0.0.1:0",
+            "--certs",
+            c,
+        ]);
+        args.extend(os(&[
+            "--dataset",
+            "synthetic",
+            "--epochs",
+            "1",
+            "--data-dir",
+        ]));
+        args.push(dir.path().join(name).into_os_string());
+        if let Some(list) = list {
+            args.push("--revocation-list".into());
+            args.push(list.as_os_str().to_owned());
+        }
+        args
+    };
+    // The revoked peer does not start: its own certificate is on the list.
+    let (ok, _, err) = rumor(&peer("a", None), "a revoked peer refusing to start");
+    assert!(!ok);
+    assert!(
+        err.contains("this peer's certificate (a) is on the revocation list"),
+        "{err}"
+    );
+    // A list edited after signing stops a peer at start, naming the file and the problem.
+    let tampered = dir.path().join("tampered.json");
+    let text = String::from_utf8(before).unwrap();
+    std::fs::write(
+        &tampered,
+        text.replace("\"sequence\": 1", "\"sequence\": 9"),
+    )
+    .unwrap();
+    let (ok, _, err) = rumor(
+        &peer("b", Some(&tampered)),
+        "a peer refusing a tampered list",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("tampered.json") && err.contains("signature does not verify"),
+        "{err}"
+    );
+}
