@@ -40,9 +40,9 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start N local peers (or the centralized baseline), show a live table, print a summary.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Run one peer.
-    Peer(PeerArgs),
+    Peer(Box<PeerArgs>),
     /// Manage the cluster CA and peer certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -221,6 +221,24 @@ pub enum CertsCommand {
         /// Replace an existing NAME.pem and NAME.key.
         #[arg(long)]
         force: bool,
+    },
+    /// Revoke a peer certificate: add it to DIR/revoked.json, signed by the CA in DIR. Peers
+    /// that watch the list refuse it and close its connections within seconds. Revoking a
+    /// certificate already on the list changes nothing.
+    #[command(group(clap::ArgGroup::new("which").required(true).multiple(true)
+        .args(["name", "key_id"])))]
+    Revoke {
+        /// Directory holding the CA and the revocation list.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// The peer whose certificate DIR/NAME.pem is revoked. With --key-id: only the name
+        /// the entry is listed under (no file is read).
+        #[arg(long)]
+        name: Option<String>,
+        /// Revoke the certificate with this key id (64 hex digits: SHA-256 of its DER), for a
+        /// certificate whose file is gone.
+        #[arg(long, value_name = "HEX")]
+        key_id: Option<String>,
     },
 }
 
@@ -462,6 +480,10 @@ pub struct PeerArgs {
     /// Certificates directory  [peer.certs]
     #[arg(long)]
     pub certs: Option<PathBuf>,
+    /// The CA-signed revocation list to load and watch; default revoked.json in --certs
+    ///  [peer.revocation_list]
+    #[arg(long, value_name = "FILE")]
+    pub revocation_list: Option<PathBuf>,
     /// Data directory  [peer.data_dir]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -588,6 +610,9 @@ impl PeerArgs {
             p.seeds = self.seeds.clone();
         }
         set(&mut p.certs, &self.certs);
+        if self.revocation_list.is_some() {
+            p.revocation_list = self.revocation_list.clone();
+        }
         set(&mut p.data_dir, &self.data_dir);
         if self.audit_log.is_some() {
             p.audit_log = self.audit_log.clone();

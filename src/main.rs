@@ -99,6 +99,36 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             };
             println!("certificate for {name} written to {}", path.display());
         }
+        Command::Certs(CertsCommand::Revoke { dir, name, key_id }) => {
+            let target = match key_id {
+                Some(hex) => certs::RevokeTarget::KeyId {
+                    key: certs::parse_key_id(&hex)?,
+                    label: name,
+                },
+                None => certs::RevokeTarget::Name(name.unwrap_or_default()),
+            };
+            let done = certs::revoke(&dir, &target)?;
+            let entry = &done.entry;
+            if done.already {
+                println!(
+                    "{} (key id {}) was already revoked at {}; {} unchanged (sequence {})",
+                    entry.name,
+                    entry.key,
+                    entry.revoked_at,
+                    done.path.display(),
+                    done.sequence
+                );
+            } else {
+                println!(
+                    "revoked {} (key id {}) at {}; {} is now at sequence {}",
+                    entry.name,
+                    entry.key,
+                    entry.revoked_at,
+                    done.path.display(),
+                    done.sequence
+                );
+            }
+        }
         Command::Compare(args) => {
             run::compare(&args.checkpoints, args.json)?;
         }

@@ -72,6 +72,40 @@ pub enum CertError {
         /// The rejected name.
         name: String,
     },
+    /// A revocation list was refused: what is wrong with it is the problem.
+    #[error("revocation list {}: {problem}", path.display())]
+    RevocationList {
+        /// The list file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: super::RevocationProblem,
+    },
+    /// The certificate to revoke has no file in the certificate directory.
+    #[error(
+        "no certificate to revoke for {name:?}: {} does not exist (to revoke a certificate \
+         whose file is gone, give its key id with --key-id)",
+        path.display()
+    )]
+    NotIssued {
+        /// The peer name asked for.
+        name: String,
+        /// The file looked for.
+        path: PathBuf,
+    },
+    /// A key id that is not 64 hex digits.
+    #[error("bad key id {given:?}: expected the 64 hex digits of the certificate's SHA-256")]
+    BadKeyId {
+        /// What was given (made printable).
+        given: String,
+    },
+    /// The CA key cannot sign (a key type rustls' ring provider does not sign with).
+    #[error("the CA key {} cannot sign: {reason}", path.display())]
+    CaKeyUnusable {
+        /// The CA key file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl From<crate::fsutil::PathIoError> for CertError {

@@ -18,6 +18,7 @@
 //! | `ca.key` | the CA private key, PKCS#8 | 0600 |
 //! | `{name}.pem` | the peer certificate, then the CA certificate | 0644 |
 //! | `{name}.key` | the peer private key, PKCS#8 | 0600 |
+//! | `revoked.json` | the revocation list, signed by the CA ([`revoke`]) | 0644 |
 //!
 //! Keys are ECDSA P-256 with SHA-256 signatures. Peers do not identify each other by certificate
 //! name (the peer id travels in the envelope); every peer certificate carries the shared DNS name
@@ -30,13 +31,15 @@
 //!
 //! The code is split by idea: `ca` makes the CA and names clusters, `issue` signs peer
 //! certificates and checks peer names, `identity` loads a peer's identity and refuses the CA
-//! as one, and `files` reads PEM files and writes them atomically.
+//! as one, `revoke` writes and checks the CA-signed revocation list, and `files` reads PEM
+//! files and writes them atomically.
 
 mod ca;
 mod error;
 mod files;
 mod identity;
 mod issue;
+mod revoke;
 #[cfg(test)]
 mod tests;
 
@@ -47,6 +50,11 @@ pub(crate) use ca::{display_name, printable};
 pub use error::CertError;
 pub use identity::{load_identity, PeerIdentity};
 pub use issue::{is_reserved_name, issue, issue_with, reissue, validate_name, IssueOptions};
+pub use revoke::{
+    default_revocation_list, load_revocation_list, parse_key_id, revoke, Revocation,
+    RevocationList, RevocationProblem, RevokeTarget, Revoked, MAX_REVOCATION_LIST_BYTES,
+    REVOCATION_FORMAT, REVOKED_FILE,
+};
 
 /// The DNS name every peer certificate carries and every client connects to.
 ///

@@ -76,6 +76,34 @@ fn sync_peer_flags_find_this_peers_index() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn the_revocation_list_flag_sets_its_key_and_revoke_needs_a_name_or_key_id() -> TestResult {
+    let cli = parse(&["peer", "--revocation-list", "/etc/rumor/revoked.json"])?;
+    let Command::Peer(args) = cli.command else {
+        panic!("parsed the wrong command")
+    };
+    let c = args.load_config()?;
+    assert_eq!(
+        c.peer.revocation_list.as_deref(),
+        Some(std::path::Path::new("/etc/rumor/revoked.json"))
+    );
+    let Command::Certs(CertsCommand::Revoke { dir, name, key_id }) =
+        parse(&["certs", "revoke", "--name", "peer-3"])?.command
+    else {
+        panic!("parsed the wrong command")
+    };
+    assert_eq!(
+        (dir, name, key_id),
+        (PathBuf::from("certs"), Some("peer-3".into()), None)
+    );
+    assert!(parse(&["certs", "revoke", "--key-id", "ab12"]).is_ok());
+    let err = parse(&["certs", "revoke"])
+        .err()
+        .ok_or("revoke without a target parsed")?;
+    assert!(err.to_string().contains("--name"), "{err}");
+    Ok(())
+}
+
 fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
     Cli::try_parse_from(std::iter::once("rumor").chain(args.iter().copied()))
 }

@@ -53,6 +53,9 @@ pub struct PeerSection {
     pub seeds: Vec<SocketAddr>,
     /// Directory with `ca.pem` and `NAME.pem` / `NAME.key`.
     pub certs: PathBuf,
+    /// The CA-signed revocation list to load at start and watch (`rumor certs revoke`);
+    /// absent: `revoked.json` in `certs`. A missing file is an empty list.
+    pub revocation_list: Option<PathBuf>,
     /// Directory for the peer id, checkpoints and metrics.
     pub data_dir: PathBuf,
     /// Members (this peer included) to know before training starts.
@@ -79,6 +82,7 @@ impl Default for PeerSection {
             advertise: None,
             seeds: Vec::new(),
             certs: PathBuf::from("certs"),
+            revocation_list: None,
             data_dir: PathBuf::from("run/peer"),
             min_peers: 1,
             join_timeout: Duration::from_secs(60),

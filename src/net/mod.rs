@@ -59,9 +59,15 @@
 //!   [`TransportConfig::handshakes_before_retry`] an unvalidated source gets a QUIC Retry first.
 //!   A handshake must complete within [`TransportConfig::handshake_timeout`]. Refusals,
 //!   retries and timeouts are counted in [`TransportStats`].
-//! - **Log lines** that a remote party can cause are throttled: at most one per member
-//!   (certificate, for members) or per IP address (for strangers) every
-//!   [`crate::ratelog::LOG_INTERVAL`], with the count of lines suppressed since.
+//! - **Revocation** ([`DenyList`]). Both certificate verifiers refuse a certificate on the
+//!   transport's deny list ([`tls::CertRefusal::Revoked`]); [`Transport::deny`] adds one and
+//!   closes every live connection over it with [`CODE_REVOKED`]. Counted in
+//!   [`TransportStats::handshakes_refused_revoked`],
+//!   [`TransportStats::connects_refused_revoked`] and
+//!   [`TransportStats::connections_closed_revoked`].
+//! - **Log lines** that a remote party can cause are throttled: at most one per member (for
+//!   members) or per IP address (for strangers) every [`crate::ratelog::LOG_INTERVAL`], with
+//!   the count of lines suppressed since.
 //! - **Statistics.** UDP counters of live connections are summed on demand; a connection's
 //!   final counters are folded into running totals when it closes. Datagrams of handshakes that
 //!   never produced a connection (refused peers) are not counted.
@@ -69,6 +75,7 @@
 mod accept;
 pub mod admission;
 mod config;
+mod deny;
 mod error;
 pub mod lossy;
 pub mod member;
@@ -79,8 +86,9 @@ pub mod tls;
 mod verify;
 
 pub use config::{Congestion, TransportConfig, FALLBACK_BUFFERED_BYTES_PER_CONNECTION};
+pub use deny::DenyList;
 pub use error::NetError;
-pub use signing::{peer_keys, CertSigner, ClusterVerifier};
+pub use signing::{peer_keys, peer_keys_denying, CertSigner, ClusterVerifier};
 pub use stats::TransportStats;
 
 use error::ConnectFailure;
@@ -115,6 +123,9 @@ pub const CODE_TIMED_OUT: u32 = 4;
 /// Application error code closing a connection: its member already has as many connections
 /// with this peer as allowed.
 pub const CODE_TOO_MANY_CONNECTIONS: u32 = 5;
+/// Application error code closing a connection: the certificate behind it was revoked (it is
+/// on the transport's [`DenyList`]).
+pub const CODE_REVOKED: u32 = 6;
 
 /// Upper bound on how long [`Transport::close`] waits for connections to drain, in ms.
 const CLOSE_WAIT_MS: u64 = 1000;
@@ -177,6 +188,9 @@ struct Shared {
     incoming: mpsc::Sender<Incoming>,
     /// Drop counters of the loss-injecting socket, when there is one.
     drops: Option<Arc<lossy::LossCounters>>,
+    /// Certificates refused at the handshake and cut off when added; shared with the
+    /// verifiers.
+    deny: DenyList,
 }
 
 /// Owned by [`Transport`] handles only (not by background tasks): when the last handle goes,
@@ -243,19 +257,36 @@ impl Transport {
         config: TransportConfig,
         loss: lossy::LossConfig,
     ) -> Result<(Transport, mpsc::Receiver<Incoming>), NetError> {
-        if !loss.is_active() {
-            return Self::bind(addr, identity, config).await;
-        }
-        loss.validate()
-            .map_err(|reason| NetError::Config { reason })?;
+        Self::bind_denying(addr, identity, config, loss, DenyList::new()).await
+    }
+
+    /// Like [`Transport::bind_lossy`], refusing the certificates `deny` holds: its verifiers
+    /// refuse them at the handshake, now and as the list grows (through this handle's
+    /// [`Transport::deny`] or any clone of `deny`; only [`Transport::deny`] also closes the
+    /// connections already open).
+    ///
+    /// # Errors
+    /// As [`Transport::bind_lossy`].
+    pub async fn bind_denying(
+        addr: SocketAddr,
+        identity: &PeerIdentity,
+        config: TransportConfig,
+        loss: lossy::LossConfig,
+        deny: DenyList,
+    ) -> Result<(Transport, mpsc::Receiver<Incoming>), NetError> {
         let socket =
             std::net::UdpSocket::bind(addr).map_err(|source| NetError::Bind { addr, source })?;
         let inner = TokioRuntime
             .wrap_udp_socket(socket)
             .map_err(|source| NetError::Bind { addr, source })?;
+        if !loss.is_active() {
+            return Self::bind_inner(inner, identity, config, None, deny).await;
+        }
+        loss.validate()
+            .map_err(|reason| NetError::Config { reason })?;
         let lossy = lossy::LossySocket::new(inner, loss);
         let drops = lossy.counters();
-        Self::bind_inner(Arc::new(lossy), identity, config, Some(drops)).await
+        Self::bind_inner(Arc::new(lossy), identity, config, Some(drops), deny).await
     }
 
     /// Like [`Transport::bind`], on a socket built by the caller (e.g. a wrapper that drops
@@ -268,7 +299,7 @@ impl Transport {
         identity: &PeerIdentity,
         config: TransportConfig,
     ) -> Result<(Transport, mpsc::Receiver<Incoming>), NetError> {
-        Self::bind_inner(socket, identity, config, None).await
+        Self::bind_inner(socket, identity, config, None, DenyList::new()).await
     }
 
     async fn bind_inner(
@@ -276,16 +307,17 @@ impl Transport {
         identity: &PeerIdentity,
         config: TransportConfig,
         drops: Option<Arc<lossy::LossCounters>>,
+        deny: DenyList,
     ) -> Result<(Transport, mpsc::Receiver<Incoming>), NetError> {
         config.validate()?;
-        let mut server = tls::server_config(identity, &config)?;
+        let mut server = tls::server_config_denying(identity, &config, deny.clone())?;
         // Connection attempts waiting for the accept loop, and what they may buffer until
         // then: bounded far below quinn's defaults (65,536 attempts, 100 MB).
         server
             .max_incoming(config.max_handshakes.saturating_mul(2).max(16))
             .incoming_buffer_size(64 * 1024)
             .incoming_buffer_size_total(8 * 1024 * 1024);
-        let client = tls::client_config(identity, &config)?;
+        let client = tls::client_config_denying(identity, &config, deny.clone())?;
         let addr = socket.local_addr().map_err(|source| NetError::Bind {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             source,
@@ -323,6 +355,7 @@ impl Transport {
             source_log: Mutex::new(RateLimitedLog::new(crate::ratelog::LOG_INTERVAL)),
             incoming: tx,
             drops,
+            deny,
         });
         tokio::spawn(accept::accept_loop(shared.clone()));
         tracing::debug!(%local_addr, name = %identity.name, "transport bound");
@@ -408,6 +441,33 @@ impl Transport {
                 conn.close(VarInt::from_u32(CODE_CLOSING), b"member down");
             }
         }
+    }
+
+    /// Denies the certificate with key id `key` (the revocation list calls it `name`): from now
+    /// on both verifiers refuse it at the handshake ([`tls::CertRefusal::Revoked`]), and every
+    /// live connection over it, opened or accepted, is closed with [`CODE_REVOKED`] (counted in
+    /// [`TransportStats::connections_closed_revoked`]). Returns how many connections were
+    /// closed. Denying a key again closes whatever got through meanwhile, and nothing else.
+    pub fn deny(&self, key: rumor_proto::auth::KeyId, name: &str) -> usize {
+        let shared = &self.handle.shared;
+        if shared.deny.add(key, name) {
+            tracing::info!(member = name, key = %key.short(), "certificate denied");
+        }
+        let doomed: Vec<Connection> = shared
+            .live
+            .iter()
+            .filter(|conn| member::member_identity(conn).1 == key)
+            .map(|conn| conn.clone())
+            .collect();
+        for conn in &doomed {
+            shared.close_revoked(conn);
+        }
+        doomed.len()
+    }
+
+    /// The deny list this transport's verifiers consult (a handle on the same set).
+    pub fn deny_list(&self) -> DenyList {
+        self.handle.shared.deny.clone()
     }
 
     /// Transport counters: UDP counters summed over all connections, live and closed, plus
@@ -521,6 +581,11 @@ impl Shared {
             self.cache_accepted(addr, &conn);
         }
         self.live.insert(conn.stable_id(), conn.clone());
+        // Checked after the connection is live: a key denied meanwhile is either seen here or
+        // finds the connection in `live` ([`Transport::deny`]).
+        if self.deny.denied(&key).is_some() {
+            self.close_revoked(&conn);
+        }
         tokio::spawn(drive_connection(
             self.clone(),
             conn,
@@ -529,6 +594,21 @@ impl Shared {
             key,
             lease,
         ));
+    }
+
+    /// Closes `conn`, whose certificate is denied, with [`CODE_REVOKED`], and counts it. Its
+    /// task leaves the cache and folds its counters when it sees the close.
+    fn close_revoked(&self, conn: &Connection) {
+        if conn.close_reason().is_some() {
+            return;
+        }
+        conn.close(VarInt::from_u32(CODE_REVOKED), b"certificate revoked");
+        self.counters
+            .connections_closed_revoked
+            .fetch_add(1, Ordering::Relaxed);
+        let addr = canonical(conn.remote_address());
+        self.forget(addr, conn);
+        tracing::debug!(%addr, "connection over a revoked certificate closed");
     }
 
     /// Whether a log line about the member `key` may be written now: `Some(suppressed since
@@ -589,6 +669,9 @@ impl Shared {
         stats.buffered_bytes = load(&c.buffered_bytes);
         stats.oversize_messages = load(&c.oversize_messages);
         stats.messages_rate_limited = load(&c.messages_rate_limited);
+        stats.handshakes_refused_revoked = self.deny.refused_incoming();
+        stats.connects_refused_revoked = self.deny.refused_outgoing();
+        stats.connections_closed_revoked = load(&c.connections_closed_revoked);
         if let Some(d) = &self.drops {
             stats.datagrams_dropped_out = d.dropped_out.load(Ordering::Relaxed);
             stats.datagrams_dropped_in = d.dropped_in.load(Ordering::Relaxed);

@@ -10,9 +10,12 @@
 //!   CA, valid now, both serverAuth and clientAuth), and checks signatures with webpki against
 //!   the certificate's public key, with the provider's verification algorithms, TLS 1.3 style
 //!   (one algorithm per scheme). Admissions are cached for [`ADMIT_CACHE_TTL`] (never past the
-//!   certificate's expiry) so that records forwarded again and again cost no X.509 work.
+//!   certificate's expiry) so that records forwarded again and again cost no X.509 work. A
+//!   credential on its [`DenyList`] (the cluster's revocation list) is refused whatever the
+//!   cache says.
 //!
-//! [`peer_keys`] builds both from a [`PeerIdentity`].
+//! [`peer_keys`] builds both from a [`PeerIdentity`]; [`peer_keys_denying`] with a deny list.
+//! The same primitives sign and check the CA's revocation list (`certs::revoke`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,12 +23,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rumor_proto::auth::{AuthError, Credential, KeyId, PeerKeys, Signature, Signer, Verifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::{CertificateError, SignatureScheme};
 
 use super::verify::{provider, ClusterClientVerifier};
-use super::NetError;
+use super::{DenyList, NetError};
 use crate::certs::PeerIdentity;
 
 /// The schemes a [`CertSigner`] offers its key, in order of preference. rumor's certificates
@@ -75,21 +78,7 @@ impl CertSigner {
         let leaf = identity.chain.first().ok_or_else(|| NetError::Config {
             reason: format!("the certificate chain of {:?} is empty", identity.name),
         })?;
-        let key = rustls::crypto::ring::sign::any_supported_type(&identity.key).map_err(|e| {
-            NetError::Config {
-                reason: format!("the private key of {:?} cannot sign: {e}", identity.name),
-            }
-        })?;
-        let signer = key
-            .choose_scheme(&SIGNING_SCHEMES)
-            .ok_or_else(|| NetError::Config {
-                reason: format!(
-                    "the private key of {:?} ({:?}) supports none of the signature schemes \
-                     {SIGNING_SCHEMES:?}",
-                    identity.name,
-                    key.algorithm()
-                ),
-            })?;
+        let signer = key_signer(&identity.key, &format!("{:?}", identity.name))?;
         Ok(Self {
             credential: Credential::new(leaf.as_ref()),
             signer,
@@ -119,15 +108,87 @@ impl Signer for CertSigner {
 
     /// The scheme (2 bytes, big endian), then the signature over `statement`.
     fn sign(&self, statement: &[u8]) -> Result<Signature, AuthError> {
-        let signature = self
-            .signer
-            .sign(statement)
-            .map_err(|e| AuthError::Signing(e.to_string()))?;
-        let mut bytes = Vec::with_capacity(SCHEME_LEN + signature.len());
-        bytes.extend_from_slice(&u16::from(self.signer.scheme()).to_be_bytes());
-        bytes.extend_from_slice(&signature);
-        Ok(Signature(bytes))
+        sign_statement(self.signer.as_ref(), statement).map(Signature)
     }
+}
+
+/// A rustls signer for `key` with the first of [`SIGNING_SCHEMES`] the key supports, through the
+/// ring provider. `owner` names the key in errors (e.g. `"peer-1"` or the CA key's path).
+///
+/// # Errors
+/// [`NetError::Config`] if the key is not one the ring provider can sign with (unreadable, or a
+/// type none of [`SIGNING_SCHEMES`] fits).
+pub(crate) fn key_signer(
+    key: &PrivateKeyDer<'_>,
+    owner: &str,
+) -> Result<Box<dyn rustls::sign::Signer>, NetError> {
+    let key =
+        rustls::crypto::ring::sign::any_supported_type(key).map_err(|e| NetError::Config {
+            reason: format!("the private key of {owner} cannot sign: {e}"),
+        })?;
+    key.choose_scheme(&SIGNING_SCHEMES)
+        .ok_or_else(|| NetError::Config {
+            reason: format!(
+                "the private key of {owner} ({:?}) supports none of the signature schemes \
+                 {SIGNING_SCHEMES:?}",
+                key.algorithm()
+            ),
+        })
+}
+
+/// Signs `statement` with `signer`: the scheme as a big-endian `u16`, then the signature bytes
+/// as the scheme defines them (the wire form of a [`Signature`]).
+///
+/// # Errors
+/// [`AuthError::Signing`] when the key cannot sign.
+pub(crate) fn sign_statement(
+    signer: &dyn rustls::sign::Signer,
+    statement: &[u8],
+) -> Result<Vec<u8>, AuthError> {
+    let signature = signer
+        .sign(statement)
+        .map_err(|e| AuthError::Signing(e.to_string()))?;
+    let mut bytes = Vec::with_capacity(SCHEME_LEN + signature.len());
+    bytes.extend_from_slice(&u16::from(signer.scheme()).to_be_bytes());
+    bytes.extend_from_slice(&signature);
+    Ok(bytes)
+}
+
+/// Checks `signature` (scheme, then signature, as [`sign_statement`] makes it) over
+/// `statement` with the public key of the certificate `der` (any certificate webpki can read,
+/// a CA's included), with `provider`'s verification algorithms, one per scheme (TLS 1.3 style).
+/// The certificate itself is not judged (chain, dates, usages): callers do that.
+///
+/// # Errors
+/// [`AuthError::BadSignature`] for a signature that is too short, names a scheme outside
+/// [`VERIFY_SCHEMES`] or one that does not fit the key, or does not verify;
+/// [`AuthError::Credential`] when `der` is no certificate webpki can read.
+pub(crate) fn verify_statement(
+    provider: &CryptoProvider,
+    der: &[u8],
+    statement: &[u8],
+    signature: &[u8],
+) -> Result<(), AuthError> {
+    let Some((scheme, signature)) = signature.split_first_chunk::<SCHEME_LEN>() else {
+        return Err(AuthError::BadSignature);
+    };
+    let scheme = SignatureScheme::from(u16::from_be_bytes(*scheme));
+    if !VERIFY_SCHEMES.contains(&scheme) {
+        return Err(AuthError::BadSignature);
+    }
+    // TLS 1.3: one verification algorithm per scheme, the provider's first.
+    let algorithm = provider
+        .signature_verification_algorithms
+        .mapping
+        .iter()
+        .find(|(s, _)| *s == scheme)
+        .and_then(|(_, algorithms)| algorithms.first())
+        .ok_or(AuthError::BadSignature)?;
+    let der = CertificateDer::from(der);
+    let cert = webpki::EndEntityCert::try_from(&der)
+        .map_err(|e| AuthError::Credential(format!("certificate does not parse: {e}")))?;
+    cert.verify_signature(*algorithm, statement, signature)
+        .map_err(|_| AuthError::BadSignature)
 }
 
 /// Remembered admissions: key id → until when it stands.
@@ -172,6 +233,7 @@ pub struct ClusterVerifier {
     cache: Mutex<AdmitCache>,
     ttl: Duration,
     capacity: usize,
+    deny: DenyList,
 }
 
 impl ClusterVerifier {
@@ -189,7 +251,16 @@ impl ClusterVerifier {
             cache: Mutex::new(AdmitCache::default()),
             ttl: ADMIT_CACHE_TTL,
             capacity: ADMIT_CACHE_CAPACITY,
+            deny: DenyList::new(),
         })
+    }
+
+    /// The same verifier refusing the credentials `deny` holds, now and as it grows (a
+    /// remembered admission of a denied credential is dropped at its next
+    /// [`Verifier::admit`]).
+    pub fn denying(mut self, deny: DenyList) -> Self {
+        self.deny = deny;
+        self
     }
 
     /// The same verifier remembering each admission for at most `ttl`, at most `capacity` of
@@ -254,10 +325,23 @@ impl Verifier for ClusterVerifier {
     /// of the same key id is remembered.
     ///
     /// Errors: [`AuthError::Credential`] with the refusal, e.g. "certificate from another
-    /// cluster CA, ...", an expired certificate, or missing extended key usages.
+    /// cluster CA, ...", an expired certificate, missing extended key usages, or a credential
+    /// on the deny list ("certificate revoked: ...", checked before the cache, whose entry is
+    /// dropped).
     fn admit(&self, credential: &Credential) -> Result<(), AuthError> {
         let key = credential.key_id();
         let now = Instant::now();
+        if let Some(name) = self.deny.denied(&key) {
+            self.cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .until
+                .remove(&key);
+            let refusal = super::verify::CertRefusal::Revoked {
+                name: name.to_string(),
+            };
+            return Err(AuthError::Credential(refusal.to_string()));
+        }
         if self
             .cache
             .lock()
@@ -292,27 +376,12 @@ impl Verifier for ClusterVerifier {
         statement: &[u8],
         signature: &Signature,
     ) -> Result<(), AuthError> {
-        let Some((scheme, signature)) = signature.0.split_first_chunk::<SCHEME_LEN>() else {
-            return Err(AuthError::BadSignature);
-        };
-        let scheme = SignatureScheme::from(u16::from_be_bytes(*scheme));
-        if !VERIFY_SCHEMES.contains(&scheme) {
-            return Err(AuthError::BadSignature);
-        }
-        // TLS 1.3: one verification algorithm per scheme, the provider's first.
-        let algorithm = self
-            .provider
-            .signature_verification_algorithms
-            .mapping
-            .iter()
-            .find(|(s, _)| *s == scheme)
-            .and_then(|(_, algorithms)| algorithms.first())
-            .ok_or(AuthError::BadSignature)?;
-        let der = CertificateDer::from(credential.as_bytes());
-        let cert = webpki::EndEntityCert::try_from(&der)
-            .map_err(|e| AuthError::Credential(format!("certificate does not parse: {e}")))?;
-        cert.verify_signature(*algorithm, statement, signature)
-            .map_err(|_| AuthError::BadSignature)
+        verify_statement(
+            &self.provider,
+            credential.as_bytes(),
+            statement,
+            &signature.0,
+        )
     }
 }
 
@@ -322,9 +391,18 @@ impl Verifier for ClusterVerifier {
 /// # Errors
 /// As [`CertSigner::new`] and [`ClusterVerifier::new`].
 pub fn peer_keys(identity: &PeerIdentity) -> Result<PeerKeys, NetError> {
+    peer_keys_denying(identity, DenyList::new())
+}
+
+/// [`peer_keys`] whose verifier also refuses the credentials `deny` holds, now and as it grows
+/// ([`ClusterVerifier::denying`]).
+///
+/// # Errors
+/// As [`peer_keys`].
+pub fn peer_keys_denying(identity: &PeerIdentity, deny: DenyList) -> Result<PeerKeys, NetError> {
     Ok(PeerKeys {
         signer: Arc::new(CertSigner::new(identity)?),
-        verifier: Arc::new(ClusterVerifier::new(identity)?),
+        verifier: Arc::new(ClusterVerifier::new(identity)?.denying(deny)),
     })
 }
 

@@ -50,6 +50,14 @@ pub struct TransportStats {
     /// Received messages dropped because their member (all connections with its certificate)
     /// was over its rate limit (messages/s or bytes/s).
     pub messages_rate_limited: u64,
+    /// Incoming handshakes refused because the client's certificate is revoked (on the deny
+    /// list); also counted in `handshakes_rejected`.
+    pub handshakes_refused_revoked: u64,
+    /// Outgoing connection attempts refused because the server's certificate is revoked.
+    pub connects_refused_revoked: u64,
+    /// Live connections closed because their certificate was revoked (or was found revoked
+    /// as the connection opened), with [`CODE_REVOKED`](super::CODE_REVOKED).
+    pub connections_closed_revoked: u64,
     /// Connections currently open, opened or accepted.
     pub connections_open: u64,
     /// Datagrams dropped on purpose on send by loss injection ([`lossy`](super::lossy)); 0 without it.
@@ -81,6 +89,7 @@ pub(super) struct Counters {
     pub(super) streams_timed_out: AtomicU64,
     pub(super) oversize_messages: AtomicU64,
     pub(super) messages_rate_limited: AtomicU64,
+    pub(super) connections_closed_revoked: AtomicU64,
     /// Shared with every reader's byte holdings.
     pub(super) buffered_bytes: Arc<AtomicU64>,
 }

@@ -401,6 +401,73 @@ async fn certificate_without_client_auth_is_refused() -> TestResult {
     assert_refused(&ids[0], &server_only).await
 }
 
+/// What a failed send says about certificates: the refusal if there is one, else the error.
+fn refusal_text(error: &NetError) -> String {
+    tls::TlsRefusal::from_net_error(error).map_or_else(|| error.to_string(), |r| r.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_certificate_is_cut_off_and_refused_both_ways() -> TestResult {
+    let (_dir, ids) = cluster(&["a", "b", "c"])?;
+    let (a, mut a_rx) = bind(&ids[0], TransportConfig::default()).await?;
+    let (b, _b_rx) = bind(&ids[1], TransportConfig::default()).await?;
+    let (c, _c_rx) = bind(&ids[2], TransportConfig::default()).await?;
+    send(&b, a.local_addr(), b"from b").await?;
+    send(&c, a.local_addr(), b"from c").await?;
+    for _ in 0..2 {
+        recv(&mut a_rx).await?;
+    }
+    assert_eq!(a.stats().connections_open, 2);
+
+    let b_key = KeyId::of(ids[1].chain[0].as_ref());
+    assert_eq!(a.deny(b_key, "b"), 1, "b's one connection is closed");
+    assert!(a.deny_list().denied(&b_key).is_some());
+    wait_for("b's connection to close on both sides", || {
+        a.stats().connections_open == 1 && b.stats().connections_open == 0
+    })
+    .await?;
+    assert_eq!(a.stats().connections_closed_revoked, 1);
+
+    // b's next connection is refused at the handshake, saying why.
+    let refused = timeout(WAIT, b.send(a.local_addr(), Arc::from(&b"again"[..])))
+        .await?
+        .err()
+        .ok_or("a revoked peer got a message through")?;
+    let text = refusal_text(&refused);
+    assert!(
+        text.contains("certificate revoked: \"b\""),
+        "{text} / {refused:?}"
+    );
+    wait_for("a to count the refusal", || {
+        a.stats().handshakes_refused_revoked >= 1
+    })
+    .await?;
+    assert!(a.stats().handshakes_rejected >= 1);
+
+    // a does not connect to b either.
+    let refused = timeout(WAIT, a.send(b.local_addr(), Arc::from(&b"to b"[..])))
+        .await?
+        .err()
+        .ok_or("a connected to a revoked peer")?;
+    let text = refusal_text(&refused);
+    assert!(text.contains("certificate revoked"), "{text}");
+    assert_eq!(a.stats().connects_refused_revoked, 1);
+
+    // c is not affected, and nothing of b's arrived after the denial.
+    send(&c, a.local_addr(), b"still here").await?;
+    let got = recv(&mut a_rx).await?;
+    assert_eq!(got.bytes, b"still here");
+    assert_eq!(&*got.member, "c");
+    assert!(
+        a_rx.try_recv().is_err(),
+        "b delivered a message after its denial"
+    );
+    for t in [a, b, c] {
+        t.close().await;
+    }
+    Ok(())
+}
+
 /// A quinn client with `id`'s certificate, connected to `to`.
 async fn raw_client(
     id: &PeerIdentity,

@@ -20,6 +20,12 @@
 //! - **Naming the other cluster.** When webpki finds no path to the CA (unknown issuer, or an
 //!   issuer of the same name whose signature does not match), the refusal names the CA that
 //!   issued the certificate and this peer's own CA ([`CertRefusal::ForeignCa`]).
+//! - **Revocation.** A certificate on the cluster's revocation list, which the peer loaded into
+//!   its [`DenyList`], is refused before anything else ([`CertRefusal::Revoked`], naming the
+//!   member), both as a client and as a server certificate. TLS session resumption is off on
+//!   both sides: a resumed handshake would skip the verifiers, letting a certificate revoked
+//!   (or expired) since its first connection back in. Connections are long-lived, so the cost
+//!   is one full handshake per connection.
 //!
 //! A refusal travels in the TLS alert (`certificate_unknown`, RFC 8446 §6.2, for rumor's own
 //! refusals; webpki's alerts otherwise) and, through quinn, as the reason text of the QUIC
@@ -41,6 +47,7 @@ pub use super::verify::{
     alert_name, check_extended_key_usage, is_certificate_alert, CertRefusal, ClusterClientVerifier,
     ClusterServerVerifier, TlsRefusal,
 };
+use super::DenyList;
 use super::{NetError, TransportConfig};
 use crate::certs::PeerIdentity;
 
@@ -128,7 +135,20 @@ pub fn server_config(
     identity: &PeerIdentity,
     config: &TransportConfig,
 ) -> Result<quinn::ServerConfig, NetError> {
-    let verifier = Arc::new(ClusterClientVerifier::new(identity)?);
+    server_config_denying(identity, config, DenyList::new())
+}
+
+/// [`server_config`] whose client verifier also refuses the certificates `deny` holds, now and
+/// as it grows ([`CertRefusal::Revoked`]).
+///
+/// # Errors
+/// As [`server_config`].
+pub fn server_config_denying(
+    identity: &PeerIdentity,
+    config: &TransportConfig,
+    deny: DenyList,
+) -> Result<quinn::ServerConfig, NetError> {
+    let verifier = Arc::new(ClusterClientVerifier::new(identity)?.denying(deny));
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(NetError::Tls)?
@@ -137,6 +157,10 @@ pub fn server_config(
         .map_err(NetError::Tls)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.max_early_data_size = 0;
+    // No session resumption: a resumed handshake skips the certificate checks, so a certificate
+    // revoked (or expired) since would get back in.
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    tls.send_tls13_tickets = 0;
     let quic = QuicServerConfig::try_from(tls).map_err(|e| NetError::Config {
         reason: e.to_string(),
     })?;
@@ -159,7 +183,20 @@ pub fn client_config(
     identity: &PeerIdentity,
     config: &TransportConfig,
 ) -> Result<quinn::ClientConfig, NetError> {
-    let verifier = Arc::new(ClusterServerVerifier::new(identity)?);
+    client_config_denying(identity, config, DenyList::new())
+}
+
+/// [`client_config`] whose server verifier also refuses the certificates `deny` holds, now and
+/// as it grows ([`CertRefusal::Revoked`]).
+///
+/// # Errors
+/// As [`client_config`].
+pub fn client_config_denying(
+    identity: &PeerIdentity,
+    config: &TransportConfig,
+    deny: DenyList,
+) -> Result<quinn::ClientConfig, NetError> {
+    let verifier = Arc::new(ClusterServerVerifier::new(identity)?.denying(deny));
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(NetError::Tls)?
@@ -168,6 +205,9 @@ pub fn client_config(
         .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(NetError::Tls)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    // No session resumption (see `server_config_denying`): every handshake checks the server's
+    // certificate.
+    tls.resumption = rustls::client::Resumption::disabled();
     let quic = QuicClientConfig::try_from(tls).map_err(|e| NetError::Config {
         reason: e.to_string(),
     })?;
@@ -283,6 +323,59 @@ mod tests {
             .ok_or("serverAuth-only accepted as a server")?
             .to_string();
         assert!(text.contains("lacks clientAuth"), "{text}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_denied_certificate_is_refused_both_ways_naming_the_member() -> TestResult {
+        let dir = ca("home")?;
+        let member = identity(dir.path(), "member", IssueOptions::default())?;
+        let revoked = identity(dir.path(), "revoked", IssueOptions::default())?;
+        let deny = DenyList::new();
+        let judge = |presented: &PeerIdentity| -> Result<[Result<(), rustls::Error>; 2], NetError> {
+            let now = UnixTime::now();
+            let (leaf, rest) = (&presented.chain[0], &presented.chain[1..]);
+            let name = ServerName::try_from(CLUSTER_SERVER_NAME).map_err(|e| NetError::Config {
+                reason: e.to_string(),
+            })?;
+            Ok([
+                ClusterClientVerifier::new(&member)?
+                    .denying(deny.clone())
+                    .verify_client_cert(leaf, rest, now)
+                    .map(|_| ()),
+                ClusterServerVerifier::new(&member)?
+                    .denying(deny.clone())
+                    .verify_server_cert(leaf, rest, &name, &[], now)
+                    .map(|_| ()),
+            ])
+        };
+        for result in judge(&revoked)? {
+            assert!(result.is_ok(), "{result:?}");
+        }
+        let key = rumor_proto::auth::KeyId::of(revoked.chain[0].as_ref());
+        deny.add(key, "revoked");
+        let expected = CertRefusal::Revoked {
+            name: "revoked".into(),
+        };
+        for result in judge(&revoked)? {
+            let error = result.err().ok_or("a revoked certificate was accepted")?;
+            let text = error.to_string();
+            assert!(
+                text.contains(
+                    "certificate revoked: \"revoked\" is on this cluster's revocation list"
+                ),
+                "{text}"
+            );
+            let rustls::Error::InvalidCertificate(CertificateError::Other(other)) = error else {
+                return Err(format!("unexpected error kind: {text}").into());
+            };
+            assert_eq!(other.0.downcast_ref::<CertRefusal>(), Some(&expected));
+        }
+        assert_eq!((deny.refused_incoming(), deny.refused_outgoing()), (1, 1));
+        // Others are not affected.
+        for result in judge(&member)? {
+            assert!(result.is_ok(), "{result:?}");
+        }
         Ok(())
     }
 

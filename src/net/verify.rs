@@ -17,6 +17,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore};
 
+use super::deny::{DenyList, Side};
 use super::NetError;
 use crate::certs::{display_name, printable, PeerIdentity};
 
@@ -77,6 +78,16 @@ pub enum CertRefusal {
     Unparsable {
         /// The parser's complaint.
         reason: String,
+    },
+    /// The certificate is on the cluster's revocation list (`rumor certs revoke`), which this
+    /// peer loaded ([`DenyList`]).
+    #[error(
+        "certificate revoked: {name:?} is on this cluster's revocation list (signed by the \
+         cluster CA)"
+    )]
+    Revoked {
+        /// The member name the revocation list gives the certificate, made printable.
+        name: String,
     },
 }
 
@@ -180,10 +191,14 @@ impl OwnCa {
 
 /// The server side's client-certificate verifier: rustls' `WebPkiClientVerifier` against the
 /// cluster CA, then rumor's checks (see the module documentation).
+///
+/// With a [`DenyList`] ([`ClusterClientVerifier::denying`]) a denied certificate is refused
+/// first, with [`CertRefusal::Revoked`], and counted in [`DenyList::refused_incoming`].
 #[derive(Debug)]
 pub struct ClusterClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     ca: OwnCa,
+    deny: DenyList,
 }
 
 impl ClusterClientVerifier {
@@ -199,7 +214,14 @@ impl ClusterClientVerifier {
         Ok(Self {
             inner,
             ca: OwnCa::new(&identity.ca)?,
+            deny: DenyList::new(),
         })
+    }
+
+    /// The same verifier refusing the certificates `deny` holds, now and as it grows.
+    pub fn denying(mut self, deny: DenyList) -> Self {
+        self.deny = deny;
+        self
     }
 }
 
@@ -222,6 +244,7 @@ impl ClientCertVerifier for ClusterClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        self.deny.judge(end_entity.as_ref(), Side::Incoming)?;
         self.ca.judge(
             end_entity,
             self.inner
@@ -254,10 +277,14 @@ impl ClientCertVerifier for ClusterClientVerifier {
 
 /// The client side's server-certificate verifier: rustls' `WebPkiServerVerifier` against the
 /// cluster CA, then rumor's checks (see the module documentation).
+///
+/// With a [`DenyList`] ([`ClusterServerVerifier::denying`]) a denied certificate is refused
+/// first, with [`CertRefusal::Revoked`], and counted in [`DenyList::refused_outgoing`].
 #[derive(Debug)]
 pub struct ClusterServerVerifier {
     inner: Arc<WebPkiServerVerifier>,
     ca: OwnCa,
+    deny: DenyList,
 }
 
 impl ClusterServerVerifier {
@@ -273,7 +300,14 @@ impl ClusterServerVerifier {
         Ok(Self {
             inner,
             ca: OwnCa::new(&identity.ca)?,
+            deny: DenyList::new(),
         })
+    }
+
+    /// The same verifier refusing the certificates `deny` holds, now and as it grows.
+    pub fn denying(mut self, deny: DenyList) -> Self {
+        self.deny = deny;
+        self
     }
 }
 
@@ -286,6 +320,7 @@ impl ServerCertVerifier for ClusterServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        self.deny.judge(end_entity.as_ref(), Side::Outgoing)?;
         self.ca.judge(
             end_entity,
             self.inner.verify_server_cert(

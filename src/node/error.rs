@@ -53,6 +53,24 @@ pub enum NodeError {
     /// The transport could not start.
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
+    /// The revocation list could not be loaded at start: unreadable, malformed, another
+    /// cluster's, or its signature does not verify with the cluster CA (the peer does not
+    /// start).
+    #[error(transparent)]
+    RevocationList(#[from] crate::certs::CertError),
+    /// This peer's own certificate is on the cluster's revocation list: every member refuses
+    /// it.
+    #[error(
+        "this peer's certificate ({name}) is on the revocation list {}: every member refuses \
+         it; issue a new certificate (`rumor certs issue --force --name {name}`)",
+        path.display()
+    )]
+    OwnCertificateRevoked {
+        /// The peer's name.
+        name: String,
+        /// The revocation list.
+        path: PathBuf,
+    },
     /// No seed welcomed this peer before the join timeout. The text says, per seed, what became
     /// of the last join request: e.g. "seed 127.0.0.1:7000 refused this peer's certificate (TLS
     /// alert certificate_unknown): ...", "seed 127.0.0.1:7000 presented a certificate from

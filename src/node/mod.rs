@@ -5,7 +5,8 @@
 //! Beside the driver ([`run_peer_observed`]) live its errors ([`error`]), the checkpoint it
 //! saves and resumes from ([`checkpoint`]), its data dir and peer id ([`data_dir`]), the ledger
 //! that keeps its published version durable ([`versions`]), its `metrics.jsonl`
-//! ([`metrics_file`]), its audit log (`audit`) and the status it shows ([`status`]).
+//! ([`metrics_file`]), its audit log (`audit`), the status it shows ([`status`]) and the
+//! revocation list it watches ([`revocation`]).
 
 mod audit;
 pub mod checkpoint;
@@ -13,6 +14,7 @@ pub mod data_dir;
 pub mod error;
 mod metrics_file;
 pub mod observe;
+pub mod revocation;
 pub mod sender;
 pub mod status;
 pub mod trainer;
@@ -70,6 +72,10 @@ pub struct PeerOptions {
     pub seeds: Vec<SocketAddr>,
     /// Certificates for mutual TLS.
     pub identity: Arc<PeerIdentity>,
+    /// The cluster's CA-signed revocation list, loaded at start and watched ([`revocation`]):
+    /// certificates on it are refused at the handshake, their connections closed and their
+    /// members dropped. `None`: no list.
+    pub revocation_list: Option<PathBuf>,
     /// Directory for the peer id, checkpoints and metrics.
     pub data_dir: PathBuf,
     /// Continue from the checkpoint in `data_dir`.
@@ -256,14 +262,36 @@ pub async fn run_peer_observed(
     let mut observer = Observer::new(&options.name, observers);
     let started = Instant::now();
     probe_data_dir(&options.data_dir)?;
-    let keys = crate::net::peer_keys(&options.identity)?;
-    let peer_id = load_or_create_peer_id(&options.data_dir, &keys.key_id())?;
+    let mut revocations = match &options.revocation_list {
+        Some(path) => Some(revocation::RevocationWatch::open(
+            path.clone(),
+            options.identity.ca.clone(),
+            Instant::now(),
+        )?),
+        None => None,
+    };
+    let deny = crate::net::DenyList::new();
+    for entry in revocations.iter().flat_map(|w| w.entries()) {
+        deny.add(entry.key, &entry.name);
+    }
+    let keys = crate::net::peer_keys_denying(&options.identity, deny.clone())?;
+    let own_key = keys.key_id();
+    if let Some(watch) = &revocations {
+        if deny.denied(&own_key).is_some() {
+            return Err(NodeError::OwnCertificateRevoked {
+                name: options.name.clone(),
+                path: watch.path().to_path_buf(),
+            });
+        }
+    }
+    let peer_id = load_or_create_peer_id(&options.data_dir, &own_key)?;
     let mut ledger = VersionLedger::open(&options.data_dir, peer_id)?;
-    let (transport, mut incoming) = Transport::bind_lossy(
+    let (transport, mut incoming) = Transport::bind_denying(
         options.listen,
         &options.identity,
         options.transport.clone(),
         options.loss.clone(),
+        deny,
     )
     .await?;
     let addr = options.advertise.unwrap_or_else(|| transport.local_addr());
@@ -306,6 +334,9 @@ pub async fn run_peer_observed(
         );
     }
     core.raise_published(ledger.reserved());
+    for entry in revocations.iter().flat_map(|w| w.entries()) {
+        core.revoke(now, entry.key);
+    }
     info!(%addr, %peer_id, seeds = ?options.seeds, "peer started");
     {
         let mut s = lock(&status);
@@ -405,6 +436,21 @@ pub async fn run_peer_observed(
             }
         }
 
+        // A revocation list that changed: its new certificates are cut off before the core's
+        // requests go out.
+        if let Some(watch) = revocations.as_mut() {
+            for entry in watch.poll(Instant::now()) {
+                if revocation::apply(&entry, own_key, &transport, &mut core) && !stopping {
+                    error!(
+                        path = %watch.path().display(),
+                        "this peer's own certificate was revoked: every member refuses it now; \
+                         leaving"
+                    );
+                    stopping = true;
+                }
+            }
+        }
+
         // Carry out what the core asked.
         sender.flush(&mut core);
         while let Some(event) = core.poll_event() {
@@ -415,6 +461,11 @@ pub async fn run_peer_observed(
                 // (its Leave can overtake its last delta, so closing here could cut it off).
                 Event::MemberDown(m) if m.status == rumor_proto::wire::MemberStatus::Dead => {
                     sender.forget(m.addr);
+                }
+                // An equivocator's certificate is cut off in the transport too, as a revoked
+                // one is: handshakes refused, live connections closed.
+                Event::Quarantined { origin, key, .. } => {
+                    transport.deny(*key, &format!("equivocator {}", origin.short()));
                 }
                 Event::TrainingStarted {
                     members,

@@ -116,6 +116,9 @@ pub(super) fn check_batch_fits(
 /// and data already loaded, in a cluster of `peers` (which scales the learning rate). The one
 /// builder of peer options: `up`, `peer`, the lab and the benchmark all come through here.
 ///
+/// The revocation list is `peer.revocation_list`, else `revoked.json` in `peer.certs` when that
+/// directory's `ca.pem` is the identity's CA, else none.
+///
 /// # Errors
 /// [`RunError::Config`] for a bad partition; [`RunError::Data`] if the shard cannot be drawn.
 pub fn peer_options(
@@ -156,12 +159,18 @@ pub fn peer_options(
         eval_snapshots: t.deferred_eval.then(|| config.peer.data_dir.join("evals")),
     };
     let p = &config.peer;
+    // Default: the list next to the CA the identity trusts (none if `peer.certs` holds another).
+    let revocation_list = p
+        .revocation_list
+        .clone()
+        .or_else(|| certs::default_revocation_list(&p.certs, &identity.ca));
     Ok(PeerOptions {
         name: p.name.clone(),
         listen: p.listen,
         advertise: p.advertise,
         seeds: p.seeds.clone(),
         identity,
+        revocation_list,
         data_dir: p.data_dir.clone(),
         resume: false,
         initial: model::init_params(spec, t.rng_seed),
@@ -201,6 +210,7 @@ pub fn local_peer_options(
     let identity = Arc::new(certs::load_identity(certs_dir, &name)?);
     let mut c = config.clone();
     c.peer.name = name.clone();
+    c.peer.certs = certs_dir.to_path_buf();
     c.peer.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     c.peer.advertise = None;
     c.peer.seeds = Vec::new();

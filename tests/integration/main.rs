@@ -12,6 +12,7 @@ mod lab;
 mod netns;
 mod observability;
 mod procs;
+mod revocation;
 mod scale;
 mod security;
 mod ssh;

@@ -240,6 +240,40 @@ fn admissions_are_remembered_within_bounds() -> TestResult {
 }
 
 #[test]
+fn a_denied_credential_is_refused_even_when_its_admission_is_remembered() -> TestResult {
+    let (_dir, ids) = cluster("home", &["a", "b"])?;
+    let deny = DenyList::new();
+    let keys = peer_keys_denying(&ids[0], deny.clone())?;
+    let verifier = ClusterVerifier::new(&ids[0])?.denying(deny.clone());
+    let b = CertSigner::new(&ids[1])?;
+    verifier.admit(b.credential())?;
+    keys.verifier.admit(b.credential())?;
+    assert_eq!(verifier.cached_admissions(), 1);
+
+    deny.add(b.credential().key_id(), "b");
+    for refused in [
+        verifier.admit(b.credential()),
+        keys.verifier.admit(b.credential()),
+    ] {
+        let text = refused
+            .err()
+            .ok_or("a revoked credential was admitted")?
+            .to_string();
+        assert!(text.contains("certificate revoked: \"b\""), "{text}");
+    }
+    assert_eq!(
+        verifier.cached_admissions(),
+        0,
+        "the remembered admission is dropped"
+    );
+    // Signatures still check (admission is what revocation takes away); others are admitted.
+    let statement = delta_statement(&b, 1, &[1.0]);
+    verifier.verify(b.credential(), &statement, &b.sign(&statement)?)?;
+    verifier.admit(CertSigner::new(&ids[0])?.credential())?;
+    Ok(())
+}
+
+#[test]
 fn the_cache_drops_expired_entries_then_the_soonest_to_expire() {
     let now = Instant::now();
     let keys: Vec<KeyId> = (0u8..4).map(|i| KeyId::of(&[i])).collect();

@@ -49,6 +49,12 @@ impl KeyId {
         Self(bytes)
     }
 
+    /// The key id whose 32 bytes are `bytes` (a SHA-256 computed elsewhere, e.g. read back
+    /// from a revocation list); no hashing is done.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     /// The 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
