@@ -185,6 +185,8 @@ pub fn signing(options: &SigningBenchOptions) -> Result<SigningBench, SigningBen
         status: MemberStatus::Alive,
         lifecycle: Lifecycle::Training,
         published: 678,
+        credential: credential.clone(),
+        signature: rumor_proto::auth::Signature::default(),
     };
     let sign_record = || signer.sign(&statement::member(black_box(&record)));
     let record_signature = sign_record()?;
