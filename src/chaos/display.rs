@@ -247,7 +247,7 @@ impl ChaosReport {
             "target view (/status): ",
             &format!(
                 "members {} -> {} (live {} -> {}; ids of chaos's certificate {} -> {}), origins \
-                 applied {} -> {}, deltas applied {} -> {}.",
+                 in its version vector {} -> {}, versions applied (its own included) {} -> {}.",
                 a.members,
                 b.members,
                 a.live,

@@ -367,7 +367,8 @@ pub struct TargetView {
     pub chaos_identities: usize,
     /// Origins in its version vector.
     pub origins: usize,
-    /// Deltas folded into its base, all origins (`peer.applied`).
+    /// Versions in its applied set, all origins, its own published ones included
+    /// (`peer.applied`).
     pub applied: u64,
 }
 
