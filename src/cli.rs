@@ -69,7 +69,7 @@ pub enum Command {
 /// `rumor chaos KIND`
 #[derive(Debug, Args)]
 pub struct ChaosArgs {
-    /// What to send (each kind's target counter is in the list below).
+    /// What to send; in parentheses, what the target should count it as.
     #[arg(value_enum)]
     pub kind: crate::chaos::ChaosKind,
     /// The peer's listen address.

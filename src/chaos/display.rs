@@ -492,3 +492,150 @@ impl Display for ChaosReport {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::target::TargetCounts;
+    use super::super::{Introduction, Victim};
+    use super::*;
+    use rumor_proto::PeerId;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// The report of `kind` with the target's counts `counts`, as text.
+    fn text_of(kind: ChaosKind, victim: Option<VictimSource>, counts: TargetCounts) -> String {
+        ChaosReport {
+            kind: kind.as_str().into(),
+            target: "127.0.0.1:7000".into(),
+            origin: "00000000-0000-0000-726d-726368616f73".into(),
+            introduction: Some(Introduction {
+                heartbeat: 1_700_000_000_000,
+                published: 12,
+                base_version: 9,
+                bytes: 700,
+                seen_by_target: true,
+                waited_s: 0.1,
+            }),
+            victim: victim.map(|source| Victim {
+                peer_id: PeerId::from_u128(7),
+                addr: None,
+                source,
+            }),
+            sent: 3,
+            delivered: 3,
+            target_counted: Some(counts),
+            ..ChaosReport::default()
+        }
+        .to_string()
+    }
+
+    /// The line of `text` that starts with `start`, trimmed at the start.
+    fn line_of<'a>(text: &'a str, start: &str) -> Result<&'a str, String> {
+        text.lines()
+            .map(str::trim_start)
+            .find(|l| l.starts_with(start))
+            .ok_or_else(|| format!("no line {start:?} in\n{text}"))
+    }
+
+    #[test]
+    fn the_text_report_marks_what_each_attack_aims_at() -> TestResult {
+        let mut counts = TargetCounts {
+            metrics: "127.0.0.1:9100".into(),
+            settled: true,
+            ..TargetCounts::default()
+        };
+        counts.deltas_rejected.insert("unknown_origin".into(), 3);
+        counts.messages_received.insert("membership".into(), 1);
+        // A forgery in a made-up name aims at unknown_origin, and applies nothing.
+        let text = text_of(ChaosKind::Forge, Some(VictimSource::MadeUp), counts.clone());
+        assert!(line_of(&text, "deltas rejected: unknown_origin")?.ends_with("<- expected"));
+        assert!(line_of(&text, "deltas applied")?.ends_with("<- none from chaos"));
+        assert!(line_of(
+            &text,
+            "in the name of: 00000000-0000-0000-0000-000000000007"
+        )?
+        .contains("made-up"));
+        assert!(line_of(&text, "as: 00000000-0000-0000-726d-726368616f73")?.contains("introduced"));
+        assert!(
+            line_of(&text, "target:")?.contains("4 messages accounted for"),
+            "{text}"
+        );
+        let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            words.contains("4 of chaos's reached it (the introduction included)"),
+            "{text}"
+        );
+        // In the target's own name, signature is the aim: shown although it did not move.
+        let text = text_of(ChaosKind::Forge, Some(VictimSource::TargetStatus), counts);
+        assert!(line_of(&text, "deltas rejected: signature")?.contains(" 0  rumor_deltas"));
+        assert!(line_of(&text, "deltas rejected: signature")?.ends_with("<- expected"));
+        assert!(!line_of(&text, "deltas rejected: unknown_origin")?.ends_with("<- expected"));
+
+        let mut counts = TargetCounts::default();
+        counts.records_refused.insert("unbound".into(), 3);
+        let text = text_of(ChaosKind::Invent, None, counts);
+        assert!(line_of(&text, "records refused: unbound")?.ends_with("<- expected"));
+        let capped = line_of(&text, "records refused: too_many_identities")?;
+        assert!(capped.contains("rumor_records_refused_total{reason=\"too_many_identities\"}"));
+        assert!(!text.contains("in the name of"), "{text}");
+
+        let counts = TargetCounts {
+            senders_mismatched: 3,
+            ..TargetCounts::default()
+        };
+        let text = text_of(ChaosKind::Reflect, Some(VictimSource::TargetStatus), counts);
+        assert!(line_of(&text, "dropped: sender not")?.ends_with("<- expected"));
+        assert!(line_of(&text, "welcomes sent")?.ends_with("<- none from chaos"));
+        assert!(line_of(&text, "snapshots sent")?.ends_with("<- none from chaos"));
+        // The wrapped lines fit (the first, one line of figures, is not wrapped).
+        assert!(
+            text.lines()
+                .skip(1)
+                .all(|l| l.len() <= 100 || l.contains("_total")),
+            "{text}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_text_report_puts_the_targets_counts_beside_the_senders() {
+        let mut report = ChaosReport {
+            kind: "nan".into(),
+            target: "127.0.0.1:7000".into(),
+            sent: 3,
+            delivered: 3,
+            bytes: 1200,
+            ..ChaosReport::default()
+        };
+        let text = report.to_string();
+        assert!(text.contains("pass --metrics ADDR"), "{text}");
+        let mut counts = TargetCounts {
+            metrics: "127.0.0.1:9100".into(),
+            settled: true,
+            bytes_received: 2000,
+            ..TargetCounts::default()
+        };
+        counts.deltas_rejected.insert("non_finite".into(), 3);
+        counts.messages_received.insert("delta".into(), 3);
+        report.target_counted = Some(counts);
+        let text = report.to_string();
+        let line = |start: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(start))
+                .unwrap_or_else(|| panic!("no line {start:?} in\n{text}"))
+                .to_string()
+        };
+        assert!(line("deltas rejected: non_finite")
+            .ends_with("3  rumor_deltas_rejected_total{reason=\"non_finite\"}  <- expected"));
+        assert!(line("handled by its core").contains(" 3  rumor_messages_received_total"));
+        assert!(line("bytes").contains("1200            2000"), "{text}");
+        assert!(
+            line("target:").contains("3 messages accounted for"),
+            "{text}"
+        );
+        assert!(
+            text.lines().all(|l| l.len() <= 100 || l.contains("_total")),
+            "{text}"
+        );
+    }
+}
