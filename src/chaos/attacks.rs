@@ -118,8 +118,8 @@ impl Generator {
     /// own id when known, else a made-up one is drawn.
     ///
     /// # Errors
-    /// [`ChaosError::Signing`] when the key cannot sign, [`ChaosError::Encode`] never (the
-    /// envelope is only encoded later).
+    /// [`ChaosError::Signing`] when the certificate's key cannot sign chaos's record or the
+    /// run's repeated delta.
     pub(crate) fn new(
         options: &ChaosOptions,
         local: SocketAddr,
@@ -145,10 +145,10 @@ impl Generator {
             signature: Default::default(),
         };
         sign(&keys, &mut record)?;
-        let victim = match victim {
-            Some(victim) => victim,
-            None => Victim::made_up(&mut rng),
-        };
+        // Drawn whether used or not, so that a seeded run draws the same ids with or without a
+        // known victim.
+        let made_up = Victim::made_up(&mut rng);
+        let victim = victim.unwrap_or(made_up);
         let mut generator = Self {
             kind: options.kind,
             rng,

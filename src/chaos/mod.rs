@@ -9,25 +9,28 @@
 //! (`reflect`), member records for invented ids (`invent`), chaos's own record with a changed
 //! field (`tamper`), deltas under invented origins (`origins`).
 //!
-//! Chaos is a proper signing member ([`attacks`]): it speaks as one stable peer id per
-//! certificate ([`attacks::chaos_id`]) and, before the run's messages, sends one
-//! *introduction*: a `Membership` view holding its own signed record, status `Left` and
-//! lifecycle `Stopped` (the target never probes it nor counts it live), announcing as
-//! `published` the highest version the run uses legitimately, with a heartbeat that supersedes
-//! every earlier run's (wall-clock milliseconds). A target admits deltas only from origins whose
-//! record it holds and only under their signature, so without it every delta would be refused as
-//! `unknown_origin` before the check its kind aims at. The run's messages go out only once the
-//! target took the introduction: with a metrics address, once its `/status` holds chaos's record
-//! with this run's heartbeat (at most [`INTRODUCTION_WAIT`], else [`ChaosError::Introduction`]);
-//! without one, [`INTRODUCTION_LINGER`] after the target's QUIC acknowledged it (see there
-//! why). The introduction is reported apart ([`ChaosReport::introduction`]), not in `sent`.
+//! Chaos is a proper signing member: it speaks as one stable peer id per certificate
+//! ([`chaos_id`]), signs its deltas (their versions: see [`BASE_VERSION_END`] and the constants
+//! beside it) and, before the run's messages, sends one *introduction*: a `Membership` view
+//! holding its own signed record, status `Left` and lifecycle `Stopped` (the target never
+//! probes it nor counts it live), announcing as `published` the highest version the run uses
+//! legitimately, with a heartbeat that supersedes every earlier run's (wall-clock
+//! milliseconds). A target admits deltas only from origins whose record it holds and only under
+//! their signature, so without it every delta would be refused as `unknown_origin` before the
+//! check its kind aims at. The run's messages go out only once the target took the
+//! introduction: with a metrics address, once its `/status` holds chaos's record with this
+//! run's heartbeat (at most [`INTRODUCTION_WAIT`], else [`ChaosError::Introduction`]; the record
+//! itself rather than `rumor_messages_received_total{kind="membership"}`, which other members'
+//! gossip moves too); without one, [`INTRODUCTION_LINGER`] after the target's QUIC acknowledged
+//! it (see there why). The introduction is reported apart ([`ChaosReport::introduction`]), not
+//! in `sent`, and the target's counters after the run include it.
 //!
 //! It reports two views of the run. What the sender can see ([`ChaosReport::delivered`] and the
 //! `stopped_*` counts): whether the target's QUIC acknowledged each message, or stopped its
 //! stream first. The target's QUIC acknowledges bytes before its application looks at them, so
 //! a message the target then drops (rate limit, decode error, duplicate, rejected delta) looks
 //! delivered to any sender; only oversized frames, which chaos sends without finishing the
-//! stream until the target has had its say ([`link`]), are always seen refused. And, given the
+//! stream until the target has had its say (module `link`), are always seen refused. And, given the
 //! target's metrics address, what the target counted ([`target::TargetCounts`]): its
 //! `/metrics` scraped before the introduction and again once its counters have settled, and
 //! its view ([`target::TargetView`]: members, applied origins) from its `/status` before and

@@ -306,7 +306,7 @@ impl TargetCounts {
 }
 
 /// Scrapes `metrics` until the target's counters since `before` account for `expected`
-/// messages and stop moving, or stand still for [`SETTLE_QUIET`], or `timeout` passes.
+/// messages and stop moving, or stand still for 2 s (`SETTLE_QUIET`), or `timeout` passes.
 ///
 /// # Errors
 /// The last scrape's [`HttpError`] when no scrape succeeded before the timeout.
