@@ -60,15 +60,18 @@ pub enum Command {
     Lab(LabArgs),
     /// Send hostile or broken messages to one peer with a member's certificate (for tests and
     /// operators): junk, truncated, oversized, duplicate, replay, nan, shape, norm, version,
-    /// flood. Prints what was sent, what the peer's QUIC acknowledged or stopped, and with
-    /// --metrics what the peer counted.
+    /// flood; and a member's attacks on what others believe: forge, alter, impersonate,
+    /// reflect, invent, tamper, origins. Chaos first introduces itself with its own signed
+    /// record (one id per certificate, left and stopped) so its deltas reach the check each
+    /// kind aims at. Prints what was sent, what the peer's QUIC acknowledged or stopped, and
+    /// with --metrics what the peer counted.
     Chaos(ChaosArgs),
 }
 
 /// `rumor chaos KIND`
 #[derive(Debug, Args)]
 pub struct ChaosArgs {
-    /// What to send.
+    /// What to send; in parentheses, what the target should count it as.
     #[arg(value_enum)]
     pub kind: crate::chaos::ChaosKind,
     /// The peer's listen address.
@@ -99,14 +102,16 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 64, allow_negative_numbers = true,
           value_parser = whole::<usize>("--concurrency", 1))]
     pub concurrency: usize,
-    /// Seed for a reproducible run (random bytes, envelope ids, origins). Without it they come
-    /// from the OS RNG and are new on every run; with it, each kind has its own stream, so kinds
-    /// never share ids, but rerunning a kind with the same seed repeats its ids (a target that
-    /// saw them drops them as duplicates).
+    /// Seed for a reproducible run (random bytes, envelope ids, invented ids, the base
+    /// version). Without it they come from the OS RNG and are new on every run; with it, each
+    /// kind has its own stream, so kinds never share ids, but rerunning a kind with the same
+    /// seed repeats its ids (a target that saw them drops them as duplicates).
     #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>("--rng-seed", 0))]
     pub rng_seed: Option<u64>,
     /// The target's metrics address (its --metrics-addr, HOST:PORT or http://HOST:PORT):
-    /// scraped before and after the run to print what the target counted beside what was sent.
+    /// scraped before and after the run to print what the target counted beside what was sent;
+    /// its /status gives forge, impersonate and reflect the target's own id as the victim (a
+    /// made-up one without it), and shows when the target took chaos's introduction.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
     /// Longest wait after the last send for the target's counters to settle, e.g. 10s.

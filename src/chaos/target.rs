@@ -1,12 +1,19 @@
 //! What the target counted: its `/metrics` scraped before and after a run (with the client
-//! `rumor status` and `rumor top` use), and the deltas of its counters.
+//! `rumor status` and `rumor top` use), and the deltas of its counters; and what its `/status`
+//! shows of its view ([`TargetView`]): its own id, its members, the origins it applied.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::metrics::http::{get, HttpError};
+use rumor_proto::auth::KeyId;
+use rumor_proto::wire::MemberRecord;
+use rumor_proto::PeerId;
+
+use crate::metrics::http::{fetch_status, get, HttpError};
+use crate::metrics::StatusSnapshot;
 
 /// Longest wait for one scrape.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -162,6 +169,18 @@ pub struct TargetCounts {
     pub deltas_already_applied: u64,
     /// Deltas refused, by reason (`rumor_deltas_rejected_total`).
     pub deltas_rejected: BTreeMap<String, u64>,
+    /// Member records refused, by reason (`rumor_records_refused_total`): `unbound`,
+    /// `credential`, `signature`, `too_many_identities`.
+    pub records_refused: BTreeMap<String, u64>,
+    /// Messages dropped because their origin is not bound to the certificate of the connection
+    /// they came on (`rumor_senders_mismatched_total`).
+    pub senders_mismatched: u64,
+    /// Messages it queued for sending, by kind, once per destination
+    /// (`rumor_messages_sent_total`).
+    pub messages_sent: BTreeMap<String, u64>,
+    /// Snapshots it sent because a peer lacked deltas no longer in its log
+    /// (`rumor_snapshots_sent_total`; a welcome's snapshot is counted as a `welcome` sent).
+    pub snapshots_sent: u64,
     /// UDP payload bytes it received over all its connections (`rumor_bytes_received_total`).
     pub bytes_received: u64,
     /// Every other counter that moved, by its key (`name` or `name{label="value"}`).
@@ -177,6 +196,10 @@ const RECEIVED: &str = "rumor_messages_received_total";
 const APPLIED: &str = "rumor_deltas_applied_total";
 const ALREADY_APPLIED: &str = "rumor_deltas_already_applied_total";
 const REJECTED: &str = "rumor_deltas_rejected_total";
+const REFUSED: &str = "rumor_records_refused_total";
+const MISMATCHED: &str = "rumor_senders_mismatched_total";
+const SENT: &str = "rumor_messages_sent_total";
+const SNAPSHOTS_SENT: &str = "rumor_snapshots_sent_total";
 const BYTES_RECEIVED: &str = "rumor_bytes_received_total";
 
 /// `name{label="value"}` → (`name`, `value`) for a sample with exactly one label.
@@ -213,12 +236,20 @@ impl TargetCounts {
                 APPLIED => out.deltas_applied = delta,
                 ALREADY_APPLIED => out.deltas_already_applied = delta,
                 BYTES_RECEIVED => out.bytes_received = delta,
+                MISMATCHED => out.senders_mismatched = delta,
+                SNAPSHOTS_SENT => out.snapshots_sent = delta,
                 _ => match split_one_label(key) {
                     Some((RECEIVED, kind)) => {
                         out.messages_received.insert(kind.to_string(), delta);
                     }
                     Some((REJECTED, reason)) => {
                         out.deltas_rejected.insert(reason.to_string(), delta);
+                    }
+                    Some((REFUSED, reason)) => {
+                        out.records_refused.insert(reason.to_string(), delta);
+                    }
+                    Some((SENT, kind)) => {
+                        out.messages_sent.insert(kind.to_string(), delta);
                     }
                     _ if delta > 0 => {
                         out.other.insert(key.clone(), delta);
@@ -231,11 +262,16 @@ impl TargetCounts {
     }
 
     /// Messages the target accounted for, each in exactly one counter: dropped by its transport
-    /// (rate limit, size), failed to decode, dropped as a duplicate, or handled by its core.
+    /// (rate limit, size), failed to decode, dropped for a sender not bound to its origin,
+    /// refused as a delta of an unknown origin or with a bad signature (both before the
+    /// duplicate check), dropped as a duplicate, or handled by its core.
     pub fn accounted(&self) -> u64 {
         self.messages_rate_limited
             + self.oversize_messages
             + self.decode_errors
+            + self.senders_mismatched
+            + self.rejected("unknown_origin")
+            + self.rejected("signature")
             + self.duplicates_dropped
             + self.messages_received.values().sum::<u64>()
     }
@@ -245,11 +281,22 @@ impl TargetCounts {
         self.deltas_rejected.get(reason).copied().unwrap_or(0)
     }
 
+    /// Member records refused for `reason` (0 when the target never counted one).
+    pub fn refused(&self, reason: &str) -> u64 {
+        self.records_refused.get(reason).copied().unwrap_or(0)
+    }
+
+    /// Messages of `kind` (`welcome`, `ack`, ...) it queued for sending (0 when none).
+    pub fn sent(&self, kind: &str) -> u64 {
+        self.messages_sent.get(kind).copied().unwrap_or(0)
+    }
+
     /// The counters compared to decide that they stopped moving (bytes left out: keep-alives
-    /// move them).
+    /// move them; and what it sent: its own gossip and probes do).
     fn settle_view(&self) -> Self {
         Self {
             bytes_received: 0,
+            messages_sent: BTreeMap::new(),
             other: BTreeMap::new(),
             settled: false,
             waited_s: 0.0,
@@ -259,7 +306,7 @@ impl TargetCounts {
 }
 
 /// Scrapes `metrics` until the target's counters since `before` account for `expected`
-/// messages and stop moving, or stand still for [`SETTLE_QUIET`], or `timeout` passes.
+/// messages and stop moving, or stand still for 2 s (`SETTLE_QUIET`), or `timeout` passes.
 ///
 /// # Errors
 /// The last scrape's [`HttpError`] when no scrape succeeded before the timeout.
@@ -305,6 +352,88 @@ pub async fn settle(
     }
 }
 
+/// What the target's `/status` shows of its view, read before and after a run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TargetView {
+    /// The target's own peer id.
+    pub peer_id: PeerId,
+    /// The target's advertised address, once bound.
+    pub addr: Option<SocketAddr>,
+    /// Member records it holds, of any status, itself included.
+    pub members: usize,
+    /// Live members (alive or suspect), itself included.
+    pub live: usize,
+    /// Records whose id is bound to chaos's certificate (chaos's own id included).
+    pub chaos_identities: usize,
+    /// Origins in its version vector.
+    pub origins: usize,
+    /// Versions in its applied set, all origins, its own published ones included
+    /// (`peer.applied`).
+    pub applied: u64,
+}
+
+impl TargetView {
+    /// The view in `status`, counting the ids bound to `chaos_key`.
+    pub fn from_status(status: &StatusSnapshot, chaos_key: &KeyId) -> Self {
+        let members = &status.members;
+        Self {
+            peer_id: status.peer.peer_id,
+            addr: status.peer.addr,
+            members: members.len(),
+            live: members
+                .iter()
+                .filter(|m| m.status == "alive" || m.status == "suspect")
+                .count(),
+            chaos_identities: members
+                .iter()
+                .filter(|m| chaos_key.binds(&m.peer_id))
+                .count(),
+            origins: status.version_vector.len(),
+            applied: status.peer.applied,
+        }
+    }
+}
+
+/// Reads the target's `/status` at `addr` (`host:port` or `http://host:port`).
+///
+/// # Errors
+/// [`HttpError`] when the address cannot be reached, answers an error or no status snapshot.
+pub async fn status(addr: &str) -> Result<StatusSnapshot, HttpError> {
+    fetch_status(addr, SCRAPE_TIMEOUT).await
+}
+
+/// Polls the target's `/status` until it holds `record`'s id with at least its heartbeat (the
+/// target's core took the record), for at most `timeout`. Returns how long that took, or
+/// `None` when it did not show within the timeout (a scrape that fails is tried again).
+pub async fn wait_for_record(
+    addr: &str,
+    record: &MemberRecord,
+    timeout: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    loop {
+        match status(addr).await {
+            Ok(s) => {
+                let held = s
+                    .members
+                    .iter()
+                    .any(|m| m.peer_id == record.peer_id && m.heartbeat >= record.heartbeat);
+                if held {
+                    return Some(started.elapsed());
+                }
+            }
+            Err(e) => tracing::debug!(
+                "chaos: status read failed, trying again: {}",
+                crate::report::Chain(&e)
+            ),
+        }
+        if started.elapsed() >= timeout {
+            return None;
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,7 +448,11 @@ mod tests {
             core: serde_json::json!({
                 "received": {"delta": 5, "membership": 1},
                 "decode_errors": decode,
-                "deltas_rejected": {"shape": rejected_shape, "norm": 0},
+                "deltas_rejected": {"shape": rejected_shape, "norm": 0, "signature": decode},
+                "records_refused": {"unbound": rejected_shape * 3},
+                "senders_mismatched": decode + 1,
+                "sent": {"welcome": decode},
+                "snapshots_sent": 0,
                 "a_new_counter": decode * 2,
             }),
             transport: serde_json::json!({
@@ -369,8 +502,14 @@ mod tests {
         assert_eq!(d.bytes_received, 250);
         assert_eq!(d.oversize_messages, 0);
         assert_eq!(d.messages_received.get("delta"), Some(&0));
+        assert_eq!(d.refused("unbound"), 9);
+        assert_eq!(d.refused("signature"), 0);
+        assert_eq!(d.senders_mismatched, 1);
+        assert_eq!(d.sent("welcome"), 1);
+        assert_eq!(d.snapshots_sent, 0);
         assert_eq!(d.other.get("rumor_a_new_counter_total"), Some(&2));
         assert_eq!(d.other.len(), 1, "{:?}", d.other);
-        assert_eq!(d.accounted(), 1);
+        // A decode error, a mismatched sender, a delta refused for its signature.
+        assert_eq!(d.accounted(), 3);
     }
 }

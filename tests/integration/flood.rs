@@ -1,10 +1,12 @@
 //! Hostile input against peers running as child processes of the binary (so each one's memory
 //! can be read from `/proc/PID/status`): a member-certified flooder sends 100,000 cheap
 //! messages as fast as it can to one peer of three; every chaos kind is sent once to a running
-//! peer and seen rejected by its reason; several kinds sent one after another with default
-//! options are each counted by their reason (not as duplicates of the previous run), and what
-//! chaos reports the target counted equals the target's counters; oversized frames are seen
-//! refused by size by the sender and by the target.
+//! peer and seen rejected by its own reason (chaos introduces itself first with its signed
+//! record, so its signed deltas are not refused as `unknown_origin` before the check they aim
+//! at); several kinds sent one after another with default options are each counted by their
+//! reason (not as duplicates of the previous run), and what chaos reports the target counted
+//! equals the target's counters; oversized frames are seen refused by size by the sender and by
+//! the target. The attacks on signatures and identities are in [`crate::forgery`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -203,7 +205,7 @@ pub(crate) fn mib(bytes: u64) -> f64 {
 }
 
 /// Chaos options for the test model, with fresh ids (the default).
-fn chaos_options(target: SocketAddr, kind: ChaosKind, count: u64) -> ChaosOptions {
+pub(crate) fn chaos_options(target: SocketAddr, kind: ChaosKind, count: u64) -> ChaosOptions {
     ChaosOptions {
         param_count: PARAMS,
         max_message_bytes: MAX_MESSAGE,
@@ -478,6 +480,14 @@ async fn each_chaos_kind() {
             value(&before, counter),
             value(&after, counter)
         );
+        for reason in ["unknown_origin", "signature"] {
+            let key = format!("rumor_deltas_rejected_total{{reason={reason}}}");
+            assert_eq!(
+                value(&after, &key),
+                value(&before, &key),
+                "{kind:?} is not refused as {reason}: chaos introduced itself and signed"
+            );
+        }
         assert!(
             peer.child.0.try_wait().unwrap().is_none(),
             "the peer survives {kind:?}"
@@ -507,6 +517,8 @@ fn target_figures(t: &TargetCounts) -> Vec<(String, u64)> {
             "rumor_deltas_already_applied_total{}",
             t.deltas_already_applied,
         ),
+        ("rumor_senders_mismatched_total{}", t.senders_mismatched),
+        ("rumor_snapshots_sent_total{}", t.snapshots_sent),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -514,6 +526,12 @@ fn target_figures(t: &TargetCounts) -> Vec<(String, u64)> {
     for (reason, n) in &t.deltas_rejected {
         out.push((
             format!("rumor_deltas_rejected_total{{reason={reason}}}"),
+            *n,
+        ));
+    }
+    for (reason, n) in &t.records_refused {
+        out.push((
+            format!("rumor_records_refused_total{{reason={reason}}}"),
             *n,
         ));
     }
@@ -539,7 +557,7 @@ async fn lone_peer(dir: &Path) -> (Peer, SocketAddr, rumor::certs::PeerIdentity)
 
 /// Runs chaos with the peer's metrics address; returns its report and the peer's counters
 /// before and after (after: once `counter` has grown by `expected`).
-async fn chaos_against(
+pub(crate) async fn chaos_against(
     peer: &Peer,
     identity: &rumor::certs::PeerIdentity,
     options: ChaosOptions,
@@ -570,7 +588,7 @@ async fn chaos_against(
 
 /// Asserts that every figure chaos reports as counted by the target is the increase of that
 /// counter between the test's own scrapes around the run.
-fn assert_figures_match(
+pub(crate) fn assert_figures_match(
     report: &ChaosReport,
     before: &HashMap<String, f64>,
     after: &HashMap<String, f64>,
@@ -657,7 +675,24 @@ async fn chaos_kinds_in_sequence() {
                 ChaosKind::Shape => assert_eq!(t.rejected("shape"), expected, "{what}"),
                 _ => assert_eq!(t.rejected("version_jump"), expected, "{what}"),
             }
-            assert_eq!(t.accounted(), COUNT, "{what}: every message accounted for");
+            // The introduction is a membership message the target handled.
+            assert_eq!(
+                t.messages_received.get("membership"),
+                Some(&1),
+                "{what}: the introduction"
+            );
+            assert!(
+                report
+                    .introduction
+                    .as_ref()
+                    .is_some_and(|i| i.seen_by_target),
+                "{what}: {report:?}"
+            );
+            assert_eq!(
+                t.accounted(),
+                COUNT + 1,
+                "{what}: every message and the introduction accounted for"
+            );
             assert_figures_match(&report, &before, &after);
         }
     }

@@ -8,6 +8,7 @@ mod common;
 mod durability;
 mod exhaustion;
 mod flood;
+mod forgery;
 mod lab;
 mod netns;
 mod observability;
