@@ -191,11 +191,12 @@ mod node_auth {
         quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()))
     }
 
-    /// A well-formed frame the core would handle if it ever got it.
-    fn ping_frame(from: SocketAddr) -> Vec<u8> {
+    /// A well-formed ping from `origin` at `from`, which the core handles when it comes over a
+    /// connection with the certificate `origin` is bound to.
+    fn ping_frame(origin: rumor_proto::PeerId, from: SocketAddr) -> Vec<u8> {
         let envelope = Envelope {
             id: rumor_proto::MessageId::from_uuid(uuid::Uuid::new_v4()),
-            origin: rumor_proto::PeerId::random(),
+            origin,
             origin_addr: from,
             version: 1,
             ttl: 1,
@@ -223,7 +224,9 @@ mod node_auth {
             // TLS 1.3: the client finishes its side before the server has checked the client
             // certificate. A completed connect proves nothing; the server's close does.
             if let Ok(mut stream) = conn.open_uni().await {
-                let _ = stream.write_all(&ping_frame(from)).await;
+                // Refused clients have no member id; any will do.
+                let origin = rumor_proto::PeerId::random();
+                let _ = stream.write_all(&ping_frame(origin, from)).await;
                 let _ = stream.finish();
             }
             format!("connection closed: {}", conn.closed().await)
@@ -306,7 +309,10 @@ mod node_auth {
         )
         .await
         .unwrap();
-        let frame = ping_frame(transport.local_addr());
+        // Its ping speaks for an id bound to its own certificate, as every member's does.
+        let key = rumor_proto::auth::KeyId::of(friend.chain[0].as_ref());
+        let origin = rumor_proto::PeerId::bound(&key, *b"friend00");
+        let frame = ping_frame(origin, transport.local_addr());
         within(
             Duration::from_secs(20),
             "legitimate send",
