@@ -38,6 +38,9 @@ struct MetricsLine<'a> {
     deltas_applied: u64,
     anti_entropy_deltas_sent: u64,
     inexact_merges: u64,
+    deltas_received: u64,
+    deltas_already_applied: u64,
+    signatures_verified: u64,
 }
 
 /// `metrics.jsonl`, appended one whole line per `write_all` (`O_APPEND`): a crash leaves at most
@@ -109,6 +112,9 @@ impl MetricsFile {
             deltas_applied: stats.deltas_applied,
             anti_entropy_deltas_sent: stats.anti_entropy_deltas_sent,
             inexact_merges: stats.inexact_merges,
+            deltas_received: stats.received.get("delta").copied().unwrap_or(0),
+            deltas_already_applied: stats.deltas_already_applied,
+            signatures_verified: stats.signatures_verified,
         };
         if let Ok(mut text) = serde_json::to_string(&line) {
             text.push('\n');

@@ -97,6 +97,11 @@ impl Dissemination {
         }
     }
 
+    /// Whether envelope `id` was handled already (it may have expired since the last input).
+    pub fn has_seen(&self, id: &MessageId) -> bool {
+        self.seen.contains(id)
+    }
+
     /// Records envelope `id` as handled at `now`; false when it already was (a duplicate).
     pub fn first_sight(&mut self, now: Instant, id: MessageId) -> bool {
         self.seen.insert(now, id)

@@ -44,6 +44,11 @@ impl SeenCache {
         true
     }
 
+    /// Whether `id` is held (not counting expiry since the last insert or expire).
+    pub fn contains(&self, id: &MessageId) -> bool {
+        self.ids.contains(id)
+    }
+
     /// Forgets ids older than the retention.
     pub fn expire(&mut self, now: Instant) {
         while let Some(&(at, id)) = self.order.front() {

@@ -396,9 +396,12 @@ impl Membership {
         let changes = held.is_none_or(|held| held.is_superseded_by(&record));
         let confirms = record.status == MemberStatus::Suspect;
         if changes || confirms {
-            if let Err(refusal) = self.admission.check(&*self.keys.verifier, held, &record) {
-                out.refuse_record(peer, refusal);
-                return false;
+            match self.admission.check(&*self.keys.verifier, held, &record) {
+                Ok(verified) => out.stats.signatures_verified += u64::from(verified),
+                Err(refusal) => {
+                    out.refuse_record(peer, refusal);
+                    return false;
+                }
             }
         }
         if peer == self.me {
