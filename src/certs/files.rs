@@ -24,6 +24,21 @@ pub(super) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Ce
         .map_err(|source| io_err(path, source))
 }
 
+/// The cluster CA's certificate, `dir/ca.pem` (the first certificate in it).
+///
+/// Errors: [`CertError::Io`] when it cannot be read or is not PEM; [`CertError::Missing`] when
+/// it holds no certificate.
+pub(super) fn read_ca_cert(dir: &Path) -> Result<CertificateDer<'static>, CertError> {
+    let path = dir.join(super::CA_CERT_FILE);
+    read_certs(&path)?
+        .into_iter()
+        .next()
+        .ok_or(CertError::Missing {
+            path,
+            expected: "certificate",
+        })
+}
+
 pub(super) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
     let file = fs::File::open(path).map_err(|source| io_err(path, source))?;
     rustls_pemfile::private_key(&mut BufReader::new(file))

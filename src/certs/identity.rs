@@ -6,9 +6,9 @@ use std::path::Path;
 use rcgen::{KeyPair, PublicKeyData};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::files::{read_certs, read_key};
+use super::files::{read_ca_cert, read_certs, read_key};
 use super::issue::validate_name;
-use super::{CertError, CA_CERT_FILE};
+use super::CertError;
 
 /// Everything a peer needs for mutual TLS: the cluster CA, its own chain and key.
 pub struct PeerIdentity {
@@ -58,14 +58,7 @@ impl std::fmt::Debug for PeerIdentity {
 /// certificate or key is the CA's, or the certificate is a CA, or does not parse.
 pub fn load_identity(dir: &Path, name: &str) -> Result<PeerIdentity, CertError> {
     validate_name(name)?;
-    let ca_path = dir.join(CA_CERT_FILE);
-    let ca = read_certs(&ca_path)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| CertError::Missing {
-            path: ca_path.clone(),
-            expected: "certificate",
-        })?;
+    let ca = read_ca_cert(dir)?;
     let chain_path = dir.join(format!("{name}.pem"));
     let chain = read_certs(&chain_path)?;
     if chain.is_empty() {

@@ -38,7 +38,7 @@ use rumor_proto::auth::KeyId;
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
-use super::files::{io_err, read_certs, read_key, write_file};
+use super::files::{io_err, read_ca_cert, read_certs, read_key, write_file};
 use super::issue::validate_name;
 use super::{cluster_name, printable, CertError, CA_CERT_FILE, CA_KEY_FILE, MAX_NAME_LEN};
 
@@ -407,14 +407,7 @@ pub fn revoke(dir: &Path, target: &RevokeTarget) -> Result<Revocation, CertError
             (name, *key)
         }
     };
-    let ca_path = dir.join(CA_CERT_FILE);
-    let ca = read_certs(&ca_path)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| CertError::Missing {
-            path: ca_path.clone(),
-            expected: "certificate",
-        })?;
+    let ca = read_ca_cert(dir)?;
     let path = dir.join(REVOKED_FILE);
     let mut list = load_revocation_list(&path, &ca)?;
     if let Some(entry) = list.find(&key) {
