@@ -91,6 +91,9 @@ fn expected(report: &ChaosReport) -> Expectation {
             refused: &["signature"],
             ..Expectation::default()
         },
+        // The first copy is applied (or, where the other delta is applied already, detected:
+        // `equivocations_detected`, among the other counters), the next already applied.
+        ChaosKind::Equivocate => rows(&[Row::Applied, Row::AlreadyApplied]),
     }
 }
 
@@ -233,6 +236,18 @@ impl ChaosReport {
                     .to_string(),
             };
             wrap(f, "in the name of: ", &format!("{}, {source}.", v.peer_id))?;
+        }
+        if let Some(e) = &self.equivocation {
+            wrap(
+                f,
+                "equivocation: ",
+                &format!(
+                    "one delta under version {}, content hash {} ({} values +{}, {} values -{}, \
+                     signs drawn from the target's address); a run with the same --rng-seed \
+                     against another peer signs different content under the same version.",
+                    e.version, e.content_hash, e.positive, e.epsilon, e.negative, e.epsilon
+                ),
+            )?;
         }
         Ok(())
     }
