@@ -407,8 +407,15 @@ async fn introduce(
     let started = Instant::now();
     let outcome = link.send(&frame, false).await;
     if outcome != Outcome::Delivered {
+        let closed = match link.close_reason().await {
+            Some(reason) => format!(
+                "; the target closed the connection: {reason} (a target that revoked or \
+                 quarantined chaos's certificate refuses its handshakes)"
+            ),
+            None => String::new(),
+        };
         return Err(ChaosError::Introduction(format!(
-            "its frame was not delivered ({outcome:?})"
+            "its frame was not delivered ({outcome:?}){closed}"
         )));
     }
     let seen_by_target = match metrics {
