@@ -61,10 +61,12 @@ pub enum Command {
     /// Send hostile or broken messages to one peer with a member's certificate (for tests and
     /// operators): junk, truncated, oversized, duplicate, replay, nan, shape, norm, version,
     /// flood; and a member's attacks on what others believe: forge, alter, impersonate,
-    /// reflect, invent, tamper, origins. Chaos first introduces itself with its own signed
-    /// record (one id per certificate, left and stopped) so its deltas reach the check each
-    /// kind aims at. Prints what was sent, what the peer's QUIC acknowledged or stopped, and
-    /// with --metrics what the peer counted.
+    /// reflect, invent, tamper, origins; and equivocate (run it twice with one --rng-seed
+    /// against two peers: two different signed deltas under one version, which the cluster
+    /// must detect and answer by quarantining the certificate). Chaos first introduces itself
+    /// with its own signed record (one id per certificate, left and stopped) so its deltas
+    /// reach the check each kind aims at. Prints what was sent, what the peer's QUIC
+    /// acknowledged or stopped, and with --metrics what the peer counted.
     Chaos(ChaosArgs),
 }
 
@@ -105,7 +107,8 @@ pub struct ChaosArgs {
     /// Seed for a reproducible run (random bytes, envelope ids, invented ids, the base
     /// version). Without it they come from the OS RNG and are new on every run; with it, each
     /// kind has its own stream, so kinds never share ids, but rerunning a kind with the same
-    /// seed repeats its ids (a target that saw them drops them as duplicates).
+    /// seed repeats its ids (a target that saw them drops them as duplicates). equivocate needs
+    /// it: one seed, one version; run against two peers, it equivocates.
     #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>("--rng-seed", 0))]
     pub rng_seed: Option<u64>,
     /// The target's metrics address (its --metrics-addr, HOST:PORT or http://HOST:PORT):

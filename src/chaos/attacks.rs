@@ -12,8 +12,17 @@
 //! `2^40`, so this one is past everything the target knows of chaos by far more than any jump
 //! limit. `forge` sends versions from `2^41` ([`FORGE_VERSION_BASE`]) on, which no honest member
 //! reaches, so a forged delta is never taken for one the victim's own already applied.
+//!
+//! Equivocation. `equivocate` sends one delta of chaos's, validly signed, under `v0` alone (its
+//! introduction announces `published = v0`; every copy is the same delta under a fresh envelope
+//! id). Its values are `±EQUIVOCATION_EPSILON` with the signs drawn from a generator seeded with
+//! the target's address ([`equivocation_values`]): the same target always gets the same delta,
+//! two targets two different ones. So two runs with one `--rng-seed` (one `v0`) against two
+//! peers hand the cluster two different signed deltas under one `(origin, version)`. Its
+//! envelope ids come from the OS RNG even in a seeded run, so that the two runs' copies are
+//! never taken for duplicates of each other.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -48,6 +57,62 @@ pub const TAMPER_LIFT: u64 = 1_000_000_000_000;
 
 /// Weight of every delta chaos builds.
 const WEIGHT: f32 = 0.25;
+
+/// The magnitude of every value of an `equivocate` delta: small enough that, scaled by the
+/// delta's weight, it stays far below a training delta's norm (the target's norm check), and
+/// harmless to a model while it is applied.
+pub const EQUIVOCATION_EPSILON: f32 = 1e-3;
+
+/// What one `equivocate` run sent: one delta under one version, the same delta in every copy.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EquivocationSent {
+    /// The version: the run's base version, the same on every run with one `--rng-seed`.
+    pub version: u64,
+    /// The SHA-256 of its values (hex), the content its signature covers: different for every
+    /// target address.
+    pub content_hash: String,
+    /// The magnitude of its values ([`EQUIVOCATION_EPSILON`]).
+    pub epsilon: f32,
+    /// How many of its values are `+epsilon` (the others are `-epsilon`).
+    pub positive: usize,
+    /// How many of its values are `-epsilon`.
+    pub negative: usize,
+}
+
+/// The values of the `equivocate` delta for `target`: `len` values, each
+/// `±`[`EQUIVOCATION_EPSILON`], the signs drawn from a generator seeded with the target's
+/// address (its IP, as IPv6, and port). The same target always gets the same values; two
+/// different addresses get different ones (two equal sign patterns of a model's length are
+/// practically impossible).
+pub fn equivocation_values(target: SocketAddr, len: usize) -> Vec<f32> {
+    let ip = match target.ip() {
+        IpAddr::V4(ip) => ip.to_ipv6_mapped(),
+        IpAddr::V6(ip) => ip,
+    };
+    let mut seed = [0u8; 32];
+    seed[..16].copy_from_slice(&ip.octets());
+    seed[16..18].copy_from_slice(&target.port().to_be_bytes());
+    seed[18..].copy_from_slice(b"rumor/equivoca");
+    let mut rng = ChaCha8Rng::from_seed(seed);
+    (0..len)
+        .map(|_| {
+            if rng.gen::<bool>() {
+                EQUIVOCATION_EPSILON
+            } else {
+                -EQUIVOCATION_EPSILON
+            }
+        })
+        .collect()
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
 
 /// Chaos's peer id with the certificate whose key id is `key`: bound to it, with the seed
 /// [`CHAOS_SEED`], so every run with one certificate speaks as one id.
@@ -107,8 +172,11 @@ pub(crate) struct Generator {
     record: MemberRecord,
     /// Whose name `forge`, `impersonate` and `reflect` speak in.
     victim: Victim,
-    /// The envelope repeated by `duplicate` and `flood`, and the delta of `replay`.
+    /// The envelope repeated by `duplicate` and `flood`, and the delta of `replay` and
+    /// `equivocate`.
     fixed: Envelope,
+    /// What `equivocate` sends (`None` for other kinds).
+    equivocation: Option<EquivocationSent>,
 }
 
 impl Generator {
@@ -140,7 +208,12 @@ impl Generator {
             // Left and stopped: the target never probes it, waits for it or counts it live.
             status: MemberStatus::Left,
             lifecycle: Lifecycle::Stopped,
-            published: base_version.saturating_add(options.count),
+            // `equivocate` uses `v0` alone, however many copies it sends.
+            published: if options.kind == ChaosKind::Equivocate {
+                base_version
+            } else {
+                base_version.saturating_add(options.count)
+            },
             credential: keys.signer.credential().clone(),
             signature: Default::default(),
         };
@@ -169,10 +242,23 @@ impl Generator {
                 ttl: 1,
                 payload: Payload::Membership(empty_view()),
             },
+            equivocation: None,
         };
         generator.fixed = match options.kind {
             ChaosKind::Flood => {
                 generator.envelope(origin, heartbeat, Payload::Membership(empty_view()))
+            }
+            ChaosKind::Equivocate => {
+                let values = equivocation_values(options.target, options.param_count);
+                let positive = values.iter().filter(|v| **v > 0.0).count();
+                generator.equivocation = Some(EquivocationSent {
+                    version: base_version,
+                    content_hash: hex(&content_hash(&values)),
+                    epsilon: EQUIVOCATION_EPSILON,
+                    positive,
+                    negative: values.len() - positive,
+                });
+                generator.delta(origin, base_version, values)?
             }
             _ => generator.delta(origin, base_version, vec![0.0; options.param_count])?,
         };
@@ -197,6 +283,11 @@ impl Generator {
     /// Whose name `forge`, `impersonate` and `reflect` speak in.
     pub(crate) fn victim(&self) -> &Victim {
         &self.victim
+    }
+
+    /// What `equivocate` sends; `None` for other kinds.
+    pub(crate) fn equivocation(&self) -> Option<&EquivocationSent> {
+        self.equivocation.as_ref()
     }
 
     /// The introduction: a `Membership` view (not a push-pull) holding chaos's own signed
@@ -333,6 +424,13 @@ impl Generator {
                 frame
             }
             ChaosKind::Duplicate => Self::encode(&self.fixed)?,
+            ChaosKind::Equivocate => {
+                // Ids from the OS RNG even in a seeded run: the runs against two peers must
+                // never look like duplicates to a peer that hears of both.
+                let mut env = self.fixed.clone();
+                env.id = MessageId::from_uuid(Uuid::new_v4());
+                Self::encode(&env)?
+            }
             ChaosKind::Replay => {
                 let mut env = self.fixed.clone();
                 env.id = self.fresh_id();

@@ -16,6 +16,8 @@ enum Row {
     Failed,
     Decode,
     Mismatched,
+    FromRevoked,
+    Equivocations,
     Duplicates,
     Handled,
     Applied,
@@ -91,6 +93,9 @@ fn expected(report: &ChaosReport) -> Expectation {
             refused: &["signature"],
             ..Expectation::default()
         },
+        // The first copy is applied, or detected where the other delta is applied already; the
+        // next copies are already applied.
+        ChaosKind::Equivocate => rows(&[Row::Applied, Row::AlreadyApplied, Row::Equivocations]),
     }
 }
 
@@ -234,6 +239,18 @@ impl ChaosReport {
             };
             wrap(f, "in the name of: ", &format!("{}, {source}.", v.peer_id))?;
         }
+        if let Some(e) = &self.equivocation {
+            wrap(
+                f,
+                "equivocation: ",
+                &format!(
+                    "one delta under version {}, content hash {} ({} values +{}, {} values -{}, \
+                     signs drawn from the target's address); a run with the same --rng-seed \
+                     against another peer signs different content under the same version.",
+                    e.version, e.content_hash, e.positive, e.epsilon, e.negative, e.epsilon
+                ),
+            )?;
+        }
         Ok(())
     }
 
@@ -364,6 +381,26 @@ impl Display for ChaosReport {
             for (row, label, counted, counter) in core {
                 lines.push(Line::new(row, label, None, Some(counted), counter));
             }
+            // Shown when they moved, or when the kind aims at them.
+            let rare = [
+                (
+                    Row::FromRevoked,
+                    "dropped: certificate revoked or quarantined",
+                    t.messages_from_revoked,
+                    "rumor_messages_from_revoked_total",
+                ),
+                (
+                    Row::Equivocations,
+                    "deltas detected as equivocations",
+                    t.equivocations_detected,
+                    "rumor_equivocations_detected_total",
+                ),
+            ];
+            for (row, label, counted, counter) in rare {
+                if counted > 0 || expect.rows.contains(&row) {
+                    lines.push(Line::new(row, label, None, Some(counted), counter));
+                }
+            }
             // Every reason that moved, and those this kind aims at.
             let aimed: Vec<&str> = expect.rejected.into_iter().collect();
             lines.extend(reason_lines(
@@ -467,8 +504,9 @@ impl Display for ChaosReport {
                 f,
                 "target: ",
                 &format!(
-                    "{} messages accounted for (rate limit, size, decode, sender mismatch, \
-                     unknown origin or bad signature, duplicate, handled), {reached} of chaos's \
+                    "{} messages accounted for (rate limit, size, decode, sender revoked or \
+                     mismatched, unknown origin or bad signature, equivocation, duplicate, \
+                     handled), {reached} of chaos's \
                      reached it (the introduction included); {settled}. The counters include \
                      all its traffic during the run.",
                     t.accounted()
@@ -588,6 +626,51 @@ mod tests {
         assert!(line_of(&text, "welcomes sent")?.ends_with("<- none from chaos"));
         assert!(line_of(&text, "snapshots sent")?.ends_with("<- none from chaos"));
         // The wrapped lines fit (the first, one line of figures, is not wrapped).
+        assert!(
+            text.lines()
+                .skip(1)
+                .all(|l| l.len() <= 100 || l.contains("_total")),
+            "{text}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_text_report_of_equivocate_names_its_version_and_content() -> TestResult {
+        let counts = TargetCounts {
+            equivocations_detected: 1,
+            ..TargetCounts::default()
+        };
+        assert_eq!(counts.accounted(), 1, "a detected equivocation is a fate");
+        let mut report: ChaosReport = ChaosReport {
+            kind: "equivocate".into(),
+            target: "127.0.0.1:7001".into(),
+            rng_seed: Some(7),
+            sent: 1,
+            delivered: 1,
+            target_counted: Some(counts),
+            ..ChaosReport::default()
+        };
+        report.equivocation = Some(super::super::EquivocationSent {
+            version: 9,
+            content_hash: "ab".repeat(32),
+            epsilon: 1e-3,
+            positive: 6,
+            negative: 4,
+        });
+        let text = report.to_string();
+        let line = line_of(&text, "equivocation: one delta under version 9")?;
+        assert!(line.contains("content hash"), "{text}");
+        assert!(text.contains(&"ab".repeat(32)), "{text}");
+        assert!(
+            line_of(&text, "deltas detected as equivocations")?.ends_with("<- expected"),
+            "{text}"
+        );
+        assert!(line_of(&text, "deltas applied")?.ends_with("<- expected"));
+        // Not a row of other kinds' reports unless it moved.
+        let text = text_of(ChaosKind::Nan, None, TargetCounts::default());
+        assert!(!text.contains("deltas detected as equivocations"), "{text}");
+        assert!(!text.contains("dropped: certificate revoked"), "{text}");
         assert!(
             text.lines()
                 .skip(1)

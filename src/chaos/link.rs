@@ -185,6 +185,15 @@ impl Link {
         write(stream, bytes, hold_fin, self.verdict_wait).await
     }
 
+    /// Why the target closed the connection, when it did (e.g. a refused handshake: a revoked
+    /// or quarantined certificate); `None` while it is open or after a failed reconnect.
+    pub(crate) async fn close_reason(&self) -> Option<String> {
+        match &*self.state.lock().await {
+            State::Up(conn) => conn.close_reason().map(|e| e.to_string()),
+            State::Down(_) => None,
+        }
+    }
+
     /// Closes the connection and waits (briefly) for the endpoint to become idle.
     pub(crate) async fn close(&self) {
         self.endpoint

@@ -7,7 +7,11 @@
 //! deltas forged in another member's name (`forge`) or altered on the way (`alter`), messages
 //! speaking for another member (`impersonate`), joins asking for a welcome in another's name
 //! (`reflect`), member records for invented ids (`invent`), chaos's own record with a changed
-//! field (`tamper`), deltas under invented origins (`origins`).
+//! field (`tamper`), deltas under invented origins (`origins`); and an equivocation
+//! (`equivocate`): one validly signed delta under one version whose content depends on the
+//! target, so that two runs with one seed against two peers give the cluster two different
+//! deltas under one `(origin, version)`, which it must detect, prove and answer by quarantining
+//! chaos's certificate (docs/ALGORITHM.md, "Equivocation").
 //!
 //! Chaos is a proper signing member: it speaks as one stable peer id per certificate
 //! ([`chaos_id`]), signs its deltas (their versions: see [`BASE_VERSION_END`] and the constants
@@ -40,11 +44,14 @@
 //! never dropped as a duplicate of the earlier run's messages; `duplicate` repeats one id
 //! within a run on purpose. [`ChaosOptions::rng_seed`] makes a run reproducible: each kind then
 //! draws from its own stream of the seeded generator, so kinds never share ids, but a second run
-//! with the same seed and kind repeats the first one's ids and base version.
+//! with the same seed and kind repeats the first one's ids and base version (`equivocate`
+//! repeats the base version only: its envelope ids are always fresh).
 //!
 //! The valid deltas it builds are harmless to a training cluster: the ones that can be applied
 //! (`duplicate`, `replay`, and `norm` on a target without a norm reference yet) are from chaos's
-//! own origin, with TTL 1, and all but `norm`'s are zeros.
+//! own origin, with TTL 1, and all but `norm`'s and `equivocate`'s are zeros (`equivocate`'s
+//! values are `±`[`EQUIVOCATION_EPSILON`], and an equivocated version is taken out again by
+//! every peer once it holds the proof).
 
 mod attacks;
 mod display;
@@ -70,8 +77,8 @@ use rumor_proto::PeerId;
 use target::{TargetCounts, TargetView};
 
 pub use attacks::{
-    chaos_id, Victim, VictimSource, BASE_VERSION_END, CHAOS_SEED, FORGE_VERSION_BASE, TAMPER_LIFT,
-    VERSION_JUMP,
+    chaos_id, equivocation_values, EquivocationSent, Victim, VictimSource, BASE_VERSION_END,
+    CHAOS_SEED, EQUIVOCATION_EPSILON, FORGE_VERSION_BASE, TAMPER_LIFT, VERSION_JUMP,
 };
 
 /// How long an oversized frame, written whole, waits for the target to stop its stream before
@@ -144,6 +151,16 @@ pub enum ChaosKind {
     /// Deltas under fresh invented origins, random or bound to chaos's certificate (rejected:
     /// `unknown_origin`; the target's version vector does not grow).
     Origins,
+    /// One delta of chaos's, validly signed, under the run's base version, every value +ε or
+    /// −ε (ε = 1e-3) with the signs drawn from the target's address: the same target always
+    /// gets the same delta, another target a different one. Run it twice with one --rng-seed
+    /// (hence one version) against two peers and the cluster holds two signed deltas under one
+    /// version: an equivocation, which it must detect and answer by quarantining chaos's
+    /// certificate (applied, or detected as an equivocation when the target already holds the
+    /// other delta; further copies: already applied). --count copies of the one delta, under
+    /// fresh envelope ids; 1 is enough. Without --rng-seed every run picks a new version and
+    /// nothing is equivocated.
+    Equivocate,
 }
 
 impl ChaosKind {
@@ -167,6 +184,7 @@ impl ChaosKind {
             ChaosKind::Invent => "invent",
             ChaosKind::Tamper => "tamper",
             ChaosKind::Origins => "origins",
+            ChaosKind::Equivocate => "equivocate",
         }
     }
 
@@ -234,7 +252,7 @@ pub struct Introduction {
     /// The heartbeat of chaos's record (wall-clock milliseconds, above every earlier run's).
     pub heartbeat: u64,
     /// The `published` version the record announced: the highest version the run uses
-    /// legitimately (`base_version + count`).
+    /// legitimately (`base_version + count`; `base_version` for `equivocate`).
     pub published: u64,
     /// The run's base version `v0`, in `[1, 2^40)`.
     pub base_version: u64,
@@ -263,6 +281,11 @@ pub struct ChaosReport {
     pub introduction: Option<Introduction>,
     /// Whose name the run spoke in (`forge`, `impersonate`, `reflect`); `None` for other kinds.
     pub victim: Option<Victim>,
+    /// The delta `equivocate` sent (its version and content hash); `None` for other kinds.
+    pub equivocation: Option<EquivocationSent>,
+    /// When the first of the run's messages was sent, in milliseconds since the Unix epoch (0
+    /// when none was): the time an equivocation took to be answered is counted from it.
+    pub sends_started_unix_ms: u64,
     /// Messages sent (attempted).
     pub sent: u64,
     /// Bytes of the messages sent (frames only, not QUIC's overhead).
@@ -339,6 +362,13 @@ fn next_heartbeat() -> u64 {
     now.max(previous.saturating_add(1))
 }
 
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 #[derive(Default)]
 struct Counters {
     delivered: AtomicU64,
@@ -377,8 +407,15 @@ async fn introduce(
     let started = Instant::now();
     let outcome = link.send(&frame, false).await;
     if outcome != Outcome::Delivered {
+        let closed = match link.close_reason().await {
+            Some(reason) => format!(
+                "; the target closed the connection: {reason} (a target that revoked or \
+                 quarantined chaos's certificate refuses its handshakes)"
+            ),
+            None => String::new(),
+        };
         return Err(ChaosError::Introduction(format!(
-            "its frame was not delivered ({outcome:?})"
+            "its frame was not delivered ({outcome:?}){closed}"
         )));
     }
     let seen_by_target = match metrics {
@@ -494,6 +531,7 @@ pub async fn run_chaos(
             .kind
             .uses_victim()
             .then(|| generator.victim().clone()),
+        equivocation: generator.equivocation().cloned(),
         target_before: status.map(|s| TargetView::from_status(&s, &key)),
         ..ChaosReport::default()
     };
@@ -510,6 +548,9 @@ pub async fn run_chaos(
     let slots = Arc::new(Semaphore::new(options.concurrency));
     let mut tasks = JoinSet::new();
     let started = Instant::now();
+    if options.count > 0 {
+        report.sends_started_unix_ms = unix_ms();
+    }
     for i in 0..options.count {
         if options.rate > 0.0 {
             let due = started + Duration::from_secs_f64(i as f64 / options.rate);

@@ -175,6 +175,13 @@ pub struct TargetCounts {
     /// Messages dropped because their origin is not bound to the certificate of the connection
     /// they came on (`rumor_senders_mismatched_total`).
     pub senders_mismatched: u64,
+    /// Deltas found to be a second, different, validly signed delta under a version it had
+    /// applied: equivocations, each answered with a proof and a quarantine
+    /// (`rumor_equivocations_detected_total`).
+    pub equivocations_detected: u64,
+    /// Messages dropped because the certificate of the connection they came on is revoked or
+    /// quarantined (`rumor_messages_from_revoked_total`).
+    pub messages_from_revoked: u64,
     /// Messages it queued for sending, by kind, once per destination
     /// (`rumor_messages_sent_total`).
     pub messages_sent: BTreeMap<String, u64>,
@@ -198,6 +205,8 @@ const ALREADY_APPLIED: &str = "rumor_deltas_already_applied_total";
 const REJECTED: &str = "rumor_deltas_rejected_total";
 const REFUSED: &str = "rumor_records_refused_total";
 const MISMATCHED: &str = "rumor_senders_mismatched_total";
+const EQUIVOCATIONS: &str = "rumor_equivocations_detected_total";
+const FROM_REVOKED: &str = "rumor_messages_from_revoked_total";
 const SENT: &str = "rumor_messages_sent_total";
 const SNAPSHOTS_SENT: &str = "rumor_snapshots_sent_total";
 const BYTES_RECEIVED: &str = "rumor_bytes_received_total";
@@ -237,6 +246,8 @@ impl TargetCounts {
                 ALREADY_APPLIED => out.deltas_already_applied = delta,
                 BYTES_RECEIVED => out.bytes_received = delta,
                 MISMATCHED => out.senders_mismatched = delta,
+                EQUIVOCATIONS => out.equivocations_detected = delta,
+                FROM_REVOKED => out.messages_from_revoked = delta,
                 SNAPSHOTS_SENT => out.snapshots_sent = delta,
                 _ => match split_one_label(key) {
                     Some((RECEIVED, kind)) => {
@@ -262,14 +273,17 @@ impl TargetCounts {
     }
 
     /// Messages the target accounted for, each in exactly one counter: dropped by its transport
-    /// (rate limit, size), failed to decode, dropped for a sender not bound to its origin,
-    /// refused as a delta of an unknown origin or with a bad signature (both before the
-    /// duplicate check), dropped as a duplicate, or handled by its core.
+    /// (rate limit, size), failed to decode, dropped for a sender whose certificate is revoked
+    /// or quarantined or not bound to its origin, refused as a delta of an unknown origin or
+    /// with a bad signature, found to be an equivocation (all three before the duplicate
+    /// check), dropped as a duplicate, or handled by its core.
     pub fn accounted(&self) -> u64 {
         self.messages_rate_limited
             + self.oversize_messages
             + self.decode_errors
+            + self.messages_from_revoked
             + self.senders_mismatched
+            + self.equivocations_detected
             + self.rejected("unknown_origin")
             + self.rejected("signature")
             + self.duplicates_dropped

@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod common;
 mod durability;
+mod equivocation;
 mod exhaustion;
 mod flood;
 mod forgery;

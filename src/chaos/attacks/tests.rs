@@ -535,3 +535,122 @@ fn a_seeded_run_is_reproducible_and_kinds_never_share_ids() -> TestResult {
     }
     Ok(())
 }
+
+/// A generator of `equivocate` for chaos as test member 2 against `target`.
+fn equivocator(target: SocketAddr, count: u64, seed: Option<u64>) -> Result<Generator, ChaosError> {
+    let (_, keys) = member(2);
+    let o = ChaosOptions {
+        target,
+        ..options(ChaosKind::Equivocate, count, seed)
+    };
+    Generator::new(&o, CHAOS_ADDR, keys, "chaos", 1_000, None)
+}
+
+/// The decoded messages of `g`, `n` of them.
+fn decoded(g: &mut Generator, n: u64) -> Result<Vec<Envelope>, Box<dyn std::error::Error>> {
+    (0..n)
+        .map(|i| Ok(wire::decode(&g.message(i)?, LIMITS)?))
+        .collect()
+}
+
+#[test]
+fn equivocate_signs_one_version_with_content_that_depends_on_the_target() -> TestResult {
+    const OTHER: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7001);
+    let mut a = equivocator(TARGET_ADDR, 3, Some(5))?;
+    let mut b = equivocator(OTHER, 3, Some(5))?;
+    let (sent_a, sent_b) = (
+        a.equivocation().cloned().ok_or("a's equivocation")?,
+        b.equivocation().cloned().ok_or("b's equivocation")?,
+    );
+    // One seed, one version; two targets, two contents.
+    assert_eq!(a.base_version(), b.base_version());
+    assert_eq!(sent_a.version, a.base_version());
+    assert_eq!(sent_a.version, sent_b.version);
+    assert_ne!(sent_a.content_hash, sent_b.content_hash);
+    // The introduction announces that one version, however many copies are sent.
+    assert_eq!(a.record().published, a.base_version());
+    let chaos = chaos_id(&member(2).1.key_id());
+    let mut ids = HashSet::new();
+    for (g, sent) in [(&mut a, &sent_a), (&mut b, &sent_b)] {
+        let copies = decoded(g, 3)?;
+        for e in &copies {
+            assert!(ids.insert(e.id), "a fresh envelope id for every copy");
+            assert_eq!((e.origin, e.version, e.ttl), (chaos, sent.version, 1));
+            assert!(
+                verifies(e, &credential_of(2)),
+                "chaos's own valid signature"
+            );
+            let d = delta_of(e).ok_or("a delta")?;
+            assert_eq!(d.values.len(), P);
+            assert!(d.values.iter().all(|v| v.abs() == EQUIVOCATION_EPSILON));
+            assert_eq!(super::hex(&content_hash(&d.values)), sent.content_hash);
+            assert_eq!(
+                (sent.positive, sent.negative),
+                (
+                    d.values.iter().filter(|v| **v > 0.0).count(),
+                    d.values.iter().filter(|v| **v < 0.0).count()
+                )
+            );
+        }
+        assert_eq!(delta_of(&copies[0]), delta_of(&copies[2]), "one delta");
+    }
+    // The same target again: the same delta (no equivocation against one peer).
+    let again = equivocator(TARGET_ADDR, 1, Some(5))?;
+    assert_eq!(again.equivocation(), Some(&sent_a));
+    // Another seed: another version.
+    let other_seed = equivocator(TARGET_ADDR, 1, Some(6))?;
+    assert_ne!(other_seed.base_version(), a.base_version());
+    // The values are the documented function of the target's address.
+    assert_eq!(
+        equivocation_values(TARGET_ADDR, P),
+        equivocation_values(
+            SocketAddr::new(
+                std::net::IpAddr::V6(std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped()),
+                7000
+            ),
+            P
+        )
+    );
+    Ok(())
+}
+
+#[test]
+fn a_target_given_both_equivocated_deltas_detects_it_and_quarantines_chaos() -> TestResult {
+    const OTHER: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7001);
+    let mut target = Target::new();
+    let mut a = equivocator(TARGET_ADDR, 2, Some(5))?;
+    target.run(&mut a, 2)?;
+    let stats = target.core.stats().clone();
+    assert_eq!(
+        (stats.deltas_applied, stats.deltas_already_applied),
+        (1, 1),
+        "{stats:?}"
+    );
+    assert!(target.core.applied().contains(a.origin(), a.base_version()));
+    assert!(target
+        .core
+        .base()
+        .iter()
+        .all(|v| v.abs() == EQUIVOCATION_EPSILON));
+    assert_eq!(
+        stats.equivocations_detected, 0,
+        "one delta is no equivocation"
+    );
+    // The other target's delta, as if passed on by a forwarder: an equivocation.
+    let mut b = equivocator(OTHER, 1, Some(5))?;
+    let frame = b.message(0)?;
+    target.take(&frame);
+    let stats = target.core.stats().clone();
+    assert_eq!(stats.equivocations_detected, 1, "{stats:?}");
+    assert_eq!(stats.deltas_retracted, 1, "{stats:?}");
+    assert!(
+        target.core.base().iter().all(|v| *v == 0.0),
+        "the applied delta is taken out again"
+    );
+    // Chaos is quarantined: its next message is dropped.
+    target.take(&Generator::encode(&a.introduction())?);
+    assert!(target.core.stats().messages_from_revoked >= 1);
+    Ok(())
+}
