@@ -79,14 +79,16 @@ pub enum CertRefusal {
         /// The parser's complaint.
         reason: String,
     },
-    /// The certificate is on the cluster's revocation list (`rumor certs revoke`), which this
-    /// peer loaded ([`DenyList`]).
+    /// The certificate is on this peer's deny list ([`DenyList`]): on the cluster's revocation
+    /// list (`rumor certs revoke`), or quarantined after its holder signed two different deltas
+    /// under one version (the name then says so).
     #[error(
-        "certificate revoked: {name:?} is on this cluster's revocation list (signed by the \
-         cluster CA)"
+        "certificate revoked: {name:?} is on this cluster's revocation list or was quarantined \
+         for equivocation"
     )]
     Revoked {
-        /// The member name the revocation list gives the certificate, made printable.
+        /// The member name the revocation list gives the certificate, or "quarantined
+        /// equivocator ID", made printable.
         name: String,
     },
 }

@@ -465,7 +465,7 @@ pub async fn run_peer_observed(
                 // An equivocator's certificate is cut off in the transport too, as a revoked
                 // one is: handshakes refused, live connections closed.
                 Event::Quarantined { origin, key, .. } => {
-                    transport.deny(*key, &format!("equivocator {}", origin.short()));
+                    transport.deny(*key, &format!("quarantined equivocator {origin}"));
                 }
                 Event::TrainingStarted {
                     members,
