@@ -188,12 +188,12 @@ pub fn signing(options: &SigningBenchOptions) -> Result<SigningBench, SigningBen
         credential: credential.clone(),
         signature: rumor_proto::auth::Signature::default(),
     };
-    let sign_record = || signer.sign(&statement::member(black_box(&record)));
+    let sign_record = || signer.sign(&black_box(&record).statement());
     let record_signature = sign_record()?;
     let verify_record = || {
         verifier.verify(
             &credential,
-            &statement::member(black_box(&record)),
+            &black_box(&record).statement(),
             &record_signature,
         )
     };

@@ -40,6 +40,7 @@ mod files;
 mod identity;
 mod issue;
 mod revoke;
+pub mod signature;
 #[cfg(test)]
 mod tests;
 

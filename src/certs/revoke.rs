@@ -290,7 +290,7 @@ pub fn load_revocation_list(
     let signature = from_hex(&file.signature)
         .ok_or_else(|| malformed(path, "signature is not an even number of hex digits"))?;
     let provider = rustls::crypto::ring::default_provider();
-    crate::net::signing::verify_statement(&provider, ca.as_ref(), &statement(&file), &signature)
+    super::signature::verify_statement(&provider, ca.as_ref(), &statement(&file), &signature)
         .map_err(|e| {
             list_error(
                 path,
@@ -431,10 +431,9 @@ pub fn revoke(dir: &Path, target: &RevokeTarget) -> Result<Revocation, CertError
         path: key_path.clone(),
         reason,
     };
-    let signer = crate::net::signing::key_signer(&ca_key, &key_path.display().to_string())
-        .map_err(|e| unusable(e.to_string()))?;
+    let signer = super::signature::key_signer(&ca_key).map_err(unusable)?;
     let unsigned = list.to_file(&[]);
-    let signature = crate::net::signing::sign_statement(signer.as_ref(), &statement(&unsigned))
+    let signature = super::signature::sign_statement(signer.as_ref(), &statement(&unsigned))
         .map_err(|e| unusable(e.to_string()))?;
     let mut text = serde_json::to_string_pretty(&list.to_file(&signature))
         .map_err(|e| malformed(&path, e.to_string()))?;

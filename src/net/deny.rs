@@ -11,7 +11,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use rumor_proto::auth::KeyId;
 
-use super::verify::CertRefusal;
 use crate::certs::printable;
 
 /// Longest member name a refusal repeats from the list, in characters.
@@ -106,9 +105,9 @@ impl DenyList {
         self.inner.refused_outgoing.load(Ordering::Relaxed)
     }
 
-    /// The refusal of the certificate `der` if it is denied ([`CertRefusal::Revoked`]),
-    /// counted for `side`. Hashes `der` only when something is denied.
-    pub(super) fn judge(&self, der: &[u8], side: Side) -> Result<(), CertRefusal> {
+    /// The name of the certificate `der` if it is denied (the verifiers refuse it with
+    /// `CertRefusal::Revoked`), counted for `side`. Hashes `der` only when something is denied.
+    pub(super) fn judge(&self, der: &[u8], side: Side) -> Result<(), Arc<str>> {
         if self.is_empty() {
             return Ok(());
         }
@@ -120,9 +119,7 @@ impl DenyList {
             Side::Outgoing => &self.inner.refused_outgoing,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        Err(CertRefusal::Revoked {
-            name: name.to_string(),
-        })
+        Err(name)
     }
 }
 
@@ -141,9 +138,7 @@ mod tests {
         assert!(!deny.add(key, "other"), "a second add changes nothing");
         assert_eq!(deny.len(), 1);
         assert_eq!(deny.denied(&key).as_deref(), Some("peer-?x"));
-        let refusal = CertRefusal::Revoked {
-            name: "peer-?x".into(),
-        };
+        let refusal: Arc<str> = Arc::from("peer-?x");
         assert_eq!(deny.judge(der, Side::Incoming), Err(refusal.clone()));
         assert_eq!(deny.clone().judge(der, Side::Outgoing), Err(refusal));
         assert_eq!(deny.judge(b"another", Side::Outgoing), Ok(()));

@@ -20,7 +20,7 @@ use rumor_proto::auth::KeyId;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::Semaphore;
 
-use super::reader::{ByteBudget, RateLimiter};
+use super::limits::{ByteBudget, RateLimiter};
 use super::TransportConfig;
 
 /// The member name of a connection whose certificate carries no readable common name.

@@ -77,8 +77,9 @@ pub mod admission;
 mod config;
 mod deny;
 mod error;
+mod limits;
 pub mod lossy;
-pub mod member;
+mod member;
 mod reader;
 pub mod signing;
 mod stats;
@@ -716,7 +717,7 @@ async fn drive_connection(
         connection: conn.clone(),
         member,
         key,
-        budget: reader::ByteBudget::new(shared.config.buffered_bytes_budgets().0),
+        budget: limits::ByteBudget::new(shared.config.buffered_bytes_budgets().0),
         member_limits: lease.limits.clone(),
     });
     let in_flight = Arc::new(Semaphore::new(

@@ -15,7 +15,7 @@
 //!   cache says.
 //!
 //! [`peer_keys`] builds both from a [`PeerIdentity`]; [`peer_keys_denying`] with a deny list.
-//! The same primitives sign and check the CA's revocation list (`certs::revoke`).
+//! The primitives (`certs::signature`) also sign and check the CA's revocation list.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,33 +23,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rumor_proto::auth::{AuthError, Credential, KeyId, PeerKeys, Signature, Signer, Verifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::{CertificateError, SignatureScheme};
 
 use super::verify::{provider, ClusterClientVerifier};
 use super::{DenyList, NetError};
+use crate::certs::signature::{key_signer, sign_statement, verify_statement};
+pub use crate::certs::signature::{SIGNING_SCHEMES, VERIFY_SCHEMES};
 use crate::certs::PeerIdentity;
-
-/// The schemes a [`CertSigner`] offers its key, in order of preference. rumor's certificates
-/// (rcgen's default) are ECDSA P-256, which takes the first.
-pub const SIGNING_SCHEMES: [SignatureScheme; 4] = [
-    SignatureScheme::ECDSA_NISTP256_SHA256,
-    SignatureScheme::ECDSA_NISTP384_SHA384,
-    SignatureScheme::ED25519,
-    SignatureScheme::RSA_PSS_SHA256,
-];
-
-/// The schemes a [`ClusterVerifier`] accepts: those of TLS 1.3 a certificate key can sign with
-/// (no SHA-1, no PKCS#1 v1.5).
-pub const VERIFY_SCHEMES: [SignatureScheme; 6] = [
-    SignatureScheme::ECDSA_NISTP256_SHA256,
-    SignatureScheme::ECDSA_NISTP384_SHA384,
-    SignatureScheme::ED25519,
-    SignatureScheme::RSA_PSS_SHA256,
-    SignatureScheme::RSA_PSS_SHA384,
-    SignatureScheme::RSA_PSS_SHA512,
-];
 
 /// Longest time a successful admission is remembered before the credential is checked against
 /// the CA again.
@@ -57,9 +39,6 @@ pub const ADMIT_CACHE_TTL: Duration = Duration::from_secs(60);
 
 /// Most admissions remembered at once (key ids of members; a cluster has far fewer).
 pub const ADMIT_CACHE_CAPACITY: usize = 4096;
-
-/// Length of the scheme prefix of a wire [`Signature`], in bytes.
-const SCHEME_LEN: usize = 2;
 
 /// Signs with the private key of this peer's certificate; see the module documentation.
 pub struct CertSigner {
@@ -78,7 +57,9 @@ impl CertSigner {
         let leaf = identity.chain.first().ok_or_else(|| NetError::Config {
             reason: format!("the certificate chain of {:?} is empty", identity.name),
         })?;
-        let signer = key_signer(&identity.key, &format!("{:?}", identity.name))?;
+        let signer = key_signer(&identity.key).map_err(|reason| NetError::Config {
+            reason: format!("the private key of {:?}: {reason}", identity.name),
+        })?;
         Ok(Self {
             credential: Credential::new(leaf.as_ref()),
             signer,
@@ -110,85 +91,6 @@ impl Signer for CertSigner {
     fn sign(&self, statement: &[u8]) -> Result<Signature, AuthError> {
         sign_statement(self.signer.as_ref(), statement).map(Signature)
     }
-}
-
-/// A rustls signer for `key` with the first of [`SIGNING_SCHEMES`] the key supports, through the
-/// ring provider. `owner` names the key in errors (e.g. `"peer-1"` or the CA key's path).
-///
-/// # Errors
-/// [`NetError::Config`] if the key is not one the ring provider can sign with (unreadable, or a
-/// type none of [`SIGNING_SCHEMES`] fits).
-pub(crate) fn key_signer(
-    key: &PrivateKeyDer<'_>,
-    owner: &str,
-) -> Result<Box<dyn rustls::sign::Signer>, NetError> {
-    let key =
-        rustls::crypto::ring::sign::any_supported_type(key).map_err(|e| NetError::Config {
-            reason: format!("the private key of {owner} cannot sign: {e}"),
-        })?;
-    key.choose_scheme(&SIGNING_SCHEMES)
-        .ok_or_else(|| NetError::Config {
-            reason: format!(
-                "the private key of {owner} ({:?}) supports none of the signature schemes \
-                 {SIGNING_SCHEMES:?}",
-                key.algorithm()
-            ),
-        })
-}
-
-/// Signs `statement` with `signer`: the scheme as a big-endian `u16`, then the signature bytes
-/// as the scheme defines them (the wire form of a [`Signature`]).
-///
-/// # Errors
-/// [`AuthError::Signing`] when the key cannot sign.
-pub(crate) fn sign_statement(
-    signer: &dyn rustls::sign::Signer,
-    statement: &[u8],
-) -> Result<Vec<u8>, AuthError> {
-    let signature = signer
-        .sign(statement)
-        .map_err(|e| AuthError::Signing(e.to_string()))?;
-    let mut bytes = Vec::with_capacity(SCHEME_LEN + signature.len());
-    bytes.extend_from_slice(&u16::from(signer.scheme()).to_be_bytes());
-    bytes.extend_from_slice(&signature);
-    Ok(bytes)
-}
-
-/// Checks `signature` (scheme, then signature, as [`sign_statement`] makes it) over
-/// `statement` with the public key of the certificate `der` (any certificate webpki can read,
-/// a CA's included), with `provider`'s verification algorithms, one per scheme (TLS 1.3 style).
-/// The certificate itself is not judged (chain, dates, usages): callers do that.
-///
-/// # Errors
-/// [`AuthError::BadSignature`] for a signature that is too short, names a scheme outside
-/// [`VERIFY_SCHEMES`] or one that does not fit the key, or does not verify;
-/// [`AuthError::Credential`] when `der` is no certificate webpki can read.
-pub(crate) fn verify_statement(
-    provider: &CryptoProvider,
-    der: &[u8],
-    statement: &[u8],
-    signature: &[u8],
-) -> Result<(), AuthError> {
-    let Some((scheme, signature)) = signature.split_first_chunk::<SCHEME_LEN>() else {
-        return Err(AuthError::BadSignature);
-    };
-    let scheme = SignatureScheme::from(u16::from_be_bytes(*scheme));
-    if !VERIFY_SCHEMES.contains(&scheme) {
-        return Err(AuthError::BadSignature);
-    }
-    // TLS 1.3: one verification algorithm per scheme, the provider's first.
-    let algorithm = provider
-        .signature_verification_algorithms
-        .mapping
-        .iter()
-        .find(|(s, _)| *s == scheme)
-        .and_then(|(_, algorithms)| algorithms.first())
-        .ok_or(AuthError::BadSignature)?;
-    let der = CertificateDer::from(der);
-    let cert = webpki::EndEntityCert::try_from(&der)
-        .map_err(|e| AuthError::Credential(format!("certificate does not parse: {e}")))?;
-    cert.verify_signature(*algorithm, statement, signature)
-        .map_err(|_| AuthError::BadSignature)
 }
 
 /// Remembered admissions: key id → until when it stands.

@@ -93,6 +93,13 @@ pub enum CertRefusal {
     },
 }
 
+/// The refusal of a certificate the deny list names `name`.
+fn revoked(name: Arc<str>) -> CertRefusal {
+    CertRefusal::Revoked {
+        name: name.to_string(),
+    }
+}
+
 impl fmt::Debug for CertRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
@@ -246,7 +253,9 @@ impl ClientCertVerifier for ClusterClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.deny.judge(end_entity.as_ref(), Side::Incoming)?;
+        self.deny
+            .judge(end_entity.as_ref(), Side::Incoming)
+            .map_err(revoked)?;
         self.ca.judge(
             end_entity,
             self.inner
@@ -322,7 +331,9 @@ impl ServerCertVerifier for ClusterServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.deny.judge(end_entity.as_ref(), Side::Outgoing)?;
+        self.deny
+            .judge(end_entity.as_ref(), Side::Outgoing)
+            .map_err(revoked)?;
         self.ca.judge(
             end_entity,
             self.inner.verify_server_cert(

@@ -10,9 +10,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// A peer's identity, bound to its certificate: the first [`crate::auth::KEY_PREFIX_LEN`] bytes
-/// are those of the certificate's [`crate::auth::KeyId`], the last 8 a random seed created once
-/// and kept in the peer's data dir ([`PeerId::bound`]). It names the origin of every delta the
+/// A peer's identity, bound to its certificate: the first bytes are those of the certificate's
+/// key id, the last 8 a random seed created once and kept in the peer's data dir (`PeerId::bound`
+/// and `PeerId::key_prefix` are defined with the key ids, in `auth`). It names the origin of every delta the
 /// peer publishes, so it outlives restarts (a restart raises the incarnation, not the id); a peer
 /// that lost its data dir, or got a new certificate, is a new id. Encoded exactly as a UUID
 /// (16 bytes in bincode).
@@ -29,23 +29,6 @@ impl PeerId {
     /// A fresh random (v4) id, bound to no certificate (tests of unbound ids only).
     pub fn random() -> Self {
         Self(Uuid::new_v4())
-    }
-
-    /// The id of the peer holding the certificate with key id `key` and the data dir seed
-    /// `seed`: the key's prefix, then the seed.
-    pub fn bound(key: &crate::auth::KeyId, seed: [u8; 8]) -> Self {
-        let mut bytes = [0u8; 16];
-        bytes[..crate::auth::KEY_PREFIX_LEN].copy_from_slice(&key.prefix());
-        bytes[crate::auth::KEY_PREFIX_LEN..].copy_from_slice(&seed);
-        Self(Uuid::from_bytes(bytes))
-    }
-
-    /// The first [`crate::auth::KEY_PREFIX_LEN`] bytes: those of the key id of the only
-    /// certificate that may speak for this peer.
-    pub fn key_prefix(&self) -> [u8; crate::auth::KEY_PREFIX_LEN] {
-        let mut prefix = [0u8; crate::auth::KEY_PREFIX_LEN];
-        prefix.copy_from_slice(&self.0.as_bytes()[..crate::auth::KEY_PREFIX_LEN]);
-        prefix
     }
 
     /// The all-zero id. No peer has it (no certificate's SHA-256 starts with eight zero bytes

@@ -184,11 +184,8 @@ fn the_introduction_is_chaos_own_signed_record_left_and_stopped() -> TestResult 
     assert_eq!(record.heartbeat, 1_000);
     assert_eq!(record.published, g.base_version() + 5);
     assert!((1..BASE_VERSION_END).contains(&g.base_version()));
-    keys.verifier.verify(
-        &record.credential,
-        &statement::member(record),
-        &record.signature,
-    )?;
+    keys.verifier
+        .verify(&record.credential, &record.statement(), &record.signature)?;
     // The target takes it: a member it never probes nor counts live.
     let mut target = Target::new();
     target.run(&mut generator(ChaosKind::Junk, 0, Some(1), true)?, 0)?;

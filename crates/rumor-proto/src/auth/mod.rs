@@ -36,6 +36,25 @@ pub const MAX_SIGNATURE_LEN: usize = 512;
 /// Longest credential accepted on the wire (bytes).
 pub const MAX_CREDENTIAL_LEN: usize = 16 * 1024;
 
+impl PeerId {
+    /// The id of the peer holding the certificate with key id `key` and the data dir seed
+    /// `seed`: the key's prefix, then the seed.
+    pub fn bound(key: &KeyId, seed: [u8; 8]) -> Self {
+        let mut bytes = [0u8; 16];
+        bytes[..KEY_PREFIX_LEN].copy_from_slice(&key.prefix());
+        bytes[KEY_PREFIX_LEN..].copy_from_slice(&seed);
+        Self::from_uuid(uuid::Uuid::from_bytes(bytes))
+    }
+
+    /// The first [`KEY_PREFIX_LEN`] bytes: those of the key id of the only certificate that
+    /// may speak for this peer.
+    pub fn key_prefix(&self) -> [u8; KEY_PREFIX_LEN] {
+        let mut prefix = [0u8; KEY_PREFIX_LEN];
+        prefix.copy_from_slice(&self.as_uuid().as_bytes()[..KEY_PREFIX_LEN]);
+        prefix
+    }
+}
+
 /// The SHA-256 of a [`Credential`]'s bytes: which certificate speaks.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId([u8; 32]);

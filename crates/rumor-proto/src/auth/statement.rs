@@ -5,8 +5,9 @@
 //! made for one kind can never be passed off as another, and is encoded with bincode's fixed
 //! little-endian layout, so every peer derives the same bytes from the same fields.
 
+use std::net::SocketAddr;
+
 use crate::id::PeerId;
-use crate::wire::{MemberRecord, MemberStatus};
 
 /// SHA-256 of a delta's values (f32, little endian, in layout order).
 pub type ContentHash = [u8; 32];
@@ -66,21 +67,30 @@ pub fn delta(origin: PeerId, version: u64, weight: f32, content: &ContentHash) -
     encode(("rumor/delta/1", origin, version, weight.to_bits(), content))
 }
 
-/// The statement a member signs for its own record: everything but the liveness others may
-/// assert. `Alive`, `Suspect` and `Dead` sign the same (a suspicion or a death is another
-/// member's claim about the record, SWIM-style, and can only name the incarnation the origin
-/// signed); `Left` is the origin's own word and signs differently.
-pub fn member(record: &MemberRecord) -> Vec<u8> {
+/// What a member signs about itself: its id, name, address, incarnation, heartbeat,
+/// lifecycle (by name), published version, and whether it left. `MemberRecord::statement`
+/// (in `wire`) feeds it a record's fields.
+#[allow(clippy::too_many_arguments)]
+pub fn member(
+    peer: PeerId,
+    name: &str,
+    addr: SocketAddr,
+    incarnation: u64,
+    heartbeat: u64,
+    lifecycle: &str,
+    published: u64,
+    left: bool,
+) -> Vec<u8> {
     encode((
         "rumor/member/1",
-        record.peer_id,
-        record.name.as_str(),
-        record.addr,
-        record.incarnation,
-        record.heartbeat,
-        record.lifecycle,
-        record.published,
-        record.status == MemberStatus::Left,
+        peer,
+        name,
+        addr,
+        incarnation,
+        heartbeat,
+        lifecycle,
+        published,
+        left,
     ))
 }
 

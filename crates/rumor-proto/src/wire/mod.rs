@@ -299,13 +299,31 @@ pub struct MemberRecord {
     pub published: u64,
     /// The member's certificate; `peer_id` is bound to it ([`crate::auth::KeyId::binds`]).
     pub credential: Credential,
-    /// The member's signature over [`crate::auth::statement::member`]: every field above but
+    /// The member's signature over [`MemberRecord::statement`]: every field above but
     /// the liveness others may claim (suspect, dead). Only the member can sign a new
     /// incarnation, heartbeat, address, lifecycle, published version or `Left`.
     pub signature: Signature,
 }
 
 impl MemberRecord {
+    /// The statement its member signs ([`crate::auth::statement::member`]): every field but
+    /// the liveness others may claim. `Alive`, `Suspect` and `Dead` sign the same (a suspicion
+    /// or a death is another member's claim about the record, SWIM-style, and can only name
+    /// the incarnation the member signed); `Left` is the member's own word and signs
+    /// differently.
+    pub fn statement(&self) -> Vec<u8> {
+        crate::auth::statement::member(
+            self.peer_id,
+            &self.name,
+            self.addr,
+            self.incarnation,
+            self.heartbeat,
+            self.lifecycle.as_str(),
+            self.published,
+            self.status == MemberStatus::Left,
+        )
+    }
+
     /// Whether `other` supersedes `self` for the same peer: higher incarnation wins; on equal
     /// incarnation the status precedence left > dead > suspect > alive; then the higher heartbeat.
     pub fn is_superseded_by(&self, other: &MemberRecord) -> bool {

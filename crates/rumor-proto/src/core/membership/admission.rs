@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::auth::{statement, KeyId, Verifier, KEY_PREFIX_LEN};
+use crate::auth::{KeyId, Verifier, KEY_PREFIX_LEN};
 use crate::id::PeerId;
 use crate::wire::MemberRecord;
 
@@ -90,11 +90,7 @@ impl RecordAdmission {
             self.admitted.insert(key);
         }
         verifier
-            .verify(
-                &record.credential,
-                &statement::member(record),
-                &record.signature,
-            )
+            .verify(&record.credential, &record.statement(), &record.signature)
             .map_err(|_| RecordRefusal::Signature)?;
         let ids = self.ids_per_key.entry(key.prefix()).or_default();
         if !ids.contains(&record.peer_id) {
@@ -130,5 +126,5 @@ impl RecordAdmission {
 fn same_statement(held: &MemberRecord, record: &MemberRecord) -> bool {
     held.signature == record.signature
         && held.credential == record.credential
-        && statement::member(held) == statement::member(record)
+        && held.statement() == record.statement()
 }

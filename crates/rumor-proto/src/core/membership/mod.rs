@@ -66,10 +66,7 @@ pub struct Membership {
 /// is the shell's to report: its key is unusable).
 pub fn sign_record(keys: &PeerKeys, record: &mut MemberRecord) {
     record.credential = keys.signer.credential().clone();
-    record.signature = keys
-        .signer
-        .sign(&statement::member(record))
-        .unwrap_or_default();
+    record.signature = keys.signer.sign(&record.statement()).unwrap_or_default();
 }
 
 impl Membership {
