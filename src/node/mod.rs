@@ -12,8 +12,10 @@ mod audit;
 pub mod checkpoint;
 pub mod data_dir;
 pub mod error;
+mod events;
 mod metrics_file;
 pub mod observe;
+mod resume;
 pub mod revocation;
 pub mod sender;
 pub mod status;
@@ -38,17 +40,16 @@ use crate::ratelog::RateLimitedLog;
 use crate::report::Chain;
 use audit::AuditLog;
 use checkpoint::save;
+use events::{handle_event, RemoteLogs};
 use metrics_file::MetricsFile;
 use observe::{Observer, Observers};
-use rumor_proto::core::{
-    decide_resume, CheckpointFound, Core, CoreConfig, CoreStats, Event, LocalPeer, RestoredState,
-    ResumeDecision, ResumeRefusal, Sender as MessageSender,
-};
+use resume::resume_state;
+use rumor_proto::core::{Core, CoreConfig, CoreStats, Event, LocalPeer, Sender as MessageSender};
 use rumor_proto::version_vector::VersionVector;
 use rumor_proto::wire::{Lifecycle, PeerId};
 use sender::Sender;
 use status::{member_summaries, update_status};
-use trainer::{FromTrainer, ToTrainer, TrainPlan, TrainProgress, TrainerHandle};
+use trainer::{FromTrainer, TrainPlan, TrainProgress, TrainerHandle};
 use versions::VersionLedger;
 use warn_limiter::WarnLimiter;
 
@@ -644,140 +645,6 @@ pub async fn run_peer_observed(
     })
 }
 
-/// With `--resume`, what the data dir holds decides how this peer starts: the decision is
-/// the protocol's ([`decide_resume`]), the file IO (loading, moving a damaged checkpoint aside)
-/// is done here. Sets `plan.start_step` from a restored checkpoint.
-///
-/// Errors: [`NodeError::Resume`] when the resume is refused, or the IO error that kept the
-/// checkpoint from being read or moved aside.
-fn resume_state(
-    options: &PeerOptions,
-    peer_id: PeerId,
-    plan: &mut TrainPlan,
-) -> Result<Option<RestoredState>, NodeError> {
-    let loaded = if options.resume {
-        match load_checkpoint(&options.data_dir) {
-            Ok(checkpoint) => Some(Ok(checkpoint)),
-            Err(e) if e.is_damaged() => Some(Err(e)),
-            Err(e) => return Err(NodeError::Resume(e)),
-        }
-    } else {
-        None
-    };
-    let restored = match loaded {
-        None => None,
-        Some(loaded) => {
-            let found = match &loaded {
-                Ok((spec, _, state)) => CheckpointFound::Loaded {
-                    same_model: *spec == options.plan.spec,
-                    // Written from this data dir (the id's seed), maybe under another key.
-                    same_peer: same_seed(state.peer_id, peer_id),
-                },
-                Err(_) => CheckpointFound::Damaged,
-            };
-            match (decide_resume(found, !options.seeds.is_empty()), loaded) {
-                (ResumeDecision::Restore, Ok((_, base, state))) => {
-                    plan.start_step = state.steps_done;
-                    info!(
-                        published = state.published,
-                        applied = state.applied.len(),
-                        "resuming from checkpoint"
-                    );
-                    // The versions in the checkpoint are its id's: a new certificate is a new
-                    // id, which starts at 0 (raised later to its own ledger entry, if any).
-                    let published = if state.peer_id == peer_id {
-                        state.published
-                    } else {
-                        info!(
-                            checkpoint_peer_id = %state.peer_id,
-                            %peer_id,
-                            "the checkpoint was written under another peer id of this data dir \
-                             (a new certificate, or ids from before they were bound to one): \
-                             its base and applied deltas are restored, its published versions \
-                             are not, and this id publishes from version 0"
-                        );
-                        0
-                    };
-                    Some(RestoredState {
-                        contents: state.content_hashes(),
-                        base,
-                        applied: state.applied,
-                        published,
-                        incarnation: state.incarnation,
-                    })
-                }
-                (ResumeDecision::QuarantineAndRejoin, Err(e)) => {
-                    // Never train on from θ₀ as if nothing happened: move the bad files aside
-                    // and rejoin through the seeds, taking the base (and the versions this peer
-                    // published, from the snapshot's applied set and the members' records of
-                    // it) from a peer's snapshot.
-                    let ts = crate::clock::unix_now_secs();
-                    let moved = model::checkpoint::quarantine_checkpoint(&options.data_dir, ts)?;
-                    error!(
-                        moved = ?moved,
-                        "checkpoint unreadable: {}; moved it aside, rejoining from a peer's snapshot",
-                        Chain(&e)
-                    );
-                    Some(RestoredState::lost(options.initial.clone()))
-                }
-                (ResumeDecision::Refuse(ResumeRefusal::OtherModel), Ok((spec, _, _))) => {
-                    return Err(NodeError::Resume(ResumeError::OtherModel {
-                        found: spec,
-                        wanted: options.plan.spec.clone(),
-                    }))
-                }
-                (ResumeDecision::Refuse(ResumeRefusal::OtherPeer), _) => {
-                    return Err(NodeError::Resume(ResumeError::OtherPeer))
-                }
-                (ResumeDecision::Refuse(_), Err(e)) => {
-                    return Err(NodeError::Resume(ResumeError::DamagedWithoutSeed(
-                        Box::new(e),
-                    )))
-                }
-                // A loaded checkpoint is never quarantined or refused as damaged, and a damaged
-                // one never restored: `decide_resume` is given what was found.
-                (
-                    ResumeDecision::Restore
-                    | ResumeDecision::QuarantineAndRejoin
-                    | ResumeDecision::Refuse(ResumeRefusal::DamagedWithoutSeeds),
-                    _,
-                ) => return Err(NodeError::Resume(ResumeError::DecisionMismatch)),
-            }
-        }
-    };
-    Ok(restored)
-}
-
-/// Whether two peer ids share their data dir seed (their last 8 bytes, [`PeerId::bound`]).
-fn same_seed(a: PeerId, b: PeerId) -> bool {
-    a.as_uuid().as_bytes()[8..] == b.as_uuid().as_bytes()[8..]
-}
-
-/// Membership log lines one member's messages may cause per [`crate::ratelog::LOG_INTERVAL`]:
-/// enough for a cluster of peers joining at once, not for a flood of invented records.
-const MEMBERSHIP_LINES_PER_MEMBER: u32 = 64;
-
-/// Throttles of the log lines that messages from other members cause, keyed by the member
-/// that delivered the message.
-struct RemoteLogs {
-    /// Rejected deltas: one line per member per interval.
-    rejects: RateLimitedLog<Arc<str>>,
-    /// Member up, down, suspect: a burst per member per interval.
-    membership: RateLimitedLog<Arc<str>>,
-}
-
-impl Default for RemoteLogs {
-    fn default() -> Self {
-        Self {
-            rejects: RateLimitedLog::new(crate::ratelog::LOG_INTERVAL),
-            membership: RateLimitedLog::with_burst(
-                crate::ratelog::LOG_INTERVAL,
-                MEMBERSHIP_LINES_PER_MEMBER,
-            ),
-        }
-    }
-}
-
 /// What publishing a local delta writes to besides the core.
 struct Publisher<'a> {
     /// Reserves the version before the delta can leave.
@@ -829,114 +696,6 @@ fn publish_local(
                 );
             }
             Ok(())
-        }
-    }
-}
-
-fn handle_event(
-    event: Event,
-    trainer: Option<&TrainerHandle>,
-    delivered_by: Option<&Arc<str>>,
-    logs: &mut RemoteLogs,
-) {
-    // Events caused by a timer of this peer (a probe that failed) are keyed "(local)".
-    let member: Arc<str> = delivered_by
-        .cloned()
-        .unwrap_or_else(|| Arc::from("(local)"));
-    let mut membership_line = || logs.membership.hit(Instant::now(), &member).is_some();
-    match event {
-        Event::DeltaApplied { values, .. } => {
-            if let Some(t) = trainer {
-                let _ = t.commands.send(ToTrainer::ApplyDelta(values));
-            }
-        }
-        Event::DeltaRetracted {
-            origin,
-            version,
-            values,
-        } => {
-            warn!(%origin, version, "equivocated delta taken out of the base");
-            if let Some(t) = trainer {
-                let negated: Arc<[f32]> = values.iter().map(|v| -v).collect();
-                let _ = t.commands.send(ToTrainer::ApplyDelta(negated));
-            }
-        }
-        Event::Quarantined {
-            origin,
-            key,
-            version,
-        } => {
-            error!(
-                %origin,
-                version,
-                certificate = %key.short(),
-                "member quarantined: it signed two different deltas under one version"
-            )
-        }
-        Event::BaseReplaced { base, exact } => {
-            if !exact {
-                warn!("snapshot installed inexactly: some deltas were no longer in the log");
-            }
-            if let Some(t) = trainer {
-                let _ = t.commands.send(ToTrainer::ReplaceBase(base));
-            }
-        }
-        Event::Joined { via, members } => info!(%via, members, "joined the cluster"),
-        Event::MemberUp(m) if membership_line() => {
-            info!(peer = %m.name, addr = %m.addr, "member up")
-        }
-        Event::MemberDown(m) if membership_line() => {
-            info!(peer = %m.name, status = m.status.as_str(), "member down")
-        }
-        Event::MemberSuspect(m) if membership_line() => {
-            info!(peer = %m.name, incarnation = m.incarnation, "member suspected")
-        }
-        Event::MemberUp(_) | Event::MemberDown(_) | Event::MemberSuspect(_) => {}
-        // The lifecycle's events are the driver loop's.
-        Event::TrainingStarted { .. }
-        | Event::JoinFailed
-        | Event::DrainEnded { .. }
-        | Event::CheckpointDue => {}
-        Event::GapDetected { origin, missing } => {
-            debug!(%origin, ?missing, "gap in deltas; anti-entropy will pull them")
-        }
-        // Every refusal is counted in the core's stats; the log says so at most once per
-        // delivering member per interval.
-        Event::DeltaRejected { origin, reason } => {
-            if let Some(suppressed) = logs.rejects.hit(Instant::now(), &member) {
-                warn!(
-                    %member,
-                    %origin,
-                    reason = reason.as_str(),
-                    suppressed_since_last_log = suppressed,
-                    "delta rejected (logged at most once per member every {}s)",
-                    crate::ratelog::LOG_INTERVAL.as_secs()
-                )
-            }
-        }
-        Event::RecordRefused { peer, reason } => {
-            if let Some(suppressed) = logs.rejects.hit(Instant::now(), &member) {
-                warn!(
-                    %member,
-                    %peer,
-                    reason = reason.as_str(),
-                    suppressed_since_last_log = suppressed,
-                    "member record refused (logged at most once per member every {}s)",
-                    crate::ratelog::LOG_INTERVAL.as_secs()
-                )
-            }
-        }
-        Event::SenderMismatch { claimed } => {
-            if let Some(suppressed) = logs.rejects.hit(Instant::now(), &member) {
-                warn!(
-                    %member,
-                    %claimed,
-                    suppressed_since_last_log = suppressed,
-                    "message dropped: its origin is not the sender's certificate (logged at most \
-                     once per member every {}s)",
-                    crate::ratelog::LOG_INTERVAL.as_secs()
-                )
-            }
         }
     }
 }
