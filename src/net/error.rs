@@ -79,6 +79,13 @@ pub enum NetError {
         /// The application error code the receiver gave.
         code: u64,
     },
+    /// The host at `addr` holds another certificate than the member the message is for (a
+    /// member-bound send, [`super::Transport::send_to_member`]); nothing was sent.
+    #[error("{addr} is not the member the message is for (its certificate is another)")]
+    WrongMember {
+        /// The remote address.
+        addr: SocketAddr,
+    },
     /// Writing the stream failed for another reason.
     #[error("writing to {addr} failed")]
     Write {

@@ -401,6 +401,23 @@ impl Transport {
         bytes: Arc<[u8]>,
         priority: i32,
     ) -> Result<(), NetError> {
+        self.send_to_member(to, None, bytes, priority).await
+    }
+
+    /// [`Transport::send_with_priority`], only over a connection whose certificate the member
+    /// `member` (when given) is bound to: for a message addressed by what another message
+    /// said, so that it cannot be aimed at a third host.
+    ///
+    /// # Errors
+    /// [`NetError::WrongMember`] when the host at `to` holds another certificate (nothing is
+    /// sent); otherwise as [`Transport::send`].
+    pub async fn send_to_member(
+        &self,
+        to: SocketAddr,
+        member: Option<rumor_proto::PeerId>,
+        bytes: Arc<[u8]>,
+        priority: i32,
+    ) -> Result<(), NetError> {
         let shared = &self.handle.shared;
         let max = shared.config.max_message_bytes;
         if bytes.len() > max {
@@ -413,6 +430,12 @@ impl Transport {
         let mut retried = false;
         loop {
             let conn = shared.connection(addr).await?;
+            if let Some(member) = member {
+                let (_, key) = member::member_identity(&conn);
+                if !key.binds(&member) {
+                    return Err(NetError::WrongMember { addr });
+                }
+            }
             match conn.open_uni().await {
                 Ok(stream) => {
                     // Fails only on a stream that is already closed; the write then reports it.

@@ -126,6 +126,39 @@ async fn exchange_both_ways_over_one_connection() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_bound_send_goes_only_to_that_members_certificate() -> TestResult {
+    let (_dir, ids) = cluster(&["a", "b", "c"])?;
+    let (a, _a_rx) = bind(&ids[0], TransportConfig::default()).await?;
+    let (b, mut b_rx) = bind(&ids[1], TransportConfig::default()).await?;
+    let key = |id: &PeerIdentity| {
+        id.chain
+            .first()
+            .map(|c| KeyId::of(c.as_ref()))
+            .ok_or("no certificate")
+    };
+    let b_member = rumor_proto::PeerId::bound(&key(&ids[1])?, [1; 8]);
+    let c_member = rumor_proto::PeerId::bound(&key(&ids[2])?, [1; 8]);
+    // Meant for member c, but b listens at that address: refused, nothing sent.
+    let wrong = a
+        .send_to_member(b.local_addr(), Some(c_member), b"for c".to_vec().into(), 0)
+        .await;
+    assert!(
+        matches!(wrong, Err(NetError::WrongMember { .. })),
+        "{wrong:?}"
+    );
+    a.send_to_member(b.local_addr(), Some(b_member), b"for b".to_vec().into(), 0)
+        .await?;
+    assert_eq!(
+        recv(&mut b_rx).await?.bytes,
+        b"for b",
+        "only the bound one arrives"
+    );
+    a.close().await;
+    b.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sends_share_one_connection() -> TestResult {
     let (_dir, ids) = cluster(&["a", "b"])?;
     let (a, _a_rx) = bind(&ids[0], TransportConfig::default()).await?;

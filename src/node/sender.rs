@@ -293,6 +293,7 @@ impl Sender {
             };
             let delta =
                 (kind == MessageKind::Delta).then_some((t.envelope.origin, t.envelope.version));
+            let to_member = t.to_member;
             for to in t.to {
                 let report = |delivered: bool| {
                     if let Some((origin, version)) = delta {
@@ -331,7 +332,7 @@ impl Sender {
                     (kind == MessageKind::Join && self.seeds.sent(to)).then(|| self.seeds.clone());
                 counters.in_flight.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let send = transport.send_with_priority(to, frame, priority(kind));
+                    let send = transport.send_to_member(to, to_member, frame, priority(kind));
                     let delivered = match tokio::time::timeout(timeout, send).await {
                         Ok(Ok(())) => {
                             if let Some(seeds) = &seeds {

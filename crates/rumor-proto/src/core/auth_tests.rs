@@ -288,3 +288,29 @@ fn a_member_asking_again_and_again_gets_one_snapshot_per_interval() {
         .iter()
         .any(|t| matches!(t.envelope.payload, Payload::Welcome(_))));
 }
+
+#[test]
+fn a_forwarded_join_is_welcomed_only_at_the_joiners_certificate() {
+    // Member 2 (a seed) passes member 4's join on to this peer, which answers at the address
+    // member 4 signed, bound to member 4's certificate.
+    let (mut core, now) = core_with_members(2);
+    let forwarded = Envelope {
+        id: MessageId::from_u128(77),
+        origin: peer(2).id,
+        origin_addr: peer(2).addr,
+        version: 0,
+        ttl: 1,
+        payload: Payload::Join(JoinRequest {
+            member: member(4),
+            forwarded: true,
+        }),
+    };
+    core.handle_message(now, sender(2), forwarded);
+    let (transmits, _) = drain(&mut core);
+    let welcome = transmits
+        .iter()
+        .find(|t| matches!(t.envelope.payload, Payload::Welcome(_)))
+        .expect("a welcome");
+    assert_eq!(welcome.to, vec![peer(4).addr]);
+    assert_eq!(welcome.to_member, Some(peer(4).id));
+}

@@ -28,6 +28,11 @@ pub struct Transmit {
     pub to: Vec<SocketAddr>,
     /// The message.
     pub envelope: Envelope,
+    /// When set, the member every destination must be: the caller sends only over a connection
+    /// whose certificate this id is bound to ([`crate::auth::KeyId::binds`]), and drops the
+    /// message otherwise. Set for answers sent to an address that a message named rather than
+    /// to the connection a request came on (a forwarded join's welcome).
+    pub to_member: Option<crate::id::PeerId>,
 }
 
 /// Shared output and context of the sub-machines. See the module docs.
@@ -89,12 +94,36 @@ impl Outbox {
     /// Queues `envelope` for every address in `to` (nothing when `to` is empty) and counts it
     /// per destination.
     pub fn send(&mut self, to: Vec<SocketAddr>, envelope: Envelope) {
+        self.queue(to, envelope, None);
+    }
+
+    /// Queues `envelope` for `to`, to be sent only if the host there holds the certificate
+    /// `member` is bound to ([`Transmit::to_member`]).
+    pub fn send_to_member(
+        &mut self,
+        to: SocketAddr,
+        member: crate::id::PeerId,
+        envelope: Envelope,
+    ) {
+        self.queue(vec![to], envelope, Some(member));
+    }
+
+    fn queue(
+        &mut self,
+        to: Vec<SocketAddr>,
+        envelope: Envelope,
+        to_member: Option<crate::id::PeerId>,
+    ) {
         if to.is_empty() {
             return;
         }
         let kind = envelope.payload.kind();
         *self.stats.sent.entry(kind.as_str()).or_default() += to.len() as u64;
-        self.pending.push(Transmit { to, envelope });
+        self.pending.push(Transmit {
+            to,
+            envelope,
+            to_member,
+        });
     }
 
     /// Queues an event for the caller.

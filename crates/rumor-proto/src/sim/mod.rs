@@ -432,6 +432,10 @@ impl Sim {
                 let Some(target) = (port as usize).checked_sub(1000) else {
                     continue;
                 };
+                // A transport sends a member-bound message only to that member's certificate.
+                if t.to_member.is_some_and(|m| !self.key_of(target).binds(&m)) {
+                    continue;
+                }
                 let delta = (t.envelope.payload.kind() == wire::MessageKind::Delta)
                     .then_some((t.envelope.origin, t.envelope.version));
                 self.send(index, target, frame.clone(), delta);

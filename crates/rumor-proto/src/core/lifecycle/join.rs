@@ -10,9 +10,7 @@ use std::time::Instant;
 use rand::seq::SliceRandom;
 
 use crate::id::PeerId;
-use crate::wire::{
-    JoinRequest, MemberRecord, MemberStatus, MembershipView, Payload, Snapshot, Welcome,
-};
+use crate::wire::{JoinRequest, MemberRecord, MemberStatus, Payload, Welcome};
 
 use super::PeerLifecycle;
 use crate::core::dissemination::Dissemination;
@@ -70,7 +68,8 @@ impl PeerLifecycle {
 ///
 /// A direct request must be the joiner's own (`origin` is the joiner, bound to the
 /// connection's certificate) and is answered over that connection, at `from`; a forwarded one
-/// comes from a member and is answered at the address the joiner signed in its record. A
+/// comes from a member and is answered at the address the joiner signed in its record, to be
+/// sent only to a host holding the joiner's certificate ([`super::super::Transmit::to_member`]). A
 /// record refused by admission earns nothing.
 #[allow(clippy::too_many_arguments)]
 pub fn answer_join(
@@ -104,15 +103,19 @@ pub fn answer_join(
     if !dissemination.take_snapshot(out, joiner) {
         return;
     }
-    let to = if forwarded { member.addr } else { from };
     let heartbeat = membership.heartbeat();
-    send_welcome(
-        out,
-        to,
-        membership.full_view(),
-        replica.snapshot(),
-        heartbeat,
-    );
+    let welcome = Welcome {
+        view: membership.full_view(),
+        snapshot: replica.snapshot(),
+    };
+    let envelope = out.envelope(heartbeat, 1, Payload::Welcome(welcome));
+    if forwarded {
+        // The address comes from the joiner's record, not from a connection: sent only to a
+        // host holding the joiner's certificate.
+        out.send_to_member(member.addr, joiner, envelope);
+    } else {
+        out.send(vec![from], envelope);
+    }
 }
 
 /// Where a join request should be answered from.
@@ -150,17 +153,4 @@ fn forward_join(out: &mut Outbox, donor: SocketAddr, version: u64, member: Membe
         }),
     );
     out.send(vec![donor], forward);
-}
-
-/// Welcomes the joiner at `to` with the whole `view` and a `snapshot`.
-fn send_welcome(
-    out: &mut Outbox,
-    to: SocketAddr,
-    view: MembershipView,
-    snapshot: Snapshot,
-    heartbeat: u64,
-) {
-    let welcome = Welcome { view, snapshot };
-    let envelope = out.envelope(heartbeat, 1, Payload::Welcome(welcome));
-    out.send(vec![to], envelope);
 }
