@@ -75,6 +75,7 @@
 mod accept;
 pub mod admission;
 mod config;
+mod connection;
 mod deny;
 mod error;
 mod limits;
@@ -85,6 +86,9 @@ pub mod signing;
 mod stats;
 pub mod tls;
 mod verify;
+mod writer;
+use connection::drive_connection;
+use writer::write_message;
 
 pub use config::{Congestion, TransportConfig, FALLBACK_BUFFERED_BYTES_PER_CONNECTION};
 pub use deny::DenyList;
@@ -102,10 +106,8 @@ use std::time::{Duration, Instant};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use quinn::{
-    AsyncUdpSocket, Connection, Endpoint, EndpointConfig, Runtime, SendStream, TokioRuntime, VarInt,
-};
-use tokio::sync::{mpsc, OnceCell, Semaphore};
+use quinn::{AsyncUdpSocket, Connection, Endpoint, EndpointConfig, Runtime, TokioRuntime, VarInt};
+use tokio::sync::{mpsc, OnceCell};
 
 use crate::certs::{PeerIdentity, CLUSTER_SERVER_NAME};
 use crate::ratelog::RateLimitedLog;
@@ -723,123 +725,6 @@ impl Shared {
                 entry.insert(fresh());
             }
         }
-    }
-}
-
-/// Accepts the unidirectional streams of one connection (opened or accepted) until it closes,
-/// then removes it from the cache and folds its counters. The member lease is held until then.
-async fn drive_connection(
-    shared: Arc<Shared>,
-    conn: Connection,
-    addr: SocketAddr,
-    member: Arc<str>,
-    key: rumor_proto::auth::KeyId,
-    lease: member::MemberLease,
-) {
-    let limits = Arc::new(reader::ConnectionLimits {
-        connection: conn.clone(),
-        member,
-        key,
-        budget: limits::ByteBudget::new(shared.config.buffered_bytes_budgets().0),
-        member_limits: lease.limits.clone(),
-    });
-    let in_flight = Arc::new(Semaphore::new(
-        shared.config.max_streams_per_connection as usize,
-    ));
-    loop {
-        // A stream is accepted only while the connection has a free in-flight place; until
-        // then the sender's further streams wait in QUIC flow control. A close is noticed
-        // while waiting, so a closed connection gives its member's place back at once even
-        // when its readers still wait for room in the incoming channel.
-        let permit = tokio::select! {
-            permit = in_flight.clone().acquire_owned() => permit,
-            _ = conn.closed() => break,
-        };
-        let Ok(permit) = permit else {
-            break;
-        };
-        match conn.accept_uni().await {
-            Ok(stream) => {
-                // Then the member's place: taken after the stream is accepted, so a connection
-                // that carries nothing holds none of them. Until one is free, this connection
-                // accepts no further stream.
-                let member_permit = tokio::select! {
-                    permit = lease.limits.streams.clone().acquire_owned() => permit,
-                    _ = conn.closed() => break,
-                };
-                let Ok(member_permit) = member_permit else {
-                    break;
-                };
-                let reader = reader::Reader {
-                    shared: shared.clone(),
-                    from: addr,
-                    limits: limits.clone(),
-                    _permit: permit,
-                    _member_permit: member_permit,
-                };
-                tokio::spawn(reader.read(stream));
-            }
-            Err(error) => {
-                tracing::debug!(%addr, %error, "connection closed");
-                break;
-            }
-        }
-    }
-    shared.forget(addr, &conn);
-    shared.fold(&conn);
-    drop(lease);
-}
-
-/// Resets the stream if dropped before the message was completely written, so the receiver
-/// never takes a truncated message for a whole one (quinn finishes a dropped stream).
-struct StreamGuard {
-    stream: SendStream,
-    finished: bool,
-}
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        if !self.finished {
-            // Fails only if the stream is already closed or reset: nothing left to do.
-            let _ = self.stream.reset(VarInt::from_u32(CODE_CANCELLED));
-        }
-    }
-}
-
-/// Writes `bytes` on `stream`, finishes it and waits for the receiver's acknowledgement.
-async fn write_message(addr: SocketAddr, stream: SendStream, bytes: &[u8]) -> Result<(), NetError> {
-    let mut guard = StreamGuard {
-        stream,
-        finished: false,
-    };
-    guard
-        .stream
-        .write_all(bytes)
-        .await
-        .map_err(|e| write_error(addr, e))?;
-    guard
-        .stream
-        .finish()
-        .map_err(|_| write_error(addr, quinn::WriteError::ClosedStream))?;
-    guard.finished = true;
-    match guard.stream.stopped().await {
-        Ok(None) => Ok(()),
-        Ok(Some(code)) => Err(NetError::Stopped {
-            addr,
-            code: code.into_inner(),
-        }),
-        Err(e) => Err(write_error(addr, e.into())),
-    }
-}
-
-fn write_error(addr: SocketAddr, error: quinn::WriteError) -> NetError {
-    match error {
-        quinn::WriteError::Stopped(code) => NetError::Stopped {
-            addr,
-            code: code.into_inner(),
-        },
-        quinn::WriteError::ConnectionLost(source) => NetError::Connection { addr, source },
-        source => NetError::Write { addr, source },
     }
 }
 
