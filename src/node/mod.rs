@@ -152,6 +152,7 @@ pub struct PeerHandle {
     pub events: crate::metrics::EventLog,
     /// While true the peer is frozen: its trainer and core do nothing.
     pub paused: Arc<AtomicBool>,
+    end_training: Arc<AtomicBool>,
     stop: Arc<watch::Sender<bool>>,
     task: tokio::task::JoinHandle<Result<PeerOutcome, NodeError>>,
 }
@@ -166,6 +167,7 @@ impl PeerHandle {
         let snapshot = observers.snapshot.subscribe();
         let events = observers.events.clone();
         let paused = observers.paused.clone();
+        let end_training = observers.end_training.clone();
         let span = tracing::info_span!("peer", peer = %options.name);
         let task = tokio::spawn(
             run_peer_observed(options, status.clone(), addr_tx, stop_rx, observers)
@@ -177,6 +179,7 @@ impl PeerHandle {
             snapshot,
             events,
             paused,
+            end_training,
             stop: Arc::new(stop_tx),
             task,
         }
@@ -214,6 +217,21 @@ impl PeerHandle {
                 return *self.addr.borrow();
             }
         }
+    }
+
+    /// Ends training now, as if the budget were spent: the trainer publishes what it learned
+    /// since its last delta, then the peer drains and exits as at the end of its budget. The
+    /// cluster stays consistent as long as the other members drain too (they end by budget or
+    /// by this same request). A handle for this outlives the peer: see
+    /// [`Self::end_training_flag`].
+    pub fn end_training(&self) {
+        self.end_training.store(true, Ordering::SeqCst);
+    }
+
+    /// The flag [`Self::end_training`] sets, for a signal handler that runs apart from the
+    /// handle.
+    pub fn end_training_flag(&self) -> Arc<AtomicBool> {
+        self.end_training.clone()
     }
 
     /// Asks the peer to stop training, leave gracefully and save.
@@ -373,6 +391,7 @@ pub async fn run_peer_observed(
     let mut drained = false;
     let mut drain_ended = false;
     let mut stopping = false;
+    let mut training_end_requested = false;
     let mut last_status = Instant::now();
     let mut remote_logs = RemoteLogs::default();
     let mut local_refusals = RateLimitedLog::new(crate::ratelog::LOG_INTERVAL);
@@ -389,6 +408,15 @@ pub async fn run_peer_observed(
         let paused = observer.paused();
         if let Some(t) = &trainer {
             t.pause.store(paused, Ordering::SeqCst);
+        }
+        if !training_end_requested && observer.end_training_requested() {
+            training_end_requested = true;
+            info!("end of training requested: the last delta is published, then the peer drains");
+            // The trainer ends as at the end of its budget (FromTrainer::Finished); one that
+            // has not started yet never does (Event::TrainingStarted below).
+            if let Some(t) = &trainer {
+                t.stop.store(true, Ordering::SeqCst);
+            }
         }
         tokio::select! {
             msg = incoming.recv(), if !paused => {
@@ -479,21 +507,26 @@ pub async fn run_peer_observed(
                             "join timeout: training with the members known"
                         );
                     }
-                    info!(members, "training starts");
-                    let handle = TrainerHandle::spawn(
-                        plan.clone(),
-                        options.shard.clone(),
-                        options.test.clone(),
-                        core.base().to_vec(),
-                        trainer::Gauges {
-                            live: live.clone(),
-                            unacked: unacked.clone(),
-                        },
-                        report_tx.clone(),
-                        options.name.clone(),
-                    )
-                    .map_err(TrainerError::Spawn)?;
-                    trainer = Some(handle);
+                    if training_end_requested {
+                        info!(members, "training ended before it started: draining");
+                        core.start_drain(Instant::now());
+                    } else {
+                        info!(members, "training starts");
+                        let handle = TrainerHandle::spawn(
+                            plan.clone(),
+                            options.shard.clone(),
+                            options.test.clone(),
+                            core.base().to_vec(),
+                            trainer::Gauges {
+                                live: live.clone(),
+                                unacked: unacked.clone(),
+                            },
+                            report_tx.clone(),
+                            options.name.clone(),
+                        )
+                        .map_err(TrainerError::Spawn)?;
+                        trainer = Some(handle);
+                    }
                 }
                 Event::JoinFailed if !stopping => {
                     transport.close().await;

@@ -18,7 +18,8 @@ use rumor_proto::wire::{Lifecycle, PeerId};
 use super::status::PeerStatus;
 use super::trainer::TrainProgress;
 
-/// The observer side of a peer: where it writes events and snapshots, and the operator's pause.
+/// The observer side of a peer: where it writes events and snapshots, and the operator's
+/// controls (pause, end of training).
 #[derive(Clone)]
 pub struct Observers {
     /// Recent events of this peer.
@@ -27,6 +28,10 @@ pub struct Observers {
     pub snapshot: Arc<watch::Sender<Arc<StatusSnapshot>>>,
     /// While true the peer's trainer and core are frozen (an operator simulating a stall).
     pub paused: Arc<AtomicBool>,
+    /// Set once to end training now, as if the budget were spent: the trainer publishes what it
+    /// learned since its last delta and the peer drains (SIGUSR1, e.g. Slurm's warning before a
+    /// job's time limit).
+    pub end_training: Arc<AtomicBool>,
 }
 
 impl Default for Observers {
@@ -36,6 +41,7 @@ impl Default for Observers {
             events: EventLog::default(),
             snapshot: Arc::new(tx),
             paused: Arc::new(AtomicBool::new(false)),
+            end_training: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -79,6 +85,10 @@ impl Observer {
 
     pub(super) fn paused(&self) -> bool {
         self.out.paused.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn end_training_requested(&self) -> bool {
+        self.out.end_training.load(Ordering::SeqCst)
     }
 
     /// A message arrived.

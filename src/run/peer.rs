@@ -165,12 +165,42 @@ async fn peer_sync(
     Ok(())
 }
 
+/// Ctrl-C or SIGTERM: leave gracefully and save. SIGUSR1: end training now and drain, as at
+/// the end of the budget (Slurm sends it before a job's time limit with `--signal=B:USR1@120`).
 fn handle_signals(handle: &PeerHandle) -> tokio::task::JoinHandle<()> {
     let stop = handle.stop_sender();
+    let end_training = handle.end_training_flag();
     tokio::spawn(async move {
-        wait_for_signal().await;
-        let _ = stop.send(true);
+        tokio::select! {
+            () = wait_for_signal() => {
+                let _ = stop.send(true);
+            }
+            () = wait_for_end_of_training_signal() => {
+                end_training.store(true, std::sync::atomic::Ordering::SeqCst);
+                // A later Ctrl-C or SIGTERM still leaves at once.
+                wait_for_signal().await;
+                let _ = stop.send(true);
+            }
+        }
     })
+}
+
+/// Waits for SIGUSR1; never returns where it cannot be received (not Unix, or the handler
+/// could not be installed, which is logged).
+async fn wait_for_end_of_training_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::user_defined1()) {
+            Ok(mut usr1) => {
+                if usr1.recv().await.is_some() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!("SIGUSR1 cannot end training early: {e}"),
+        }
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Waits for Ctrl-C or SIGTERM.

@@ -154,14 +154,15 @@ fn bad_flags_and_config_are_clear_errors() {
     assert!(err.contains("/nonexistent/dir"), "{err}");
 }
 
-#[test]
-fn sigterm_makes_a_peer_leave_save_and_exit_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
+/// Starts a lone peer on synthetic data with a budget no test outlasts, and waits until it
+/// trains: (the process, its data dir, its summary file).
+fn solo_peer(dir: &Path) -> (KillOnDrop, PathBuf, PathBuf) {
+    let certs = dir.join("certs");
     rumor::certs::init_ca(&certs, false).unwrap();
     rumor::certs::issue(&certs, "solo", 2).unwrap();
-    let data_dir = dir.path().join("solo");
-    let mut child = KillOnDrop(
+    let data_dir = dir.join("solo");
+    let summary = dir.join("solo.json");
+    let child = KillOnDrop(
         Command::new(BIN)
             .args([
                 "peer",
@@ -174,6 +175,8 @@ fn sigterm_makes_a_peer_leave_save_and_exit_zero() {
             .arg(&certs)
             .arg("--data-dir")
             .arg(&data_dir)
+            .arg("--summary-json")
+            .arg(&summary)
             .args([
                 "--dataset",
                 "synthetic",
@@ -187,20 +190,49 @@ fn sigterm_makes_a_peer_leave_save_and_exit_zero() {
             .spawn()
             .expect("spawn"),
     );
-    let metrics = data_dir.join("metrics.jsonl");
-    wait_for_file(&metrics, Duration::from_secs(60));
+    wait_for_file(&data_dir.join("metrics.jsonl"), Duration::from_secs(60));
+    (child, data_dir, summary)
+}
+
+fn signal(child: &KillOnDrop, name: &str) {
     let pid = child.0.id().to_string();
     assert!(Command::new("kill")
-        .args(["-TERM", &pid])
+        .args([&format!("-{name}"), &pid])
         .status()
         .unwrap()
         .success());
+}
+
+#[test]
+fn sigterm_makes_a_peer_leave_save_and_exit_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, data_dir, _) = solo_peer(dir.path());
+    signal(&child, "TERM");
     assert!(
         wait_exit(&mut child, Duration::from_secs(30)).success(),
         "exit 0 after SIGTERM"
     );
     let (_, base, _) = rumor::model::load_checkpoint(&data_dir).expect("checkpoint saved");
     assert!(!base.is_empty());
+}
+
+#[test]
+fn sigusr1_ends_training_and_the_peer_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, data_dir, summary) = solo_peer(dir.path());
+    signal(&child, "USR1");
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(60)).success(),
+        "exit 0 after SIGUSR1"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).expect("summary written"))
+            .expect("summary is JSON");
+    let peer = &summary["peers"][0];
+    // Drained (the end of a budget), not left; its last delta was published.
+    assert_eq!(peer["drained"], true, "{summary}");
+    assert!(peer["version"].as_u64().unwrap_or(0) >= 1, "{summary}");
+    rumor::model::load_checkpoint(&data_dir).expect("checkpoint saved");
 }
 
 /// Runs `rumor args`, killed if it outlives `limit`: (success, stdout, stderr).

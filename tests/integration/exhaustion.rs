@@ -13,8 +13,8 @@ use rumor::handshake_flood::{flood_initials, HandshakeFloodOptions};
 use rumor::net::{Transport, TransportConfig};
 
 use crate::flood::{
-    heavy, memory, metrics, mib, poll_until, read_addr, setup, spawn_peer_for, steps, wait_exit,
-    Budget, Peer,
+    end_training, heavy, memory, metrics, mib, poll_until, read_addr, setup, spawn_peer, steps,
+    wait_exit, Peer,
 };
 use crate::observability::value;
 
@@ -153,26 +153,10 @@ async fn initial_flood() {
     let names = ["peer-1", "peer-2"];
     setup(dir.path(), &names);
     write_config(dir.path(), 1024 * 1024, "");
-    // About 31,000 steps each: ~95 s on an idle 2-core machine, longer on a loaded one, where
-    // the phases before the flood are slower too.
-    let train = || Budget::Epochs(200);
-    let mut peers = vec![spawn_peer_for(
-        dir.path(),
-        names[0],
-        "1/2",
-        None,
-        2,
-        train(),
-    )];
+    // Training ends when the test has measured (end_training), however long its phases take.
+    let mut peers = vec![spawn_peer(dir.path(), names[0], "1/2", None, 2)];
     let seed = read_addr(dir.path().join("peer-1.addr")).await;
-    peers.push(spawn_peer_for(
-        dir.path(),
-        names[1],
-        "2/2",
-        Some(&seed),
-        2,
-        train(),
-    ));
+    peers.push(spawn_peer(dir.path(), names[1], "2/2", Some(&seed), 2));
     for p in &peers {
         poll_until(Duration::from_secs(60), "every peer to train", || async {
             (steps(p).await >= 50.0).then_some(())
@@ -211,8 +195,8 @@ async fn initial_flood() {
     let during: Vec<_> = futures_collect(&peers).await;
     // Handshakes the flood started time out after the handshake timeout: memory after is
     // read once they are gone.
-    // A peer serves its metrics while it trains, so an unreachable endpoint here means it
-    // stopped; both are told apart in the failure.
+    // A peer serves its metrics until it exits: an unreachable endpoint here means it stopped
+    // (its exit status and log tail are in the failure).
     let end = Instant::now() + Duration::from_secs(60);
     loop {
         let open = metrics(target)
@@ -226,7 +210,10 @@ async fn initial_flood() {
             "the target's handshakes did not end within 60 s of the flood: {}",
             match open {
                 Some(n) => format!("{n} still in progress"),
-                None => "its metrics endpoint no longer answers".to_string(),
+                None => format!(
+                    "its metrics endpoint no longer answers ({})",
+                    crate::flood::exit_report(target, dir.path())
+                ),
             }
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -295,8 +282,11 @@ async fn initial_flood() {
         assert!(during[i].0 > before[i].0, "{} kept training", p.name);
     }
 
+    for p in &peers {
+        end_training(p);
+    }
     for p in &mut peers {
-        wait_exit(p, Duration::from_secs(600), dir.path()).await;
+        wait_exit(p, Duration::from_secs(180), dir.path()).await;
     }
     let distance = crate::common::compare_checkpoints(dir.path(), &names);
     eprintln!("consensus distance after the flood: {distance:e}");
@@ -336,7 +326,7 @@ async fn unfinished_streams() {
         &format!("send_timeout = \"{STREAM_TIMEOUT}\"\nstream_timeout = \"{STREAM_TIMEOUT}\""),
     );
     // Killed when dropped at the end; a budget it cannot spend before then on any machine.
-    let peer = spawn_peer_for(dir.path(), "peer-1", "1/1", None, 1, Budget::Epochs(10_000));
+    let peer = spawn_peer(dir.path(), "peer-1", "1/1", None, 1);
     let addr: SocketAddr = read_addr(dir.path().join("peer-1.addr"))
         .await
         .parse()

@@ -62,35 +62,16 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
+/// Starts the binary as a peer of the test cluster in `dir`, training on `shard` of the
+/// synthetic data until the test ends training with [`end_training`] or kills it (dropping the
+/// returned [`Peer`]): a budget no machine spends before the test is done acting, however slow
+/// the test's own phases (settling, flooding) are on a loaded machine.
 pub(crate) fn spawn_peer(
     dir: &Path,
     name: &str,
     shard: &str,
     seed: Option<&str>,
     min_peers: usize,
-) -> Peer {
-    spawn_peer_for(dir, name, shard, seed, min_peers, Budget::Time("40s"))
-}
-
-/// How much a test peer trains before it drains.
-pub(crate) enum Budget {
-    /// Train for this long (a humantime duration, e.g. "40s").
-    Time(&'static str),
-    /// Train for this many passes over the peer's shard. The run's length then follows training
-    /// progress, not the wall clock: on a loaded machine, where the test's own phases (settling,
-    /// flooding) take longer, training is slower too, so the peers are still training when the
-    /// test acts.
-    Epochs(u32),
-}
-
-/// [`spawn_peer`] training for `budget` before it drains.
-pub(crate) fn spawn_peer_for(
-    dir: &Path,
-    name: &str,
-    shard: &str,
-    seed: Option<&str>,
-    min_peers: usize,
-    budget: Budget,
 ) -> Peer {
     let metrics = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(BIN);
@@ -101,15 +82,7 @@ pub(crate) fn spawn_peer_for(
         .arg("--data-dir")
         .arg(dir.join(name))
         .args(["--shard", shard, "--dataset", "synthetic"])
-        .args(match budget {
-            Budget::Time(limit) => vec![
-                "--epochs".to_string(),
-                "1000".into(),
-                "--max-train-time".into(),
-                limit.into(),
-            ],
-            Budget::Epochs(n) => vec!["--epochs".to_string(), n.to_string()],
-        })
+        .args(["--epochs", &u32::MAX.to_string()])
         .args(["--min-peers", &min_peers.to_string()])
         .args(["--metrics-addr", &metrics])
         .arg("--ready-file")
@@ -130,6 +103,16 @@ pub(crate) fn spawn_peer_for(
         child: KillOnDrop(cmd.spawn().expect("spawn peer")),
         metrics,
     }
+}
+
+/// Ends `peer`'s training now with SIGUSR1: it publishes its last delta and drains, as at the
+/// end of a budget.
+pub(crate) fn end_training(peer: &Peer) {
+    let status = Command::new("kill")
+        .args(["-USR1", &peer.child.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -USR1 {} failed", peer.name);
 }
 
 pub(crate) fn setup(dir: &Path, names: &[&str]) {
@@ -228,13 +211,11 @@ pub(crate) async fn wait_exit(peer: &mut Peer, limit: Duration, dir: &Path) {
             .collect();
         if let Some(status) = peer.child.0.try_wait().expect("wait") {
             eprintln!("{} exits; last counters: {rejected:?}", peer.name);
-            let log =
-                std::fs::read_to_string(dir.join(format!("{}.log", peer.name))).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
             assert!(
                 status.success(),
-                "{} exited with {status}; log tail: {tail:#?}",
-                peer.name
+                "{} exited with {status}; log tail: {:#?}",
+                peer.name,
+                log_tail(peer, dir)
             );
             return;
         }
@@ -245,6 +226,30 @@ pub(crate) async fn wait_exit(peer: &mut Peer, limit: Duration, dir: &Path) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The last 15 lines of `peer`'s log, newest first.
+fn log_tail(peer: &Peer, dir: &Path) -> Vec<String> {
+    let log = std::fs::read_to_string(dir.join(format!("{}.log", peer.name))).unwrap_or_default();
+    log.lines().rev().take(15).map(str::to_string).collect()
+}
+
+/// Whether `peer`'s process still runs (from `/proc`, without reaping it), and its log tail:
+/// for a failure that finds a peer unreachable.
+pub(crate) fn exit_report(peer: &Peer, dir: &Path) -> String {
+    let pid = peer.child.0.id();
+    let state = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("State:"))
+                .map(|l| l.trim_start_matches("State:").trim().to_string())
+        })
+        .unwrap_or_else(|| "gone".into());
+    format!(
+        "process {pid} state: {state}; log tail: {:#?}",
+        log_tail(peer, dir)
+    )
 }
 
 const FLOOD_COUNTERS: [&str; 4] = [
@@ -393,6 +398,9 @@ async fn flood_of_100k_messages() {
     );
 
     // The cluster drains consistent.
+    for p in &peers {
+        end_training(p);
+    }
     for p in &mut peers {
         wait_exit(p, Duration::from_secs(180), dir.path()).await;
     }

@@ -23,7 +23,7 @@ use rumor_proto::core::MAX_IDENTITIES_PER_CERTIFICATE;
 
 use crate::flood::{
     assert_figures_match, chaos_against, chaos_options, heavy, metrics, poll_until, read_addr,
-    setup, spawn_peer_for, steps, Budget, Peer,
+    setup, spawn_peer, steps, Peer,
 };
 use crate::observability::value;
 
@@ -115,8 +115,8 @@ async fn forgeries() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path(), &["peer-1", "chaos"]);
-    // Longer than the test: it is killed at the end, and must still be training then.
-    let mut peer = spawn_peer_for(dir.path(), "peer-1", "1/1", None, 1, Budget::Time("600s"));
+    // Trains until killed at the end of the test.
+    let mut peer = spawn_peer(dir.path(), "peer-1", "1/1", None, 1);
     let addr: SocketAddr = read_addr(dir.path().join("peer-1.addr"))
         .await
         .parse()
