@@ -214,14 +214,26 @@ pub enum CertsCommand {
         #[arg(long)]
         cluster: Option<String>,
     },
-    /// Issue a peer certificate (NAME.pem, NAME.key) signed by the CA in DIR.
+    /// Issue peer certificates (NAME.pem, NAME.key) signed by the CA in DIR: one (--name) or
+    /// many at once (--names, --count), as a cluster engine names its peers by rank.
+    #[command(group(clap::ArgGroup::new("who").required(true)
+        .args(["name", "names", "count"])))]
     Issue {
         /// Directory holding the CA.
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
         /// Peer name: 1-64 of [A-Za-z0-9._-], not `ca` (the CA's own files).
         #[arg(long)]
-        name: String,
+        name: Option<String>,
+        /// Several peer names, comma-separated; `peer-0..peer-7` stands for peer-0 to peer-7.
+        #[arg(long, value_name = "LIST")]
+        names: Option<String>,
+        /// N peers named PREFIX-0 to PREFIX-(N-1) (`--name auto` under Slurm is peer-RANK).
+        #[arg(long, value_name = "N")]
+        count: Option<usize>,
+        /// The prefix of the names --count gives.
+        #[arg(long, default_value = "peer", requires = "count")]
+        prefix: String,
         /// Validity in days.
         #[arg(long, default_value_t = 365, allow_negative_numbers = true,
               value_parser = whole::<u32>("--days", 1))]
@@ -473,7 +485,8 @@ pub struct UpArgs {
 /// `rumor peer`
 #[derive(Debug, Args)]
 pub struct PeerArgs {
-    /// Certificate name in --certs, also the display name  [peer.name]
+    /// Certificate name in --certs, also the display name; `auto`: from the cluster engine
+    /// (`peer-RANK` under Slurm, the hostname in a StatefulSet)  [peer.name]
     #[arg(long)]
     pub name: Option<String>,
     /// UDP address to listen on  [peer.listen]
@@ -495,9 +508,14 @@ pub struct PeerArgs {
     /// Data directory  [peer.data_dir]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// This peer's shard, K/N  [train.shard]
-    #[arg(long, allow_hyphen_values = true, value_parser = text::<ShardSpec>("train.shard"))]
-    pub shard: Option<ShardSpec>,
+    /// This peer's shard, K/N; `auto`: from the cluster engine (SLURM_PROCID and
+    /// SLURM_NTASKS, or a StatefulSet's hostname ordinal and --replicas)  [train.shard]
+    #[arg(long, allow_hyphen_values = true, value_parser = text::<ShardArg>("train.shard"))]
+    pub shard: Option<ShardArg>,
+    /// Peers in the job, for `auto` under an engine that names hosts by ordinal (a
+    /// StatefulSet's replicas); default: the RUMOR_REPLICAS variable.
+    #[arg(long, value_name = "N", value_parser = whole::<usize>("--replicas", 1))]
+    pub replicas: Option<usize>,
     /// Continue from the checkpoint in --data-dir.
     #[arg(long)]
     pub resume: bool,
@@ -604,12 +622,59 @@ impl UpArgs {
     }
 }
 
+/// `--shard`: a fixed shard or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardArg {
+    /// From the cluster engine ([`crate::placement`]).
+    Auto,
+    /// `K/N`.
+    Fixed(ShardSpec),
+}
+
+impl FromStr for ShardArg {
+    type Err = <ShardSpec as FromStr>::Err;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "auto" {
+            Ok(Self::Auto)
+        } else {
+            s.parse().map(Self::Fixed)
+        }
+    }
+}
+
 impl PeerArgs {
-    /// The effective config for `peer`, validated.
+    /// The effective config for `peer`, validated. `--name auto` and `--shard auto` are read
+    /// from the cluster engine's environment ([`crate::placement::detect_here`]).
     pub fn load_config(&self) -> Result<Config, ConfigError> {
         let mut c = self.train.load_config()?;
+        let auto_name = self.name.as_deref() == Some("auto");
+        let auto_shard = self.shard == Some(ShardArg::Auto);
+        if auto_name || auto_shard {
+            let placement = crate::placement::detect_here(self.replicas).map_err(|e| {
+                ConfigError::Invalid {
+                    key: if auto_shard { "train.shard" } else { "peer.name" },
+                    message: format!("auto: {e}"),
+                }
+            })?;
+            tracing::info!(
+                engine = ?placement.engine,
+                rank = placement.rank,
+                peers = placement.count,
+                name = %placement.name,
+                "placement from the cluster engine"
+            );
+            if auto_name {
+                c.peer.name = placement.name.clone();
+            }
+            if auto_shard {
+                c.train.shard = placement.shard();
+            }
+        }
         let p = &mut c.peer;
-        set(&mut p.name, &self.name);
+        if !auto_name {
+            set(&mut p.name, &self.name);
+        }
         set(&mut p.listen, &self.listen);
         if self.advertise.is_some() {
             p.advertise = self.advertise;
@@ -625,7 +690,9 @@ impl PeerArgs {
         if self.audit_log.is_some() {
             p.audit_log = self.audit_log.clone();
         }
-        set(&mut c.train.shard, &self.shard);
+        if let Some(ShardArg::Fixed(shard)) = self.shard {
+            c.train.shard = shard;
+        }
         set(&mut c.up.mode, &self.mode);
         if !self.sync_peers.is_empty() {
             c.up.sync_peers = self.sync_peers.clone();

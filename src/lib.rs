@@ -18,6 +18,7 @@ pub mod lab;
 pub mod lock;
 pub mod metrics;
 pub mod model;
+pub mod placement;
 pub mod net;
 pub mod node;
 pub mod ratelog;

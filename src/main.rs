@@ -89,15 +89,35 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Certs(CertsCommand::Issue {
             dir,
             name,
+            names,
+            count,
+            prefix,
             days,
             force,
         }) => {
-            let path = if force {
-                certs::reissue(&dir, &name, days)?
-            } else {
-                certs::issue(&dir, &name, days)?
+            let names = match (name, names, count) {
+                (Some(name), _, _) => vec![name],
+                (_, Some(list), _) => certs::expand_names(&list)?,
+                (_, _, Some(count)) => certs::counted_names(&prefix, count)?,
+                (None, None, None) => Vec::new(),
             };
-            println!("certificate for {name} written to {}", path.display());
+            // All or nothing: an existing certificate stops the run before any is written.
+            if !force {
+                for name in &names {
+                    let path = dir.join(format!("{name}.pem"));
+                    if path.exists() {
+                        return Err(certs::CertError::Exists { path }.into());
+                    }
+                }
+            }
+            for name in &names {
+                let path = if force {
+                    certs::reissue(&dir, name, days)?
+                } else {
+                    certs::issue(&dir, name, days)?
+                };
+                println!("certificate for {name} written to {}", path.display());
+            }
         }
         Command::Certs(CertsCommand::Revoke { dir, name, key_id }) => {
             let target = match key_id {

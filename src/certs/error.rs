@@ -28,6 +28,14 @@ pub enum CertError {
         /// The rejected name.
         name: String,
     },
+    /// A list of peer names (`--names`, `--count`) that does not stand for a set of names.
+    #[error("bad list of peer names {spec:?}: {reason}")]
+    BadNames {
+        /// The list as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The peer name would give the CA's own file names (`ca`, compared without case because
     /// case-insensitive file systems would map `CA.pem` onto `ca.pem`).
     #[error(

@@ -30,7 +30,7 @@
 //! [`load_identity`] refuses the CA's certificate or key as a peer's identity.
 //!
 //! The code is split by idea: `ca` makes the CA and names clusters, `issue` signs peer
-//! certificates and checks peer names, `identity` loads a peer's identity and refuses the CA
+//! certificates and checks peer names, `names` expands `--names`/`--count` lists, `identity` loads a peer's identity and refuses the CA
 //! as one, `revoke` writes and checks the CA-signed revocation list, and `files` reads PEM
 //! files and writes them atomically.
 
@@ -39,6 +39,7 @@ mod error;
 mod files;
 mod identity;
 mod issue;
+mod names;
 mod revoke;
 pub mod signature;
 #[cfg(test)]
@@ -51,6 +52,7 @@ pub(crate) use ca::{display_name, printable};
 pub use error::CertError;
 pub use identity::{load_identity, PeerIdentity};
 pub use issue::{is_reserved_name, issue, issue_with, reissue, validate_name, IssueOptions};
+pub use names::{counted_names, expand_names, MAX_NAMES};
 pub use revoke::{
     default_revocation_list, load_revocation_list, parse_key_id, revoke, Revocation,
     RevocationList, RevocationProblem, RevokeTarget, Revoked, MAX_REVOCATION_LIST_BYTES,
