@@ -53,6 +53,9 @@ pub enum Command {
     Bench(BenchCommand),
     /// Print one peer's view (itself and each member as it sees them) from its --metrics-addr.
     Status(StatusArgs),
+    /// Ask a peer's /healthz (or /readyz with --ready) and exit 0 when it answers 200, 1
+    /// otherwise: a health check for images without curl (compose, Kubernetes exec probes).
+    Health(HealthArgs),
     /// A cluster-wide table refreshed from several peers' --metrics-addr (q quits).
     Top(TopArgs),
     /// Run a grid of experiments (modes × loss × seeds × peers × non-IID × straggler) and write
@@ -176,6 +179,20 @@ pub enum BenchCommand {
 pub struct StatusArgs {
     /// The peer's metrics address (HOST:PORT or http://HOST:PORT).
     pub addr: String,
+    /// Longest wait for the answer, e.g. 5s.
+    #[arg(long, default_value = "5s", allow_hyphen_values = true,
+          value_parser = duration("--timeout"))]
+    pub timeout: Duration,
+}
+
+/// `rumor health`
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The peer's metrics address (HOST:PORT or http://HOST:PORT).
+    pub addr: String,
+    /// Ask /readyz (joined, training or draining) instead of /healthz (event loop turns).
+    #[arg(long)]
+    pub ready: bool,
     /// Longest wait for the answer, e.g. 5s.
     #[arg(long, default_value = "5s", allow_hyphen_values = true,
           value_parser = duration("--timeout"))]
@@ -651,12 +668,15 @@ impl PeerArgs {
         let auto_name = self.name.as_deref() == Some("auto");
         let auto_shard = self.shard == Some(ShardArg::Auto);
         if auto_name || auto_shard {
-            let placement = crate::placement::detect_here(self.replicas).map_err(|e| {
-                ConfigError::Invalid {
-                    key: if auto_shard { "train.shard" } else { "peer.name" },
+            let placement =
+                crate::placement::detect_here(self.replicas).map_err(|e| ConfigError::Invalid {
+                    key: if auto_shard {
+                        "train.shard"
+                    } else {
+                        "peer.name"
+                    },
                     message: format!("auto: {e}"),
-                }
-            })?;
+                })?;
             tracing::info!(
                 engine = ?placement.engine,
                 rank = placement.rank,

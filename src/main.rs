@@ -204,6 +204,12 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => {
             runtime.block_on(ui::table::status(&args.addr, args.timeout))?;
         }
+        Command::Health(args) => {
+            let path = if args.ready { "/readyz" } else { "/healthz" };
+            let body =
+                runtime.block_on(rumor::metrics::http::get(&args.addr, path, args.timeout))?;
+            print!("{body}");
+        }
         Command::Top(args) => {
             runtime.block_on(ui::table::top(&args.addrs, args.interval, args.timeout))?;
         }

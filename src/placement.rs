@@ -221,7 +221,10 @@ mod tests {
     fn missing_or_bad_environment_is_named() {
         let e = detect(&env(&[]), Some("laptop"), None).unwrap_err();
         assert!(e.to_string().contains("SLURM_PROCID"), "{e}");
-        assert!(e.to_string().contains("`laptop` and no replica count"), "{e}");
+        assert!(
+            e.to_string().contains("`laptop` and no replica count"),
+            "{e}"
+        );
         let e = detect(&env(&[]), Some("laptop"), Some(4)).unwrap_err();
         assert!(e.to_string().contains("does not end in -ORDINAL"), "{e}");
         let e = detect(

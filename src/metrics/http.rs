@@ -1,6 +1,7 @@
-//! The local HTTP face of a peer: `GET /metrics` (Prometheus text) and `GET /status` (JSON of the
-//! [`StatusSnapshot`]), served with hyper from the snapshot the node publishes on a `watch`
-//! channel, and the small client `rumor status` and `rumor top` use to fetch `/status`.
+//! The local HTTP face of a peer: `GET /metrics` (Prometheus text), `GET /status` (JSON of the
+//! [`StatusSnapshot`]), and `GET /healthz` and `/readyz` for probes ([`super::health`]), served
+//! with hyper from the snapshot the node publishes on a `watch` channel; and the small client
+//! `rumor status`, `rumor top` and `rumor health` use.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::debug;
 
+use super::health::{liveness, readiness, Heartbeat};
 use super::{render_prometheus, StatusSnapshot};
 
 /// Why serving or fetching failed.
@@ -48,12 +50,14 @@ pub enum HttpError {
         source: hyper::Error,
     },
     /// The peer answered with an error status.
-    #[error("{addr} answered {status}")]
+    #[error("{addr} answered {status}: {}", body.trim_end())]
     Status {
         /// The address given.
         addr: String,
         /// The HTTP status.
         status: StatusCode,
+        /// The start of the answer's body (at most 512 bytes), which says why.
+        body: String,
     },
     /// The answer was not a status snapshot.
     #[error("{addr} sent a /status that is not valid")]
@@ -94,7 +98,8 @@ impl MetricsServer {
         let bound = listener
             .local_addr()
             .map_err(|source| HttpError::Bind { addr, source })?;
-        let task = tokio::spawn(accept_loop(listener, snapshots));
+        let heartbeat = Arc::new(Heartbeat::new());
+        let task = tokio::spawn(accept_loop(listener, snapshots, heartbeat));
         Ok(Self { addr: bound, task })
     }
 
@@ -110,7 +115,21 @@ impl Drop for MetricsServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, snapshots: watch::Receiver<Arc<StatusSnapshot>>) {
+async fn accept_loop(
+    listener: TcpListener,
+    snapshots: watch::Receiver<Arc<StatusSnapshot>>,
+    heartbeat: Arc<Heartbeat>,
+) {
+    // Every new snapshot is a beat of the peer's event loop; the task ends with the peer.
+    let beats = {
+        let (mut snapshots, heartbeat) = (snapshots.clone(), heartbeat.clone());
+        tokio::spawn(async move {
+            while snapshots.changed().await.is_ok() {
+                heartbeat.beat(std::time::Instant::now());
+            }
+        })
+    };
+    let _stop_beats = AbortOnDrop(beats);
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(x) => x,
@@ -120,11 +139,12 @@ async fn accept_loop(listener: TcpListener, snapshots: watch::Receiver<Arc<Statu
                 continue;
             }
         };
-        let snapshots = snapshots.clone();
+        let (snapshots, heartbeat) = (snapshots.clone(), heartbeat.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let snapshot = snapshots.borrow().clone();
-                async move { Ok::<_, Infallible>(route(&req, &snapshot)) }
+                let age = heartbeat.age(std::time::Instant::now());
+                async move { Ok::<_, Infallible>(route(&req, &snapshot, age)) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -133,6 +153,15 @@ async fn accept_loop(listener: TcpListener, snapshots: watch::Receiver<Arc<Statu
                 debug!(%from, "metrics connection ended: {e}");
             }
         });
+    }
+}
+
+/// Aborts a task when dropped (the accept loop's own tasks end with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -145,7 +174,12 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
     res
 }
 
-fn route(req: &Request<Incoming>, snapshot: &StatusSnapshot) -> Response<Full<Bytes>> {
+/// Answers one request; `age` is the time since the last snapshot (for `/healthz`).
+fn route(
+    req: &Request<Incoming>,
+    snapshot: &StatusSnapshot,
+    age: Duration,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return respond(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -167,10 +201,20 @@ fn route(req: &Request<Incoming>, snapshot: &StatusSnapshot) -> Response<Full<By
                 format!("{e}\n"),
             ),
         },
+        "/healthz" => {
+            let (code, body) = liveness(age);
+            respond(code, "text/plain", body)
+        }
+        "/readyz" => {
+            let (code, body) = readiness(snapshot);
+            respond(code, "text/plain", body)
+        }
         "/" => respond(
             StatusCode::OK,
             "text/plain",
-            "rumor peer: GET /metrics (Prometheus), GET /status (JSON)\n".into(),
+            "rumor peer: GET /metrics (Prometheus), GET /status (JSON), GET /healthz (liveness), \
+             GET /readyz (readiness)\n"
+                .into(),
         ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
@@ -228,9 +272,11 @@ async fn get_inner(host: &str, path: &str) -> Result<String, HttpError> {
     let body = res.into_body().collect().await.map_err(http)?.to_bytes();
     driver.abort();
     if !status.is_success() {
+        let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
         return Err(HttpError::Status {
             addr: host.to_string(),
             status,
+            body: text,
         });
     }
     Ok(String::from_utf8_lossy(&body).into_owned())

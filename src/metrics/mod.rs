@@ -7,6 +7,7 @@
 //! Counters are rendered from the core's and the transport's stats generically (every numeric
 //! field and every map of counters), so a counter added to `CoreStats` appears without edits here.
 
+pub mod health;
 pub mod http;
 mod peer;
 

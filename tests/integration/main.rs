@@ -10,6 +10,7 @@ mod equivocation;
 mod exhaustion;
 mod flood;
 mod forgery;
+mod health;
 mod lab;
 mod netns;
 mod observability;
