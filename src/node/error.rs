@@ -146,6 +146,22 @@ pub enum ResumeError {
 }
 
 impl ResumeError {
+    /// Whether there is no checkpoint at all: its sidecar file does not exist.
+    pub fn is_absent(&self) -> bool {
+        match self {
+            Self::Load { source, .. } => match source.as_ref() {
+                ModelError::Io { path, source } => {
+                    source.kind() == std::io::ErrorKind::NotFound
+                        && path
+                            .file_name()
+                            .is_some_and(|n| n == model::checkpoint::SIDECAR_FILE)
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// Whether the checkpoint's files are damaged (corrupt, truncated, inconsistent, half
     /// missing), as opposed to absent altogether or unreadable for another reason. A damaged
     /// checkpoint is moved aside and the peer rejoins from a snapshot when it has a seed.

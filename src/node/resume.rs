@@ -28,6 +28,7 @@ pub(super) fn resume_state(
         match load_checkpoint(&options.data_dir) {
             Ok(checkpoint) => Some(Ok(checkpoint)),
             Err(e) if e.is_damaged() => Some(Err(e)),
+            Err(e) if e.is_absent() => return start_over(options),
             Err(e) => return Err(NodeError::Resume(e)),
         }
     } else {
@@ -108,6 +109,7 @@ pub(super) fn resume_state(
                 (
                     ResumeDecision::Restore
                     | ResumeDecision::QuarantineAndRejoin
+                    | ResumeDecision::StartOver
                     | ResumeDecision::Refuse(ResumeRefusal::DamagedWithoutSeeds),
                     _,
                 ) => return Err(NodeError::Resume(ResumeError::DecisionMismatch)),
@@ -115,6 +117,23 @@ pub(super) fn resume_state(
         }
     };
     Ok(restored)
+}
+
+/// `--resume` with no checkpoint in the data dir: the protocol's decision for
+/// [`CheckpointFound::Absent`], carried out.
+fn start_over(options: &PeerOptions) -> Result<Option<RestoredState>, NodeError> {
+    match decide_resume(CheckpointFound::Absent, !options.seeds.is_empty()) {
+        ResumeDecision::StartOver => {
+            info!(
+                data_dir = %options.data_dir.display(),
+                "--resume: no checkpoint here yet (the peer stopped before its first one); \
+                 starting over from the initial model and joining through the seeds, under \
+                 this data dir's peer id"
+            );
+            Ok(Some(RestoredState::lost(options.initial.clone())))
+        }
+        _ => Err(NodeError::Resume(ResumeError::DecisionMismatch)),
+    }
 }
 
 /// Whether two peer ids share their data dir seed (their last 8 bytes, [`PeerId::bound`]).

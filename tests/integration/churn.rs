@@ -115,3 +115,73 @@ fn a_killed_peer_is_declared_dead_rejoins_with_resume_and_ends_consistent() {
         assert_eq!(s["peers"][0]["drained"], true, "{n} drained consistent");
     }
 }
+
+/// What a cluster engine does to a failed peer: start it again with the same command line.
+/// Every peer runs with `--resume` from its first start; one is killed with SIGKILL after it
+/// published but before its first checkpoint, and the same command brings it back: it starts
+/// over under its peer id (no crash loop on the missing checkpoint), never reuses a version it
+/// published, and the cluster ends consistent.
+#[test]
+fn a_peer_killed_before_its_first_checkpoint_comes_back_with_the_same_flags() {
+    let _serial = crate::common::heavy_test_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    rumor::certs::init_ca(&certs, false).unwrap();
+    let names = ["peer-1", "peer-2", "peer-3"];
+    for n in names {
+        rumor::certs::issue(&certs, n, 2).unwrap();
+    }
+    let config = dir.path().join("restart.toml");
+    // No periodic checkpoint during the run: the kill always comes before the first one.
+    std::fs::write(
+        &config,
+        "[peer]\ncheckpoint_interval = \"1h\"\njoin_timeout = \"60s\"\ndrain_timeout = \"180s\"\n\
+         [train]\neval_every = 0\nmodel = \"784-64-10\"\npublish_every = 20\n",
+    )
+    .unwrap();
+    let cluster = Cluster {
+        dir: dir.path().to_path_buf(),
+        config,
+        dataset: "synthetic",
+        epochs: 1000,
+        train_time: "20s",
+    };
+    let mut peers: Vec<KillOnDrop> = vec![cluster.spawn("peer-1", "1/3", None, 3, true)];
+    let seed = read_addr(&dir.path().join("peer-1.addr"));
+    for (i, name) in names[1..].iter().enumerate() {
+        peers.push(cluster.spawn(name, &format!("{}/3", i + 2), Some(&seed), 3, true));
+    }
+    // Killed once it has published (20 steps per delta) and before any checkpoint.
+    wait_for(Duration::from_secs(120), "peer-3 to publish", || {
+        cluster
+            .last_metrics("peer-3")
+            .is_some_and(|v| v["version"].as_u64().unwrap_or(0) >= 2)
+    });
+    assert!(
+        !dir.path().join("peer-3").join("checkpoint.json").exists(),
+        "peer-3 checkpointed before the kill"
+    );
+    peers[2].0.kill().expect("kill -9");
+    let _ = peers[2].0.wait();
+    // The same command line, --resume included.
+    peers[2] = cluster.spawn("peer-3", "3/3", Some(&seed), 3, true);
+
+    for (name, child) in names.iter().zip(peers.iter_mut()) {
+        wait_exit(child, Duration::from_secs(300), name, dir.path());
+    }
+    let log = std::fs::read_to_string(dir.path().join("peer-3.log")).unwrap_or_default();
+    assert!(
+        log.contains("no checkpoint here yet"),
+        "peer-3's restart said why it starts over"
+    );
+    let distance = crate::common::compare_checkpoints(dir.path(), &names);
+    eprintln!("consensus distance after a restart before the first checkpoint: {distance:e}");
+    assert!(distance < 1e-4, "consensus distance {distance}");
+    for n in names {
+        let s: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(format!("{n}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(s["peers"][0]["drained"], true, "{n} drained consistent");
+    }
+}

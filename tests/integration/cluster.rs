@@ -124,8 +124,10 @@ async fn resume_continues_from_the_checkpoint_without_reusing_versions() {
     );
 }
 
+/// `--resume` on a data dir without a checkpoint (a peer stopped before its first one, started
+/// again by an engine with the same flags) starts over and trains; it is no error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_without_a_checkpoint_is_a_clear_error() {
+async fn resume_without_a_checkpoint_starts_over() {
     let dir = tempfile::tempdir().unwrap();
     let ids = identities(&dir.path().join("certs"), &["fresh"]);
     let data = rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap();
@@ -135,19 +137,15 @@ async fn resume_without_a_checkpoint_is_a_clear_error() {
     c.peer.data_dir = dir.path().join("fresh");
     let mut opts = peer_options(&c, ids[0].clone(), &data, test, 1).unwrap();
     opts.resume = true;
-    let err = within(
-        Duration::from_secs(30),
-        "fails",
+    let outcome = within(
+        Duration::from_secs(120),
+        "the peer to train and finish",
         PeerHandle::spawn(opts).wait(),
     )
     .await
-    .unwrap_err();
-    // The whole cause chain, as the binary prints it.
-    let text = rumor::report::Chain(&err).to_string();
-    assert!(
-        text.contains("base.safetensors") || text.contains("checkpoint"),
-        "{text}"
-    );
+    .expect("a resume without a checkpoint starts over");
+    assert!(outcome.version >= 1, "it trained and published");
+    assert!(outcome.drained);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

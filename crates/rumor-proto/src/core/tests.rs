@@ -809,6 +809,29 @@ fn restarted_peer_outranks_a_higher_incarnation_of_itself() {
     );
 }
 
+/// A peer restarted before its first checkpoint starts at the incarnation its earlier run had;
+/// a member still holds that run's record (same incarnation, a heartbeat ahead, the old
+/// address). The restarted peer outranks it, so the members take its new record.
+#[test]
+fn restarted_peer_outranks_its_earlier_run_at_the_same_incarnation() {
+    let (mut core, now) = core_with_members(3);
+    let mut earlier = member(1);
+    earlier.incarnation = core.incarnation();
+    earlier.heartbeat = 50;
+    earlier.addr = "127.0.0.1:9".parse().unwrap();
+    membership::sign_record(&peer(1).keys, &mut earlier);
+    core.handle_message(now, sender(2), view_from(2, 2, vec![earlier]));
+    assert_eq!(core.incarnation(), 1, "outranked the earlier run's record");
+
+    // Its own record as it is now, heard back, changes nothing.
+    let (mut core, now) = core_with_members(3);
+    let mut same = member(1);
+    same.heartbeat = 0;
+    membership::sign_record(&peer(1).keys, &mut same);
+    core.handle_message(now, sender(2), view_from(2, 2, vec![same]));
+    assert_eq!(core.incarnation(), 0);
+}
+
 /// Writes [`sample_frames`] as the fuzz seed corpus, one file per message kind, into the
 /// directory named by `RUMOR_FUZZ_SEEDS` (e.g. `fuzz/seeds`). Run on demand:
 /// `RUMOR_FUZZ_SEEDS=fuzz/seeds cargo test --lib write_fuzz_seed_corpus -- --ignored`.

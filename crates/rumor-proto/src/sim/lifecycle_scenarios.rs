@@ -261,7 +261,9 @@ fn resume_scenario(seed: u64, damaged: bool) {
             published,
             incarnation,
         },
-        ResumeDecision::QuarantineAndRejoin => RestoredState::lost(vec![0.0; P]),
+        ResumeDecision::QuarantineAndRejoin | ResumeDecision::StartOver => {
+            RestoredState::lost(vec![0.0; P])
+        }
         ResumeDecision::Refuse(why) => panic!("seed {seed}: refused: {why}"),
     };
     sim.restore_peer(2, state, &[0]);

@@ -21,6 +21,9 @@ pub enum CheckpointFound {
     /// Checkpoint files that are there but unreadable: a checksum or format error, or a
     /// sidecar whose tensor file is missing.
     Damaged,
+    /// No checkpoint at all: the peer stopped before its first one (a cluster engine restarts
+    /// a failed peer with the same command line, `--resume` included).
+    Absent,
 }
 
 /// What to do about a checkpoint.
@@ -32,6 +35,10 @@ pub enum ResumeDecision {
     /// versions this peer published) from a snapshot: [`crate::core::Core::restore`] from
     /// [`crate::core::RestoredState::lost`].
     QuarantineAndRejoin,
+    /// Nothing to restore: start from θ₀ as [`crate::core::RestoredState::lost`] (a raised
+    /// incarnation, so records of an earlier run of this peer are outranked) and join through
+    /// the seeds as a new peer would; without seeds the peer starts a cluster.
+    StartOver,
     /// Do not start.
     Refuse(ResumeRefusal),
 }
@@ -61,7 +68,9 @@ impl fmt::Display for ResumeRefusal {
 }
 
 /// The resume policy: restore a good checkpoint of this peer and model; rejoin from a
-/// snapshot when it is damaged and there are seeds; refuse otherwise.
+/// snapshot when it is damaged and there are seeds; start over when there is none at all (so
+/// an engine's restart never crash-loops on a peer killed before its first checkpoint);
+/// refuse otherwise.
 pub fn decide_resume(found: CheckpointFound, has_seeds: bool) -> ResumeDecision {
     match found {
         CheckpointFound::Loaded {
@@ -73,6 +82,7 @@ pub fn decide_resume(found: CheckpointFound, has_seeds: bool) -> ResumeDecision 
         CheckpointFound::Loaded { .. } => ResumeDecision::Restore,
         CheckpointFound::Damaged if has_seeds => ResumeDecision::QuarantineAndRejoin,
         CheckpointFound::Damaged => ResumeDecision::Refuse(ResumeRefusal::DamagedWithoutSeeds),
+        CheckpointFound::Absent => ResumeDecision::StartOver,
     }
 }
 
@@ -88,6 +98,18 @@ mod tests {
         };
         assert_eq!(decide_resume(found, false), ResumeDecision::Restore);
         assert_eq!(decide_resume(found, true), ResumeDecision::Restore);
+    }
+
+    #[test]
+    fn no_checkpoint_starts_over_with_or_without_seeds() {
+        assert_eq!(
+            decide_resume(CheckpointFound::Absent, true),
+            ResumeDecision::StartOver
+        );
+        assert_eq!(
+            decide_resume(CheckpointFound::Absent, false),
+            ResumeDecision::StartOver
+        );
     }
 
     #[test]

@@ -478,10 +478,16 @@ impl Membership {
                 me.heartbeat += 1;
             });
             self.enqueue_own();
-        } else if record.incarnation > self.incarnation && !leaving {
-            // Someone knows an alive incarnation of us above ours: this peer restarted without
-            // its state (e.g. a damaged checkpoint). Outrank it, so that its records and ours
-            // do not fight over which one is current.
+        } else if !leaving
+            && (record.incarnation > self.incarnation
+                || (record.incarnation == self.incarnation
+                    && record.heartbeat > self.own().heartbeat))
+        {
+            // Someone knows an alive record of us that this run never made: an incarnation
+            // above ours, or ours with a heartbeat ahead of ours (heartbeats only grow). This
+            // peer restarted without its state (a damaged checkpoint, or none yet) and the
+            // record is its earlier run's, with that run's address. Outrank it, or the members
+            // keep the old record and probe an address nobody answers at.
             self.incarnation = record.incarnation + 1;
             let incarnation = self.incarnation;
             self.update_own(|me| {
