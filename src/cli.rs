@@ -512,9 +512,10 @@ pub struct PeerArgs {
     /// Address others reach this peer at  [peer.advertise]
     #[arg(long)]
     pub advertise: Option<SocketAddr>,
-    /// Seed peer address; repeatable  [peer.seeds]
-    #[arg(long = "seed")]
-    pub seeds: Vec<SocketAddr>,
+    /// Seed peer: HOST_IP:PORT, or dns:NAME:PORT for every address NAME resolves to (resolved
+    /// again while the peer runs); repeatable  [peer.seeds, peer.dns_seeds]
+    #[arg(long = "seed", value_parser = parse_seed)]
+    pub seeds: Vec<SeedArg>,
     /// Certificates directory  [peer.certs]
     #[arg(long)]
     pub certs: Option<PathBuf>,
@@ -639,6 +640,24 @@ impl UpArgs {
     }
 }
 
+/// `--seed`: an address, or a DNS name to resolve again and again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SeedArg {
+    /// `IP:PORT`.
+    Addr(SocketAddr),
+    /// `dns:NAME:PORT`.
+    Dns(crate::net::discovery::DnsSeed),
+}
+
+fn parse_seed(s: &str) -> Result<SeedArg, String> {
+    if s.starts_with("dns:") {
+        return s.parse().map(SeedArg::Dns);
+    }
+    s.parse().map(SeedArg::Addr).map_err(|_| {
+        format!("`{s}`: expected IP:PORT, or dns:NAME:PORT for a name resolved again and again")
+    })
+}
+
 /// `--shard`: a fixed shard or `auto`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShardArg {
@@ -700,7 +719,22 @@ impl PeerArgs {
             p.advertise = self.advertise;
         }
         if !self.seeds.is_empty() {
-            p.seeds = self.seeds.clone();
+            p.seeds = self
+                .seeds
+                .iter()
+                .filter_map(|s| match s {
+                    SeedArg::Addr(a) => Some(*a),
+                    SeedArg::Dns(_) => None,
+                })
+                .collect();
+            p.dns_seeds = self
+                .seeds
+                .iter()
+                .filter_map(|s| match s {
+                    SeedArg::Dns(d) => Some(d.clone()),
+                    SeedArg::Addr(_) => None,
+                })
+                .collect();
         }
         set(&mut p.certs, &self.certs);
         if self.revocation_list.is_some() {

@@ -49,8 +49,13 @@ pub struct PeerSection {
     pub listen: SocketAddr,
     /// Address other peers reach this one at; empty: the listen address.
     pub advertise: Option<SocketAddr>,
-    /// Seed peers to join through, tried in turn. Empty: start a new cluster.
+    /// Seed peers to join through, tried in turn. Empty (and no `dns_seeds`): start a new
+    /// cluster.
     pub seeds: Vec<SocketAddr>,
+    /// Seeds by DNS name, `NAME:PORT` (`--seed dns:NAME:PORT`): every address the name
+    /// resolves to, resolved at start and again every few seconds, so peers that start later
+    /// are found (a Kubernetes headless Service, a compose service name).
+    pub dns_seeds: Vec<crate::net::discovery::DnsSeed>,
     /// Directory with `ca.pem` and `NAME.pem` / `NAME.key`.
     pub certs: PathBuf,
     /// The CA-signed revocation list to load at start and watch (`rumor certs revoke`);
@@ -81,6 +86,7 @@ impl Default for PeerSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
             seeds: Vec::new(),
+            dns_seeds: Vec::new(),
             certs: PathBuf::from("certs"),
             revocation_list: None,
             data_dir: PathBuf::from("run/peer"),

@@ -77,6 +77,7 @@ pub mod admission;
 mod config;
 mod connection;
 mod deny;
+pub mod discovery;
 mod error;
 mod limits;
 pub mod lossy;

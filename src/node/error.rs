@@ -13,6 +13,10 @@ use crate::model::{self, ModelError, ModelSpec};
 /// Why a peer stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// No address to advertise could be found (listening on every interface without
+    /// `--advertise`).
+    #[error(transparent)]
+    Advertise(#[from] crate::net::discovery::AdvertiseError),
     /// The data dir could not be created or written (checked at start by creating, writing and
     /// fsyncing a probe file in it). A full disk has a source of kind `StorageFull` and a
     /// message that says the disk is full.

@@ -11,6 +11,7 @@
 mod audit;
 pub mod checkpoint;
 pub mod data_dir;
+mod discovery;
 pub mod error;
 mod events;
 mod metrics_file;
@@ -71,6 +72,8 @@ pub struct PeerOptions {
     pub advertise: Option<SocketAddr>,
     /// Seeds to join through.
     pub seeds: Vec<SocketAddr>,
+    /// Seeds by DNS name, resolved at start and again every few seconds ([`discovery`]).
+    pub dns_seeds: Vec<crate::net::discovery::DnsSeed>,
     /// Certificates for mutual TLS.
     pub identity: Arc<PeerIdentity>,
     /// The cluster's CA-signed revocation list, loaded at start and watched ([`revocation`]):
@@ -256,6 +259,14 @@ impl PeerHandle {
     }
 }
 
+/// The next answer of `dns`; never, without DNS seeds.
+async fn next_dns_answer(dns: &mut Option<discovery::DnsWatch>) -> Option<Vec<SocketAddr>> {
+    match dns {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How often a peer that waits for a seed's welcome says so (INFO), with what became of its
 /// join requests.
 const SEED_REPORT_INTERVAL: Duration = Duration::from_secs(5);
@@ -313,7 +324,18 @@ pub async fn run_peer_observed(
         deny,
     )
     .await?;
-    let addr = options.advertise.unwrap_or_else(|| transport.local_addr());
+    // Static seeds and what the DNS seeds resolve to now; both decide the advertised address
+    // when the peer listens on every interface.
+    let (found, mut dns) = discovery::DnsWatch::start(&options.dns_seeds).await;
+    let mut start_seeds = options.seeds.clone();
+    start_seeds.extend(found);
+    start_seeds.sort();
+    start_seeds.dedup();
+    let addr = crate::net::discovery::advertised_addr(
+        transport.local_addr(),
+        options.advertise,
+        &start_seeds,
+    )?;
     let _ = addr_tx.send(Some(addr));
     let me = LocalPeer {
         id: peer_id,
@@ -331,7 +353,7 @@ pub async fn run_peer_observed(
             config,
             me,
             restored,
-            options.seeds.clone(),
+            start_seeds.clone(),
             options.rng_seed,
             now,
         ),
@@ -339,7 +361,7 @@ pub async fn run_peer_observed(
             config,
             me,
             options.initial.clone(),
-            options.seeds.clone(),
+            start_seeds.clone(),
             options.rng_seed,
             now,
         ),
@@ -356,7 +378,7 @@ pub async fn run_peer_observed(
     for entry in revocations.iter().flat_map(|w| w.entries()) {
         core.revoke(now, entry.key);
     }
-    info!(%addr, %peer_id, seeds = ?options.seeds, "peer started");
+    info!(%addr, %peer_id, seeds = ?start_seeds, "peer started");
     {
         let mut s = lock(&status);
         s.peer_id = peer_id;
@@ -373,12 +395,7 @@ pub async fn run_peer_observed(
         options.transport.max_inflight_per_peer,
         options.transport.send_timeout,
     );
-    let seeds: Vec<SocketAddr> = options
-        .seeds
-        .iter()
-        .copied()
-        .filter(|s| *s != addr)
-        .collect();
+    let seeds: Vec<SocketAddr> = start_seeds.iter().copied().filter(|s| *s != addr).collect();
     sender.watch_seeds(&seeds);
     let mut next_seed_report = now + SEED_REPORT_INTERVAL;
     let mut metrics = MetricsFile::open(&options.data_dir.join("metrics.jsonl"));
@@ -456,6 +473,9 @@ pub async fn run_peer_observed(
                 }
             }
             _ = tokio::time::sleep_until(wake), if !paused => core.handle_timeout(Instant::now()),
+            Some(addrs) = next_dns_answer(&mut dns), if !paused => {
+                core.discovered(Instant::now(), &addrs);
+            }
             _ = tick.tick() => {}
             changed = stop.changed(), if !stopping => {
                 if changed.is_err() || *stop.borrow() {

@@ -45,7 +45,7 @@ pub(super) fn resume_state(
                 },
                 Err(_) => CheckpointFound::Damaged,
             };
-            match (decide_resume(found, !options.seeds.is_empty()), loaded) {
+            match (decide_resume(found, has_seeds(options)), loaded) {
                 (ResumeDecision::Restore, Ok((_, base, state))) => {
                     plan.start_step = state.steps_done;
                     info!(
@@ -122,7 +122,7 @@ pub(super) fn resume_state(
 /// `--resume` with no checkpoint in the data dir: the protocol's decision for
 /// [`CheckpointFound::Absent`], carried out.
 fn start_over(options: &PeerOptions) -> Result<Option<RestoredState>, NodeError> {
-    match decide_resume(CheckpointFound::Absent, !options.seeds.is_empty()) {
+    match decide_resume(CheckpointFound::Absent, has_seeds(options)) {
         ResumeDecision::StartOver => {
             info!(
                 data_dir = %options.data_dir.display(),
@@ -134,6 +134,11 @@ fn start_over(options: &PeerOptions) -> Result<Option<RestoredState>, NodeError>
         }
         _ => Err(NodeError::Resume(ResumeError::DecisionMismatch)),
     }
+}
+
+/// Whether the peer has seeds to rejoin through (static or by DNS name).
+fn has_seeds(options: &PeerOptions) -> bool {
+    !options.seeds.is_empty() || !options.dns_seeds.is_empty()
 }
 
 /// Whether two peer ids share their data dir seed (their last 8 bytes, [`PeerId::bound`]).

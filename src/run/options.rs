@@ -169,6 +169,7 @@ pub fn peer_options(
         listen: p.listen,
         advertise: p.advertise,
         seeds: p.seeds.clone(),
+        dns_seeds: p.dns_seeds.clone(),
         identity,
         revocation_list,
         data_dir: p.data_dir.clone(),

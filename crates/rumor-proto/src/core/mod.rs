@@ -41,6 +41,7 @@ pub use config::{
     CoreConfig, LifecycleConfig, LocalPeer, RestoredState, NORM_MIN_SAMPLES, NORM_WINDOW,
 };
 pub use events::{Event, RejectReason};
+pub use lifecycle::join::INTRODUCE_EVERY;
 pub use lifecycle::resume::{decide_resume, CheckpointFound, ResumeDecision, ResumeRefusal};
 pub use membership::admission::{RecordRefusal, MAX_IDENTITIES_PER_CERTIFICATE};
 pub use membership::{sign_record, swim};
@@ -54,8 +55,8 @@ use std::time::Instant;
 use crate::auth::{content_hash, ContentHash, Credential, KeyId, Signature};
 use crate::version_vector::VersionVector;
 use crate::wire::{
-    self, DeltaPayload, Envelope, LeaveNotice, Lifecycle, MemberRecord, MemberStatus, Payload,
-    PeerId, Welcome,
+    self, DeltaPayload, Envelope, JoinRequest, LeaveNotice, Lifecycle, MemberRecord, MemberStatus,
+    Payload, PeerId, Welcome,
 };
 use dissemination::Dissemination;
 use equivocation::Screen;
@@ -422,6 +423,33 @@ impl Core {
             Payload::Leave(notice) => self.membership.handle_leave(out, origin, notice),
             Payload::Equivocation(proof) => self.handle_proof(from, proof),
         }
+    }
+
+    /// Addresses a discovery source returned at `now` (`--seed dns:NAME:PORT`, resolved again
+    /// every few seconds by the shell). Not joined yet: they become seeds for the join requests.
+    /// Joined: each address no member listens at gets a join request (at most one per address
+    /// every [`INTRODUCE_EVERY`]), whose answer merges the two views; so peers that
+    /// each started a cluster alone, or a member that came back at a new address, find each
+    /// other.
+    pub fn discovered(&mut self, now: Instant, addrs: &[SocketAddr]) {
+        self.out.now = self.out.now.max(now);
+        let own = self.membership.own().clone();
+        let fresh: Vec<SocketAddr> = addrs.iter().copied().filter(|a| *a != own.addr).collect();
+        let membership = &self.membership;
+        let to = self
+            .lifecycle
+            .discovered(now, &fresh, |a| membership.by_addr(a).is_some());
+        if !to.is_empty() {
+            let heartbeat = self.membership.heartbeat();
+            let request = Payload::Join(JoinRequest {
+                member: own,
+                forwarded: false,
+            });
+            let envelope = self.out.envelope(heartbeat, 1, request);
+            self.out.stats.discovery_introductions += to.len() as u64;
+            self.out.send(to, envelope);
+        }
+        self.after_input(now);
     }
 
     /// Publishes a local delta `values` (flat, already scaled by `weight`), which the trainer

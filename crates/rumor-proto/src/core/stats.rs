@@ -69,6 +69,8 @@ pub struct CoreStats {
     pub inexact_merges: u64,
     /// Join requests sent.
     pub join_attempts: u64,
+    /// Join requests sent after joining, to addresses discovery returned that no member held.
+    pub discovery_introductions: u64,
     /// Join requests passed on to another member to answer (snapshot load spreading).
     pub joins_forwarded: u64,
     /// Direct probes sent.

@@ -309,3 +309,56 @@ fn resume_scenario(seed: u64, damaged: bool) {
         })
     );
 }
+
+/// Four peers that each started alone (no seed reachable when they started, as the pods of a
+/// StatefulSet may find only themselves in DNS at first) and wait for `min_peers = 4`: once
+/// discovery hands each the four addresses, they merge into one cluster and all train.
+#[test]
+fn peers_that_started_apart_merge_through_discovered_addresses() {
+    for seed in scenario_seeds() {
+        let policy = LifecycleConfig {
+            min_peers: Some(4),
+            join_timeout: Some(Duration::from_secs(120)),
+            ..LifecycleConfig::default()
+        };
+        let mut sim = Sim::new(config(policy), NetModel::default(), seed);
+        let all = [0, 1, 2, 3];
+        for _ in all {
+            sim.add_peer(vec![0.0; P], &[]);
+        }
+        sim.run_for(Duration::from_secs(2));
+        for i in all {
+            assert_eq!(
+                sim.peer(i).map(|c| c.live_count()),
+                Some(1),
+                "seed {seed}: peer {i} is alone"
+            );
+        }
+        let addrs: Vec<_> = all.iter().map(|&i| Sim::addr(i)).collect();
+        for i in all {
+            sim.with_peer(i, |c, now| c.discovered(now, &addrs));
+        }
+        assert!(
+            sim.run_until(Duration::from_secs(10), Duration::from_millis(100), |s| {
+                training(s, &all)
+                    && all
+                        .iter()
+                        .all(|&i| s.peer(i).is_some_and(|c| c.live_count() == 4))
+            }),
+            "seed {seed}: one cluster of four trains"
+        );
+        // Known addresses get no more join requests.
+        let before: Vec<u64> = all
+            .iter()
+            .map(|&i| sim.peer(i).map_or(0, |c| c.stats().discovery_introductions))
+            .collect();
+        for i in all {
+            sim.with_peer(i, |c, now| c.discovered(now, &addrs));
+        }
+        let after: Vec<u64> = all
+            .iter()
+            .map(|&i| sim.peer(i).map_or(0, |c| c.stats().discovery_introductions))
+            .collect();
+        assert_eq!(before, after, "seed {seed}");
+    }
+}

@@ -5,7 +5,7 @@
 //! request on to a random member already training, and answers itself only when none is.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
 
@@ -18,6 +18,10 @@ use crate::core::membership::Membership;
 use crate::core::outbox::Outbox;
 use crate::core::replica::Replica;
 use crate::core::timer::{Timer, TimerTable};
+
+/// How often a joined peer sends a join request to one address that discovery keeps returning
+/// and no member holds (a host that does not answer, or not yet).
+pub const INTRODUCE_EVERY: Duration = Duration::from_secs(10);
 
 impl PeerLifecycle {
     /// [`Timer::Join`]: sends `own` (this peer's record) to the next seed and sets the retry
@@ -47,6 +51,37 @@ impl PeerLifecycle {
             .min(self.join_backoff_max);
         self.join_attempt = self.join_attempt.saturating_add(1);
         timers.set(Timer::Join, now + backoff);
+    }
+
+    /// Addresses a discovery source (DNS) returned at `now`, this peer's own left out; `known`
+    /// says whether a member listens at an address. Not joined: the new ones become seeds, tried
+    /// in turn by the join timer. Joined: returns those to send a join request to — no member's
+    /// address, and not sent one within [`INTRODUCE_EVERY`] — so that peers that started apart
+    /// (each alone at first, as the pods of a StatefulSet may) merge their views.
+    pub fn discovered(
+        &mut self,
+        now: Instant,
+        addrs: &[SocketAddr],
+        known: impl Fn(SocketAddr) -> bool,
+    ) -> Vec<SocketAddr> {
+        if !self.joined {
+            for a in addrs {
+                if !self.seeds.contains(a) {
+                    self.seeds.push(*a);
+                }
+            }
+            return Vec::new();
+        }
+        self.introduced
+            .retain(|_, at| now.saturating_duration_since(*at) < INTRODUCE_EVERY);
+        let mut to = Vec::new();
+        for a in addrs {
+            if !known(*a) && !self.introduced.contains_key(a) && !to.contains(a) {
+                self.introduced.insert(*a, now);
+                to.push(*a);
+            }
+        }
+        to
     }
 
     /// A `Welcome` arrived: true when it is the first (this peer is now joined and should

@@ -41,6 +41,9 @@ pub struct PeerLifecycle {
     joined: bool,
     /// Join requests sent so far.
     join_attempt: u32,
+    /// Addresses from discovery sent a join request after joining, and when
+    /// ([`PeerLifecycle::discovered`]).
+    introduced: std::collections::HashMap<SocketAddr, Instant>,
     /// Whether the join timeout has passed.
     join_deadline_passed: bool,
     /// Since when the drain condition holds, and the view it holds for.
@@ -82,6 +85,7 @@ impl PeerLifecycle {
             seeds,
             joined,
             join_attempt: 0,
+            introduced: std::collections::HashMap::new(),
             join_deadline_passed: false,
             drain_since: None,
             drain_settled: false,
