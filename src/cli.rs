@@ -526,8 +526,9 @@ pub struct PeerArgs {
     /// Data directory  [peer.data_dir]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// This peer's shard, K/N; `auto`: from the cluster engine (SLURM_PROCID and
-    /// SLURM_NTASKS, or a StatefulSet's hostname ordinal and --replicas)  [train.shard]
+    /// This peer's shard, K/N; `auto`: from the environment (RUMOR_RANK and RUMOR_PEERS,
+    /// SLURM_PROCID and SLURM_NTASKS, or a StatefulSet's hostname ordinal and --replicas)
+    ///  [train.shard]
     #[arg(long, allow_hyphen_values = true, value_parser = text::<ShardArg>("train.shard"))]
     pub shard: Option<ShardArg>,
     /// Peers in the job, for `auto` under an engine that names hosts by ordinal (a

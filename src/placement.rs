@@ -1,6 +1,9 @@
 //! Where a peer sits in a job started by a cluster engine: its rank, the number of peers and
 //! its name, read from the engine's environment, for `rumor peer --shard auto --name auto`.
 //!
+//! - **Explicit** (`RUMOR_RANK`, `RUMOR_PEERS`): set by a launcher that starts each peer on its
+//!   own, e.g. `scripts/slurm/rumor.sbatch`, which runs every rank as a job step of one task
+//!   (where Slurm's own variables say rank 0 of 1); the name is `peer-RANK`.
 //! - **Slurm** (`srun`): `SLURM_PROCID` is the task's rank and `SLURM_NTASKS` the job's task
 //!   count; the name is `peer-RANK`, as `rumor certs issue --count N` names certificates.
 //! - **Kubernetes StatefulSet**: a pod's hostname is `SET-ORDINAL` (`rumor-2`), the ordinal is
@@ -8,7 +11,8 @@
 //!   comes from `--replicas` or `RUMOR_REPLICAS`. The same holds for any engine that names
 //!   hosts by ordinal (compose services with `hostname: peer-3`).
 //!
-//! Slurm is checked first: a Slurm job's hostnames are the nodes', not ranks.
+//! They are checked in this order: the explicit variables win, and a Slurm job's hostnames are
+//! the nodes', not ranks.
 
 use thiserror::Error;
 
@@ -17,6 +21,8 @@ use crate::data::ShardSpec;
 /// The engine a placement was read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
+    /// `RUMOR_RANK` and `RUMOR_PEERS`.
+    Explicit,
     /// `SLURM_PROCID` and `SLURM_NTASKS`.
     Slurm,
     /// A hostname ending in `-ORDINAL` and a replica count (a StatefulSet).
@@ -51,7 +57,8 @@ impl Placement {
 pub enum PlacementError {
     /// Neither engine's variables are there.
     #[error(
-        "no cluster engine found: expected SLURM_PROCID and SLURM_NTASKS (a Slurm task), or a \
+        "no cluster engine found: expected RUMOR_RANK and RUMOR_PEERS, SLURM_PROCID and \
+         SLURM_NTASKS (a Slurm task), or a \
          hostname ending in -ORDINAL with --replicas or RUMOR_REPLICAS (a Kubernetes \
          StatefulSet){found}"
     )]
@@ -83,6 +90,11 @@ pub fn detect(
     hostname: Option<&str>,
     replicas: Option<usize>,
 ) -> Result<Placement, PlacementError> {
+    if let (Some(rank), Some(count)) = (var("RUMOR_RANK"), var("RUMOR_PEERS")) {
+        let rank = number("RUMOR_RANK", &rank)?;
+        let count = number("RUMOR_PEERS", &count)?;
+        return placed(Engine::Explicit, rank, count, format!("peer-{rank}"));
+    }
     if let (Some(rank), Some(count)) = (var("SLURM_PROCID"), var("SLURM_NTASKS")) {
         let rank = number("SLURM_PROCID", &rank)?;
         let count = number("SLURM_NTASKS", &count)?;
@@ -154,6 +166,7 @@ fn placed(
     name: String,
 ) -> Result<Placement, PlacementError> {
     let what = match engine {
+        Engine::Explicit => "RUMOR_RANK",
         Engine::Slurm => "SLURM_PROCID",
         Engine::Ordinal => "the hostname's ordinal",
     };
@@ -203,6 +216,23 @@ mod tests {
         assert_eq!(p.engine, Engine::Slurm);
         assert_eq!(p.shard(), ShardSpec { index: 2, count: 4 });
         assert_eq!(p.name, "peer-2");
+    }
+
+    #[test]
+    fn explicit_rank_wins_over_slurm() {
+        let p = detect(
+            &env(&[
+                ("RUMOR_RANK", "3"),
+                ("RUMOR_PEERS", "4"),
+                ("SLURM_PROCID", "0"),
+                ("SLURM_NTASKS", "1"),
+            ]),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!((p.engine, p.rank, p.count), (Engine::Explicit, 3, 4));
+        assert_eq!(p.name, "peer-3");
     }
 
     #[test]
