@@ -11,6 +11,7 @@ mod exhaustion;
 mod flood;
 mod forgery;
 mod health;
+mod kubernetes;
 mod lab;
 mod netns;
 mod observability;
