@@ -290,6 +290,15 @@ fn check_statefulset(docs: &[Value]) -> String {
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(peer["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(peer["securityContext"]["allowPrivilegeEscalation"], false);
+    // The rest of the "restricted" Pod Security Standard.
+    assert_eq!(
+        peer["securityContext"]["capabilities"]["drop"],
+        serde_json::json!(["ALL"])
+    );
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
     for kind in ["requests", "limits"] {
         for resource in ["cpu", "memory"] {
             assert!(
