@@ -39,17 +39,26 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Why this test cannot run here, if it cannot.
-fn skip_reason() -> Option<String> {
+/// How to run kubernetes-validate here: its own command, else the module of the python3 on
+/// PATH (installed but not on PATH, e.g. a pyenv without rehash). `Err`: why this test cannot
+/// run here.
+fn validator() -> Result<&'static [&'static str], String> {
+    const COMMANDS: [&[&str]; 2] = [
+        &["kubernetes-validate"],
+        &["python3", "-m", "kubernetes_validate"],
+    ];
     let works =
-        |program: &str, args: &[&str]| run(60, program, args).is_some_and(|o| o.status.success());
-    if !works("kubernetes-validate", &["--version"]) {
-        return Some("kubernetes-validate not installed (pip install kubernetes-validate)".into());
+        |command: &[&str]| run(60, command[0], &command[1..]).is_some_and(|o| o.status.success());
+    let command = COMMANDS
+        .into_iter()
+        .find(|command| works(&[*command, &["--version"]].concat()))
+        .ok_or_else(|| {
+            "kubernetes-validate not installed (pip install kubernetes-validate)".to_string()
+        })?;
+    if !works(&["python3", "-c", "import yaml"]) {
+        return Err("python3 with PyYAML not found (pip install kubernetes-validate)".into());
     }
-    if !works("python3", &["-c", "import yaml"]) {
-        return Some("python3 with PyYAML not found (pip install kubernetes-validate)".into());
-    }
-    None
+    Ok(command)
 }
 
 /// Every document of the YAML file `path`, as JSON (python3 and PyYAML, which
@@ -75,15 +84,15 @@ fn yaml_documents(path: &Path) -> Vec<Value> {
 
 /// Validates `path` (one or more resources) against the Kubernetes schemas, strictly (unknown
 /// fields are errors), for each of [`KUBERNETES_VERSIONS`].
-fn assert_valid(path: &Path) {
+fn assert_valid(validator: &[&str], path: &Path) {
     let path_text = path.to_str().expect("a UTF-8 path");
     for version in KUBERNETES_VERSIONS {
-        let out = run(
-            120,
-            "kubernetes-validate",
+        let args = [
+            &validator[1..],
             &["--strict", "--quiet", "-k", version, path_text],
-        )
-        .expect("start kubernetes-validate");
+        ]
+        .concat();
+        let out = run(120, validator[0], &args).expect("start kubernetes-validate");
         assert!(
             out.status.success(),
             "{} does not validate against Kubernetes {version}:\n{}{}",
@@ -364,7 +373,7 @@ fn check_disruption_budget(docs: &[Value]) {
 /// Runs make-secrets.sh for two pods into `dir`; checks the Secret it writes validates, is the
 /// one the StatefulSet mounts, holds ca.pem and each pod's pair but never ca.key, that no key
 /// reached the terminal, and that a peer loads its identity from the Secret's files.
-fn check_secret(dir: &Path, secret_name: &str) {
+fn check_secret(validator: &[&str], dir: &Path, secret_name: &str) {
     let script = repo().join("scripts/k8s/make-secrets.sh");
     let certs = dir.join("certs");
     let manifest = dir.join("secret.yaml");
@@ -389,7 +398,7 @@ fn check_secret(dir: &Path, secret_name: &str) {
             && !printed.contains("LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0t"),
         "make-secrets.sh printed a private key"
     );
-    assert_valid(&manifest);
+    assert_valid(validator, &manifest);
 
     let docs = yaml_documents(&manifest);
     assert_eq!(docs.len(), 1, "one Secret");
@@ -424,16 +433,19 @@ fn check_secret(dir: &Path, secret_name: &str) {
 
 #[test]
 fn kubernetes_manifests_validate_and_keep_the_peers_invariants() {
-    if let Some(reason) = skip_reason() {
-        eprintln!("SKIPPED kubernetes manifests test: {reason}");
-        return;
-    }
+    let validator = match validator() {
+        Ok(validator) => validator,
+        Err(reason) => {
+            eprintln!("SKIPPED kubernetes manifests test: {reason}");
+            return;
+        }
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let rendered = rendered_manifests(dir.path());
-    assert_valid(&rendered);
+    assert_valid(validator, &rendered);
     let docs = yaml_documents(&rendered);
     check_service(&docs);
     let secret_name = check_statefulset(&docs);
     check_disruption_budget(&docs);
-    check_secret(dir.path(), &secret_name);
+    check_secret(validator, dir.path(), &secret_name);
 }
