@@ -346,6 +346,12 @@ fn check_statefulset(docs: &[Value]) -> String {
         .iter()
         .find(|v| v["name"] == certs.as_str())
         .expect("the certs volume is declared");
+    // Readable by the pod's group (fsGroup) and no one else: the peer runs as non-root.
+    assert_eq!(
+        volume["secret"]["defaultMode"].as_u64(),
+        Some(0o440),
+        "the key files' mode"
+    );
     volume["secret"]["secretName"]
         .as_str()
         .expect("--certs is mounted from a Secret")
