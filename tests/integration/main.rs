@@ -12,6 +12,7 @@ mod exhaustion;
 mod flood;
 mod forgery;
 mod health;
+mod kubernetes;
 mod lab;
 mod netns;
 mod observability;
