@@ -10,14 +10,15 @@
 # a binary built on the host needs a glibc at least as new as the host's. The root filesystem is
 # made once and kept as DIR/SUITE-minbase.tar (default DIR: target/container-base), so later
 # builds only import it; delete the file to make it again. Nothing is done when the image already
-# exists. Needs root and debootstrap; the mirror is $DEBIAN_MIRROR (default deb.debian.org).
+# exists. Needs root and debootstrap; the mirror is $DEBIAN_MIRROR (default deb.debian.org, or
+# archive.ubuntu.com on Ubuntu).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TAG=localhost/rumor-base
 SUITE=""
 CACHE="$ROOT/target/container-base"
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+MIRROR=${DEBIAN_MIRROR:-}
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -38,6 +39,14 @@ if [ -z "$SUITE" ]; then
     # shellcheck disable=SC1091
     SUITE=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
     [ -n "$SUITE" ] || { echo "base.sh: cannot tell this host's Debian suite; pass --suite" >&2; exit 1; }
+fi
+
+if [ -z "$MIRROR" ]; then
+    # shellcheck disable=SC1091
+    case "$(. /etc/os-release && echo "${ID:-}")" in
+        ubuntu) MIRROR=http://archive.ubuntu.com/ubuntu ;;
+        *) MIRROR=http://deb.debian.org/debian ;;
+    esac
 fi
 
 TARBALL="$CACHE/$SUITE-minbase.tar"

@@ -31,6 +31,8 @@ const IMAGE: &str = "localhost/rumor-test:latest";
 /// Steps each peer must have taken before the test ends training (about two epochs of its
 /// quarter of the synthetic set).
 const STEPS_BEFORE_STOP: u64 = 150;
+/// Longest wait for the four to train, and then for them to exit after SIGUSR1.
+const PHASE_LIMIT: Duration = Duration::from_secs(120);
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -393,6 +395,64 @@ fn compose_cluster_of_four_containers_trains_and_ends_consistent() {
         String::from_utf8_lossy(&version.stdout).trim()
     );
 
+    // What the image holds: the binary, the shared libraries `ldd` names for it on this host
+    // (the base is of the host's Debian release), the user's /etc files, and nothing else.
+    let created = run_ok(
+        project
+            .podman
+            .command(Duration::from_secs(60), "podman")
+            .args(["create", IMAGE]),
+        "podman create",
+    );
+    let created = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    let export = tmp.path().join("image.tar");
+    run_ok(
+        project
+            .podman
+            .command(Duration::from_secs(120), "podman")
+            .args(["export", "-o"])
+            .arg(&export)
+            .arg(&created),
+        "podman export",
+    );
+    let _ = project
+        .podman
+        .podman(Duration::from_secs(30), &["rm", "--force", &created]);
+    let listing = run_ok(Command::new("tar").arg("-tf").arg(&export), "tar -tf");
+    let _ = std::fs::remove_file(&export);
+    let mut files: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches("./").to_string())
+        .filter(|l| !l.is_empty() && !l.ends_with('/'))
+        .map(|l| match l.rsplit_once('/') {
+            // Libraries by file name: the host may spell their directory differently.
+            Some((dir, file)) if dir.contains("lib") => file.to_string(),
+            _ => l,
+        })
+        .collect();
+    files.sort();
+    let ldd = run_ok(Command::new("ldd").arg(BIN), "ldd on the host");
+    let mut expected: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(|w| w.rsplit('/').next().unwrap_or(w).to_string())
+        .chain(
+            [
+                "etc/group",
+                "etc/nsswitch.conf",
+                "etc/passwd",
+                "usr/local/bin/rumor",
+            ]
+            .map(String::from),
+        )
+        .collect();
+    expected.sort();
+    assert_eq!(
+        files, expected,
+        "the image should hold the binary, what ldd names and /etc/{{passwd,group,nsswitch.conf}}"
+    );
+    eprintln!("image files: {}", files.join(" "));
+
     // Certificates and data dirs, readable and writable by the image's user.
     let certs = tmp.path().join("certs");
     let data = tmp.path().join("data");
@@ -454,7 +514,7 @@ fn compose_cluster_of_four_containers_trains_and_ends_consistent() {
 
     // Every peer training, with all four members known and some steps behind it.
     let metrics = &ports[PEERS..];
-    let end = Instant::now() + Duration::from_secs(120);
+    let end = Instant::now() + PHASE_LIMIT;
     loop {
         let views: Vec<Option<serde_json::Value>> = metrics.iter().map(|p| status(*p)).collect();
         let ready = views.iter().all(|v| {
@@ -489,7 +549,7 @@ fn compose_cluster_of_four_containers_trains_and_ends_consistent() {
                 .collect();
             project.fail(
                 &containers,
-                &format!("peers not all training after 120 s: {summary:?}"),
+                &format!("peers not all training after {PHASE_LIMIT:?}: {summary:?}"),
             );
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -520,7 +580,7 @@ fn compose_cluster_of_four_containers_trains_and_ends_consistent() {
         "podman kill -s USR1: {}",
         text(&kill)
     );
-    let end = Instant::now() + Duration::from_secs(120);
+    let end = Instant::now() + PHASE_LIMIT;
     let codes = loop {
         let states: Vec<(String, i64)> = containers.iter().map(|c| project.state(c)).collect();
         if states.iter().all(|(s, _)| s == "exited" || s == "stopped") {
@@ -529,7 +589,7 @@ fn compose_cluster_of_four_containers_trains_and_ends_consistent() {
         if Instant::now() >= end {
             project.fail(
                 &containers,
-                &format!("peers still running 120 s after SIGUSR1: {states:?}"),
+                &format!("peers still running {PHASE_LIMIT:?} after SIGUSR1: {states:?}"),
             );
         }
         std::thread::sleep(Duration::from_millis(500));
