@@ -156,6 +156,18 @@ impl Podman {
             .output()
             .expect("run podman")
     }
+
+    /// `podman ARGS`, which must succeed; its stdout, trimmed.
+    fn podman_ok(&self, limit: Duration, args: &[&str]) -> String {
+        let out = self.podman(limit, args);
+        assert!(
+            out.status.success(),
+            "podman {} failed: {}",
+            args.join(" "),
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
 }
 
 /// The compose project of one run: `podman-compose` with the run's environment. Dropping it
@@ -302,14 +314,11 @@ fn compose_cluster_of_four_containers_trains_and_ends_consistent() {
         .tempdir()
         .expect("temp dir");
     let podman = Podman::new(&tmp.path().join("podman"));
-    if !podman
-        .podman(Duration::from_secs(60), &["info"])
-        .status
-        .success()
-    {
+    let mut info = podman.podman(Duration::from_secs(60), &["info"]);
+    if !info.status.success() {
         podman.use_vfs();
+        info = podman.podman(Duration::from_secs(60), &["info"]);
     }
-    let info = podman.podman(Duration::from_secs(60), &["info"]);
     if !info.status.success() {
         eprintln!(
             "SKIPPED containers test: podman cannot start here: {}",
@@ -361,20 +370,16 @@ fn compose_cluster_of_four_containers_trains_and_ends_consistent() {
         "scripts/container/build.sh",
     );
     let build_time = began.elapsed();
-    let inspect = run_ok(
-        project
-            .podman
-            .command(Duration::from_secs(30), "podman")
-            .args([
-                "image",
-                "inspect",
-                "--format",
-                "{{.Size}} {{.Config.User}}",
-                IMAGE,
-            ]),
-        "podman image inspect",
+    let inspect = project.podman.podman_ok(
+        Duration::from_secs(30),
+        &[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Size}} {{.Config.User}}",
+            IMAGE,
+        ],
     );
-    let inspect = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
     let (size, user) = inspect.split_once(' ').expect("size and user");
     let size: u64 = size.parse().expect("image size in bytes");
     assert_eq!(
@@ -382,38 +387,25 @@ fn compose_cluster_of_four_containers_trains_and_ends_consistent() {
         format!("{IMAGE_UID}:{IMAGE_UID}"),
         "the image must run as its non-root user"
     );
-    let version = run_ok(
-        project
-            .podman
-            .command(Duration::from_secs(60), "podman")
-            .args(["run", "--rm", "--network", "host", IMAGE, "--version"]),
-        "rumor --version in the image",
+    let version = project.podman.podman_ok(
+        Duration::from_secs(60),
+        &["run", "--rm", "--network", "host", IMAGE, "--version"],
     );
     eprintln!(
         "image {IMAGE}: {:.1} MB ({size} bytes), built in {build_time:.1?}, runs as {user}, says {}",
         size as f64 / 1e6,
-        String::from_utf8_lossy(&version.stdout).trim()
+        version
     );
 
     // What the image holds: the binary, the shared libraries `ldd` names for it on this host
     // (the base is of the host's Debian release), the user's /etc files, and nothing else.
-    let created = run_ok(
-        project
-            .podman
-            .command(Duration::from_secs(60), "podman")
-            .args(["create", IMAGE]),
-        "podman create",
-    );
-    let created = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    let created = project
+        .podman
+        .podman_ok(Duration::from_secs(60), &["create", IMAGE]);
     let export = tmp.path().join("image.tar");
-    run_ok(
-        project
-            .podman
-            .command(Duration::from_secs(120), "podman")
-            .args(["export", "-o"])
-            .arg(&export)
-            .arg(&created),
-        "podman export",
+    project.podman.podman_ok(
+        Duration::from_secs(120),
+        &["export", "-o", &export.to_string_lossy(), &created],
     );
     let _ = project
         .podman
@@ -574,12 +566,7 @@ fn compose_cluster_of_four_containers_trains_and_ends_consistent() {
     // save and exit 0.
     let mut kill = vec!["kill", "--signal", "USR1"];
     kill.extend(containers.iter().map(String::as_str));
-    let kill = project.podman.podman(Duration::from_secs(30), &kill);
-    assert!(
-        kill.status.success(),
-        "podman kill -s USR1: {}",
-        text(&kill)
-    );
+    project.podman.podman_ok(Duration::from_secs(30), &kill);
     let end = Instant::now() + PHASE_LIMIT;
     let codes = loop {
         let states: Vec<(String, i64)> = containers.iter().map(|c| project.state(c)).collect();
@@ -633,10 +620,6 @@ fn compose_cluster_of_four_containers_trains_and_ends_consistent() {
     );
     let left = project
         .podman
-        .podman(Duration::from_secs(30), &["ps", "-aq"]);
-    assert!(
-        String::from_utf8_lossy(&left.stdout).trim().is_empty(),
-        "containers left after down: {}",
-        text(&left)
-    );
+        .podman_ok(Duration::from_secs(30), &["ps", "-aq"]);
+    assert!(left.is_empty(), "containers left after down: {left}");
 }
