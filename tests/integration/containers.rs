@@ -1,10 +1,12 @@
 //! The container deployment, run for real: the test builds the image from the Containerfile
 //! with podman (`scripts/container/build.sh`, whose base root filesystem `base.sh` makes with
-//! debootstrap and keeps under target/container-base), checks that it runs as the non-root user,
-//! then starts `deploy/compose.yaml` with podman-compose: four peers in four containers, host
+//! debootstrap and keeps under target/container-base), checks that it runs as the non-root user
+//! and holds nothing but the binary, the libraries `ldd` names for it and its /etc files, then
+//! starts `deploy/compose.yaml` with podman-compose: four peers in four containers, host
 //! networking, on ports picked free at test time, certificates mounted read-only and data dirs
 //! bind-mounted from a temp dir. Once every peer trains with all four members known, each
-//! container's health check must pass; then SIGUSR1 (sent with `podman kill`) ends their
+//! container's health check (`rumor health`, /healthz) and readiness (`rumor health --ready`,
+//! asked inside the container) must pass; then SIGUSR1 (sent with `podman kill`) ends their
 //! training, every container must exit 0, and `rumor compare` on the host must find their saved
 //! models within 1e-4 of each other. It prints the image size, the build time, and the run's wall
 //! time, accuracy and consensus distance.
@@ -454,14 +456,14 @@ fn compose_cluster_of_four_containers_trains_and_ends_consistent() {
             .arg(&certs),
         "rumor certs init",
     );
+    run_ok(
+        Command::new(BIN)
+            .args(["certs", "issue", "--count", &PEERS.to_string(), "--dir"])
+            .arg(&certs),
+        "rumor certs issue --count",
+    );
     let names: Vec<String> = (0..PEERS).map(|k| format!("peer-{k}")).collect();
     for name in &names {
-        run_ok(
-            Command::new(BIN)
-                .args(["certs", "issue", "--name", name, "--dir"])
-                .arg(&certs),
-            "rumor certs issue",
-        );
         std::fs::create_dir_all(data.join(name)).expect("create a data dir");
         std::os::unix::fs::chown(data.join(name), Some(IMAGE_UID), Some(IMAGE_UID))
             .expect("chown a data dir");
@@ -548,16 +550,32 @@ fn compose_cluster_of_four_containers_trains_and_ends_consistent() {
     }
     eprintln!("all four training {:.1?} after up", up_began.elapsed());
 
-    // The compose health check, run by hand: podman schedules health checks with systemd
-    // timers, which a machine without systemd does not have.
-    for c in &containers {
+    // The compose health check (/healthz), run by hand: podman schedules health checks with
+    // systemd timers, which a machine without systemd does not have. And readiness (/readyz),
+    // asked from inside each container as a Kubernetes exec probe would.
+    for (c, port) in containers.iter().zip(metrics) {
         let health = project
             .podman
             .podman(Duration::from_secs(30), &["healthcheck", "run", c]);
-        if !health.status.success() {
+        let ready = project.podman.podman(
+            Duration::from_secs(30),
+            &[
+                "exec",
+                c,
+                "/usr/local/bin/rumor",
+                "health",
+                "--ready",
+                &format!("127.0.0.1:{port}"),
+            ],
+        );
+        if !health.status.success() || !ready.status.success() {
             project.fail(
                 &containers,
-                &format!("health check of {c} failed: {}", text(&health)),
+                &format!(
+                    "{c}: health check {}, readiness {}",
+                    text(&health),
+                    text(&ready)
+                ),
             );
         }
     }
