@@ -75,8 +75,24 @@ fn skip_reason() -> Option<String> {
     if !works("runc", &["--version"]) {
         return Some("no runc (apt-get install -y runc)".into());
     }
-    if !works("podman-compose", &["--version"]) {
+    let compose = Command::new("podman-compose")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| text(&o));
+    let Some(compose) = compose else {
         return Some("no podman-compose (pip install podman-compose)".into());
+    };
+    match compose_version(&compose) {
+        Some(v) if v >= (1, 1) => {}
+        _ => {
+            return Some(format!(
+                "podman-compose older than 1.1 (Debian's 1.0.3 adds a bridge network to \
+                 network_mode: host and podman refuses it; pip install podman-compose): {}",
+                compose.trim()
+            ))
+        }
     }
     let cached = std::fs::read_dir(base_cache()).is_ok_and(|d| {
         d.filter_map(|e| e.ok())
@@ -86,6 +102,27 @@ fn skip_reason() -> Option<String> {
         return Some("no debootstrap and no cached base (apt-get install -y debootstrap)".into());
     }
     None
+}
+
+/// podman-compose's (major, minor) from its `--version` output ("podman-compose version 1.6.0",
+/// 1.0.x: "podman-composer version  1.0.3").
+fn compose_version(output: &str) -> Option<(u32, u32)> {
+    let line = output.lines().find(|l| l.starts_with("podman-compose"))?;
+    let mut parts = line.split_whitespace().last()?.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+#[test]
+fn compose_versions_are_read() {
+    assert_eq!(
+        compose_version("podman-compose version 1.6.0\npodman version 4.3.1\n"),
+        Some((1, 6))
+    );
+    assert_eq!(
+        compose_version("using podman version: 4.3.1\npodman-composer version  1.0.3\n"),
+        Some((1, 0))
+    );
+    assert_eq!(compose_version("command not found"), None);
 }
 
 /// Podman and podman-compose confined to a temp dir: every command gets the test's
