@@ -329,7 +329,7 @@ fn status(port: u16) -> Option<serde_json::Value> {
     let mut response = String::new();
     s.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.0 200")
+    (head.split_whitespace().nth(1) == Some("200"))
         .then(|| serde_json::from_str(body).ok())
         .flatten()
 }
