@@ -5,6 +5,7 @@ mod churn;
 mod cli;
 mod cluster;
 mod common;
+mod containers;
 mod discovery;
 mod durability;
 mod equivocation;
