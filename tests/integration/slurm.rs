@@ -1,12 +1,14 @@
 //! `scripts/slurm/rumor.sbatch` and `scripts/slurm/churn.sh` on a real Slurm cluster that the
 //! test stands up on this one host: munged, slurmctld and four slurmd "nodes" (n1..n4, each its
 //! own daemon on its own port, all at 127.0.0.1), with their key, state, spool and logs in a
-//! temp dir. Three jobs of four peers, one task per node:
+//! temp dir. Three jobs of four peers:
 //!
-//! 1. a plain run: every peer drains and the checkpoints agree (consensus distance < 1e-4);
-//! 2. one peer's job step is cancelled mid-training: the other three see it dead and keep
-//!    training; then SIGUSR1 to the batch script (as `--signal=B:USR1@120` sends before the
-//!    time limit) ends training on every step, and the three drain and agree;
+//! 1. a plain run, two tasks on each of two nodes (two steps share a node, on two ports):
+//!    every peer drains and the checkpoints agree (consensus distance < 1e-4);
+//! 2. one task per node from here on; one peer's job step is cancelled mid-training: the
+//!    other three see it dead and keep training; then SIGUSR1 to the batch script (as
+//!    `--signal=B:USR1@120` sends before the time limit) ends training on every step, and the
+//!    three drain and agree;
 //! 3. churn.sh kills one step after its first checkpoint; the batch script starts it again
 //!    with `--resume` and all four end drained and in agreement.
 //!
@@ -228,7 +230,8 @@ impl Slurm {
              AccountingStorageType=accounting_storage/none\n\
              JobCompType=jobcomp/none\n\
              SelectType=select/cons_tres\n\
-             SelectTypeParameters=CR_Core\n\
+             SelectTypeParameters=CR_Core_Memory\n\
+             DefMemPerCPU=200\n\
              SlurmdParameters=config_overrides\n\
              ReturnToService=2\n\
              MpiDefault=none\n\
@@ -239,7 +242,7 @@ impl Slurm {
         );
         for (i, port) in ports[1..].iter().enumerate() {
             conf += &format!(
-                "NodeName=n{} NodeHostname=localhost NodeAddr=127.0.0.1 Port={port} CPUs=1 \
+                "NodeName=n{} NodeHostname=localhost NodeAddr=127.0.0.1 Port={port} CPUs=2 \
                  RealMemory=1000 State=UNKNOWN\n",
                 i + 1
             );
@@ -379,6 +382,22 @@ impl Drop for Slurm {
     }
 }
 
+/// One rank's row of ranks.tsv.
+#[derive(Debug)]
+struct Rank {
+    node: String,
+    /// The exit status of its (last) step.
+    exit: String,
+    restarts: u32,
+    drained: bool,
+}
+
+impl Rank {
+    fn ended_well(&self) -> bool {
+        self.exit == "0" && self.drained
+    }
+}
+
 /// A job's output: RUMOR_OUT of the batch script, and its stdout in `job.out` beside it.
 struct Run {
     out: PathBuf,
@@ -411,19 +430,20 @@ impl Run {
             .unwrap_or(0)
     }
 
-    /// ranks.tsv: per rank (step exit status, restarts, drained).
-    fn ranks(&self) -> Vec<(String, u32, bool)> {
+    /// The rows of ranks.tsv, by rank.
+    fn ranks(&self) -> Vec<Rank> {
         let text = std::fs::read_to_string(self.out.join("ranks.tsv")).expect("read ranks.tsv");
         text.lines()
             .skip(1)
             .map(|l| {
                 let f: Vec<&str> = l.split('\t').collect();
                 assert_eq!(f.len(), 6, "ranks.tsv line {l:?}");
-                (
-                    f[3].to_string(),
-                    f[4].parse().expect("restarts in ranks.tsv"),
-                    f[5] == "yes",
-                )
+                Rank {
+                    node: f[1].to_string(),
+                    exit: f[3].to_string(),
+                    restarts: f[4].parse().expect("restarts in ranks.tsv"),
+                    drained: f[5] == "yes",
+                }
             })
             .collect()
     }
@@ -466,18 +486,14 @@ fn rumor_env(cmd: &mut Command, certs: &Path, out: &Path, port: u16) {
         .env("RUMOR_PORT", port.to_string());
 }
 
-/// Submits rumor.sbatch for `NODES` tasks, one per node, with `peer_args`; returns the job id.
-fn submit(slurm: &Slurm, certs: &Path, run: &Run, peer_args: &[&str]) -> String {
+/// Submits rumor.sbatch for `NODES` tasks spread evenly on `nodes` nodes, with `peer_args`;
+/// returns the job id.
+fn submit(slurm: &Slurm, certs: &Path, run: &Run, nodes: usize, peer_args: &[&str]) -> String {
     std::fs::create_dir_all(&run.out).expect("create the run's dir");
     let job_out = run.out.join("job.out");
-    let mut cmd = slurm.command(&[
-        "sbatch",
-        "--parsable",
-        "--nodes",
-        "4",
-        "--ntasks-per-node",
-        "1",
-    ]);
+    let (nodes, per_node) = (nodes.to_string(), (NODES / nodes).to_string());
+    let mut cmd = slurm.command(&["sbatch", "--parsable", "--nodes", &nodes]);
+    cmd.args(["--ntasks-per-node", &per_node]);
     cmd.arg("--output")
         .arg(&job_out)
         .arg(script("rumor.sbatch"))
@@ -530,18 +546,38 @@ fn slurm_jobs_of_rumor_peers_end_consistent_with_a_cancelled_step_and_a_restarte
         began.elapsed()
     );
     let certs = tmp.path().join("certs");
-    rumor::certs::init_ca(&certs, false).expect("init CA");
-    for r in 0..NODES {
-        rumor::certs::issue(&certs, &format!("peer-{r}"), 2).expect("issue a certificate");
+    // As the top of rumor.sbatch says: one CA, then a certificate per rank.
+    let certs_dir = certs.to_string_lossy();
+    let count = NODES.to_string();
+    for args in [
+        ["init", "--dir", &certs_dir, "--cluster", "slurmtest"],
+        ["issue", "--dir", &certs_dir, "--count", &count],
+    ] {
+        let out = Command::new(BIN)
+            .arg("certs")
+            .args(args)
+            .output()
+            .expect("run rumor certs");
+        assert!(
+            out.status.success(),
+            "rumor certs {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let data = dataset();
 
-    // 1. A plain run to the end of its budget.
+    // 1. A plain run to the end of its budget, two peers on each of two nodes.
     let run = Run {
         out: tmp.path().join("plain"),
     };
     let submitted = Instant::now();
-    let job = submit(&slurm, &certs, &run, &["--dataset", data, "--epochs", "2"]);
+    let job = submit(
+        &slurm,
+        &certs,
+        &run,
+        2,
+        &["--dataset", data, "--epochs", "2"],
+    );
     let mut to_training = None;
     let ended = poll(Duration::from_secs(240), || {
         if to_training.is_none() && (0..NODES).all(|r| run.training(r)) {
@@ -564,12 +600,13 @@ fn slurm_jobs_of_rumor_peers_end_consistent_with_a_cancelled_step_and_a_restarte
     assert_eq!(state, "COMPLETED", "job {job}:\n{}", run.job_output());
     let ranks = run.ranks();
     assert_eq!(ranks.len(), NODES, "ranks.tsv: {ranks:?}");
-    for (r, (exit, _, drained)) in ranks.iter().enumerate() {
-        assert!(
-            exit == "0" && *drained,
-            "rank {r}: step exit {exit}, drained {drained}"
-        );
-    }
+    assert!(ranks.iter().all(Rank::ended_well), "{ranks:?}");
+    let nodes: Vec<&str> = ranks.iter().map(|r| r.node.as_str()).collect();
+    assert_eq!(
+        nodes,
+        ["n1", "n1", "n2", "n2"],
+        "ranks placed in task order"
+    );
     let d = run.distance("compare.json");
     assert!(d < 1e-4, "consensus distance {d} among the {NODES} peers");
     let accuracy = run.accuracy(0);
@@ -590,6 +627,7 @@ fn slurm_jobs_of_rumor_peers_end_consistent_with_a_cancelled_step_and_a_restarte
         &slurm,
         &certs,
         &run,
+        NODES,
         &[
             "--dataset",
             data,
@@ -641,11 +679,7 @@ fn slurm_jobs_of_rumor_peers_end_consistent_with_a_cancelled_step_and_a_restarte
     wait_job_end(&slurm, &job, &run, Duration::from_secs(120));
     let ranks = run.ranks();
     for &r in &survivors {
-        let (exit, _, drained) = &ranks[r];
-        assert!(
-            exit == "0" && *drained,
-            "rank {r}: step exit {exit}, drained {drained}"
-        );
+        assert!(ranks[r].ended_well(), "rank {r}: {:?}", ranks[r]);
         assert!(
             run.log(r).contains("end of training requested"),
             "peer-{r} never got SIGUSR1:\n{}",
@@ -653,7 +687,7 @@ fn slurm_jobs_of_rumor_peers_end_consistent_with_a_cancelled_step_and_a_restarte
         );
     }
     assert!(
-        ranks[victim].0 != "0" && !ranks[victim].2,
+        ranks[victim].exit != "0" && !ranks[victim].drained,
         "the cancelled rank: {:?}",
         ranks[victim]
     );
@@ -705,7 +739,7 @@ fn slurm_jobs_of_rumor_peers_end_consistent_with_a_cancelled_step_and_a_restarte
     );
     let ranks = run.ranks();
     assert_eq!(
-        ranks[victim].1, 1,
+        ranks[victim].restarts, 1,
         "peer-{victim} restarted once: {ranks:?}"
     );
     assert!(
@@ -713,12 +747,7 @@ fn slurm_jobs_of_rumor_peers_end_consistent_with_a_cancelled_step_and_a_restarte
         "peer-{victim} did not resume from its checkpoint:\n{}",
         run.job_output()
     );
-    assert!(
-        ranks
-            .iter()
-            .all(|(exit, _, drained)| exit == "0" && *drained),
-        "{ranks:?}"
-    );
+    assert!(ranks.iter().all(Rank::ended_well), "{ranks:?}");
     let d = run.distance("compare.json");
     assert!(d < 1e-4, "consensus distance {d} after the restart");
     eprintln!(
