@@ -328,10 +328,7 @@ impl Slurm {
     }
 
     fn job_active(&self, job: &str) -> bool {
-        matches!(
-            self.job_field(job, "JobState").as_str(),
-            "PENDING" | "CONFIGURING" | "RUNNING" | "COMPLETING" | "SUSPENDED" | "SIGNALING"
-        )
+        active(&self.job_field(job, "JobState"))
     }
 
     /// The step id (`JOB.STEP`) of the running step named `name`.
@@ -517,6 +514,19 @@ fn wait_job_end(slurm: &Slurm, job: &str, run: &Run, limit: Duration) {
     );
 }
 
+/// Whether a job in `state` (scontrol's JobState) has not ended yet.
+fn active(state: &str) -> bool {
+    matches!(
+        state,
+        "PENDING" | "CONFIGURING" | "RUNNING" | "COMPLETING" | "SUSPENDED" | "SIGNALING"
+    )
+}
+
+/// A time measured by polling, or that it was missed.
+fn seen(t: Option<Duration>) -> String {
+    t.map_or("(not seen)".into(), |t| format!("{t:.1?}"))
+}
+
 /// Fashion-MNIST when installed, else the synthetic set (saying so).
 fn dataset() -> &'static str {
     if Path::new(rumor::data::FASHION_MNIST_DIR).exists() {
@@ -578,23 +588,22 @@ fn slurm_jobs_of_rumor_peers_end_consistent_with_a_cancelled_step_and_a_restarte
         2,
         &["--dataset", data, "--epochs", "2"],
     );
-    let mut to_training = None;
+    let (mut to_running, mut to_training) = (None, None);
     let ended = poll(Duration::from_secs(240), || {
+        let state = slurm.job_field(&job, "JobState");
+        if to_running.is_none() && state == "RUNNING" {
+            to_running = Some(submitted.elapsed());
+        }
         if to_training.is_none() && (0..NODES).all(|r| run.training(r)) {
             to_training = Some(submitted.elapsed());
         }
-        !slurm.job_active(&job)
+        !active(&state)
     });
     assert!(
         ended,
         "job {job} still running after 240 s:\n{}",
         run.job_output()
     );
-    let to_training = to_training.or_else(|| {
-        (0..NODES)
-            .all(|r| run.training(r))
-            .then(|| submitted.elapsed())
-    });
     let wall = submitted.elapsed();
     let state = slurm.job_field(&job, "JobState");
     assert_eq!(state, "COMPLETED", "job {job}:\n{}", run.job_output());
@@ -611,9 +620,10 @@ fn slurm_jobs_of_rumor_peers_end_consistent_with_a_cancelled_step_and_a_restarte
     assert!(d < 1e-4, "consensus distance {d} among the {NODES} peers");
     let accuracy = run.accuracy(0);
     eprintln!(
-        "plain job: sbatch to every peer training {}, job done in {wall:.1?}; {data} test \
-         accuracy {:.2}%, consensus distance {d:.3e} over {NODES} peers",
-        to_training.map_or("(not seen)".into(), |t| format!("{t:.1?}")),
+        "plain job: sbatch to job running {}, to every peer training {}, job done in \
+         {wall:.1?}; {data} test accuracy {:.2}%, consensus distance {d:.3e} over {NODES} peers",
+        seen(to_running),
+        seen(to_training),
         accuracy * 100.0
     );
 
