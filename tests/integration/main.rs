@@ -21,5 +21,6 @@ mod procs;
 mod revocation;
 mod scale;
 mod security;
+mod slurm;
 mod ssh;
 mod version_reuse;
