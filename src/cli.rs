@@ -355,6 +355,10 @@ pub struct TrainFlags {
     /// Longest wait to join, e.g. 30s  [peer.join_timeout]
     #[arg(long, allow_hyphen_values = true, value_parser = duration("peer.join_timeout"))]
     pub join_timeout: Option<Duration>,
+    /// Longest time from SIGTERM to exit (leave, save; the final evaluation is skipped when
+    /// it is spent), e.g. 20s  [peer.leave_grace]
+    #[arg(long, allow_hyphen_values = true, value_parser = duration("peer.leave_grace"))]
+    pub leave_grace: Option<Duration>,
     /// Longest drain, e.g. 60s  [peer.drain_timeout]
     #[arg(long, allow_hyphen_values = true, value_parser = duration("peer.drain_timeout"))]
     pub drain_timeout: Option<Duration>,
@@ -613,6 +617,7 @@ impl TrainFlags {
         set(&mut c.peer.min_peers, &self.min_peers);
         set(&mut c.peer.join_timeout, &self.join_timeout);
         set(&mut c.peer.drain_timeout, &self.drain_timeout);
+        set(&mut c.peer.leave_grace, &self.leave_grace);
         if let Some(p) = self.loss {
             // Every datagram crosses exactly one sender's socket: dropping P on send makes
             // each link lose P of its datagrams (dropping both ways would lose 1 − (1 − P)²).

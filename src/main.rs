@@ -66,13 +66,17 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Peer(args) => {
             let config = args.load_config()?;
-            runtime.block_on(run::peer(
+            let result = runtime.block_on(run::peer(
                 config,
                 args.resume,
                 args.summary_json.clone(),
                 args.ready_file.clone(),
                 args.metrics_addr,
-            ))?;
+            ));
+            // An evaluation skipped at the end of the leave grace may still run on a blocking
+            // thread: the process does not wait for it.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            result?;
         }
         Command::Certs(CertsCommand::Init {
             dir,

@@ -71,6 +71,11 @@ pub struct PeerSection {
     /// Longest drain after the training budget is spent.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Longest time from SIGTERM (or Ctrl-C) to exit: the leave, the final save and the
+    /// final evaluation, which is skipped when the time is spent. Shorter than the engine's
+    /// own grace (Kubernetes gives 30 s before SIGKILL).
+    #[serde(with = "humantime_serde")]
+    pub leave_grace: Duration,
     /// How often the base is checkpointed while running.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
@@ -93,6 +98,7 @@ impl Default for PeerSection {
             min_peers: 1,
             join_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(60),
+            leave_grace: Duration::from_secs(20),
             checkpoint_interval: Duration::from_secs(30),
             audit_log: None,
         }

@@ -72,6 +72,9 @@ pub struct PeerOptions {
     pub advertise: Option<SocketAddr>,
     /// Seeds to join through.
     pub seeds: Vec<SocketAddr>,
+    /// Longest time from a stop request to the end of [`run_peer`]: the final evaluation is
+    /// skipped when the leave and the save used it up.
+    pub leave_grace: Duration,
     /// Seeds by DNS name, resolved at start and again every few seconds ([`discovery`]).
     pub dns_seeds: Vec<crate::net::discovery::DnsSeed>,
     /// Certificates for mutual TLS.
@@ -409,6 +412,8 @@ pub async fn run_peer_observed(
     let mut drain_ended = false;
     let mut stopping = false;
     let mut training_end_requested = false;
+    // Set by a stop request: when the peer must be gone (`leave_grace`).
+    let mut leave_by: Option<Instant> = None;
     let mut last_status = Instant::now();
     let mut remote_logs = RemoteLogs::default();
     let mut local_refusals = RateLimitedLog::new(crate::ratelog::LOG_INTERVAL);
@@ -479,8 +484,12 @@ pub async fn run_peer_observed(
             _ = tick.tick() => {}
             changed = stop.changed(), if !stopping => {
                 if changed.is_err() || *stop.borrow() {
-                    info!("stop requested: leaving gracefully");
+                    info!(
+                        grace_seconds = options.leave_grace.as_secs_f64(),
+                        "stop requested: leaving gracefully"
+                    );
                     stopping = true;
+                    leave_by = Some(Instant::now() + options.leave_grace);
                 }
             }
         }
@@ -634,7 +643,10 @@ pub async fn run_peer_observed(
     }
     core.leave();
     sender.flush(&mut core);
-    sender.settle(Duration::from_secs(3)).await;
+    // A stop request bounds the leave: a quarter of the grace left for the last sends.
+    let left = |by: Option<Instant>| by.map(|t| t.saturating_duration_since(Instant::now()));
+    let settle = left(leave_by).map_or(Duration::from_secs(3), |l| l.div_f64(4.0));
+    sender.settle(settle.min(Duration::from_secs(3))).await;
     // A failed final save loses at most what happened since the last periodic checkpoint; the
     // run's outcome is still worth returning.
     if let Err(e) = save(&options.data_dir, &options.plan.spec, &core, progress.step) {
@@ -648,14 +660,26 @@ pub async fn run_peer_observed(
     let spec = options.plan.spec.clone();
     let test = options.test.clone();
     let eval_base = base.clone();
-    let accuracy = tokio::task::spawn_blocking(move || {
+    let evaluation = tokio::task::spawn_blocking(move || {
         model::evaluate(&spec, &eval_base, &test.images, &test.labels)
-    })
-    .await
-    .map_err(|source| NodeError::Task {
-        what: "evaluation",
-        source,
-    })??;
+    });
+    let evaluated = match left(leave_by) {
+        None => Some(evaluation.await),
+        Some(limit) => tokio::time::timeout(limit, evaluation).await.ok(),
+    };
+    let accuracy = match evaluated {
+        Some(done) => done.map_err(|source| NodeError::Task {
+            what: "evaluation",
+            source,
+        })??,
+        None => {
+            warn!(
+                grace_seconds = options.leave_grace.as_secs_f64(),
+                "final evaluation skipped: the leave grace is spent (the checkpoint is saved)"
+            );
+            f32::NAN
+        }
+    };
     progress.test_accuracy = Some(accuracy);
     // The final accuracy is of the final base, not of the last saved evaluation point.
     progress.eval_snapshot = None;

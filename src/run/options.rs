@@ -170,6 +170,7 @@ pub fn peer_options(
         advertise: p.advertise,
         seeds: p.seeds.clone(),
         dns_seeds: p.dns_seeds.clone(),
+        leave_grace: p.leave_grace,
         identity,
         revocation_list,
         data_dir: p.data_dir.clone(),
