@@ -105,7 +105,11 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 (_, _, Some(count)) => certs::counted_names(&prefix, count)?,
                 (None, None, None) => Vec::new(),
             };
-            // All or nothing: an existing certificate stops the run before any is written.
+            // All or nothing: a bad name or an existing certificate stops the run before any
+            // is written.
+            for name in &names {
+                certs::validate_name(name)?;
+            }
             if !force {
                 for name in &names {
                     let path = dir.join(format!("{name}.pem"));

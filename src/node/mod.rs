@@ -330,10 +330,14 @@ pub async fn run_peer_observed(
     // Static seeds and what the DNS seeds resolve to now; both decide the advertised address
     // when the peer listens on every interface.
     let (found, mut dns) = discovery::DnsWatch::start(&options.dns_seeds).await;
+    // Static seeds first, in the order given (they are tried in turn), then the new ones DNS
+    // found.
     let mut start_seeds = options.seeds.clone();
-    start_seeds.extend(found);
-    start_seeds.sort();
-    start_seeds.dedup();
+    for a in found {
+        if !start_seeds.contains(&a) {
+            start_seeds.push(a);
+        }
+    }
     let addr = crate::net::discovery::advertised_addr(
         transport.local_addr(),
         options.advertise,

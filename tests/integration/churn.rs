@@ -11,33 +11,23 @@ use crate::procs::{read_addr, wait_exit, wait_for, Cluster, KillOnDrop};
 fn a_killed_peer_is_declared_dead_rejoins_with_resume_and_ends_consistent() {
     let _serial = crate::common::heavy_test_lock();
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    rumor::certs::init_ca(&certs, false).unwrap();
     let names = ["peer-1", "peer-2", "peer-3", "peer-4", "peer-5", "late"];
-    for n in names {
-        rumor::certs::issue(&certs, n, 2).unwrap();
-    }
-    let config = dir.path().join("churn.toml");
-    std::fs::write(
-        &config,
-        "[peer]\ncheckpoint_interval = \"1s\"\njoin_timeout = \"60s\"\ndrain_timeout = \"180s\"\n\
-         [train]\neval_every = 0\nmodel = \"784-64-10\"\npublish_every = 20\n",
-    )
-    .unwrap();
     let real = Path::new(rumor::data::FASHION_MNIST_DIR).exists();
     if !real {
         eprintln!(
             "NOTE: Fashion-MNIST absent; the churn test uses synthetic data with more epochs"
         );
     }
-    let cluster = Cluster {
-        dir: dir.path().to_path_buf(),
-        config,
-        dataset: if real { "fashion-mnist" } else { "synthetic" },
-        // Time-boxed: 30 s of training whatever the machine's speed.
-        epochs: 1000,
-        train_time: "30s",
-    };
+    // Time-boxed: 30 s of training whatever the machine's speed.
+    let cluster = Cluster::create(
+        dir.path(),
+        &names,
+        "[peer]\ncheckpoint_interval = \"1s\"\njoin_timeout = \"60s\"\ndrain_timeout = \"180s\"\n\
+         [train]\neval_every = 0\nmodel = \"784-64-10\"\npublish_every = 20\n",
+        if real { "fashion-mnist" } else { "synthetic" },
+        1000,
+        "30s",
+    );
 
     let mut peers: Vec<Option<KillOnDrop>> = Vec::new();
     peers.push(Some(cluster.spawn("peer-1", "1/5", None, 5, false)));
@@ -125,27 +115,17 @@ fn a_killed_peer_is_declared_dead_rejoins_with_resume_and_ends_consistent() {
 fn a_peer_killed_before_its_first_checkpoint_comes_back_with_the_same_flags() {
     let _serial = crate::common::heavy_test_lock();
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    rumor::certs::init_ca(&certs, false).unwrap();
     let names = ["peer-1", "peer-2", "peer-3"];
-    for n in names {
-        rumor::certs::issue(&certs, n, 2).unwrap();
-    }
-    let config = dir.path().join("restart.toml");
     // No periodic checkpoint during the run: the kill always comes before the first one.
-    std::fs::write(
-        &config,
+    let cluster = Cluster::create(
+        dir.path(),
+        &names,
         "[peer]\ncheckpoint_interval = \"1h\"\njoin_timeout = \"60s\"\ndrain_timeout = \"180s\"\n\
          [train]\neval_every = 0\nmodel = \"784-64-10\"\npublish_every = 20\n",
-    )
-    .unwrap();
-    let cluster = Cluster {
-        dir: dir.path().to_path_buf(),
-        config,
-        dataset: "synthetic",
-        epochs: 1000,
-        train_time: "20s",
-    };
+        "synthetic",
+        1000,
+        "20s",
+    );
     let mut peers: Vec<KillOnDrop> = vec![cluster.spawn("peer-1", "1/3", None, 3, true)];
     let seed = read_addr(&dir.path().join("peer-1.addr"));
     for (i, name) in names[1..].iter().enumerate() {

@@ -593,7 +593,10 @@ fn an_error_says_each_sentence_once() {
         args.into_iter().map(str::to_string).collect()
     };
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (peer(&["--name", "solo", "--resume"]), "checkpoint.json"),
+        (
+            peer(&["--name", "auto", "--shard", "1/1"]),
+            "no cluster engine found",
+        ),
         (peer(&["--name", "stranger"]), "stranger.pem"),
         (
             peer(&["--name", "solo", "--dataset", "idx:/nonexistent/rumor"]),

@@ -60,6 +60,21 @@ pub async fn within<T>(
     }
 }
 
+/// Checks `check` every 100 ms until it holds or `limit` passes; says whether it held (for
+/// waits whose failure the caller reports itself).
+pub fn held_within(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Tests that start many processes or peers take this lock so that they do not overlap: their
 /// fault timelines (kill, cut, restore) assume the machine is not shared with another such test.
 pub fn heavy_test_lock() -> std::sync::MutexGuard<'static, ()> {

@@ -32,6 +32,32 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A cluster in `dir`: a CA and one certificate per name in `dir/certs`, and `toml` written
+    /// as its config file `dir/cluster.toml`.
+    pub fn create(
+        dir: &Path,
+        names: &[&str],
+        toml: &str,
+        dataset: &'static str,
+        epochs: u32,
+        train_time: &'static str,
+    ) -> Self {
+        let certs = dir.join("certs");
+        rumor::certs::init_ca(&certs, false).expect("create the CA");
+        for n in names {
+            rumor::certs::issue(&certs, n, 2).expect("issue a peer certificate");
+        }
+        let config = dir.join("cluster.toml");
+        std::fs::write(&config, toml).expect("write the cluster config");
+        Self {
+            dir: dir.to_path_buf(),
+            config,
+            dataset,
+            epochs,
+            train_time,
+        }
+    }
+
     pub fn spawn(
         &self,
         name: &str,

@@ -68,19 +68,7 @@ fn skip_reason() -> Option<String> {
     None
 }
 
-/// Polls `check` every 100 ms until it holds or `limit` passes; says whether it held.
-fn poll(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use crate::common::held_within as poll;
 
 /// The last `n` lines of the file at `path` (empty when unreadable).
 fn tail(path: &Path, n: usize) -> String {

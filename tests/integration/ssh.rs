@@ -80,18 +80,7 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use crate::common::held_within as wait_for;
 
 fn remote_dirs() -> BTreeSet<String> {
     std::fs::read_dir("/tmp")

@@ -76,28 +76,18 @@ fn a_peer_killed_after_a_publish_never_reuses_a_version() {
     let _serial = crate::common::heavy_test_lock();
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    rumor::certs::init_ca(&certs, false).unwrap();
     let names = ["victim", "peer-2", "peer-3"];
-    for n in names {
-        rumor::certs::issue(&certs, n, 2).unwrap();
-    }
     // One checkpoint 5 s after start, the next 10 s after: the kill falls between them, after
     // publishes the first one does not hold.
-    let config = dir.path().join("reuse.toml");
-    std::fs::write(
-        &config,
+    let cluster = Cluster::create(
+        dir.path(),
+        &names,
         "[peer]\ncheckpoint_interval = \"5s\"\njoin_timeout = \"60s\"\ndrain_timeout = \"60s\"\n\
          [train]\neval_every = 0\nmodel = \"784-64-10\"\npublish_every = 20\n",
-    )
-    .unwrap();
-    let cluster = Cluster {
-        dir: dir.path().to_path_buf(),
-        config,
-        dataset: "synthetic",
-        epochs: 1000,
-        train_time: "10s",
-    };
+        "synthetic",
+        1000,
+        "10s",
+    );
     let audit = |name: &str| dir.path().join(format!("{name}.audit"));
     let flags = |name: &str, metrics: Option<&str>| {
         let mut extra: Vec<OsString> = vec!["--audit-log".into(), audit(name).into()];
