@@ -539,6 +539,10 @@ pub struct PeerArgs {
     /// StatefulSet's replicas); default: the RUMOR_REPLICAS variable.
     #[arg(long, value_name = "N", value_parser = whole::<usize>("--replicas", 1))]
     pub replicas: Option<usize>,
+    /// After the run, stay up serving /status and /metrics (/healthz: `finished`) until
+    /// SIGTERM, for engines that restart exited containers  [peer.linger]
+    #[arg(long)]
+    pub linger: bool,
     /// Continue from the checkpoint in --data-dir.
     #[arg(long)]
     pub resume: bool,
@@ -747,6 +751,7 @@ impl PeerArgs {
             p.revocation_list = self.revocation_list.clone();
         }
         set(&mut p.data_dir, &self.data_dir);
+        p.linger |= self.linger;
         if self.audit_log.is_some() {
             p.audit_log = self.audit_log.clone();
         }

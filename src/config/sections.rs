@@ -76,6 +76,10 @@ pub struct PeerSection {
     /// own grace (Kubernetes gives 30 s before SIGKILL).
     #[serde(with = "humantime_serde")]
     pub leave_grace: Duration,
+    /// After the run (drained or left, saved, summary written) keep the process up, serving
+    /// `/status` and `/metrics` (`/healthz` answers `finished`), until SIGTERM or Ctrl-C: for
+    /// engines that restart an exited container (a StatefulSet).
+    pub linger: bool,
     /// How often the base is checkpointed while running.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
@@ -99,6 +103,7 @@ impl Default for PeerSection {
             join_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(60),
             leave_grace: Duration::from_secs(20),
+            linger: false,
             checkpoint_interval: Duration::from_secs(30),
             audit_log: None,
         }

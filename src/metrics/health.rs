@@ -3,13 +3,14 @@
 //! - Liveness (`/healthz`): the peer's event loop publishes a status snapshot at least every
 //!   100 ms while it turns, whatever it is doing (joining, training, paused, draining). A
 //!   snapshot older than [`STALE_AFTER`] means the loop is stuck (or has ended): 503, and a
-//!   liveness probe restarts the process.
+//!   liveness probe restarts the process. A peer whose run is over and that lingers
+//!   (`--linger`) answers 200 `finished`: nothing is stuck.
 //! - Readiness (`/readyz`): the peer has joined and trains or drains: 200. Starting, joining
 //!   (looking for seeds or waiting for `min_peers`) or stopped: 503. A Service that lists only
 //!   ready peers would hide joiners from each other, so rumor's headless Service publishes
 //!   addresses that are not ready as well (`deploy/kubernetes`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
@@ -27,6 +28,8 @@ pub struct Heartbeat {
     started: Instant,
     /// Milliseconds from `started` to the last snapshot.
     last_ms: AtomicU64,
+    /// Set once the peer's run is over (its loop has ended on purpose).
+    finished: AtomicBool,
 }
 
 impl Heartbeat {
@@ -35,6 +38,7 @@ impl Heartbeat {
         Self {
             started: Instant::now(),
             last_ms: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
         }
     }
 
@@ -43,6 +47,11 @@ impl Heartbeat {
         let ms = now.saturating_duration_since(self.started).as_millis();
         self.last_ms
             .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The peer's run is over: no more snapshots will come, and that is no failure.
+    pub fn finish(&self) {
+        self.finished.store(true, Ordering::Relaxed);
     }
 
     /// Time since the last snapshot, at `now`.
@@ -58,10 +67,13 @@ impl Default for Heartbeat {
     }
 }
 
-/// `/healthz`: 200 `ok` while the last snapshot is younger than [`STALE_AFTER`], else 503
-/// saying how old it is.
-pub fn liveness(age: Duration) -> (StatusCode, String) {
-    if age < STALE_AFTER {
+/// `/healthz` at `now`: 200 `ok` while the last snapshot is younger than [`STALE_AFTER`], 200
+/// `finished` once the run is over, else 503 saying how old the last snapshot is.
+pub fn liveness(heartbeat: &Heartbeat, now: Instant) -> (StatusCode, String) {
+    let age = heartbeat.age(now);
+    if heartbeat.finished.load(Ordering::Relaxed) {
+        (StatusCode::OK, "finished\n".into())
+    } else if age < STALE_AFTER {
         (StatusCode::OK, "ok\n".into())
     } else {
         (
@@ -99,12 +111,15 @@ mod tests {
         let t0 = Instant::now();
         beat.beat(t0);
         assert_eq!(
-            liveness(beat.age(t0 + Duration::from_secs(1))).0,
+            liveness(&beat, t0 + Duration::from_secs(1)).0,
             StatusCode::OK
         );
-        let (code, body) = liveness(beat.age(t0 + Duration::from_secs(11)));
+        let late = t0 + Duration::from_secs(11);
+        let (code, body) = liveness(&beat, late);
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("stalled"), "{body}");
+        beat.finish();
+        assert_eq!(liveness(&beat, late), (StatusCode::OK, "finished\n".into()));
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub enum HttpError {
 /// A running metrics server; stops when dropped.
 pub struct MetricsServer {
     addr: SocketAddr,
+    heartbeat: Arc<Heartbeat>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -99,13 +100,23 @@ impl MetricsServer {
             .local_addr()
             .map_err(|source| HttpError::Bind { addr, source })?;
         let heartbeat = Arc::new(Heartbeat::new());
-        let task = tokio::spawn(accept_loop(listener, snapshots, heartbeat));
-        Ok(Self { addr: bound, task })
+        let task = tokio::spawn(accept_loop(listener, snapshots, heartbeat.clone()));
+        Ok(Self {
+            addr: bound,
+            heartbeat,
+            task,
+        })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The peer's run is over (it lingers): `/healthz` answers `finished` from now on, while
+    /// `/status` and `/metrics` keep the last snapshot.
+    pub fn finish(&self) {
+        self.heartbeat.finish();
     }
 }
 
@@ -143,8 +154,8 @@ async fn accept_loop(
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let snapshot = snapshots.borrow().clone();
-                let age = heartbeat.age(std::time::Instant::now());
-                async move { Ok::<_, Infallible>(route(&req, &snapshot, age)) }
+                let health = liveness(&heartbeat, std::time::Instant::now());
+                async move { Ok::<_, Infallible>(route(&req, &snapshot, health)) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -174,11 +185,11 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
     res
 }
 
-/// Answers one request; `age` is the time since the last snapshot (for `/healthz`).
+/// Answers one request; `health` is the answer `/healthz` gets now.
 fn route(
     req: &Request<Incoming>,
     snapshot: &StatusSnapshot,
-    age: Duration,
+    health: (StatusCode, String),
 ) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return respond(
@@ -201,10 +212,7 @@ fn route(
                 format!("{e}\n"),
             ),
         },
-        "/healthz" => {
-            let (code, body) = liveness(age);
-            respond(code, "text/plain", body)
-        }
+        "/healthz" => respond(health.0, "text/plain", health.1),
         "/readyz" => {
             let (code, body) = readiness(snapshot);
             respond(code, "text/plain", body)

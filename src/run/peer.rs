@@ -78,7 +78,7 @@ pub async fn peer(
     options.resume = resume;
     let mut handle = PeerHandle::spawn(options);
     let stopper = handle_signals(&handle);
-    let _metrics = match metrics_addr {
+    let metrics_server = match metrics_addr {
         Some(addr) => {
             let server = MetricsServer::start(addr, handle.snapshot.clone()).await?;
             info!(addr = %server.local_addr(), "serving /metrics and /status");
@@ -115,6 +115,13 @@ pub async fn peer(
     );
     if let Some(path) = summary_json {
         write_json(&path, &summary)?;
+    }
+    if config.peer.linger {
+        if let Some(server) = &metrics_server {
+            server.finish();
+        }
+        info!("the run is over; lingering (serving /status and /metrics) until SIGTERM or Ctrl-C");
+        wait_for_signal().await;
     }
     Ok(())
 }

@@ -91,3 +91,70 @@ async fn health_and_readiness() {
         "an exited peer's /healthz is refused"
     );
 }
+
+/// `--linger`: once its run is over (drained, saved, summary written) the peer stays up, its
+/// `/healthz` answering `finished` and `/readyz` not ready, until SIGTERM ends it with exit 0.
+#[test]
+fn a_lingering_peer_stays_up_after_its_run_until_sigterm() {
+    crate::flood::heavy(lingering());
+}
+
+async fn lingering() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), &["solo"]);
+    let metrics = format!("127.0.0.1:{}", crate::flood::free_port());
+    let summary = dir.path().join("solo.json");
+    let child = Command::new(BIN)
+        .args(["peer", "--config"])
+        .arg(dir.path().join("flood.toml"))
+        .args(["--name", "solo", "--listen", "127.0.0.1:0", "--certs"])
+        .arg(dir.path().join("certs"))
+        .arg("--data-dir")
+        .arg(dir.path().join("solo"))
+        .args(["--dataset", "synthetic", "--epochs", "1", "--linger"])
+        .args(["--metrics-addr", &metrics])
+        .arg("--summary-json")
+        .arg(&summary)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn peer");
+    let mut peer = Peer {
+        name: "solo".into(),
+        child: crate::flood::KillOnDrop(child),
+        metrics,
+    };
+    poll_until(Duration::from_secs(120), "the run to end", || async {
+        summary.exists().then_some(())
+    })
+    .await;
+    // Past the staleness limit of a loop that stopped: still alive, because finished.
+    let after = std::time::Instant::now() + rumor::metrics::health::STALE_AFTER;
+    poll_until(
+        rumor::metrics::health::STALE_AFTER + Duration::from_secs(30),
+        "a /healthz answered past the staleness limit",
+        || async {
+            if std::time::Instant::now() < after {
+                return None;
+            }
+            Some(get(&peer.metrics, "/healthz", T).await)
+        },
+    )
+    .await
+    .map(|body| assert_eq!(body, "finished\n"))
+    .expect("/healthz of a lingering peer");
+    match get(&peer.metrics, "/readyz", T).await {
+        Err(HttpError::Status { body, .. }) => assert!(body.contains("stopped"), "{body}"),
+        other => panic!("/readyz of a finished peer: {other:?}"),
+    }
+    assert!(
+        peer.child.0.try_wait().expect("wait").is_none(),
+        "the peer lingers"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &peer.child.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    wait_exit(&mut peer, Duration::from_secs(30), dir.path()).await;
+}
