@@ -293,6 +293,14 @@ impl LocalCluster {
             .collect()
     }
 
+    /// The end-of-training flag of every running peer ([`PeerHandle::end_training_flag`]).
+    pub fn end_training_flags(&self) -> Vec<Arc<std::sync::atomic::AtomicBool>> {
+        self.peers
+            .iter()
+            .filter_map(|p| p.handle.as_ref().map(PeerHandle::end_training_flag))
+            .collect()
+    }
+
     /// Refreshes each running peer's last view, takes its recent events and collects the
     /// peers that ended (a killed one stays killed); with `sample`, records each running peer's
     /// accuracy in its history. Returns the events and the names and errors of the peers that

@@ -194,7 +194,7 @@ fn handle_signals(handle: &PeerHandle) -> tokio::task::JoinHandle<()> {
 
 /// Waits for SIGUSR1; never returns where it cannot be received (not Unix, or the handler
 /// could not be installed, which is logged).
-async fn wait_for_end_of_training_signal() {
+pub(super) async fn wait_for_end_of_training_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

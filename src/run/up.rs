@@ -22,7 +22,7 @@ use crate::ui::peer_table::plain_line;
 
 use super::centralized::centralized;
 use super::options::{check_batch_fits, load_data, local_peer_options};
-use super::peer::wait_for_signal;
+use super::peer::{wait_for_end_of_training_signal, wait_for_signal};
 use super::summary::{
     peer_summary, print_summary, summarize, sync_peer_summary, PeerSummary, RunSummary,
 };
@@ -228,11 +228,20 @@ async fn up_gossip(
 }
 
 /// Runs `cluster` to its end without a screen: a plain line per peer every 5 s unless `quiet`;
-/// Ctrl-C or SIGTERM asks every peer to leave.
+/// Ctrl-C or SIGTERM asks every peer to leave, SIGUSR1 to end training and drain.
 async fn watch_plain(cluster: &mut LocalCluster, started: Instant, quiet: bool) {
     let stops = cluster.stop_senders();
+    let ends = cluster.end_training_flags();
     let signals = tokio::spawn(async move {
-        wait_for_signal().await;
+        tokio::select! {
+            () = wait_for_signal() => {}
+            () = wait_for_end_of_training_signal() => {
+                for flag in ends {
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                wait_for_signal().await;
+            }
+        }
         for s in stops {
             let _ = s.send(true);
         }
