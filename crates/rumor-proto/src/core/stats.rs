@@ -67,6 +67,9 @@ pub struct CoreStats {
     pub snapshots_installed: u64,
     /// Snapshot installs that could not re-apply every delta this peer held (inexact merges).
     pub inexact_merges: u64,
+    /// Snapshots not installed because the install would have dropped deltas this peer holds
+    /// and the snapshot does not outrank this peer's state.
+    pub snapshots_refused: u64,
     /// Join requests sent.
     pub join_attempts: u64,
     /// Join requests sent after joining, to addresses discovery returned that no member held.

@@ -275,12 +275,28 @@ impl Replica {
         Received::Applied
     }
 
-    /// A `Snapshot` from the network: installed when it holds deltas this peer lacks.
+    /// A `Snapshot` from the network, installed when it holds deltas this peer lacks and the
+    /// install loses nothing: every delta this peer applied that the snapshot lacks is still in
+    /// the log, to be re-applied on top of it. An install that would drop some (an inexact
+    /// merge) is taken only from a snapshot that [`outranks`] this peer's state, so of two
+    /// peers that each hold deltas the other can no longer be sent exactly one gives way, once,
+    /// instead of both trading losses back and forth (and a late copy of an old snapshot never
+    /// undoes newer merges). Every change of the applied set thus raises its rank. A refused
+    /// snapshot is counted (`snapshots_refused`); anti-entropy then goes the other way.
     pub fn receive_snapshot(&mut self, out: &mut Outbox, mut snapshot: Snapshot) {
         snapshot.applied.normalize();
-        if !snapshot.applied.is_subset_of(&self.applied) {
-            self.install_snapshot(out, snapshot);
+        if snapshot.applied.is_subset_of(&self.applied) {
+            return;
         }
+        let exact = self
+            .applied
+            .difference(&snapshot.applied)
+            .all(|(origin, version)| self.log.get(origin, version).is_some());
+        if !exact && !outranks(&snapshot.applied, &self.applied) {
+            out.stats.snapshots_refused += 1;
+            return;
+        }
+        self.install_snapshot(out, snapshot);
     }
 
     /// Replaces the base by `snapshot`, then re-applies the deltas this peer holds that the
@@ -324,6 +340,13 @@ impl Replica {
             exact,
         });
     }
+}
+
+/// Whether a snapshot with applied set `theirs` wins over a peer holding `ours` when merging
+/// them would drop some of the peer's deltas: the larger set wins, and between sets of one
+/// size the larger fingerprint, so of two peers exactly one gives way.
+pub fn outranks(theirs: &VersionVector, ours: &VersionVector) -> bool {
+    (theirs.len(), theirs.fingerprint()) > (ours.len(), ours.fingerprint())
 }
 
 impl Replica {
