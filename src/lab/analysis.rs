@@ -96,6 +96,11 @@ pub struct CellSummary {
     pub bytes_sent_per_peer: f64,
     /// Wall time of the run (s).
     pub wall_seconds: f64,
+    /// Peers that ended their drain consistent (of `peers`; a baseline's peers all count).
+    pub peers_drained: usize,
+    /// The longest drain of the run's peers (s): from a peer's last delta to the end of its
+    /// drain. Null for the baselines (no drain) and when no peer's drain ended.
+    pub drain_seconds: Option<f64>,
 }
 
 /// `summary.json`.
@@ -239,6 +244,12 @@ pub(super) fn analyse(
         final_consensus_distance: summary.consensus_distance,
         bytes_sent_per_peer,
         wall_seconds: summary.wall_seconds,
+        peers_drained: summary.peers.iter().filter(|p| p.drained).count(),
+        drain_seconds: summary
+            .peers
+            .iter()
+            .filter_map(|p| p.drain_seconds)
+            .reduce(f64::max),
     };
     Ok((rows, s, ser))
 }
@@ -260,6 +271,11 @@ fn fmt_secs(t: Option<f64>) -> String {
     t.map_or("never".into(), |t| format!("{t:.1}"))
 }
 
+/// A drain time, or `-` where there is none (the baselines).
+fn fmt_drain(t: Option<f64>) -> String {
+    t.map_or("-".into(), |t| format!("{t:.1}"))
+}
+
 /// The Markdown report: per-setting means over seeds, then every run.
 pub fn report(s: &LabSummary) -> String {
     let mut out = format!(
@@ -269,8 +285,8 @@ pub fn report(s: &LabSummary) -> String {
         s.time_to_target_definition
     );
     out.push_str("## Per setting (mean over seeds)\n\n");
-    out.push_str("| mode | loss | slowdown | non-IID α | peers | seeds | reached | time to target (s) | every peer (s) | others (s) | final mean acc | final min acc | consensus dist | MiB sent/peer |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| mode | loss | slowdown | non-IID α | peers | seeds | reached | time to target (s) | every peer (s) | others (s) | final mean acc | final min acc | consensus dist | MiB sent/peer | drained | drain (s) |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut groups: BTreeMap<String, Vec<&CellSummary>> = BTreeMap::new();
     let mut order = Vec::new();
     for c in &s.cells {
@@ -307,7 +323,7 @@ pub fn report(s: &LabSummary) -> String {
         let mean =
             |f: &dyn Fn(&CellSummary) -> f64| cs.iter().map(|c| f(c)).sum::<f64>() / n as f64;
         out.push_str(&format!(
-            "| {} | {:.0}% | {} | {} | {} | {} | {}/{} | {} | {} | {} | {:.2}% | {:.2}% | {:.1e} | {:.1} |\n",
+            "| {} | {:.0}% | {} | {} | {} | {} | {}/{} | {} | {} | {} | {:.2}% | {:.2}% | {:.1e} | {:.1} | {}/{} | {} |\n",
             c0.mode,
             c0.loss * 100.0,
             c0.slowdown,
@@ -327,13 +343,16 @@ pub fn report(s: &LabSummary) -> String {
             mean(&|c| f64::from(c.final_min_test_accuracy)) * 100.0,
             mean(&|c| c.final_consensus_distance),
             mean(&|c| c.bytes_sent_per_peer) / (1024.0 * 1024.0),
+            cs.iter().map(|c| c.peers_drained).sum::<usize>(),
+            cs.iter().map(|c| c.peers).sum::<usize>(),
+            fmt_drain(mean_opt(cs.iter().map(|c| c.drain_seconds).collect()).1),
         ));
     }
     out.push_str("\nMeans of time to target are over the seeds that reached it (see `reached`).\n\n## Every run\n\n");
-    out.push_str("| run | runner | time to target (s) | every peer (s) | final mean acc | final min acc | consensus dist | MiB sent/peer | wall (s) |\n|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| run | runner | time to target (s) | every peer (s) | final mean acc | final min acc | consensus dist | MiB sent/peer | wall (s) | drained | drain (s) |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for c in &s.cells {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.2}% | {:.2}% | {:.1e} | {:.1} | {:.1} |\n",
+            "| {} | {} | {} | {} | {:.2}% | {:.2}% | {:.1e} | {:.1} | {:.1} | {}/{} | {} |\n",
             c.cell,
             c.runner,
             fmt_secs(c.time_to_target_seconds),
@@ -342,7 +361,10 @@ pub fn report(s: &LabSummary) -> String {
             c.final_min_test_accuracy * 100.0,
             c.final_consensus_distance,
             c.bytes_sent_per_peer / (1024.0 * 1024.0),
-            c.wall_seconds
+            c.wall_seconds,
+            c.peers_drained,
+            c.peers,
+            fmt_drain(c.drain_seconds),
         ));
     }
     out.push_str("\n## Plots\n\n");
@@ -407,6 +429,7 @@ mod tests {
             steps: 1,
             samples: 64,
             drained: true,
+            drain_seconds: Some(if name == "peer-0" { 0.5 } else { 1.5 }),
         };
         let summary = RunSummary {
             mode: "gossip".into(),
@@ -428,13 +451,17 @@ mod tests {
         assert_eq!(s.time_to_target_seconds, Some(3.0));
         assert_eq!(s.time_to_target_all_seconds, Some(5.0));
         assert_eq!(series.mean_accuracy.len(), 3);
-        assert!(report(&LabSummary {
+        // The longest drain of the run, and how many of the cell's 4 peers drained (2 ran).
+        assert_eq!(s.drain_seconds, Some(1.5));
+        assert_eq!(s.peers_drained, 2);
+        let text = report(&LabSummary {
             name: "t".into(),
             target_accuracy: 0.8,
             time_to_target_definition: String::new(),
             cells: vec![s],
             plots: vec![],
-        })
-        .contains("| gossip |"));
+        });
+        assert!(text.contains("| gossip |"), "{text}");
+        assert!(text.contains("| 2/4 | 1.5 |"), "{text}");
     }
 }

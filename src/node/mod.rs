@@ -135,6 +135,9 @@ pub struct PeerOutcome {
     pub samples: u64,
     /// Whether the drain ended consistent (false: the drain deadline passed first).
     pub drained: bool,
+    /// Seconds from the start of the drain (training over, last delta published) to its end;
+    /// `None` when the peer stopped before its drain ended.
+    pub drain_seconds: Option<f64>,
     /// Members known at exit.
     pub members: Vec<MemberSummary>,
     /// Protocol counters at exit.
@@ -414,6 +417,8 @@ pub async fn run_peer_observed(
     };
     let mut drained = false;
     let mut drain_ended = false;
+    let mut drain_started: Option<Instant> = None;
+    let mut drain_seconds: Option<f64> = None;
     let mut stopping = false;
     let mut training_end_requested = false;
     // Set by a stop request: when the peer must be gone (`leave_grace`).
@@ -475,7 +480,9 @@ pub async fn run_peer_observed(
                         progress.step = p.step;
                         progress.samples = p.samples;
                         info!(steps = p.step, samples = p.samples, "training budget spent, draining");
-                        core.start_drain(Instant::now());
+                        let now = Instant::now();
+                        drain_started.get_or_insert(now);
+                        core.start_drain(now);
                     }
                     Some(FromTrainer::Failed(e)) => return Err(TrainerError::Failed(e).into()),
                     None => {}
@@ -542,7 +549,9 @@ pub async fn run_peer_observed(
                     }
                     if training_end_requested {
                         info!(members, "training ended before it started: draining");
-                        core.start_drain(Instant::now());
+                        let now = Instant::now();
+                        drain_started.get_or_insert(now);
+                        core.start_drain(now);
                     } else {
                         info!(members, "training starts");
                         let handle = TrainerHandle::spawn(
@@ -574,6 +583,7 @@ pub async fn run_peer_observed(
                     }
                     drained = *complete;
                     drain_ended = true;
+                    drain_seconds = drain_started.map(|at| at.elapsed().as_secs_f64());
                 }
                 Event::DeltaApplied {
                     origin,
@@ -719,6 +729,7 @@ pub async fn run_peer_observed(
         steps: progress.step,
         samples: progress.samples,
         drained,
+        drain_seconds,
         members,
         stats: core.stats().clone(),
         transport: net,

@@ -74,6 +74,7 @@ pub fn centralized(
         steps: progress.step,
         samples: progress.samples,
         drained: true,
+        drain_seconds: None,
     };
     Ok(summarize(
         "centralized",

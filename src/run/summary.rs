@@ -37,6 +37,10 @@ pub struct PeerSummary {
     pub samples: u64,
     /// Whether its drain ended consistent before the deadline.
     pub drained: bool,
+    /// Seconds its drain took (from its last delta to the end of the drain); null for the
+    /// baselines, which have no drain, and for a peer stopped before its drain ended.
+    #[serde(default)]
+    pub drain_seconds: Option<f64>,
 }
 
 /// The summary `up` prints and writes with `--summary-json` (and, for one peer, `rumor peer
@@ -114,6 +118,7 @@ pub(super) fn peer_summary(o: &PeerOutcome) -> PeerSummary {
         steps: o.steps,
         samples: o.samples,
         drained: o.drained,
+        drain_seconds: o.drain_seconds,
     }
 }
 
@@ -130,6 +135,7 @@ pub(super) fn sync_peer_summary(o: &crate::sync::SyncOutcome) -> PeerSummary {
         steps: o.steps,
         samples: o.samples,
         drained: o.complete,
+        drain_seconds: None,
     }
 }
 

@@ -201,7 +201,7 @@ impl Core {
         let out = &mut self.out;
         let timers = &mut self.timers;
         let draining = self.lifecycle.state() == Lifecycle::Draining;
-        let applied_hash = self.replica.applied().fingerprint();
+        let applied_hash = self.replica.applied_fingerprint();
         for timer in Timer::ALL {
             match timer {
                 Timer::Join if timers.take_expired(timer, now) => {
@@ -344,7 +344,7 @@ impl Core {
         let origin = envelope.origin;
         let from = from.addr;
         let out = &mut self.out;
-        let applied_hash = self.replica.applied().fingerprint();
+        let applied_hash = self.replica.applied_fingerprint();
         match envelope.payload {
             Payload::Delta(ref delta) => {
                 let delta = delta.clone();

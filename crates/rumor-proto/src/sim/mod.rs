@@ -568,6 +568,8 @@ impl Sim {
 #[cfg(test)]
 mod lifecycle_scenarios;
 #[cfg(test)]
+mod scale_scenarios;
+#[cfg(test)]
 mod scenarios;
 
 /// The seeds every scenario runs with: 1, 2 and 3, or the one in `RUMOR_SIM_SEED` (to rerun a

@@ -192,6 +192,8 @@ impl Dissemination {
             self.progress.insert(
                 origin,
                 PeerProgress {
+                    applied_fingerprint: applied.fingerprint(),
+                    matched_at: std::cell::Cell::new(None),
                     applied,
                     lifecycle: theirs,
                     contents,
@@ -216,7 +218,7 @@ impl Dissemination {
         addr: SocketAddr,
         hash: u64,
     ) {
-        if hash == replica.applied().fingerprint() || !joined {
+        if hash == replica.applied_fingerprint() || !joined {
             return;
         }
         let now = out.now;
@@ -248,7 +250,7 @@ impl Dissemination {
             applied: replica.applied().clone(),
             lifecycle,
             reply,
-            contents: replica.fingerprints(),
+            contents: replica.fingerprints().to_vec(),
             equivocations: replica.equivocations(),
         };
         let envelope = out.envelope(membership.heartbeat(), 1, Payload::Digest(digest));
@@ -271,17 +273,30 @@ impl Dissemination {
     /// the drain condition's part that is about others. A peer never counts as caught up
     /// while it is known to hold other contents.
     pub fn all_caught_up(&self, me: PeerId, membership: &Membership, replica: &Replica) -> bool {
+        let generation = replica.generation();
         let applied = replica.applied();
+        let fingerprint = replica.applied_fingerprint();
         let ours = replica.fingerprints();
         let equivocations = replica.equivocations();
         membership.live().all(|m| {
             m.peer_id == me
                 || (m.status == MemberStatus::Alive
                     && self.progress.get(&m.peer_id).is_some_and(|p| {
-                        p.lifecycle >= Lifecycle::Draining
+                        if p.lifecycle < Lifecycle::Draining {
+                            return false;
+                        }
+                        // Reports are compared in full once per change on either side.
+                        if p.matched_at.get() == Some(generation) {
+                            return true;
+                        }
+                        let matches = p.applied_fingerprint == fingerprint
                             && p.applied == *applied
                             && p.equivocations == equivocations
-                            && same_contents(&p.contents, &ours)
+                            && same_contents(&p.contents, ours);
+                        if matches {
+                            p.matched_at.set(Some(generation));
+                        }
+                        matches
                     }))
         })
     }

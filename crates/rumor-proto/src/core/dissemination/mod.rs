@@ -32,6 +32,10 @@ use sent::{Outcome, SendLedger};
 #[derive(Clone, Debug)]
 struct PeerProgress {
     applied: crate::version_vector::VersionVector,
+    /// `applied.fingerprint()`, to tell most differing sets apart without walking them.
+    applied_fingerprint: u64,
+    /// The replica generation at which this report was last found to match ours in full.
+    matched_at: std::cell::Cell<Option<u64>>,
     lifecycle: Lifecycle,
     /// Its per-origin content fingerprints, sorted by origin.
     contents: Vec<(crate::id::PeerId, [u8; 16])>,

@@ -60,6 +60,15 @@ pub struct Replica {
     contents: Contents,
     /// Equivocation proofs, by `(origin, version)`.
     proofs: std::collections::BTreeMap<(PeerId, u64), EquivocationProof>,
+    /// [`Replica::fingerprints`] as last computed, until `applied` or `contents` change: the
+    /// drain condition reads them after every input, and each costs one SHA-256 per applied
+    /// delta.
+    fingerprints: std::cell::OnceCell<Vec<(PeerId, [u8; 16])>>,
+    /// Raised whenever `applied`, `contents` or the proofs change, so others can tell that a
+    /// comparison they made against this replica still holds.
+    generation: u64,
+    /// `applied.fingerprint()` as last computed, until `applied` changes.
+    applied_fingerprint: std::cell::OnceCell<u64>,
 }
 
 impl Replica {
@@ -77,6 +86,9 @@ impl Replica {
             admission: Admission::new(config),
             contents,
             proofs: Default::default(),
+            fingerprints: Default::default(),
+            generation: 0,
+            applied_fingerprint: Default::default(),
         }
     }
 
@@ -118,6 +130,27 @@ impl Replica {
     /// Keeps a proof (for digests: a peer that lacks it gets it).
     pub fn keep_proof(&mut self, proof: EquivocationProof) {
         self.proofs.insert((proof.origin, proof.version), proof);
+        self.changed();
+    }
+
+    /// Drops what was derived from the applied set, contents and proofs, which just changed.
+    fn changed(&mut self) {
+        self.fingerprints.take();
+        self.applied_fingerprint.take();
+        self.generation += 1;
+    }
+
+    /// [`VersionVector::fingerprint`] of the applied set (probes and the drain read it after
+    /// every input).
+    pub fn applied_fingerprint(&self) -> u64 {
+        *self
+            .applied_fingerprint
+            .get_or_init(|| self.applied.fingerprint())
+    }
+
+    /// A number that changes whenever the applied set, the contents or the proofs do.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The `(origin, version)` pairs proofs are held for, in order.
@@ -135,9 +168,10 @@ impl Replica {
         self.contents.to_list()
     }
 
-    /// The per-origin content fingerprints a digest carries.
-    pub fn fingerprints(&self) -> Vec<(PeerId, [u8; 16])> {
-        self.contents.fingerprints(&self.applied)
+    /// The per-origin content fingerprints a digest carries (sorted by origin).
+    pub fn fingerprints(&self) -> &[(PeerId, [u8; 16])] {
+        self.fingerprints
+            .get_or_init(|| self.contents.fingerprints(&self.applied))
     }
 
     /// Bytes and entries of the delta log.
@@ -183,6 +217,7 @@ impl Replica {
         add_into(&mut self.base, &values);
         self.applied.insert(self.me, version);
         self.contents.insert(self.me, version, content);
+        self.changed();
         self.log.insert(
             self.me,
             version,
@@ -242,6 +277,7 @@ impl Replica {
         add_into(&mut self.base, &delta.values);
         self.applied.insert(origin, version);
         self.contents.insert(origin, version, content);
+        self.changed();
         self.log.insert(
             origin,
             version,
@@ -329,6 +365,7 @@ impl Replica {
         self.base = base;
         self.applied = applied;
         self.contents = contents;
+        self.changed();
         // A restarted peer learns the versions it published before its checkpoint.
         self.published = self.published.max(self.applied.max_of(self.me));
         out.stats.snapshots_installed += 1;
@@ -386,6 +423,7 @@ impl Replica {
         }
         self.applied.insert(origin, version);
         self.contents.insert(origin, version, RETRACTED);
+        self.changed();
         self.log.remove(origin, version);
         exact
     }

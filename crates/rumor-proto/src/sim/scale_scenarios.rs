@@ -1,0 +1,236 @@
+//! The merge and the drain at scale: many peers training through loss and churn, then all
+//! draining, must end on one applied set and one base. Each runs for the scenario seeds (or the
+//! one in `RUMOR_SIM_SEED`) and prints the seed when it fails.
+
+use std::time::{Duration, Instant};
+
+use super::{scenario_seeds, NetModel, Sim};
+use crate::core::{CoreConfig, RestoredState};
+use crate::version_vector::VersionVector;
+
+const P: usize = 8;
+
+/// Deterministic delta values of `peer` in `round`.
+fn values(peer: usize, round: usize) -> Vec<f32> {
+    (0..P)
+        .map(|k| ((peer * 7 + round * 3 + k) % 11) as f32 * 0.01 - 0.05)
+        .collect()
+}
+
+/// What a running peer would checkpoint: enough to restart it from where it stopped.
+fn checkpoint(sim: &Sim, index: usize) -> Option<RestoredState> {
+    sim.peer(index).map(|c| RestoredState {
+        base: c.base().to_vec(),
+        applied: c.applied().clone(),
+        contents: Vec::new(),
+        published: c.published(),
+        incarnation: c.incarnation(),
+    })
+}
+
+/// The churn of one run, by training round: crash some peers (two of them to come back from
+/// their checkpoint a few rounds later, two for good), and start new ones that join through
+/// peer 0 and train from then on.
+struct Churn {
+    crash_at: usize,
+    crashed: Vec<usize>,
+    restart_at: usize,
+    restarted: Vec<usize>,
+    join_at: usize,
+    joining: usize,
+}
+
+/// Forms a cluster of `peers` through peer 0 on `net`, trains `rounds` rounds (every running,
+/// joined peer publishes once per round, `every` apart) through `churn`, then has every running
+/// peer drain. Each peer that finishes its drain leaves and stops, as the node does. Fails
+/// unless every running peer finishes, all on the same applied set and base.
+fn train_churn_and_drain(
+    seed: u64,
+    peers: usize,
+    net: NetModel,
+    rounds: usize,
+    every: Duration,
+    churn: &Churn,
+) -> Result<String, String> {
+    let config = CoreConfig {
+        param_count: P,
+        ..CoreConfig::default()
+    };
+    let mut sim = Sim::new(config, net, seed);
+    if !sim.form_cluster(peers, Duration::from_secs(120)) {
+        return Err(format!("the {peers} peers never all knew each other"));
+    }
+    let started = sim.now;
+    let mut saved: Vec<(usize, RestoredState)> = Vec::new();
+    for round in 0..rounds {
+        if round == churn.crash_at {
+            for &i in &churn.crashed {
+                if let Some(state) = checkpoint(&sim, i) {
+                    saved.push((i, state));
+                }
+                sim.crash(i);
+            }
+        }
+        if round == churn.restart_at {
+            for (i, state) in saved.drain(..) {
+                if churn.restarted.contains(&i) {
+                    sim.restore_peer(i, state, &[0]);
+                }
+            }
+        }
+        if round == churn.join_at {
+            for _ in 0..churn.joining {
+                sim.add_peer(vec![0.0; P], &[0]);
+            }
+        }
+        for i in sim.running() {
+            sim.with_peer(i, |c, now| {
+                if !c.is_joined() {
+                    return;
+                }
+                if c.lifecycle() < crate::wire::Lifecycle::Training {
+                    c.start_training();
+                }
+                let weight = 1.0 / c.live_count().max(1) as f32;
+                let _ = c.publish(now, weight, values(i, round));
+            });
+        }
+        sim.run_for(every);
+    }
+    let trained = sim.now.saturating_duration_since(started);
+    let draining = sim.running();
+    for &i in &draining {
+        sim.with_peer(i, |c, now| c.start_drain(now));
+    }
+    let drain_started = sim.now;
+    let mut finished: Vec<Option<(VersionVector, Vec<f32>, Instant)>> = vec![None; sim.peers.len()];
+    let end = sim.now + Duration::from_secs(300);
+    while sim.now < end && draining.iter().any(|&i| finished[i].is_none()) {
+        sim.run_for(Duration::from_millis(20));
+        for &i in &draining {
+            let done = sim.peer(i).and_then(|c| {
+                (finished[i].is_none() && c.drain_complete())
+                    .then(|| (c.applied().clone(), c.base().to_vec()))
+            });
+            if let Some((applied, base)) = done {
+                finished[i] = Some((applied, base, sim.now));
+                sim.with_peer(i, |c, _| c.leave());
+                sim.crash(i);
+            }
+        }
+    }
+    let stuck: Vec<usize> = draining
+        .iter()
+        .copied()
+        .filter(|&i| finished[i].is_none())
+        .collect();
+    if !stuck.is_empty() {
+        return Err(format!(
+            "{} of {} peers never finished their drain: {stuck:?}",
+            stuck.len(),
+            draining.len()
+        ));
+    }
+    let ends: Vec<&(VersionVector, Vec<f32>, Instant)> = finished.iter().flatten().collect();
+    let (first_applied, first_base, _) = ends[0];
+    for (i, (applied, base, _)) in finished
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| f.as_ref().map(|f| (i, f)))
+    {
+        if applied != first_applied {
+            return Err(format!(
+                "peer {i} drained on {} deltas, another on {}",
+                applied.len(),
+                first_applied.len()
+            ));
+        }
+        let close = base
+            .iter()
+            .zip(first_base)
+            .all(|(a, b)| (a - b).abs() <= 1e-5 * a.abs().max(1.0));
+        if !close {
+            return Err(format!(
+                "peer {i} holds another base on the same applied set"
+            ));
+        }
+    }
+    let last = ends
+        .iter()
+        .map(|(_, _, at)| *at)
+        .max()
+        .unwrap_or(drain_started);
+    Ok(format!(
+        "{} peers drained on one set of {} deltas; trained {trained:?}, drain {:?} (virtual), {} \
+         messages delivered, {} lost",
+        draining.len(),
+        first_applied.len(),
+        last.saturating_duration_since(drain_started),
+        sim.delivered,
+        sim.dropped
+    ))
+}
+
+fn run(name: &str, scenario: impl Fn(u64) -> Result<String, String>) {
+    for seed in scenario_seeds() {
+        let wall = Instant::now();
+        match scenario(seed) {
+            Ok(report) => eprintln!("{name} seed {seed}: {report}; {:?} wall", wall.elapsed()),
+            Err(e) => {
+                panic!("{name} failed with seed {seed} (rerun with RUMOR_SIM_SEED={seed}): {e}")
+            }
+        }
+    }
+}
+
+/// 64 peers at 10% loss: two crash for good, two crash and come back from their checkpoints,
+/// three new ones join mid-run; then every peer drains to the same applied set.
+#[test]
+fn sixty_four_peers_with_loss_and_churn_drain_to_one_applied_set() {
+    let net = NetModel {
+        loss: 0.10,
+        max_latency: Duration::from_millis(20),
+        ..NetModel::default()
+    };
+    let churn = Churn {
+        crash_at: 2,
+        crashed: vec![10, 20, 30, 40],
+        restart_at: 6,
+        restarted: vec![10, 30],
+        join_at: 4,
+        joining: 3,
+    };
+    run("64 peers, 10% loss, churn", |seed| {
+        train_churn_and_drain(seed, 64, net.clone(), 8, Duration::from_millis(500), &churn)
+    });
+}
+
+/// 256 peers, lossless, with the same kind of churn: the drain still ends on one set.
+///
+/// Not run by default: while draining, every peer sends its digest (an applied vector and a
+/// fingerprint per origin, about 15 kB at 256 origins) to every live member every 200 ms, so
+/// the simulator carries about 330 000 digests per virtual second; one seed had used 8 GB and
+/// 5 minutes of CPU without finishing. The drain's all-to-all digests are the next scaling
+/// limit (docs/ALGORITHM.md, *Drain condition*).
+#[test]
+#[ignore = "exploration: the drain's all-to-all digests make 256 peers cost minutes and GBs"]
+fn two_hundred_fifty_six_peers_with_churn_drain_to_one_applied_set() {
+    let churn = Churn {
+        crash_at: 2,
+        crashed: vec![50, 100, 150, 200],
+        restart_at: 5,
+        restarted: vec![50, 150],
+        join_at: 3,
+        joining: 4,
+    };
+    run("256 peers, churn", |seed| {
+        train_churn_and_drain(
+            seed,
+            256,
+            NetModel::default(),
+            8,
+            Duration::from_millis(500),
+            &churn,
+        )
+    });
+}
