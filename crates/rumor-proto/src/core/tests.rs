@@ -339,26 +339,23 @@ fn snapshot_install_reapplies_deltas_it_lacks() {
     let (mut core, now) = core_with_members(3);
     core.handle_message(now, sender(2), delta_envelope(2, 1, 1, 1.0));
     core.handle_message(now, sender(3), delta_envelope(3, 1, 1, 10.0));
-    let mut applied = VersionVector::new();
-    applied.insert(peer(2).id, 1);
-    applied.insert(peer(2).id, 2);
-    let snap = Envelope {
+    core.handle_message(now, sender(2), snapshot_from_2(3.0, &[(2, 1), (2, 2)]));
+    assert!(core.base().iter().all(|&v| v == 13.0));
+    assert!(core.applied().contains(peer(3).id, 1));
+    assert!(core.applied().contains(peer(2).id, 2));
+    assert_eq!(core.stats().inexact_merges, 0);
+}
+
+/// A one-hop message from peer 2.
+fn from_2(payload: Payload) -> Envelope {
+    Envelope {
         id: MessageId::from_uuid(uuid::Uuid::new_v4()),
         origin: peer(2).id,
         origin_addr: peer(2).addr,
         version: 0,
         ttl: 1,
-        payload: Payload::Snapshot(Snapshot {
-            base: vec![3.0; P].into(),
-            applied,
-            contents: Vec::new(),
-        }),
-    };
-    core.handle_message(now, sender(2), snap);
-    assert!(core.base().iter().all(|&v| v == 13.0));
-    assert!(core.applied().contains(peer(3).id, 1));
-    assert!(core.applied().contains(peer(2).id, 2));
-    assert_eq!(core.stats().inexact_merges, 0);
+        payload,
+    }
 }
 
 fn snapshot_from_2(base: f32, applied: &[(u128, u64)]) -> Envelope {
@@ -366,18 +363,11 @@ fn snapshot_from_2(base: f32, applied: &[(u128, u64)]) -> Envelope {
     for &(origin, version) in applied {
         vector.insert(peer(origin).id, version);
     }
-    Envelope {
-        id: MessageId::from_uuid(uuid::Uuid::new_v4()),
-        origin: peer(2).id,
-        origin_addr: peer(2).addr,
-        version: 0,
-        ttl: 1,
-        payload: Payload::Snapshot(Snapshot {
-            base: vec![base; P].into(),
-            applied: vector,
-            contents: Vec::new(),
-        }),
-    }
+    from_2(Payload::Snapshot(Snapshot {
+        base: vec![base; P].into(),
+        applied: vector,
+        contents: Vec::new(),
+    }))
 }
 
 /// With a log of one delta, an install would drop an evicted delta: a snapshot with fewer deltas
@@ -919,20 +909,13 @@ fn deltas_pushed_to(core: &mut Core, to: SocketAddr) -> Vec<(PeerId, u64)> {
 
 /// An empty digest from peer 2: it lacks everything.
 fn empty_digest_from_2() -> Envelope {
-    Envelope {
-        id: MessageId::from_uuid(uuid::Uuid::new_v4()),
-        origin: peer(2).id,
-        origin_addr: peer(2).addr,
-        version: 0,
-        ttl: 1,
-        payload: Payload::Digest(Digest {
-            applied: VersionVector::default(),
-            lifecycle: Lifecycle::Training,
-            reply: false,
-            contents: Vec::new(),
-            equivocations: Vec::new(),
-        }),
-    }
+    from_2(Payload::Digest(Digest {
+        applied: VersionVector::default(),
+        lifecycle: Lifecycle::Training,
+        reply: false,
+        contents: Vec::new(),
+        equivocations: Vec::new(),
+    }))
 }
 
 /// A delta still on its way to a member is not pushed to it again by anti-entropy, however
