@@ -195,6 +195,20 @@ pub struct TrainSection {
     pub delta_compression: crate::model::Compression,
     /// Run the training thread at the lowest priority (the network's work goes first).
     pub low_priority: bool,
+    /// The gossip trainer waits before a step while the peer's async runtime (gossip, probes,
+    /// the merge) has not run for longer than this, so training never starves it when peers
+    /// outnumber cores; 0s: never wait.
+    #[serde(with = "humantime_serde")]
+    pub max_runtime_lag: std::time::Duration,
+    /// Bounded staleness: before a local phase of `publish_every` steps the gossip trainer
+    /// waits while the live members have published more than ⌊this × (live − 1)⌋ deltas it has
+    /// not applied yet (0: all it has heard of must be in), for at most
+    /// `staleness_wait_limit` per phase.
+    pub max_staleness: f64,
+    /// The longest the gossip trainer waits for others' deltas before one local phase; 0s:
+    /// never wait (no staleness bound).
+    #[serde(with = "humantime_serde")]
+    pub staleness_wait_limit: std::time::Duration,
     /// Seed for θ₀, sharding, batch order and protocol randomness.
     pub rng_seed: u64,
     /// CPU threads for candle's matrix products.
@@ -223,6 +237,9 @@ impl Default for TrainSection {
             max_unacked_deltas: 4,
             delta_compression: crate::model::Compression::None,
             low_priority: false,
+            max_runtime_lag: std::time::Duration::from_millis(20),
+            max_staleness: 0.0,
+            staleness_wait_limit: std::time::Duration::from_secs(2),
             rng_seed: 42,
             threads: 1,
             slowdown: std::collections::BTreeMap::new(),

@@ -37,6 +37,11 @@ impl Config {
             "train.weight_decay",
             "must be a non-negative number",
         )?;
+        check(
+            t.max_staleness.is_finite() && t.max_staleness >= 0.0,
+            "train.max_staleness",
+            "must be a non-negative number (deltas per other live member)",
+        )?;
         let g = &self.gossip;
         check(g.fanout >= 1, "gossip.fanout", "must be at least 1")?;
         check(g.max_ttl >= 1, "gossip.max_ttl", "must be at least 1")?;

@@ -18,6 +18,7 @@ mod metrics_file;
 pub mod observe;
 mod resume;
 pub mod revocation;
+pub mod runtime_lag;
 pub mod sender;
 pub mod status;
 pub mod trainer;
@@ -398,6 +399,8 @@ pub async fn run_peer_observed(
 
     let live = Arc::new(AtomicUsize::new(core.live_count()));
     let unacked = Arc::new(AtomicUsize::new(0));
+    let (runtime_lag, _beating) = runtime_lag::RuntimeLag::start();
+    let unseen = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (report_tx, mut reports) = mpsc::unbounded_channel();
     let mut trainer: Option<TrainerHandle> = None;
     let (mut sender, mut outcomes) = Sender::new(
@@ -562,6 +565,8 @@ pub async fn run_peer_observed(
                             trainer::Gauges {
                                 live: live.clone(),
                                 unacked: unacked.clone(),
+                                runtime: Some(runtime_lag.clone()),
+                                unseen: unseen.clone(),
                             },
                             report_tx.clone(),
                             options.name.clone(),
@@ -607,6 +612,7 @@ pub async fn run_peer_observed(
         }
         live.store(core.live_count(), Ordering::SeqCst);
         unacked.store(core.own_deltas_unacked(), Ordering::SeqCst);
+        unseen.store(core.unseen_deltas(), Ordering::SeqCst);
         let now = Instant::now();
         audit.flush_if_due(now);
 

@@ -22,6 +22,10 @@ pub use crate::train::{TrainPlan, TrainProgress};
 /// `publish_every` steps; past that the trainer waits for the network before it publishes.
 pub const MAX_COALESCE: u64 = 4;
 
+/// The longest the trainer yields to a lagging runtime before one step: a runtime blocked on
+/// something else (a slow disk write) never stops training for long.
+const MAX_RUNTIME_WAIT_PER_STEP: Duration = Duration::from_millis(100);
+
 /// Commands from the node to the trainer thread.
 #[derive(Debug)]
 pub enum ToTrainer {
@@ -56,6 +60,12 @@ pub struct Gauges {
     pub live: Arc<AtomicUsize>,
     /// Own deltas not yet acknowledged by every live member ([`TrainPlan::max_unacked_deltas`]).
     pub unacked: Arc<AtomicUsize>,
+    /// How promptly the peer's async runtime runs ([`TrainPlan::max_runtime_lag`]); `None`:
+    /// never wait for it.
+    pub runtime: Option<super::runtime_lag::RuntimeLag>,
+    /// Deltas live members published that are not applied here
+    /// ([`rumor_proto::Core::unseen_deltas`], [`TrainPlan::max_staleness`]).
+    pub unseen: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A running trainer thread.
@@ -97,6 +107,13 @@ impl TrainerHandle {
                     since_publish: 0,
                     live: gauges.live,
                     unacked: gauges.unacked,
+                    runtime: gauges.runtime,
+                    unseen: gauges.unseen,
+                    max_staleness: plan.max_staleness,
+                    staleness_wait_limit: plan.staleness_wait_limit,
+                    staleness_wait: Duration::ZERO,
+                    max_runtime_lag: plan.max_runtime_lag,
+                    runtime_wait: Duration::ZERO,
                     reports: reports.clone(),
                     commands: rx,
                     stop: stop_flag,
@@ -147,6 +164,18 @@ struct GossipHooks {
     live: Arc<AtomicUsize>,
     /// Own deltas not yet acknowledged by every live member (kept by the shell).
     unacked: Arc<AtomicUsize>,
+    runtime: Option<super::runtime_lag::RuntimeLag>,
+    /// [`TrainPlan::max_runtime_lag`].
+    max_runtime_lag: Duration,
+    /// Time yielded to the runtime so far.
+    runtime_wait: Duration,
+    unseen: Arc<std::sync::atomic::AtomicU64>,
+    /// [`TrainPlan::max_staleness`].
+    max_staleness: f64,
+    /// [`TrainPlan::staleness_wait_limit`].
+    staleness_wait_limit: Duration,
+    /// Time waited for others' deltas so far.
+    staleness_wait: Duration,
     reports: mpsc::UnboundedSender<FromTrainer>,
     commands: mpsc::UnboundedReceiver<ToTrainer>,
     stop: Arc<AtomicBool>,
@@ -166,6 +195,20 @@ impl TrainHooks for GossipHooks {
     }
 
     fn before_step(&mut self, trainer: &mut Trainer) -> Result<(), Self::Error> {
+        if let Some(runtime) = self
+            .runtime
+            .as_ref()
+            .filter(|_| !self.max_runtime_lag.is_zero())
+        {
+            let stop = &self.stop;
+            self.runtime_wait +=
+                runtime.wait_until_prompt(self.max_runtime_lag, MAX_RUNTIME_WAIT_PER_STEP, &|| {
+                    stop.load(Ordering::SeqCst)
+                });
+        }
+        if self.since_publish == 0 && !self.staleness_wait_limit.is_zero() {
+            self.staleness_wait += self.wait_for_others();
+        }
         self.apply_commands(trainer)
     }
 
@@ -176,6 +219,8 @@ impl TrainHooks for GossipHooks {
         _at: StepPosition,
     ) -> Result<(), Self::Error> {
         self.since_publish += 1;
+        progress.runtime_wait_seconds = self.runtime_wait.as_secs_f64();
+        progress.staleness_wait_seconds = self.staleness_wait.as_secs_f64();
         // A publish is put off at most until it would carry MAX_COALESCE × H steps, so a delta
         // stays within a small multiple of the usual size (the norm check compares it with
         // recent deltas).
@@ -221,6 +266,31 @@ impl GossipHooks {
     fn network_ready(&self) -> bool {
         let window = self.max_unacked_deltas;
         window == 0 || self.unacked.load(Ordering::SeqCst) < window
+    }
+
+    /// Bounded staleness (stale synchronous parallel, Ho et al. 2013, "More effective
+    /// distributed ML via a stale synchronous parallel parameter server", without its server):
+    /// before a local phase, waits while the live members have published more than
+    /// `⌊max_staleness × (live − 1)⌋` deltas not applied here, so a peer never trains ahead on a
+    /// base that lacks the others' progress. It waits for deltas already published (announced
+    /// by their origins at once, [`rumor_proto::Core::unseen_deltas`]), never for another
+    /// peer's training: a member that publishes less often holds nobody up, and a dead or
+    /// suspected one is not counted. At most `staleness_wait_limit` per phase, so a delta that
+    /// never comes (refused by the norm check, say) slows training but never stops it. Returns
+    /// how long it waited.
+    fn wait_for_others(&self) -> Duration {
+        let started = Instant::now();
+        let limit = || {
+            let others = self.live.load(Ordering::SeqCst).saturating_sub(1);
+            (self.max_staleness * others as f64).floor() as u64
+        };
+        while self.unseen.load(Ordering::SeqCst) > limit()
+            && started.elapsed() < self.staleness_wait_limit
+            && !self.stop.load(Ordering::SeqCst)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        started.elapsed()
     }
 
     /// Blocks until flow control lets a publish out or the trainer is told to stop.

@@ -47,6 +47,9 @@ pub fn centralized(
         max_unacked_deltas: 0,
         delta_compression: model::Compression::None,
         low_priority: false,
+        max_runtime_lag: std::time::Duration::ZERO,
+        max_staleness: 0.0,
+        staleness_wait_limit: std::time::Duration::ZERO,
     };
     let steps_per_epoch = data.train.len().div_ceil(t.batch_size.max(1));
     let mut hooks = ProgressHooks {

@@ -156,6 +156,9 @@ pub fn peer_options(
         max_unacked_deltas: t.max_unacked_deltas,
         delta_compression: t.delta_compression,
         low_priority: t.low_priority,
+        max_runtime_lag: t.max_runtime_lag,
+        max_staleness: t.max_staleness,
+        staleness_wait_limit: t.staleness_wait_limit,
         eval_snapshots: t.deferred_eval.then(|| config.peer.data_dir.join("evals")),
     };
     let p = &config.peer;

@@ -297,6 +297,9 @@ mod tests {
             max_unacked_deltas: 0,
             delta_compression: model::Compression::None,
             low_priority: false,
+            max_runtime_lag: std::time::Duration::ZERO,
+            max_staleness: 0.0,
+            staleness_wait_limit: std::time::Duration::ZERO,
         };
         let initial = model::init_params(&spec, 7);
         let mut hooks = Counting::default();

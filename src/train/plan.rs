@@ -61,6 +61,14 @@ pub struct TrainPlan {
     /// the CPU first when it is short: probes are answered and deltas sent while training
     /// takes what is left.
     pub low_priority: bool,
+    /// The gossip trainer waits before a step while its peer's async runtime has not run for
+    /// longer than this (`train.max_runtime_lag`; zero: never).
+    pub max_runtime_lag: std::time::Duration,
+    /// Bounded staleness (`train.max_staleness`): before a local phase the gossip trainer
+    /// waits while more than ⌊this × (live − 1)⌋ deltas others published are not applied here.
+    pub max_staleness: f64,
+    /// The longest that wait lasts per phase (`train.staleness_wait_limit`; zero: no wait).
+    pub staleness_wait_limit: std::time::Duration,
 }
 
 /// Counters of the training loop.
@@ -84,6 +92,12 @@ pub struct TrainProgress {
     /// Wall time the gossip peer's flow control spent waiting for the network so far
     /// ([`crate::node::trainer::MAX_COALESCE`]), in seconds.
     pub flow_control_wait_seconds: f64,
+    /// Wall time the gossip trainer yielded to its peer's lagging async runtime so far
+    /// ([`TrainPlan::max_runtime_lag`]), in seconds.
+    pub runtime_wait_seconds: f64,
+    /// Wall time the gossip trainer waited for others' deltas so far
+    /// ([`TrainPlan::max_staleness`]), in seconds.
+    pub staleness_wait_seconds: f64,
 }
 
 /// Where the loop stands after one optimizer step, for hooks that show it.

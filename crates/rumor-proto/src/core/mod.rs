@@ -476,6 +476,10 @@ impl Core {
             signature.clone(),
         )?;
         self.membership.set_own_published(version);
+        // Others bound how far they train ahead of what they have seen by the versions they
+        // hear were published (Core::unseen_deltas): tell every live member now, in a small
+        // control message that overtakes the delta itself.
+        self.membership.announce_own(&mut self.out);
         self.dissemination.push_own(
             &mut self.out,
             &self.membership,

@@ -48,6 +48,21 @@ impl Core {
         self.lifecycle.is_joined()
     }
 
+    /// Deltas that live, unsuspected members have published (by the `published` version in
+    /// their records, which each publish puts into the piggyback queue) above the highest
+    /// version of theirs applied here: how far this peer's base lags the others' training.
+    /// Versions below the highest applied one that are missing (gaps, skipped reservations)
+    /// are anti-entropy's business and not counted. The trainer's staleness bound reads it.
+    pub fn unseen_deltas(&self) -> u64 {
+        let me = self.out.me.id;
+        let applied = self.replica.applied();
+        self.membership
+            .live()
+            .filter(|m| m.peer_id != me && m.status == crate::wire::MemberStatus::Alive)
+            .map(|m| m.published.saturating_sub(applied.max_of(m.peer_id)))
+            .sum()
+    }
+
     /// Live members (alive or suspect), this peer included: the `n` of the weight `w = 1/n`.
     pub fn live_count(&self) -> usize {
         self.membership.live_count()

@@ -1092,3 +1092,66 @@ fn sim_drained_peers_agree_when_logs_evict_what_a_partition_missed() {
         }
     }
 }
+
+/// A publish is announced at once to every live member: the origin's record alone, with the new
+/// published version, in a control message (the staleness bound counts on it).
+#[test]
+fn a_publish_is_announced_to_every_live_member() {
+    let (mut core, now) = core_with_members(3);
+    core.start_training();
+    drain(&mut core);
+    let version = core.publish(now, 0.5, vec![0.1; P]).unwrap();
+    let (transmits, _) = drain(&mut core);
+    let announced: Vec<&Transmit> = transmits
+        .iter()
+        .filter(|t| match &t.envelope.payload {
+            Payload::Membership(view) => {
+                view.members.len() == 1
+                    && view.members[0].peer_id == peer(1).id
+                    && view.members[0].published == version
+                    && !view.push_pull
+            }
+            _ => false,
+        })
+        .collect();
+    assert_eq!(announced.len(), 1, "{transmits:?}");
+    let mut to = announced[0].to.clone();
+    to.sort();
+    let mut live = vec![peer(2).addr, peer(3).addr];
+    live.sort();
+    assert_eq!(to, live);
+}
+
+/// Unseen deltas: versions live, unsuspected members say they published above the highest of
+/// theirs applied here; a suspected member's do not count.
+#[test]
+fn unseen_deltas_count_what_alive_members_published_above_what_is_applied() {
+    let (mut core, now) = core_with_members(3);
+    assert_eq!(core.unseen_deltas(), 0);
+    let announce = |n: u128, published: u64, status: MemberStatus| {
+        let mut record = member(n);
+        record.heartbeat = 2 + published;
+        record.published = published;
+        record.status = status;
+        membership::sign_record(&peer(n).keys, &mut record);
+        record
+    };
+    core.handle_message(
+        now,
+        sender(2),
+        view_from(2, 1, vec![announce(2, 5, MemberStatus::Alive)]),
+    );
+    assert_eq!(core.unseen_deltas(), 5);
+    core.handle_message(now, sender(2), delta_envelope(2, 3, 1, 0.1));
+    assert_eq!(core.unseen_deltas(), 2);
+    core.handle_message(
+        now,
+        sender(2),
+        view_from(2, 1, vec![announce(3, 4, MemberStatus::Suspect)]),
+    );
+    assert_eq!(
+        core.unseen_deltas(),
+        2,
+        "a suspected member is not waited for"
+    );
+}

@@ -593,6 +593,22 @@ impl Membership {
     }
 
     /// Sends the whole view (push-pull).
+    /// Sends this peer's own record alone to every live member (a `Membership` message that
+    /// asks for no answer): how a new published version is announced at once.
+    pub fn announce_own(&mut self, out: &mut Outbox) {
+        let targets = self.live_peer_addrs(&[]);
+        if targets.is_empty() {
+            return;
+        }
+        let view = MembershipView {
+            members: vec![self.own().clone()],
+            push_pull: false,
+            reply: false,
+        };
+        let envelope = out.envelope(self.heartbeat(), 1, Payload::Membership(view));
+        out.send(targets, envelope);
+    }
+
     fn send_view(
         &mut self,
         out: &mut Outbox,
