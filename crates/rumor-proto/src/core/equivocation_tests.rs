@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use super::tests::{
-    core_with_members, delta_envelope, drain, peer, sender, signed_delta, trained_cluster, P,
-};
+use super::drain_tests::trained_cluster;
+use super::tests::{core_with_members, delta_envelope, drain, peer, sender, signed_delta, P};
 use super::*;
 use crate::id::MessageId;
 use crate::sim::Sim;
