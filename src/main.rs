@@ -255,6 +255,13 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 summary.cells.len(),
                 summary.plots.len()
             );
+            if !summary.failed.is_empty() {
+                anyhow::bail!(
+                    "{} of {} runs failed (listed in report.md)",
+                    summary.failed.len(),
+                    summary.failed.len() + summary.cells.len()
+                );
+            }
         }
     }
     Ok(())

@@ -112,10 +112,21 @@ pub struct LabSummary {
     pub target_accuracy: f32,
     /// How `time_to_target_seconds` is defined.
     pub time_to_target_definition: String,
-    /// One entry per run.
+    /// One entry per run that finished.
     pub cells: Vec<CellSummary>,
+    /// The runs that failed, with why.
+    pub failed: Vec<FailedRun>,
     /// Files written next to this one.
     pub plots: Vec<String>,
+}
+
+/// A run of the grid that failed.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailedRun {
+    /// Cell id.
+    pub cell: String,
+    /// The error and its causes.
+    pub error: String,
 }
 
 /// A run's series, for plots: `(t, value)` points per run.
@@ -367,6 +378,12 @@ pub fn report(s: &LabSummary) -> String {
             fmt_drain(c.drain_seconds),
         ));
     }
+    if !s.failed.is_empty() {
+        out.push_str("\n## Failed runs\n\n");
+        for f in &s.failed {
+            out.push_str(&format!("- `{}`: {}\n", f.cell, f.error));
+        }
+    }
     out.push_str("\n## Plots\n\n");
     if s.plots.is_empty() {
         out.push_str("No plots: no TrueType font was found (set RUMOR_FONT to a .ttf file).\n");
@@ -459,8 +476,16 @@ mod tests {
             target_accuracy: 0.8,
             time_to_target_definition: String::new(),
             cells: vec![s],
+            failed: vec![FailedRun {
+                cell: "gossip-x".into(),
+                error: "it broke".into(),
+            }],
             plots: vec![],
         });
+        assert!(
+            text.contains("## Failed runs\n\n- `gossip-x`: it broke"),
+            "{text}"
+        );
         assert!(text.contains("| gossip |"), "{text}");
         assert!(text.contains("| 2/4 | 1.5 |"), "{text}");
     }

@@ -33,7 +33,7 @@ mod file;
 pub mod netns;
 pub mod plot;
 
-pub use analysis::{report, CellSummary, LabSummary, RunRow, Series};
+pub use analysis::{report, CellSummary, FailedRun, LabSummary, RunRow, Series};
 pub use file::{Cell, LabFile, Runner};
 
 use std::io::IsTerminal;
@@ -112,13 +112,28 @@ pub struct LabOptions {
     pub bin: Option<PathBuf>,
 }
 
+/// An error and its causes, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Runs the grid of `file` and writes the outputs; returns the summary.
 ///
 /// Every cell's configuration is checked, and for `runner = "netns"` the machine too, before
-/// the first cell starts.
+/// the first cell starts. A run that fails once started (a shard smaller than a batch, a
+/// namespace host that does not finish) is printed, listed in the summary's `failed` and the
+/// report, and the grid goes on.
 ///
 /// # Errors
-/// [`LabError`] naming the file, the cell or the output at fault.
+/// [`LabError`] naming the file, the cell or the output at fault, for anything found before
+/// the first run or while writing the outputs.
 pub async fn run_lab(file: &Path, options: LabOptions) -> Result<LabSummary, LabError> {
     let lab = LabFile::from_file(file)?;
     let cells = lab.cells();
@@ -178,6 +193,7 @@ pub async fn run_lab(file: &Path, options: LabOptions) -> Result<LabSummary, Lab
     let mut rows = Vec::new();
     let mut summaries = Vec::new();
     let mut series = Vec::new();
+    let mut failed = Vec::new();
     for (k, (cell, config)) in cells.iter().zip(configs).enumerate() {
         let id = cell.id();
         bar.set_message(id.clone());
@@ -189,42 +205,56 @@ pub async fn run_lab(file: &Path, options: LabOptions) -> Result<LabSummary, Lab
             // A rerun starts clean: metrics files are appended to.
             std::fs::remove_dir_all(&dir).map_err(io_err(format!("clearing {}", dir.display())))?;
         }
-        let summary = match (cell.runner(&lab), &netns_env) {
-            (Runner::Netns, Some(env)) => {
-                let summary = netns::run_cell(env, &lab, cell, &config, &dir).await?;
-                let json = serde_json::to_string_pretty(&summary).map_err(|e| LabError::Io {
-                    what: "serialising a run summary".into(),
-                    source: std::io::Error::other(e),
-                })?;
-                std::fs::write(dir.join("summary.json"), json + "\n")
-                    .map_err(io_err(format!("writing {}/summary.json", dir.display())))?;
-                summary
-            }
-            _ => {
-                let up = UpOptions {
-                    certs: Some(certs_dir.path().to_path_buf()),
-                    out: Some(dir.clone()),
-                    no_tui: true,
-                    summary_json: Some(dir.join("summary.json")),
-                    quiet: true,
-                    ..UpOptions::default()
-                };
-                run::up(config.clone(), up)
-                    .await
-                    .map_err(|e| LabError::Run {
-                        cell: id.clone(),
-                        source: Box::new(e),
-                    })?
-            }
+        let ran = async {
+            let summary = match (cell.runner(&lab), &netns_env) {
+                (Runner::Netns, Some(env)) => {
+                    let summary = netns::run_cell(env, &lab, cell, &config, &dir).await?;
+                    let json =
+                        serde_json::to_string_pretty(&summary).map_err(|e| LabError::Io {
+                            what: "serialising a run summary".into(),
+                            source: std::io::Error::other(e),
+                        })?;
+                    std::fs::write(dir.join("summary.json"), json + "\n")
+                        .map_err(io_err(format!("writing {}/summary.json", dir.display())))?;
+                    summary
+                }
+                _ => {
+                    let up = UpOptions {
+                        certs: Some(certs_dir.path().to_path_buf()),
+                        out: Some(dir.clone()),
+                        no_tui: true,
+                        summary_json: Some(dir.join("summary.json")),
+                        quiet: true,
+                        ..UpOptions::default()
+                    };
+                    run::up(config.clone(), up)
+                        .await
+                        .map_err(|e| LabError::Run {
+                            cell: id.clone(),
+                            source: Box::new(e),
+                        })?
+                }
+            };
+            evaluate_deferred(&config, &dir, &summary).map_err(|e| LabError::Run {
+                cell: id.clone(),
+                source: Box::new(e),
+            })?;
+            analyse(&lab, cell, &dir, &summary)
         };
-        evaluate_deferred(&config, &dir, &summary).map_err(|e| LabError::Run {
-            cell: id.clone(),
-            source: Box::new(e),
-        })?;
-        let (mut r, s, ser) = analyse(&lab, cell, &dir, &summary)?;
-        rows.append(&mut r);
-        summaries.push(s);
-        series.push(ser);
+        // A run that fails is reported and the grid goes on: one bad cell (a shard smaller
+        // than a batch at some α, say) must not cost the others.
+        match ran.await {
+            Ok((mut r, s, ser)) => {
+                rows.append(&mut r);
+                summaries.push(s);
+                series.push(ser);
+            }
+            Err(e) => {
+                let error = error_chain(&e);
+                bar.suspend(|| eprintln!("lab: {error}"));
+                failed.push(FailedRun { cell: id, error });
+            }
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -238,6 +268,7 @@ pub async fn run_lab(file: &Path, options: LabOptions) -> Result<LabSummary, Lab
             target_accuracy; time_to_target_all_seconds: until every peer's does"
             .into(),
         cells: summaries,
+        failed,
         plots,
     };
     let json = serde_json::to_string_pretty(&summary).map_err(|e| LabError::Io {

@@ -461,3 +461,65 @@ async fn netns_lab_without_its_script_fails_before_any_cell_runs() {
         "{err}"
     );
 }
+
+/// A run that fails once started (here: 8 shards of the 20,000 synthetic samples are smaller
+/// than a batch of 4,000) is listed with its reason, and the other run still happens and is
+/// reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_is_listed_and_the_grid_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("partly.toml");
+    std::fs::write(
+        &file,
+        r#"
+name = "partly"
+target_accuracy = 0.5
+modes = ["gossip"]
+seeds = [1]
+peers = [2, 8]
+
+[config.train]
+dataset = "synthetic"
+epochs = 1
+batch_size = 4000
+eval_every = 0
+
+[config.peer]
+join_timeout = "30s"
+drain_timeout = "60s"
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let summary = within(
+        Duration::from_secs(300),
+        "lab with a failing run",
+        rumor::lab::run_lab(
+            &file,
+            rumor::lab::LabOptions {
+                out: Some(out.clone()),
+                ..Default::default()
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.cells.len(), 1, "the 2-peer run is reported");
+    assert_eq!(summary.cells[0].peers, 2);
+    assert_eq!(summary.failed.len(), 1);
+    assert!(
+        summary.failed[0].cell.contains("n8"),
+        "{:?}",
+        summary.failed
+    );
+    assert!(
+        summary.failed[0].error.contains("train.batch_size"),
+        "{:?}",
+        summary.failed
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## Failed runs"), "{report}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(json["failed"].as_array().map(Vec::len), Some(1));
+}
