@@ -255,7 +255,16 @@ pub(super) fn analyse(
         final_consensus_distance: summary.consensus_distance,
         bytes_sent_per_peer,
         wall_seconds: summary.wall_seconds,
-        peers_drained: summary.peers.iter().filter(|p| p.drained).count(),
+        // The centralized baseline is one process standing for the cell's peers.
+        peers_drained: if cell.mode == crate::config::Mode::Centralized {
+            if summary.peers.iter().all(|p| p.drained) {
+                cell.peers
+            } else {
+                0
+            }
+        } else {
+            summary.peers.iter().filter(|p| p.drained).count()
+        },
         drain_seconds: summary
             .peers
             .iter()
