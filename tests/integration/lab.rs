@@ -196,9 +196,8 @@ fn namespace_cluster_with_kernel_loss_on_one_host_finishes_consistent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_lab_grid_writes_csv_summary_report_and_plots() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tiny.toml");
-    std::fs::write(
-        &file,
+    let (out, summary) = run_lab_in(
+        dir.path(),
         r#"
 name = "tiny"
 target_accuracy = 0.6
@@ -225,21 +224,7 @@ drain_anti_entropy_interval = "100ms"
 congestion = "bbr"
 "#,
     )
-    .unwrap();
-    let out = dir.path().join("out");
-    let summary = within(
-        Duration::from_secs(600),
-        "tiny lab",
-        rumor::lab::run_lab(
-            &file,
-            rumor::lab::LabOptions {
-                out: Some(out.clone()),
-                ..Default::default()
-            },
-        ),
-    )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(summary.cells.len(), 4);
     let csv = std::fs::read_to_string(out.join("runs.csv")).unwrap();
     let header = csv.lines().next().unwrap();
@@ -468,9 +453,8 @@ async fn netns_lab_without_its_script_fails_before_any_cell_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_run_is_listed_and_the_grid_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("partly.toml");
-    std::fs::write(
-        &file,
+    let (out, summary) = run_lab_in(
+        dir.path(),
         r#"
 name = "partly"
 target_accuracy = 0.5
@@ -489,21 +473,7 @@ join_timeout = "30s"
 drain_timeout = "60s"
 "#,
     )
-    .unwrap();
-    let out = dir.path().join("out");
-    let summary = within(
-        Duration::from_secs(300),
-        "lab with a failing run",
-        rumor::lab::run_lab(
-            &file,
-            rumor::lab::LabOptions {
-                out: Some(out.clone()),
-                ..Default::default()
-            },
-        ),
-    )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(summary.cells.len(), 1, "the 2-peer run is reported");
     assert_eq!(summary.cells[0].peers, 2);
     assert_eq!(summary.failed.len(), 1);
@@ -522,4 +492,26 @@ drain_timeout = "60s"
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(json["failed"].as_array().map(Vec::len), Some(1));
+}
+
+/// Writes the lab file `text` into `dir`, runs it in this process with its outputs in
+/// `dir/out` (at most 10 minutes), and returns that folder and the summary.
+async fn run_lab_in(dir: &Path, text: &str) -> (std::path::PathBuf, rumor::lab::LabSummary) {
+    let file = dir.join("lab.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.join("out");
+    let summary = within(
+        Duration::from_secs(600),
+        "the lab",
+        rumor::lab::run_lab(
+            &file,
+            rumor::lab::LabOptions {
+                out: Some(out.clone()),
+                ..Default::default()
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    (out, summary)
 }
