@@ -80,8 +80,7 @@ pub async fn membership(
         })?;
     let certs_dir = temp.path().join("certs");
     certs::init_ca(&certs_dir, false)?;
-    let data = data::load(&DatasetSpec::Synthetic, 1)?;
-    let test = Arc::new(data.test.clone());
+    let data = crate::run::RunData::from(data::load(&DatasetSpec::Synthetic, 1)?);
     let options = |i: usize, seed: Option<SocketAddr>| -> Result<PeerOptions, RunError> {
         let name = format!("bench-{i}");
         certs::issue(&certs_dir, &name, 2)?;
@@ -92,7 +91,7 @@ pub async fn membership(
         c.peer.seeds = seed.into_iter().collect();
         c.peer.data_dir = temp.path().join(&name);
         c.peer.join_timeout = Duration::from_secs(120);
-        let mut opts = peer_options(&c, identity, &data, test.clone(), 1)?;
+        let mut opts = peer_options(&c, identity, &data, 1)?;
         opts.core.lifecycle.min_peers = None;
         Ok(opts)
     };

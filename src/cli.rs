@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, LrScaling, Mode};
 use crate::data::{DatasetSpec, ShardSpec};
-use crate::model::ModelSpec;
+use crate::train::LrSchedule;
+use crate::workload::ModelChoice;
 
 /// rumor: barrier-free training by gossip over mutually authenticated QUIC.
 #[derive(Debug, Parser)]
@@ -309,15 +310,21 @@ pub struct TrainFlags {
     /// Dataset: auto | synthetic | fashion-mnist | idx:DIR  [train.dataset]
     #[arg(long, value_parser = text::<DatasetSpec>("train.dataset"))]
     pub dataset: Option<DatasetSpec>,
-    /// MLP layer sizes, e.g. 784-128-10  [train.model]
-    #[arg(long, allow_hyphen_values = true, value_parser = text::<ModelSpec>("train.model"))]
-    pub model: Option<ModelSpec>,
+    /// Model: mlp | mlp:WIDTHS | WIDTHS (e.g. 784-128-10)  [train.model]
+    #[arg(long, allow_hyphen_values = true, value_parser = text::<ModelChoice>("train.model"))]
+    pub model: Option<ModelChoice>,
     /// Dirichlet alpha for non-IID shards  [train.non_iid_alpha]
     #[arg(long, value_name = "ALPHA", allow_negative_numbers = true)]
     pub non_iid: Option<f64>,
     /// Passes over the peer's own shard  [train.epochs]
     #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>("train.epochs", 1))]
     pub epochs: Option<u32>,
+    /// Token budget of a text model over all peers, e.g. 4M  [train.tokens]
+    #[arg(long, value_parser = count("train.tokens"))]
+    pub tokens: Option<u64>,
+    /// Learning-rate schedule: constant | cosine | cosine:warmup=F,floor=F  [train.lr_schedule]
+    #[arg(long, value_parser = text::<LrSchedule>("train.lr_schedule"))]
+    pub lr_schedule: Option<LrSchedule>,
     /// Stop training after this long, e.g. 10m  [train.max_train_time]
     #[arg(long, allow_hyphen_values = true, value_parser = duration("train.max_train_time"))]
     pub max_train_time: Option<Duration>,
@@ -418,6 +425,28 @@ where
             .ok()
             .and_then(|v| T::try_from(v).ok())
             .ok_or_else(|| format!("{key} is too large: {v}"))
+    }
+}
+
+/// The value parser of a count flag at least 1, with an optional SI suffix: `4M` is 4,000,000,
+/// `500k` 500,000, `1.5G` 1,500,000,000 (`key` names it in the error).
+fn count(key: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync {
+    move |s: &str| {
+        let t = s.trim();
+        let (number, scale) = match t.char_indices().last() {
+            Some((i, 'k' | 'K')) => (&t[..i], 1e3),
+            Some((i, 'M')) => (&t[..i], 1e6),
+            Some((i, 'G')) => (&t[..i], 1e9),
+            _ => (t, 1.0),
+        };
+        match number.parse::<f64>() {
+            Ok(v) if v.is_finite() && v * scale >= 1.0 && v * scale < 1.8e19 => {
+                Ok((v * scale).round() as u64)
+            }
+            _ => Err(format!(
+                "{key} must be a count of at least 1, e.g. 4000000 or 4M, got `{s}`"
+            )),
+        }
     }
 }
 
@@ -607,6 +636,10 @@ impl TrainFlags {
             t.non_iid_alpha = self.non_iid;
         }
         set(&mut t.epochs, &self.epochs);
+        if self.tokens.is_some() {
+            t.tokens = self.tokens;
+        }
+        set(&mut t.lr_schedule, &self.lr_schedule);
         if self.max_train_time.is_some() {
             t.max_train_time = self.max_train_time;
         }

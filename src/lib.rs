@@ -28,3 +28,4 @@ pub mod short_id;
 pub mod sync;
 pub mod train;
 pub mod ui;
+pub mod workload;

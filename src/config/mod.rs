@@ -83,12 +83,12 @@ impl Config {
         }
     }
 
-    /// The protocol settings of a peer that trains `train.model`: `[gossip]` with its
-    /// parameter count, `[membership]` and the lifecycle policy of `[peer]`.
-    pub fn core_config(&self) -> CoreConfig {
+    /// The protocol settings of a peer that trains a model of `param_count` parameters:
+    /// `[gossip]` with that count, `[membership]` and the lifecycle policy of `[peer]`.
+    pub fn core_config(&self, param_count: usize) -> CoreConfig {
         CoreConfig {
             swim: self.membership.clone(),
-            param_count: self.train.model.param_count(),
+            param_count,
             lifecycle: self.peer.lifecycle(),
             ..self.gossip.clone()
         }
@@ -160,12 +160,12 @@ impl Config {
     /// `[transport]` with `max_message_bytes` from `gossip.max_message_bytes` and, where
     /// `transport.max_buffered_bytes_per_connection` is 0, the budget derived from the model
     /// (a member's 0 then stays 0: twice the connection's budget, see
-    /// [`TransportConfig::buffered_bytes_budgets`]).
-    pub fn transport_config(&self) -> TransportConfig {
+    /// [`TransportConfig::buffered_bytes_budgets`]), for a model of `param_count` parameters.
+    pub fn transport_config(&self, param_count: usize) -> TransportConfig {
         let mut t = self.transport.clone();
         t.max_message_bytes = self.gossip.max_message_bytes;
         if t.max_buffered_bytes_per_connection == 0 {
-            t.max_buffered_bytes_per_connection = self.derived_connection_budget();
+            t.max_buffered_bytes_per_connection = self.derived_connection_budget(param_count);
         }
         t
     }
@@ -175,9 +175,9 @@ impl Config {
     /// snapshots in flight to one destination, each about 4 bytes per parameter, plus control
     /// messages; a connection's budget holds that twice over, and at least one message of
     /// `gossip.max_message_bytes`.
-    fn derived_connection_budget(&self) -> u64 {
+    fn derived_connection_budget(&self, param_count: usize) -> u64 {
         let message = self.gossip.max_message_bytes as u64;
-        let params = self.train.model.param_count() as u64;
+        let params = param_count as u64;
         let frame = params * 4 + 4096;
         ((self.transport.max_inflight_per_peer as u64 + 2) * frame * 2).max(message)
     }

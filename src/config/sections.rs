@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::text;
 use crate::data::{DatasetSpec, ShardSpec};
-use crate::model::ModelSpec;
+use crate::train::LrSchedule;
+use crate::workload::ModelChoice;
 use rumor_proto::core::LifecycleConfig;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -156,9 +157,9 @@ pub struct TrainSection {
     /// `auto`, `synthetic`, `fashion-mnist` or `idx:DIR`.
     #[serde(with = "text")]
     pub dataset: DatasetSpec,
-    /// MLP layer sizes, e.g. `784-128-10`.
+    /// The model: `mlp` (`784-128-10`), `mlp:WIDTHS` or bare widths, e.g. `784-256-10`.
     #[serde(with = "text")]
-    pub model: ModelSpec,
+    pub model: ModelChoice,
     /// This peer's shard, `K/N` (1-based).
     #[serde(with = "text")]
     pub shard: ShardSpec,
@@ -166,6 +167,13 @@ pub struct TrainSection {
     pub non_iid_alpha: Option<f64>,
     /// Passes over the peer's own shard.
     pub epochs: u32,
+    /// Budget in tokens for text models, over all peers together (the centralized baseline
+    /// trains the same number); each of N peers trains ⌈tokens / N⌉. Absent: `epochs` alone.
+    pub tokens: Option<u64>,
+    /// `constant`, `cosine` or `cosine:warmup=F,floor=F`: the learning rate over the run
+    /// (linear warm-up over a fraction of the steps, cosine decay to floor × lr).
+    #[serde(with = "text")]
+    pub lr_schedule: LrSchedule,
     /// Stop training after this long even if epochs remain (a time-boxed run); absent: no limit.
     #[serde(default, with = "humantime_serde::option")]
     pub max_train_time: Option<Duration>,
@@ -222,10 +230,12 @@ impl Default for TrainSection {
     fn default() -> Self {
         Self {
             dataset: DatasetSpec::Auto,
-            model: ModelSpec::default(),
+            model: ModelChoice::default(),
             shard: ShardSpec::WHOLE,
             non_iid_alpha: None,
             epochs: 2,
+            tokens: None,
+            lr_schedule: LrSchedule::Constant,
             max_train_time: None,
             batch_size: 64,
             lr: 1e-3,

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::data::{DatasetSpec, ShardSpec};
+use crate::model::ModelSpec;
 
 /// A test that fails with the error of the step that went wrong.
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -125,11 +126,12 @@ fn transport_section_is_the_transport_config() -> TestResult {
 
     let mut c = Config::default();
     c.gossip.max_message_bytes = 8 << 20;
-    let t = c.transport_config();
+    let params = ModelSpec::default().param_count();
+    let t = c.transport_config(params);
     assert_eq!(t.max_message_bytes, 8 << 20);
     // 0 derives a connection's budget from the model: (16 + 2) in-flight messages twice over,
     // 4 bytes per parameter plus a frame header each, at least one message.
-    let frame = c.train.model.param_count() as u64 * 4 + 4096;
+    let frame = params as u64 * 4 + 4096;
     assert_eq!(
         t.max_buffered_bytes_per_connection,
         (18 * frame * 2).max(8 << 20)
@@ -144,7 +146,7 @@ fn transport_section_is_the_transport_config() -> TestResult {
     c.transport.max_buffered_bytes_per_connection = 20 << 20;
     c.transport.max_buffered_bytes_per_member = 30 << 20;
     assert_eq!(
-        c.transport_config().buffered_bytes_budgets(),
+        c.transport_config(params).buffered_bytes_budgets(),
         (20 << 20, 30 << 20)
     );
     Ok(())
@@ -157,7 +159,7 @@ fn peer_lifecycle_keys_become_the_core_lifecycle() -> TestResult {
         "[peer]\nmin_peers = 3\njoin_timeout = \"2m\"\ndrain_timeout = \"90s\"\ncheckpoint_interval = \"5s\"\n",
     )
     ?;
-    let core = c.core_config();
+    let core = c.core_config(1234);
     assert_eq!(core.lifecycle.min_peers, Some(3));
     assert_eq!(core.lifecycle.join_timeout, Some(Duration::from_secs(120)));
     assert_eq!(core.lifecycle.drain_timeout, Some(Duration::from_secs(90)));
@@ -165,6 +167,6 @@ fn peer_lifecycle_keys_become_the_core_lifecycle() -> TestResult {
         core.lifecycle.checkpoint_interval,
         Some(Duration::from_secs(5))
     );
-    assert_eq!(core.param_count, c.train.model.param_count());
+    assert_eq!(core.param_count, 1234);
     Ok(())
 }

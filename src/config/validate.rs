@@ -182,12 +182,13 @@ impl Config {
         self.loss_config(0)
             .validate()
             .map_err(|m| invalid("loss", m))?;
-        let params = self.train.model.param_count();
-        check(
-            params * 4 + 4096 <= g.max_message_bytes,
-            "gossip.max_message_bytes",
-            "is smaller than one delta of this model",
-        )?;
+        if let Some(params) = self.train.model.param_count() {
+            check(
+                params * 4 + 4096 <= g.max_message_bytes,
+                "gossip.max_message_bytes",
+                "is smaller than one delta of this model",
+            )?;
+        }
         Ok(())
     }
 }

@@ -293,8 +293,10 @@ pub fn evaluate_deferred(
     dir: &Path,
     summary: &RunSummary,
 ) -> Result<(), RunError> {
-    let spec = &config.train.model;
     let data = run::load_data(config)?;
+    // Every peer evaluates on the same held-out data, so one workload serves them all.
+    let workload = run::workload_for(config, &data, crate::data::ShardSpec::WHOLE)?;
+    let (layout, _) = crate::workload::describe_params(workload.as_ref(), config.train.rng_seed)?;
     for p in &summary.peers {
         let peer_dir = dir.join(&p.name);
         let path = peer_dir.join("metrics.jsonl");
@@ -315,8 +317,11 @@ pub fn evaluate_deferred(
                     .file_name()
                     .map(|name| peer_dir.join("evals").join(name));
                 let path = copied.as_deref().filter(|p| p.exists()).unwrap_or(recorded);
-                let accuracy = crate::train::evaluate_snapshot(spec, path, &data.test)?;
-                value["test_accuracy"] = serde_json::json!(accuracy);
+                let metrics = crate::train::evaluate_snapshot(workload.as_ref(), &layout, path)?;
+                if let Some(accuracy) = metrics.get("accuracy") {
+                    value["test_accuracy"] = serde_json::json!(accuracy);
+                }
+                value["metrics"] = serde_json::json!(metrics);
                 if let Some(map) = value.as_object_mut() {
                     map.remove("eval_snapshot");
                 }

@@ -49,8 +49,11 @@ pub struct PeerStatus {
     pub samples: u64,
     /// Last mean training loss.
     pub train_loss: Option<f32>,
-    /// Last test accuracy of the base, in [0, 1].
+    /// Last test accuracy of the base, in [0, 1] (image classifiers).
     pub test_accuracy: Option<f32>,
+    /// Last held-out metrics of the base, by name (every workload's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<crate::workload::Metrics>,
     /// UDP bytes sent (quinn counters), in bytes.
     pub bytes_sent: u64,
     /// UDP bytes received, in bytes.
@@ -99,6 +102,7 @@ impl PeerStatus {
             samples: 0,
             train_loss: None,
             test_accuracy: None,
+            metrics: None,
             bytes_sent: 0,
             bytes_received: 0,
             duplicates_dropped: 0,

@@ -5,11 +5,13 @@
 //! - `base-<checksum>.safetensors`: one `f32` tensor per [`ParamEntry`](super::ParamEntry), under
 //!   its name and with its shape, written by candle's own safetensors support. `<checksum>` is
 //!   the file's FNV-1a 64 in 16 hex digits, so two different contents never share a name.
-//! - `checkpoint.json`: `{"format_version": 1, "spec": {..}, "param_count": N,
+//! - `checkpoint.json`: `{"format_version": 2, "model": {"kind": .., "config": ..},
+//!   "layout": {"entries": [{name, shape, offset, len}..], "total": N}, "param_count": N,
 //!   "tensors_file": "base-<checksum>.safetensors", "checksum": {"fnv1a64": "<16 hex digits>"},
 //!   "state": <caller's JSON>}`. The checksum covers the exact bytes of the tensor file the
 //!   sidecar names; `state` carries the version vector and whatever else the caller needs to
-//!   resume. A sidecar without `tensors_file` (written by earlier builds) names
+//!   resume. Format 1 (earlier builds) had `"spec": "<MLP widths>"` instead of `model` and
+//!   `layout`, and is still read as an MLP; a format-1 sidecar without `tensors_file` names
 //!   [`TENSORS_FILE`], `base.safetensors`.
 //!
 //! Durability: the sidecar is the commit point. A save writes the new tensor file under its new
@@ -28,7 +30,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::{ModelError, ModelSpec};
+use super::{ModelCard, ModelError, ModelSpec, ParamLayout};
 
 /// File name of the tensor file in the layout of earlier builds, whose sidecar has no
 /// `tensors_file`; still read, never written.
@@ -39,8 +41,8 @@ pub const TENSORS_PREFIX: &str = "base";
 pub const TENSORS_SUFFIX: &str = ".safetensors";
 /// File name of the JSON sidecar inside a checkpoint directory.
 pub const SIDECAR_FILE: &str = "checkpoint.json";
-/// The sidecar format this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The sidecar format this code writes (it also reads format 1, MLP-only).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// 64-bit FNV-1a hash of `bytes` (Fowler, Noll and Vo; offset basis 0xcbf29ce484222325, prime
 /// 0x100000001b3, as in the IETF draft "The FNV Non-Cryptographic Hash Algorithm").
@@ -61,7 +63,15 @@ struct Checksum {
 #[derive(Debug, Serialize, Deserialize)]
 struct Sidecar {
     format_version: u32,
-    spec: ModelSpec,
+    /// Format 1 only: the MLP's widths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    spec: Option<ModelSpec>,
+    /// Format 2: the model's kind and configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<ModelCard>,
+    /// Format 2: the tensors' names and shapes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    layout: Option<ParamLayout>,
     param_count: usize,
     /// The tensor file this sidecar commits to; absent in the old layout ([`TENSORS_FILE`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,8 +90,11 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ModelErr
 }
 
 /// Serialises `params` as safetensors bytes, one tensor per layout entry.
-fn safetensors_bytes(dir: &Path, spec: &ModelSpec, params: &[f32]) -> Result<Vec<u8>, ModelError> {
-    let layout = spec.layout();
+fn safetensors_bytes(
+    dir: &Path,
+    layout: &ParamLayout,
+    params: &[f32],
+) -> Result<Vec<u8>, ModelError> {
     layout.check_len("checkpoint params", params)?;
     let mut tensors = HashMap::with_capacity(layout.entries.len());
     for e in &layout.entries {
@@ -97,32 +110,34 @@ fn safetensors_bytes(dir: &Path, spec: &ModelSpec, params: &[f32]) -> Result<Vec
     std::fs::read(scratch.path()).map_err(io_err(scratch.path()))
 }
 
-/// Saves a checkpoint of `params` (flat, `spec.layout()` order) with caller `state` into `dir`
+/// Saves a checkpoint of `params` (flat, in `layout` order) of the model `card` with caller
+/// `state` into `dir`
 /// (which must exist): the tensor file `dir/base-<checksum>.safetensors`, then the sidecar
 /// `dir/checkpoint.json` naming it, each via temp file, fsync, rename and an fsync of `dir`;
 /// then stale tensor and temp files are removed. See the module docs for the format and why a
 /// save killed at any moment leaves a loadable checkpoint.
 ///
 /// # Errors
-/// [`ModelError::InvalidSpec`]; [`ModelError::LengthMismatch`] if `params.len()` is not
-/// `spec.param_count()`; [`ModelError::Io`] naming the file or directory on any I/O failure
+/// [`ModelError::LengthMismatch`] if `params.len()` is not `layout.total`; [`ModelError::Io`] naming the file or directory on any I/O failure
 /// (e.g. a full disk: the `source` is `StorageFull`); [`ModelError::Candle`] if serialisation
 /// fails; [`ModelError::EncodeSidecar`] if the state does not serialise. On any error the
 /// previous checkpoint stays loadable. Failing to remove a stale file is
 /// not an error (the next save retries).
 pub fn save_checkpoint(
     dir: &Path,
-    spec: &ModelSpec,
+    card: &ModelCard,
+    layout: &ParamLayout,
     params: &[f32],
     state: &serde_json::Value,
 ) -> Result<(), ModelError> {
-    spec.validate()?;
-    let bytes = safetensors_bytes(dir, spec, params)?;
+    let bytes = safetensors_bytes(dir, layout, params)?;
     let checksum = format!("{:016x}", fnv1a64(&bytes));
     let tensors_file = format!("{TENSORS_PREFIX}-{checksum}{TENSORS_SUFFIX}");
     let sidecar = Sidecar {
         format_version: FORMAT_VERSION,
-        spec: spec.clone(),
+        spec: None,
+        model: Some(card.clone()),
+        layout: Some(layout.clone()),
         param_count: params.len(),
         tensors_file: Some(tensors_file.clone()),
         checksum: Checksum { fnv1a64: checksum },
@@ -244,9 +259,23 @@ fn sidecar_tensors_path(
     }
 }
 
-/// Loads the checkpoint in `dir` and verifies it: sidecar format version, spec validity,
-/// checksum of the tensor file the sidecar names (or `base.safetensors` in the old layout), and that the tensor file holds exactly the spec's tensors with
-/// their shapes as `f32`. Returns `(spec, flat params in layout order, state)`.
+/// A checkpoint as loaded: the model, its parameters and the caller's state.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    /// The model's kind and configuration.
+    pub card: ModelCard,
+    /// The tensors' names and shapes, in flat order.
+    pub layout: ParamLayout,
+    /// The parameters, flat in `layout` order.
+    pub params: Vec<f32>,
+    /// The caller's state, as saved.
+    pub state: serde_json::Value,
+}
+
+/// Loads the checkpoint in `dir` and verifies it: sidecar format version, the model and layout
+/// it names (a format-1 MLP spec is converted), checksum of the tensor file the sidecar names
+/// (or `base.safetensors` in the old layout), and that the tensor file holds exactly the
+/// layout's tensors with their shapes as `f32`.
 ///
 /// # Errors
 /// All name the file at fault: [`ModelError::Io`] if a file is missing or unreadable;
@@ -254,7 +283,7 @@ fn sidecar_tensors_path(
 /// [`ModelError::ChecksumMismatch`] for a corrupt tensor file; [`ModelError::Safetensors`] if it
 /// does not decode; [`ModelError::CheckpointFormat`] for a wrong version, missing, extra or
 /// misshapen tensor.
-pub fn load_checkpoint(dir: &Path) -> Result<(ModelSpec, Vec<f32>, serde_json::Value), ModelError> {
+pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint, ModelError> {
     let sidecar_path = dir.join(SIDECAR_FILE);
     let format_err = |path: &PathBuf, reason: String| ModelError::CheckpointFormat {
         path: path.clone(),
@@ -263,23 +292,34 @@ pub fn load_checkpoint(dir: &Path) -> Result<(ModelSpec, Vec<f32>, serde_json::V
 
     let sidecar = read_sidecar(&sidecar_path)?;
     let tensors_path = sidecar_tensors_path(dir, &sidecar_path, &sidecar)?;
-    if sidecar.format_version != FORMAT_VERSION {
-        return Err(format_err(
-            &sidecar_path,
-            format!(
-                "format_version {} (this build reads {FORMAT_VERSION})",
-                sidecar.format_version
-            ),
-        ));
-    }
-    let spec = sidecar.spec;
-    spec.validate()?;
-    let layout = spec.layout();
+    let (card, layout) = match (sidecar.format_version, &sidecar.spec, &sidecar.model) {
+        (1, Some(spec), _) => {
+            spec.validate()?;
+            (ModelCard::mlp(spec), spec.layout())
+        }
+        (FORMAT_VERSION, _, Some(card)) => match &sidecar.layout {
+            Some(layout) => {
+                check_layout(&sidecar_path, layout)?;
+                (card.clone(), layout.clone())
+            }
+            None => return Err(format_err(&sidecar_path, "no layout".into())),
+        },
+        (1 | FORMAT_VERSION, _, _) => {
+            return Err(format_err(&sidecar_path, "no model description".into()))
+        }
+        (other, _, _) => {
+            return Err(format_err(
+                &sidecar_path,
+                format!("format_version {other} (this build reads 1 and {FORMAT_VERSION})"),
+            ))
+        }
+    };
+    let spec = &card;
     if sidecar.param_count != layout.total {
         return Err(format_err(
             &sidecar_path,
             format!(
-                "param_count {} but spec {spec} has {}",
+                "param_count {} but model {spec} has {}",
                 sidecar.param_count, layout.total
             ),
         ));
@@ -307,7 +347,7 @@ pub fn load_checkpoint(dir: &Path) -> Result<(ModelSpec, Vec<f32>, serde_json::V
         return Err(format_err(
             &tensors_path,
             format!(
-                "holds tensors {names:?}, spec {spec} needs {:?}",
+                "holds tensors {names:?}, model {spec} needs {:?}",
                 layout.entries.iter().map(|e| &e.name).collect::<Vec<_>>()
             ),
         ));
@@ -321,7 +361,7 @@ pub fn load_checkpoint(dir: &Path) -> Result<(ModelSpec, Vec<f32>, serde_json::V
             return Err(format_err(
                 &tensors_path,
                 format!(
-                    "tensor {} is {:?} {:?}, spec {spec} needs f32 {:?}",
+                    "tensor {} is {:?} {:?}, model {spec} needs f32 {:?}",
                     e.name,
                     t.dtype(),
                     t.dims(),
@@ -331,22 +371,71 @@ pub fn load_checkpoint(dir: &Path) -> Result<(ModelSpec, Vec<f32>, serde_json::V
         }
         params.extend(t.flatten_all()?.to_vec1::<f32>()?);
     }
-    Ok((spec, params, sidecar.state))
+    Ok(Checkpoint {
+        card,
+        layout,
+        params,
+        state: sidecar.state,
+    })
+}
+
+/// A layout read from a file must be what [`ParamLayout`] promises: contiguous entries, each
+/// `len` the product of its shape, `total` their sum, names unique and sorted.
+fn check_layout(path: &Path, layout: &ParamLayout) -> Result<(), ModelError> {
+    let mut offset = 0usize;
+    let mut previous: Option<&str> = None;
+    for e in &layout.entries {
+        let len = e
+            .shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        let sorted = previous.is_none_or(|p| p < e.name.as_str());
+        if e.offset != offset || len != Some(e.len) || !sorted {
+            return Err(ModelError::CheckpointFormat {
+                path: path.to_path_buf(),
+                reason: format!("layout entry {} is not consistent", e.name),
+            });
+        }
+        offset = offset.saturating_add(e.len);
+        previous = Some(e.name.as_str());
+    }
+    if offset != layout.total {
+        return Err(ModelError::CheckpointFormat {
+            path: path.to_path_buf(),
+            reason: format!("layout total {} but entries hold {offset}", layout.total),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::init_params;
     use serde_json::json;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+    /// Deterministic parameters of the default MLP (values do not matter here).
+    fn params_of(spec: &ModelSpec, seed: u64) -> Vec<f32> {
+        (0..spec.param_count())
+            .map(|i| ((i as u64 * 2_654_435_761 + seed) % 1000) as f32 / 1000.0 - 0.5)
+            .collect()
+    }
+
+    fn save_spec(
+        dir: &Path,
+        spec: &ModelSpec,
+        params: &[f32],
+        state: &serde_json::Value,
+    ) -> Result<(), ModelError> {
+        save_checkpoint(dir, &ModelCard::mlp(spec), &spec.layout(), params, state)
+    }
+
     fn save_default(dir: &Path) -> Result<(ModelSpec, Vec<f32>, serde_json::Value), ModelError> {
         let spec = ModelSpec::default();
-        let params = init_params(&spec, 11);
+        let params = params_of(&spec, 11);
         let state = json!({"version": 3, "applied": {"peer-a": [1, 2, 3]}});
-        save_checkpoint(dir, &spec, &params, &state)?;
+        save_spec(dir, &spec, &params, &state)?;
         Ok((spec, params, state))
     }
 
@@ -362,14 +451,19 @@ mod tests {
     fn checkpoint_round_trip() -> TestResult {
         let dir = tempfile::tempdir()?;
         let (spec, params, state) = save_default(dir.path())?;
-        let (spec2, params2, state2) = load_checkpoint(dir.path())?;
-        assert_eq!(spec2, spec);
-        assert_eq!(params2, params);
-        assert_eq!(state2, state);
+        let loaded = load_checkpoint(dir.path())?;
+        assert_eq!(loaded.card, ModelCard::mlp(&spec));
+        assert_eq!(loaded.layout, spec.layout());
+        assert_eq!(loaded.params, params);
+        assert_eq!(loaded.state, state);
         // Saving again over an existing checkpoint replaces it, and leaves no temp files.
         let params3: Vec<f32> = params.iter().map(|x| x * 2.0).collect();
-        save_checkpoint(dir.path(), &spec, &params3, &json!(null))?;
-        let (_, params4, state4) = load_checkpoint(dir.path())?;
+        save_spec(dir.path(), &spec, &params3, &json!(null))?;
+        let Checkpoint {
+            params: params4,
+            state: state4,
+            ..
+        } = load_checkpoint(dir.path())?;
         assert_eq!(params4, params3);
         assert_eq!(state4, json!(null));
         let mut names: Vec<String> = std::fs::read_dir(dir.path())?
@@ -447,8 +541,9 @@ mod tests {
         save_default(dir.path())?;
         let path = dir.path().join(SIDECAR_FILE);
         let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
-        v["spec"]["hidden"] = json!([64]);
-        v["param_count"] = json!("784-64-10".parse::<ModelSpec>()?.param_count());
+        let other: ModelSpec = "784-64-10".parse()?;
+        v["layout"] = serde_json::to_value(other.layout())?;
+        v["param_count"] = json!(other.param_count());
         std::fs::write(&path, serde_json::to_vec(&v)?)?;
         let tensors = tensors_path(dir.path())?;
         let err = load_checkpoint(dir.path()).err();
@@ -470,7 +565,7 @@ mod tests {
     fn save_rejects_wrong_length() -> TestResult {
         let dir = tempfile::tempdir()?;
         let spec = ModelSpec::default();
-        let err = save_checkpoint(dir.path(), &spec, &[0.0; 3], &json!({})).err();
+        let err = save_spec(dir.path(), &spec, &[0.0; 3], &json!({})).err();
         assert!(
             matches!(err, Some(ModelError::LengthMismatch { .. })),
             "{err:?}"
@@ -488,9 +583,9 @@ mod tests {
         std::fs::write(dir.path().join("base-00000000deadbeef.safetensors"), b"new")?;
         std::fs::write(dir.path().join(".base.scratch.abc"), b"partial")?;
         std::fs::write(dir.path().join(".checkpoint.json.xyz.tmp"), b"{")?;
-        let (_, params2, state2) = load_checkpoint(dir.path())?;
-        assert_eq!(params2, params);
-        assert_eq!(state2, state);
+        let loaded = load_checkpoint(dir.path())?;
+        assert_eq!(loaded.params, params);
+        assert_eq!(loaded.state, state);
         // The next save removes the leftovers.
         save_default(dir.path())?;
         assert_eq!(std::fs::read_dir(dir.path())?.count(), 2);
@@ -499,20 +594,25 @@ mod tests {
 
     #[test]
     fn old_layout_without_tensors_file_still_loads() -> TestResult {
+        // Format 1: an MLP spec instead of a model card and layout, and no tensors_file.
         let dir = tempfile::tempdir()?;
-        let (_, params, _) = save_default(dir.path())?;
+        let (spec, params, _) = save_default(dir.path())?;
         std::fs::rename(tensors_path(dir.path())?, dir.path().join(TENSORS_FILE))?;
         let sidecar = dir.path().join(SIDECAR_FILE);
         let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&sidecar)?)?;
-        v.as_object_mut()
-            .ok_or("not an object")?
-            .remove("tensors_file");
+        let map = v.as_object_mut().ok_or("not an object")?;
+        map.remove("tensors_file");
+        map.remove("model");
+        map.remove("layout");
+        map.insert("format_version".into(), json!(1));
+        map.insert("spec".into(), serde_json::to_value(&spec)?);
         std::fs::write(&sidecar, serde_json::to_vec(&v)?)?;
-        assert_eq!(load_checkpoint(dir.path())?.1, params);
+        assert_eq!(load_checkpoint(dir.path())?.card, ModelCard::mlp(&spec));
+        assert_eq!(load_checkpoint(dir.path())?.params, params);
         // A save in the new layout replaces it and removes the old tensor file.
         save_default(dir.path())?;
         assert!(!dir.path().join(TENSORS_FILE).exists());
-        assert_eq!(load_checkpoint(dir.path())?.1, params);
+        assert_eq!(load_checkpoint(dir.path())?.params, params);
         Ok(())
     }
 

@@ -17,18 +17,20 @@
 //!
 //! Everything runs on candle's CPU device. Call [`set_compute_threads`] once at process start.
 
+pub mod card;
 pub mod checkpoint;
 mod error;
 pub mod flat;
 pub mod mlp;
 pub mod spec;
 
+pub use card::ModelCard;
 pub use checkpoint::{load_checkpoint, save_checkpoint};
 pub use error::ModelError;
 pub use flat::{all_finite, axpy, consensus_distance, l2_norm, scaled_difference};
-pub use mlp::{evaluate, Mlp, Trainer};
+pub use mlp::Mlp;
 pub use rumor_proto::compact::{CompactValues, Compression, Quantizer};
-pub use spec::{init_params, ModelSpec, ParamEntry, ParamLayout};
+pub use spec::{ModelSpec, ParamEntry, ParamLayout};
 
 /// Limits candle's CPU compute threads for this process to `n` (at least 1).
 ///

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::error::ResumeError;
-use crate::model::{self, ModelError, ModelSpec};
+use crate::model::{self, ModelCard, ModelError, ParamLayout};
 use rumor_proto::auth::ContentHash;
 use rumor_proto::core::Core;
 use rumor_proto::version_vector::VersionVector;
@@ -76,7 +76,12 @@ pub enum SaveError {
 ///
 /// # Errors
 /// [`SaveError`]; on any error the previous checkpoint stays loadable.
-pub fn save(dir: &Path, spec: &ModelSpec, core: &Core, steps_done: u64) -> Result<(), SaveError> {
+pub fn save(
+    dir: &Path,
+    model: (&ModelCard, &ParamLayout),
+    core: &Core,
+    steps_done: u64,
+) -> Result<(), SaveError> {
     let state = CheckpointState {
         peer_id: core.id(),
         applied: core.applied().clone(),
@@ -90,7 +95,7 @@ pub fn save(dir: &Path, spec: &ModelSpec, core: &Core, steps_done: u64) -> Resul
             .collect(),
     };
     let state = serde_json::to_value(&state).map_err(SaveError::EncodeState)?;
-    model::save_checkpoint(dir, spec, core.base(), &state).map_err(SaveError::Write)
+    model::save_checkpoint(dir, model.0, model.1, core.base(), &state).map_err(SaveError::Write)
 }
 
 /// Loads a peer's checkpoint from `dir`: its model, its base (flat `f32`, one per parameter)
@@ -99,8 +104,13 @@ pub fn save(dir: &Path, spec: &ModelSpec, core: &Core, steps_done: u64) -> Resul
 /// # Errors
 /// [`ResumeError::Load`] (files missing, unreadable or damaged; the source names the file) or
 /// [`ResumeError::State`] (the sidecar's peer state does not decode).
-pub fn load_checkpoint(dir: &Path) -> Result<(ModelSpec, Vec<f32>, CheckpointState), ResumeError> {
-    let (spec, base, state) = model::load_checkpoint(dir).map_err(|e| ResumeError::Load {
+pub fn load_checkpoint(dir: &Path) -> Result<(ModelCard, Vec<f32>, CheckpointState), ResumeError> {
+    let model::checkpoint::Checkpoint {
+        card,
+        params: base,
+        state,
+        ..
+    } = model::load_checkpoint(dir).map_err(|e| ResumeError::Load {
         dir: dir.to_path_buf(),
         source: Box::new(e),
     })?;
@@ -109,5 +119,5 @@ pub fn load_checkpoint(dir: &Path) -> Result<(ModelSpec, Vec<f32>, CheckpointSta
             dir: dir.to_path_buf(),
             source,
         })?;
-    Ok((spec, base, state))
+    Ok((card, base, state))
 }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::model::{self, ModelError, ModelSpec};
+use crate::model::{self, ModelCard, ModelError};
 
 /// Why a peer stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -136,9 +136,9 @@ pub enum ResumeError {
     #[error("checkpoint holds model {found}, this run uses {wanted}")]
     OtherModel {
         /// The checkpoint's model.
-        found: ModelSpec,
+        found: ModelCard,
         /// This run's model.
-        wanted: ModelSpec,
+        wanted: ModelCard,
     },
     /// The checkpoint was written by a peer with another id.
     #[error("checkpoint belongs to another peer id")]

@@ -26,6 +26,9 @@ struct MetricsLine<'a> {
     epoch: u32,
     train_loss: Option<f32>,
     test_accuracy: Option<f32>,
+    /// Every held-out metric of this evaluation point, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<&'a crate::workload::Metrics>,
     flow_control_wait_seconds: f64,
     runtime_wait_seconds: f64,
     staleness_wait_seconds: f64,
@@ -103,7 +106,12 @@ impl MetricsFile {
             samples: progress.samples,
             epoch: progress.epoch,
             train_loss: progress.train_loss,
-            test_accuracy: progress.test_accuracy,
+            test_accuracy: progress
+                .metrics
+                .as_ref()
+                .and_then(|m| m.get("accuracy"))
+                .map(|a| a as f32),
+            metrics: progress.metrics.as_ref(),
             flow_control_wait_seconds: progress.flow_control_wait_seconds,
             runtime_wait_seconds: progress.runtime_wait_seconds,
             staleness_wait_seconds: progress.staleness_wait_seconds,

@@ -35,11 +35,11 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::certs::PeerIdentity;
-use crate::data::Dataset;
 use crate::model;
 use crate::net::{Transport, TransportConfig};
 use crate::ratelog::RateLimitedLog;
 use crate::report::Chain;
+use crate::workload::{Metrics, Workload};
 use audit::AuditLog;
 use checkpoint::save;
 use events::{handle_event, RemoteLogs};
@@ -88,14 +88,15 @@ pub struct PeerOptions {
     pub data_dir: PathBuf,
     /// Continue from the checkpoint in `data_dir`.
     pub resume: bool,
-    /// Initial parameters θ₀ (used when starting a cluster; joiners take the seed's snapshot).
+    /// Initial parameters θ₀, flat in `layout` order (used when starting a cluster; joiners
+    /// take the seed's snapshot).
     pub initial: Vec<f32>,
+    /// The names and shapes of the model's tensors, in flat order.
+    pub layout: model::ParamLayout,
     /// The training plan.
     pub plan: TrainPlan,
-    /// This peer's shard of the training set.
-    pub shard: Arc<Dataset>,
-    /// The test set.
-    pub test: Arc<Dataset>,
+    /// What this peer trains: the model, this peer's shard and the held-out data.
+    pub workload: Arc<dyn Workload>,
     /// Protocol settings, the lifecycle policy included (`core.lifecycle`: the `min_peers`
     /// gate, join timeout, drain deadline and checkpoint period). `core.lifecycle.min_peers`
     /// `None` runs membership and gossip only, never training (benchmarks).
@@ -124,8 +125,9 @@ pub struct PeerOutcome {
     pub applied: VersionVector,
     /// Deltas this peer published.
     pub version: u64,
-    /// Test accuracy of the final base.
-    pub test_accuracy: f32,
+    /// Held-out metrics of the final base (the workload's, headline first); empty when the
+    /// final evaluation was skipped.
+    pub metrics: Metrics,
     /// UDP bytes sent.
     pub bytes_sent: u64,
     /// UDP bytes received.
@@ -356,6 +358,7 @@ pub async fn run_peer_observed(
     };
     let now = Instant::now();
     let mut plan = options.plan.clone();
+    let card = options.workload.card();
     let restored = resume_state(&options, peer_id, &mut plan)?;
     // The lifecycle policy runs in the core; the driver acts on its events.
     let config = options.core.clone();
@@ -559,8 +562,7 @@ pub async fn run_peer_observed(
                         info!(members, "training starts");
                         let handle = TrainerHandle::spawn(
                             plan.clone(),
-                            options.shard.clone(),
-                            options.test.clone(),
+                            options.workload.clone(),
                             core.base().to_vec(),
                             trainer::Gauges {
                                 live: live.clone(),
@@ -596,7 +598,12 @@ pub async fn run_peer_observed(
                     values,
                 } => audit.applied(*origin, *version, values),
                 Event::CheckpointDue => {
-                    match save(&options.data_dir, &options.plan.spec, &core, progress.step) {
+                    match save(
+                        &options.data_dir,
+                        (&card, &options.layout),
+                        &core,
+                        progress.step,
+                    ) {
                         Ok(()) => checkpoint_warnings.recovered("checkpoint"),
                         Err(e) => checkpoint_warnings.failed("checkpoint", &e),
                     }
@@ -669,7 +676,12 @@ pub async fn run_peer_observed(
     sender.settle(settle.min(Duration::from_secs(3))).await;
     // A failed final save loses at most what happened since the last periodic checkpoint; the
     // run's outcome is still worth returning.
-    if let Err(e) = save(&options.data_dir, &options.plan.spec, &core, progress.step) {
+    if let Err(e) = save(
+        &options.data_dir,
+        (&card, &options.layout),
+        &core,
+        progress.step,
+    ) {
         error!(
             "final checkpoint failed: {}; the data dir keeps the previous one",
             Chain(&e)
@@ -677,17 +689,17 @@ pub async fn run_peer_observed(
     }
     audit.flush();
     let base = core.base().to_vec();
-    let spec = options.plan.spec.clone();
-    let test = options.test.clone();
+    let workload = options.workload.clone();
+    let layout = options.layout.clone();
     let eval_base = base.clone();
     let evaluation = tokio::task::spawn_blocking(move || {
-        model::evaluate(&spec, &eval_base, &test.images, &test.labels)
+        crate::workload::evaluate(workload.as_ref(), &layout, &eval_base)
     });
     let evaluated = match left(leave_by) {
         None => Some(evaluation.await),
         Some(limit) => tokio::time::timeout(limit, evaluation).await.ok(),
     };
-    let accuracy = match evaluated {
+    let final_metrics = match evaluated {
         Some(done) => done.map_err(|source| NodeError::Task {
             what: "evaluation",
             source,
@@ -697,10 +709,10 @@ pub async fn run_peer_observed(
                 grace_seconds = options.leave_grace.as_secs_f64(),
                 "final evaluation skipped: the leave grace is spent (the checkpoint is saved)"
             );
-            f32::NAN
+            Metrics::default()
         }
     };
-    progress.test_accuracy = Some(accuracy);
+    progress.metrics = Some(final_metrics.clone());
     // The final accuracy is of the final base, not of the last saved evaluation point.
     progress.eval_snapshot = None;
     metrics.write(&options.name, &core, &transport, &progress);
@@ -716,7 +728,7 @@ pub async fn run_peer_observed(
         );
     }
     info!(
-        accuracy,
+        metrics = %final_metrics,
         version = core.published(),
         applied = core.applied().len(),
         drained,
@@ -729,7 +741,7 @@ pub async fn run_peer_observed(
         base,
         applied: core.applied().clone(),
         version: core.published(),
-        test_accuracy: accuracy,
+        metrics: final_metrics,
         bytes_sent: net.bytes_sent,
         bytes_received: net.bytes_received,
         steps: progress.step,

@@ -39,7 +39,7 @@ pub(super) fn resume_state(
         Some(loaded) => {
             let found = match &loaded {
                 Ok((spec, _, state)) => CheckpointFound::Loaded {
-                    same_model: *spec == options.plan.spec,
+                    same_model: *spec == options.workload.card(),
                     // Written from this data dir (the id's seed), maybe under another key.
                     same_peer: same_seed(state.peer_id, peer_id),
                 },
@@ -93,7 +93,7 @@ pub(super) fn resume_state(
                 (ResumeDecision::Refuse(ResumeRefusal::OtherModel), Ok((spec, _, _))) => {
                     return Err(NodeError::Resume(ResumeError::OtherModel {
                         found: spec,
-                        wanted: options.plan.spec.clone(),
+                        wanted: options.workload.card(),
                     }))
                 }
                 (ResumeDecision::Refuse(ResumeRefusal::OtherPeer), _) => {

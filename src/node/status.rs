@@ -50,8 +50,9 @@ pub(super) fn update_status(
     if progress.train_loss.is_some() {
         s.train_loss = progress.train_loss;
     }
-    if progress.test_accuracy.is_some() {
-        s.test_accuracy = progress.test_accuracy;
+    if let Some(metrics) = &progress.metrics {
+        s.test_accuracy = metrics.get("accuracy").map(|a| a as f32);
+        s.metrics = Some(metrics.clone());
     }
     s.bytes_sent = net.bytes_sent;
     s.bytes_received = net.bytes_received;
@@ -78,5 +79,12 @@ impl From<MemberView> for MemberSummary {
             incarnation: m.incarnation,
             lifecycle: m.lifecycle,
         }
+    }
+}
+
+impl super::PeerOutcome {
+    /// The final base's `accuracy` metric, NaN when the workload has none or it was skipped.
+    pub fn accuracy(&self) -> f32 {
+        self.metrics.get("accuracy").map_or(f32::NAN, |a| a as f32)
     }
 }

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::data::Dataset;
-use crate::model::{self, Trainer};
-use crate::train::{self, StepPosition, TrainHooks};
+use crate::model;
+use crate::train::{self, StepPosition, TrainHooks, Trainer};
 pub use crate::train::{TrainPlan, TrainProgress};
+use crate::workload::Workload;
 
 /// Flow control puts a publish off at most until the delta carries this many times
 /// `publish_every` steps; past that the trainer waits for the network before it publishes.
@@ -80,11 +80,10 @@ pub struct TrainerHandle {
 }
 
 impl TrainerHandle {
-    /// Starts training on `shard` from `base`, reading `gauges` as the shell updates them.
+    /// Starts training `workload` from `base`, reading `gauges` as the shell updates them.
     pub fn spawn(
         plan: TrainPlan,
-        shard: Arc<Dataset>,
-        test: Arc<Dataset>,
+        workload: Arc<dyn Workload>,
         base: Vec<f32>,
         gauges: Gauges,
         reports: mpsc::UnboundedSender<FromTrainer>,
@@ -119,7 +118,7 @@ impl TrainerHandle {
                     stop: stop_flag,
                     pause: pause_flag,
                 };
-                match train::run_training(&plan, &shard, &test, &base, &mut hooks) {
+                match train::run_training(&plan, &workload, &base, &mut hooks) {
                     Ok(progress) => {
                         let _ = reports.send(FromTrainer::Finished(progress));
                     }

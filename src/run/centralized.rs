@@ -7,11 +7,13 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 
 use crate::config::Config;
-use crate::data::TrainTest;
-use crate::model::{self, ModelError, Trainer};
+use crate::model::{self, ModelError};
+use crate::train::Trainer;
 use crate::train::{self, StepPosition, TrainHooks, TrainPlan, TrainProgress};
+use crate::workload::describe_params;
 
-use super::summary::{summarize, PeerSummary, RunSummary};
+use super::options::{budget, workload_for, RunData};
+use super::summary::{accuracy_of, summarize, PeerSummary, RunSummary};
 use super::RunError;
 
 /// The centralized baseline: one model on all the training data, the same sample budget
@@ -21,19 +23,17 @@ use super::RunError;
 ///
 /// # Errors
 /// [`RunError::Model`] if training fails or diverges.
-pub fn centralized(
-    config: &Config,
-    data: &TrainTest,
-    no_tui: bool,
-) -> Result<RunSummary, RunError> {
+pub fn centralized(config: &Config, data: &RunData, no_tui: bool) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let spec = &config.train.model;
     let t = &config.train;
     let lr = config.up.centralized_lr;
-    let initial = model::init_params(spec, t.rng_seed);
+    let workload = workload_for(config, data, crate::data::ShardSpec::WHOLE)?;
+    let (layout, initial) = describe_params(workload.as_ref(), t.rng_seed)?;
+    let (epochs, max_steps) = budget(config, workload.as_ref(), 1);
     let plan = TrainPlan {
-        spec: spec.clone(),
-        epochs: t.epochs,
+        epochs,
+        max_steps,
+        lr_schedule: t.lr_schedule,
         batch_size: t.batch_size,
         lr,
         weight_decay: t.weight_decay,
@@ -51,25 +51,26 @@ pub fn centralized(
         max_staleness: 0.0,
         staleness_wait_limit: std::time::Duration::ZERO,
     };
-    let steps_per_epoch = data.train.len().div_ceil(t.batch_size.max(1));
+    let steps_per_epoch = workload.train_examples() / t.batch_size.max(1);
     let mut hooks = ProgressHooks {
         bar: crate::ui::progress::bar(
-            steps_per_epoch as u64 * u64::from(t.epochs),
+            plan.total_steps(workload.train_examples()),
             "centralized",
             !no_tui,
         ),
         bars: crate::ui::progress::drawn(!no_tui),
-        epochs: t.epochs,
+        epochs,
         steps_per_epoch,
         started,
         params: Vec::new(),
     };
-    let progress = train::run_training(&plan, &data.train, &data.test, &initial, &mut hooks)?;
-    let acc = model::evaluate(spec, &hooks.params, &data.test.images, &data.test.labels)?;
+    let progress = train::run_training(&plan, &workload, &initial, &mut hooks)?;
+    let metrics = crate::workload::evaluate(workload.as_ref(), &layout, &hooks.params)?;
     let peer = PeerSummary {
         peer_id: uuid::Uuid::nil().to_string(),
         name: "centralized".into(),
-        test_accuracy: acc,
+        test_accuracy: accuracy_of(&metrics),
+        metrics,
         version: 0,
         applied: 0,
         bytes_sent: 0,
@@ -81,7 +82,7 @@ pub fn centralized(
     };
     Ok(summarize(
         "centralized",
-        &data.name,
+        data.name(),
         vec![peer],
         0.0,
         started.elapsed(),
@@ -132,18 +133,17 @@ impl TrainHooks for ProgressHooks {
     }
 
     fn report(&mut self, progress: &TrainProgress, at: StepPosition) {
-        let Some(acc) = progress.test_accuracy else {
+        let Some(metrics) = &progress.metrics else {
             return;
         };
         let line = format!(
-            "[{:>6.1}s] centralized epoch {}/{} step {}/{} loss {:.4} test accuracy {:.2}%",
+            "[{:>6.1}s] centralized epoch {}/{} step {}/{} loss {:.4} {metrics}",
             self.started.elapsed().as_secs_f64(),
             at.epoch + 1,
             self.epochs,
             at.batch,
             self.steps_per_epoch,
             at.epoch_mean_loss,
-            acc * 100.0
         );
         if self.bars {
             self.bar.println(line);

@@ -20,7 +20,10 @@ use crate::node::NodeError;
 use crate::{certs, data, model};
 
 pub use centralized::centralized;
-pub use options::{load_data, local_peer_options, peer_options};
+pub use options::{
+    budget, load_data, local_peer_options, peer_options, workload_for, workload_peer_options,
+    RunData,
+};
 pub use peer::peer;
 pub use summary::{
     checkpoint_consensus, combine_summaries, compare, PeerSummary, RunSummary, SinglePeerSummary,

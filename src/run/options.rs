@@ -10,11 +10,40 @@ use tracing::info;
 use crate::certs::{self, PeerIdentity};
 use crate::config::{Config, ConfigError};
 use crate::data::{self, Dataset, TrainTest};
-use crate::model::{self, ModelSpec};
 use crate::node::PeerOptions;
 use crate::train::TrainPlan;
+use crate::workload::image::{ImageClassification, ImageModel};
+use crate::workload::{describe_params, ModelChoice, Workload};
 
 use super::RunError;
+
+/// The data of a run, loaded once and shared by the peers a process runs.
+#[derive(Clone, Debug)]
+pub enum RunData {
+    /// A labelled image set; `test` is shared by every in-process peer.
+    Images {
+        /// Training and test rows.
+        data: TrainTest,
+        /// The test rows, shared.
+        test: Arc<Dataset>,
+    },
+}
+
+impl From<TrainTest> for RunData {
+    fn from(data: TrainTest) -> Self {
+        let test = Arc::new(data.test.clone());
+        RunData::Images { data, test }
+    }
+}
+
+impl RunData {
+    /// Short name of the data, e.g. `fashion-mnist`.
+    pub fn name(&self) -> &str {
+        match self {
+            RunData::Images { data, .. } => &data.name,
+        }
+    }
+}
 
 /// Loads the dataset of `config`, saying which one was chosen, and checks that the model of
 /// `config` fits it.
@@ -22,16 +51,65 @@ use super::RunError;
 /// # Errors
 /// What loading fails with; [`RunError::Config`] for `train.model` when the model's input size is
 /// not the dataset's features per sample or it has fewer outputs than the dataset has classes.
-pub fn load_data(config: &Config) -> Result<TrainTest, RunError> {
+pub fn load_data(config: &Config) -> Result<RunData, RunError> {
     let data = data::load(&config.train.dataset, config.train.rng_seed)?;
     info!(dataset = %data.name, "{}", data.description);
-    check_model_fits(&config.train.model, &data)?;
-    Ok(data)
+    let ModelChoice::Mlp(spec) = &config.train.model;
+    check_model_fits(&ImageModel::Mlp(spec.clone()), &data)?;
+    Ok(data.into())
+}
+
+/// The workload a peer of `config` trains: its model on shard `shard` of `data`.
+///
+/// # Errors
+/// [`RunError::Config`] for a bad partition; [`RunError::Data`] if the shard cannot be drawn.
+pub fn workload_for(
+    config: &Config,
+    data: &RunData,
+    shard: data::ShardSpec,
+) -> Result<Arc<dyn Workload>, RunError> {
+    match (data, &config.train.model) {
+        (RunData::Images { data, test }, ModelChoice::Mlp(spec)) => {
+            let rows = if shard.count == 1 {
+                (0..data.train.len()).collect()
+            } else {
+                data::shard_indices(
+                    &data.train.labels,
+                    data.train.classes,
+                    shard,
+                    config.partition()?,
+                    config.train.rng_seed,
+                )?
+            };
+            Ok(Arc::new(ImageClassification {
+                model: ImageModel::Mlp(spec.clone()),
+                dataset: data.name.clone(),
+                train: Arc::new(data.train.subset(&rows)),
+                test: test.clone(),
+            }))
+        }
+    }
+}
+
+/// The budget of one of `peers` peers training `workload` under `config`: `(epochs, max_steps)`.
+/// With `train.tokens` set and a workload counted in tokens, each peer takes ⌈tokens / peers⌉
+/// tokens (so the cluster trains as many as the centralized baseline), as whole steps of
+/// `batch_size` examples, and the epochs stop bounding the run; otherwise `train.epochs`.
+pub fn budget(config: &Config, workload: &dyn Workload, peers: usize) -> (u32, Option<u64>) {
+    let t = &config.train;
+    match (t.tokens, workload.budget_unit()) {
+        (Some(tokens), crate::workload::BudgetUnit::Tokens) => {
+            let per_step = (t.batch_size.max(1) as u64) * workload.units_per_example().max(1);
+            let per_peer = tokens.div_ceil(peers.max(1) as u64);
+            (u32::MAX, Some(per_peer.div_ceil(per_step)))
+        }
+        _ => (t.epochs, None),
+    }
 }
 
 /// A model that does not fit the data fails at start, naming both, instead of at the first step
 /// with a length mismatch deep in the trainer.
-fn check_model_fits(model: &ModelSpec, data: &TrainTest) -> Result<(), ConfigError> {
+fn check_model_fits(model: &ImageModel, data: &TrainTest) -> Result<(), ConfigError> {
     let dim = data.train.dim;
     let side = (dim as f64).sqrt().round() as usize;
     let image = if side * side == dim {
@@ -39,21 +117,24 @@ fn check_model_fits(model: &ModelSpec, data: &TrainTest) -> Result<(), ConfigErr
     } else {
         String::new()
     };
-    if model.input != dim {
+    if model.input() != dim {
         return Err(ConfigError::Invalid {
             key: "train.model",
             message: format!(
                 "model {model} takes {} inputs, but dataset {} has {dim} features per sample{image}",
-                model.input, data.name
+                model.input(),
+                data.name
             ),
         });
     }
-    if model.classes < data.train.classes {
+    if model.classes() < data.train.classes {
         return Err(ConfigError::Invalid {
             key: "train.model",
             message: format!(
                 "model {model} has {} outputs, but dataset {} has {} classes",
-                model.classes, data.name, data.train.classes
+                model.classes(),
+                data.name,
+                data.train.classes
             ),
         });
     }
@@ -65,45 +146,34 @@ fn check_model_fits(model: &ModelSpec, data: &TrainTest) -> Result<(), ConfigErr
 /// size; the error names the batch size and the smallest shard that is too small for it.
 pub(super) fn check_batch_fits(
     config: &Config,
-    data: &TrainTest,
+    data: &RunData,
     shards: impl IntoIterator<Item = data::ShardSpec>,
 ) -> Result<(), RunError> {
     let batch = config.train.batch_size;
-    let mut smallest: Option<(usize, data::ShardSpec)> = None;
+    let mut smallest: Option<(usize, data::ShardSpec, Arc<dyn Workload>)> = None;
     for shard in shards {
-        let rows = if shard.count == 1 {
-            data.train.len()
-        } else {
-            data::shard_indices(
-                &data.train.labels,
-                data.train.classes,
-                shard,
-                config.partition()?,
-                config.train.rng_seed,
-            )?
-            .len()
-        };
-        if smallest.is_none_or(|(least, _)| rows < least) {
-            smallest = Some((rows, shard));
+        let workload = workload_for(config, data, shard)?;
+        let rows = workload.train_examples();
+        if smallest.as_ref().is_none_or(|(least, _, _)| rows < *least) {
+            smallest = Some((rows, shard, workload));
         }
     }
     match smallest {
-        Some((rows, shard)) if rows < batch => {
+        Some((rows, shard, workload)) if rows < batch => {
             let of = if shard.count == 1 {
-                format!("the {rows} training samples of {}", data.name)
+                format!("the {rows} training examples of {}", data.name())
             } else {
                 format!(
-                    "shard {}/{} ({rows} of the {} training samples of {})",
+                    "shard {}/{} ({rows} training examples: {})",
                     shard.index + 1,
                     shard.count,
-                    data.train.len(),
-                    data.name
+                    workload.describe()
                 )
             };
             Err(RunError::Config(ConfigError::Invalid {
                 key: "train.batch_size",
                 message: format!(
-                    "a batch of {batch} samples is larger than {of}, so no step would ever run; \
+                    "a batch of {batch} examples is larger than {of}, so no step would ever run; \
                      use a batch size of at most {rows}"
                 ),
             }))
@@ -124,26 +194,48 @@ pub(super) fn check_batch_fits(
 pub fn peer_options(
     config: &Config,
     identity: Arc<PeerIdentity>,
-    data: &TrainTest,
-    test: Arc<Dataset>,
+    data: &RunData,
     peers: usize,
 ) -> Result<PeerOptions, RunError> {
-    let spec = &config.train.model;
+    let workload = workload_for(config, data, config.train.shard)?;
+    workload_peer_options(config, identity, workload, peers)
+}
+
+/// The peer options of `config` for a peer that trains `workload` (a built-in one from
+/// [`workload_for`], or a library user's own model and data), in a cluster of `peers`. θ₀ comes
+/// from `train.rng_seed` through the model's `Init` hints, so every peer of the cluster must
+/// build the same model.
+///
+/// # Errors
+/// [`RunError::Model`] if the model cannot be built; [`RunError::Config`] if one delta of it
+/// does not fit `gossip.max_message_bytes`.
+pub fn workload_peer_options(
+    config: &Config,
+    identity: Arc<PeerIdentity>,
+    workload: Arc<dyn Workload>,
+    peers: usize,
+) -> Result<PeerOptions, RunError> {
     let shard_spec = config.train.shard;
-    let partition = config.partition()?;
-    let indices = data::shard_indices(
-        &data.train.labels,
-        data.train.classes,
-        shard_spec,
-        partition,
-        config.train.rng_seed,
-    )?;
-    let shard = Arc::new(data.train.subset(&indices));
+    let (layout, initial) = describe_params(workload.as_ref(), config.train.rng_seed)?;
+    let largest_delta = layout.total.saturating_mul(4).saturating_add(4096);
+    if largest_delta > config.gossip.max_message_bytes {
+        return Err(RunError::Config(ConfigError::Invalid {
+            key: "gossip.max_message_bytes",
+            message: format!(
+                "{} bytes is smaller than one delta of {} ({} parameters, {largest_delta} bytes)",
+                config.gossip.max_message_bytes,
+                workload.describe(),
+                layout.total
+            ),
+        }));
+    }
     let t = &config.train;
     let lr = t.lr * t.lr_scaling.factor(peers);
+    let (epochs, max_steps) = budget(config, workload.as_ref(), peers);
     let plan = TrainPlan {
-        spec: spec.clone(),
-        epochs: t.epochs,
+        epochs,
+        max_steps,
+        lr_schedule: t.lr_schedule,
         batch_size: t.batch_size,
         lr,
         weight_decay: t.weight_decay,
@@ -178,12 +270,12 @@ pub fn peer_options(
         revocation_list,
         data_dir: p.data_dir.clone(),
         resume: false,
-        initial: model::init_params(spec, t.rng_seed),
+        core: config.core_config(layout.total),
+        transport: config.transport_config(layout.total),
+        initial,
+        layout,
         plan,
-        shard,
-        test,
-        core: config.core_config(),
-        transport: config.transport_config(),
+        workload,
         rng_seed: t.rng_seed.wrapping_add(shard_spec.index as u64 * 7919),
         loss: config.loss_config(shard_spec.index),
         audit_log: p.audit_log.clone(),
@@ -203,8 +295,7 @@ pub fn local_peer_options(
     config: &Config,
     certs_dir: &Path,
     out: &Path,
-    data: &TrainTest,
-    test: &Arc<Dataset>,
+    data: &RunData,
     i: usize,
 ) -> Result<PeerOptions, RunError> {
     let n = config.up.peers;
@@ -224,5 +315,5 @@ pub fn local_peer_options(
         index: i % n,
         count: n,
     };
-    peer_options(&c, identity, data, test.clone(), n)
+    peer_options(&c, identity, data, n)
 }

@@ -65,15 +65,9 @@ pub async fn peer(
     check_batch_fits(&config, &data, [config.train.shard])?;
     // A peer of a cluster spread over machines: the cluster's size is its shard count.
     let shards = config.train.shard.count;
-    let mut options = peer_options(
-        &config,
-        identity,
-        &data,
-        Arc::new(data.test.clone()),
-        shards,
-    )?;
+    let mut options = peer_options(&config, identity, &data, shards)?;
     if config.up.mode == Mode::Sync {
-        return peer_sync(&config, options, &data.name, summary_json, ready_file).await;
+        return peer_sync(&config, options, data.name(), summary_json, ready_file).await;
     }
     options.resume = resume;
     let mut handle = PeerHandle::spawn(options);
@@ -99,16 +93,16 @@ pub async fn peer(
     let summary = single_peer_summary(
         &config,
         "gossip",
-        &data.name,
+        data.name(),
         peer_summary(&outcome),
         outcome.wall_seconds,
         shards,
         outcome.members.clone(),
     );
     println!(
-        "{}: test accuracy {:.2}%, published {}, applied {}, {} consistent",
+        "{}: {}, published {}, applied {}, {} consistent",
         outcome.name,
-        outcome.test_accuracy * 100.0,
+        outcome.metrics,
         outcome.version,
         outcome.applied.len(),
         if outcome.drained { "drained" } else { "NOT" }
@@ -155,9 +149,9 @@ async fn peer_sync(
         Vec::new(),
     );
     println!(
-        "{}: test accuracy {:.2}%, rounds {}, {} peer-rounds timed out, final average {}",
+        "{}: {}, rounds {}, {} peer-rounds timed out, final average {}",
         outcome.name,
-        outcome.test_accuracy * 100.0,
+        outcome.metrics,
         outcome.rounds,
         outcome.timeouts,
         if outcome.complete {

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::model;
 use crate::node::PeerOutcome;
 use crate::ui::format::human_bytes;
+use crate::workload::Metrics;
 
 use super::RunError;
 
@@ -21,8 +22,12 @@ pub struct PeerSummary {
     pub peer_id: String,
     /// Display name.
     pub name: String,
-    /// Test accuracy of the final base, in [0, 1].
+    /// Test accuracy of the final base, in [0, 1] (0 for a workload without accuracy, such as
+    /// a language model: see `metrics`).
     pub test_accuracy: f32,
+    /// Every held-out metric of the final base, by name, headline first.
+    #[serde(default)]
+    pub metrics: Metrics,
     /// Deltas this peer published.
     pub version: u64,
     /// Deltas folded into its base.
@@ -57,6 +62,9 @@ pub struct RunSummary {
     pub mean_test_accuracy: f32,
     /// Lowest test accuracy.
     pub min_test_accuracy: f32,
+    /// Each held-out metric's mean over the peers, by name, headline first.
+    #[serde(default)]
+    pub metrics: Metrics,
     /// `mean_i ‖base_i − mean‖ / ‖mean‖` over the final bases.
     pub consensus_distance: f64,
     /// Wall time of the whole run (s).
@@ -106,11 +114,39 @@ pub(super) fn single_peer_summary(
     }
 }
 
+/// The `accuracy` metric as a summary records it (0 when the workload has none).
+pub(super) fn accuracy_of(metrics: &Metrics) -> f32 {
+    metrics.get("accuracy").unwrap_or(0.0) as f32
+}
+
+/// Each metric's mean over `peers`, in the first peer's order (a peer lacking one is skipped
+/// for it).
+fn mean_metrics(peers: &[PeerSummary]) -> Metrics {
+    let Some(first) = peers.first() else {
+        return Metrics::default();
+    };
+    Metrics(
+        first
+            .metrics
+            .0
+            .iter()
+            .map(|(name, _)| {
+                let values: Vec<f64> = peers.iter().filter_map(|p| p.metrics.get(name)).collect();
+                (
+                    name.clone(),
+                    values.iter().sum::<f64>() / values.len().max(1) as f64,
+                )
+            })
+            .collect(),
+    )
+}
+
 pub(super) fn peer_summary(o: &PeerOutcome) -> PeerSummary {
     PeerSummary {
         peer_id: o.peer_id.to_string(),
         name: o.name.clone(),
-        test_accuracy: o.test_accuracy,
+        test_accuracy: accuracy_of(&o.metrics),
+        metrics: o.metrics.clone(),
         version: o.version,
         applied: o.applied.len(),
         bytes_sent: o.bytes_sent,
@@ -127,7 +163,8 @@ pub(super) fn sync_peer_summary(o: &crate::sync::SyncOutcome) -> PeerSummary {
     PeerSummary {
         peer_id: uuid::Uuid::nil().to_string(),
         name: o.name.clone(),
-        test_accuracy: o.test_accuracy,
+        test_accuracy: accuracy_of(&o.metrics),
+        metrics: o.metrics.clone(),
         version: o.rounds,
         applied: o.rounds,
         bytes_sent: o.transport.bytes_sent,
@@ -175,6 +212,7 @@ pub(super) fn summarize(
         mode: mode.into(),
         dataset: dataset.into(),
         samples_total: peers.iter().map(|p| p.samples).sum(),
+        metrics: mean_metrics(&peers),
         peers,
         mean_test_accuracy: mean,
         min_test_accuracy: if min.is_finite() { min } else { 0.0 },
@@ -191,15 +229,21 @@ pub(super) fn print_summary(s: &RunSummary) {
         "\nsummary: mode {} dataset {} epochs {} lr {}",
         s.mode, s.dataset, s.epochs, s.lr
     );
+    let headline = s.metrics.primary().map_or("accuracy", |(name, _)| name);
+    let shown = |p: &PeerSummary| match p.metrics.get(headline) {
+        Some(v) if headline == "accuracy" => format!("{:.2}%", v * 100.0),
+        Some(v) => format!("{v:.4}"),
+        None => "-".into(),
+    };
     println!(
-        "{:<12} {:>9} {:>8} {:>8} {:>10} {:>10} {:>8}",
-        "peer", "accuracy", "version", "applied", "sent", "received", "drained"
+        "{:<12} {:>10} {:>8} {:>8} {:>10} {:>10} {:>8}",
+        "peer", headline, "version", "applied", "sent", "received", "drained"
     );
     for p in &s.peers {
         println!(
-            "{:<12} {:>8.2}% {:>8} {:>8} {:>10} {:>10} {:>8}",
+            "{:<12} {:>10} {:>8} {:>8} {:>10} {:>10} {:>8}",
             p.name,
-            p.test_accuracy * 100.0,
+            shown(p),
             p.version,
             p.applied,
             human_bytes(p.bytes_sent),
@@ -208,12 +252,8 @@ pub(super) fn print_summary(s: &RunSummary) {
         );
     }
     println!(
-        "mean accuracy {:.2}%  min {:.2}%  consensus distance {:.3e}  wall {:.1}s  samples {}",
-        s.mean_test_accuracy * 100.0,
-        s.min_test_accuracy * 100.0,
-        s.consensus_distance,
-        s.wall_seconds,
-        s.samples_total
+        "mean {}  consensus distance {:.3e}  wall {:.1}s  samples {}",
+        s.metrics, s.consensus_distance, s.wall_seconds, s.samples_total
     );
 }
 
@@ -225,8 +265,7 @@ pub(super) fn print_summary(s: &RunSummary) {
 pub fn checkpoint_consensus(dirs: &[PathBuf]) -> Result<f64, RunError> {
     let mut bases = Vec::with_capacity(dirs.len());
     for dir in dirs {
-        let (_, base, _) = model::load_checkpoint(dir)?;
-        bases.push(base);
+        bases.push(model::load_checkpoint(dir)?.params);
     }
     let refs: Vec<&[f32]> = bases.iter().map(Vec::as_slice).collect();
     Ok(model::consensus_distance(&refs)?)

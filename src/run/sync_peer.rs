@@ -62,8 +62,8 @@ impl BoundSyncPeer {
             incoming: self.incoming,
             initial: o.initial,
             plan: o.plan,
-            shard: o.shard,
-            test: o.test,
+            layout: o.layout,
+            workload: o.workload,
             data_dir: o.data_dir,
             timeout,
         }

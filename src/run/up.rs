@@ -5,7 +5,6 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -13,7 +12,7 @@ use tracing::{info, warn};
 use crate::certs;
 use crate::cluster::{AddPeerError, LocalCluster, PeerEnd, PeerFactory};
 use crate::config::{Config, Mode};
-use crate::data::{self, Dataset, TrainTest};
+use crate::data;
 use crate::metrics::http::MetricsServer;
 use crate::model;
 use crate::node::{PeerOptions, PeerOutcome};
@@ -21,7 +20,7 @@ use crate::ui::dashboard;
 use crate::ui::peer_table::plain_line;
 
 use super::centralized::centralized;
-use super::options::{check_batch_fits, load_data, local_peer_options};
+use super::options::{check_batch_fits, load_data, local_peer_options, RunData};
 use super::peer::{wait_for_end_of_training_signal, wait_for_signal};
 use super::summary::{
     peer_summary, print_summary, summarize, sync_peer_summary, PeerSummary, RunSummary,
@@ -94,7 +93,6 @@ struct LocalPeers {
     _temp: tempfile::TempDir,
     certs_dir: PathBuf,
     out: PathBuf,
-    test: Arc<Dataset>,
     options: Vec<PeerOptions>,
 }
 
@@ -104,7 +102,7 @@ impl LocalPeers {
     /// # Errors
     /// [`RunError::Io`] if the temp dir cannot be made; what [`certs::init_ca`] and
     /// [`local_peer_options`] fail with.
-    fn new(config: &Config, options: &UpOptions, data: &TrainTest) -> Result<Self, RunError> {
+    fn new(config: &Config, options: &UpOptions, data: &RunData) -> Result<Self, RunError> {
         let temp = tempfile::Builder::new()
             .prefix("rumor-up-")
             .tempdir()
@@ -121,15 +119,13 @@ impl LocalPeers {
             .out
             .clone()
             .unwrap_or_else(|| temp.path().join("peers"));
-        let test = Arc::new(data.test.clone());
         let options = (0..config.up.peers)
-            .map(|i| local_peer_options(config, &certs_dir, &out, data, &test, i))
+            .map(|i| local_peer_options(config, &certs_dir, &out, data, i))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             _temp: temp,
             certs_dir,
             out,
-            test,
             options,
         })
     }
@@ -143,7 +139,7 @@ impl LocalPeers {
 fn local_summary(
     mode: &str,
     config: &Config,
-    data: &TrainTest,
+    data: &RunData,
     bases: &[&[f32]],
     peers: Vec<PeerSummary>,
     started: Instant,
@@ -152,7 +148,7 @@ fn local_summary(
     let t = &config.train;
     Ok(summarize(
         mode,
-        &data.name,
+        data.name(),
         peers,
         consensus_distance,
         started.elapsed(),
@@ -166,7 +162,7 @@ fn local_summary(
 async fn up_gossip(
     config: &Config,
     options: &UpOptions,
-    data: TrainTest,
+    data: RunData,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let n = config.up.peers;
@@ -174,7 +170,6 @@ async fn up_gossip(
         _temp,
         certs_dir,
         out,
-        test,
         options: mut all_options,
     } = LocalPeers::new(config, options, &data)?;
     for o in &mut all_options {
@@ -203,11 +198,10 @@ async fn up_gossip(
         // Peers an operator adds take the shard of peer (index mod n): the shards stay the same.
         let config = config.clone();
         let data = data.clone();
-        let test = test.clone();
         let certs_dir = certs_dir.clone();
         let out = out.clone();
         let factory: PeerFactory = Box::new(move |index, seeds| {
-            let mut o = local_peer_options(&config, &certs_dir, &out, &data, &test, index)
+            let mut o = local_peer_options(&config, &certs_dir, &out, &data, index)
                 .map_err(|e| AddPeerError::Options(Box::new(e)))?;
             o.seeds = seeds;
             o.core.lifecycle.min_peers = Some(1);
@@ -312,7 +306,7 @@ fn collect_outcomes(cluster: LocalCluster, driver: Driver) -> Result<Vec<PeerOut
 async fn up_sync(
     config: &Config,
     options: &UpOptions,
-    data: TrainTest,
+    data: RunData,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let local = LocalPeers::new(config, options, &data)?;

@@ -12,7 +12,6 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::data::Dataset;
 use crate::metrics::unix_now;
 use crate::model;
 use crate::net::{Incoming, Transport, TransportStats};
@@ -38,10 +37,10 @@ pub struct SyncPeer {
     pub initial: Vec<f32>,
     /// Model, lr, batch size, H (`publish_every`), eval period, slowdown.
     pub plan: TrainPlan,
-    /// This peer's shard.
-    pub shard: Arc<Dataset>,
-    /// The test set.
-    pub test: Arc<Dataset>,
+    /// The names and shapes of the model's tensors, in flat order.
+    pub layout: crate::model::ParamLayout,
+    /// What this peer trains: the model, its shard and the held-out data.
+    pub workload: Arc<dyn crate::workload::Workload>,
     /// Where `metrics.jsonl` and the final checkpoint go.
     pub data_dir: std::path::PathBuf,
     /// Longest wait at a barrier.
@@ -55,8 +54,8 @@ pub struct SyncOutcome {
     pub name: String,
     /// The final model.
     pub base: Vec<f32>,
-    /// Its test accuracy, in [0, 1].
-    pub test_accuracy: f32,
+    /// Its held-out metrics (the workload's, headline first).
+    pub metrics: crate::workload::Metrics,
     /// Rounds completed (the final one included).
     pub rounds: u64,
     /// Peer-rounds left out because a model did not arrive in time.
@@ -86,6 +85,8 @@ struct MetricsLine<'a> {
     train_loss: Option<f32>,
     test_accuracy: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<&'a crate::workload::Metrics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     eval_snapshot: Option<&'a std::path::Path>,
     round: u64,
     bytes_sent: u64,
@@ -106,8 +107,8 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
         mut incoming,
         initial,
         plan,
-        shard,
-        test,
+        layout,
+        workload,
         data_dir,
         timeout,
     } = p;
@@ -167,15 +168,15 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
     info!(%name, peers = present.len(), "sync rendezvous done");
 
     let (to_net, mut from_trainer) = mpsc::unbounded_channel();
-    let spec = plan.spec.clone();
+    let card = workload.card();
     let thread = std::thread::Builder::new()
         .name(format!("sync-{name}"))
         .spawn({
             let to_net = to_net.clone();
-            let test = test.clone();
+            let workload = workload.clone();
             move || {
                 train::lower_current_thread_priority(plan.low_priority);
-                let r = train_with_barriers(&plan, &shard, &test, &initial, &to_net);
+                let r = train_with_barriers(&plan, &workload, &initial, &to_net);
                 let _ = to_net.send(ToNet::Done(r.map_err(|e| match e {
                     // Said as is ("training diverged ..."), without a "model:" prefix.
                     SyncError::Model(e) => e.to_string(),
@@ -218,7 +219,12 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
                     samples: progress.samples,
                     epoch: progress.epoch,
                     train_loss: progress.train_loss,
-                    test_accuracy: progress.test_accuracy,
+                    test_accuracy: progress
+                        .metrics
+                        .as_ref()
+                        .and_then(|m| m.get("accuracy"))
+                        .map(|a| a as f32),
+                    metrics: progress.metrics.as_ref(),
                     eval_snapshot: progress.eval_snapshot.as_deref(),
                     round: rounds,
                     bytes_sent: net.bytes_sent,
@@ -341,16 +347,16 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
     };
     // Keep answering nothing more: let the last sends finish, then close.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let eval_spec = spec.clone();
     let eval_base = base.clone();
-    let eval_test = test.clone();
-    let accuracy = tokio::task::spawn_blocking(move || {
-        model::evaluate(&eval_spec, &eval_base, &eval_test.images, &eval_test.labels)
+    let eval_layout = layout.clone();
+    let eval_workload = workload.clone();
+    let final_metrics = tokio::task::spawn_blocking(move || {
+        crate::workload::evaluate(eval_workload.as_ref(), &eval_layout, &eval_base)
     })
     .await
     .map_err(|e| SyncError::Trainer(format!("evaluation task failed: {e}")))??;
     let state = serde_json::json!({ "mode": "sync", "rounds": rounds, "last_round": last_round });
-    if let Err(e) = model::save_checkpoint(&data_dir, &spec, &base, &state) {
+    if let Err(e) = model::save_checkpoint(&data_dir, &card, &layout, &base, &state) {
         warn!("checkpoint failed: {}", crate::report::Chain(&e));
     }
     let net = transport.stats();
@@ -364,18 +370,19 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
         samples,
         epoch: 0,
         train_loss: None,
-        test_accuracy: Some(accuracy),
+        test_accuracy: final_metrics.get("accuracy").map(|a| a as f32),
+        metrics: Some(&final_metrics),
         eval_snapshot: None,
         round: rounds,
         bytes_sent: net.bytes_sent,
         bytes_received: net.bytes_received,
     });
     transport.close().await;
-    info!(%name, accuracy, rounds, timeouts, "sync peer stopped");
+    info!(%name, metrics = %final_metrics, rounds, timeouts, "sync peer stopped");
     Ok(SyncOutcome {
         name,
         base,
-        test_accuracy: accuracy,
+        metrics: final_metrics,
         rounds,
         timeouts,
         steps,

@@ -6,9 +6,12 @@ use std::borrow::Cow;
 
 use tokio::sync::mpsc;
 
-use crate::data::Dataset;
-use crate::model::{self, Quantizer, Trainer};
+use std::sync::Arc;
+
+use crate::model::{self, Quantizer};
+use crate::train::Trainer;
 use crate::train::{self, StepPosition, TrainHooks, TrainPlan, TrainProgress};
+use crate::workload::Workload;
 
 use super::SyncError;
 
@@ -28,7 +31,7 @@ pub(super) enum ToNet {
     Done(Result<(u64, u64), String>),
 }
 
-/// Trains on `shard` from `initial` with a barrier every `plan.publish_every` steps and a final
+/// Trains `workload` from `initial` with a barrier every `plan.publish_every` steps and a final
 /// one; returns (steps, samples). The barrier baseline runs its whole budget:
 /// `plan.max_train_time` does not apply.
 ///
@@ -36,8 +39,7 @@ pub(super) enum ToNet {
 /// [`SyncError::Model`] if training fails; [`SyncError::Trainer`] if the network task ended.
 pub(super) fn train_with_barriers(
     plan: &TrainPlan,
-    shard: &Dataset,
-    test: &Dataset,
+    workload: &Arc<dyn Workload>,
     initial: &[f32],
     to_net: &mpsc::UnboundedSender<ToNet>,
 ) -> Result<(u64, u64), SyncError> {
@@ -53,7 +55,7 @@ pub(super) fn train_with_barriers(
         since_barrier: 0,
         round: 0,
     };
-    let progress = train::run_training(&plan, shard, test, initial, &mut hooks)?;
+    let progress = train::run_training(&plan, workload, initial, &mut hooks)?;
     Ok((progress.step, progress.samples))
 }
 

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::data::Dataset;
-use crate::model::{self, ModelSpec};
+use crate::model::{self, ParamLayout};
+use crate::workload::{Metrics, Workload};
 
 /// Writes `base` to `dir/step-NNNNNNNN.f32` (little-endian `f32`s, no header; the directory is
 /// created if needed) and returns the path. Not fsync'd: these files only live for the run.
@@ -23,25 +23,25 @@ pub fn write_eval_snapshot(dir: &Path, step: u64, base: &[f32]) -> std::io::Resu
     Ok(path)
 }
 
-/// Evaluates a file written by [`write_eval_snapshot`]: test accuracy in [0, 1] of the model
-/// `spec` with those parameters on `test`.
+/// Evaluates a file written by [`write_eval_snapshot`]: the held-out metrics of `workload`'s
+/// model with those parameters (flat, in `layout` order).
 ///
 /// # Errors
-/// [`model::ModelError`] if the file cannot be read, its length is not `4 × spec.param_count()`
+/// [`model::ModelError`] if the file cannot be read, its length is not `4 × layout.total`
 /// bytes, or evaluation fails.
 pub fn evaluate_snapshot(
-    spec: &ModelSpec,
+    workload: &dyn Workload,
+    layout: &ParamLayout,
     path: &Path,
-    test: &Dataset,
-) -> Result<f32, model::ModelError> {
+) -> Result<Metrics, model::ModelError> {
     let bytes = std::fs::read(path).map_err(|source| model::ModelError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    if bytes.len() != spec.param_count() * 4 {
+    if bytes.len() != layout.total * 4 {
         return Err(model::ModelError::LengthMismatch {
             what: "evaluation snapshot",
-            expected: spec.param_count() * 4,
+            expected: layout.total * 4,
             actual: bytes.len(),
         });
     }
@@ -49,5 +49,5 @@ pub fn evaluate_snapshot(
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    model::evaluate(spec, &base, &test.images, &test.labels)
+    crate::workload::evaluate(workload, layout, &base)
 }

@@ -7,15 +7,23 @@
 
 mod eval;
 mod plan;
+mod schedule;
+mod trainer;
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 pub use eval::{evaluate_snapshot, write_eval_snapshot};
 pub use plan::{StepPosition, TrainPlan, TrainProgress};
+pub use schedule::LrSchedule;
+pub use trainer::Trainer;
 
-use crate::data::{epoch_order, Dataset};
-use crate::model::{self, ModelError, Trainer};
+use std::sync::Arc;
+
+use crate::data::epoch_order;
+use crate::model::ModelError;
+use crate::workload;
+use crate::workload::Workload;
 
 /// Steps between progress reports when no evaluation falls due.
 pub const REPORT_EVERY: u64 = 10;
@@ -80,12 +88,14 @@ pub trait TrainHooks {
     ) -> Result<(), Self::Error>;
 }
 
-/// Trains `plan.spec` from `initial` (flat parameters) on `shard`, evaluating on `test`, with
-/// `hooks` around each step; returns the final counters (no accuracy: the caller evaluates the
-/// final model its own way).
+/// Trains `workload`'s model from `initial` (flat parameters) on the workload's shard,
+/// evaluating on its held-out data, with `hooks` around each step; returns the final counters
+/// (no metrics: the caller evaluates the final model its own way).
 ///
 /// Each epoch visits the shard in [`epoch_order`] (seeded by `plan.order_seed`) in batches of
-/// `plan.batch_size`, dropping the last incomplete one. The first `plan.start_step` batches are
+/// `plan.batch_size`, dropping the last incomplete one; the loop ends after `plan.epochs` epochs
+/// or `plan.max_steps` steps, whichever comes first. The learning rate follows
+/// `plan.lr_schedule` over that many steps. The first `plan.start_step` batches are
 /// skipped (a resumed peer). A step diverging to a non-finite loss fails with an error naming
 /// the learning rate. Every [`REPORT_EVERY`] steps, and every `plan.eval_every` steps with an
 /// evaluation (or a file, with `plan.eval_snapshots`), [`TrainHooks::report`] receives the mean
@@ -96,23 +106,22 @@ pub trait TrainHooks {
 /// evaluation fails; whatever a hook returns.
 pub fn run_training<H: TrainHooks>(
     plan: &TrainPlan,
-    shard: &Dataset,
-    test: &Dataset,
+    workload: &Arc<dyn Workload>,
     initial: &[f32],
     hooks: &mut H,
 ) -> Result<TrainProgress, H::Error> {
-    let mut trainer = Trainer::new(&plan.spec, initial, plan.lr, plan.weight_decay)?;
+    let mut trainer = Trainer::new(workload.clone(), initial, plan.lr, plan.weight_decay)?;
+    let examples = workload.train_examples();
+    let total_steps = plan.total_steps(examples);
     let mut progress = TrainProgress::default();
     let mut loss_sum = 0.0f64;
     let mut loss_count = 0u32;
     let mut step_time = Duration::ZERO;
-    let mut images = Vec::new();
-    let mut labels = Vec::new();
     let batch = plan.batch_size.max(1);
     let started_training = Instant::now();
     'epochs: for epoch in 0..plan.epochs {
         progress.epoch = epoch;
-        let order = epoch_order(shard.len(), u64::from(epoch), plan.order_seed);
+        let order = epoch_order(examples, u64::from(epoch), plan.order_seed);
         let mut epoch_loss_sum = 0.0f64;
         let mut epoch_steps = 0usize;
         for (index, chunk) in order.chunks_exact(batch).enumerate() {
@@ -120,6 +129,7 @@ pub fn run_training<H: TrainHooks>(
                 std::thread::sleep(Duration::from_millis(20));
             }
             if hooks.stop_requested()
+                || progress.step >= total_steps
                 || plan
                     .max_train_time
                     .is_some_and(|limit| started_training.elapsed() >= limit)
@@ -128,14 +138,16 @@ pub fn run_training<H: TrainHooks>(
             }
             if progress.step < plan.start_step {
                 progress.step += 1;
-                progress.samples += chunk.len() as u64;
+                progress.samples += chunk.len() as u64 * workload.units_per_example();
                 continue;
             }
             let iteration = Instant::now();
             hooks.before_step(&mut trainer)?;
-            shard.gather_batch(chunk, &mut images, &mut labels);
+            if let Some(lr) = plan.lr_schedule.lr_at(plan.lr, progress.step, total_steps) {
+                trainer.set_learning_rate(lr);
+            }
             let step_started = Instant::now();
-            let loss = trainer.train_step(&images, &labels)?;
+            let (loss, units) = trainer.train_step(chunk)?;
             // A diverged run stops here, with an error naming the learning rate, instead of
             // sending non-finite values the others would refuse.
             trainer.check_loss(progress.step + 1, loss)?;
@@ -145,7 +157,7 @@ pub fn run_training<H: TrainHooks>(
                 std::thread::sleep(iteration.elapsed().mul_f64(plan.slowdown - 1.0));
             }
             progress.step += 1;
-            progress.samples += chunk.len() as u64;
+            progress.samples += units;
             loss_sum += f64::from(loss);
             loss_count += 1;
             epoch_loss_sum += f64::from(loss);
@@ -160,10 +172,10 @@ pub fn run_training<H: TrainHooks>(
             if evaluate || progress.step % REPORT_EVERY == 0 {
                 progress.train_loss = Some((loss_sum / f64::from(loss_count.max(1))) as f32);
                 progress.step_seconds = step_time.as_secs_f64() / f64::from(loss_count.max(1));
-                progress.test_accuracy = None;
+                progress.metrics = None;
                 progress.eval_snapshot = None;
                 if evaluate {
-                    evaluate_now(plan, test, &trainer, hooks, &mut progress)?;
+                    evaluate_now(plan, &trainer, hooks, &mut progress)?;
                 }
                 loss_sum = 0.0;
                 loss_count = 0;
@@ -173,16 +185,15 @@ pub fn run_training<H: TrainHooks>(
         }
     }
     hooks.finish(&mut trainer, &mut progress)?;
-    progress.test_accuracy = None;
+    progress.metrics = None;
     progress.eval_snapshot = None;
     Ok(progress)
 }
 
-/// One evaluation point: the test accuracy of the hooks' evaluated parameters, or, with
+/// One evaluation point: the held-out metrics of the hooks' evaluated parameters, or, with
 /// `plan.eval_snapshots`, their file (a file that cannot be written is logged and skipped).
 fn evaluate_now<H: TrainHooks>(
     plan: &TrainPlan,
-    test: &Dataset,
     trainer: &Trainer,
     hooks: &H,
     progress: &mut TrainProgress,
@@ -197,11 +208,10 @@ fn evaluate_now<H: TrainHooks>(
             ),
         }
     } else {
-        progress.test_accuracy = Some(model::evaluate(
-            &plan.spec,
+        progress.metrics = Some(workload::evaluate(
+            trainer.workload().as_ref(),
+            trainer.layout(),
             &params,
-            &test.images,
-            &test.labels,
         )?);
     }
     Ok(())
@@ -260,7 +270,7 @@ mod tests {
 
         fn report(&mut self, progress: &TrainProgress, _at: StepPosition) {
             self.reports
-                .push((progress.step, progress.test_accuracy.is_some()));
+                .push((progress.step, progress.metrics.is_some()));
         }
 
         fn finish(
@@ -281,9 +291,16 @@ mod tests {
             hidden: vec![8],
             classes: train.classes,
         };
+        let workload: Arc<dyn Workload> = Arc::new(crate::workload::image::ImageClassification {
+            model: crate::workload::image::ImageModel::Mlp(spec),
+            dataset: "synthetic".into(),
+            train: Arc::new(train),
+            test: Arc::new(test),
+        });
         let plan = TrainPlan {
-            spec: spec.clone(),
             epochs: 2,
+            max_steps: None,
+            lr_schedule: LrSchedule::Constant,
             batch_size: 16,
             lr: 0.01,
             weight_decay: 0.0,
@@ -295,15 +312,15 @@ mod tests {
             slowdown: 1.0,
             eval_snapshots: None,
             max_unacked_deltas: 0,
-            delta_compression: model::Compression::None,
+            delta_compression: crate::model::Compression::None,
             low_priority: false,
             max_runtime_lag: std::time::Duration::ZERO,
             max_staleness: 0.0,
             staleness_wait_limit: std::time::Duration::ZERO,
         };
-        let initial = model::init_params(&spec, 7);
+        let (_, initial) = crate::workload::describe_params(workload.as_ref(), 7).unwrap();
         let mut hooks = Counting::default();
-        let progress = run_training(&plan, &train, &test, &initial, &mut hooks).unwrap();
+        let progress = run_training(&plan, &workload, &initial, &mut hooks).unwrap();
         // 2 epochs × 16 batches, the first 3 skipped (their samples still count).
         assert_eq!(progress.step, 32);
         assert_eq!(progress.samples, 32 * 16);
@@ -312,6 +329,6 @@ mod tests {
             hooks.reports,
             vec![(10, false), (15, true), (20, false), (30, true)]
         );
-        assert!(progress.test_accuracy.is_none());
+        assert!(progress.metrics.is_none());
     }
 }

@@ -5,15 +5,20 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::model::{self, ModelSpec};
+use super::LrSchedule;
+use crate::model;
+use crate::workload::Metrics;
 
 /// What the training loop needs to run.
 #[derive(Clone, Debug)]
 pub struct TrainPlan {
-    /// The model shape.
-    pub spec: ModelSpec,
     /// Passes over the shard.
     pub epochs: u32,
+    /// Stop after this many optimizer steps even if epochs remain (a budget in tokens becomes
+    /// this). None: the epochs alone bound the run.
+    pub max_steps: Option<u64>,
+    /// How the learning rate moves over the run ([`LrSchedule::Constant`]: it stays `lr`).
+    pub lr_schedule: LrSchedule,
     /// Samples per step.
     pub batch_size: usize,
     /// Effective learning rate (after scaling by the number of peers).
@@ -71,19 +76,30 @@ pub struct TrainPlan {
     pub staleness_wait_limit: std::time::Duration,
 }
 
+impl TrainPlan {
+    /// Optimizer steps the run takes on a shard of `examples` examples: full batches per epoch
+    /// × epochs, capped by `max_steps`.
+    pub fn total_steps(&self, examples: usize) -> u64 {
+        let per_epoch = (examples / self.batch_size.max(1)) as u64;
+        let by_epochs = per_epoch.saturating_mul(u64::from(self.epochs));
+        self.max_steps.map_or(by_epochs, |cap| cap.min(by_epochs))
+    }
+}
+
 /// Counters of the training loop.
 #[derive(Clone, Debug, Default)]
 pub struct TrainProgress {
     /// Optimizer steps taken.
     pub step: u64,
-    /// Samples processed.
+    /// Budget units processed: samples for images, tokens for text
+    /// ([`crate::workload::Workload::budget_unit`]).
     pub samples: u64,
     /// Current epoch (0-based).
     pub epoch: u32,
     /// Mean training loss over the steps since the last report.
     pub train_loss: Option<f32>,
-    /// Test accuracy of the evaluated model, when evaluated at this step.
-    pub test_accuracy: Option<f32>,
+    /// Held-out metrics of the evaluated model, when evaluated at this step.
+    pub metrics: Option<Metrics>,
     /// With [`TrainPlan::eval_snapshots`]: the file holding the evaluated model at this
     /// evaluation point, to be evaluated after the run (then `test_accuracy` is None).
     pub eval_snapshot: Option<PathBuf>,

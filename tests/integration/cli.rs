@@ -212,7 +212,9 @@ fn sigterm_makes_a_peer_leave_save_and_exit_zero() {
         wait_exit(&mut child, Duration::from_secs(30)).success(),
         "exit 0 after SIGTERM"
     );
-    let (_, base, _) = rumor::model::load_checkpoint(&data_dir).expect("checkpoint saved");
+    let base = rumor::model::load_checkpoint(&data_dir)
+        .expect("checkpoint saved")
+        .params;
     assert!(!base.is_empty());
 }
 

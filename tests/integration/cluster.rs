@@ -1,7 +1,6 @@
 //! Peers over real QUIC on loopback: join through one seed, train, drain, agree.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rumor::model;
@@ -27,7 +26,7 @@ async fn four_peers_from_one_seed_train_and_agree() {
             .expect("peer succeeds");
         outcomes.push(o);
     }
-    let accs: Vec<f32> = outcomes.iter().map(|o| o.test_accuracy).collect();
+    let accs: Vec<f32> = outcomes.iter().map(|o| o.accuracy()).collect();
     let bases: Vec<&[f32]> = outcomes.iter().map(|o| o.base.as_slice()).collect();
     let distance = model::consensus_distance(&bases).unwrap();
     eprintln!("accuracies {accs:?}, consensus distance {distance:e}");
@@ -66,7 +65,7 @@ async fn four_peers_from_one_seed_train_and_agree() {
     // Checkpoints on disk agree too.
     let saved: Vec<Vec<f32>> = names
         .iter()
-        .map(|n| model::load_checkpoint(&dir.path().join(n)).unwrap().1)
+        .map(|n| model::load_checkpoint(&dir.path().join(n)).unwrap().params)
         .collect();
     let refs: Vec<&[f32]> = saved.iter().map(Vec::as_slice).collect();
     assert!(model::consensus_distance(&refs).unwrap() < 1e-4);
@@ -76,13 +75,14 @@ async fn four_peers_from_one_seed_train_and_agree() {
 async fn resume_continues_from_the_checkpoint_without_reusing_versions() {
     let dir = tempfile::tempdir().unwrap();
     let ids = identities(&dir.path().join("certs"), &["solo"]);
-    let data = rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap();
-    let test = Arc::new(data.test.clone());
+    let data = rumor::run::RunData::from(
+        rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap(),
+    );
     let mut c = test_config();
     c.peer.name = "solo".into();
     c.peer.data_dir = dir.path().join("solo");
     c.train.epochs = 1;
-    let opts = peer_options(&c, ids[0].clone(), &data, test.clone(), 1).unwrap();
+    let opts = peer_options(&c, ids[0].clone(), &data, 1).unwrap();
     let first = within(
         Duration::from_secs(120),
         "first run",
@@ -91,12 +91,14 @@ async fn resume_continues_from_the_checkpoint_without_reusing_versions() {
     .await
     .unwrap();
     assert!(first.version > 0);
-    let (_, saved, _) = model::load_checkpoint(&dir.path().join("solo")).unwrap();
+    let saved = model::load_checkpoint(&dir.path().join("solo"))
+        .unwrap()
+        .params;
     assert_eq!(saved, first.base, "the checkpoint holds the final base");
 
     // The budget grows by one epoch: the resumed peer trains only that epoch.
     c.train.epochs = 2;
-    let mut opts = peer_options(&c, ids[0].clone(), &data, test, 1).unwrap();
+    let mut opts = peer_options(&c, ids[0].clone(), &data, 1).unwrap();
     opts.resume = true;
     let second = within(
         Duration::from_secs(120),
@@ -117,10 +119,10 @@ async fn resume_continues_from_the_checkpoint_without_reusing_versions() {
     assert_eq!(second.applied.len(), 2 * first.version);
     assert!(first.applied.is_subset_of(&second.applied));
     assert!(
-        second.test_accuracy >= first.test_accuracy - 0.05,
+        second.accuracy() >= first.accuracy() - 0.05,
         "training continued from the saved base: {} then {}",
-        first.test_accuracy,
-        second.test_accuracy
+        first.accuracy(),
+        second.accuracy()
     );
 }
 
@@ -130,12 +132,13 @@ async fn resume_continues_from_the_checkpoint_without_reusing_versions() {
 async fn resume_without_a_checkpoint_starts_over() {
     let dir = tempfile::tempdir().unwrap();
     let ids = identities(&dir.path().join("certs"), &["fresh"]);
-    let data = rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap();
-    let test = Arc::new(data.test.clone());
+    let data = rumor::run::RunData::from(
+        rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap(),
+    );
     let mut c = test_config();
     c.peer.name = "fresh".into();
     c.peer.data_dir = dir.path().join("fresh");
-    let mut opts = peer_options(&c, ids[0].clone(), &data, test, 1).unwrap();
+    let mut opts = peer_options(&c, ids[0].clone(), &data, 1).unwrap();
     opts.resume = true;
     let outcome = within(
         Duration::from_secs(120),
@@ -153,8 +156,9 @@ async fn a_graceful_leave_is_dropped_without_suspicion() {
     let dir = tempfile::tempdir().unwrap();
     let names = ["a", "b", "c"];
     let ids = identities(&dir.path().join("certs"), &names);
-    let data = rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap();
-    let test = Arc::new(data.test.clone());
+    let data = rumor::run::RunData::from(
+        rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap(),
+    );
     let mut handles: Vec<PeerHandle> = Vec::new();
     let mut seed: Option<SocketAddr> = None;
     for (i, name) in names.iter().enumerate() {
@@ -165,7 +169,7 @@ async fn a_graceful_leave_is_dropped_without_suspicion() {
         c.peer.min_peers = 3;
         c.train.shard = format!("{}/3", i + 1).parse().unwrap();
         c.train.epochs = 1000;
-        let opts = peer_options(&c, ids[i].clone(), &data, test.clone(), 3).unwrap();
+        let opts = peer_options(&c, ids[i].clone(), &data, 3).unwrap();
         let mut h = PeerHandle::spawn(opts);
         if i == 0 {
             seed = h.bound_addr().await;
@@ -221,8 +225,9 @@ async fn a_graceful_leave_is_dropped_without_suspicion() {
 async fn a_dead_seed_does_not_stop_a_join_through_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
     let ids = identities(&dir.path().join("certs"), &["a", "b"]);
-    let data = rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap();
-    let test = Arc::new(data.test.clone());
+    let data = rumor::run::RunData::from(
+        rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap(),
+    );
     // An address nobody listens on: bind a UDP socket, note its port, close it.
     let dead: SocketAddr = {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -234,8 +239,7 @@ async fn a_dead_seed_does_not_stop_a_join_through_the_next_one() {
     c.peer.min_peers = 2;
     c.train.shard = "1/2".parse().unwrap();
     c.train.epochs = 1;
-    let mut a =
-        PeerHandle::spawn(peer_options(&c, ids[0].clone(), &data, test.clone(), 2).unwrap());
+    let mut a = PeerHandle::spawn(peer_options(&c, ids[0].clone(), &data, 2).unwrap());
     let seed = a.bound_addr().await.unwrap();
     let mut c = test_config();
     c.peer.name = "b".into();
@@ -244,7 +248,7 @@ async fn a_dead_seed_does_not_stop_a_join_through_the_next_one() {
     c.peer.min_peers = 2;
     c.train.shard = "2/2".parse().unwrap();
     c.train.epochs = 1;
-    let b = PeerHandle::spawn(peer_options(&c, ids[1].clone(), &data, test, 2).unwrap());
+    let b = PeerHandle::spawn(peer_options(&c, ids[1].clone(), &data, 2).unwrap());
     let ob = within(Duration::from_secs(120), "b finishes", b.wait())
         .await
         .unwrap();

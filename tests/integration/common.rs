@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use rumor::certs::{self, PeerIdentity};
 use rumor::config::Config;
-use rumor::data::{self, DatasetSpec, TrainTest, FASHION_MNIST_DIR};
+use rumor::data::{self, DatasetSpec, FASHION_MNIST_DIR};
+use rumor::run::RunData;
 
 /// A CA in `dir` and identities `names` issued by it.
 pub fn identities(dir: &Path, names: &[&str]) -> Vec<Arc<PeerIdentity>> {
@@ -21,7 +22,7 @@ pub fn identities(dir: &Path, names: &[&str]) -> Vec<Arc<PeerIdentity>> {
 }
 
 /// Fashion-MNIST when installed, else synthetic; says which (never silently).
-pub fn dataset() -> TrainTest {
+pub fn dataset() -> RunData {
     let spec = if Path::new(FASHION_MNIST_DIR).exists() {
         DatasetSpec::FashionMnist
     } else {
@@ -33,7 +34,7 @@ pub fn dataset() -> TrainTest {
     };
     let data = data::load(&spec, 42).expect("load dataset");
     eprintln!("dataset: {} ({})", data.name, data.description);
-    data
+    data.into()
 }
 
 /// A config for fast tests: short timeouts and intervals.
@@ -113,10 +114,9 @@ pub async fn start_peers(
     dir: &Path,
     names: &[&str],
     base: &Config,
-    data: &TrainTest,
+    data: &RunData,
 ) -> Vec<rumor::node::PeerHandle> {
     let ids = identities(&dir.join("certs"), names);
-    let test = Arc::new(data.test.clone());
     let n = names.len();
     let mut handles = Vec::new();
     let mut seed: Option<std::net::SocketAddr> = None;
@@ -126,8 +126,7 @@ pub async fn start_peers(
         c.peer.seeds = seed.into_iter().collect();
         c.peer.data_dir = dir.join(name);
         c.train.shard = format!("{}/{n}", i + 1).parse().expect("shard");
-        let opts = rumor::run::peer_options(&c, ids[i].clone(), data, test.clone(), n)
-            .expect("peer options");
+        let opts = rumor::run::peer_options(&c, ids[i].clone(), data, n).expect("peer options");
         let mut h = rumor::node::PeerHandle::spawn(opts);
         if i == 0 {
             seed = h.bound_addr().await;

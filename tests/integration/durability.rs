@@ -4,10 +4,9 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumor::model::{self, checkpoint, ModelSpec};
+use rumor::model::{self, checkpoint, ModelCard, ModelSpec};
 use rumor::node::{NodeError, PeerHandle};
 use rumor::run::peer_options;
 
@@ -32,8 +31,9 @@ async fn peer_resuming_from_a_corrupt_checkpoint_rejoins_from_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let names = ["a", "b", "c"];
     let ids = identities(&dir.path().join("certs"), &names);
-    let data = rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap();
-    let test = Arc::new(data.test.clone());
+    let data = rumor::run::RunData::from(
+        rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap(),
+    );
     let config = |i: usize, seed: Option<SocketAddr>, train_secs: u64| {
         let mut c = test_config();
         c.peer.name = names[i].to_string();
@@ -48,29 +48,14 @@ async fn peer_resuming_from_a_corrupt_checkpoint_rejoins_from_a_snapshot() {
     let status = |h: &PeerHandle| rumor::node::lock(&h.status).clone();
 
     // a and c train for 20 s; b is stopped after a few published deltas.
-    let mut a = PeerHandle::spawn(
-        peer_options(&config(0, None, 20), ids[0].clone(), &data, test.clone(), 3).unwrap(),
-    );
+    let mut a =
+        PeerHandle::spawn(peer_options(&config(0, None, 20), ids[0].clone(), &data, 3).unwrap());
     let seed = a.bound_addr().await.unwrap();
     let b = PeerHandle::spawn(
-        peer_options(
-            &config(1, Some(seed), 1000),
-            ids[1].clone(),
-            &data,
-            test.clone(),
-            3,
-        )
-        .unwrap(),
+        peer_options(&config(1, Some(seed), 1000), ids[1].clone(), &data, 3).unwrap(),
     );
     let c = PeerHandle::spawn(
-        peer_options(
-            &config(2, Some(seed), 20),
-            ids[2].clone(),
-            &data,
-            test.clone(),
-            3,
-        )
-        .unwrap(),
+        peer_options(&config(2, Some(seed), 20), ids[2].clone(), &data, 3).unwrap(),
     );
     wait_until(Duration::from_secs(60), "b publishes 3 deltas", || {
         status(&b).version >= 3
@@ -98,14 +83,7 @@ async fn peer_resuming_from_a_corrupt_checkpoint_rejoins_from_a_snapshot() {
     );
 
     // Restart it with --resume: it must rejoin, not crash and not start from θ₀.
-    let mut opts = peer_options(
-        &config(1, Some(seed), 4),
-        ids[1].clone(),
-        &data,
-        test.clone(),
-        3,
-    )
-    .unwrap();
+    let mut opts = peer_options(&config(1, Some(seed), 4), ids[1].clone(), &data, 3).unwrap();
     opts.resume = true;
     let b2 = PeerHandle::spawn(opts);
     let second = within(Duration::from_secs(120), "restarted b finishes", b2.wait())
@@ -163,7 +141,9 @@ async fn peer_resuming_from_a_corrupt_checkpoint_rejoins_from_a_snapshot() {
 async fn damaged_checkpoint_without_seeds_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let ids = identities(&dir.path().join("certs"), &["solo"]);
-    let data = rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap();
+    let data = rumor::run::RunData::from(
+        rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap(),
+    );
     let mut c = test_config();
     c.peer.name = "solo".into();
     c.peer.data_dir = dir.path().join("solo");
@@ -173,7 +153,7 @@ async fn damaged_checkpoint_without_seeds_is_a_clear_error() {
         b"{\"format_version\": 1, ",
     )
     .unwrap();
-    let mut opts = peer_options(&c, ids[0].clone(), &data, Arc::new(data.test.clone()), 1).unwrap();
+    let mut opts = peer_options(&c, ids[0].clone(), &data, 1).unwrap();
     opts.resume = true;
     let result = within(
         Duration::from_secs(30),
@@ -214,14 +194,15 @@ fn checkpoint_writer_child() {
     let spec = writer_spec();
     let mut generation = model::load_checkpoint(&dir)
         .ok()
-        .and_then(|(_, _, state)| state["gen"].as_u64())
+        .and_then(|c| c.state["gen"].as_u64())
         .unwrap_or(0);
     loop {
         generation += 1;
         let params = vec![generation as f32; spec.param_count()];
         model::save_checkpoint(
             &dir,
-            &spec,
+            &ModelCard::mlp(&spec),
+            &spec.layout(),
             &params,
             &serde_json::json!({ "gen": generation }),
         )
@@ -231,8 +212,13 @@ fn checkpoint_writer_child() {
 
 /// Loads the checkpoint in `dir` and checks it is one whole generation; returns it.
 fn whole_generation(dir: &Path) -> u64 {
-    let (spec, params, state) = model::load_checkpoint(dir).expect("the checkpoint loads");
-    assert_eq!(spec, writer_spec());
+    let model::checkpoint::Checkpoint {
+        card,
+        params,
+        state,
+        ..
+    } = model::load_checkpoint(dir).expect("the checkpoint loads");
+    assert_eq!(card, ModelCard::mlp(&writer_spec()));
     let generation = state["gen"].as_u64().expect("state has gen");
     assert!(
         params.iter().all(|&p| p == generation as f32),
@@ -268,7 +254,7 @@ fn killed_checkpoint_writer_leaves_a_loadable_checkpoint() {
         let deadline = Instant::now() + Duration::from_secs(60);
         while model::load_checkpoint(dir.path())
             .ok()
-            .and_then(|(_, _, s)| s["gen"].as_u64())
+            .and_then(|c| c.state["gen"].as_u64())
             .is_none_or(|g| g <= last)
         {
             assert!(
@@ -310,13 +296,15 @@ fn killed_checkpoint_writer_leaves_a_loadable_checkpoint() {
 async fn data_dir_under_a_regular_file_is_a_clear_error_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let ids = identities(&dir.path().join("certs"), &["p"]);
-    let data = rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap();
+    let data = rumor::run::RunData::from(
+        rumor::data::load(&rumor::data::DatasetSpec::Synthetic, 42).unwrap(),
+    );
     let file = dir.path().join("file");
     std::fs::write(&file, b"not a directory").unwrap();
     let mut c = test_config();
     c.peer.name = "p".into();
     c.peer.data_dir = file.join("sub");
-    let opts = peer_options(&c, ids[0].clone(), &data, Arc::new(data.test.clone()), 1).unwrap();
+    let opts = peer_options(&c, ids[0].clone(), &data, 1).unwrap();
     let result = within(
         Duration::from_secs(30),
         "peer fails",
@@ -387,8 +375,16 @@ fn full_disk_is_a_clear_error_at_start_and_a_failed_save_keeps_the_previous_chec
 
     // A small model's checkpoint fits; then fill the disk.
     let spec: ModelSpec = "784-8-10".parse().unwrap();
-    let params = model::init_params(&spec, 1);
-    model::save_checkpoint(&mnt, &spec, &params, &serde_json::json!({"gen": 1})).unwrap();
+    let params: Vec<f32> = (0..spec.param_count()).map(|i| i as f32 * 1e-6).collect();
+    let card = ModelCard::mlp(&spec);
+    model::save_checkpoint(
+        &mnt,
+        &card,
+        &spec.layout(),
+        &params,
+        &serde_json::json!({"gen": 1}),
+    )
+    .unwrap();
     let filler = mnt.join("filler");
     let mut f = std::fs::File::create(&filler).unwrap();
     let chunk = vec![0u8; 4096];
@@ -412,9 +408,15 @@ fn full_disk_is_a_clear_error_at_start_and_a_failed_save_keeps_the_previous_chec
     // A save on the full disk fails with an error naming the file, and the previous checkpoint
     // still loads.
     let bigger: Vec<f32> = params.iter().map(|p| p + 1.0).collect();
-    let save = model::save_checkpoint(&mnt, &spec, &bigger, &serde_json::json!({"gen": 2}));
+    let save = model::save_checkpoint(
+        &mnt,
+        &card,
+        &spec.layout(),
+        &bigger,
+        &serde_json::json!({"gen": 2}),
+    );
     assert!(save.is_err(), "the disk is full");
-    let (_, loaded, state) = model::load_checkpoint(&mnt).unwrap();
-    assert_eq!(loaded, params);
-    assert_eq!(state["gen"], 1);
+    let loaded = model::load_checkpoint(&mnt).unwrap();
+    assert_eq!(loaded.params, params);
+    assert_eq!(loaded.state["gen"], 1);
 }

@@ -9,7 +9,6 @@
 //! proof is printed: the time from equivocation to quarantine.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rumor::chaos::{chaos_id, run_chaos, ChaosKind, ChaosOptions, ChaosReport};
@@ -103,7 +102,6 @@ async fn an_equivocating_member_is_quarantined_by_a_training_cluster_that_ends_i
     let chaos_identity = ids.pop().unwrap();
     let chaos = chaos_id(&rumor::net::peer_keys(&chaos_identity).unwrap().key_id());
     let data = dataset();
-    let test = Arc::new(data.test.clone());
     let n = NAMES.len();
 
     let mut handles: Vec<PeerHandle> = Vec::new();
@@ -120,8 +118,8 @@ async fn an_equivocating_member_is_quarantined_by_a_training_cluster_that_ends_i
         c.train.shard = format!("{}/{n}", i + 1).parse().unwrap();
         c.train.epochs = 1000;
         c.train.max_train_time = Some(Duration::from_secs(40));
-        params = c.train.model.param_count();
-        let opts = peer_options(&c, ids[i].clone(), &data, test.clone(), n).unwrap();
+        params = c.train.model.param_count().expect("an MLP");
+        let opts = peer_options(&c, ids[i].clone(), &data, n).unwrap();
         let mut h = PeerHandle::spawn(opts);
         let addr = h.bound_addr().await.expect("the peer bound an address");
         if i == 0 {

@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rumor::config::Mode;
@@ -21,8 +20,7 @@ async fn four_peers_at_20_percent_loss_finish_consistent() {
     let dir = tempfile::tempdir().unwrap();
     let names = ["peer-0", "peer-1", "peer-2", "peer-3"];
     let ids = identities(&dir.path().join("certs"), &names);
-    let data = data::load(&DatasetSpec::Synthetic, 42).unwrap();
-    let test = Arc::new(data.test.clone());
+    let data = rumor::run::RunData::from(data::load(&DatasetSpec::Synthetic, 42).unwrap());
     let n = names.len();
     let mut handles: Vec<PeerHandle> = Vec::new();
     let mut seed: Option<SocketAddr> = None;
@@ -39,7 +37,7 @@ async fn four_peers_at_20_percent_loss_finish_consistent() {
         c.loss.loss_out = 0.2;
         c.loss.seed = 5;
         c.transport.congestion = Congestion::Bbr;
-        let opts = peer_options(&c, ids[i].clone(), &data, test.clone(), n).unwrap();
+        let opts = peer_options(&c, ids[i].clone(), &data, n).unwrap();
         let mut h = PeerHandle::spawn(opts);
         if i == 0 {
             seed = h.bound_addr().await;

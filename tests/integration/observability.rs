@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumor::metrics::http::{fetch_status, get, MetricsServer};
@@ -65,7 +64,6 @@ async fn metrics_counters_move_as_messages_flow() {
     let names = ["peer-0", "peer-1"];
     let ids = identities(&dir.path().join("certs"), &names);
     let data = dataset();
-    let test = Arc::new(data.test.clone());
     let mut handles: Vec<PeerHandle> = Vec::new();
     let mut seed: Option<SocketAddr> = None;
     let mut server = None;
@@ -79,7 +77,7 @@ async fn metrics_counters_move_as_messages_flow() {
         c.train.shard = format!("{}/2", i + 1).parse().unwrap();
         c.train.epochs = 1;
         c.train.eval_every = 20;
-        let opts = peer_options(&c, ids[i].clone(), &data, test.clone(), 2).unwrap();
+        let opts = peer_options(&c, ids[i].clone(), &data, 2).unwrap();
         let mut h = PeerHandle::spawn(opts);
         if i == 0 {
             seed = h.bound_addr().await;
@@ -164,7 +162,6 @@ async fn status_and_top_show_every_peer_of_a_three_peer_cluster() {
     let names = ["peer-0", "peer-1", "peer-2"];
     let ids = identities(&dir.path().join("certs"), &names);
     let data = dataset();
-    let test = Arc::new(data.test.clone());
     let mut handles: Vec<PeerHandle> = Vec::new();
     let mut servers = Vec::new();
     let mut keep = Vec::new();
@@ -178,7 +175,7 @@ async fn status_and_top_show_every_peer_of_a_three_peer_cluster() {
         c.train.shard = format!("{}/3", i + 1).parse().unwrap();
         // A budget far longer than the test: the peers are stopped once checked.
         c.train.epochs = 1000;
-        let opts = peer_options(&c, ids[i].clone(), &data, test.clone(), 3).unwrap();
+        let opts = peer_options(&c, ids[i].clone(), &data, 3).unwrap();
         let mut h = PeerHandle::spawn(opts);
         if i == 0 {
             seed = h.bound_addr().await;

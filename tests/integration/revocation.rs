@@ -3,7 +3,6 @@
 //! others, watching the list, drop it within seconds, refuse its handshakes and finish
 //! consistent without it.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumor::certs::{self, RevokeTarget, REVOKED_FILE};
@@ -50,7 +49,6 @@ async fn a_revoked_peer_is_dropped_by_a_running_cluster_within_seconds() {
     let ids = identities(&certs_dir, &names);
     let list = certs_dir.join(REVOKED_FILE);
     let data = dataset();
-    let test = Arc::new(data.test.clone());
     let n = names.len();
 
     // Every peer watches the cluster's list, except the one to be revoked: it plays a member
@@ -71,7 +69,7 @@ async fn a_revoked_peer_is_dropped_by_a_running_cluster_within_seconds() {
         c.train.shard = format!("{}/{n}", i + 1).parse().unwrap();
         c.train.epochs = 1000;
         c.train.max_train_time = Some(Duration::from_secs(40));
-        let opts = peer_options(&c, ids[i].clone(), &data, test.clone(), n).unwrap();
+        let opts = peer_options(&c, ids[i].clone(), &data, n).unwrap();
         assert_eq!(opts.revocation_list, c.peer.revocation_list);
         let mut h = PeerHandle::spawn(opts);
         if i == 0 {

@@ -53,7 +53,7 @@ async fn sixteen_peers() {
     eprintln!(
         "{drained}/{PEERS} drained, consensus distance {distance:e}, accuracy {:.2}%, MiB sent \
          per peer {:.1}..{:.1}",
-        outcomes[0].test_accuracy * 100.0,
+        outcomes[0].accuracy() * 100.0,
         sent.iter().cloned().fold(f64::MAX, f64::min),
         sent.iter().cloned().fold(f64::MIN, f64::max)
     );

@@ -1,7 +1,6 @@
 //! Mutual TLS: a peer whose certificate comes from another CA can neither join nor get a
 //! single message applied.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rumor::net::{Transport, TransportConfig};
@@ -17,7 +16,6 @@ async fn peer_from_another_ca_cannot_join_or_get_a_message_applied() {
     let good = identities(&dir.path().join("cluster"), &["good"]);
     let rogue = identities(&dir.path().join("other"), &["rogue"]);
     let data = dataset();
-    let test = Arc::new(data.test.clone());
 
     // The legitimate peer waits for a second member that never comes.
     let mut c = test_config();
@@ -26,7 +24,7 @@ async fn peer_from_another_ca_cannot_join_or_get_a_message_applied() {
     c.peer.min_peers = 2;
     c.peer.join_timeout = Duration::from_secs(120);
     c.train.epochs = 1;
-    let opts = peer_options(&c, good[0].clone(), &data, test.clone(), 2).unwrap();
+    let opts = peer_options(&c, good[0].clone(), &data, 2).unwrap();
     let param_count = opts.core.param_count;
     let mut good_peer = PeerHandle::spawn(opts);
     let good_addr = good_peer.bound_addr().await.unwrap();
@@ -38,7 +36,7 @@ async fn peer_from_another_ca_cannot_join_or_get_a_message_applied() {
     r.peer.seeds = vec![good_addr];
     r.peer.join_timeout = Duration::from_secs(3);
     r.train.epochs = 1;
-    let ropts = peer_options(&r, rogue[0].clone(), &data, test, 2).unwrap();
+    let ropts = peer_options(&r, rogue[0].clone(), &data, 2).unwrap();
     let rogue_peer = PeerHandle::spawn(ropts);
     let rogue_result = within(Duration::from_secs(30), "rogue gives up", rogue_peer.wait()).await;
     assert!(
@@ -150,7 +148,7 @@ mod node_auth {
         c.peer.min_peers = 2;
         c.peer.join_timeout = Duration::from_secs(300);
         c.train.epochs = 1;
-        let opts = peer_options(&c, ids[0].clone(), &data, Arc::new(data.test.clone()), 2).unwrap();
+        let opts = peer_options(&c, ids[0].clone(), &data, 2).unwrap();
         let mut handle = PeerHandle::spawn(opts);
         let addr = within(Duration::from_secs(30), "peer binds", handle.bound_addr())
             .await
@@ -404,8 +402,7 @@ mod node_auth {
         c.peer.seeds = vec![peer.addr];
         c.peer.join_timeout = Duration::from_secs(3);
         c.train.epochs = 1;
-        let opts =
-            peer_options(&c, Arc::new(joiner), &data, Arc::new(data.test.clone()), 2).unwrap();
+        let opts = peer_options(&c, Arc::new(joiner), &data, 2).unwrap();
         let result = within(
             Duration::from_secs(30),
             "the joiner gives up",

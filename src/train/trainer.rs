@@ -1,0 +1,245 @@
+//! The local trainer of a peer: a workload's model as candle `Var`s and an AdamW optimizer over
+//! them (`work` in `docs/ALGORITHM.md`, "State"), moved in and out as flat vectors.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+
+use crate::model::{ModelError, ParamEntry, ParamLayout};
+use crate::workload::{BoxedModel, Workload};
+
+fn check_hyper(name: &'static str, value: f64) -> Result<(), ModelError> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(ModelError::InvalidHyperparameter { name, value })
+    }
+}
+
+/// The local training state of a peer: the workload's model, its parameters as candle `Var`s in
+/// [`ParamLayout`] order, and an AdamW optimizer over them. Runs on the CPU device.
+///
+/// The optimizer's moment estimates persist across [`Trainer::set_work`] and
+/// [`Trainer::add_to_work`]: a merge moves the parameters but does not reset AdamW, as in local
+/// SGD with a persistent inner optimizer (DiLoCo's inner AdamW).
+pub struct Trainer {
+    workload: Arc<dyn Workload>,
+    layout: ParamLayout,
+    device: Device,
+    model: BoxedModel,
+    /// The model's variables in layout order.
+    vars: Vec<Var>,
+    optimizer: AdamW,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("workload", &self.workload.describe())
+            .field("params", &self.layout.total)
+            .field("lr", &self.optimizer.learning_rate())
+            .finish()
+    }
+}
+
+impl Trainer {
+    /// Builds `workload`'s model with parameters `initial` (flat, in the order of the layout
+    /// [`crate::workload::describe_params`] gives) and an AdamW optimizer (`lr`, decoupled
+    /// `weight_decay`; betas 0.9 / 0.999, eps 1e-8, candle's defaults). AdamW: Loshchilov and
+    /// Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
+    ///
+    /// # Errors
+    /// [`ModelError::LengthMismatch`] if `initial` has the wrong length;
+    /// [`ModelError::InvalidHyperparameter`] for a negative or non-finite `lr` or `weight_decay`;
+    /// [`ModelError::InvalidSpec`] for a model without parameters; [`ModelError::Candle`] if the
+    /// model cannot be built.
+    pub fn new(
+        workload: Arc<dyn Workload>,
+        initial: &[f32],
+        lr: f64,
+        weight_decay: f64,
+    ) -> Result<Self, ModelError> {
+        check_hyper("lr", lr)?;
+        check_hyper("weight_decay", weight_decay)?;
+        let device = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+        let model = workload.build(vb)?;
+        let mut named: Vec<(String, Var)> = {
+            // Nothing else holds this fresh map, so the lock cannot be poisoned; recover the
+            // guard anyway rather than panic.
+            let map = varmap
+                .data()
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            map.iter().map(|(n, v)| (n.clone(), v.clone())).collect()
+        };
+        if named.is_empty() {
+            return Err(ModelError::InvalidSpec(format!(
+                "{}: the model has no parameters",
+                workload.describe()
+            )));
+        }
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut entries = Vec::with_capacity(named.len());
+        let mut offset = 0;
+        for (name, var) in &named {
+            let len = var.elem_count();
+            entries.push(ParamEntry {
+                name: name.clone(),
+                shape: var.dims().to_vec(),
+                offset,
+                len,
+            });
+            offset += len;
+        }
+        let layout = ParamLayout {
+            entries,
+            total: offset,
+        };
+        layout.check_len("initial", initial)?;
+        let vars: Vec<Var> = named.into_iter().map(|(_, v)| v).collect();
+        let optimizer = AdamW::new(
+            vars.clone(),
+            ParamsAdamW {
+                lr,
+                weight_decay,
+                ..ParamsAdamW::default()
+            },
+        )?;
+        let mut trainer = Self {
+            workload,
+            layout,
+            device,
+            model,
+            vars,
+            optimizer,
+        };
+        trainer.set_work(initial)?;
+        Ok(trainer)
+    }
+
+    /// One AdamW step on the shard examples `indices` (the workload draws the batch). Returns
+    /// the batch's mean training loss (nats) before the step and the budget units it consumed
+    /// (samples or tokens). A non-finite loss is returned, not rejected; the caller decides.
+    ///
+    /// # Errors
+    /// [`ModelError::Empty`] for no indices; [`ModelError::Candle`] if the workload cannot draw
+    /// the batch (nothing changed then) or a tensor operation fails.
+    pub fn train_step(&mut self, indices: &[usize]) -> Result<(f32, u64), ModelError> {
+        if indices.is_empty() {
+            return Err(ModelError::Empty("batch has no examples"));
+        }
+        let batch = self.workload.batch(indices, &self.device)?;
+        let loss = self.workload.loss(self.model.as_ref(), &batch)?;
+        self.optimizer.backward_step(&loss)?;
+        Ok((loss.to_scalar::<f32>()?, batch.units))
+    }
+
+    /// The current parameters (`work`), flat in layout order (`layout().total` elements).
+    ///
+    /// # Errors
+    /// [`ModelError::Candle`] on a tensor error.
+    pub fn work(&self) -> Result<Vec<f32>, ModelError> {
+        let mut flat = Vec::with_capacity(self.layout.total);
+        for var in &self.vars {
+            flat.extend(var.as_tensor().flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(flat)
+    }
+
+    /// Replaces the parameters with `flat` (layout order). Bit-exact: `work()` afterwards
+    /// returns `flat`.
+    ///
+    /// # Errors
+    /// [`ModelError::LengthMismatch`] if `flat.len() != layout().total` (nothing changed);
+    /// [`ModelError::Candle`] on a tensor error.
+    pub fn set_work(&mut self, flat: &[f32]) -> Result<(), ModelError> {
+        self.layout.check_len("set_work", flat)?;
+        for (entry, var) in self.layout.entries.iter().zip(&self.vars) {
+            let t = Tensor::from_slice(&flat[entry.range()], entry.shape.as_slice(), &self.device)?;
+            var.set(&t)?;
+        }
+        Ok(())
+    }
+
+    /// `work += delta` (layout order), element-wise in `f32`: applying a received delta.
+    ///
+    /// # Errors
+    /// [`ModelError::LengthMismatch`] if `delta.len() != layout().total` (nothing changed);
+    /// [`ModelError::Candle`] on a tensor error.
+    pub fn add_to_work(&mut self, delta: &[f32]) -> Result<(), ModelError> {
+        self.layout.check_len("add_to_work", delta)?;
+        for (entry, var) in self.layout.entries.iter().zip(&self.vars) {
+            let d =
+                Tensor::from_slice(&delta[entry.range()], entry.shape.as_slice(), &self.device)?;
+            let sum = var.as_tensor().add(&d)?;
+            var.set(&sum)?;
+        }
+        Ok(())
+    }
+
+    /// The divergence check every training loop runs on each step's loss (gossip peers, the
+    /// sync baseline and the centralized baseline alike): a NaN or infinite `loss` means the
+    /// parameters are lost, so the run must stop rather than go on training nothing.
+    ///
+    /// # Errors
+    /// [`ModelError::Diverged`] naming `step` and this trainer's learning rate when `loss` is not
+    /// finite.
+    pub fn check_loss(&self, step: u64, loss: f32) -> Result<(), ModelError> {
+        if loss.is_finite() {
+            Ok(())
+        } else {
+            Err(self.diverged(step, "the training loss"))
+        }
+    }
+
+    /// The same check on `values` (this trainer's parameters, or an update computed from them)
+    /// before they leave the trainer: a step can leave the parameters non-finite while its loss,
+    /// computed before the update, was still finite.
+    ///
+    /// # Errors
+    /// [`ModelError::Diverged`] naming `step`, `what` and the learning rate when a value is NaN
+    /// or infinite.
+    pub fn check_finite(
+        &self,
+        step: u64,
+        what: &'static str,
+        values: &[f32],
+    ) -> Result<(), ModelError> {
+        if crate::model::all_finite(values) {
+            Ok(())
+        } else {
+            Err(self.diverged(step, what))
+        }
+    }
+
+    fn diverged(&self, step: u64, what: &'static str) -> ModelError {
+        ModelError::Diverged {
+            step,
+            what,
+            lr: self.learning_rate(),
+        }
+    }
+
+    /// Sets AdamW's learning rate for the following steps (e.g. for a schedule).
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.optimizer.set_learning_rate(lr);
+    }
+
+    /// The current learning rate.
+    pub fn learning_rate(&self) -> f64 {
+        self.optimizer.learning_rate()
+    }
+
+    /// The flat layout of this trainer's parameters.
+    pub fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+
+    /// The workload this trainer trains.
+    pub fn workload(&self) -> &Arc<dyn Workload> {
+        &self.workload
+    }
+}
