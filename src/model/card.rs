@@ -16,6 +16,14 @@ pub struct ModelCard {
 }
 
 impl ModelCard {
+    /// A card of kind `kind` with `config`.
+    pub fn new(kind: &str, config: serde_json::Value) -> Self {
+        Self {
+            kind: kind.to_string(),
+            config,
+        }
+    }
+
     /// The card of the built-in MLP of widths `spec`.
     pub fn mlp(spec: &super::ModelSpec) -> Self {
         Self {

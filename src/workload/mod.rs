@@ -191,8 +191,11 @@ pub trait Workload: Send + Sync {
     /// What to rebuild the model from (kind and configuration).
     fn card(&self) -> ModelCard;
 
-    /// One line for logs, e.g. `mlp 784-128-10 on fashion-mnist shard 1/4 (15000 samples)`.
-    fn describe(&self) -> String;
+    /// One line for logs, e.g. `mlp 784-128-10 on fashion-mnist (15000 training samples)`; by
+    /// default the card.
+    fn describe(&self) -> String {
+        self.card().to_string()
+    }
 
     /// Builds the model, creating each parameter through `vb` under a stable name (with an
     /// `Init` hint: rumor initialises from a seed through it).

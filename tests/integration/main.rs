@@ -9,6 +9,7 @@ mod containers;
 mod discovery;
 mod durability;
 mod equivocation;
+mod examples;
 mod exhaustion;
 mod flood;
 mod forgery;
