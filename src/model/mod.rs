@@ -8,6 +8,9 @@
 //! - [`spec`]: [`ModelSpec`] (`784-128-10` by default, 101,770 parameters), [`ParamLayout`],
 //!   seeded [`init_params`].
 //! - [`mlp`]: the [`Mlp`], the local [`Trainer`] (candle `Var`s + AdamW) and [`evaluate`].
+//! - [`cnn`]: the LeNet-5-style [`Cnn`] ([`CnnConfig`], 61,706 parameters by default).
+//! - [`gpt`]: the character-level decoder-only transformer [`Gpt`] ([`GptConfig`], about 0.8 M
+//!   parameters by default) and seeded sampling with [`generate`].
 //! - [`flat`]: [`axpy`], [`scaled_difference`], [`l2_norm`], [`all_finite`],
 //!   [`consensus_distance`].
 //! - [`Quantizer`], [`CompactValues`], [`Compression`]: re-exported from `rumor_proto::compact`
@@ -18,14 +21,18 @@
 //! Everything runs on candle's CPU device. Call [`set_compute_threads`] once at process start.
 
 pub mod checkpoint;
+pub mod cnn;
 mod error;
 pub mod flat;
+pub mod gpt;
 pub mod mlp;
 pub mod spec;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint};
+pub use cnn::{Cnn, CnnConfig};
 pub use error::ModelError;
 pub use flat::{all_finite, axpy, consensus_distance, l2_norm, scaled_difference};
+pub use gpt::{generate, Gpt, GptConfig};
 pub use mlp::{evaluate, Mlp, Trainer};
 pub use rumor_proto::compact::{CompactValues, Compression, Quantizer};
 pub use spec::{init_params, ModelSpec, ParamEntry, ParamLayout};
