@@ -11,6 +11,9 @@
 //!   → flatten [b, conv2·s2·s2] → (Linear → ReLU) per hidden width → Linear → logits [b, classes]
 //! ```
 //!
+//! The convolutions are computed as im2col and a matrix product (see `Conv`), because candle's
+//! own `Conv2D` backward pass is slow on the CPU.
+//!
 //! Divisions are floor divisions: as PyTorch's `MaxPool2d` (floor mode), a pool drops an odd last
 //! row and column. Here they are cropped off explicitly before pooling, because candle's max-pool
 //! backward pass is only exact when the input's sides are multiples of the pool.
@@ -27,7 +30,7 @@
 //! 61,706 parameters.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Init, Linear, VarBuilder};
+use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
@@ -161,8 +164,8 @@ fn uniform_fan_in(fan_in: usize) -> Init {
 #[derive(Clone, Debug)]
 pub struct Cnn {
     config: CnnConfig,
-    conv1: Conv2d,
-    conv2: Conv2d,
+    conv1: Conv,
+    conv2: Conv,
     fcs: Vec<Linear>,
 }
 
@@ -180,11 +183,11 @@ impl Cnn {
             let init = uniform_fan_in(c_in * KERNEL * KERNEL);
             let weight = vb.get_with_hints((c_out, c_in, KERNEL, KERNEL), "weight", init)?;
             let bias = vb.get_with_hints(c_out, "bias", init)?;
-            let cfg = Conv2dConfig {
+            Ok::<_, ModelError>(Conv {
+                weight,
+                bias,
                 padding,
-                ..Conv2dConfig::default()
-            };
-            Ok::<_, ModelError>(Conv2d::new(weight, Some(bias), cfg))
+            })
         };
         let conv1 = conv("conv1", config.channels, config.conv1, CONV1_PADDING)?;
         let conv2 = conv("conv2", config.conv1, config.conv2, 0)?;
@@ -211,6 +214,57 @@ impl Cnn {
     /// The config this model was built for.
     pub fn config(&self) -> &CnnConfig {
         &self.config
+    }
+}
+
+/// A 5×5 convolution with stride 1 and zero `padding`, computed as im2col and one matrix
+/// product from basic differentiable ops.
+///
+/// Same result as `Tensor::conv2d` plus the bias (a test checks), but much cheaper to
+/// differentiate on the CPU: candle 0.11's `Conv2D` backward computes the input gradient with
+/// `conv_transpose2d`, a slow direct loop (about 80 ms per LeNet layer at batch 64 on one
+/// thread), and computes it even for the image, which needs none. Here the backward pass is a
+/// matrix product plus the scatter-adds of 25 `narrow`s.
+#[derive(Clone, Debug)]
+struct Conv {
+    /// `[out, in, 5, 5]`, PyTorch's layout.
+    weight: Tensor,
+    /// `[out]`.
+    bias: Tensor,
+    padding: usize,
+}
+
+impl Module for Conv {
+    /// `[b, in, h, w]` → `[b, out, h + 2·padding − 4, w + 2·padding − 4]` (contiguous).
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let (c_out, c_in, k, _) = self.weight.dims4()?;
+        let p = self.padding;
+        let xs = if p > 0 {
+            xs.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?
+        } else {
+            xs.clone()
+        };
+        let (b, _, h, w) = xs.dims4()?;
+        if h < k || w < k {
+            candle_core::bail!("cnn: a {h}×{w} feature map is smaller than the {k}×{k} kernel");
+        }
+        let (ho, wo) = (h - k + 1, w - k + 1);
+        // [b, h, w, in]; each shifted window [b, ho, wo, in]; stacked last: [b, ho, wo, in, k·k],
+        // whose rows flatten in the order of the weight's `[in, k, k]`.
+        let nhwc = xs.permute((0, 2, 3, 1))?;
+        let mut windows = Vec::with_capacity(k * k);
+        for i in 0..k {
+            for j in 0..k {
+                windows.push(nhwc.narrow(1, i, ho)?.narrow(2, j, wo)?);
+            }
+        }
+        let cols = Tensor::stack(&windows, 4)?.reshape((b * ho * wo, c_in * k * k))?;
+        let ys = cols
+            .matmul(&self.weight.reshape((c_out, c_in * k * k))?.t()?)?
+            .broadcast_add(&self.bias)?; // [b·ho·wo, out]
+        ys.reshape((b, ho, wo, c_out))?
+            .permute((0, 3, 1, 2))?
+            .contiguous()
     }
 }
 
@@ -303,6 +357,28 @@ mod tests {
         }
         assert_eq!(CnnConfig::default().feature_side(), 5);
         assert_eq!(tiny().feature_side(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn im2col_convolution_matches_candles_conv2d() -> Result<(), ModelError> {
+        set_compute_threads(1);
+        let d = Device::Cpu;
+        for (c_in, c_out, side, padding) in [(1, 6, 28, 2), (6, 16, 14, 0), (2, 3, 7, 2)] {
+            let conv = Conv {
+                weight: Tensor::randn(0f32, 1.0, (c_out, c_in, KERNEL, KERNEL), &d)?,
+                bias: Tensor::randn(0f32, 1.0, c_out, &d)?,
+                padding,
+            };
+            let xs = Tensor::randn(0f32, 1.0, (3, c_in, side, side), &d)?;
+            let want = xs
+                .conv2d(&conv.weight, padding, 1, 1, 1)?
+                .broadcast_add(&conv.bias.reshape((1, c_out, 1, 1))?)?;
+            let got = conv.forward(&xs)?;
+            assert_eq!(got.dims(), want.dims());
+            let err = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(err < 1e-4, "c_in {c_in} side {side}: max error {err}");
+        }
         Ok(())
     }
 
