@@ -42,6 +42,21 @@ pub enum ModelError {
         classes: usize,
     },
 
+    /// A token id is not below the model's vocabulary size (e.g. in a prompt for
+    /// [`crate::model::generate`]).
+    #[error("token {token} out of range for a vocabulary of {vocab}")]
+    TokenOutOfRange {
+        /// The token id found.
+        token: u32,
+        /// The model's vocabulary size.
+        vocab: usize,
+    },
+
+    /// A model produced NaN or infinite values where finite ones are needed; the string says
+    /// where (e.g. "the logits of generate").
+    #[error("non-finite values (NaN or infinity) in {0}")]
+    NonFinite(&'static str),
+
     /// A model spec string or value is invalid (unparsable, or a zero-sized layer).
     #[error("invalid model spec: {0}")]
     InvalidSpec(String),

@@ -1,13 +1,18 @@
-//! Models: the candle MLP, flat parameter vectors, delta arithmetic and checkpoints.
+//! Models: the built-in candle models, flat parameter vectors, delta arithmetic and checkpoints.
 //!
 //! This module owns everything the merge (`docs/ALGORITHM.md`) needs from the model, and nothing of the
 //! network. Parameters cross its boundary only as *flat* `f32` vectors in the order of a
 //! [`ParamLayout`] (sorted by parameter name), so `base`, `work` and every delta are plain slices
-//! that all peers with the same [`ModelSpec`] index the same way.
+//! that all peers of one model index the same way. The trainer and the training loop live in
+//! [`crate::train`]; what a peer trains (model + data) is a [`crate::workload::Workload`].
 //!
-//! - [`spec`]: [`ModelSpec`] (`784-128-10` by default, 101,770 parameters), [`ParamLayout`],
-//!   seeded [`init_params`].
-//! - [`mlp`]: the [`Mlp`], the local [`Trainer`] (candle `Var`s + AdamW) and [`evaluate`].
+//! - [`spec`]: [`ModelSpec`], the MLP's widths (`784-128-10` by default, 101,770
+//!   parameters), and [`ParamLayout`].
+//! - [`mlp`]: the [`Mlp`].
+//! - [`card`]: [`ModelCard`], what a checkpoint records to rebuild its model.
+//! - [`cnn`]: the LeNet-5-style [`Cnn`] ([`CnnConfig`], 61,706 parameters by default).
+//! - [`gpt`]: the character-level decoder-only transformer [`Gpt`] ([`GptConfig`], about 0.8 M
+//!   parameters by default) and seeded sampling with [`generate`].
 //! - [`flat`]: [`axpy`], [`scaled_difference`], [`l2_norm`], [`all_finite`],
 //!   [`consensus_distance`].
 //! - [`Quantizer`], [`CompactValues`], [`Compression`]: re-exported from `rumor_proto::compact`
@@ -19,15 +24,19 @@
 
 pub mod card;
 pub mod checkpoint;
+pub mod cnn;
 mod error;
 pub mod flat;
+pub mod gpt;
 pub mod mlp;
 pub mod spec;
 
 pub use card::ModelCard;
 pub use checkpoint::{load_checkpoint, save_checkpoint};
+pub use cnn::{Cnn, CnnConfig};
 pub use error::ModelError;
 pub use flat::{all_finite, axpy, consensus_distance, l2_norm, scaled_difference};
+pub use gpt::{generate, Gpt, GptConfig};
 pub use mlp::Mlp;
 pub use rumor_proto::compact::{CompactValues, Compression, Quantizer};
 pub use spec::{ModelSpec, ParamEntry, ParamLayout};
