@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use parse::{count, duration, non_negative, parse_congestion, parse_lr_scaling, parse_slowdown, text, whole};
+
 use crate::config::{Config, ConfigError, LrScaling, Mode};
 use crate::data::{DatasetSpec, ShardSpec};
 use crate::train::LrSchedule;
@@ -49,6 +51,8 @@ pub enum Command {
     Certs(CertsCommand),
     /// Consensus distance between peers' saved checkpoints.
     Compare(CompareArgs),
+    /// Generate text from a char-gpt checkpoint (a peer's data dir).
+    Sample(SampleArgs),
     /// Benchmarks over real QUIC on loopback.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -301,13 +305,33 @@ pub struct CompareArgs {
     pub json: bool,
 }
 
+/// `rumor sample`
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// A data dir holding a char-gpt checkpoint (checkpoint.json and its safetensors file).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The text to continue (every character must be in the model's vocabulary).
+    #[arg(long)]
+    pub prompt: String,
+    /// Characters to generate.
+    #[arg(long, default_value_t = 300, value_parser = whole::<usize>("--tokens", 1))]
+    pub tokens: usize,
+    /// Sampling temperature ≥ 0 (0: always the likeliest character).
+    #[arg(long, default_value_t = 0.8, value_parser = non_negative("--temperature"))]
+    pub temperature: f64,
+    /// Seed of the sampling.
+    #[arg(long, default_value_t = 0)]
+    pub rng_seed: u64,
+}
+
 /// Flags shared by `up` and `peer`: training and gossip settings.
 #[derive(Debug, Args, Default)]
 pub struct TrainFlags {
     /// TOML config file (see config/default.toml); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Dataset: auto | synthetic | fashion-mnist | idx:DIR  [train.dataset]
+    /// Dataset: auto | synthetic | fashion-mnist | idx:DIR | austen | text:FILE  [train.dataset]
     #[arg(long, value_parser = text::<DatasetSpec>("train.dataset"))]
     pub dataset: Option<DatasetSpec>,
     /// Model: mlp | mlp:WIDTHS | WIDTHS (e.g. 784-128-10)  [train.model]
@@ -319,6 +343,9 @@ pub struct TrainFlags {
     /// Passes over the peer's own shard  [train.epochs]
     #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>("train.epochs", 1))]
     pub epochs: Option<u32>,
+    /// Text shards: interleaved | interleaved:BLOCK | contiguous  [train.text_sharding]
+    #[arg(long, value_parser = text::<crate::data::text::TextSharding>("train.text_sharding"))]
+    pub text_sharding: Option<crate::data::text::TextSharding>,
     /// Token budget of a text model over all peers, e.g. 4M  [train.tokens]
     #[arg(long, value_parser = count("train.tokens"))]
     pub tokens: Option<u64>,
@@ -389,112 +416,6 @@ pub struct TrainFlags {
     ///  [train.slowdown]
     #[arg(long, value_name = "PEER=FACTOR", value_parser = parse_slowdown)]
     pub slowdown: Vec<(String, f64)>,
-}
-
-/// The value parser of a flag written as its config key `key` is in the file, parsed with the
-/// same [`FromStr`]: `--shard 3/2` says "train.shard: bad shard `3/2`: ...".
-fn text<T>(key: &'static str) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
-where
-    T: FromStr,
-    T::Err: Display,
-{
-    move |s: &str| s.parse().map_err(|e| format!("{key}: {e}"))
-}
-
-/// The value parser of a whole-number flag whose smallest valid value is `min`. `key` is the
-/// config key the flag sets (or the flag itself when it sets none) and names it in the error, so
-/// `--batch-size -1` says "train.batch_size must be at least 1, got -1". With
-/// `allow_negative_numbers` on the flag, a negative number reaches this parser instead of being
-/// taken for an unknown flag.
-fn whole<T>(
-    key: &'static str,
-    min: u64,
-) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
-where
-    T: TryFrom<u64> + Clone + Send + Sync + 'static,
-{
-    move |s: &str| {
-        let v: i128 = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("{key} must be a whole number, got `{s}`"))?;
-        if v < i128::from(min) {
-            return Err(format!("{key} must be at least {min}, got {v}"));
-        }
-        u64::try_from(v)
-            .ok()
-            .and_then(|v| T::try_from(v).ok())
-            .ok_or_else(|| format!("{key} is too large: {v}"))
-    }
-}
-
-/// The value parser of a count flag at least 1, with an optional SI suffix: `4M` is 4,000,000,
-/// `500k` 500,000, `1.5G` 1,500,000,000 (`key` names it in the error).
-fn count(key: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync {
-    move |s: &str| {
-        let t = s.trim();
-        let (number, scale) = match t.char_indices().last() {
-            Some((i, 'k' | 'K')) => (&t[..i], 1e3),
-            Some((i, 'M')) => (&t[..i], 1e6),
-            Some((i, 'G')) => (&t[..i], 1e9),
-            _ => (t, 1.0),
-        };
-        match number.parse::<f64>() {
-            Ok(v) if v.is_finite() && v * scale >= 1.0 && v * scale < 1.8e19 => {
-                Ok((v * scale).round() as u64)
-            }
-            _ => Err(format!(
-                "{key} must be a count of at least 1, e.g. 4000000 or 4M, got `{s}`"
-            )),
-        }
-    }
-}
-
-/// The value parser of a flag that takes a finite number ≥ 0 (`key` names it in the error).
-fn non_negative(key: &'static str) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync {
-    move |s: &str| match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        Ok(v) => Err(format!("{key} must be a number ≥ 0, got {v}")),
-        Err(_) => Err(format!("{key} must be a number, got `{s}`")),
-    }
-}
-
-/// The value parser of a duration flag such as `30s` or `10m` (`key` names it in the error; a
-/// negative duration such as `-1s` reaches it with `allow_hyphen_values`).
-fn duration(key: &'static str) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
-    move |s: &str| {
-        humantime::parse_duration(s.trim()).map_err(|e| {
-            if s.trim_start().starts_with('-') {
-                format!("{key} cannot be negative, got `{s}`")
-            } else {
-                format!("{key} must be a duration such as 30s or 10m, got `{s}`: {e}")
-            }
-        })
-    }
-}
-
-fn parse_congestion(s: &str) -> Result<crate::net::Congestion, String> {
-    use crate::net::Congestion;
-    match s {
-        "cubic" => Ok(Congestion::Cubic),
-        "newreno" => Ok(Congestion::NewReno),
-        "bbr" => Ok(Congestion::Bbr),
-        other => Err(format!("`{other}` is not one of cubic, newreno, bbr")),
-    }
-}
-
-/// Parses `PEER=FACTOR`.
-fn parse_slowdown(s: &str) -> Result<(String, f64), String> {
-    let (name, factor) = s
-        .split_once('=')
-        .ok_or_else(|| format!("`{s}` is not PEER=FACTOR"))?;
-    let factor: f64 = factor
-        .parse()
-        .map_err(|_| format!("`{factor}` is not a number"))?;
-    if name.is_empty() || !factor.is_finite() || factor < 1.0 {
-        return Err(format!("`{s}`: need a peer name and a factor ≥ 1"));
-    }
-    Ok((name.to_string(), factor))
 }
 
 /// `rumor up`
@@ -608,15 +529,6 @@ pub struct PeerArgs {
     pub train: TrainFlags,
 }
 
-fn parse_lr_scaling(s: &str) -> Result<LrScaling, String> {
-    match s {
-        "none" => Ok(LrScaling::None),
-        "linear" => Ok(LrScaling::Linear),
-        "sqrt" => Ok(LrScaling::Sqrt),
-        other => Err(format!("`{other}` is not one of none, linear, sqrt")),
-    }
-}
-
 impl TrainFlags {
     /// The config file (or defaults) with these flags applied, validated.
     pub fn load_config(&self) -> Result<Config, ConfigError> {
@@ -636,6 +548,7 @@ impl TrainFlags {
             t.non_iid_alpha = self.non_iid;
         }
         set(&mut t.epochs, &self.epochs);
+        set(&mut t.text_sharding, &self.text_sharding);
         if self.tokens.is_some() {
             t.tokens = self.tokens;
         }
@@ -810,5 +723,6 @@ fn set<T: Clone>(slot: &mut T, value: &Option<T>) {
     }
 }
 
+mod parse;
 #[cfg(test)]
 mod tests;

@@ -160,6 +160,16 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Compare(args) => {
             run::compare(&args.checkpoints, args.json)?;
         }
+        Command::Sample(args) => {
+            let text = run::sample(
+                &args.checkpoint,
+                &args.prompt,
+                args.tokens,
+                args.temperature,
+                args.rng_seed,
+            )?;
+            println!("{text}");
+        }
         Command::Bench(BenchCommand::Membership {
             peers,
             idle_seconds,

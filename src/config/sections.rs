@@ -154,9 +154,15 @@ impl LrScaling {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainSection {
-    /// `auto`, `synthetic`, `fashion-mnist` or `idx:DIR`.
+    /// `auto`, `synthetic`, `fashion-mnist` or `idx:DIR` (images); `auto`, `synthetic`,
+    /// `austen` or `text:FILE` (text).
     #[serde(with = "text")]
     pub dataset: DatasetSpec,
+    /// How a text model's training tokens are split among peers: `interleaved` (blocks of 1024
+    /// tokens dealt round-robin, close to IID), `interleaved:BLOCK` or `contiguous` (one slice
+    /// per peer: each peer reads other chapters).
+    #[serde(with = "text")]
+    pub text_sharding: crate::data::text::TextSharding,
     /// The model: `mlp` (`784-128-10`), `mlp:WIDTHS` or bare widths, e.g. `784-256-10`.
     #[serde(with = "text")]
     pub model: ModelChoice,
@@ -230,6 +236,9 @@ impl Default for TrainSection {
     fn default() -> Self {
         Self {
             dataset: DatasetSpec::Auto,
+            text_sharding: crate::data::text::TextSharding::Interleaved {
+                block: crate::data::text::DEFAULT_INTERLEAVE_BLOCK,
+            },
             model: ModelChoice::default(),
             shard: ShardSpec::WHOLE,
             non_iid_alpha: None,

@@ -213,7 +213,8 @@ pub enum DataError {
 
     /// A dataset spec string is not one of the accepted forms.
     #[error(
-        "unknown dataset `{value}`: expected one of `auto`, `synthetic`, `fashion-mnist`, `idx:DIR`"
+        "unknown dataset `{value}`: expected one of `auto`, `synthetic`, `fashion-mnist`, `idx:DIR` \
+         (images) or `austen`, `text:FILE` (text)"
     )]
     BadDatasetSpec {
         /// The string that failed to parse.
@@ -395,7 +396,9 @@ pub struct TrainTest {
     pub description: String,
 }
 
-/// Which data to load: `auto | synthetic | fashion-mnist | idx:DIR`.
+/// Which data to load: `auto | synthetic | fashion-mnist | idx:DIR` for image models,
+/// `auto | synthetic | austen | text:FILE` for text models (`auto` and `synthetic` mean the
+/// kind of data the model trains on; [`DatasetSpec::text_source`]).
 ///
 /// Parses from those strings ([`FromStr`] errors with [`DataError::BadDatasetSpec`], naming the
 /// bad value and the accepted forms); [`fmt::Display`] prints the same forms back.
@@ -409,6 +412,28 @@ pub enum DatasetSpec {
     FashionMnist,
     /// IDX files (MNIST layout and names) from the given directory.
     Idx(PathBuf),
+    /// Jane Austen's six novels (text; [`text::AUSTEN_DIR`]).
+    Austen,
+    /// Any UTF-8 text file (text).
+    Text(PathBuf),
+}
+
+impl DatasetSpec {
+    /// What a text model reads for this spec; None for image-only data.
+    pub fn text_source(&self) -> Option<text::TextSource> {
+        match self {
+            DatasetSpec::Auto => Some(text::TextSource::Auto),
+            DatasetSpec::Synthetic => Some(text::TextSource::Synthetic),
+            DatasetSpec::Austen => Some(text::TextSource::Austen),
+            DatasetSpec::Text(path) => Some(text::TextSource::File(path.clone())),
+            DatasetSpec::FashionMnist | DatasetSpec::Idx(_) => None,
+        }
+    }
+
+    /// True for data only a text model reads (`austen`, `text:FILE`).
+    pub fn is_text_only(&self) -> bool {
+        matches!(self, DatasetSpec::Austen | DatasetSpec::Text(_))
+    }
 }
 
 impl FromStr for DatasetSpec {
@@ -419,8 +444,10 @@ impl FromStr for DatasetSpec {
             "auto" => Ok(DatasetSpec::Auto),
             "synthetic" => Ok(DatasetSpec::Synthetic),
             "fashion-mnist" => Ok(DatasetSpec::FashionMnist),
-            _ => match s.strip_prefix("idx:") {
-                Some(dir) if !dir.is_empty() => Ok(DatasetSpec::Idx(PathBuf::from(dir))),
+            "austen" => Ok(DatasetSpec::Austen),
+            _ => match (s.strip_prefix("idx:"), s.strip_prefix("text:")) {
+                (Some(dir), _) if !dir.is_empty() => Ok(DatasetSpec::Idx(PathBuf::from(dir))),
+                (_, Some(file)) if !file.is_empty() => Ok(DatasetSpec::Text(PathBuf::from(file))),
                 _ => Err(DataError::BadDatasetSpec {
                     value: s.to_string(),
                 }),
@@ -436,6 +463,8 @@ impl fmt::Display for DatasetSpec {
             DatasetSpec::Synthetic => f.write_str("synthetic"),
             DatasetSpec::FashionMnist => f.write_str("fashion-mnist"),
             DatasetSpec::Idx(dir) => write!(f, "idx:{}", dir.display()),
+            DatasetSpec::Austen => f.write_str("austen"),
+            DatasetSpec::Text(file) => write!(f, "text:{}", file.display()),
         }
     }
 }
@@ -459,6 +488,9 @@ pub fn load(spec: &DatasetSpec, synthetic_seed: u64) -> Result<TrainTest, DataEr
             load_idx_named(Path::new(FASHION_MNIST_DIR), "fashion-mnist", "", true)
         }
         DatasetSpec::Idx(dir) => load_idx_named(dir, &format!("idx:{}", dir.display()), "", false),
+        DatasetSpec::Austen | DatasetSpec::Text(_) => Err(DataError::BadDatasetSpec {
+            value: format!("{spec} (text, not images)"),
+        }),
     }
 }
 

@@ -6,6 +6,7 @@
 mod centralized;
 mod options;
 mod peer;
+mod sample;
 mod summary;
 mod sync_peer;
 mod up;
@@ -25,6 +26,7 @@ pub use options::{
     RunData,
 };
 pub use peer::peer;
+pub use sample::sample;
 pub use summary::{
     checkpoint_consensus, combine_summaries, compare, PeerSummary, RunSummary, SinglePeerSummary,
 };

@@ -12,7 +12,9 @@ use crate::config::{Config, ConfigError};
 use crate::data::{self, Dataset, TrainTest};
 use crate::node::PeerOptions;
 use crate::train::TrainPlan;
+use crate::data::text::TextData;
 use crate::workload::image::{ImageClassification, ImageModel};
+use crate::workload::text::CharLanguageModel;
 use crate::workload::{describe_params, ModelChoice, Workload};
 
 use super::RunError;
@@ -26,6 +28,13 @@ pub enum RunData {
         data: TrainTest,
         /// The test rows, shared.
         test: Arc<Dataset>,
+    },
+    /// A text, encoded and split; `validation` is shared by every in-process peer.
+    Text {
+        /// The text's vocabulary and its training and validation tokens.
+        text: Arc<TextData>,
+        /// The validation tokens, shared.
+        validation: Arc<Vec<u32>>,
     },
 }
 
@@ -41,6 +50,7 @@ impl RunData {
     pub fn name(&self) -> &str {
         match self {
             RunData::Images { data, .. } => &data.name,
+            RunData::Text { text, .. } => &text.name,
         }
     }
 }
@@ -52,11 +62,47 @@ impl RunData {
 /// What loading fails with; [`RunError::Config`] for `train.model` when the model's input size is
 /// not the dataset's features per sample or it has fewer outputs than the dataset has classes.
 pub fn load_data(config: &Config) -> Result<RunData, RunError> {
-    let data = data::load(&config.train.dataset, config.train.rng_seed)?;
+    let t = &config.train;
+    let Some(model) = image_model(&t.model) else {
+        let source = t.dataset.text_source().ok_or_else(|| ConfigError::Invalid {
+            key: "train.dataset",
+            message: format!(
+                "model {} trains on text, but dataset {} is images; use auto, synthetic, \
+                 austen or text:FILE",
+                t.model, t.dataset
+            ),
+        })?;
+        let text = data::text::load_text(&source, t.rng_seed)?;
+        info!(dataset = %text.name, "{}", text.description);
+        let validation = Arc::new(text.validation.clone());
+        return Ok(RunData::Text {
+            text: Arc::new(text),
+            validation,
+        });
+    };
+    if t.dataset.text_source().is_some_and(|_| t.dataset.is_text_only()) {
+        return Err(RunError::Config(ConfigError::Invalid {
+            key: "train.dataset",
+            message: format!(
+                "model {} trains on images, but dataset {} is text; use a text model \
+                 (--model char-gpt) or an image dataset",
+                t.model, t.dataset
+            ),
+        }));
+    }
+    let data = data::load(&t.dataset, t.rng_seed)?;
     info!(dataset = %data.name, "{}", data.description);
-    let ModelChoice::Mlp(spec) = &config.train.model;
-    check_model_fits(&ImageModel::Mlp(spec.clone()), &data)?;
+    check_model_fits(&model, &data)?;
     Ok(data.into())
+}
+
+/// The image model of `choice`; None for a text model.
+fn image_model(choice: &ModelChoice) -> Option<ImageModel> {
+    match choice {
+        ModelChoice::Mlp(spec) => Some(ImageModel::Mlp(spec.clone())),
+        ModelChoice::Cnn(c) => Some(ImageModel::Cnn(c.clone())),
+        ModelChoice::CharGpt(_) => None,
+    }
 }
 
 /// The workload a peer of `config` trains: its model on shard `shard` of `data`.
@@ -68,8 +114,9 @@ pub fn workload_for(
     data: &RunData,
     shard: data::ShardSpec,
 ) -> Result<Arc<dyn Workload>, RunError> {
-    match (data, &config.train.model) {
-        (RunData::Images { data, test }, ModelChoice::Mlp(spec)) => {
+    let model = &config.train.model;
+    match (data, image_model(model), model) {
+        (RunData::Images { data, test }, Some(image), _) => {
             let rows = if shard.count == 1 {
                 (0..data.train.len()).collect()
             } else {
@@ -82,12 +129,31 @@ pub fn workload_for(
                 )?
             };
             Ok(Arc::new(ImageClassification {
-                model: ImageModel::Mlp(spec.clone()),
+                model: image,
                 dataset: data.name.clone(),
                 train: Arc::new(data.train.subset(&rows)),
                 test: test.clone(),
             }))
         }
+        (RunData::Text { text, validation }, None, ModelChoice::CharGpt(size)) => {
+            let train = data::text::text_shard(
+                &text.train,
+                shard.index,
+                shard.count,
+                config.train.text_sharding,
+            )?;
+            Ok(Arc::new(CharLanguageModel {
+                config: size.with_vocab(text.vocab.len()),
+                vocabulary: text.vocab.clone(),
+                dataset: text.name.clone(),
+                train: Arc::new(train),
+                validation: validation.clone(),
+            }))
+        }
+        (data, _, model) => Err(RunError::Config(ConfigError::Invalid {
+            key: "train.model",
+            message: format!("model {model} cannot train on dataset {}", data.name()),
+        })),
     }
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Batch, BoxedModel, Direction, MetricDef, Metrics, ModelCard, Workload};
 use crate::data::Dataset;
-use crate::model::{Mlp, ModelSpec};
+use crate::model::{Cnn, CnnConfig, Mlp, ModelSpec};
 
 /// Rows per forward pass in evaluation; bounds activation memory.
 pub const EVAL_CHUNK: usize = 2_000;
@@ -20,6 +20,8 @@ pub const EVAL_CHUNK: usize = 2_000;
 pub enum ImageModel {
     /// A multilayer perceptron of the given layer widths ([`Mlp`]).
     Mlp(ModelSpec),
+    /// A LeNet-5-style convolutional network ([`Cnn`]).
+    Cnn(CnnConfig),
 }
 
 impl ImageModel {
@@ -27,6 +29,7 @@ impl ImageModel {
     pub fn input(&self) -> usize {
         match self {
             ImageModel::Mlp(spec) => spec.input,
+            ImageModel::Cnn(c) => c.input_len(),
         }
     }
 
@@ -34,6 +37,7 @@ impl ImageModel {
     pub fn classes(&self) -> usize {
         match self {
             ImageModel::Mlp(spec) => spec.classes,
+            ImageModel::Cnn(c) => c.classes,
         }
     }
 
@@ -41,6 +45,7 @@ impl ImageModel {
     pub fn kind(&self) -> &'static str {
         match self {
             ImageModel::Mlp(_) => "mlp",
+            ImageModel::Cnn(_) => "cnn",
         }
     }
 }
@@ -49,6 +54,11 @@ impl std::fmt::Display for ImageModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ImageModel::Mlp(spec) => write!(f, "mlp {spec}"),
+            ImageModel::Cnn(c) => write!(
+                f,
+                "cnn {}×{}×{} conv {}-{} fc {:?} to {}",
+                c.channels, c.side, c.side, c.conv1, c.conv2, c.hidden, c.classes
+            ),
         }
     }
 }
@@ -91,6 +101,10 @@ impl Workload for ImageClassification {
     fn card(&self) -> ModelCard {
         match &self.model {
             ImageModel::Mlp(spec) => ModelCard::mlp(spec),
+            ImageModel::Cnn(c) => ModelCard::new(
+                "cnn",
+                serde_json::to_value(c).unwrap_or(serde_json::Value::Null),
+            ),
         }
     }
 
@@ -106,6 +120,7 @@ impl Workload for ImageClassification {
     fn build(&self, vb: VarBuilder) -> candle_core::Result<BoxedModel> {
         Ok(match &self.model {
             ImageModel::Mlp(spec) => Box::new(Mlp::new(spec, vb)?),
+            ImageModel::Cnn(c) => Box::new(Cnn::new(c, vb).map_err(candle_core::Error::wrap)?),
         })
     }
 

@@ -16,7 +16,7 @@
 mod choice;
 pub mod image;
 mod params;
-// pub mod text;
+pub mod text;
 
 use std::fmt;
 
