@@ -167,7 +167,9 @@ fn every_truncation_is_an_error() -> Result<(), RDataError> {
         assert!(
             matches!(
                 err,
-                RDataError::Truncated { .. } | RDataError::BadFormat { .. }
+                RDataError::Truncated { .. }
+                    | RDataError::TooLong { .. }
+                    | RDataError::BadFormat { .. }
             ),
             "cut at {cut}: {msg}"
         );
