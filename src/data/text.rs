@@ -344,7 +344,8 @@ pub fn text_shard_ranges(
         TextSharding::Contiguous => {
             // (index × len) / count in u128: cannot overflow.
             let cut = |k: usize| (k as u128 * len as u128 / count as u128) as usize;
-            Ok(vec![cut(index)..cut(index + 1)])
+            let range = cut(index)..cut(index + 1);
+            Ok(Vec::from([range]))
         }
         TextSharding::Interleaved { block: 0 } => Err(DataError::BadTextSharding {
             value: sharding.to_string(),

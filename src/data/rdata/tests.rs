@@ -1,11 +1,13 @@
 //! Tests for the R reader on streams built byte by byte here.
 
 use std::io::Write;
+use std::path::Path;
 
 use flate2::write::{GzEncoder, ZlibEncoder};
 use flate2::Compression;
 
 use super::*;
+use crate::data::DataError;
 
 /// Builds an XDR serialization stream.
 struct Stream(Vec<u8>);
