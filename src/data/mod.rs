@@ -8,10 +8,16 @@
 //!
 //! Layout everywhere: images are row-major `[len, dim]` `f32` in `[0, 1]`, labels are `[len]`
 //! `u8` in `0..classes`.
+//!
+//! Text for character-level language models lives in [`text`]: a UTF-8 file, Jane Austen's
+//! novels (read from the R package's lazy-load database by [`rdata`]) or a seeded synthetic
+//! text, encoded as `u32` character ids and split 90/10 into training and validation tokens.
 
 pub mod idx;
+pub mod rdata;
 pub mod shard;
 pub mod synthetic;
+pub mod text;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -274,6 +280,125 @@ pub enum DataError {
         count: usize,
         /// Total rows being split.
         rows: usize,
+    },
+
+    /// A text file is not valid UTF-8.
+    #[error(
+        "{}: not valid UTF-8: the first invalid byte is at byte offset {offset}",
+        .path.display()
+    )]
+    NotUtf8 {
+        /// The file being read.
+        path: PathBuf,
+        /// 0-based byte offset of the first byte that is not part of a valid UTF-8 sequence.
+        offset: usize,
+    },
+
+    /// A text file holds no characters (zero bytes).
+    #[error("{}: the text file is empty (0 characters)", .path.display())]
+    EmptyText {
+        /// The file being read.
+        path: PathBuf,
+    },
+
+    /// A text is too short to give both its training and its validation part enough characters.
+    #[error(
+        "{origin}: text of {chars} characters is too short: splitting it 90/10 gives \
+         {train} training and {validation} validation characters, need at least {min} in each"
+    )]
+    TextTooShort {
+        /// Where the text came from: a file path or the name of the source.
+        origin: String,
+        /// Length of the text in characters (Unicode scalar values).
+        chars: usize,
+        /// Characters the training part would get.
+        train: usize,
+        /// Characters the validation part would get.
+        validation: usize,
+        /// Fewest characters each part needs.
+        min: usize,
+    },
+
+    /// A character to encode is not in the vocabulary.
+    #[error(
+        "character {ch:?} (U+{:04X}) at character index {index} is not in the vocabulary",
+        u32::from(*.ch)
+    )]
+    UnknownChar {
+        /// The character.
+        ch: char,
+        /// 0-based index, in characters, of its first occurrence in the text being encoded.
+        index: usize,
+    },
+
+    /// A stored vocabulary string is not strictly increasing (sorted, without repeats).
+    #[error(
+        "bad vocabulary: character {ch:?} at index {index} is not greater than the one before it \
+         (a vocabulary is its distinct characters in increasing order)"
+    )]
+    BadVocabulary {
+        /// The offending character.
+        ch: char,
+        /// Its 0-based index, in characters, in the stored string.
+        index: usize,
+    },
+
+    /// A text source string is not one of the accepted forms.
+    #[error(
+        "unknown text source `{value}`: expected one of `auto`, `austen`, `synthetic`, `text:FILE`"
+    )]
+    BadTextSource {
+        /// The string that failed to parse.
+        value: String,
+    },
+
+    /// A text sharding string is not one of the accepted forms.
+    #[error(
+        "bad text sharding `{value}`: {reason}; expected `contiguous`, `interleaved` or \
+         `interleaved:BLOCK` with BLOCK >= 1 tokens"
+    )]
+    BadTextSharding {
+        /// The string (or value) that failed to parse.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// An R data file (a lazy-load database `.rdb`/`.rdx`, or a serialized object inside it)
+    /// is malformed or uses a feature this reader does not support.
+    #[error("{}: cannot read R data ({what})", .path.display())]
+    RData {
+        /// The file being read.
+        path: PathBuf,
+        /// What was being read, e.g. `the index` or `object emma`.
+        what: String,
+        /// What is wrong, with the byte offset in the decompressed stream where known.
+        #[source]
+        source: rdata::RDataError,
+    },
+
+    /// An R lazy-load database does not hold an object that was asked for.
+    #[error("{}: no object `{name}` in this R lazy-load database (it holds: {})", .path.display(), .available.join(", "))]
+    RObjectMissing {
+        /// The index file (`.rdx`).
+        path: PathBuf,
+        /// The object that was asked for.
+        name: String,
+        /// The objects the index lists.
+        available: Vec<String>,
+    },
+
+    /// An R object has a different type from the one expected.
+    #[error("{}: R object `{name}` is {found}, expected {expected}", .path.display())]
+    RObjectType {
+        /// The database file (`.rdb`).
+        path: PathBuf,
+        /// The object's name.
+        name: String,
+        /// What it was expected to be, e.g. `a character vector without NA`.
+        expected: &'static str,
+        /// What it is.
+        found: String,
     },
 }
 
