@@ -1,7 +1,6 @@
 //! Command-line interface (clap derive). Flags override the TOML config; every flag maps to one
 //! config key, named in its help.
 
-use std::fmt::Display;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -9,7 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use parse::{count, duration, non_negative, parse_congestion, parse_lr_scaling, parse_slowdown, text, whole};
+use parse::{
+    count, duration, non_negative, parse_congestion, parse_lr_scaling, parse_slowdown, text, whole,
+};
 
 use crate::config::{Config, ConfigError, LrScaling, Mode};
 use crate::data::{DatasetSpec, ShardSpec};

@@ -9,7 +9,9 @@ use crate::config::LrScaling;
 
 /// The value parser of a flag written as its config key `key` is in the file, parsed with the
 /// same [`FromStr`]: `--shard 3/2` says "train.shard: bad shard `3/2`: ...".
-pub(super) fn text<T>(key: &'static str) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+pub(super) fn text<T>(
+    key: &'static str,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
 where
     T: FromStr,
     T::Err: Display,
@@ -46,7 +48,9 @@ where
 
 /// The value parser of a count flag at least 1, with an optional SI suffix: `4M` is 4,000,000,
 /// `500k` 500,000, `1.5G` 1,500,000,000 (`key` names it in the error).
-pub(super) fn count(key: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync {
+pub(super) fn count(
+    key: &'static str,
+) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync {
     move |s: &str| {
         let t = s.trim();
         let (number, scale) = match t.char_indices().last() {
@@ -67,7 +71,9 @@ pub(super) fn count(key: &'static str) -> impl Fn(&str) -> Result<u64, String> +
 }
 
 /// The value parser of a flag that takes a finite number ≥ 0 (`key` names it in the error).
-pub(super) fn non_negative(key: &'static str) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync {
+pub(super) fn non_negative(
+    key: &'static str,
+) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync {
     move |s: &str| match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
         Ok(v) => Err(format!("{key} must be a number ≥ 0, got {v}")),
@@ -77,7 +83,9 @@ pub(super) fn non_negative(key: &'static str) -> impl Fn(&str) -> Result<f64, St
 
 /// The value parser of a duration flag such as `30s` or `10m` (`key` names it in the error; a
 /// negative duration such as `-1s` reaches it with `allow_hyphen_values`).
-pub(super) fn duration(key: &'static str) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
+pub(super) fn duration(
+    key: &'static str,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
     move |s: &str| {
         humantime::parse_duration(s.trim()).map_err(|e| {
             if s.trim_start().starts_with('-') {
@@ -112,7 +120,6 @@ pub(super) fn parse_slowdown(s: &str) -> Result<(String, f64), String> {
     }
     Ok((name.to_string(), factor))
 }
-
 
 pub(super) fn parse_lr_scaling(s: &str) -> Result<LrScaling, String> {
     match s {

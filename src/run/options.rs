@@ -9,10 +9,10 @@ use tracing::info;
 
 use crate::certs::{self, PeerIdentity};
 use crate::config::{Config, ConfigError};
+use crate::data::text::TextData;
 use crate::data::{self, Dataset, TrainTest};
 use crate::node::PeerOptions;
 use crate::train::TrainPlan;
-use crate::data::text::TextData;
 use crate::workload::image::{ImageClassification, ImageModel};
 use crate::workload::text::CharLanguageModel;
 use crate::workload::{describe_params, ModelChoice, Workload};
@@ -64,14 +64,17 @@ impl RunData {
 pub fn load_data(config: &Config) -> Result<RunData, RunError> {
     let t = &config.train;
     let Some(model) = image_model(&t.model) else {
-        let source = t.dataset.text_source().ok_or_else(|| ConfigError::Invalid {
-            key: "train.dataset",
-            message: format!(
-                "model {} trains on text, but dataset {} is images; use auto, synthetic, \
+        let source = t
+            .dataset
+            .text_source()
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "train.dataset",
+                message: format!(
+                    "model {} trains on text, but dataset {} is images; use auto, synthetic, \
                  austen or text:FILE",
-                t.model, t.dataset
-            ),
-        })?;
+                    t.model, t.dataset
+                ),
+            })?;
         let text = data::text::load_text(&source, t.rng_seed)?;
         info!(dataset = %text.name, "{}", text.description);
         let validation = Arc::new(text.validation.clone());
@@ -80,7 +83,10 @@ pub fn load_data(config: &Config) -> Result<RunData, RunError> {
             validation,
         });
     };
-    if t.dataset.text_source().is_some_and(|_| t.dataset.is_text_only()) {
+    if t.dataset
+        .text_source()
+        .is_some_and(|_| t.dataset.is_text_only())
+    {
         return Err(RunError::Config(ConfigError::Invalid {
             key: "train.dataset",
             message: format!(

@@ -63,7 +63,8 @@ pub fn sample(
     let mut tensors = HashMap::with_capacity(checkpoint.layout.entries.len());
     for e in &checkpoint.layout.entries {
         let values = &checkpoint.params[e.range()];
-        let t = Tensor::from_slice(values, e.shape.as_slice(), &device).map_err(ModelError::from)?;
+        let t =
+            Tensor::from_slice(values, e.shape.as_slice(), &device).map_err(ModelError::from)?;
         tensors.insert(e.name.clone(), t);
     }
     let gpt = Gpt::new(

@@ -243,3 +243,112 @@ impl Trainer {
         &self.workload
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::text::{synthetic_text, TextData};
+    use crate::model::{CnnConfig, ModelSpec};
+    use crate::workload::image::{ImageClassification, ImageModel};
+    use crate::workload::text::CharLanguageModel;
+    use crate::workload::{describe_params, ModelChoice};
+
+    /// Every built-in model, on a little data: the MLP and the CNN on synthetic images, a small
+    /// char-gpt on synthetic text.
+    fn built_in_workloads() -> Vec<Arc<dyn Workload>> {
+        let (train, test) = crate::data::synthetic::generate(5, 64, 16);
+        let (train, test) = (Arc::new(train), Arc::new(test));
+        let image = |model| -> Arc<dyn Workload> {
+            Arc::new(ImageClassification {
+                model,
+                dataset: "synthetic".into(),
+                train: train.clone(),
+                test: test.clone(),
+            })
+        };
+        let text = TextData::from_text("synthetic", "", &synthetic_text(3, 20_000)).unwrap();
+        let ModelChoice::CharGpt(size) = "char-gpt:layers=2,heads=2,width=16,context=8"
+            .parse::<ModelChoice>()
+            .unwrap()
+        else {
+            unreachable!("a char-gpt choice")
+        };
+        vec![
+            image(ImageModel::Mlp(ModelSpec::default())),
+            image(ImageModel::Cnn(CnnConfig::default())),
+            Arc::new(CharLanguageModel {
+                config: size.with_vocab(text.vocab.len()),
+                vocabulary: text.vocab.clone(),
+                dataset: text.name.clone(),
+                train: Arc::new(text.train.clone()),
+                validation: Arc::new(text.validation.clone()),
+            }),
+        ]
+    }
+
+    /// candle's fused softmax, layer norm and rope record no backward pass; a model built
+    /// with one would leave some tensor without a gradient. With weight decay 0, AdamW moves a
+    /// tensor in its first step exactly when some element has a non-zero gradient.
+    #[test]
+    fn every_tensor_of_every_built_in_model_moves_in_the_first_step() {
+        crate::model::set_compute_threads(1);
+        for workload in built_in_workloads() {
+            let (layout, initial) = describe_params(workload.as_ref(), 7).unwrap();
+            let mut trainer = Trainer::new(workload.clone(), &initial, 1e-3, 0.0).unwrap();
+            assert_eq!(trainer.layout(), &layout, "{}", workload.describe());
+            let (loss, units) = trainer.train_step(&[0, 1, 2, 3]).unwrap();
+            assert!(loss.is_finite() && units >= 4, "{loss} {units}");
+            let after = trainer.work().unwrap();
+            for e in &layout.entries {
+                let moved = initial[e.range()]
+                    .iter()
+                    .zip(&after[e.range()])
+                    .any(|(a, b)| a != b);
+                assert!(moved, "{}: {} got no gradient", workload.describe(), e.name);
+            }
+        }
+    }
+
+    #[test]
+    fn seeded_initial_parameters_repeat_and_differ_by_seed() {
+        for workload in built_in_workloads() {
+            let (layout, a) = describe_params(workload.as_ref(), 1).unwrap();
+            let (_, b) = describe_params(workload.as_ref(), 1).unwrap();
+            let (_, c) = describe_params(workload.as_ref(), 2).unwrap();
+            assert_eq!(a, b, "{}", workload.describe());
+            assert_ne!(a, c, "{}", workload.describe());
+            assert_eq!(a.len(), layout.total);
+            let mut names: Vec<&str> = layout.entries.iter().map(|e| e.name.as_str()).collect();
+            let sorted = names.clone();
+            names.sort_unstable();
+            assert_eq!(names, sorted, "layout sorted by name");
+        }
+    }
+
+    #[test]
+    fn set_work_round_trips_and_bad_arguments_are_errors() {
+        let workload = built_in_workloads().remove(0);
+        let (_, initial) = describe_params(workload.as_ref(), 3).unwrap();
+        assert!(matches!(
+            Trainer::new(workload.clone(), &initial[1..], 1e-3, 0.0),
+            Err(ModelError::LengthMismatch { .. })
+        ));
+        assert!(matches!(
+            Trainer::new(workload.clone(), &initial, f64::NAN, 0.0),
+            Err(ModelError::InvalidHyperparameter { .. })
+        ));
+        let mut trainer = Trainer::new(workload.clone(), &initial, 1e-3, 0.0).unwrap();
+        assert_eq!(trainer.work().unwrap(), initial);
+        let delta: Vec<f32> = (0..initial.len()).map(|i| i as f32 * 1e-6).collect();
+        trainer.add_to_work(&delta).unwrap();
+        let expected: Vec<f32> = initial.iter().zip(&delta).map(|(a, d)| a + d).collect();
+        assert_eq!(trainer.work().unwrap(), expected);
+        assert!(trainer.set_work(&initial[2..]).is_err());
+        assert!(matches!(trainer.train_step(&[]), Err(ModelError::Empty(_))));
+        assert!(
+            trainer.train_step(&[1_000_000]).is_err(),
+            "an example past the shard"
+        );
+        assert_eq!(trainer.work().unwrap(), expected, "nothing changed");
+    }
+}

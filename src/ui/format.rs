@@ -17,6 +17,19 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
+/// A peer's headline evaluation: its accuracy as a percentage when it has one, else its
+/// workload's first metric as `name=value` (e.g. `val_loss=2.5674`), else `-`.
+pub fn headline(v: &crate::metrics::PeerStatus) -> String {
+    match (
+        v.test_accuracy,
+        v.metrics.as_ref().and_then(|m| m.primary()),
+    ) {
+        (Some(acc), _) => percent(Some(acc)),
+        (None, Some((name, value))) => format!("{name}={value:.4}"),
+        (None, None) => "-".into(),
+    }
+}
+
 /// A fraction in [0, 1] as a percentage with two decimals (`0.8125` → `81.25%`); `-` for none.
 pub fn percent(v: Option<f32>) -> String {
     v.map_or("-".into(), |a| format!("{:.2}%", a * 100.0))

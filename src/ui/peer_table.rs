@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::metrics::PeerStatus;
 
-use super::format::{human_bytes, loss, percent, seconds_ago};
+use super::format::{headline, human_bytes, loss, seconds_ago};
 
 /// How a peer's row is shown beyond its lifecycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub struct PeerRow {
 
 /// The column titles of the peer table.
 pub const COLUMNS: [&str; 13] = [
-    "peer", "id", "address", "state", "version", "applied", "accuracy", "loss", "peers", "heard",
+    "peer", "id", "address", "state", "version", "applied", "eval", "loss", "peers", "heard",
     "sent", "received", "dups",
 ];
 
@@ -63,7 +63,7 @@ pub fn row_cells(row: &PeerRow) -> Vec<String> {
         state_text(row),
         v.version.to_string(),
         v.applied.to_string(),
-        percent(v.test_accuracy),
+        headline(v),
         loss(v.train_loss),
         v.peers_known.to_string(),
         seconds_ago(v.last_heard_seconds),
@@ -119,14 +119,14 @@ pub fn render_plain(rows: &[PeerRow], color: bool) -> String {
 /// One peer as a progress line of `rumor up` without a terminal, `elapsed` since the start.
 pub fn plain_line(v: &PeerStatus, elapsed: Duration) -> String {
     format!(
-        "[{:>6.1}s] {} {} version {} applied {} step {} accuracy {} peers {} sent {} received {}",
+        "[{:>6.1}s] {} {} version {} applied {} step {} eval {} peers {} sent {} received {}",
         elapsed.as_secs_f64(),
         v.name,
         v.lifecycle.as_str(),
         v.version,
         v.applied,
         v.step,
-        percent(v.test_accuracy),
+        headline(v),
         v.peers_known,
         human_bytes(v.bytes_sent),
         human_bytes(v.bytes_received)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
 
 use super::dashboard::{self, DashboardState};
-use super::format::{human_bytes, loss, percent};
+use super::format::{headline, human_bytes, loss};
 use super::peer_table::{ansi, pad_state, render_plain, state_code, Mark, PeerRow};
 use crate::metrics::http::{fetch_status, HttpError};
 use crate::metrics::{EventKind, GossipEvent, PeerStatus, StatusSnapshot};
@@ -23,7 +23,7 @@ pub fn render_status(s: &StatusSnapshot, color: bool) -> String {
         p.lifecycle.as_str()
     };
     let mut out = format!(
-        "{} ({}) at {} — {}\n  version {}  applied {}  accuracy {}  loss {}  peers {}  steps {}  \
+        "{} ({}) at {} — {}\n  version {}  applied {}  eval {}  loss {}  peers {}  steps {}  \
          sent {}  received {}  duplicates {}  incarnation {}  up {:.0}s\n\n",
         ansi("1", &p.name, color),
         crate::metrics::short_id(&p.peer_id_text()),
@@ -31,7 +31,7 @@ pub fn render_status(s: &StatusSnapshot, color: bool) -> String {
         ansi(state_code(state), state, color),
         p.version,
         p.applied,
-        percent(p.test_accuracy),
+        headline(p),
         loss(p.train_loss),
         p.peers_known,
         p.step,

@@ -192,7 +192,10 @@ mod tests {
         assert_eq!(gpt, ModelChoice::CharGpt(GptSize::default()));
         assert_eq!(gpt.to_string(), "char-gpt");
         let small: ModelChoice = "char-gpt:layers=2,width=32".parse().unwrap();
-        assert_eq!(small.to_string(), "char-gpt:layers=2,heads=4,width=32,context=64");
+        assert_eq!(
+            small.to_string(),
+            "char-gpt:layers=2,heads=4,width=32,context=64"
+        );
         assert_eq!(small.to_string().parse::<ModelChoice>().unwrap(), small);
         for bad in [
             "",

@@ -84,10 +84,7 @@ impl CharLanguageModel {
     fn mean_loss(&self, model: &dyn Module, batch: &Batch) -> candle_core::Result<Tensor> {
         let logits = model.forward(&batch.inputs)?;
         let (b, t, v) = logits.dims3()?;
-        candle_nn::loss::cross_entropy(
-            &logits.reshape((b * t, v))?,
-            &batch.targets.reshape(b * t)?,
-        )
+        candle_nn::loss::cross_entropy(&logits.reshape((b * t, v))?, &batch.targets.reshape(b * t)?)
     }
 }
 
@@ -120,7 +117,9 @@ impl Workload for CharLanguageModel {
     }
 
     fn build(&self, vb: VarBuilder) -> candle_core::Result<BoxedModel> {
-        Ok(Box::new(Gpt::new(&self.config, vb).map_err(candle_core::Error::wrap)?))
+        Ok(Box::new(
+            Gpt::new(&self.config, vb).map_err(candle_core::Error::wrap)?,
+        ))
     }
 
     fn train_examples(&self) -> usize {

@@ -16,6 +16,7 @@ mod forgery;
 mod health;
 mod kubernetes;
 mod lab;
+mod models;
 mod netns;
 mod observability;
 mod procs;
