@@ -5,8 +5,12 @@
 //!
 //! `rumor bench signing` ([`signing`]): what signing and checking deltas and member records
 //! costs one peer's CPU.
+//!
+//! `rumor bench training` ([`training`]): steps per second of a gossiping peer against the bare
+//! training loop.
 
 pub mod signing;
+pub mod training;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -155,6 +155,20 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Training throughput: optimizer steps per second of one gossiping peer against the bare
+    /// training loop on the same workload (model, data, batch: the config and flags).
+    Training {
+        /// Optimizer steps of each run.
+        #[arg(long, default_value_t = 300, allow_negative_numbers = true,
+              value_parser = whole::<u64>("--steps", 20))]
+        steps: u64,
+        /// Training settings (model, dataset, batch size, publish_every, ...).
+        #[command(flatten)]
+        train: Box<TrainFlags>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Signed updates: µs to hash and sign or verify a delta, to sign or verify a member
     /// record, to admit a certificate; and the share of one core each takes at a rate.
     Signing {
@@ -350,6 +364,9 @@ pub struct TrainFlags {
     /// Token budget of a text model over all peers, e.g. 4M  [train.tokens]
     #[arg(long, value_parser = count("train.tokens"))]
     pub tokens: Option<u64>,
+    /// Where training runs: cpu | cuda | cuda:N | metal  [train.device]
+    #[arg(long, value_parser = text::<crate::train::DeviceChoice>("train.device"))]
+    pub device: Option<crate::train::DeviceChoice>,
     /// Learning-rate schedule: constant | cosine | cosine:warmup=F,floor=F  [train.lr_schedule]
     #[arg(long, value_parser = text::<LrSchedule>("train.lr_schedule"))]
     pub lr_schedule: Option<LrSchedule>,
@@ -554,6 +571,7 @@ impl TrainFlags {
             t.tokens = self.tokens;
         }
         set(&mut t.lr_schedule, &self.lr_schedule);
+        set(&mut t.device, &self.device);
         if self.max_train_time.is_some() {
             t.max_train_time = self.max_train_time;
         }

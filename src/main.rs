@@ -200,6 +200,16 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Bench(BenchCommand::Training { steps, train, json }) => {
+            let config = train.load_config()?;
+            model::set_compute_threads(config.train.threads);
+            let result = runtime.block_on(bench::training::training(&config, steps))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                println!("{result}");
+            }
+        }
         Command::Bench(BenchCommand::Signing {
             params,
             deltas_per_second,

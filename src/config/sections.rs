@@ -180,6 +180,10 @@ pub struct TrainSection {
     /// (linear warm-up over a fraction of the steps, cosine decay to floor × lr).
     #[serde(with = "text")]
     pub lr_schedule: LrSchedule,
+    /// Where training runs: `cpu`, `cuda`, `cuda:N` or `metal` (a GPU needs a build with the
+    /// cargo feature of that name).
+    #[serde(with = "text")]
+    pub device: crate::train::DeviceChoice,
     /// Stop training after this long even if epochs remain (a time-boxed run); absent: no limit.
     #[serde(default, with = "humantime_serde::option")]
     pub max_train_time: Option<Duration>,
@@ -245,6 +249,7 @@ impl Default for TrainSection {
             epochs: 2,
             tokens: None,
             lr_schedule: LrSchedule::Constant,
+            device: crate::train::DeviceChoice::Cpu,
             max_train_time: None,
             batch_size: 64,
             lr: 1e-3,

@@ -19,6 +19,20 @@ impl Config {
             .map_err(|e| invalid("train.shard", e))?;
         self.partition()?;
         let t = &self.train;
+        if !t.device.built_in() {
+            let feature = if t.device == crate::train::DeviceChoice::Metal {
+                "metal"
+            } else {
+                "cuda"
+            };
+            return Err(invalid(
+                "train.device",
+                format!(
+                    "{}: this build has no {feature} support; rebuild with --features {feature}",
+                    t.device
+                ),
+            ));
+        }
         check(t.epochs >= 1, "train.epochs", "must be at least 1")?;
         check(t.batch_size >= 1, "train.batch_size", "must be at least 1")?;
         check(

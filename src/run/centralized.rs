@@ -34,6 +34,7 @@ pub fn centralized(config: &Config, data: &RunData, no_tui: bool) -> Result<RunS
         epochs,
         max_steps,
         lr_schedule: t.lr_schedule,
+        device: t.device,
         batch_size: t.batch_size,
         lr,
         weight_decay: t.weight_decay,

@@ -73,7 +73,7 @@ pub enum RunError {
 
 impl RunError {
     /// [`RunError::Peer`] for the peer called `name`, failed with `source`.
-    fn peer(name: &str, source: NodeError) -> Self {
+    pub fn peer(name: &str, source: NodeError) -> Self {
         RunError::Peer {
             name: name.to_string(),
             source: Box::new(source),

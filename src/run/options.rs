@@ -308,6 +308,7 @@ pub fn workload_peer_options(
         epochs,
         max_steps,
         lr_schedule: t.lr_schedule,
+        device: t.device,
         batch_size: t.batch_size,
         lr,
         weight_decay: t.weight_decay,

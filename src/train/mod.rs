@@ -5,6 +5,7 @@
 //! around a step — fold in received deltas and publish one, meet the others at a barrier, or
 //! nothing — and say so through [`TrainHooks`].
 
+mod device;
 mod eval;
 mod plan;
 mod schedule;
@@ -13,6 +14,7 @@ mod trainer;
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
+pub use device::DeviceChoice;
 pub use eval::{evaluate_snapshot, write_eval_snapshot};
 pub use plan::{StepPosition, TrainPlan, TrainProgress};
 pub use schedule::LrSchedule;
@@ -110,7 +112,14 @@ pub fn run_training<H: TrainHooks>(
     initial: &[f32],
     hooks: &mut H,
 ) -> Result<TrainProgress, H::Error> {
-    let mut trainer = Trainer::new(workload.clone(), initial, plan.lr, plan.weight_decay)?;
+    let device = plan.device.open()?;
+    let mut trainer = Trainer::with_device(
+        workload.clone(),
+        initial,
+        plan.lr,
+        plan.weight_decay,
+        device,
+    )?;
     let examples = workload.train_examples();
     let total_steps = plan.total_steps(examples);
     let mut progress = TrainProgress::default();
@@ -301,6 +310,7 @@ mod tests {
             epochs: 2,
             max_steps: None,
             lr_schedule: LrSchedule::Constant,
+            device: DeviceChoice::Cpu,
             batch_size: 16,
             lr: 0.01,
             weight_decay: 0.0,

@@ -19,6 +19,8 @@ pub struct TrainPlan {
     pub max_steps: Option<u64>,
     /// How the learning rate moves over the run ([`LrSchedule::Constant`]: it stays `lr`).
     pub lr_schedule: LrSchedule,
+    /// Where the optimizer steps run (evaluation stays on the CPU, off the training path).
+    pub device: super::DeviceChoice,
     /// Samples per step.
     pub batch_size: usize,
     /// Effective learning rate (after scaling by the number of peers).

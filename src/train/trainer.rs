@@ -18,7 +18,7 @@ fn check_hyper(name: &'static str, value: f64) -> Result<(), ModelError> {
 }
 
 /// The local training state of a peer: the workload's model, its parameters as candle `Var`s in
-/// [`ParamLayout`] order, and an AdamW optimizer over them. Runs on the CPU device.
+/// [`ParamLayout`] order, and an AdamW optimizer over them, on one candle device.
 ///
 /// The optimizer's moment estimates persist across [`Trainer::set_work`] and
 /// [`Trainer::add_to_work`]: a merge moves the parameters but does not reset AdamW, as in local
@@ -60,9 +60,23 @@ impl Trainer {
         lr: f64,
         weight_decay: f64,
     ) -> Result<Self, ModelError> {
+        Self::with_device(workload, initial, lr, weight_decay, Device::Cpu)
+    }
+
+    /// [`Trainer::new`] on `device` (parameters, optimizer state and batches live there;
+    /// `work()` copies to the host).
+    ///
+    /// # Errors
+    /// As [`Trainer::new`].
+    pub fn with_device(
+        workload: Arc<dyn Workload>,
+        initial: &[f32],
+        lr: f64,
+        weight_decay: f64,
+        device: Device,
+    ) -> Result<Self, ModelError> {
         check_hyper("lr", lr)?;
         check_hyper("weight_decay", weight_decay)?;
-        let device = Device::Cpu;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
         let model = workload.build(vb)?;
