@@ -20,8 +20,24 @@ struct MetricsLine {
     step: u64,
     samples: u64,
     test_accuracy: Option<f32>,
+    #[serde(default)]
+    metrics: Option<crate::workload::Metrics>,
     bytes_sent: u64,
     bytes_received: u64,
+}
+
+impl MetricsLine {
+    /// The value of `metric` at this line, if it was evaluated (`accuracy` also from the
+    /// `test_accuracy` field older lines carry alone).
+    fn value(&self, metric: &str) -> Option<f64> {
+        self.metrics
+            .as_ref()
+            .and_then(|m| m.get(metric))
+            .or_else(|| match metric {
+                "accuracy" => self.test_accuracy.map(f64::from),
+                _ => None,
+            })
+    }
 }
 
 /// One row of `runs.csv`: one peer's evaluation at one time of one run.
@@ -49,12 +65,14 @@ pub struct RunRow {
     pub step: u64,
     /// Samples of this peer.
     pub samples: u64,
-    /// Test accuracy of this peer's base.
-    pub test_accuracy: f32,
-    /// Mean of every peer's latest accuracy at this time (empty until all evaluated).
-    pub mean_test_accuracy: Option<f32>,
-    /// max − min of the peers' latest accuracies at this time.
-    pub accuracy_spread: Option<f32>,
+    /// The target metric's name.
+    pub metric: String,
+    /// The target metric of this peer's base.
+    pub value: f64,
+    /// Mean of every peer's latest value at this time (empty until all evaluated).
+    pub mean_value: Option<f64>,
+    /// max − min of the peers' latest values at this time.
+    pub spread: Option<f64>,
     /// UDP bytes sent by this peer so far.
     pub bytes_sent: u64,
     /// UDP bytes received by this peer so far.
@@ -80,16 +98,16 @@ pub struct CellSummary {
     pub seed: u64,
     /// Where it ran: `in-process` or `netns`.
     pub runner: String,
-    /// First time the mean accuracy reached the target (s); null: never.
+    /// First time the mean of the target metric reached the target (s); null: never.
     pub time_to_target_seconds: Option<f64>,
-    /// First time every peer's accuracy reached the target (s); null: never.
+    /// First time every peer's value reached the target (s); null: never.
     pub time_to_target_all_seconds: Option<f64>,
     /// Straggler cells: first time the mean over the other peers reached the target (s).
     pub time_to_target_others_seconds: Option<f64>,
-    /// Mean final test accuracy.
-    pub final_mean_test_accuracy: f32,
-    /// Lowest final test accuracy.
-    pub final_min_test_accuracy: f32,
+    /// Mean over the peers of the target metric of the final models.
+    pub final_mean: f64,
+    /// The worst peer's final value of the target metric (lowest accuracy, highest loss).
+    pub final_worst: f64,
     /// Consensus distance of the final models.
     pub final_consensus_distance: f64,
     /// Mean UDP bytes sent per peer (quinn statistics).
@@ -108,8 +126,8 @@ pub struct CellSummary {
 pub struct LabSummary {
     /// The experiment's name.
     pub name: String,
-    /// The target accuracy.
-    pub target_accuracy: f32,
+    /// The target: metric, value and direction.
+    pub target: super::file::LabTarget,
     /// How `time_to_target_seconds` is defined.
     pub time_to_target_definition: String,
     /// One entry per run that finished.
@@ -134,9 +152,9 @@ pub struct FailedRun {
 pub struct Series {
     /// The run.
     pub cell: Cell,
-    /// `(t, mean accuracy)`.
-    pub mean_accuracy: Vec<(f64, f64)>,
-    /// `(t, accuracy spread)`.
+    /// `(t, mean of the target metric)`.
+    pub mean_value: Vec<(f64, f64)>,
+    /// `(t, spread of the target metric)`.
     pub spread: Vec<(f64, f64)>,
     /// `(t, mean bytes sent per peer)`.
     pub bytes_per_peer: Vec<(f64, f64)>,
@@ -166,49 +184,54 @@ pub(super) fn analyse(
         .fold(f64::INFINITY, f64::min);
     lines.sort_by(|a, b| a.time.total_cmp(&b.time));
     let names: Vec<String> = summary.peers.iter().map(|p| p.name.clone()).collect();
-    let mut latest: BTreeMap<String, f32> = BTreeMap::new();
+    let mut latest: BTreeMap<String, f64> = BTreeMap::new();
     let mut sent: BTreeMap<String, u64> = BTreeMap::new();
     let mut rows = Vec::new();
     let mut ser = Series {
         cell: *cell,
-        mean_accuracy: Vec::new(),
+        mean_value: Vec::new(),
         spread: Vec::new(),
         bytes_per_peer: Vec::new(),
     };
     let (mut ttt, mut ttt_all, mut ttt_others) = (None, None, None);
     let straggler_name = cell.straggler(lab)?;
     let straggler = (cell.slowdown > 1.0).then_some(straggler_name.as_str());
-    let target = lab.target_accuracy;
+    let target = lab.target().map_err(|message| LabError::File {
+        path: dir.to_path_buf(),
+        message,
+    })?;
     for l in &lines {
         let t = l.time - t0;
         sent.insert(l.peer.clone(), l.bytes_sent);
         let bytes = sent.values().sum::<u64>() as f64 / names.len().max(1) as f64;
         ser.bytes_per_peer.push((t, bytes));
-        let Some(acc) = l.test_accuracy else { continue };
-        latest.insert(l.peer.clone(), acc);
+        let Some(value) = l.value(&target.metric) else {
+            continue;
+        };
+        latest.insert(l.peer.clone(), value);
         let all = names.iter().all(|n| latest.contains_key(n));
         let (mean, spread) = if all {
-            let v: Vec<f32> = latest.values().copied().collect();
-            let mean = v.iter().sum::<f32>() / v.len() as f32;
-            let max = v.iter().copied().fold(f32::MIN, f32::max);
-            let min = v.iter().copied().fold(f32::MAX, f32::min);
-            ser.mean_accuracy.push((t, f64::from(mean)));
-            ser.spread.push((t, f64::from(max - min)));
-            if ttt.is_none() && mean >= target {
+            let v: Vec<f64> = latest.values().copied().collect();
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            let max = v.iter().copied().fold(f64::MIN, f64::max);
+            let min = v.iter().copied().fold(f64::MAX, f64::min);
+            ser.mean_value.push((t, mean));
+            ser.spread.push((t, max - min));
+            if ttt.is_none() && target.reached(mean) {
                 ttt = Some(t);
             }
-            if ttt_all.is_none() && min >= target {
+            if ttt_all.is_none() && target.reached(target.worse(min, max)) {
                 ttt_all = Some(t);
             }
             if let Some(s) = straggler {
-                let others: Vec<f32> = latest
+                let others: Vec<f64> = latest
                     .iter()
                     .filter(|(n, _)| n.as_str() != s)
                     .map(|(_, a)| *a)
                     .collect();
                 if !others.is_empty()
                     && ttt_others.is_none()
-                    && others.iter().sum::<f32>() / others.len() as f32 >= target
+                    && target.reached(others.iter().sum::<f64>() / others.len() as f64)
                 {
                     ttt_others = Some(t);
                 }
@@ -229,9 +252,10 @@ pub(super) fn analyse(
             t_seconds: t,
             step: l.step,
             samples: l.samples,
-            test_accuracy: acc,
-            mean_test_accuracy: mean,
-            accuracy_spread: spread,
+            metric: target.metric.clone(),
+            value,
+            mean_value: mean,
+            spread,
             bytes_sent: l.bytes_sent,
             bytes_received: l.bytes_received,
         });
@@ -250,8 +274,13 @@ pub(super) fn analyse(
         time_to_target_seconds: ttt,
         time_to_target_all_seconds: ttt_all,
         time_to_target_others_seconds: ttt_others,
-        final_mean_test_accuracy: summary.mean_test_accuracy,
-        final_min_test_accuracy: summary.min_test_accuracy,
+        final_mean: summary.metrics.get(&target.metric).unwrap_or(f64::NAN),
+        final_worst: summary
+            .peers
+            .iter()
+            .filter_map(|p| p.metrics.get(&target.metric))
+            .reduce(|a, b| target.worse(a, b))
+            .unwrap_or(f64::NAN),
         final_consensus_distance: summary.consensus_distance,
         bytes_sent_per_peer,
         wall_seconds: summary.wall_seconds,
@@ -298,14 +327,23 @@ fn fmt_drain(t: Option<f64>) -> String {
 
 /// The Markdown report: per-setting means over seeds, then every run.
 pub fn report(s: &LabSummary) -> String {
+    let metric = &s.target.metric;
     let mut out = format!(
-        "# Lab report: {}\n\nTarget test accuracy: {:.1}%. Time to target: {}.\n\n",
+        "# Lab report: {}\n\nTarget: {}. Time to target: {}.\n\n",
         s.name,
-        s.target_accuracy * 100.0,
+        s.target.describe(),
         s.time_to_target_definition
     );
+    // Accuracy as a percentage, anything else as it is.
+    let show = |v: f64| {
+        if metric == "accuracy" {
+            format!("{:.2}%", v * 100.0)
+        } else {
+            format!("{v:.4}")
+        }
+    };
     out.push_str("## Per setting (mean over seeds)\n\n");
-    out.push_str("| mode | loss | slowdown | non-IID α | peers | seeds | reached | time to target (s) | every peer (s) | others (s) | final mean acc | final min acc | consensus dist | MiB sent/peer | drained | drain (s) |\n");
+    out.push_str(&format!("| mode | loss | slowdown | non-IID α | peers | seeds | reached | time to target (s) | every peer (s) | others (s) | final mean {metric} | final worst {metric} | consensus dist | MiB sent/peer | drained | drain (s) |\n"));
     out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut groups: BTreeMap<String, Vec<&CellSummary>> = BTreeMap::new();
     let mut order = Vec::new();
@@ -343,7 +381,7 @@ pub fn report(s: &LabSummary) -> String {
         let mean =
             |f: &dyn Fn(&CellSummary) -> f64| cs.iter().map(|c| f(c)).sum::<f64>() / n as f64;
         out.push_str(&format!(
-            "| {} | {:.0}% | {} | {} | {} | {} | {}/{} | {} | {} | {} | {:.2}% | {:.2}% | {:.1e} | {:.1} | {}/{} | {} |\n",
+            "| {} | {:.0}% | {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {:.1e} | {:.1} | {}/{} | {} |\n",
             c0.mode,
             c0.loss * 100.0,
             c0.slowdown,
@@ -359,8 +397,8 @@ pub fn report(s: &LabSummary) -> String {
             } else {
                 "-".into()
             },
-            mean(&|c| f64::from(c.final_mean_test_accuracy)) * 100.0,
-            mean(&|c| f64::from(c.final_min_test_accuracy)) * 100.0,
+            show(mean(&|c| c.final_mean)),
+            show(mean(&|c| c.final_worst)),
             mean(&|c| c.final_consensus_distance),
             mean(&|c| c.bytes_sent_per_peer) / (1024.0 * 1024.0),
             cs.iter().map(|c| c.peers_drained).sum::<usize>(),
@@ -369,16 +407,16 @@ pub fn report(s: &LabSummary) -> String {
         ));
     }
     out.push_str("\nMeans of time to target are over the seeds that reached it (see `reached`).\n\n## Every run\n\n");
-    out.push_str("| run | runner | time to target (s) | every peer (s) | final mean acc | final min acc | consensus dist | MiB sent/peer | wall (s) | drained | drain (s) |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str(&format!("| run | runner | time to target (s) | every peer (s) | final mean {metric} | final worst {metric} | consensus dist | MiB sent/peer | wall (s) | drained | drain (s) |\n|---|---|---|---|---|---|---|---|---|---|---|\n"));
     for c in &s.cells {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.2}% | {:.2}% | {:.1e} | {:.1} | {:.1} | {}/{} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.1e} | {:.1} | {:.1} | {}/{} | {} |\n",
             c.cell,
             c.runner,
             fmt_secs(c.time_to_target_seconds),
             fmt_secs(c.time_to_target_all_seconds),
-            c.final_mean_test_accuracy * 100.0,
-            c.final_min_test_accuracy * 100.0,
+            show(c.final_mean),
+            show(c.final_worst),
             c.final_consensus_distance,
             c.bytes_sent_per_peer / (1024.0 * 1024.0),
             c.wall_seconds,
@@ -402,7 +440,7 @@ pub fn report(s: &LabSummary) -> String {
             out.push_str(&format!("![{p}]({p})\n\n"));
         }
     }
-    out.push_str("Accuracy spread (max − min of the peers' latest test accuracies) is plotted as the per-time stand-in for consensus distance, which is measured on the final models only.\n");
+    out.push_str(&format!("The spread of {metric} (max − min of the peers' latest values) is plotted as the per-time stand-in for consensus distance, which is measured on the final models only.\n"));
     out
 }
 
@@ -478,13 +516,14 @@ mod tests {
         // Mean: t=2 → 0.6, t=3 → 0.8 (reached), t=5 → 0.875; every peer ≥ 0.75 only at t=5.
         assert_eq!(s.time_to_target_seconds, Some(3.0));
         assert_eq!(s.time_to_target_all_seconds, Some(5.0));
-        assert_eq!(series.mean_accuracy.len(), 3);
+        assert_eq!(series.mean_value.len(), 3);
+        assert!((s.final_mean - 0.9).abs() < 1e-12 && (s.final_worst - 0.9).abs() < 1e-12);
         // The longest drain of the run, and how many of the cell's 4 peers drained (2 ran).
         assert_eq!(s.drain_seconds, Some(1.5));
         assert_eq!(s.peers_drained, 2);
         let text = report(&LabSummary {
             name: "t".into(),
-            target_accuracy: 0.8,
+            target: lab.target().unwrap(),
             time_to_target_definition: String::new(),
             cells: vec![s],
             failed: vec![FailedRun {
@@ -499,5 +538,94 @@ mod tests {
         );
         assert!(text.contains("| gossip |"), "{text}");
         assert!(text.contains("| 2/4 | 1.5 |"), "{text}");
+        assert!(text.contains("Target: accuracy ≥ 0.75"), "{text}");
+    }
+
+    /// A loss target is reached from above, read from the `metrics` of each line; the worst
+    /// peer is the one with the highest loss.
+    #[test]
+    fn a_loss_target_is_reached_from_above() {
+        let dir = tempfile::tempdir().unwrap();
+        let loss_line = |peer: &str, t: f64, loss: f64| {
+            serde_json::json!({
+                "time": 1000.0 + t, "elapsed_seconds": t, "peer": peer, "step": 1,
+                "samples": 64, "test_accuracy": null,
+                "metrics": {"val_loss": loss, "perplexity": loss.exp()},
+                "bytes_sent": 10, "bytes_received": 10
+            })
+            .to_string()
+        };
+        for (peer, lines) in [
+            (
+                "peer-0",
+                [loss_line("peer-0", 1.0, 3.0), loss_line("peer-0", 3.0, 1.5)],
+            ),
+            (
+                "peer-1",
+                [loss_line("peer-1", 2.0, 2.5), loss_line("peer-1", 5.0, 1.9)],
+            ),
+        ] {
+            std::fs::create_dir_all(dir.path().join(peer)).unwrap();
+            std::fs::write(
+                dir.path().join(peer).join("metrics.jsonl"),
+                lines.join("\n"),
+            )
+            .unwrap();
+        }
+        let metrics = |v: f64| crate::workload::Metrics(vec![("val_loss".into(), v)]);
+        let peer = |name: &str, v: f64| crate::run::PeerSummary {
+            peer_id: String::new(),
+            name: name.into(),
+            test_accuracy: 0.0,
+            metrics: metrics(v),
+            version: 1,
+            applied: 1,
+            bytes_sent: 10,
+            bytes_received: 10,
+            steps: 1,
+            samples: 64,
+            drained: true,
+            drain_seconds: None,
+        };
+        let summary = RunSummary {
+            mode: "gossip".into(),
+            dataset: "austen".into(),
+            peers: vec![peer("peer-0", 1.5), peer("peer-1", 1.9)],
+            mean_test_accuracy: 0.0,
+            min_test_accuracy: 0.0,
+            metrics: metrics(1.7),
+            consensus_distance: 0.0,
+            wall_seconds: 6.0,
+            samples_total: 128,
+            lr: 0.001,
+            epochs: 1,
+        };
+        let lab: LabFile =
+            toml::from_str("name = \"t\"\n[target]\nmetric = \"val_loss\"\nvalue = 2.0\n").unwrap();
+        let cell = lab.cells()[0];
+        let (rows, s, _) = analyse(&lab, &cell, dir.path(), &summary).unwrap();
+        assert_eq!(rows[0].metric, "val_loss");
+        // Mean: t=2 → 2.75, t=3 → 2.0 (reached); every peer ≤ 2.0 only at t=5.
+        assert_eq!(s.time_to_target_seconds, Some(3.0));
+        assert_eq!(s.time_to_target_all_seconds, Some(5.0));
+        assert!((s.final_worst - 1.9).abs() < 1e-12, "{}", s.final_worst);
+    }
+
+    #[test]
+    fn a_target_needs_one_form_and_a_direction() {
+        let parse = |text: &str| toml::from_str::<LabFile>(text).unwrap().target();
+        assert!(parse("name = \"t\"\n").is_err());
+        assert!(parse("name = \"t\"\ntarget_accuracy = 1.5\n").is_err());
+        let both =
+            "name = \"t\"\ntarget_accuracy = 0.5\n[target]\nmetric = \"val_loss\"\nvalue = 2.0\n";
+        assert!(parse(both).is_err());
+        let unknown = "name = \"t\"\n[target]\nmetric = \"bleu\"\nvalue = 30.0\n";
+        assert!(parse(unknown).unwrap_err().contains("direction"));
+        let given =
+            "name = \"t\"\n[target]\nmetric = \"bleu\"\nvalue = 30.0\ndirection = \"higher\"\n";
+        assert_eq!(
+            parse(given).unwrap().direction,
+            crate::workload::Direction::Higher
+        );
     }
 }

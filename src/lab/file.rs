@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, Mode};
 
 use super::{netns, LabError};
+use crate::workload::Direction;
 
 /// A lab file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -16,8 +17,14 @@ use super::{netns, LabError};
 pub struct LabFile {
     /// Name of the experiment (default output folder `results/NAME`).
     pub name: String,
-    /// Test accuracy in [0, 1] that defines time-to-target.
-    pub target_accuracy: f32,
+    /// Test accuracy in (0, 1] that defines time-to-target (shorthand for a `[target]` on
+    /// `accuracy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_accuracy: Option<f32>,
+    /// The metric and value that define time-to-target, e.g. `{ metric = "val_loss", value =
+    /// 1.6 }` (a loss is reached from above: `direction` defaults by the metric's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetSpec>,
     /// Modes to run: `gossip`, `sync` (and `centralized`, as a reference).
     #[serde(default = "default_modes")]
     pub modes: Vec<Mode>,
@@ -55,6 +62,71 @@ pub struct LabFile {
     /// The rumor configuration every run starts from (same keys as `config/default.toml`).
     #[serde(default)]
     pub config: Config,
+}
+
+/// `[target]` of a lab file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// The metric, as the workload names it (`accuracy`, `val_loss`, `perplexity`, ...).
+    pub metric: String,
+    /// The value to reach.
+    pub value: f64,
+    /// `higher` or `lower` is better; absent: `higher` for accuracy, `lower` for a metric named
+    /// like a loss (`*loss`, `perplexity`, `mse`, `*error`).
+    #[serde(default)]
+    pub direction: Option<Direction>,
+}
+
+/// The target of a lab: time-to-target is the first time the metric reaches `value` in
+/// `direction`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LabTarget {
+    /// The metric.
+    pub metric: String,
+    /// The value to reach.
+    pub value: f64,
+    /// Which way is better.
+    pub direction: Direction,
+}
+
+impl LabTarget {
+    /// True when `value` reached the target.
+    pub fn reached(&self, value: f64) -> bool {
+        self.direction.reached(value, self.value)
+    }
+
+    /// The worse of two values in this target's direction.
+    pub fn worse(&self, a: f64, b: f64) -> f64 {
+        match self.direction {
+            Direction::Higher => a.min(b),
+            Direction::Lower => a.max(b),
+        }
+    }
+
+    /// `accuracy ≥ 0.84`, `val_loss ≤ 1.6`.
+    pub fn describe(&self) -> String {
+        let op = match self.direction {
+            Direction::Higher => "≥",
+            Direction::Lower => "≤",
+        };
+        format!("{} {op} {}", self.metric, self.value)
+    }
+}
+
+/// Which way a metric improves, judged by its name; None when the name does not say.
+fn direction_of(metric: &str) -> Option<Direction> {
+    if metric == "accuracy" {
+        Some(Direction::Higher)
+    } else if metric.ends_with("loss")
+        || metric.ends_with("error")
+        || metric == "perplexity"
+        || metric == "mse"
+    {
+        Some(Direction::Lower)
+    } else {
+        None
+    }
 }
 
 /// Where the lab runs a cell.
@@ -108,6 +180,52 @@ fn default_netns_timeout() -> Duration {
 }
 
 impl LabFile {
+    /// The lab's target, from `target_accuracy` or `[target]` (exactly one of them).
+    ///
+    /// # Errors
+    /// A message naming what is wrong: both or neither given, an accuracy outside (0, 1], a
+    /// value that is not finite, or a metric whose direction its name does not say and the
+    /// file does not give.
+    pub fn target(&self) -> Result<LabTarget, String> {
+        let target = match (&self.target_accuracy, &self.target) {
+            (Some(acc), None) => LabTarget {
+                metric: "accuracy".into(),
+                value: f64::from(*acc),
+                direction: Direction::Higher,
+            },
+            (None, Some(t)) => LabTarget {
+                metric: t.metric.clone(),
+                value: t.value,
+                direction: t
+                    .direction
+                    .or_else(|| direction_of(&t.metric))
+                    .ok_or_else(|| {
+                        format!(
+                            "target metric {:?}: say direction = \"higher\" or \"lower\"",
+                            t.metric
+                        )
+                    })?,
+            },
+            (Some(_), Some(_)) => {
+                return Err("give target_accuracy or [target], not both".into());
+            }
+            (None, None) => {
+                return Err(
+                    "no target: give target_accuracy = 0.84 or [target] with metric \
+                            and value"
+                        .into(),
+                );
+            }
+        };
+        if !target.value.is_finite() {
+            return Err(format!("target value {} is not finite", target.value));
+        }
+        if target.metric == "accuracy" && !(target.value > 0.0 && target.value <= 1.0) {
+            return Err("target accuracy must lie in (0, 1]".into());
+        }
+        Ok(target)
+    }
+
     /// Reads and checks a lab file.
     ///
     /// # Errors
@@ -129,9 +247,7 @@ impl LabFile {
         {
             return Err(err("every axis needs at least one value".into()));
         }
-        if !(lab.target_accuracy > 0.0 && lab.target_accuracy <= 1.0) {
-            return Err(err("target_accuracy must lie in (0, 1]".into()));
-        }
+        lab.target().map_err(err)?;
         if lab.runner == Runner::Netns && lab.netns_timeout.as_secs() == 0 {
             return Err(err("netns_timeout must be at least 1s".into()));
         }

@@ -16,14 +16,17 @@
 //!
 //! - **Run time axis.** Seconds since the first peer of the run started (the earliest
 //!   `time − elapsed_seconds` over the run's `metrics.jsonl` lines).
-//! - **Mean accuracy at time t.** Each peer's latest evaluated test accuracy of its base (the
-//!   shared model, not its local work) at or before t, averaged over peers; defined once every
-//!   peer has evaluated once.
-//! - **`time_to_target_seconds`**: the first time the *mean* accuracy reaches
-//!   `target_accuracy`; `time_to_target_all_seconds`: the first time *every* peer's latest
-//!   accuracy does; `time_to_target_others_seconds`: the same over the peers that are not the
+//! - **The target.** A metric of the workload, a value and a direction: `target_accuracy = 0.84`
+//!   (accuracy, higher is better) or `[target] metric = "val_loss", value = 1.6` (a loss: lower
+//!   is better; `direction` may say so for a metric whose name does not).
+//! - **Mean value at time t.** Each peer's latest evaluated value of the target metric for its
+//!   base (the shared model, not its local work) at or before t, averaged over peers; defined
+//!   once every peer has evaluated once.
+//! - **`time_to_target_seconds`**: the first time the *mean* value reaches the target;
+//!   `time_to_target_all_seconds`: the first time *every* peer's latest value does (the worst
+//!   one); `time_to_target_others_seconds`: the same over the peers that are not the
 //!   straggler (straggler cells only). `null` when never reached.
-//! - **Accuracy spread.** max − min of the peers' latest accuracies: the per-time stand-in for
+//! - **Spread.** max − min of the peers' latest values: the per-time stand-in for
 //!   consensus distance, which is only measured on the final models
 //!   (`final_consensus_distance`, `mean_i ‖θ_i − θ̄‖ / ‖θ̄‖`).
 //! - **Bytes.** UDP payload bytes sent per peer, from quinn's connection statistics.
@@ -259,14 +262,20 @@ pub async fn run_lab(file: &Path, options: LabOptions) -> Result<LabSummary, Lab
     }
     bar.finish_and_clear();
     write_csv(&out.join("runs.csv"), &rows)?;
-    let plots = plot::write_all(&out, &series, lab.target_accuracy)?;
+    let target = lab.target().map_err(|message| LabError::File {
+        path: out.clone(),
+        message,
+    })?;
+    let plots = plot::write_all(&out, &series, &target)?;
     let summary = LabSummary {
         name: lab.name.clone(),
-        target_accuracy: lab.target_accuracy,
-        time_to_target_definition: "seconds from the first peer's start until the mean over \
-            peers of each peer's latest evaluated test accuracy (of its base) reaches \
-            target_accuracy; time_to_target_all_seconds: until every peer's does"
-            .into(),
+        time_to_target_definition: format!(
+            "seconds from the first peer's start until the mean over peers of each peer's \
+             latest evaluated {} (of its base) reaches the target; time_to_target_all_seconds: \
+             until every peer's does",
+            target.metric
+        ),
+        target,
         cells: summaries,
         failed,
         plots,

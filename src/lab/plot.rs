@@ -1,6 +1,7 @@
 //! The lab's plots (plotters, PNG and SVG): for each setting (loss, straggler, partition, peer
-//! count), test accuracy against wall time with one line per mode and seed, the accuracy
-//! spread across peers against time, and UDP bytes sent per peer against time.
+//! count), the target metric (test accuracy, validation loss, ...) against wall time with one
+//! line per mode and seed, its spread across peers against time, and UDP bytes sent per peer
+//! against time.
 //!
 //! Text needs a TrueType font: `RUMOR_FONT` if set, else the first of a few common system
 //! paths (DejaVu, Liberation). Without one no plot is drawn and the report says so.
@@ -12,6 +13,7 @@ use std::sync::OnceLock;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use super::file::LabTarget;
 use super::{LabError, Series};
 use crate::config::Mode;
 
@@ -45,31 +47,32 @@ fn font_ready() -> bool {
 
 /// What a plot shows.
 #[derive(Clone, Copy)]
-enum Metric {
-    Accuracy,
-    Spread,
+enum Metric<'a> {
+    /// The target metric, by name.
+    Value(&'a str),
+    Spread(&'a str),
     Bytes,
 }
 
-impl Metric {
-    fn file(self) -> &'static str {
+impl Metric<'_> {
+    fn file(self) -> String {
         match self {
-            Metric::Accuracy => "accuracy",
-            Metric::Spread => "spread",
-            Metric::Bytes => "bytes",
+            Metric::Value(name) => name.to_string(),
+            Metric::Spread(_) => "spread".into(),
+            Metric::Bytes => "bytes".into(),
         }
     }
-    fn label(self) -> &'static str {
+    fn label(self) -> String {
         match self {
-            Metric::Accuracy => "mean test accuracy of the peers' bases",
-            Metric::Spread => "accuracy spread across peers (max - min)",
-            Metric::Bytes => "UDP MiB sent per peer",
+            Metric::Value(name) => format!("mean {name} of the peers' bases"),
+            Metric::Spread(name) => format!("{name} spread across peers (max - min)"),
+            Metric::Bytes => "UDP MiB sent per peer".into(),
         }
     }
     fn points(self, s: &Series) -> Vec<(f64, f64)> {
         match self {
-            Metric::Accuracy => s.mean_accuracy.clone(),
-            Metric::Spread => s.spread.clone(),
+            Metric::Value(_) => s.mean_value.clone(),
+            Metric::Spread(_) => s.spread.clone(),
             Metric::Bytes => s
                 .bytes_per_peer
                 .iter()
@@ -95,7 +98,11 @@ fn mode_color(mode: Mode, seed_rank: usize) -> RGBColor {
 ///
 /// # Errors
 /// [`LabError::Plot`] if plotters fails to draw or write a file.
-pub fn write_all(out: &Path, series: &[Series], target: f32) -> Result<Vec<String>, LabError> {
+pub fn write_all(
+    out: &Path,
+    series: &[Series],
+    target: &LabTarget,
+) -> Result<Vec<String>, LabError> {
     if !font_ready() {
         tracing::warn!("no TrueType font found (set RUMOR_FONT): plots skipped");
         return Ok(Vec::new());
@@ -106,12 +113,13 @@ pub fn write_all(out: &Path, series: &[Series], target: f32) -> Result<Vec<Strin
     }
     let mut files = Vec::new();
     for (group, runs) in &groups {
-        for metric in [Metric::Accuracy, Metric::Spread, Metric::Bytes] {
+        let name = target.metric.as_str();
+        for metric in [Metric::Value(name), Metric::Spread(name), Metric::Bytes] {
             let stem = format!("{}-{group}", metric.file());
             let png = format!("{stem}.png");
             let svg = format!("{stem}.svg");
             let title = format!("{} — {group}", metric.file());
-            let t = (matches!(metric, Metric::Accuracy)).then_some(f64::from(target));
+            let t = matches!(metric, Metric::Value(_)).then_some(target);
             let png_path = out.join(&png);
             let root = BitMapBackend::new(&png_path, (960, 600)).into_drawing_area();
             draw(&root, &title, metric, runs, t).map_err(|message| LabError::Plot {
@@ -136,7 +144,7 @@ fn draw<DB: DrawingBackend>(
     title: &str,
     metric: Metric,
     runs: &[&Series],
-    target: Option<f64>,
+    target: Option<&LabTarget>,
 ) -> Result<(), String> {
     let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
     root.fill(&WHITE).map_err(e)?;
@@ -144,7 +152,7 @@ fn draw<DB: DrawingBackend>(
     let x_max = all.iter().map(|p| p.0).fold(1.0, f64::max);
     let mut y_max = all.iter().map(|p| p.1).fold(0.0, f64::max);
     if let Some(t) = target {
-        y_max = y_max.max(t);
+        y_max = y_max.max(t.value);
     }
     let y_max = if y_max <= 0.0 { 1.0 } else { y_max * 1.05 };
     let mut chart = ChartBuilder::on(root)
@@ -157,7 +165,7 @@ fn draw<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc("wall time since the first peer started (s)")
-        .y_desc(metric.label())
+        .y_desc(metric.label().as_str())
         .draw()
         .map_err(e)?;
     let mut seed_rank: BTreeMap<(String, u64), usize> = BTreeMap::new();
@@ -176,11 +184,11 @@ fn draw<DB: DrawingBackend>(
     if let Some(t) = target {
         chart
             .draw_series(LineSeries::new(
-                vec![(0.0, t), (x_max * 1.02, t)],
+                vec![(0.0, t.value), (x_max * 1.02, t.value)],
                 BLACK.mix(0.4),
             ))
             .map_err(e)?
-            .label(format!("target {:.0}%", t * 100.0))
+            .label(format!("target {}", t.describe()))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
     }
     chart

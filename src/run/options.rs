@@ -98,7 +98,7 @@ pub fn load_data(config: &Config) -> Result<RunData, RunError> {
     }
     let data = data::load(&t.dataset, t.rng_seed)?;
     info!(dataset = %data.name, "{}", data.description);
-    check_model_fits(&model, &data)?;
+    check_model_fits(&model, &t.model, &data)?;
     Ok(data.into())
 }
 
@@ -181,30 +181,34 @@ pub fn budget(config: &Config, workload: &dyn Workload, peers: usize) -> (u32, O
 
 /// A model that does not fit the data fails at start, naming both, instead of at the first step
 /// with a length mismatch deep in the trainer.
-fn check_model_fits(model: &ImageModel, data: &TrainTest) -> Result<(), ConfigError> {
+fn check_model_fits(
+    image: &ImageModel,
+    model: &ModelChoice,
+    data: &TrainTest,
+) -> Result<(), ConfigError> {
     let dim = data.train.dim;
     let side = (dim as f64).sqrt().round() as usize;
-    let image = if side * side == dim {
+    let side = if side * side == dim {
         format!(" ({side}×{side})")
     } else {
         String::new()
     };
-    if model.input() != dim {
+    if image.input() != dim {
         return Err(ConfigError::Invalid {
             key: "train.model",
             message: format!(
-                "model {model} takes {} inputs, but dataset {} has {dim} features per sample{image}",
-                model.input(),
+                "model {model} takes {} inputs, but dataset {} has {dim} features per sample{side}",
+                image.input(),
                 data.name
             ),
         });
     }
-    if model.classes() < data.train.classes {
+    if image.classes() < data.train.classes {
         return Err(ConfigError::Invalid {
             key: "train.model",
             message: format!(
                 "model {model} has {} outputs, but dataset {} has {} classes",
-                model.classes(),
+                image.classes(),
                 data.name,
                 data.train.classes
             ),
@@ -222,24 +226,23 @@ pub(super) fn check_batch_fits(
     shards: impl IntoIterator<Item = data::ShardSpec>,
 ) -> Result<(), RunError> {
     let batch = config.train.batch_size;
-    let mut smallest: Option<(usize, data::ShardSpec, Arc<dyn Workload>)> = None;
+    let mut smallest: Option<(usize, data::ShardSpec)> = None;
     for shard in shards {
-        let workload = workload_for(config, data, shard)?;
-        let rows = workload.train_examples();
-        if smallest.as_ref().is_none_or(|(least, _, _)| rows < *least) {
-            smallest = Some((rows, shard, workload));
+        let rows = workload_for(config, data, shard)?.train_examples();
+        if smallest.is_none_or(|(least, _)| rows < least) {
+            smallest = Some((rows, shard));
         }
     }
     match smallest {
-        Some((rows, shard, workload)) if rows < batch => {
+        Some((rows, shard)) if rows < batch => {
             let of = if shard.count == 1 {
                 format!("the {rows} training examples of {}", data.name())
             } else {
                 format!(
-                    "shard {}/{} ({rows} training examples: {})",
+                    "shard {}/{} ({rows} training examples of {})",
                     shard.index + 1,
                     shard.count,
-                    workload.describe()
+                    data.name()
                 )
             };
             Err(RunError::Config(ConfigError::Invalid {

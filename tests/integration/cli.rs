@@ -379,9 +379,11 @@ fn a_batch_larger_than_a_shard_fails_at_start() {
         ]
     };
     for mode in ["gossip", "sync"] {
-        let stderr = fails_saying_once(&up(mode), "a batch of 100000 samples is larger than");
+        let stderr = fails_saying_once(&up(mode), "a batch of 100000 examples is larger than");
         assert!(
-            stderr.contains(&format!("shard 1/2 ({shard} of the")),
+            stderr.contains(&format!(
+                "shard 1/2 ({shard} training examples of synthetic)"
+            )),
             "{mode}: {stderr}"
         );
         assert!(
@@ -392,11 +394,11 @@ fn a_batch_larger_than_a_shard_fails_at_start() {
     }
     let stderr = fails_saying_once(
         &up("centralized"),
-        "a batch of 100000 samples is larger than",
+        "a batch of 100000 examples is larger than",
     );
     let all = rumor::data::SYNTHETIC_TRAIN_LEN;
     assert!(
-        stderr.contains(&format!("the {all} training samples of synthetic")),
+        stderr.contains(&format!("the {all} training examples of synthetic")),
         "{stderr}"
     );
 
@@ -418,7 +420,7 @@ fn a_batch_larger_than_a_shard_fails_at_start() {
             "--batch-size",
             "100000",
         ],
-        "a batch of 100000 samples is larger than",
+        "a batch of 100000 examples is larger than",
     );
     assert!(stderr.contains("shard 2/2"), "{stderr}");
 }
