@@ -44,6 +44,23 @@ pub struct MembershipBench {
     pub probe_interval_ms: u64,
 }
 
+/// A temp dir (removed when dropped) holding a new CA in `certs/`, for a benchmark's peers.
+///
+/// # Errors
+/// [`RunError::Io`] if the dir cannot be made; what [`certs::init_ca`] fails with.
+fn temp_ca(prefix: &str) -> Result<(tempfile::TempDir, std::path::PathBuf), RunError> {
+    let temp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|source| RunError::Io {
+            what: "creating a temp dir".into(),
+            source,
+        })?;
+    let certs_dir = temp.path().join("certs");
+    certs::init_ca(&certs_dir, false)?;
+    Ok((temp, certs_dir))
+}
+
 async fn wait_until(
     limit: Duration,
     what: &str,
@@ -75,15 +92,7 @@ pub async fn membership(
     idle_window: Duration,
 ) -> Result<MembershipBench, RunError> {
     let peers = peers.max(3);
-    let temp = tempfile::Builder::new()
-        .prefix("rumor-bench-")
-        .tempdir()
-        .map_err(|source| RunError::Io {
-            what: "creating a temp dir".into(),
-            source,
-        })?;
-    let certs_dir = temp.path().join("certs");
-    certs::init_ca(&certs_dir, false)?;
+    let (temp, certs_dir) = temp_ca("rumor-bench-")?;
     let data = crate::run::RunData::from(data::load(&DatasetSpec::Synthetic, 1)?);
     let options = |i: usize, seed: Option<SocketAddr>| -> Result<PeerOptions, RunError> {
         let name = format!("bench-{i}");

@@ -111,15 +111,7 @@ pub async fn training(config: &Config, steps: u64) -> Result<TrainingBench, RunE
     config.train.tokens = None;
     config.train.epochs = u32::MAX;
     let data = load_data(&config)?;
-    let temp = tempfile::Builder::new()
-        .prefix("rumor-bench-training-")
-        .tempdir()
-        .map_err(|source| RunError::Io {
-            what: "creating a temp dir".into(),
-            source,
-        })?;
-    let certs_dir = temp.path().join("certs");
-    certs::init_ca(&certs_dir, false)?;
+    let (temp, certs_dir) = super::temp_ca("rumor-bench-training-")?;
     let options = |name: &str, seed| -> Result<crate::node::PeerOptions, RunError> {
         certs::issue(&certs_dir, name, 2)?;
         let identity = Arc::new(certs::load_identity(&certs_dir, name)?);

@@ -92,7 +92,8 @@ pub struct LocalPeer {
     pub end: PeerEnd,
     /// What it last reported (its `/status` record).
     pub last: PeerStatus,
-    /// Test accuracy samples over time, in [0, 1], one per [`LocalCluster::poll`] with sampling.
+    /// Samples over time of the workload's headline metric (test accuracy in [0, 1] for
+    /// images, validation loss for text), one per [`LocalCluster::poll`] with sampling.
     pub history: Vec<f32>,
 }
 
@@ -331,7 +332,8 @@ impl LocalCluster {
                 }
             }
             if sample && peer.handle.is_some() {
-                if let Some(a) = peer.last.test_accuracy {
+                let headline = peer.last.metrics.as_ref().and_then(|m| m.primary());
+                if let Some(a) = headline.map(|(_, v)| v as f32).or(peer.last.test_accuracy) {
                     peer.history.push(a);
                     if peer.history.len() > HISTORY_KEPT {
                         peer.history.remove(0);

@@ -384,17 +384,25 @@ mod tests {
 
     #[test]
     fn shipped_lab_files_parse_and_every_cell_validates() {
-        for name in ["loss-sweep", "straggler"] {
-            let path =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/lab/{name}.toml"));
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lab");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            seen += 1;
             let lab = LabFile::from_file(&path).unwrap();
-            assert_eq!(lab.name, name);
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            assert_eq!(lab.name, stem);
+            lab.target().unwrap();
             let cells = lab.cells();
             assert!(!cells.is_empty());
             for c in &cells {
                 c.config(&lab).unwrap();
             }
         }
+        assert!(seen >= 4, "the shipped lab files");
     }
 
     #[test]

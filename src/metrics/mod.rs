@@ -345,6 +345,18 @@ pub fn render_prometheus(s: &StatusSnapshot) -> String {
             sample(&mut out, name, &[], v);
         }
     }
+    // Every held-out metric of the workload, by name (accuracy, val_loss, perplexity, ...).
+    if let Some(metrics) = p.metrics.as_ref().filter(|m| !m.0.is_empty()) {
+        metric_header(
+            &mut out,
+            "rumor_eval",
+            "gauge",
+            "last held-out evaluation of the base, one series per workload metric",
+        );
+        for (metric, value) in &metrics.0 {
+            sample(&mut out, "rumor_eval", &[("metric", metric)], *value);
+        }
+    }
     for (name, help, value) in [
         ("rumor_train_steps_total", "optimizer steps taken", p.step),
         (
@@ -424,6 +436,10 @@ mod tests {
                 lifecycle: Lifecycle::Training,
                 version: 7,
                 test_accuracy: Some(0.5),
+                metrics: Some(crate::workload::Metrics(vec![
+                    ("val_loss".into(), 2.5),
+                    ("perplexity".into(), 12.0),
+                ])),
                 ..PeerStatus::default()
             },
             members: vec![MemberView {
@@ -460,6 +476,10 @@ mod tests {
         assert!(text.contains("rumor_members{peer=\"peer-0\",status=\"alive\"} 0"));
         assert!(text.contains("rumor_version{peer=\"peer-0\"} 7"));
         assert!(text.contains("rumor_test_accuracy_ratio{peer=\"peer-0\"} 0.5"));
+        assert!(
+            text.contains("rumor_eval{peer=\"peer-0\",metric=\"val_loss\"} 2.5"),
+            "{text}"
+        );
         assert!(
             !text.contains("rumor_train_loss"),
             "absent gauges are not rendered"

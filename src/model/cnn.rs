@@ -499,20 +499,8 @@ mod tests {
             let (xs, ys) = batch(&config, 8, 2)?;
             let loss = candle_nn::loss::cross_entropy(&model.forward(&xs)?, &ys)?;
             let grads = loss.backward()?;
-            let vars = varmap
-                .data()
-                .lock()
-                .map_err(|_| ModelError::MissingParameter("poisoned varmap".into()))?;
-            assert_eq!(vars.len(), 10 - 2 * (2 - config.hidden.len()));
-            for (name, var) in vars.iter() {
-                let grad = grads
-                    .get(var.as_tensor())
-                    .unwrap_or_else(|| panic!("{name}: no gradient recorded"));
-                assert_eq!(grad.dims(), var.dims(), "{name}");
-                let max = grad.abs()?.max_all()?.to_scalar::<f32>()?;
-                assert!(max > 0.0, "{name}: gradient is all zeros");
-                assert!(max.is_finite(), "{name}: gradient {max}");
-            }
+            let vars = crate::model::assert_every_var_has_a_gradient(&varmap, &grads)?;
+            assert_eq!(vars, 10 - 2 * (2 - config.hidden.len()));
         }
         Ok(())
     }

@@ -726,20 +726,8 @@ mod tests {
         let ids = ids_tensor(&random_ids(&config, b, t, 2), b, t)?;
         let targets = ids_tensor(&random_ids(&config, b, t, 3), b, t)?;
         let grads = loss(&model.forward(&ids)?, &targets)?.backward()?;
-        let map = varmap
-            .data()
-            .lock()
-            .map_err(|_| ModelError::MissingParameter("poisoned varmap".into()))?;
-        assert_eq!(map.len(), 5 + 12 * config.layers);
-        for (name, var) in map.iter() {
-            let grad = grads
-                .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("{name}: no gradient recorded"));
-            assert_eq!(grad.dims(), var.dims(), "{name}");
-            let max = grad.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(max > 0.0, "{name}: gradient is all zeros");
-            assert!(max.is_finite(), "{name}: gradient {max}");
-        }
+        let vars = crate::model::assert_every_var_has_a_gradient(&varmap, &grads)?;
+        assert_eq!(vars, 5 + 12 * config.layers);
         Ok(())
     }
 

@@ -71,6 +71,30 @@ pub fn compute_threads() -> usize {
     candle_core::utils::get_num_threads()
 }
 
+/// Test support: asserts that every variable of `varmap` has a finite, non-zero gradient in
+/// `grads` (candle's fused softmax, layer norm and rope record none), naming the one that has
+/// not; returns how many variables there are.
+#[cfg(test)]
+pub(crate) fn assert_every_var_has_a_gradient(
+    varmap: &candle_nn::VarMap,
+    grads: &candle_core::backprop::GradStore,
+) -> Result<usize, ModelError> {
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| ModelError::MissingParameter("poisoned varmap".into()))?;
+    for (name, var) in vars.iter() {
+        let grad = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient recorded"));
+        assert_eq!(grad.dims(), var.dims(), "{name}");
+        let max = grad.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(max > 0.0, "{name}: gradient is all zeros");
+        assert!(max.is_finite(), "{name}: gradient {max}");
+    }
+    Ok(vars.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,11 +106,7 @@ impl MetricsFile {
             samples: progress.samples,
             epoch: progress.epoch,
             train_loss: progress.train_loss,
-            test_accuracy: progress
-                .metrics
-                .as_ref()
-                .and_then(|m| m.get("accuracy"))
-                .map(|a| a as f32),
+            test_accuracy: progress.metrics.as_ref().and_then(|m| m.accuracy()),
             metrics: progress.metrics.as_ref(),
             flow_control_wait_seconds: progress.flow_control_wait_seconds,
             runtime_wait_seconds: progress.runtime_wait_seconds,

@@ -51,7 +51,7 @@ pub(super) fn update_status(
         s.train_loss = progress.train_loss;
     }
     if let Some(metrics) = &progress.metrics {
-        s.test_accuracy = metrics.get("accuracy").map(|a| a as f32);
+        s.test_accuracy = metrics.accuracy();
         s.metrics = Some(metrics.clone());
     }
     s.bytes_sent = net.bytes_sent;
@@ -85,6 +85,6 @@ impl From<MemberView> for MemberSummary {
 impl super::PeerOutcome {
     /// The final base's `accuracy` metric, NaN when the workload has none or it was skipped.
     pub fn accuracy(&self) -> f32 {
-        self.metrics.get("accuracy").map_or(f32::NAN, |a| a as f32)
+        self.metrics.accuracy().unwrap_or(f32::NAN)
     }
 }

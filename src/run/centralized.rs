@@ -52,16 +52,11 @@ pub fn centralized(config: &Config, data: &RunData, no_tui: bool) -> Result<RunS
         max_staleness: 0.0,
         staleness_wait_limit: std::time::Duration::ZERO,
     };
-    let steps_per_epoch = workload.train_examples() / t.batch_size.max(1);
+    let total_steps = plan.total_steps(workload.train_examples());
     let mut hooks = ProgressHooks {
-        bar: crate::ui::progress::bar(
-            plan.total_steps(workload.train_examples()),
-            "centralized",
-            !no_tui,
-        ),
+        bar: crate::ui::progress::bar(total_steps, "centralized", !no_tui),
         bars: crate::ui::progress::drawn(!no_tui),
-        epochs,
-        steps_per_epoch,
+        total_steps,
         started,
         params: Vec::new(),
     };
@@ -98,10 +93,8 @@ struct ProgressHooks {
     bar: ProgressBar,
     /// Whether the bar is drawn (then lines go above it).
     bars: bool,
-    /// Epochs of the budget.
-    epochs: u32,
-    /// Steps per epoch as the bar counts them.
-    steps_per_epoch: usize,
+    /// Optimizer steps of the whole budget.
+    total_steps: u64,
     /// Start of the run.
     started: Instant,
     /// The trained parameters at the end (flat).
@@ -120,9 +113,8 @@ impl TrainHooks for ProgressHooks {
         self.bar.inc(1);
         if progress.step % 20 == 0 {
             self.bar.set_message(format!(
-                "epoch {}/{} loss {:.4}",
+                "epoch {} loss {:.4}",
                 at.epoch + 1,
-                self.epochs,
                 at.epoch_mean_loss
             ));
         }
@@ -138,12 +130,11 @@ impl TrainHooks for ProgressHooks {
             return;
         };
         let line = format!(
-            "[{:>6.1}s] centralized epoch {}/{} step {}/{} loss {:.4} {metrics}",
+            "[{:>6.1}s] centralized epoch {} step {}/{} loss {:.4} {metrics}",
             self.started.elapsed().as_secs_f64(),
             at.epoch + 1,
-            self.epochs,
-            at.batch,
-            self.steps_per_epoch,
+            progress.step,
+            self.total_steps,
             at.epoch_mean_loss,
         );
         if self.bars {

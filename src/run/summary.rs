@@ -116,7 +116,7 @@ pub(super) fn single_peer_summary(
 
 /// The `accuracy` metric as a summary records it (0 when the workload has none).
 pub(super) fn accuracy_of(metrics: &Metrics) -> f32 {
-    metrics.get("accuracy").unwrap_or(0.0) as f32
+    metrics.accuracy().unwrap_or(0.0)
 }
 
 /// Each metric's mean over `peers`, in the first peer's order (a peer lacking one is skipped

@@ -219,11 +219,7 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
                     samples: progress.samples,
                     epoch: progress.epoch,
                     train_loss: progress.train_loss,
-                    test_accuracy: progress
-                        .metrics
-                        .as_ref()
-                        .and_then(|m| m.get("accuracy"))
-                        .map(|a| a as f32),
+                    test_accuracy: progress.metrics.as_ref().and_then(|m| m.accuracy()),
                     metrics: progress.metrics.as_ref(),
                     eval_snapshot: progress.eval_snapshot.as_deref(),
                     round: rounds,
@@ -370,7 +366,7 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
         samples,
         epoch: 0,
         train_loss: None,
-        test_accuracy: final_metrics.get("accuracy").map(|a| a as f32),
+        test_accuracy: final_metrics.accuracy(),
         metrics: Some(&final_metrics),
         eval_snapshot: None,
         round: rounds,

@@ -22,7 +22,7 @@ use ratatui::Frame;
 use crate::cluster::{LocalCluster, LocalPeer, PeerEnd};
 use crate::metrics::{EventKind, GossipEvent};
 
-use super::format::percent;
+use super::format::headline;
 use super::peer_table::{row_cells, state_text, Mark, PeerRow, COLUMNS, STATE_COLUMN};
 
 /// Most events kept in the pane.
@@ -170,12 +170,37 @@ pub fn sparkline_floor(rows: &[PeerRow]) -> f32 {
     ((min * 10.0).floor() / 10.0).clamp(0.0, 0.9)
 }
 
+/// The sparklines' metric and scale: test accuracy from [`sparkline_floor`] to 100%, or
+/// another headline metric (a loss) between its lowest and highest value of the last minute.
+fn sparkline_scale(rows: &[PeerRow]) -> (String, f32, f32) {
+    let name = rows
+        .iter()
+        .find_map(|r| r.view.metrics.as_ref().and_then(|m| m.primary()))
+        .map_or("accuracy", |(name, _)| name)
+        .to_string();
+    if name == "accuracy" {
+        let floor = sparkline_floor(rows);
+        let title = format!("test accuracy over time ({:.0}–100%)", floor * 100.0);
+        return (title, floor, 1.0);
+    }
+    let recent = rows
+        .iter()
+        .flat_map(|r| r.history.iter().rev().take(60).copied())
+        .filter(|v| v.is_finite());
+    let (lo, hi) = recent.fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if lo <= hi {
+        (lo, hi.max(lo + 1e-3))
+    } else {
+        (0.0, 1.0)
+    };
+    (format!("{name} over time ({lo:.3}–{hi:.3})"), lo, hi)
+}
+
 fn draw_sparklines(frame: &mut Frame, state: &DashboardState, area: Rect) {
-    let floor = sparkline_floor(&state.rows);
-    let block = Block::default().borders(Borders::ALL).title(format!(
-        " test accuracy over time ({:.0}–100%) ",
-        floor * 100.0
-    ));
+    let (title, floor, top) = sparkline_scale(&state.rows);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(format!(" {title} "));
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let per = state.rows.len().max(1) as u16;
@@ -192,12 +217,8 @@ fn draw_sparklines(frame: &mut Frame, state: &DashboardState, area: Rect) {
             .split(line);
         let (_, color) = state_style(row);
         frame.render_widget(
-            Paragraph::new(format!(
-                "{:<9} {:>7}",
-                row.view.name,
-                percent(row.view.test_accuracy)
-            ))
-            .style(Style::default().fg(color)),
+            Paragraph::new(format!("{:<9} {:>7}", row.view.name, headline(&row.view)))
+                .style(Style::default().fg(color)),
             parts[0],
         );
         let width = parts[1].width as usize;
@@ -205,7 +226,7 @@ fn draw_sparklines(frame: &mut Frame, state: &DashboardState, area: Rect) {
             .history
             .iter()
             .skip(row.history.len().saturating_sub(width))
-            .map(|a| ((a.clamp(floor, 1.0) - floor) / (1.0 - floor) * 1000.0) as u64)
+            .map(|a| ((a.clamp(floor, top) - floor) / (top - floor) * 1000.0) as u64)
             .collect();
         frame.render_widget(
             Sparkline::default()

@@ -30,7 +30,7 @@ pub struct PeerRow {
     pub view: PeerStatus,
     /// Operator state.
     pub mark: Mark,
-    /// Test accuracy samples over time, in [0, 1].
+    /// Samples over time of the workload's headline metric (test accuracy, validation loss).
     pub history: Vec<f32>,
 }
 

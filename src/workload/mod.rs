@@ -139,6 +139,11 @@ impl Metrics {
         self.0.iter().find(|(n, _)| n == name).map(|&(_, v)| v)
     }
 
+    /// The `accuracy` metric as the status and metrics files carry it (`f32`), if measured.
+    pub fn accuracy(&self) -> Option<f32> {
+        self.get("accuracy").map(|a| a as f32)
+    }
+
     /// The headline (first) metric, if any.
     pub fn primary(&self) -> Option<(&str, f64)> {
         self.0.first().map(|(n, v)| (n.as_str(), *v))

@@ -2,7 +2,7 @@
 //! model creates, sorted by name), seeded initial values, and a model built from flat values.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::init::{Init, NormalOrUniform};
@@ -22,10 +22,12 @@ use crate::model::{ModelError, ParamEntry, ParamLayout};
 /// Each tensor's values come from a ChaCha8 stream seeded by the run seed and the tensor's
 /// name, so they do not depend on the order in which the model creates its tensors, and every
 /// peer started with the same seed builds the same initial model. A name asked for twice (tied
-/// weights) gets the tensor made the first time.
+/// weights) gets the tensor made the first time. Clones share what was made, so one clone can go
+/// into a `VarBuilder` and another read the tensors afterwards.
+#[derive(Clone)]
 pub struct SeededInit {
     seed: u64,
-    made: Mutex<Vec<(String, Tensor)>>,
+    made: Arc<Mutex<Vec<(String, Tensor)>>>,
 }
 
 impl SeededInit {
@@ -33,15 +35,13 @@ impl SeededInit {
     pub fn new(seed: u64) -> Self {
         Self {
             seed,
-            made: Mutex::new(Vec::new()),
+            made: Arc::default(),
         }
     }
 
-    /// The tensors made so far, as `(name, tensor)`.
-    pub fn into_tensors(self) -> Vec<(String, Tensor)> {
-        self.made
-            .into_inner()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The tensors made so far, as `(name, tensor)`, in the order they were made.
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        self.lock().clone()
     }
 
     fn values(&self, name: &str, shape: &Shape, init: Init) -> candle_core::Result<Vec<f32>> {
@@ -142,14 +142,10 @@ pub fn describe_params(
     workload: &dyn Workload,
     seed: u64,
 ) -> Result<(ParamLayout, Vec<f32>), ModelError> {
-    let backend = std::sync::Arc::new(SeededInit::new(seed));
-    let vb = VarBuilder::from_backend(
-        Box::new(SharedBackend(backend.clone())),
-        DType::F32,
-        Device::Cpu,
-    );
+    let backend = SeededInit::new(seed);
+    let vb = VarBuilder::from_backend(Box::new(backend.clone()), DType::F32, Device::Cpu);
     drop(workload.build(vb)?);
-    let mut tensors = std::mem::take(&mut *backend.lock());
+    let mut tensors = backend.tensors();
     if tensors.is_empty() {
         return Err(ModelError::InvalidSpec(format!(
             "{}: the model has no parameters",
@@ -172,31 +168,6 @@ pub fn describe_params(
     }
     let total = flat.len();
     Ok((ParamLayout { entries, total }, flat))
-}
-
-/// A backend shared with the caller, so [`describe_params`] can read what the model made after
-/// the `VarBuilder` (which owns its backend) is gone.
-struct SharedBackend(std::sync::Arc<SeededInit>);
-
-impl SimpleBackend for SharedBackend {
-    fn get(
-        &self,
-        shape: Shape,
-        name: &str,
-        init: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        self.0.get(shape, name, init, dtype, dev)
-    }
-
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.0.get_unchecked(name, dtype, dev)
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.0.contains_tensor(name)
-    }
 }
 
 /// Builds `workload`'s model on `device` with the parameters `flat` (in `layout` order), for
