@@ -308,7 +308,6 @@ mod tests {
     use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
-    use std::time::Instant;
 
     fn tiny() -> CnnConfig {
         CnnConfig {
@@ -548,35 +547,17 @@ mod tests {
         let config = CnnConfig::default();
         let (varmap, model) = build(&config)?;
         let (xs, ys) = batch(&config, 64, 4)?;
-        let mut opt = AdamW::new(varmap.all_vars(), ParamsAdamW::default())?;
-        let (mut t_fwd, mut t_bwd, mut t_opt) = (0.0, 0.0, 0.0);
-        let steps = 10;
-        for i in 0..=steps {
-            let t = Instant::now();
-            let loss = candle_nn::loss::cross_entropy(&model.forward(&xs)?, &ys)?;
-            let fwd = t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let grads = loss.backward()?;
-            let bwd = t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            opt.step(&grads)?;
-            let upd = t.elapsed().as_secs_f64();
-            if i > 0 {
-                // The first step is a warm-up.
-                t_fwd += fwd;
-                t_bwd += bwd;
-                t_opt += upd;
-            }
-        }
-        let ms = |s: f64| s * 1e3 / f64::from(steps);
+        let (t_fwd, t_bwd, t_opt) = crate::model::time_steps(&varmap, 10, || {
+            Ok(candle_nn::loss::cross_entropy(&model.forward(&xs)?, &ys)?)
+        })?;
         println!(
             "cnn LeNet-5 28x28 batch 64, {} candle thread(s): {:.2} ms/step (forward+loss {:.2}, \
              backward {:.2}, AdamW {:.2})",
             candle_core::utils::get_num_threads(),
-            ms(t_fwd + t_bwd + t_opt),
-            ms(t_fwd),
-            ms(t_bwd),
-            ms(t_opt)
+            t_fwd + t_bwd + t_opt,
+            t_fwd,
+            t_bwd,
+            t_opt
         );
         Ok(())
     }

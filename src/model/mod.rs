@@ -95,6 +95,38 @@ pub(crate) fn assert_every_var_has_a_gradient(
     Ok(vars.len())
 }
 
+/// Test support: times `steps` AdamW steps (after one warm-up step) of `loss` over the
+/// variables of `varmap`; returns the mean (forward + loss, backward, update) in ms per step.
+#[cfg(test)]
+pub(crate) fn time_steps(
+    varmap: &candle_nn::VarMap,
+    steps: u32,
+    loss: impl Fn() -> Result<candle_core::Tensor, ModelError>,
+) -> Result<(f64, f64, f64), ModelError> {
+    use candle_nn::Optimizer;
+    use std::time::Instant;
+    let mut opt = candle_nn::AdamW::new(varmap.all_vars(), candle_nn::ParamsAdamW::default())?;
+    let (mut fwd, mut bwd, mut upd) = (0.0, 0.0, 0.0);
+    for i in 0..=steps {
+        let t = Instant::now();
+        let l = loss()?;
+        let f = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let grads = l.backward()?;
+        let b = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        opt.step(&grads)?;
+        // The first step is a warm-up.
+        if i > 0 {
+            fwd += f;
+            bwd += b;
+            upd += t.elapsed().as_secs_f64();
+        }
+    }
+    let ms = |s: f64| s * 1e3 / f64::from(steps.max(1));
+    Ok((ms(fwd), ms(bwd), ms(upd)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
