@@ -9,12 +9,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use parse::{
-    count, duration, non_negative, parse_congestion, parse_lr_scaling, parse_slowdown, text, whole,
+    count, duration, non_negative, parse_congestion, parse_lr_scaling, parse_slowdown,
+    publish_period, text, whole,
 };
 
 use crate::config::{Config, ConfigError, LrScaling, Mode};
 use crate::data::{DatasetSpec, ShardSpec};
-use crate::train::LrSchedule;
+use crate::train::{LrSchedule, OuterKind, PublishPeriod};
 use crate::workload::ModelChoice;
 
 /// rumor: barrier-free training by gossip over mutually authenticated QUIC.
@@ -383,10 +384,19 @@ pub struct TrainFlags {
     /// none | linear | sqrt  [train.lr_scaling]
     #[arg(long, value_parser = parse_lr_scaling)]
     pub lr_scaling: Option<LrScaling>,
-    /// Local steps between published deltas, H  [train.publish_every]
-    #[arg(long, allow_negative_numbers = true,
-          value_parser = whole::<u64>("train.publish_every", 1))]
-    pub publish_every: Option<u64>,
+    /// Local steps between published deltas (H), or a period of time such as 5s
+    /// [train.publish_every]
+    #[arg(long, allow_negative_numbers = true, value_parser = publish_period)]
+    pub publish_every: Option<PublishPeriod>,
+    /// Outer optimizer of published deltas: none | nesterov  [train.outer_optimizer]
+    #[arg(long, value_parser = text::<OuterKind>("train.outer_optimizer"))]
+    pub outer_optimizer: Option<OuterKind>,
+    /// Outer learning rate of nesterov  [train.outer_lr]
+    #[arg(long, allow_negative_numbers = true)]
+    pub outer_lr: Option<f64>,
+    /// Outer momentum of nesterov, in [0, 1)  [train.outer_momentum]
+    #[arg(long, allow_negative_numbers = true)]
+    pub outer_momentum: Option<f64>,
     /// Steps between test evaluations, 0 = only at the end  [train.eval_every]
     #[arg(long, allow_negative_numbers = true,
           value_parser = whole::<u64>("train.eval_every", 0))]
@@ -579,6 +589,9 @@ impl TrainFlags {
         set(&mut t.lr, &self.lr);
         set(&mut t.lr_scaling, &self.lr_scaling);
         set(&mut t.publish_every, &self.publish_every);
+        set(&mut t.outer_optimizer, &self.outer_optimizer);
+        set(&mut t.outer_lr, &self.outer_lr);
+        set(&mut t.outer_momentum, &self.outer_momentum);
         set(&mut t.eval_every, &self.eval_every);
         set(&mut t.rng_seed, &self.rng_seed);
         set(&mut t.threads, &self.threads);

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::config::LrScaling;
+use crate::train::PublishPeriod;
 
 /// The value parser of a flag written as its config key `key` is in the file, parsed with the
 /// same [`FromStr`]: `--shard 3/2` says "train.shard: bad shard `3/2`: ...".
@@ -128,4 +129,16 @@ pub(super) fn parse_lr_scaling(s: &str) -> Result<LrScaling, String> {
         "sqrt" => Ok(LrScaling::Sqrt),
         other => Err(format!("`{other}` is not one of none, linear, sqrt")),
     }
+}
+
+/// The value parser of `--publish-every`: a whole number of steps, at least 1 (`-1` says
+/// "train.publish_every must be at least 1"), or a period of time longer than zero (`5s`).
+pub(super) fn publish_period(s: &str) -> Result<PublishPeriod, String> {
+    const KEY: &str = "train.publish_every";
+    if s.trim().parse::<i128>().is_ok() {
+        return whole::<u64>(KEY, 1)(s).map(PublishPeriod::Steps);
+    }
+    let period: PublishPeriod = s.parse().map_err(|e| format!("{KEY}: {e}"))?;
+    period.validate().map_err(|e| format!("{KEY} {e}"))?;
+    Ok(period)
 }

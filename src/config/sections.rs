@@ -195,8 +195,17 @@ pub struct TrainSection {
     pub lr_scaling: LrScaling,
     /// AdamW decoupled weight decay.
     pub weight_decay: f64,
-    /// Local steps between published deltas (H).
-    pub publish_every: u64,
+    /// When a gossip peer publishes: every H local steps (`10`), or every period of wall time
+    /// (`"5s"`, for peers of different speeds). The barrier baseline needs steps.
+    pub publish_every: crate::train::PublishPeriod,
+    /// The outer optimizer of each published delta: `none` (the scaled local progress as it
+    /// is) or `nesterov` (DiLoCo's SGD with Nesterov momentum, run by each peer on its own
+    /// pseudo-gradients; the barrier baseline runs it on each round's mean).
+    pub outer_optimizer: crate::train::OuterKind,
+    /// Outer learning rate η of `nesterov` (dimensionless, > 0).
+    pub outer_lr: f64,
+    /// Outer momentum μ of `nesterov`, in [0, 1).
+    pub outer_momentum: f64,
     /// Local steps between test-set evaluations of the base (0: only at the end).
     pub eval_every: u64,
     /// Write the base to `data_dir/evals/` at each evaluation point instead of evaluating it
@@ -255,7 +264,10 @@ impl Default for TrainSection {
             lr: 1e-3,
             lr_scaling: LrScaling::Linear,
             weight_decay: 0.01,
-            publish_every: 10,
+            publish_every: crate::train::PublishPeriod::Steps(10),
+            outer_optimizer: crate::train::OuterKind::None,
+            outer_lr: 0.7,
+            outer_momentum: 0.9,
             eval_every: 100,
             deferred_eval: false,
             max_unacked_deltas: 4,

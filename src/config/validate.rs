@@ -35,10 +35,18 @@ impl Config {
         }
         check(t.epochs >= 1, "train.epochs", "must be at least 1")?;
         check(t.batch_size >= 1, "train.batch_size", "must be at least 1")?;
+        t.publish_every
+            .validate()
+            .map_err(|e| invalid("train.publish_every", e))?;
         check(
-            t.publish_every >= 1,
-            "train.publish_every",
-            "must be at least 1",
+            t.outer_lr.is_finite() && t.outer_lr > 0.0,
+            "train.outer_lr",
+            "must be a positive number",
+        )?;
+        check(
+            t.outer_momentum.is_finite() && (0.0..1.0).contains(&t.outer_momentum),
+            "train.outer_momentum",
+            "must be in [0, 1)",
         )?;
         check(t.threads >= 1, "train.threads", "must be at least 1")?;
         check(

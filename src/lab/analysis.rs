@@ -96,6 +96,8 @@ pub struct CellSummary {
     pub peers: usize,
     /// Seed.
     pub seed: u64,
+    /// The cell's `[sweep]` values, `key=value, ...` (empty without a sweep).
+    pub setting: String,
     /// Where it ran: `in-process` or `netns`.
     pub runner: String,
     /// First time the mean of the target metric reached the target (s); null: never.
@@ -188,7 +190,7 @@ pub(super) fn analyse(
     let mut sent: BTreeMap<String, u64> = BTreeMap::new();
     let mut rows = Vec::new();
     let mut ser = Series {
-        cell: *cell,
+        cell: cell.clone(),
         mean_value: Vec::new(),
         spread: Vec::new(),
         bytes_per_peer: Vec::new(),
@@ -270,6 +272,7 @@ pub(super) fn analyse(
         non_iid_alpha: cell.non_iid_alpha,
         peers: cell.peers,
         seed: cell.seed,
+        setting: super::file::describe_settings(&cell.settings),
         runner: cell.runner(lab).as_str().into(),
         time_to_target_seconds: ttt,
         time_to_target_all_seconds: ttt_all,
@@ -343,14 +346,14 @@ pub fn report(s: &LabSummary) -> String {
         }
     };
     out.push_str("## Per setting (mean over seeds)\n\n");
-    out.push_str(&format!("| mode | loss | slowdown | non-IID α | peers | seeds | reached | time to target (s) | every peer (s) | others (s) | final mean {metric} | final worst {metric} | consensus dist | MiB sent/peer | drained | drain (s) |\n"));
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str(&format!("| mode | setting | loss | slowdown | non-IID α | peers | seeds | reached | time to target (s) | every peer (s) | others (s) | final mean {metric} | final worst {metric} | consensus dist | MiB sent/peer | drained | drain (s) |\n"));
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut groups: BTreeMap<String, Vec<&CellSummary>> = BTreeMap::new();
     let mut order = Vec::new();
     for c in &s.cells {
         let key = format!(
-            "{}|{}|{}|{}|{}",
-            c.mode, c.loss, c.slowdown, c.non_iid_alpha, c.peers
+            "{}|{}|{}|{}|{}|{}",
+            c.mode, c.setting, c.loss, c.slowdown, c.non_iid_alpha, c.peers
         );
         if !groups.contains_key(&key) {
             order.push(key.clone());
@@ -381,8 +384,9 @@ pub fn report(s: &LabSummary) -> String {
         let mean =
             |f: &dyn Fn(&CellSummary) -> f64| cs.iter().map(|c| f(c)).sum::<f64>() / n as f64;
         out.push_str(&format!(
-            "| {} | {:.0}% | {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {:.1e} | {:.1} | {}/{} | {} |\n",
+            "| {} | {} | {:.0}% | {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {:.1e} | {:.1} | {}/{} | {} |\n",
             c0.mode,
+            if c0.setting.is_empty() { "-" } else { &c0.setting },
             c0.loss * 100.0,
             c0.slowdown,
             if c0.non_iid_alpha > 0.0 { c0.non_iid_alpha.to_string() } else { "IID".into() },
@@ -510,7 +514,7 @@ mod tests {
             epochs: 1,
         };
         let lab: LabFile = toml::from_str("name = \"t\"\ntarget_accuracy = 0.75\n").unwrap();
-        let cell = lab.cells()[0];
+        let cell = lab.cells()[0].clone();
         let (rows, s, series) = analyse(&lab, &cell, dir.path(), &summary).unwrap();
         assert_eq!(rows.len(), 4);
         // Mean: t=2 → 0.6, t=3 → 0.8 (reached), t=5 → 0.875; every peer ≥ 0.75 only at t=5.
@@ -602,7 +606,7 @@ mod tests {
         };
         let lab: LabFile =
             toml::from_str("name = \"t\"\n[target]\nmetric = \"val_loss\"\nvalue = 2.0\n").unwrap();
-        let cell = lab.cells()[0];
+        let cell = lab.cells()[0].clone();
         let (rows, s, _) = analyse(&lab, &cell, dir.path(), &summary).unwrap();
         assert_eq!(rows[0].metric, "val_loss");
         // Mean: t=2 → 2.75, t=3 → 2.0 (reached); every peer ≤ 2.0 only at t=5.

@@ -1,6 +1,7 @@
 //! The lab file (`rumor lab FILE.toml`): its schema, its defaults, and the grid of cells it
 //! expands to, each with the configuration of its run.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -62,6 +63,11 @@ pub struct LabFile {
     /// The rumor configuration every run starts from (same keys as `config/default.toml`).
     #[serde(default)]
     pub config: Config,
+    /// Further axes: a configuration key, written `section.key` as in the config file, and the
+    /// values to try, e.g. `"train.publish_every" = [10, 50, 200]`. Every combination of the
+    /// values is a setting of its own, run in every mode, for every seed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sweep: BTreeMap<String, Vec<toml::Value>>,
 }
 
 /// `[target]` of a lab file.
@@ -244,14 +250,38 @@ impl LabFile {
             || lab.peers.is_empty()
             || lab.non_iid_alpha.is_empty()
             || lab.slowdown.is_empty()
+            || lab.sweep.values().any(Vec::is_empty)
         {
             return Err(err("every axis needs at least one value".into()));
+        }
+        for settings in lab.sweep_settings() {
+            let config = apply_settings(&lab.config, &settings).map_err(err)?;
+            config.validate().map_err(|e| err(format!("sweep: {e}")))?;
         }
         lab.target().map_err(err)?;
         if lab.runner == Runner::Netns && lab.netns_timeout.as_secs() == 0 {
             return Err(err("netns_timeout must be at least 1s".into()));
         }
         Ok(lab)
+    }
+
+    /// Every combination of the `[sweep]` values, in key order (one empty setting without a
+    /// sweep).
+    pub fn sweep_settings(&self) -> Vec<Vec<(String, toml::Value)>> {
+        let mut out: Vec<Vec<(String, toml::Value)>> = vec![Vec::new()];
+        for (key, values) in &self.sweep {
+            out = out
+                .into_iter()
+                .flat_map(|prefix| {
+                    values.iter().map(move |v| {
+                        let mut s = prefix.clone();
+                        s.push((key.clone(), v.clone()));
+                        s
+                    })
+                })
+                .collect();
+        }
+        out
     }
 
     /// The grid, in a fixed order (mode innermost, so modes of a setting run back to back).
@@ -261,16 +291,19 @@ impl LabFile {
             for &alpha in &self.non_iid_alpha {
                 for &slowdown in &self.slowdown {
                     for &loss in &self.loss {
-                        for &seed in &self.seeds {
-                            for &mode in &self.modes {
-                                out.push(Cell {
-                                    mode,
-                                    loss,
-                                    slowdown,
-                                    non_iid_alpha: alpha,
-                                    peers,
-                                    seed,
-                                });
+                        for settings in self.sweep_settings() {
+                            for &seed in &self.seeds {
+                                for &mode in &self.modes {
+                                    out.push(Cell {
+                                        mode,
+                                        loss,
+                                        slowdown,
+                                        non_iid_alpha: alpha,
+                                        peers,
+                                        seed,
+                                        settings: settings.clone(),
+                                    });
+                                }
                             }
                         }
                     }
@@ -281,8 +314,73 @@ impl LabFile {
     }
 }
 
+/// `config` with each `(section.key, value)` of a sweep setting replaced, through the same
+/// parsing as a config file (so a value is checked as that key's value).
+///
+/// # Errors
+/// A message naming the key: not `section.key`, not a key of the configuration, or a value
+/// that key does not take.
+pub fn apply_settings(
+    config: &Config,
+    settings: &[(String, toml::Value)],
+) -> Result<Config, String> {
+    let mut tree = toml::Value::try_from(config).map_err(|e| e.to_string())?;
+    for (key, value) in settings {
+        let (section, field) = key
+            .split_once('.')
+            .ok_or_else(|| format!("sweep key `{key}`: write it as section.key, e.g. train.lr"))?;
+        let table = tree
+            .get_mut(section)
+            .and_then(toml::Value::as_table_mut)
+            .ok_or_else(|| format!("sweep key `{key}`: no section [{section}]"))?;
+        table.insert(field.to_string(), value.clone());
+    }
+    tree.try_into().map_err(|e: toml::de::Error| {
+        format!("sweep {}: {}", describe_settings(settings), e.message())
+    })
+}
+
+/// `key=value` pairs of a setting, e.g. `train.publish_every=50, train.outer_optimizer=nesterov`.
+pub fn describe_settings(settings: &[(String, toml::Value)]) -> String {
+    settings
+        .iter()
+        .map(|(k, v)| format!("{k}={}", value_text(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A sweep value as written without quotes (`nesterov`, `50`, `0.7`).
+fn value_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The part of a cell id a setting adds: `-publish_every50-outer_optimizernesterov`, with
+/// characters a file name should not hold replaced by `_`.
+fn settings_id(settings: &[(String, toml::Value)]) -> String {
+    settings
+        .iter()
+        .map(|(k, v)| {
+            let field = k.rsplit('.').next().unwrap_or(k);
+            let text: String = value_text(v)
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("-{field}{text}")
+        })
+        .collect()
+}
+
 /// One run of the grid.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Cell {
     /// Training mode.
     pub mode: Mode,
@@ -296,6 +394,8 @@ pub struct Cell {
     pub peers: usize,
     /// Seed.
     pub seed: u64,
+    /// The `[sweep]` values of this cell, by key (empty without a sweep).
+    pub settings: Vec<(String, toml::Value)>,
 }
 
 impl Cell {
@@ -307,11 +407,12 @@ impl Cell {
             "iid".into()
         };
         format!(
-            "{}-loss{:.2}-slow{}-{alpha}-n{}-s{}",
+            "{}-loss{:.2}-slow{}-{alpha}-n{}{}-s{}",
             self.mode.as_str(),
             self.loss,
             self.slowdown,
             self.peers,
+            settings_id(&self.settings),
             self.seed
         )
     }
@@ -324,8 +425,11 @@ impl Cell {
             "iid".into()
         };
         format!(
-            "loss{:.2}-slow{}-{alpha}-n{}",
-            self.loss, self.slowdown, self.peers
+            "loss{:.2}-slow{}-{alpha}-n{}{}",
+            self.loss,
+            self.slowdown,
+            self.peers,
+            settings_id(&self.settings)
         )
     }
 
@@ -352,7 +456,11 @@ impl Cell {
     }
 
     pub(super) fn config(&self, lab: &LabFile) -> Result<Config, LabError> {
-        let mut c = lab.config.clone();
+        let mut c =
+            apply_settings(&lab.config, &self.settings).map_err(|message| LabError::Sweep {
+                cell: self.id(),
+                message,
+            })?;
         c.up.mode = self.mode;
         c.up.peers = self.peers;
         match self.runner(lab) {
@@ -431,5 +539,60 @@ mod tests {
         let mut lab = lab;
         lab.straggler = "peer-3".into();
         assert!(matches!(cells[0].config(&lab), Err(LabError::Netns { .. })));
+    }
+
+    #[test]
+    fn a_sweep_is_a_further_axis_checked_as_config_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        let write = |sweep: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "name = \"t\"\ntarget_accuracy = 0.5\nmodes = [\"gossip\", \"sync\"]\n\
+                     [sweep]\n{sweep}\n"
+                ),
+            )
+            .unwrap();
+        };
+        write(
+            "\"train.publish_every\" = [10, \"5s\"]\n\
+             \"train.outer_optimizer\" = [\"none\", \"nesterov\"]",
+        );
+        let lab = LabFile::from_file(&path).unwrap();
+        let cells = lab.cells();
+        assert_eq!(cells.len(), 2 * 2 * 2, "2 × 2 settings × 2 modes");
+        let ids: std::collections::BTreeSet<String> = cells.iter().map(Cell::id).collect();
+        assert_eq!(ids.len(), cells.len(), "ids are distinct: {ids:?}");
+        let c = cells
+            .iter()
+            .find(|c| {
+                c.id().contains("outer_optimizernesterov") && c.id().contains("publish_every5s")
+            })
+            .unwrap();
+        let config = c.config(&lab).unwrap();
+        assert_eq!(
+            config.train.outer_optimizer,
+            crate::train::OuterKind::Nesterov
+        );
+        assert_eq!(
+            config.train.publish_every,
+            crate::train::PublishPeriod::Interval(Duration::from_secs(5))
+        );
+        assert_eq!(
+            describe_settings(&c.settings),
+            "train.outer_optimizer=nesterov, train.publish_every=5s"
+        );
+        for (sweep, want) in [
+            ("\"train.outer_optimizer\" = [\"adam\"]", "adam"),
+            ("\"train.no_such_key\" = [1]", "no_such_key"),
+            ("\"publish_every\" = [1]", "section.key"),
+            ("\"train.outer_lr\" = [-1.0]", "train.outer_lr"),
+            ("\"train.lr\" = []", "at least one value"),
+        ] {
+            write(sweep);
+            let err = LabFile::from_file(&path).unwrap_err().to_string();
+            assert!(err.contains(want), "{sweep}: {err}");
+        }
     }
 }

@@ -61,6 +61,14 @@ pub enum LabError {
     /// A cell's configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A `[sweep]` setting does not apply to the configuration.
+    #[error("run {cell}: {message}")]
+    Sweep {
+        /// The cell id.
+        cell: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A run failed.
     #[error("run {cell} failed")]
     Run {

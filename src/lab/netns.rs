@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn loss_rates_must_be_whole_percents() {
         let lab: LabFile = toml::from_str("name = \"t\"\ntarget_accuracy = 0.5\n").unwrap();
-        let mut cell = lab.cells()[0];
+        let mut cell = lab.cells()[0].clone();
         cell.loss = 0.2;
         assert_eq!(loss_percent(&cell).unwrap(), 20);
         cell.loss = 0.07;

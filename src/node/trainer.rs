@@ -1,10 +1,11 @@
 //! The gossip peer's trainer thread: the shared training loop ([`crate::train`]) with the
 //! gossip hooks — fold in the deltas the core applied before each step, publish a delta every H
-//! steps under flow control. It owns `work` (candle Vars) and a mirror of the core's base; the
+//! steps (or every period of time) under flow control, through the outer optimizer. It owns `work` (candle Vars) and a mirror of the core's base; the
 //! core owns the exact base and the version vector.
 //!
-//! Publishing (`docs/ALGORITHM.md`, "Operations"): `d = w · (work − base)`, `base += d`, `work = base`, with
-//! `w = 1/n` and n the live members at that moment. Receiving: `base += d`, `work += d`.
+//! Publishing (`docs/ALGORITHM.md`, "Operations"): `d = outer(w · (work − base))`, `base += d`,
+//! `work = base`, with `w = 1/n`, n the live members at that moment and `outer` the peer's outer
+//! optimizer ([`crate::train::OuterOptimizer`]; the identity by default). Receiving: `base += d`, `work += d`.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,7 +21,7 @@ use crate::workload::Workload;
 
 /// Flow control puts a publish off at most until the delta carries this many times
 /// `publish_every` steps; past that the trainer waits for the network before it publishes.
-pub const MAX_COALESCE: u64 = 4;
+pub const MAX_COALESCE: u32 = 4;
 
 /// The longest the trainer yields to a lagging runtime before one step: a runtime blocked on
 /// something else (a slow disk write) never stops training for long.
@@ -102,8 +103,10 @@ impl TrainerHandle {
                     quantizer: model::Quantizer::new(plan.delta_compression),
                     max_unacked_deltas: plan.max_unacked_deltas,
                     publish_every: plan.publish_every,
+                    outer: train::OuterOptimizer::new(plan.outer),
                     base: base.clone(),
                     since_publish: 0,
+                    phase_started: Instant::now(),
                     live: gauges.live,
                     unacked: gauges.unacked,
                     runtime: gauges.runtime,
@@ -156,8 +159,12 @@ struct GossipHooks {
     base: Vec<f32>,
     /// Steps since the last published delta.
     since_publish: u64,
-    /// H ([`TrainPlan::publish_every`]).
-    publish_every: u64,
+    /// When the current local phase began (after the staleness wait), for a period of time.
+    phase_started: Instant,
+    /// H, or a period of time ([`TrainPlan::publish_every`]).
+    publish_every: train::PublishPeriod,
+    /// Turns each phase's progress into the published delta ([`TrainPlan::outer`]).
+    outer: train::OuterOptimizer,
     /// [`TrainPlan::max_unacked_deltas`].
     max_unacked_deltas: usize,
     live: Arc<AtomicUsize>,
@@ -205,8 +212,11 @@ impl TrainHooks for GossipHooks {
                     stop.load(Ordering::SeqCst)
                 });
         }
-        if self.since_publish == 0 && !self.staleness_wait_limit.is_zero() {
-            self.staleness_wait += self.wait_for_others();
+        if self.since_publish == 0 {
+            if !self.staleness_wait_limit.is_zero() {
+                self.staleness_wait += self.wait_for_others();
+            }
+            self.phase_started = Instant::now();
         }
         self.apply_commands(trainer)
     }
@@ -223,8 +233,11 @@ impl TrainHooks for GossipHooks {
         // A publish is put off at most until it would carry MAX_COALESCE × H steps, so a delta
         // stays within a small multiple of the usual size (the norm check compares it with
         // recent deltas).
-        if self.since_publish >= self.publish_every {
-            let overdue = self.since_publish >= MAX_COALESCE * self.publish_every.max(1);
+        let elapsed = self.phase_started.elapsed();
+        if self.publish_every.due(self.since_publish, elapsed, 1) {
+            let overdue = self
+                .publish_every
+                .due(self.since_publish, elapsed, MAX_COALESCE);
             if overdue && !self.network_ready() {
                 let waited = Instant::now();
                 self.wait_for_network();
@@ -326,6 +339,7 @@ impl GossipHooks {
         let work = trainer.work()?;
         let mut delta = model::scaled_difference(&work, &self.base, weight)?;
         trainer.check_finite(step, "the local update", &delta)?;
+        self.outer.step(&mut delta)?;
         // The quantized delta is what every peer adds, this one included; what rounding left
         // out goes into the next delta.
         self.quantizer.quantize(&mut delta);

@@ -316,6 +316,11 @@ pub fn workload_peer_options(
         lr,
         weight_decay: t.weight_decay,
         publish_every: t.publish_every,
+        outer: crate::train::OuterSettings {
+            kind: t.outer_optimizer,
+            lr: t.outer_lr as f32,
+            momentum: t.outer_momentum as f32,
+        },
         eval_every: t.eval_every,
         order_seed: t.rng_seed ^ (0x9e37_79b9 * (shard_spec.index as u64 + 1)),
         start_step: 0,

@@ -47,11 +47,19 @@ pub(super) fn train_with_barriers(
         max_train_time: None,
         ..plan.clone()
     };
+    let publish_every = plan.publish_every.steps().ok_or_else(|| {
+        SyncError::Trainer(format!(
+            "the barrier baseline meets every H steps: train.publish_every must be a number of \
+             steps, not {}",
+            plan.publish_every
+        ))
+    })?;
     let mut hooks = BarrierHooks {
         to_net,
         base: initial.to_vec(),
         quantizer: Quantizer::new(plan.delta_compression),
-        publish_every: plan.publish_every,
+        outer: crate::train::OuterOptimizer::new(plan.outer),
+        publish_every,
         since_barrier: 0,
         round: 0,
     };
@@ -67,6 +75,9 @@ struct BarrierHooks<'a> {
     base: Vec<f32>,
     /// Quantizes round updates with error feedback.
     quantizer: Quantizer,
+    /// The outer optimizer applied to each round's mean update (DiLoCo's outer step; every
+    /// peer holds the same state, as every peer receives the same mean).
+    outer: crate::train::OuterOptimizer,
     /// H: steps between barriers.
     publish_every: u64,
     /// Steps since the last barrier.
@@ -103,7 +114,9 @@ impl BarrierHooks<'_> {
         if last {
             self.base = mean;
         } else {
-            model::axpy(&mut self.base, 1.0, &mean)?;
+            let mut step = mean;
+            self.outer.step(&mut step)?;
+            model::axpy(&mut self.base, 1.0, &step)?;
         }
         trainer.set_work(&self.base)?;
         Ok(())

@@ -7,7 +7,9 @@
 
 mod device;
 mod eval;
+mod outer;
 mod plan;
+mod publish;
 mod schedule;
 mod trainer;
 
@@ -16,7 +18,9 @@ use std::time::{Duration, Instant};
 
 pub use device::DeviceChoice;
 pub use eval::{evaluate_snapshot, write_eval_snapshot};
+pub use outer::{OuterKind, OuterOptimizer, OuterSettings};
 pub use plan::{StepPosition, TrainPlan, TrainProgress};
+pub use publish::PublishPeriod;
 pub use schedule::LrSchedule;
 pub use trainer::Trainer;
 
@@ -314,7 +318,8 @@ mod tests {
             batch_size: 16,
             lr: 0.01,
             weight_decay: 0.0,
-            publish_every: 4,
+            publish_every: PublishPeriod::Steps(4),
+            outer: OuterSettings::default(),
             eval_every: 15,
             order_seed: 1,
             start_step: 3,

@@ -27,8 +27,11 @@ pub struct TrainPlan {
     pub lr: f64,
     /// AdamW weight decay.
     pub weight_decay: f64,
-    /// Steps between published deltas, or between barrier rounds in the sync baseline (H).
-    pub publish_every: u64,
+    /// How often the gossip peer publishes (H steps, or a period of wall time); in the sync
+    /// baseline, the steps between barrier rounds (a period of time is refused there).
+    pub publish_every: super::PublishPeriod,
+    /// The outer optimizer applied to each published delta (gossip) or round update (sync).
+    pub outer: super::OuterSettings,
     /// Steps between test evaluations (0: never during training).
     pub eval_every: u64,
     /// Seed of the batch order.

@@ -9,6 +9,7 @@ mod containers;
 mod discovery;
 mod durability;
 mod equivocation;
+mod exact_merge;
 mod examples;
 mod exhaustion;
 mod flood;
