@@ -495,6 +495,7 @@ mod tests {
             samples: 64,
             drained: true,
             drain_seconds: Some(if name == "peer-0" { 0.5 } else { 1.5 }),
+            parameters: 1000,
         };
         let summary = RunSummary {
             mode: "gossip".into(),
@@ -508,6 +509,7 @@ mod tests {
             samples_total: 128,
             lr: 0.001,
             epochs: 1,
+            parameters: 1000,
         };
         let lab: LabFile = toml::from_str("name = \"t\"\ntarget_accuracy = 0.75\n").unwrap();
         let cell = lab.cells()[0];
@@ -586,6 +588,7 @@ mod tests {
             samples: 64,
             drained: true,
             drain_seconds: None,
+            parameters: 1000,
         };
         let summary = RunSummary {
             mode: "gossip".into(),
@@ -599,6 +602,7 @@ mod tests {
             samples_total: 128,
             lr: 0.001,
             epochs: 1,
+            parameters: 1000,
         };
         let lab: LabFile =
             toml::from_str("name = \"t\"\n[target]\nmetric = \"val_loss\"\nvalue = 2.0\n").unwrap();

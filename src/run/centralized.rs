@@ -75,6 +75,7 @@ pub fn centralized(config: &Config, data: &RunData, no_tui: bool) -> Result<RunS
         samples: progress.samples,
         drained: true,
         drain_seconds: None,
+        parameters: hooks.params.len() as u64,
     };
     Ok(summarize(
         "centralized",
