@@ -1,6 +1,7 @@
 //! What the lab makes of a run: the rows of `runs.csv` read back from the peers'
-//! `metrics.jsonl`, each cell's summary (times to target, spread, bytes), the series the plots
-//! draw, and the Markdown report (definitions in the [`super`] module docs).
+//! `metrics.jsonl`, each cell's summary (times to target, spread, bytes and what all-reduce
+//! would have sent: [`super::communication`]), the series the plots draw, and the Markdown
+//! report (definitions in the [`super`] module docs).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::run::RunSummary;
 
+use super::communication::{
+    allreduce_bytes_per_step, communication, Communication, Counters, RunCounters,
+};
 use super::{io_err, Cell, LabError, LabFile};
 
 /// One line of a peer's `metrics.jsonl` (the fields the lab reads; both modes write them).
@@ -77,6 +81,18 @@ pub struct RunRow {
     pub bytes_sent: u64,
     /// UDP bytes received by this peer so far.
     pub bytes_received: u64,
+    /// What a per-step fp32 ring all-reduce would have sent per peer by this peer's `step`
+    /// (bytes; 0 for the centralized baseline; empty when the parameter count is unknown).
+    pub allreduce_bytes: Option<f64>,
+    /// The run's mean UDP bytes sent per peer by the target ([`Communication`]); empty when
+    /// not reached.
+    pub bytes_to_target_per_peer: Option<f64>,
+    /// The run's all-reduce bytes per peer over all its steps ([`Communication`]).
+    pub allreduce_bytes_per_peer: Option<f64>,
+    /// The run's all-reduce bytes to target over its bytes to target ([`Communication`]).
+    pub allreduce_ratio_to_target: Option<f64>,
+    /// The run's all-reduce bytes over its bytes sent, whole run ([`Communication`]).
+    pub allreduce_ratio_total: Option<f64>,
 }
 
 /// One cell of `summary.json`.
@@ -121,6 +137,10 @@ pub struct CellSummary {
     /// The longest drain of the run's peers (s): from a peer's last delta to the end of its
     /// drain. Null for the baselines (no drain) and when no peer's drain ended.
     pub drain_seconds: Option<f64>,
+    /// Bytes to target and against a per-step ring all-reduce (its fields sit beside these in
+    /// `summary.json`).
+    #[serde(flatten)]
+    pub communication: Communication,
 }
 
 /// `summary.json`.
@@ -188,6 +208,15 @@ pub(super) fn analyse(
     let names: Vec<String> = summary.peers.iter().map(|p| p.name.clone()).collect();
     let mut latest: BTreeMap<String, f64> = BTreeMap::new();
     let mut sent: BTreeMap<String, u64> = BTreeMap::new();
+    let mut counters: BTreeMap<String, Vec<Counters>> = BTreeMap::new();
+    // The centralized baseline is one process: an all-reduce among one sends nothing.
+    let allreduce_peers = if cell.mode == crate::config::Mode::Centralized {
+        1
+    } else {
+        cell.peers
+    };
+    let parameters = (summary.parameters > 0).then_some(summary.parameters);
+    let per_step = parameters.map(|p| allreduce_bytes_per_step(allreduce_peers, p));
     let mut rows = Vec::new();
     let mut ser = Series {
         cell: cell.clone(),
@@ -205,6 +234,11 @@ pub(super) fn analyse(
     for l in &lines {
         let t = l.time - t0;
         sent.insert(l.peer.clone(), l.bytes_sent);
+        counters.entry(l.peer.clone()).or_default().push(Counters {
+            t,
+            step: l.step,
+            bytes_sent: l.bytes_sent,
+        });
         let bytes = sent.values().sum::<u64>() as f64 / names.len().max(1) as f64;
         ser.bytes_per_peer.push((t, bytes));
         let Some(value) = l.value(&target.metric) else {
@@ -260,10 +294,29 @@ pub(super) fn analyse(
             spread,
             bytes_sent: l.bytes_sent,
             bytes_received: l.bytes_received,
+            allreduce_bytes: per_step.map(|b| b * l.step as f64),
+            bytes_to_target_per_peer: None,
+            allreduce_bytes_per_peer: None,
+            allreduce_ratio_to_target: None,
+            allreduce_ratio_total: None,
         });
     }
-    let bytes_sent_per_peer = summary.peers.iter().map(|p| p.bytes_sent).sum::<u64>() as f64
-        / summary.peers.len().max(1) as f64;
+    let ran = summary.peers.len().max(1) as f64;
+    let bytes_sent_per_peer = summary.peers.iter().map(|p| p.bytes_sent).sum::<u64>() as f64 / ran;
+    let comm = communication(&RunCounters {
+        peers: allreduce_peers,
+        parameters,
+        lines: counters.into_values().collect(),
+        time_to_target: ttt,
+        steps_per_peer: summary.peers.iter().map(|p| p.steps).sum::<u64>() as f64 / ran,
+        bytes_sent_per_peer,
+    });
+    for r in &mut rows {
+        r.bytes_to_target_per_peer = comm.bytes_to_target_per_peer;
+        r.allreduce_bytes_per_peer = comm.allreduce_bytes_per_peer;
+        r.allreduce_ratio_to_target = comm.allreduce_ratio_to_target;
+        r.allreduce_ratio_total = comm.allreduce_ratio_total;
+    }
     let s = CellSummary {
         cell: cell.id(),
         mode: cell.mode.as_str().into(),
@@ -302,6 +355,7 @@ pub(super) fn analyse(
             .iter()
             .filter_map(|p| p.drain_seconds)
             .reduce(f64::max),
+        communication: comm,
     };
     Ok((rows, s, ser))
 }
@@ -328,6 +382,16 @@ fn fmt_drain(t: Option<f64>) -> String {
     t.map_or("-".into(), |t| format!("{t:.1}"))
 }
 
+/// Bytes as MiB, or `-` where there are none (target not reached).
+fn fmt_mib(bytes: Option<f64>) -> String {
+    bytes.map_or("-".into(), |b| format!("{:.2}", b / (1024.0 * 1024.0)))
+}
+
+/// How many times less than all-reduce, or `-` (no ratio: one peer, or not reached).
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{r:.1}"))
+}
+
 /// The Markdown report: per-setting means over seeds, then every run.
 pub fn report(s: &LabSummary) -> String {
     let metric = &s.target.metric;
@@ -346,8 +410,10 @@ pub fn report(s: &LabSummary) -> String {
         }
     };
     out.push_str("## Per setting (mean over seeds)\n\n");
-    out.push_str(&format!("| mode | setting | loss | slowdown | non-IID α | peers | seeds | reached | time to target (s) | every peer (s) | others (s) | final mean {metric} | final worst {metric} | consensus dist | MiB sent/peer | drained | drain (s) |\n"));
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str(&format!("| mode | setting | loss | slowdown | non-IID α | peers | seeds | reached | time to target (s) | every peer (s) | others (s) | final mean {metric} | final worst {metric} | consensus dist | MiB sent/peer | drained | drain (s) | MiB to target/peer | × less than all-reduce to target | × less than all-reduce total |\n"));
+    out.push_str(
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
     let mut groups: BTreeMap<String, Vec<&CellSummary>> = BTreeMap::new();
     let mut order = Vec::new();
     for c in &s.cells {
@@ -384,7 +450,7 @@ pub fn report(s: &LabSummary) -> String {
         let mean =
             |f: &dyn Fn(&CellSummary) -> f64| cs.iter().map(|c| f(c)).sum::<f64>() / n as f64;
         out.push_str(&format!(
-            "| {} | {} | {:.0}% | {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {:.1e} | {:.1} | {}/{} | {} |\n",
+            "| {} | {} | {:.0}% | {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {:.1e} | {:.1} | {}/{} | {} | {} | {} | {} |\n",
             c0.mode,
             if c0.setting.is_empty() { "-" } else { &c0.setting },
             c0.loss * 100.0,
@@ -408,13 +474,19 @@ pub fn report(s: &LabSummary) -> String {
             cs.iter().map(|c| c.peers_drained).sum::<usize>(),
             cs.iter().map(|c| c.peers).sum::<usize>(),
             fmt_drain(mean_opt(cs.iter().map(|c| c.drain_seconds).collect()).1),
+            fmt_mib(mean_opt(cs.iter().map(|c| c.communication.bytes_to_target_per_peer).collect()).1),
+            fmt_ratio(mean_opt(cs.iter().map(|c| c.communication.allreduce_ratio_to_target).collect()).1),
+            fmt_ratio(mean_opt(cs.iter().map(|c| c.communication.allreduce_ratio_total).collect()).1),
         ));
     }
-    out.push_str("\nMeans of time to target are over the seeds that reached it (see `reached`).\n\n## Every run\n\n");
-    out.push_str(&format!("| run | runner | time to target (s) | every peer (s) | final mean {metric} | final worst {metric} | consensus dist | MiB sent/peer | wall (s) | drained | drain (s) |\n|---|---|---|---|---|---|---|---|---|---|---|\n"));
+    out.push_str("\nMeans of time to target and of MiB to target are over the seeds that reached it (see `reached`). \
+        × less than all-reduce: what a per-step fp32 ring all-reduce of the same model would send per peer \
+        (2·(N−1)/N · 4 bytes · parameters, each step) over what the run sent per peer, to the target and over the whole run; \
+        `-` for one peer (centralized: all-reduce sends nothing) or a target not reached.\n\n## Every run\n\n");
+    out.push_str(&format!("| run | runner | time to target (s) | every peer (s) | final mean {metric} | final worst {metric} | consensus dist | MiB sent/peer | wall (s) | drained | drain (s) | MiB to target/peer | × less than all-reduce to target | × less than all-reduce total |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"));
     for c in &s.cells {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {:.1e} | {:.1} | {:.1} | {}/{} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.1e} | {:.1} | {:.1} | {}/{} | {} | {} | {} | {} |\n",
             c.cell,
             c.runner,
             fmt_secs(c.time_to_target_seconds),
@@ -427,6 +499,9 @@ pub fn report(s: &LabSummary) -> String {
             c.peers_drained,
             c.peers,
             fmt_drain(c.drain_seconds),
+            fmt_mib(c.communication.bytes_to_target_per_peer),
+            fmt_ratio(c.communication.allreduce_ratio_to_target),
+            fmt_ratio(c.communication.allreduce_ratio_total),
         ));
     }
     if !s.failed.is_empty() {
@@ -449,187 +524,4 @@ pub fn report(s: &LabSummary) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn line(peer: &str, t: f64, acc: Option<f32>) -> String {
-        serde_json::json!({
-            "time": 1000.0 + t, "elapsed_seconds": t, "peer": peer, "step": 1, "samples": 64,
-            "test_accuracy": acc, "bytes_sent": 10, "bytes_received": 10
-        })
-        .to_string()
-    }
-
-    #[test]
-    fn time_to_target_uses_every_peers_latest_accuracy() {
-        let dir = tempfile::tempdir().unwrap();
-        for (peer, lines) in [
-            (
-                "peer-0",
-                vec![
-                    line("peer-0", 1.0, Some(0.5)),
-                    line("peer-0", 3.0, Some(0.9)),
-                ],
-            ),
-            (
-                "peer-1",
-                vec![
-                    line("peer-1", 2.0, Some(0.7)),
-                    line("peer-1", 5.0, Some(0.85)),
-                ],
-            ),
-        ] {
-            std::fs::create_dir_all(dir.path().join(peer)).unwrap();
-            std::fs::write(
-                dir.path().join(peer).join("metrics.jsonl"),
-                lines.join("\n"),
-            )
-            .unwrap();
-        }
-        let peer = |name: &str| crate::run::PeerSummary {
-            peer_id: String::new(),
-            name: name.into(),
-            test_accuracy: 0.9,
-            metrics: crate::workload::Metrics(vec![("accuracy".into(), 0.9)]),
-            version: 1,
-            applied: 1,
-            bytes_sent: 10,
-            bytes_received: 10,
-            steps: 1,
-            samples: 64,
-            drained: true,
-            drain_seconds: Some(if name == "peer-0" { 0.5 } else { 1.5 }),
-        };
-        let summary = RunSummary {
-            mode: "gossip".into(),
-            dataset: "synthetic".into(),
-            peers: vec![peer("peer-0"), peer("peer-1")],
-            mean_test_accuracy: 0.9,
-            min_test_accuracy: 0.9,
-            metrics: crate::workload::Metrics(vec![("accuracy".into(), 0.9)]),
-            consensus_distance: 0.0,
-            wall_seconds: 6.0,
-            samples_total: 128,
-            lr: 0.001,
-            epochs: 1,
-        };
-        let lab: LabFile = toml::from_str("name = \"t\"\ntarget_accuracy = 0.75\n").unwrap();
-        let cell = lab.cells()[0].clone();
-        let (rows, s, series) = analyse(&lab, &cell, dir.path(), &summary).unwrap();
-        assert_eq!(rows.len(), 4);
-        // Mean: t=2 → 0.6, t=3 → 0.8 (reached), t=5 → 0.875; every peer ≥ 0.75 only at t=5.
-        assert_eq!(s.time_to_target_seconds, Some(3.0));
-        assert_eq!(s.time_to_target_all_seconds, Some(5.0));
-        assert_eq!(series.mean_value.len(), 3);
-        assert!((s.final_mean - 0.9).abs() < 1e-12 && (s.final_worst - 0.9).abs() < 1e-12);
-        // The longest drain of the run, and how many of the cell's 4 peers drained (2 ran).
-        assert_eq!(s.drain_seconds, Some(1.5));
-        assert_eq!(s.peers_drained, 2);
-        let text = report(&LabSummary {
-            name: "t".into(),
-            target: lab.target().unwrap(),
-            time_to_target_definition: String::new(),
-            cells: vec![s],
-            failed: vec![FailedRun {
-                cell: "gossip-x".into(),
-                error: "it broke".into(),
-            }],
-            plots: vec![],
-        });
-        assert!(
-            text.contains("## Failed runs\n\n- `gossip-x`: it broke"),
-            "{text}"
-        );
-        assert!(text.contains("| gossip |"), "{text}");
-        assert!(text.contains("| 2/4 | 1.5 |"), "{text}");
-        assert!(text.contains("Target: accuracy ≥ 0.75"), "{text}");
-    }
-
-    /// A loss target is reached from above, read from the `metrics` of each line; the worst
-    /// peer is the one with the highest loss.
-    #[test]
-    fn a_loss_target_is_reached_from_above() {
-        let dir = tempfile::tempdir().unwrap();
-        let loss_line = |peer: &str, t: f64, loss: f64| {
-            serde_json::json!({
-                "time": 1000.0 + t, "elapsed_seconds": t, "peer": peer, "step": 1,
-                "samples": 64, "test_accuracy": null,
-                "metrics": {"val_loss": loss, "perplexity": loss.exp()},
-                "bytes_sent": 10, "bytes_received": 10
-            })
-            .to_string()
-        };
-        for (peer, lines) in [
-            (
-                "peer-0",
-                [loss_line("peer-0", 1.0, 3.0), loss_line("peer-0", 3.0, 1.5)],
-            ),
-            (
-                "peer-1",
-                [loss_line("peer-1", 2.0, 2.5), loss_line("peer-1", 5.0, 1.9)],
-            ),
-        ] {
-            std::fs::create_dir_all(dir.path().join(peer)).unwrap();
-            std::fs::write(
-                dir.path().join(peer).join("metrics.jsonl"),
-                lines.join("\n"),
-            )
-            .unwrap();
-        }
-        let metrics = |v: f64| crate::workload::Metrics(vec![("val_loss".into(), v)]);
-        let peer = |name: &str, v: f64| crate::run::PeerSummary {
-            peer_id: String::new(),
-            name: name.into(),
-            test_accuracy: 0.0,
-            metrics: metrics(v),
-            version: 1,
-            applied: 1,
-            bytes_sent: 10,
-            bytes_received: 10,
-            steps: 1,
-            samples: 64,
-            drained: true,
-            drain_seconds: None,
-        };
-        let summary = RunSummary {
-            mode: "gossip".into(),
-            dataset: "austen".into(),
-            peers: vec![peer("peer-0", 1.5), peer("peer-1", 1.9)],
-            mean_test_accuracy: 0.0,
-            min_test_accuracy: 0.0,
-            metrics: metrics(1.7),
-            consensus_distance: 0.0,
-            wall_seconds: 6.0,
-            samples_total: 128,
-            lr: 0.001,
-            epochs: 1,
-        };
-        let lab: LabFile =
-            toml::from_str("name = \"t\"\n[target]\nmetric = \"val_loss\"\nvalue = 2.0\n").unwrap();
-        let cell = lab.cells()[0].clone();
-        let (rows, s, _) = analyse(&lab, &cell, dir.path(), &summary).unwrap();
-        assert_eq!(rows[0].metric, "val_loss");
-        // Mean: t=2 → 2.75, t=3 → 2.0 (reached); every peer ≤ 2.0 only at t=5.
-        assert_eq!(s.time_to_target_seconds, Some(3.0));
-        assert_eq!(s.time_to_target_all_seconds, Some(5.0));
-        assert!((s.final_worst - 1.9).abs() < 1e-12, "{}", s.final_worst);
-    }
-
-    #[test]
-    fn a_target_needs_one_form_and_a_direction() {
-        let parse = |text: &str| toml::from_str::<LabFile>(text).unwrap().target();
-        assert!(parse("name = \"t\"\n").is_err());
-        assert!(parse("name = \"t\"\ntarget_accuracy = 1.5\n").is_err());
-        let both =
-            "name = \"t\"\ntarget_accuracy = 0.5\n[target]\nmetric = \"val_loss\"\nvalue = 2.0\n";
-        assert!(parse(both).is_err());
-        let unknown = "name = \"t\"\n[target]\nmetric = \"bleu\"\nvalue = 30.0\n";
-        assert!(parse(unknown).unwrap_err().contains("direction"));
-        let given =
-            "name = \"t\"\n[target]\nmetric = \"bleu\"\nvalue = 30.0\ndirection = \"higher\"\n";
-        assert_eq!(
-            parse(given).unwrap().direction,
-            crate::workload::Direction::Higher
-        );
-    }
-}
+mod tests;

@@ -30,13 +30,22 @@
 //!   consensus distance, which is only measured on the final models
 //!   (`final_consensus_distance`, `mean_i ‖θ_i − θ̄‖ / ‖θ̄‖`).
 //! - **Bytes.** UDP payload bytes sent per peer, from quinn's connection statistics.
+//!   `bytes_to_target_per_peer`: the mean over the peers of the bytes each had sent on its first
+//!   `metrics.jsonl` line at or after `time_to_target_seconds` (nothing interpolated).
+//! - **All-reduce.** What a per-step fp32 ring all-reduce of the same model would send per peer:
+//!   `2·(N−1)/N · 4 · P` bytes a step (N the cell's peers, 1 for `centralized`; P the model's
+//!   parameters, from the run summary), times the steps per peer to the target or over the run.
+//!   The `allreduce_ratio_*` divide it by what the run sent (null for one peer: all-reduce sends
+//!   nothing). See `src/lab/communication.rs`.
 
 mod analysis;
+mod communication;
 mod file;
 pub mod netns;
 pub mod plot;
 
 pub use analysis::{report, CellSummary, FailedRun, LabSummary, RunRow, Series};
+pub use communication::{allreduce_bytes_per_step, Communication};
 pub use file::{Cell, LabFile, Runner};
 
 use std::io::IsTerminal;
@@ -274,7 +283,7 @@ pub async fn run_lab(file: &Path, options: LabOptions) -> Result<LabSummary, Lab
         path: out.clone(),
         message,
     })?;
-    let plots = plot::write_all(&out, &series, &target)?;
+    let plots = plot::write_all(&out, &series, &summaries, &target)?;
     let summary = LabSummary {
         name: lab.name.clone(),
         time_to_target_definition: format!(

@@ -1,6 +1,10 @@
 //! `metrics.jsonl` in a peer's data dir: one JSON line per training progress report (time,
 //! step, loss, accuracy, versions, bytes), for plots and the lab. Written so a crash never
 //! leaves a line that runs into the next.
+//!
+//! One writer ([`MetricsFile`]) serves every mode: the gossip peer writes its line (with the
+//! core's and the transport's counters), the baselines — a barrier peer and the centralized
+//! run — write a [`BaselineLine`], which carries the fields the lab reads under the same names.
 
 use std::io::Write;
 use std::path::Path;
@@ -49,17 +53,90 @@ struct MetricsLine<'a> {
     signatures_verified: u64,
 }
 
+/// One line of a baseline's `metrics.jsonl`: a peer of the barrier baseline ([`crate::sync`])
+/// or the centralized run ([`crate::run::centralized`]). The fields the lab reads (`time`,
+/// `elapsed_seconds`, `peer`, `step`, `samples`, `test_accuracy`, `metrics`, `bytes_sent`,
+/// `bytes_received`) mean what they mean in a gossip peer's line.
+#[derive(Serialize)]
+pub(crate) struct BaselineLine<'a> {
+    /// Unix time of the line (s).
+    pub(crate) time: f64,
+    /// Seconds since the run (or peer) started.
+    pub(crate) elapsed_seconds: f64,
+    /// The peer's name (`centralized` for the centralized run).
+    pub(crate) peer: &'a str,
+    /// `sync` or `centralized`.
+    pub(crate) mode: &'static str,
+    /// `training`, or `left` on the last line (the final model's metrics).
+    pub(crate) lifecycle: &'static str,
+    /// Optimizer steps so far.
+    pub(crate) step: u64,
+    /// Budget units (samples or tokens) so far.
+    pub(crate) samples: u64,
+    /// Epoch, 0-based.
+    pub(crate) epoch: u32,
+    /// Mean training loss since the last report.
+    pub(crate) train_loss: Option<f32>,
+    /// Test accuracy of the evaluated model, when evaluated here and the workload has one.
+    pub(crate) test_accuracy: Option<f32>,
+    /// Every held-out metric of this evaluation point, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) metrics: Option<&'a crate::workload::Metrics>,
+    /// The file of a deferred evaluation point ([`crate::lab::evaluate_deferred`] fills it in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) eval_snapshot: Option<&'a Path>,
+    /// Barrier rounds completed (the barrier baseline only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) round: Option<u64>,
+    /// UDP bytes sent so far (0 for the centralized run, which has no network).
+    pub(crate) bytes_sent: u64,
+    /// UDP bytes received so far.
+    pub(crate) bytes_received: u64,
+}
+
+impl<'a> BaselineLine<'a> {
+    /// The line of `peer` in `mode` at `progress`, now, `started` being when it started; no
+    /// round and no bytes (set them where there are some).
+    pub(crate) fn new(
+        peer: &'a str,
+        mode: &'static str,
+        lifecycle: &'static str,
+        started: Instant,
+        progress: &'a TrainProgress,
+    ) -> Self {
+        Self {
+            time: crate::clock::unix_now(),
+            elapsed_seconds: started.elapsed().as_secs_f64(),
+            peer,
+            mode,
+            lifecycle,
+            step: progress.step,
+            samples: progress.samples,
+            epoch: progress.epoch,
+            train_loss: progress.train_loss,
+            test_accuracy: progress.metrics.as_ref().and_then(|m| m.accuracy()),
+            metrics: progress.metrics.as_ref(),
+            eval_snapshot: progress.eval_snapshot.as_deref(),
+            round: None,
+            bytes_sent: 0,
+            bytes_received: 0,
+        }
+    }
+}
+
 /// `metrics.jsonl`, appended one whole line per `write_all` (`O_APPEND`): a crash leaves at most
 /// a partial last line, which readers skip and the next open terminates. Write errors are
 /// logged through a [`WarnLimiter`], never fatal.
-pub(super) struct MetricsFile {
+pub(crate) struct MetricsFile {
     file: Option<std::fs::File>,
     started: Instant,
     warnings: WarnLimiter,
 }
 
 impl MetricsFile {
-    pub(super) fn open(path: &Path) -> Self {
+    /// Opens (or creates) the file at `path` for appending; one that cannot be opened is
+    /// logged and nothing is written.
+    pub(crate) fn open(path: &Path) -> Self {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -85,6 +162,8 @@ impl MetricsFile {
         me
     }
 
+    /// Appends the gossip peer `name`'s line at `progress`, with its core's and transport's
+    /// counters.
     pub(super) fn write(
         &mut self,
         name: &str,
@@ -92,9 +171,9 @@ impl MetricsFile {
         transport: &Transport,
         progress: &TrainProgress,
     ) {
-        let Some(file) = self.file.as_mut() else {
+        if self.file.is_none() {
             return;
-        };
+        }
         let stats = core.stats();
         let net = transport.stats();
         let line = MetricsLine {
@@ -126,7 +205,15 @@ impl MetricsFile {
             deltas_already_applied: stats.deltas_already_applied,
             signatures_verified: stats.signatures_verified,
         };
-        if let Ok(mut text) = serde_json::to_string(&line) {
+        self.append(&line);
+    }
+
+    /// Appends `line` as one JSON line.
+    pub(crate) fn append<T: Serialize>(&mut self, line: &T) {
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        if let Ok(mut text) = serde_json::to_string(line) {
             text.push('\n');
             // One write per line, appended: a crash leaves at most a partial last line.
             match file.write_all(text.as_bytes()) {

@@ -42,7 +42,6 @@ use crate::workload::Metrics;
 use audit::AuditLog;
 use checkpoint::save;
 use events::{handle_event, RemoteLogs};
-use metrics_file::MetricsFile;
 use observe::{Observer, Observers};
 use resume::resume_state;
 use rumor_proto::core::{Core, Event, LocalPeer, Sender as MessageSender};
@@ -58,6 +57,7 @@ pub use crate::lock::lock;
 pub use checkpoint::{load_checkpoint, CheckpointState};
 pub use data_dir::{load_or_create_peer_id, probe_data_dir};
 pub use error::{check_dir_path, NodeError, NotADirectory, ResumeError, TrainerError};
+pub(crate) use metrics_file::{BaselineLine, MetricsFile};
 pub use options::{PeerOptions, PeerOutcome};
 pub use status::{MemberSummary, PeerStatus};
 

@@ -20,7 +20,7 @@ use crate::config::ConfigError;
 use crate::node::NodeError;
 use crate::{certs, data, model};
 
-pub use centralized::centralized;
+pub use centralized::{centralized, CENTRALIZED_PEER};
 pub use options::{
     budget, load_data, local_peer_options, peer_options, workload_for, workload_peer_options,
     RunData,

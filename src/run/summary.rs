@@ -46,6 +46,10 @@ pub struct PeerSummary {
     /// baselines, which have no drain, and for a peer stopped before its drain ended.
     #[serde(default)]
     pub drain_seconds: Option<f64>,
+    /// Parameters of its final model (fp32 values); 0 in summaries written before it was
+    /// recorded.
+    #[serde(default)]
+    pub parameters: u64,
 }
 
 /// The summary `up` prints and writes with `--summary-json` (and, for one peer, `rumor peer
@@ -75,6 +79,10 @@ pub struct RunSummary {
     pub lr: f64,
     /// Epochs of the budget.
     pub epochs: u32,
+    /// Parameters of the model (fp32 values; the largest of the peers' counts, which agree); 0
+    /// in summaries written before it was recorded.
+    #[serde(default)]
+    pub parameters: u64,
 }
 
 /// What `rumor peer --summary-json` writes: the run summary of one peer plus the members it
@@ -155,6 +163,7 @@ pub(super) fn peer_summary(o: &PeerOutcome) -> PeerSummary {
         samples: o.samples,
         drained: o.drained,
         drain_seconds: o.drain_seconds,
+        parameters: o.base.len() as u64,
     }
 }
 
@@ -173,6 +182,7 @@ pub(super) fn sync_peer_summary(o: &crate::sync::SyncOutcome) -> PeerSummary {
         samples: o.samples,
         drained: o.complete,
         drain_seconds: None,
+        parameters: o.base.len() as u64,
     }
 }
 
@@ -212,6 +222,7 @@ pub(super) fn summarize(
         mode: mode.into(),
         dataset: dataset.into(),
         samples_total: peers.iter().map(|p| p.samples).sum(),
+        parameters: peers.iter().map(|p| p.parameters).max().unwrap_or(0),
         metrics: mean_metrics(&peers),
         peers,
         mean_test_accuracy: mean,

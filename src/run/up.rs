@@ -19,7 +19,7 @@ use crate::node::{PeerOptions, PeerOutcome};
 use crate::ui::dashboard;
 use crate::ui::peer_table::plain_line;
 
-use super::centralized::centralized;
+use super::centralized::{centralized, CENTRALIZED_PEER};
 use super::options::{check_batch_fits, load_data, local_peer_options, RunData};
 use super::peer::{wait_for_end_of_training_signal, wait_for_signal};
 use super::summary::{
@@ -33,7 +33,8 @@ use super::{io_err, write_json, RunError};
 pub struct UpOptions {
     /// Existing certificates directory with a CA (peer-0.. certificates issued when missing).
     pub certs: Option<PathBuf>,
-    /// Parent of the peers' data dirs; default a temp dir.
+    /// Parent of the peers' data dirs; default a temp dir. The centralized run writes its
+    /// `metrics.jsonl` under `centralized/` here, and none without it.
     pub out: Option<PathBuf>,
     /// Plain lines instead of the redrawn table.
     pub no_tui: bool,
@@ -69,12 +70,16 @@ pub async fn up(config: Config, options: UpOptions) -> Result<RunSummary, RunErr
         Mode::Centralized => {
             let config = config.clone();
             let no_tui = options.no_tui;
-            tokio::task::spawn_blocking(move || centralized(&config, &data, no_tui))
-                .await
-                .map_err(|e| RunError::Io {
-                    what: "centralized training task".into(),
-                    source: std::io::Error::other(e),
-                })??
+            // Its metrics go where a peer's would: a folder named after it under `out`.
+            let data_dir = options.out.as_ref().map(|o| o.join(CENTRALIZED_PEER));
+            tokio::task::spawn_blocking(move || {
+                centralized(&config, &data, no_tui, data_dir.as_deref())
+            })
+            .await
+            .map_err(|e| RunError::Io {
+                what: "centralized training task".into(),
+                source: std::io::Error::other(e),
+            })??
         }
     };
     if !options.quiet {

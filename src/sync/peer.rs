@@ -3,18 +3,16 @@
 //! the average in peer-index order; metrics lines and the final checkpoint.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::metrics::unix_now;
 use crate::model;
 use crate::net::{Incoming, Transport, TransportStats};
+use crate::node::{BaselineLine, MetricsFile};
 use crate::train::{self, TrainPlan};
 
 use super::trainer::{train_with_barriers, ToNet};
@@ -72,27 +70,6 @@ pub struct SyncOutcome {
     pub wall_seconds: f64,
 }
 
-#[derive(Serialize)]
-struct MetricsLine<'a> {
-    time: f64,
-    elapsed_seconds: f64,
-    peer: &'a str,
-    mode: &'static str,
-    lifecycle: &'static str,
-    step: u64,
-    samples: u64,
-    epoch: u32,
-    train_loss: Option<f32>,
-    test_accuracy: Option<f32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metrics: Option<&'a crate::workload::Metrics>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    eval_snapshot: Option<&'a std::path::Path>,
-    round: u64,
-    bytes_sent: u64,
-    bytes_received: u64,
-}
-
 /// Runs one sync peer to completion.
 ///
 /// # Errors
@@ -114,11 +91,7 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
     } = p;
     let started = Instant::now();
     std::fs::create_dir_all(&data_dir)?;
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(data_dir.join("metrics.jsonl"))
-        .ok();
+    let mut metrics = MetricsFile::open(&data_dir.join("metrics.jsonl"));
     let n = peers.len();
     let param_count = initial.len();
     // Frames by round and sender; finals by sender.
@@ -194,37 +167,15 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
     let mut base = Vec::new();
     let mut complete = true;
 
-    let mut write_metrics = |line: &MetricsLine<'_>| {
-        if let Some(f) = metrics.as_mut() {
-            if let Ok(mut text) = serde_json::to_string(line) {
-                text.push('\n');
-                if f.write_all(text.as_bytes()).is_err() {
-                    metrics = None;
-                }
-            }
-        }
-    };
-
     while let Some(msg) = from_trainer.recv().await {
         match msg {
             ToNet::Progress(progress) => {
                 let net = transport.stats();
-                write_metrics(&MetricsLine {
-                    time: unix_now(),
-                    elapsed_seconds: started.elapsed().as_secs_f64(),
-                    peer: &name,
-                    mode: "sync",
-                    lifecycle: "training",
-                    step: progress.step,
-                    samples: progress.samples,
-                    epoch: progress.epoch,
-                    train_loss: progress.train_loss,
-                    test_accuracy: progress.metrics.as_ref().and_then(|m| m.accuracy()),
-                    metrics: progress.metrics.as_ref(),
-                    eval_snapshot: progress.eval_snapshot.as_deref(),
-                    round: rounds,
+                metrics.append(&BaselineLine {
+                    round: Some(rounds),
                     bytes_sent: net.bytes_sent,
                     bytes_received: net.bytes_received,
+                    ..BaselineLine::new(&name, "sync", "training", started, &progress)
                 });
             }
             ToNet::Done(r) => {
@@ -356,22 +307,17 @@ pub async fn run_sync_peer(p: SyncPeer) -> Result<SyncOutcome, SyncError> {
         warn!("checkpoint failed: {}", crate::report::Chain(&e));
     }
     let net = transport.stats();
-    write_metrics(&MetricsLine {
-        time: unix_now(),
-        elapsed_seconds: started.elapsed().as_secs_f64(),
-        peer: &name,
-        mode: "sync",
-        lifecycle: "left",
+    let last = train::TrainProgress {
         step: steps,
         samples,
-        epoch: 0,
-        train_loss: None,
-        test_accuracy: final_metrics.accuracy(),
-        metrics: Some(&final_metrics),
-        eval_snapshot: None,
-        round: rounds,
+        metrics: Some(final_metrics.clone()),
+        ..train::TrainProgress::default()
+    };
+    metrics.append(&BaselineLine {
+        round: Some(rounds),
         bytes_sent: net.bytes_sent,
         bytes_received: net.bytes_received,
+        ..BaselineLine::new(&name, "sync", "left", started, &last)
     });
     transport.close().await;
     info!(%name, metrics = %final_metrics, rounds, timeouts, "sync peer stopped");

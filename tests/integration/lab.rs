@@ -229,6 +229,14 @@ congestion = "bbr"
     assert!(
         header.contains("t_seconds") && header.contains("mean_value") && header.contains("metric")
     );
+    // The communication columns come last.
+    assert!(
+        header.ends_with(
+            "allreduce_bytes,bytes_to_target_per_peer,allreduce_bytes_per_peer,\
+             allreduce_ratio_to_target,allreduce_ratio_total"
+        ),
+        "{header}"
+    );
     assert!(csv.lines().count() > 8, "rows per run and time");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
@@ -247,14 +255,29 @@ congestion = "bbr"
             "final_worst",
             "final_consensus_distance",
             "bytes_sent_per_peer",
+            "parameters",
+            "bytes_to_target_per_peer",
+            "allreduce_bytes_per_peer",
+            "allreduce_ratio_to_target",
+            "allreduce_ratio_total",
         ] {
             assert!(c.get(key).is_some(), "cell lacks {key}: {c}");
         }
         assert!(c["bytes_sent_per_peer"].as_f64().unwrap() > 0.0);
+        // Two peers: all-reduce sends the model (4 bytes a parameter) once a step.
+        let expected =
+            4.0 * c["parameters"].as_f64().unwrap() * c["steps_per_peer"].as_f64().unwrap();
+        assert_eq!(
+            c["allreduce_bytes_per_peer"].as_f64(),
+            Some(expected),
+            "{c}"
+        );
+        assert!(c["allreduce_ratio_total"].as_f64().unwrap() > 0.0, "{c}");
         assert!(c["final_consensus_distance"].as_f64().unwrap() < 1e-4);
     }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("| gossip |") && report.contains("| sync |"));
+    assert!(report.contains("| MiB to target/peer |"), "{report}");
     let plots = &summary.plots;
     if plots.is_empty() {
         eprintln!("NOTE: no TrueType font on this machine; plots were skipped");
@@ -265,6 +288,10 @@ congestion = "bbr"
         }
         assert!(plots.iter().any(|p| p.ends_with(".png")));
         assert!(plots.iter().any(|p| p.ends_with(".svg")));
+        assert!(
+            plots.iter().any(|p| p == "quality-vs-bytes.png"),
+            "{plots:?}"
+        );
     }
 }
 
