@@ -23,11 +23,13 @@ pub mod compact_serde;
 mod compression;
 mod dense;
 mod quantize;
+mod topk;
 mod values;
 
-pub use compression::Compression;
+pub use compression::{Compression, CompressionParseError};
 pub use dense::{BLOCK, MAX_EXPONENT, MIN_EXPONENT};
 pub use quantize::Quantizer;
+pub use topk::{CHUNK, SCALE_BITS};
 pub use values::{CompactError, CompactValues};
 
 #[cfg(test)]

@@ -2,13 +2,15 @@
 //! and carries what rounding left out into the next delta (error feedback).
 
 use super::dense::{quantize_block_int8, round_bf16, BLOCK};
+use super::topk::{self, CHUNK};
 use super::Compression;
 
 /// Quantization with error feedback, for one publishing peer.
 ///
 /// [`Quantizer::quantize`] turns `delta + residual` into the nearest values of the compact
 /// format and keeps the difference as the new residual, so the sum of everything published
-/// tracks the sum of the exact deltas within one quantum per value.
+/// tracks the sum of the exact deltas: for bf16 and int8 within one quantum per value, for
+/// top-k within what is still waiting in the residual (values not yet among a chunk's largest).
 #[derive(Clone, Debug, Default)]
 pub struct Quantizer {
     /// The scheme applied to every delta.
@@ -37,10 +39,11 @@ impl Quantizer {
         &self.residual
     }
 
-    /// Quantizes `delta` in place: adds the carried residual, rounds to the format, and keeps
-    /// the rounding error for the next call. Values of a block that holds NaN or ±∞ are left as
-    /// they are (the receivers refuse such a delta) and carry no residual. A delta of another
-    /// length than the last one starts from a zero residual.
+    /// Quantizes `delta` in place: adds the carried residual, rounds to the format (for
+    /// [`Compression::TopK`]: keeps the largest values of each chunk, at low precision), and
+    /// keeps what was left out for the next call. Values of a block (chunk) that holds NaN or
+    /// ±∞ are left as they are (the receivers refuse such a delta) and carry no residual. A
+    /// delta of another length than the last one starts from a zero residual.
     pub fn quantize(&mut self, delta: &mut [f32]) {
         if self.compression == Compression::None {
             return;
@@ -58,6 +61,12 @@ impl Quantizer {
             Compression::Int8 => {
                 for block in delta.chunks_mut(BLOCK) {
                     quantize_block_int8(block);
+                }
+            }
+            Compression::TopK { density_bp, bits } => {
+                let mut scratch = Vec::with_capacity(CHUNK);
+                for chunk in delta.chunks_mut(CHUNK) {
+                    topk::quantize_chunk(chunk, density_bp, bits, topk::FIT_ROUNDS, &mut scratch);
                 }
             }
         }
