@@ -23,14 +23,18 @@ pub mod compact_serde;
 mod compression;
 mod dense;
 mod quantize;
+mod sparse;
 mod topk;
 mod values;
 
 pub use compression::{Compression, CompressionParseError};
 pub use dense::{BLOCK, MAX_EXPONENT, MIN_EXPONENT};
 pub use quantize::Quantizer;
+pub use sparse::{with_value_limit, MAX_SPARSE_VALUES};
 pub use topk::{CHUNK, SCALE_BITS};
 pub use values::{CompactError, CompactValues};
 
+#[cfg(test)]
+mod sparse_tests;
 #[cfg(test)]
 mod tests;

@@ -3,11 +3,13 @@
 use super::*;
 use proptest::prelude::*;
 
-fn kind(c: &CompactValues) -> &'static str {
+/// The form's name.
+pub(super) fn kind(c: &CompactValues) -> &'static str {
     match c {
         CompactValues::F32(_) => "f32",
         CompactValues::Bf16(_) => "bf16",
         CompactValues::Int8 { .. } => "int8",
+        CompactValues::Sparse { .. } => "sparse",
     }
 }
 
