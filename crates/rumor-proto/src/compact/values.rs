@@ -84,13 +84,15 @@ impl CompactValues {
         });
         // No dense form is smaller than int8's: a sparse form below that wins outright.
         let int8_bytes = values.len() + values.len().div_ceil(super::BLOCK);
-        if let Some(s) = sparse.as_ref().filter(|s| s.data_bytes() < int8_bytes) {
-            return s.clone();
-        }
-        let dense = Self::encode_dense(values);
         match sparse {
-            Some(s) if s.data_bytes() < dense.data_bytes() => s,
-            _ => dense,
+            Some(s) if s.data_bytes() < int8_bytes => s,
+            sparse => {
+                let dense = Self::encode_dense(values);
+                match sparse {
+                    Some(s) if s.data_bytes() < dense.data_bytes() => s,
+                    _ => dense,
+                }
+            }
         }
     }
 
