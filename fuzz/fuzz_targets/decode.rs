@@ -1,7 +1,8 @@
 //! Fuzz target `decode`: arbitrary bytes through `rumor_proto::wire::decode`, and every frame that
 //! decodes through `Envelope::validate` and a small `Core`'s message handler (`handle_bytes`),
 //! followed by a timer tick. Nothing may panic; a frame that does not decode must be counted as a
-//! decode error by the core.
+//! decode error by the core. The same bytes also go to the compact value decoder on its own
+//! ([`compact`]: every form, the sparse one included), whose output must re-encode losslessly.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use rumor_proto::auth::{test_keys, Credential, Signature};
+use rumor_proto::compact::CompactValues;
 use rumor_proto::core::{sign_record, Core, CoreConfig, LocalPeer, Sender};
 use rumor_proto::wire::{self, Envelope, Lifecycle, MemberRecord, MemberStatus, MembershipView, Payload};
 use rumor_proto::MessageId;
@@ -78,7 +80,35 @@ fn core(now: Instant) -> Core {
     core
 }
 
+/// `data` as a value count (two bytes, little-endian) and `CompactValues::to_bytes` output (format
+/// byte 0 = f32, 1 = bf16, 2 = int8, 3 = sparse). What decodes has the count announced, and
+/// encoding it again gives a form that decodes to the same bits and encodes to itself.
+fn compact(data: &[u8]) {
+    let Some((count, bytes)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let count = usize::from(u16::from_le_bytes(*count));
+    let Ok(values) = CompactValues::decode_bytes(bytes, count) else {
+        return;
+    };
+    assert_eq!(values.len(), count);
+    let again = CompactValues::encode(&values);
+    let back = again.decode().expect("an encoded vector decodes");
+    assert!(
+        back.iter()
+            .zip(&values)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "re-encoding lost bits"
+    );
+    assert_eq!(
+        CompactValues::encode(&back),
+        again,
+        "encoding is not a function of the bits"
+    );
+}
+
 fuzz_target!(|data: &[u8]| {
+    compact(data);
     let now = Instant::now();
     let mut core = core(now);
     let limits = core.config().limits();

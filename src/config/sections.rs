@@ -217,8 +217,10 @@ pub struct TrainSection {
     /// for them (0: no limit).
     pub max_unacked_deltas: usize,
     /// How published deltas are quantized before they are applied and sent: `none` (f32),
-    /// `bf16` (2 bytes per parameter) or `int8` (≈ 1 byte), with error feedback. The sync
-    /// baseline compresses its model exchange the same way.
+    /// `bf16` (2 bytes per parameter), `int8` (≈ 1 byte) or `topk:P%:Bbit` (the largest P% of
+    /// each 4096 values at 2 or 4 bits, ≈ 0.03 bytes per parameter at `topk:2%:2bit`; `topk`
+    /// alone is that), with error feedback. The sync baseline compresses its model exchange
+    /// the same way.
     pub delta_compression: crate::model::Compression,
     /// Run the training thread at the lowest priority (the network's work goes first).
     pub low_priority: bool,

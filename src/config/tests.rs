@@ -170,3 +170,35 @@ fn peer_lifecycle_keys_become_the_core_lifecycle() -> TestResult {
     assert_eq!(core.param_count, 1234);
     Ok(())
 }
+
+/// `train.delta_compression` takes the top-k text form, writes it back the same way, and names
+/// the accepted forms when a value is wrong.
+#[test]
+fn delta_compression_takes_the_topk_text_form() -> TestResult {
+    use crate::model::Compression;
+    let c = Config::from_toml("[train]\ndelta_compression = \"topk:2%:2bit\"\n")?;
+    assert_eq!(
+        c.train.delta_compression,
+        Compression::TopK {
+            density_bp: 200,
+            bits: 2
+        }
+    );
+    let written = toml::to_string(&c)?;
+    assert!(
+        written.contains("delta_compression = \"topk:2%:2bit\""),
+        "{written}"
+    );
+    assert_eq!(Config::from_toml(&written)?, c);
+    let c = Config::from_toml("[train]\ndelta_compression = \"topk:1.5%:4bit\"\n")?;
+    assert_eq!(c.train.delta_compression.to_string(), "topk:1.5%:4bit");
+    let err = Config::from_toml("[train]\ndelta_compression = \"topk:0%\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("delta_compression `topk:0%`: density must be in (0%, 100%]")
+            && err.contains("accepted: none, bf16, int8, topk"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -628,6 +628,8 @@ impl Core {
 #[cfg(test)]
 mod auth_tests;
 #[cfg(test)]
+mod compression_tests;
+#[cfg(test)]
 mod drain_tests;
 #[cfg(test)]
 mod equivocation_tests;

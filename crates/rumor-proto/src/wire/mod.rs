@@ -178,7 +178,8 @@ pub struct DeltaPayload {
     /// The weight `w = 1/n` the sender scaled its local progress by, in (0, 1].
     pub weight: f32,
     /// The delta, already scaled by `weight`. On the wire in its densest exact form
-    /// ([`crate::compact::CompactValues`]: int8 blocks, bf16 or f32), decoded bit for bit.
+    /// ([`crate::compact::CompactValues`]: sparse, int8 blocks, bf16 or f32), decoded bit for
+    /// bit.
     #[serde(with = "crate::compact::compact_serde")]
     pub values: Arc<[f32]>,
     /// The origin's signature over [`crate::auth::statement::delta`] (origin, version, weight
@@ -542,9 +543,11 @@ pub fn decode(frame: &[u8], limits: Limits) -> Result<Envelope, DecodeError> {
             present: body.len(),
         });
     }
-    let (envelope, read): (Envelope, usize) =
+    // A sparse delta may not declare more values than a dense one of this body could hold.
+    let (envelope, read): (Envelope, usize) = crate::compact::with_value_limit(limit, || {
         bincode::serde::decode_from_slice(body, bincode_config())
-            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    })
+    .map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if read != body.len() {
         return Err(DecodeError::TrailingBytes(body.len() - read));
     }
@@ -776,14 +779,37 @@ mod tests {
 
     #[test]
     fn oversize_encode_is_an_error() {
+        // Not zeros: those go out sparse, in a few bytes.
         let env = sample(Payload::Delta(DeltaPayload {
             weight: 0.5,
-            values: vec![0.0; 1000].into(),
+            values: (1..=1000).map(|i| i as f32).collect::<Vec<_>>().into(),
             signature: Signature::default(),
         }));
         assert!(matches!(
             encode(&env, 100),
             Err(EncodeError::TooLarge { .. })
+        ));
+    }
+
+    /// A sparse delta costs far less than a byte per value; a frame may still not declare more
+    /// values than its body limit in bytes (as many as a dense int8 body could hold).
+    #[test]
+    fn sparse_delta_declares_at_most_max_body_values() {
+        let env = sample(Payload::Delta(DeltaPayload {
+            weight: 0.5,
+            values: vec![0.0; 1 << 20].into(),
+            signature: Signature::default(),
+        }));
+        let frame = encode(&env, 1 << 20).unwrap();
+        assert!(frame.len() < 1024, "{} bytes", frame.len());
+        let at = |max_body| Limits {
+            max_body,
+            ..limits()
+        };
+        assert_eq!(decode(&frame, at(1 << 20)).unwrap(), env);
+        assert!(matches!(
+            decode(&frame, at((1 << 20) - 1)),
+            Err(DecodeError::Malformed(m)) if m.contains("above the limit")
         ));
     }
 }
