@@ -388,6 +388,10 @@ pub struct TrainFlags {
     /// [train.publish_every]
     #[arg(long, allow_negative_numbers = true, value_parser = publish_period)]
     pub publish_every: Option<PublishPeriod>,
+    /// How deltas are quantized: none | bf16 | int8 | topk[:P%[:Bbit]], e.g. topk:2%:2bit
+    /// [train.delta_compression]
+    #[arg(long, value_parser = text::<crate::model::Compression>("train.delta_compression"))]
+    pub delta_compression: Option<crate::model::Compression>,
     /// Outer optimizer of published deltas: none | nesterov  [train.outer_optimizer]
     #[arg(long, value_parser = text::<OuterKind>("train.outer_optimizer"))]
     pub outer_optimizer: Option<OuterKind>,
@@ -589,6 +593,7 @@ impl TrainFlags {
         set(&mut t.lr, &self.lr);
         set(&mut t.lr_scaling, &self.lr_scaling);
         set(&mut t.publish_every, &self.publish_every);
+        set(&mut t.delta_compression, &self.delta_compression);
         set(&mut t.outer_optimizer, &self.outer_optimizer);
         set(&mut t.outer_lr, &self.outer_lr);
         set(&mut t.outer_momentum, &self.outer_momentum);

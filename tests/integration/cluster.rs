@@ -11,6 +11,24 @@ use crate::common::{dataset, identities, start_peers, test_config, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_peers_from_one_seed_train_and_agree() {
+    four_peers_train_and_agree(|_| {}).await;
+}
+
+/// The outer optimizer (Nesterov momentum at each origin) and top-k sparse 2-bit deltas with
+/// error feedback change what is published, never whether the peers end on one model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_peers_with_nesterov_and_topk_deltas_agree() {
+    four_peers_train_and_agree(|c| {
+        c.train.outer_optimizer = rumor::train::OuterKind::Nesterov;
+        c.train.publish_every = rumor::train::PublishPeriod::Steps(20);
+        c.train.delta_compression = model::Compression::TOPK_DEFAULT;
+    })
+    .await;
+}
+
+/// Four peers join through one seed with `adjust`ed test settings, train one epoch, drain,
+/// and must agree: same applied set, consensus distance < 1e-4, no delta refused.
+async fn four_peers_train_and_agree(adjust: impl FnOnce(&mut rumor::config::Config)) {
     let dir = tempfile::tempdir().unwrap();
     let names = ["peer-0", "peer-1", "peer-2", "peer-3"];
     let data = dataset();
@@ -18,6 +36,7 @@ async fn four_peers_from_one_seed_train_and_agree() {
     let mut base = test_config();
     base.peer.min_peers = n;
     base.train.epochs = 1;
+    adjust(&mut base);
     let handles = start_peers(dir.path(), &names, &base, &data).await;
     let mut outcomes = Vec::new();
     for h in handles {

@@ -1,5 +1,6 @@
 //! The merge stays exact whatever a peer publishes: deltas made by the outer optimizer
-//! (Nesterov momentum over each peer's pseudo-gradients) and quantized with error feedback,
+//! (Nesterov momentum over each peer's pseudo-gradients) and quantized with error feedback
+//! (int8, or top-k sparse with 2- and 4-bit values),
 //! delivered by the simulator in a different order at every peer (random latency, 10% loss,
 //! duplicates), end as one base on every peer — the sum of what was published.
 
@@ -94,5 +95,13 @@ fn outer_optimizer_deltas_merge_to_one_base_in_any_order() {
     for seed in 1..=3 {
         run(seed, Compression::Int8);
         run(seed, Compression::None);
+        run(seed, Compression::TOPK_DEFAULT);
+        run(
+            seed,
+            Compression::TopK {
+                density_bp: 150,
+                bits: 4,
+            },
+        );
     }
 }
