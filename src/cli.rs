@@ -65,8 +65,8 @@ pub enum Command {
     Health(HealthArgs),
     /// A cluster-wide table refreshed from several peers' --metrics-addr (q quits).
     Top(TopArgs),
-    /// Run a grid of experiments (modes × loss × seeds × peers × non-IID × straggler) and write
-    /// runs.csv, summary.json, report.md and plots.
+    /// Run a grid of experiments (modes × loss × seeds × peers × non-IID × straggler × any
+    /// [sweep] keys) and write runs.csv, summary.json, report.md and plots.
     Lab(LabArgs),
     /// Send hostile or broken messages to one peer with a member's certificate (for tests and
     /// operators): junk, truncated, oversized, duplicate, replay, nan, shape, norm, version,

@@ -1,5 +1,6 @@
 //! `rumor lab FILE.toml`: runs a grid of clusters (modes × loss rates × seeds × peer counts ×
-//! IID/non-IID × straggler factor) and writes what a person needs to judge convergence under
+//! IID/non-IID × straggler factor × the values of any configuration keys under `[sweep]`) and
+//! writes what a person needs to judge convergence under
 //! loss and stragglers: `runs.csv`, `summary.json`, `report.md` and plots ([`plot`]).
 //!
 //! # Runners
