@@ -262,3 +262,36 @@ fn delta_bytes_and_duplicates_are_counted() {
     assert_eq!(stats.duplicate_deltas_received, 2);
     assert_eq!(stats.deltas_applied, 1);
 }
+
+/// Announcements of deltas that would be refused are not pulled, and one announcer can hold
+/// only part of the pull table.
+#[test]
+fn announcements_that_cannot_be_honest_are_not_pulled() {
+    use crate::core::dissemination::lazy::MAX_PULLS_PER_ANNOUNCER;
+    let (mut core, now) = lazy_core(3);
+    let jump = core.config().max_version_jump;
+    core.handle_message(now, sender(2), from(2, have(3, jump + 1, 1)));
+    core.handle_message(now, sender(2), from(2, have(9, 1, 1)));
+    assert_eq!(core.pulls_in_progress(), 0, "too far ahead; unknown origin");
+    let many = |origin: u128, first: u64| {
+        Payload::Have(Have {
+            entries: (first..first + crate::wire::MAX_LAZY_ENTRIES as u64)
+                .map(|version| HaveEntry {
+                    origin: peer(origin).id,
+                    version,
+                    bytes: 64,
+                    ttl: 1,
+                })
+                .collect(),
+        })
+    };
+    core.handle_message(now, sender(2), from(2, many(3, 1)));
+    core.handle_message(now, sender(2), from(2, many(2, 1)));
+    assert_eq!(core.pulls_in_progress(), MAX_PULLS_PER_ANNOUNCER);
+    core.handle_message(now, sender(3), from(3, many(2, 1)));
+    assert_eq!(
+        core.pulls_in_progress(),
+        2 * MAX_PULLS_PER_ANNOUNCER,
+        "another announcer still gets its share"
+    );
+}

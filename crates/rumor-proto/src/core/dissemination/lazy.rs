@@ -31,6 +31,10 @@ use crate::core::timer::{Timer, TimerTable};
 /// them again), so a member cannot grow the table without bound.
 pub const MAX_PULLS: usize = 4096;
 
+/// Most pulls in progress from one announcer, so that one member announcing deltas it never
+/// sends cannot take the whole table.
+pub const MAX_PULLS_PER_ANNOUNCER: usize = MAX_PULLS / 4;
+
 /// Most other announcers remembered per pull.
 pub const MAX_ALTERNATIVES: usize = 8;
 
@@ -143,11 +147,12 @@ impl Dissemination {
             .unwrap_or_default()
     }
 
-    /// A `Have` from `announcer`, over the connection at `from`: asks it (in one `Want`) for
-    /// each delta announced that is neither applied here nor asked of someone already, and
-    /// keeps it as an alternative for those asked of someone else. Deltas of origins without an
-    /// admitted record (they would be refused), larger than a message may be, or past
-    /// [`MAX_PULLS`] are ignored.
+    /// A `Have` over the connection at `from`: asks its sender (in one `Want`) for each delta
+    /// announced that is neither applied here nor asked of someone already, and keeps it as an
+    /// alternative for those asked of someone else. Deltas that would be refused (an origin
+    /// without an admitted record, a version past `max_version_jump`), larger than a message
+    /// may be, or past [`MAX_PULLS`] in all or [`MAX_PULLS_PER_ANNOUNCER`] from this sender are
+    /// ignored.
     #[allow(clippy::too_many_arguments)]
     pub fn handle_have(
         &mut self,
@@ -161,6 +166,12 @@ impl Dissemination {
     ) {
         let now = out.now;
         let mut wants = Vec::new();
+        let mut from_here = self
+            .pulls
+            .entries
+            .values()
+            .filter(|p| p.from == from)
+            .count();
         for entry in have.entries {
             let key = (entry.origin, entry.version);
             // It has it: anti-entropy need not send it there.
@@ -168,7 +179,16 @@ impl Dissemination {
             if entry.version == 0 || replica.applied().contains(entry.origin, entry.version) {
                 continue;
             }
-            if membership.get(&entry.origin).is_none() || entry.bytes > max_message_bytes as u64 {
+            let known = replica
+                .applied()
+                .max_of(entry.origin)
+                .max(membership.announced_version(&entry.origin));
+            let too_far = self.max_version_jump > 0
+                && entry.version > known.saturating_add(self.max_version_jump);
+            if membership.get(&entry.origin).is_none()
+                || too_far
+                || entry.bytes > max_message_bytes as u64
+            {
                 continue;
             }
             if let Some(pull) = self.pulls.entries.get_mut(&key) {
@@ -181,9 +201,10 @@ impl Dissemination {
                 }
                 continue;
             }
-            if self.pulls.entries.len() >= MAX_PULLS {
+            if self.pulls.entries.len() >= MAX_PULLS || from_here >= MAX_PULLS_PER_ANNOUNCER {
                 continue;
             }
+            from_here += 1;
             let deadline = now + pull_time(self.pull_timeout, entry.bytes);
             self.pulls.entries.insert(
                 key,

@@ -73,6 +73,9 @@ pub struct Dissemination {
     pull_timeout: Duration,
     /// Deltas asked for that have not arrived yet.
     pulls: Pulls,
+    /// Announced versions this far above the highest known of their origin are not pulled
+    /// (they would be refused); 0: no limit.
+    max_version_jump: u64,
 }
 
 impl Dissemination {
@@ -109,6 +112,7 @@ impl Dissemination {
             lazy_push_threshold: config.lazy_push_threshold,
             pull_timeout: config.pull_timeout,
             pulls: Pulls::default(),
+            max_version_jump: config.max_version_jump,
         }
     }
 
