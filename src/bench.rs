@@ -8,7 +8,11 @@
 //!
 //! `rumor bench training` ([`training`]): steps per second of a gossiping peer against the bare
 //! training loop.
+//!
+//! `rumor bench dissemination` ([`dissemination`]): bytes of each large delta a peer downloads,
+//! and the time until every peer holds every delta, with eager push against lazy push.
 
+pub mod dissemination;
 pub mod signing;
 pub mod training;
 

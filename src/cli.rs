@@ -170,6 +170,22 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delta dissemination: N peers each publish one delta of about 1 MB (an MLP 784-330-10),
+    /// with eager push and with lazy push; delta bytes received per delta per peer, duplicates,
+    /// and the time until every peer holds every delta.
+    Dissemination {
+        /// Peers (at least 2).
+        #[arg(long, default_value_t = 8, allow_negative_numbers = true,
+              value_parser = whole::<usize>("--peers", 2))]
+        peers: usize,
+        /// TOML config file ([gossip] and [transport] settings are used; the lazy run uses its
+        /// `lazy_push_threshold`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Signed updates: µs to hash and sign or verify a delta, to sign or verify a member
     /// record, to admit a certificate; and the share of one core each takes at a rate.
     Signing {

@@ -210,6 +210,23 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 println!("{result}");
             }
         }
+        Command::Bench(BenchCommand::Dissemination {
+            peers,
+            config,
+            json,
+        }) => {
+            let config = match config {
+                Some(path) => Config::from_file(&path)?,
+                None => Config::default(),
+            };
+            config.validate()?;
+            let result = runtime.block_on(bench::dissemination::dissemination(&config, peers))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                print!("{result}");
+            }
+        }
         Command::Bench(BenchCommand::Signing {
             params,
             deltas_per_second,

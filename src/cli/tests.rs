@@ -279,6 +279,22 @@ fn bad_flag_values_are_errors_naming_the_key() {
 }
 
 #[test]
+fn bench_dissemination_defaults_to_eight_peers_and_refuses_one() -> TestResult {
+    let cli = Cli::try_parse_from(["rumor", "bench", "dissemination"])?;
+    let Command::Bench(BenchCommand::Dissemination {
+        peers,
+        config,
+        json,
+    }) = cli.command
+    else {
+        return Err("parsed the wrong command".into());
+    };
+    assert_eq!((peers, config, json), (8, None, false));
+    assert!(Cli::try_parse_from(["rumor", "bench", "dissemination", "--peers", "1"]).is_err());
+    Ok(())
+}
+
+#[test]
 fn bench_signing_defaults_to_the_mlp_at_ten_deltas_and_fifty_records_per_second() -> TestResult {
     let cli = Cli::try_parse_from(["rumor", "bench", "signing"])?;
     let Command::Bench(BenchCommand::Signing {

@@ -202,3 +202,31 @@ fn delta_compression_takes_the_topk_text_form() -> TestResult {
     );
     Ok(())
 }
+
+/// `gossip.lazy_push_threshold` takes a byte count or `"off"` (every delta pushed eagerly), is
+/// written back the same way, and must be below `gossip.max_message_bytes` unless off.
+#[test]
+fn lazy_push_threshold_is_bytes_or_off() -> TestResult {
+    let c = Config::from_toml("[gossip]\nlazy_push_threshold = \"off\"\n")?;
+    assert_eq!(c.gossip.lazy_push_threshold, u64::MAX);
+    c.validate()?;
+    assert!(toml::to_string(&c)?.contains("lazy_push_threshold = \"off\""));
+    assert_eq!(Config::from_toml(&toml::to_string(&c)?)?, c);
+    let c = Config::from_toml("[gossip]\nlazy_push_threshold = 0\npull_timeout = \"500ms\"\n")?;
+    assert_eq!(c.gossip.lazy_push_threshold, 0);
+    assert_eq!(c.gossip.pull_timeout, Duration::from_millis(500));
+    c.validate()?;
+    let err = Config::from_toml("[gossip]\nlazy_push_threshold = \"never\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lazy_push_threshold"), "{err}");
+    let mut c = Config::default();
+    c.gossip.lazy_push_threshold = c.gossip.max_message_bytes as u64;
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("gossip.lazy_push_threshold"), "{err}");
+    c.gossip.lazy_push_threshold = 1024;
+    c.gossip.pull_timeout = Duration::ZERO;
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("gossip.pull_timeout"), "{err}");
+    Ok(())
+}

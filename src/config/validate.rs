@@ -90,6 +90,16 @@ impl Config {
             "intervals must be above zero",
         )?;
         check(
+            g.pull_timeout >= Duration::from_millis(10),
+            "gossip.pull_timeout",
+            "must be at least 10ms",
+        )?;
+        check(
+            g.lazy_push_threshold == u64::MAX || g.lazy_push_threshold < g.max_message_bytes as u64,
+            "gossip.lazy_push_threshold",
+            "must be below gossip.max_message_bytes (no delta above it can be sent), or \"off\"",
+        )?;
+        check(
             g.max_delta_norm_factor.is_finite()
                 && (g.max_delta_norm_factor == 0.0 || g.max_delta_norm_factor >= 1.0),
             "gossip.max_delta_norm_factor",

@@ -50,6 +50,11 @@ struct MetricsLine<'a> {
     inexact_merges: u64,
     deltas_received: u64,
     deltas_already_applied: u64,
+    duplicate_deltas_received: u64,
+    delta_payload_bytes_received: u64,
+    announces_sent: u64,
+    pulls_sent: u64,
+    pull_timeouts: u64,
     signatures_verified: u64,
 }
 
@@ -203,6 +208,11 @@ impl MetricsFile {
             inexact_merges: stats.inexact_merges,
             deltas_received: stats.received.get("delta").copied().unwrap_or(0),
             deltas_already_applied: stats.deltas_already_applied,
+            duplicate_deltas_received: stats.duplicate_deltas_received,
+            delta_payload_bytes_received: stats.delta_payload_bytes_received,
+            announces_sent: stats.announces_sent,
+            pulls_sent: stats.pulls_sent,
+            pull_timeouts: stats.pull_timeouts,
             signatures_verified: stats.signatures_verified,
         };
         self.append(&line);

@@ -205,7 +205,7 @@ impl Observer {
 
     fn diff_counters(&mut self, stats: &CoreStats) {
         let p = &self.prev_stats;
-        let lines: [(u64, u64, EventKind, &str); 6] = [
+        let lines: [(u64, u64, EventKind, &str); 7] = [
             (
                 stats.duplicates_dropped,
                 p.duplicates_dropped,
@@ -223,6 +223,12 @@ impl Observer {
                 p.ttl_expired,
                 EventKind::Gossip,
                 "envelope(s) not forwarded: TTL 0",
+            ),
+            (
+                stats.pull_timeouts,
+                p.pull_timeouts,
+                EventKind::Gossip,
+                "pull(s) of announced deltas ran out",
             ),
             (
                 stats.snapshots_sent,

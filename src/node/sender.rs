@@ -3,8 +3,9 @@
 //! the others.
 //!
 //! - **Priorities.** Each message goes on its own QUIC stream; streams of control messages
-//!   (probes, acks, digests, membership, joins, leaves) get a higher stream priority than
-//!   snapshots and deltas, so a queue of model bytes never delays a probe's ack into a false
+//!   (probes, acks, digests, membership, joins, leaves, and lazy push's announcements and
+//!   requests, `Have` and `Want`) get a higher stream priority than snapshots and deltas (a
+//!   delta sent because a peer asked for it included), so a queue of model bytes never delays a probe's ack into a false
 //!   suspicion, nor a digest into a slow drain.
 //! - **Per-destination caps.** Bulk messages (deltas, snapshots, welcomes) to one destination
 //!   take a slot of that destination's own budget (`max_inflight_per_peer`); past it the send
@@ -416,6 +417,18 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lazy push's announcements and requests are control messages; the delta they bring is
+    /// bulk, like any delta.
+    #[test]
+    fn have_and_want_are_control_and_deltas_bulk() {
+        for kind in [MessageKind::Have, MessageKind::Want, MessageKind::Digest] {
+            assert_eq!(priority(kind), PRIORITY_CONTROL, "{kind:?}");
+            assert!(!is_bulk(kind), "{kind:?}");
+        }
+        assert_eq!(priority(MessageKind::Delta), PRIORITY_BULK);
+        assert!(is_bulk(MessageKind::Delta));
+    }
 
     #[test]
     fn seed_log_tracks_only_seeds_and_puts_refusals_first() {

@@ -71,6 +71,16 @@ pub struct CoreConfig {
     /// most likely still in flight (QUIC retransmits it), and pushing it again only adds load.
     #[serde(with = "humantime_serde")]
     pub resend_after: Duration,
+    /// Deltas whose values take more than this many bytes on the wire (compact encoding) are
+    /// spread by lazy push: announced (`Have`) where a small one is pushed, and sent only to
+    /// the peers that ask for them (`Want`), so each peer receives each about once.
+    /// `u64::MAX` (`"off"` in the file) pushes every delta eagerly.
+    #[serde(with = "threshold_serde")]
+    pub lazy_push_threshold: u64,
+    /// How long a peer waits for a delta it asked an announcer for before it asks the next
+    /// peer that announced it; one more second per MiB of the delta is added.
+    #[serde(with = "humantime_serde")]
+    pub pull_timeout: Duration,
     /// First wait before retrying a join; doubles per attempt up to `join_backoff_max`.
     #[serde(with = "humantime_serde")]
     pub join_backoff_initial: Duration,
@@ -119,6 +129,8 @@ impl Default for CoreConfig {
             anti_entropy_max_bytes: 8 * 1024 * 1024,
             anti_entropy_delay: Duration::from_secs(2),
             resend_after: Duration::from_secs(5),
+            lazy_push_threshold: 64 * 1024,
+            pull_timeout: Duration::from_secs(2),
             join_backoff_initial: Duration::from_millis(250),
             join_backoff_max: Duration::from_secs(4),
             param_count: 0,
@@ -136,6 +148,37 @@ impl CoreConfig {
         wire::Limits {
             max_body: self.max_message_bytes,
             max_ttl: self.max_ttl,
+        }
+    }
+}
+
+/// `lazy_push_threshold` in a configuration file: a byte count, or `"off"` (stored as
+/// `u64::MAX`; TOML integers stop at `i64::MAX`, and anything above is written as `"off"`).
+mod threshold_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Bytes(u64),
+        Word(String),
+    }
+
+    pub fn serialize<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+        if *value > i64::MAX as u64 {
+            s.serialize_str("off")
+        } else {
+            s.serialize_u64(*value)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match Text::deserialize(d)? {
+            Text::Bytes(n) => Ok(n),
+            Text::Word(w) if w == "off" => Ok(u64::MAX),
+            Text::Word(w) => Err(serde::de::Error::custom(format!(
+                "expected a byte count or \"off\", found \"{w}\""
+            ))),
         }
     }
 }

@@ -12,7 +12,8 @@
 //!
 //! - `membership`: the member table, SWIM failure detection with Lifeguard, the piggyback
 //!   queue, push-pull and reconnects, this peer's incarnation;
-//! - `dissemination`: the seen-cache, TTL push with fanout, anti-entropy and the send ledger;
+//! - `dissemination`: the seen-cache, TTL push with fanout, lazy push (announce and pull) of
+//!   large deltas, anti-entropy and the send ledger;
 //! - `replica`: base, applied set, publish, apply, snapshot install, admission, delta log;
 //! - `lifecycle`: join with backoff, the `min_peers` gate, the join timeout, the drain and its
 //!   deadline, checkpoints, resume ([`decide_resume`]).
@@ -46,6 +47,7 @@ pub use lifecycle::resume::{decide_resume, CheckpointFound, ResumeDecision, Resu
 pub use membership::admission::{RecordRefusal, MAX_IDENTITIES_PER_CERTIFICATE};
 pub use membership::{sign_record, swim};
 pub use outbox::Transmit;
+pub use replica::delta_log::encoded_bytes;
 pub use stats::CoreStats;
 
 use std::collections::VecDeque;
@@ -235,6 +237,10 @@ impl Core {
                         self.lifecycle.state(),
                     )
                 }
+                Timer::Pull if timers.is_expired(timer, now) => {
+                    self.dissemination
+                        .on_pull_timer(out, now, timers, &self.replica)
+                }
                 Timer::JoinDeadline if timers.take_expired(timer, now) => {
                     self.lifecycle.on_join_deadline(out)
                 }
@@ -291,14 +297,30 @@ impl Core {
             .send_outcome(&mut self.out, to, origin, version, delivered);
     }
 
-    /// Handles one decoded message received from `from`. In order: a TTL above the limit is a
-    /// decode error; a message other than a delta whose origin is not bound to `from`'s
-    /// certificate is dropped (`senders_mismatched`); a delta not applied yet must carry its
-    /// origin's valid signature (refused otherwise, before it can take a place in the
-    /// seen-cache); duplicates by envelope id are dropped. Nothing here panics on any input.
+    /// Handles one decoded message received from `from`. In order: a TTL above the limit (or a
+    /// `Have` or `Want` out of its bounds) is a decode error; a message other than a delta whose
+    /// origin is not bound to `from`'s certificate is dropped (`senders_mismatched`); a delta
+    /// not applied yet must carry its origin's valid signature (refused otherwise, before it can
+    /// take a place in the seen-cache); duplicates by envelope id are dropped. Nothing here
+    /// panics on any input.
     pub fn handle_message(&mut self, now: Instant, from: Sender, envelope: Envelope) {
         self.out.now = self.out.now.max(now);
-        if envelope.ttl > self.config.max_ttl {
+        let mut payload_bytes = 0;
+        if let Payload::Delta(delta) = &envelope.payload {
+            payload_bytes = replica::delta_log::encoded_bytes(&delta.values);
+            self.out.stats.delta_payload_bytes_received += payload_bytes;
+            if self
+                .replica
+                .applied()
+                .contains(envelope.origin, envelope.version)
+            {
+                self.out.stats.duplicate_deltas_received += 1;
+            }
+        }
+        let lazy = matches!(envelope.payload, Payload::Have(_) | Payload::Want(_));
+        if envelope.ttl > self.config.max_ttl
+            || (lazy && envelope.validate(self.config.limits()).is_err())
+        {
             self.out.stats.decode_errors += 1;
         } else if self.membership.is_revoked(&from.key) {
             self.out.stats.messages_from_revoked += 1;
@@ -324,7 +346,7 @@ impl Core {
                     } else {
                         let kind = envelope.payload.kind().as_str();
                         *self.out.stats.received.entry(kind).or_default() += 1;
-                        self.route(now, from, envelope, content);
+                        self.route(now, from, envelope, content, payload_bytes);
                     }
                 }
             }
@@ -333,13 +355,15 @@ impl Core {
     }
 
     /// Hands a new message to the sub-machine that owns its kind. Answers go to `from.addr`.
-    /// `content` is a delta's content hash, computed by [`Core::screen_delta`].
+    /// `content` is a delta's content hash, computed by [`Core::screen_delta`], and
+    /// `payload_bytes` the size of its values on the wire.
     fn route(
         &mut self,
         now: Instant,
         from: Sender,
         envelope: Envelope,
         content: Option<ContentHash>,
+        payload_bytes: u64,
     ) {
         let origin = envelope.origin;
         let from = from.addr;
@@ -360,17 +384,26 @@ impl Core {
                     announced,
                     live,
                 );
-                // A revoked origin's deltas still merge (peers that hold one and peers that do
-                // not would otherwise never agree again) but are no longer pushed on: they
-                // spread only as anti-entropy repairs what is missing.
-                if received == Received::Applied && !self.membership.is_revoked_peer(&origin) {
-                    self.dissemination.spread_applied(
-                        out,
-                        &self.membership,
-                        from,
-                        &envelope,
-                        delta,
-                    );
+                if received == Received::Applied {
+                    let version = envelope.version;
+                    if let Some(logged) = self.replica.logged(origin, version) {
+                        let _ = logged.encoded.set(payload_bytes);
+                    }
+                    let pull = self.dissemination.pull_done(origin, version);
+                    // A revoked origin's deltas still merge (peers that hold one and peers that
+                    // do not would otherwise never agree again) but are no longer pushed on:
+                    // they spread only as anti-entropy repairs what is missing.
+                    if !self.membership.is_revoked_peer(&origin) {
+                        self.dissemination.spread_applied(
+                            out,
+                            &self.membership,
+                            from,
+                            &envelope,
+                            delta,
+                            payload_bytes,
+                            pull,
+                        );
+                    }
                 }
             }
             Payload::Membership(view) => self.membership.handle_view(out, origin, from, view),
@@ -422,6 +455,23 @@ impl Core {
             Payload::Snapshot(snapshot) => self.replica.receive_snapshot(out, snapshot),
             Payload::Leave(notice) => self.membership.handle_leave(out, origin, notice),
             Payload::Equivocation(proof) => self.handle_proof(from, proof),
+            Payload::Have(have) => self.dissemination.handle_have(
+                out,
+                &mut self.timers,
+                &self.membership,
+                &self.replica,
+                self.config.max_message_bytes,
+                from,
+                have,
+            ),
+            Payload::Want(want) => self.dissemination.handle_want(
+                out,
+                &self.membership,
+                &self.replica,
+                origin,
+                from,
+                want,
+            ),
         }
     }
 
@@ -480,6 +530,10 @@ impl Core {
         // hear were published (Core::unseen_deltas): tell every live member now, in a small
         // control message that overtakes the delta itself.
         self.membership.announce_own(&mut self.out);
+        let bytes = self.replica.logged(self.out.me.id, version).map_or_else(
+            || replica::delta_log::encoded_bytes(&values),
+            |d| d.encoded_bytes(),
+        );
         self.dissemination.push_own(
             &mut self.out,
             &self.membership,
@@ -489,6 +543,7 @@ impl Core {
                 values,
                 signature,
             },
+            bytes,
         );
         self.after_input(now);
         Ok(version)
@@ -633,5 +688,7 @@ mod compression_tests;
 mod drain_tests;
 #[cfg(test)]
 mod equivocation_tests;
+#[cfg(test)]
+mod lazy_tests;
 #[cfg(test)]
 mod tests;

@@ -109,6 +109,11 @@ impl Core {
             .own_deltas_unacked(self.out.me.id, &self.membership)
     }
 
+    /// How many large deltas this peer has asked for (lazy push) and not received yet.
+    pub fn pulls_in_progress(&self) -> usize {
+        self.dissemination.pulls_in_progress()
+    }
+
     /// A snapshot of this peer's base and applied set, as sent in `Welcome`.
     pub fn snapshot(&self) -> Snapshot {
         self.replica.snapshot()

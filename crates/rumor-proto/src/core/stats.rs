@@ -16,6 +16,22 @@ pub struct CoreStats {
     pub duplicates_dropped: u64,
     /// Deltas whose `(origin, version)` was already applied (arrived by another path).
     pub deltas_already_applied: u64,
+    /// Delta envelopes received whose `(origin, version)` was already applied here, whether
+    /// dropped by envelope id or as already applied: the copies that dissemination wasted.
+    pub duplicate_deltas_received: u64,
+    /// Bytes of delta values (compact encoding) in every delta envelope received, duplicate or
+    /// not, refused or not.
+    pub delta_payload_bytes_received: u64,
+    /// Lazy push: deltas announced in `Have` messages, counted once per destination.
+    pub announces_sent: u64,
+    /// Lazy push: deltas asked for in `Want` messages (a pull, or a retry from another
+    /// announcer).
+    pub pulls_sent: u64,
+    /// Lazy push: pulls that ran out before the delta arrived (then asked of the next peer that
+    /// announced it, or left to anti-entropy).
+    pub pull_timeouts: u64,
+    /// Lazy push: deltas asked for that this peer does not hold (ignored).
+    pub wants_not_held: u64,
     /// Deltas added to the base from other peers.
     pub deltas_applied: u64,
     /// Deltas published by this peer.
@@ -60,8 +76,8 @@ pub struct CoreStats {
     /// Snapshots sent because a peer lacked deltas no longer in the log.
     pub snapshots_sent: u64,
     /// Answers held back because their requester had used its budget: deltas past
-    /// `anti_entropy_max_bytes` per digest period, a second snapshot within an anti-entropy
-    /// interval.
+    /// `anti_entropy_max_bytes` per digest period (pushed for a digest or asked for in a
+    /// `Want`), a second snapshot within an anti-entropy interval.
     pub answers_limited: u64,
     /// Snapshots installed (the join's included).
     pub snapshots_installed: u64,

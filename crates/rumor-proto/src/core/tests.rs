@@ -572,6 +572,20 @@ fn sample_frames() -> Vec<Vec<u8>> {
             seq: 4,
             updates: vec![member(2)],
         }),
+        Payload::Have(crate::wire::Have {
+            entries: vec![crate::wire::HaveEntry {
+                origin: peer(3).id,
+                version: 2,
+                bytes: 1 << 20,
+                ttl: 3,
+            }],
+        }),
+        Payload::Want(crate::wire::Want {
+            entries: vec![crate::wire::WantEntry {
+                origin: peer(3).id,
+                version: 2,
+            }],
+        }),
     ];
     payloads
         .into_iter()
@@ -770,7 +784,7 @@ fn fuzz_smoke_seed_corpus_and_mutations() {
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
         .collect();
     seeds.sort();
-    assert_eq!(seeds.len(), 10, "one seed per message kind");
+    assert_eq!(seeds.len(), 12, "one seed per message kind");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed);
     let (mut core, now) = core_with_members(4);
     let (mut inputs, mut handled) = (0u64, 0u64);
@@ -815,7 +829,7 @@ fn fuzz_smoke_seed_corpus_and_mutations() {
          {errors:?}, 0 panics",
         seeds.len()
     );
-    assert_eq!(inputs, 100_000);
+    assert_eq!(inputs, 120_000);
     assert_eq!(handled + errors.values().sum::<u64>(), inputs);
     assert_eq!(core.stats().decode_errors, errors.values().sum::<u64>());
     assert!(core.base().iter().all(|v| v.is_finite()));

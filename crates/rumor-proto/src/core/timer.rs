@@ -29,6 +29,9 @@ pub enum Timer {
     Suspicion,
     /// Send an anti-entropy digest (dissemination).
     AntiEntropy,
+    /// The earliest pull of a lazily pushed delta runs out: ask the next announcer
+    /// (dissemination).
+    Pull,
     /// The join timeout: fail, or start training short of `min_peers` (lifecycle).
     JoinDeadline,
     /// The drain deadline: stop draining unfinished (lifecycle).
@@ -39,7 +42,7 @@ pub enum Timer {
 
 impl Timer {
     /// Every timer, in firing order.
-    pub const ALL: [Timer; 12] = [
+    pub const ALL: [Timer; 13] = [
         Timer::Join,
         Timer::Gossip,
         Timer::PushPull,
@@ -49,6 +52,7 @@ impl Timer {
         Timer::Probe,
         Timer::Suspicion,
         Timer::AntiEntropy,
+        Timer::Pull,
         Timer::JoinDeadline,
         Timer::DrainDeadline,
         Timer::Checkpoint,

@@ -4,10 +4,15 @@
 //! delivery) over a virtual network with a seeded latency, loss and duplication model. The
 //! virtual clock jumps to the next event (a delivery or a core timer), so minutes of protocol
 //! time run in milliseconds and a run is a pure function of its seed.
+//!
+//! Memory: a frame sent to several peers is held once, and a delta decoded by many peers shares
+//! one copy of its values between them (the values decoded are compared bit for bit with the
+//! copy already held), so a cluster of many peers exchanging megabyte deltas fits in memory.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::id::PeerId;
@@ -16,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::auth::{test_keys, KeyId, PeerKeys};
 use crate::core::{Core, CoreConfig, Event, LocalPeer, RestoredState, Sender};
-use crate::wire;
+use crate::wire::{self, Envelope, Payload};
 
 /// Network behaviour of the simulated links.
 #[derive(Clone, Debug)]
@@ -99,7 +104,7 @@ struct InFlight {
     seq: u64,
     from: usize,
     to: usize,
-    frame: Vec<u8>,
+    frame: Arc<[u8]>,
     /// Origin and version, when the frame is a delta (its outcome goes back to the sender).
     delta: Option<(crate::wire::PeerId, u64)>,
 }
@@ -150,6 +155,14 @@ pub struct Sim {
     /// Each started peer's id and certificate key id, computed once.
     identities: HashMap<usize, (PeerId, KeyId)>,
     config: CoreConfig,
+    /// When each peer first applied each delta it received, and in how many hops: one more
+    /// than the sender's own copy took (a delta's origin holds it at 0 hops). By
+    /// `(peer index, origin, version)`.
+    pub first_applied: HashMap<(usize, PeerId, u64), (Instant, u32)>,
+    /// The values of each delta some peer decoded, shared by every peer that decodes the same.
+    interned: HashMap<(PeerId, u64), Weak<[f32]>>,
+    /// Size of `interned` after its last sweep of values no peer holds any more.
+    interned_swept: usize,
 }
 
 impl Sim {
@@ -171,6 +184,9 @@ impl Sim {
             seq: 0,
             identities: HashMap::new(),
             config,
+            first_applied: HashMap::new(),
+            interned: HashMap::new(),
+            interned_swept: 0,
         }
     }
 
@@ -394,14 +410,75 @@ impl Sim {
             addr: Self::addr(msg.from),
             key: self.key_of(msg.from),
         };
+        if !matches!(self.peers.get(msg.to), Some(Some(_))) {
+            return;
+        }
+        self.delivered += 1;
+        // Every frame goes through the real decoder.
+        let decoded = wire::decode(&msg.frame, self.config.limits()).map(|mut envelope| {
+            self.intern(&mut envelope);
+            envelope
+        });
         let Some(Some(core)) = self.peers.get_mut(msg.to) else {
             return;
         };
-        self.delivered += 1;
-        // Every frame goes through the real decoder.
-        let _ = core.handle_bytes(now, from, &msg.frame);
+        match decoded {
+            Ok(envelope) => core.handle_message(now, from, envelope),
+            // Handled again as bytes, so the core counts the error as it would.
+            Err(_) => {
+                let _ = core.handle_bytes(now, from, &msg.frame);
+            }
+        }
+        let seen = self.events.get(msg.to).map_or(0, Vec::len);
         self.flush(msg.to);
+        self.note_first_applied(msg.from, msg.to, seen);
         self.report(msg.from, msg.to, msg.delta, true);
+    }
+
+    /// Records the deltas peer `to` applied since its event `seen`, delivered by `from`.
+    fn note_first_applied(&mut self, from: usize, to: usize, seen: usize) {
+        let Some(events) = self.events.get(to) else {
+            return;
+        };
+        for event in &events[seen..] {
+            if let Event::DeltaApplied {
+                origin, version, ..
+            } = event
+            {
+                let hops = self
+                    .first_applied
+                    .get(&(from, *origin, *version))
+                    .map_or(0, |(_, hops)| *hops)
+                    + 1;
+                self.first_applied
+                    .entry((to, *origin, *version))
+                    .or_insert((self.now, hops));
+            }
+        }
+    }
+
+    /// Makes a decoded delta share the values of an identical one some peer already holds.
+    fn intern(&mut self, envelope: &mut Envelope) {
+        let Payload::Delta(delta) = &mut envelope.payload else {
+            return;
+        };
+        let key = (envelope.origin, envelope.version);
+        if let Some(held) = self.interned.get(&key).and_then(Weak::upgrade) {
+            let same = held.len() == delta.values.len()
+                && held
+                    .iter()
+                    .zip(delta.values.iter())
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+            if same {
+                delta.values = held;
+                return;
+            }
+        }
+        self.interned.insert(key, Arc::downgrade(&delta.values));
+        if self.interned.len() > 2 * self.interned_swept.max(1024) {
+            self.interned.retain(|_, values| values.strong_count() > 0);
+            self.interned_swept = self.interned.len();
+        }
     }
 
     fn flush(&mut self, index: usize) {
@@ -427,6 +504,7 @@ impl Sim {
             let Ok(frame) = wire::encode(&t.envelope, max) else {
                 continue;
             };
+            let frame: Arc<[u8]> = frame.into();
             for to in t.to {
                 let port = to.port();
                 let Some(target) = (port as usize).checked_sub(1000) else {
@@ -450,7 +528,7 @@ impl Sim {
         let Ok(frame) = wire::encode(envelope, self.config.max_message_bytes) else {
             return;
         };
-        self.send(from, to, frame, None);
+        self.send(from, to, frame.into(), None);
     }
 
     /// Cuts every link between `a` and `b` (both directions).
@@ -530,7 +608,7 @@ impl Sim {
         &mut self,
         from: usize,
         to: usize,
-        frame: Vec<u8>,
+        frame: Arc<[u8]>,
         delta: Option<(crate::wire::PeerId, u64)>,
     ) {
         let net = self
@@ -565,6 +643,8 @@ impl Sim {
     }
 }
 
+#[cfg(test)]
+mod dissemination_scenarios;
 #[cfg(test)]
 mod lifecycle_scenarios;
 #[cfg(test)]

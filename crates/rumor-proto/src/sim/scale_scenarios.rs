@@ -8,7 +8,7 @@ use super::{scenario_seeds, NetModel, Sim};
 use crate::core::{CoreConfig, RestoredState};
 use crate::version_vector::VersionVector;
 
-const P: usize = 8;
+pub(super) const P: usize = 8;
 
 /// Deterministic delta values of `peer` in `round`.
 fn values(peer: usize, round: usize) -> Vec<f32> {
@@ -31,13 +31,13 @@ fn checkpoint(sim: &Sim, index: usize) -> Option<RestoredState> {
 /// The churn of one run, by training round: crash some peers (two of them to come back from
 /// their checkpoint a few rounds later, two for good), and start new ones that join through
 /// peer 0 and train from then on.
-struct Churn {
-    crash_at: usize,
-    crashed: Vec<usize>,
-    restart_at: usize,
-    restarted: Vec<usize>,
-    join_at: usize,
-    joining: usize,
+pub(super) struct Churn {
+    pub crash_at: usize,
+    pub crashed: Vec<usize>,
+    pub restart_at: usize,
+    pub restarted: Vec<usize>,
+    pub join_at: usize,
+    pub joining: usize,
 }
 
 /// Forms a cluster of `peers` through peer 0 on `net`, trains `rounds` rounds (every running,
@@ -56,6 +56,19 @@ fn train_churn_and_drain(
         param_count: P,
         ..CoreConfig::default()
     };
+    train_churn_and_drain_with(config, seed, peers, net, rounds, every, churn)
+}
+
+/// [`train_churn_and_drain`] with `config` (whose `param_count` must be [`P`]).
+pub(super) fn train_churn_and_drain_with(
+    config: CoreConfig,
+    seed: u64,
+    peers: usize,
+    net: NetModel,
+    rounds: usize,
+    every: Duration,
+    churn: &Churn,
+) -> Result<String, String> {
     let mut sim = Sim::new(config, net, seed);
     if !sim.form_cluster(peers, Duration::from_secs(120)) {
         return Err(format!("the {peers} peers never all knew each other"));
@@ -171,7 +184,7 @@ fn train_churn_and_drain(
     ))
 }
 
-fn run(name: &str, scenario: impl Fn(u64) -> Result<String, String>) {
+pub(super) fn run(name: &str, scenario: impl Fn(u64) -> Result<String, String>) {
     for seed in scenario_seeds() {
         let wall = Instant::now();
         match scenario(seed) {

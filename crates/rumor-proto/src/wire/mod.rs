@@ -18,13 +18,16 @@ use crate::auth::{ContentHash, Credential, Signature, MAX_CREDENTIAL_LEN, MAX_SI
 use crate::version_vector::VersionVector;
 use serde::{Deserialize, Serialize};
 
+mod lazy;
+pub use lazy::{Have, HaveEntry, Want, WantEntry, MAX_LAZY_ENTRIES};
+
 /// A peer's identity: a UUID created once and stored in the peer's data dir.
 pub use crate::id::{MessageId, PeerId};
 
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"RMOR";
 /// Version of the frame layout and message types; a peer rejects frames of another version.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 /// Bytes before the body: magic, protocol version, body length.
 pub const HEADER_LEN: usize = 9;
 /// Hard upper bound on a body, whatever the configured limit (bytes). Bounds bincode's allocations.
@@ -90,6 +93,10 @@ pub enum Payload {
     /// Proof that `origin` signed two different deltas under one version: spread to every
     /// member, each of which quarantines the origin and resolves that version to nothing.
     Equivocation(EquivocationProof),
+    /// Lazy push: the sender holds these (large) deltas ([`lazy`]).
+    Have(Have),
+    /// Lazy push: the sender asks for these deltas, which it was told of in a `Have`.
+    Want(Want),
 }
 
 impl Payload {
@@ -107,6 +114,8 @@ impl Payload {
             Payload::Ack(_) => MessageKind::Ack,
             Payload::PingReq(_) => MessageKind::PingReq,
             Payload::Equivocation(_) => MessageKind::Equivocation,
+            Payload::Have(_) => MessageKind::Have,
+            Payload::Want(_) => MessageKind::Want,
         }
     }
 }
@@ -136,11 +145,15 @@ pub enum MessageKind {
     PingReq,
     /// [`Payload::Equivocation`]
     Equivocation,
+    /// [`Payload::Have`]
+    Have,
+    /// [`Payload::Want`]
+    Want,
 }
 
 impl MessageKind {
     /// All kinds, in a fixed order.
-    pub const ALL: [MessageKind; 11] = [
+    pub const ALL: [MessageKind; 13] = [
         MessageKind::Delta,
         MessageKind::Membership,
         MessageKind::Join,
@@ -152,6 +165,8 @@ impl MessageKind {
         MessageKind::Ack,
         MessageKind::PingReq,
         MessageKind::Equivocation,
+        MessageKind::Have,
+        MessageKind::Want,
     ];
 
     /// Lower-case name, as used in metric labels.
@@ -168,6 +183,8 @@ impl MessageKind {
             MessageKind::Ack => "ack",
             MessageKind::PingReq => "ping_req",
             MessageKind::Equivocation => "equivocation",
+            MessageKind::Have => "have",
+            MessageKind::Want => "want",
         }
     }
 }
@@ -591,6 +608,8 @@ impl Envelope {
             Payload::Leave(notice) => validate_record(&notice.record),
             Payload::Ping(probe) | Payload::Ack(probe) => validate_records(&probe.updates),
             Payload::PingReq(req) => validate_records(&req.updates),
+            Payload::Have(have) => lazy::validate_have(have, limits),
+            Payload::Want(want) => lazy::validate_want(want),
         }
     }
 }

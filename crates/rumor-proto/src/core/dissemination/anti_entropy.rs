@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use crate::id::PeerId;
 use crate::version_vector::VersionVector;
-use crate::wire::{DeltaPayload, Digest, Envelope, Lifecycle, MemberStatus, Payload};
+use crate::wire::{
+    DeltaPayload, Digest, Envelope, HaveEntry, Lifecycle, MemberStatus, Payload, MAX_LAZY_ENTRIES,
+};
 
 use super::{Dissemination, PeerProgress};
 use crate::core::membership::Membership;
@@ -29,7 +31,7 @@ fn same_contents(theirs: &[(PeerId, [u8; 16])], ours: &[(PeerId, [u8; 16])]) -> 
 }
 
 /// A logged delta as a one-hop envelope, with its origin's signature.
-fn logged_delta_envelope(
+pub(super) fn logged_delta_envelope(
     out: &mut Outbox,
     membership: &Membership,
     origin: PeerId,
@@ -84,7 +86,8 @@ impl Dissemination {
     }
 
     /// A digest from `origin`: push what it lacks while the log holds it and the byte budget
-    /// lasts (a snapshot when some of it is gone), ask for what we lack, and remember its
+    /// lasts (a snapshot when some of it is gone), announce in one `Have` the large deltas it
+    /// lacks (as many as the budget would let it pull), ask for what we lack, and remember its
     /// progress if it is a member.
     #[allow(clippy::too_many_arguments)]
     pub fn handle_digest(
@@ -151,6 +154,10 @@ impl Dissemination {
         }
         let missing: Vec<(PeerId, u64)> = replica.applied().difference(&applied).collect();
         let mut lost = false;
+        // Large deltas it lacks, to announce rather than push ([`super::lazy`]), and the bytes
+        // pulling them will take from its budget.
+        let mut haves: Vec<HaveEntry> = Vec::new();
+        let mut announced = 0;
         for (delta_origin, version) in missing {
             if self.sent.blocks(addr, delta_origin, version) {
                 continue;
@@ -167,6 +174,19 @@ impl Dissemination {
                 continue;
             }
             let size = delta.values.len() * 4;
+            let bytes = delta.encoded_bytes();
+            if self.is_large(bytes) {
+                if haves.len() < MAX_LAZY_ENTRIES && announced + size <= budget {
+                    announced += size;
+                    haves.push(HaveEntry {
+                        origin: delta_origin,
+                        version,
+                        bytes,
+                        ttl: 1,
+                    });
+                }
+                continue;
+            }
             if size > budget {
                 out.stats.answers_limited += 1;
                 break;
@@ -177,6 +197,7 @@ impl Dissemination {
             out.send(vec![addr], envelope);
         }
         self.answers.spend(now, origin, start - budget);
+        self.send_have(out, vec![addr], haves);
         if lost && self.take_snapshot(out, origin) {
             out.stats.snapshots_sent += 1;
             let envelope = out.envelope(0, 1, Payload::Snapshot(replica.snapshot()));

@@ -10,6 +10,7 @@
 
 pub mod answers;
 pub mod anti_entropy;
+pub mod lazy;
 pub mod seen;
 pub mod sent;
 
@@ -25,6 +26,7 @@ use super::membership::Membership;
 use super::outbox::{Outbox, Transmit};
 use super::timer::{Timer, TimerTable};
 use answers::AnswerLimits;
+use lazy::{PullDone, Pulls};
 use seen::SeenCache;
 use sent::{Outcome, SendLedger};
 
@@ -65,6 +67,15 @@ pub struct Dissemination {
     last_digest_to: HashMap<PeerId, Instant>,
     /// How much each requester may still be sent.
     answers: AnswerLimits,
+    /// Deltas larger than this (bytes on the wire) are announced and pulled ([`lazy`]).
+    lazy_push_threshold: u64,
+    /// How long a pull waits before the next announcer is asked (plus a per-MiB part).
+    pull_timeout: Duration,
+    /// Deltas asked for that have not arrived yet.
+    pulls: Pulls,
+    /// Announced versions this far above the highest known of their origin are not pulled
+    /// (they would be refused); 0: no limit.
+    max_version_jump: u64,
 }
 
 impl Dissemination {
@@ -98,7 +109,16 @@ impl Dissemination {
             sent: SendLedger::new(config.resend_after),
             progress: HashMap::new(),
             last_digest_to: HashMap::new(),
+            lazy_push_threshold: config.lazy_push_threshold,
+            pull_timeout: config.pull_timeout,
+            pulls: Pulls::default(),
+            max_version_jump: config.max_version_jump,
         }
+    }
+
+    /// How many deltas this peer has asked an announcer for and not received yet.
+    pub fn pulls_in_progress(&self) -> usize {
+        self.pulls.len()
     }
 
     /// Whether envelope `id` was handled already (it may have expired since the last input).
@@ -150,23 +170,33 @@ impl Dissemination {
         self.sent.in_flight_versions(me, &alive)
     }
 
-    /// Pushes a delta just published here to `fanout` live members, with a TTL that lets push
-    /// gossip reach every live member.
+    /// Pushes a delta just published here (`bytes` on the wire) to `fanout` live members, with
+    /// a TTL that lets push gossip reach every live member; a large one is announced to them
+    /// instead ([`lazy`]).
     pub fn push_own(
         &mut self,
         out: &mut Outbox,
         membership: &Membership,
         version: u64,
         delta: DeltaPayload,
+        bytes: u64,
     ) {
         let ttl = self.initial_ttl(membership.live_count());
+        if self.is_large(bytes) {
+            let me = out.me.id;
+            self.announce(out, membership, &[], &[], me, version, bytes, ttl);
+            return;
+        }
         let to = out.choose(membership.live_peer_addrs(&[]), self.fanout);
         let envelope = out.envelope(version, ttl, Payload::Delta(delta));
         out.send(to, envelope);
     }
 
-    /// A delta from `from` that the replica has just applied: `from` has it (never push it
-    /// back), and it is forwarded with its TTL decremented.
+    /// A delta from `from` (`bytes` on the wire) that the replica has just applied: `from` has
+    /// it (never push it back), and it is forwarded with its TTL decremented; a large one is
+    /// announced instead, with the highest TTL it came or was announced with (`pull`), less
+    /// one, to members other than its origin, `from` and those that announced it.
+    #[allow(clippy::too_many_arguments)]
     pub fn spread_applied(
         &mut self,
         out: &mut Outbox,
@@ -174,10 +204,30 @@ impl Dissemination {
         from: SocketAddr,
         envelope: &Envelope,
         delta: DeltaPayload,
+        bytes: u64,
+        pull: PullDone,
     ) {
         self.sent
             .has(out.now, from, envelope.origin, envelope.version);
-        self.forward(out, membership, from, envelope, Payload::Delta(delta));
+        if !self.is_large(bytes) {
+            self.forward(out, membership, from, envelope, Payload::Delta(delta));
+            return;
+        }
+        let ttl = envelope.ttl.max(pull.ttl).saturating_sub(1);
+        if ttl == 0 {
+            out.stats.ttl_expired += 1;
+            return;
+        }
+        let mut exclude = vec![envelope.origin];
+        if let Some(sender) = membership.by_addr(from) {
+            exclude.push(sender.peer_id);
+        }
+        let (origin, version) = (envelope.origin, envelope.version);
+        let mut skip = pull.announcers;
+        skip.push(from);
+        self.announce(
+            out, membership, &exclude, &skip, origin, version, bytes, ttl,
+        );
     }
 
     /// Forwards a newly handled envelope with its TTL decremented, unless it reaches 0, to

@@ -18,6 +18,21 @@ pub struct LoggedDelta {
     pub logged_at: Instant,
     /// The origin's signature, passed on with the delta when it is pushed again.
     pub signature: crate::auth::Signature,
+    /// [`LoggedDelta::encoded_bytes`], once asked for.
+    pub encoded: std::cell::OnceCell<u64>,
+}
+
+impl LoggedDelta {
+    /// Bytes of its values on the wire ([`encoded_bytes`]), computed once.
+    pub fn encoded_bytes(&self) -> u64 {
+        *self.encoded.get_or_init(|| encoded_bytes(&self.values))
+    }
+}
+
+/// Bytes of `values` on the wire: the data of their compact encoding
+/// ([`crate::compact::CompactValues`]), which decides between eager and lazy push.
+pub fn encoded_bytes(values: &[f32]) -> u64 {
+    crate::compact::CompactValues::encode(values).data_bytes() as u64
 }
 
 /// Deltas by `(origin, version)`, oldest evicted first once over `max_bytes`.
@@ -121,6 +136,7 @@ mod tests {
                     values: vec![0.0; 4].into(),
                     logged_at: Instant::now(),
                     signature: Default::default(),
+                    encoded: Default::default(),
                 },
             );
         }

@@ -226,6 +226,7 @@ impl Replica {
                 values: values.clone(),
                 logged_at: now,
                 signature,
+                encoded: Default::default(),
             },
         );
         out.stats.deltas_published += 1;
@@ -286,6 +287,7 @@ impl Replica {
                 values: delta.values.clone(),
                 logged_at: out.now,
                 signature: delta.signature.clone(),
+                encoded: Default::default(),
             },
         );
         out.stats.deltas_applied += 1;
