@@ -8,7 +8,7 @@
 //! is `k · 2^e`. A power-of-two scale makes every product exact in `f32`, so re-encoding a
 //! decoded vector gives the same bytes back.
 
-use super::values::CompactError;
+use super::error::CompactError;
 
 /// Values per int8 block (one exponent byte each).
 pub const BLOCK: usize = 256;

@@ -29,6 +29,7 @@
 pub mod compact_serde;
 mod compression;
 mod dense;
+mod error;
 mod quantize;
 mod sparse;
 mod topk;
@@ -36,10 +37,11 @@ mod values;
 
 pub use compression::{Compression, CompressionParseError};
 pub use dense::{BLOCK, MAX_EXPONENT, MIN_EXPONENT};
+pub use error::CompactError;
 pub use quantize::Quantizer;
 pub use sparse::{with_value_limit, MAX_SPARSE_VALUES};
 pub use topk::{CHUNK, SCALE_BITS};
-pub use values::{CompactError, CompactValues};
+pub use values::CompactValues;
 
 #[cfg(test)]
 mod sparse_tests;

@@ -25,12 +25,13 @@
 
 use std::cell::Cell;
 
+use super::error::CompactError;
 use super::topk::CHUNK;
-use super::values::CompactError;
 
 /// Most values a sparse vector may declare wherever no smaller limit is in force: as many as
-/// the largest int8 frame ([`crate::wire::ABSOLUTE_MAX_BODY`] bytes) could carry.
-pub const MAX_SPARSE_VALUES: usize = crate::wire::ABSOLUTE_MAX_BODY;
+/// the largest int8 frame (`wire::ABSOLUTE_MAX_BODY`, 256 MiB) could carry; the wire module
+/// asserts the two agree.
+pub const MAX_SPARSE_VALUES: usize = 256 * 1024 * 1024;
 
 /// Largest code magnitude of a 4-bit code.
 const MAX_CODE: f32 = 8.0;

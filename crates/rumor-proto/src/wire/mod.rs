@@ -32,6 +32,8 @@ pub const PROTOCOL_VERSION: u8 = 4;
 pub const HEADER_LEN: usize = 9;
 /// Hard upper bound on a body, whatever the configured limit (bytes). Bounds bincode's allocations.
 pub const ABSOLUTE_MAX_BODY: usize = 256 * 1024 * 1024;
+// A sparse vector may declare as many values as the largest int8 body could carry.
+const _: () = assert!(crate::compact::MAX_SPARSE_VALUES == ABSOLUTE_MAX_BODY);
 /// Longest peer name accepted (characters).
 pub const MAX_NAME_LEN: usize = 64;
 /// Most member records accepted in one view.
