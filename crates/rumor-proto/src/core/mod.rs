@@ -689,6 +689,8 @@ mod drain_tests;
 #[cfg(test)]
 mod equivocation_tests;
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod lazy_tests;
 #[cfg(test)]
 mod tests;
