@@ -159,8 +159,6 @@ proptest! {
     }
 }
 
-/// A peer restarted without its state (damaged checkpoint) hears of an alive, higher incarnation
-
 /// Writes [`sample_frames`] as the fuzz seed corpus, one file per message kind, into the
 /// directory named by `RUMOR_FUZZ_SEEDS` (e.g. `fuzz/seeds`). Run on demand:
 /// `RUMOR_FUZZ_SEEDS=fuzz/seeds cargo test --lib write_fuzz_seed_corpus -- --ignored`.

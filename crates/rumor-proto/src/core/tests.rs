@@ -508,6 +508,7 @@ fn sim_deltas_under_loss_converge_and_drain_completes() {
     }
 }
 
+/// A peer restarted without its state (damaged checkpoint) hears of an alive, higher incarnation
 /// of itself: it outranks it instead of running under the lower one.
 #[test]
 fn restarted_peer_outranks_a_higher_incarnation_of_itself() {
