@@ -176,11 +176,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             config,
             json,
         }) => {
-            let config = match config {
-                Some(path) => Config::from_file(&path)?,
-                None => Config::default(),
-            };
-            config.validate()?;
+            let config = config_or_default(config.as_deref())?;
             let result = runtime.block_on(bench::membership(
                 &config,
                 peers,
@@ -215,11 +211,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             config,
             json,
         }) => {
-            let config = match config {
-                Some(path) => Config::from_file(&path)?,
-                None => Config::default(),
-            };
-            config.validate()?;
+            let config = config_or_default(config.as_deref())?;
             let result = runtime.block_on(bench::dissemination::dissemination(&config, peers))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&result)?);
@@ -302,4 +294,14 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The configuration in `path`, or the defaults without one, checked.
+fn config_or_default(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let config = match path {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    config.validate()?;
+    Ok(config)
 }

@@ -250,20 +250,8 @@ fn two_hundred_fifty_six_peers_receive_each_large_delta_about_once() {
 /// peer must still end its drain on one applied set and one base.
 #[test]
 fn lazy_push_under_loss_and_churn_drains_to_one_applied_set() {
-    use super::scale_scenarios::{run, train_churn_and_drain_with, Churn, P};
-    let net = NetModel {
-        loss: 0.10,
-        max_latency: Duration::from_millis(20),
-        ..NetModel::default()
-    };
-    let churn = Churn {
-        crash_at: 2,
-        crashed: vec![10, 20, 30, 40],
-        restart_at: 6,
-        restarted: vec![10, 30],
-        join_at: 4,
-        joining: 3,
-    };
+    use super::scale_scenarios::{loss_and_churn, run, train_churn_and_drain_with, P};
+    let (net, churn) = loss_and_churn();
     let config = CoreConfig {
         param_count: P,
         lazy_push_threshold: 0,

@@ -40,6 +40,25 @@ pub(super) struct Churn {
     pub joining: usize,
 }
 
+/// The 64-peer loss-and-churn setting: 10% loss, latency up to 20 ms; four peers crash at
+/// round 2, two of them come back at round 6; three new peers join at round 4.
+pub(super) fn loss_and_churn() -> (NetModel, Churn) {
+    let net = NetModel {
+        loss: 0.10,
+        max_latency: Duration::from_millis(20),
+        ..NetModel::default()
+    };
+    let churn = Churn {
+        crash_at: 2,
+        crashed: vec![10, 20, 30, 40],
+        restart_at: 6,
+        restarted: vec![10, 30],
+        join_at: 4,
+        joining: 3,
+    };
+    (net, churn)
+}
+
 /// Forms a cluster of `peers` through peer 0 on `net`, trains `rounds` rounds (every running,
 /// joined peer publishes once per round, `every` apart) through `churn`, then has every running
 /// peer drain. Each peer that finishes its drain leaves and stops, as the node does. Fails
@@ -200,19 +219,7 @@ pub(super) fn run(name: &str, scenario: impl Fn(u64) -> Result<String, String>) 
 /// three new ones join mid-run; then every peer drains to the same applied set.
 #[test]
 fn sixty_four_peers_with_loss_and_churn_drain_to_one_applied_set() {
-    let net = NetModel {
-        loss: 0.10,
-        max_latency: Duration::from_millis(20),
-        ..NetModel::default()
-    };
-    let churn = Churn {
-        crash_at: 2,
-        crashed: vec![10, 20, 30, 40],
-        restart_at: 6,
-        restarted: vec![10, 30],
-        join_at: 4,
-        joining: 3,
-    };
+    let (net, churn) = loss_and_churn();
     run("64 peers, 10% loss, churn", |seed| {
         train_churn_and_drain(seed, 64, net.clone(), 8, Duration::from_millis(500), &churn)
     });
