@@ -137,6 +137,14 @@ pub struct CellSummary {
     /// The longest drain of the run's peers (s): from a peer's last delta to the end of its
     /// drain. Null for the baselines (no drain) and when no peer's drain ended.
     pub drain_seconds: Option<f64>,
+    /// The cluster's drain (s): from the moment the last peer began its drain (its last delta
+    /// published: every delta of the run exists from then on) until the last peer ended its
+    /// drain. Unlike `drain_seconds` it does not count a peer's wait for slower peers to finish
+    /// training. Null for the baselines and when some peer's drain did not end.
+    pub cluster_drain_seconds: Option<f64>,
+    /// Training time of the run (s): from the first peer's start until the last peer began its
+    /// drain. Null like `cluster_drain_seconds`.
+    pub training_seconds: Option<f64>,
     /// Bytes to target and against a per-step ring all-reduce (its fields sit beside these in
     /// `summary.json`).
     #[serde(flatten)]
@@ -204,6 +212,7 @@ pub(super) fn analyse(
         .iter()
         .map(|l| l.time - l.elapsed_seconds)
         .fold(f64::INFINITY, f64::min);
+    let cluster_drain = cluster_drain(&summary.peers, t0);
     lines.sort_by(|a, b| a.time.total_cmp(&b.time));
     let names: Vec<String> = summary.peers.iter().map(|p| p.name.clone()).collect();
     let mut latest: BTreeMap<String, f64> = BTreeMap::new();
@@ -355,6 +364,8 @@ pub(super) fn analyse(
             .iter()
             .filter_map(|p| p.drain_seconds)
             .reduce(f64::max),
+        cluster_drain_seconds: cluster_drain.map(|(drain, _)| drain),
+        training_seconds: cluster_drain.map(|(_, training)| training),
         communication: comm,
     };
     Ok((rows, s, ser))
@@ -378,6 +389,28 @@ fn fmt_secs(t: Option<f64>) -> String {
 }
 
 /// A drain time, or `-` where there is none (the baselines).
+/// `(cluster drain, training time)` in seconds, from each peer's drain end (Unix seconds) and
+/// length and the run's start `t0` (Unix seconds); None unless every peer's drain ended.
+fn cluster_drain(peers: &[crate::run::PeerSummary], t0: f64) -> Option<(f64, f64)> {
+    let spans: Vec<(f64, f64)> = peers
+        .iter()
+        .map(|p| Some((p.drain_ended_unix? - p.drain_seconds?, p.drain_ended_unix?)))
+        .collect::<Option<_>>()?;
+    let last_start = spans.iter().map(|s| s.0).reduce(f64::max)?;
+    let last_end = spans.iter().map(|s| s.1).reduce(f64::max)?;
+    t0.is_finite()
+        .then(|| ((last_end - last_start).max(0.0), (last_start - t0).max(0.0)))
+}
+
+/// Cluster drain and its share of training, e.g. `1.2 (8%)`, or `-`.
+fn fmt_cluster_drain(drain: Option<f64>, training: Option<f64>) -> String {
+    match (drain, training) {
+        (Some(d), Some(t)) if t > 0.0 => format!("{d:.1} ({:.0}%)", 100.0 * d / t),
+        (Some(d), _) => format!("{d:.1}"),
+        _ => "-".into(),
+    }
+}
+
 fn fmt_drain(t: Option<f64>) -> String {
     t.map_or("-".into(), |t| format!("{t:.1}"))
 }
@@ -410,9 +443,9 @@ pub fn report(s: &LabSummary) -> String {
         }
     };
     out.push_str("## Per setting (mean over seeds)\n\n");
-    out.push_str(&format!("| mode | setting | loss | slowdown | non-IID α | peers | seeds | reached | time to target (s) | every peer (s) | others (s) | final mean {metric} | final worst {metric} | consensus dist | MiB sent/peer | drained | drain (s) | MiB to target/peer | × less than all-reduce to target | × less than all-reduce total |\n"));
+    out.push_str(&format!("| mode | setting | loss | slowdown | non-IID α | peers | seeds | reached | time to target (s) | every peer (s) | others (s) | final mean {metric} | final worst {metric} | consensus dist | MiB sent/peer | drained | drain (s) | MiB to target/peer | × less than all-reduce to target | × less than all-reduce total | cluster drain (s, % of training) |\n"));
     out.push_str(
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut groups: BTreeMap<String, Vec<&CellSummary>> = BTreeMap::new();
     let mut order = Vec::new();
@@ -450,7 +483,7 @@ pub fn report(s: &LabSummary) -> String {
         let mean =
             |f: &dyn Fn(&CellSummary) -> f64| cs.iter().map(|c| f(c)).sum::<f64>() / n as f64;
         out.push_str(&format!(
-            "| {} | {} | {:.0}% | {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {:.1e} | {:.1} | {}/{} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.0}% | {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {:.1e} | {:.1} | {}/{} | {} | {} | {} | {} | {} |\n",
             c0.mode,
             if c0.setting.is_empty() { "-" } else { &c0.setting },
             c0.loss * 100.0,
@@ -477,16 +510,20 @@ pub fn report(s: &LabSummary) -> String {
             fmt_mib(mean_opt(cs.iter().map(|c| c.communication.bytes_to_target_per_peer).collect()).1),
             fmt_ratio(mean_opt(cs.iter().map(|c| c.communication.allreduce_ratio_to_target).collect()).1),
             fmt_ratio(mean_opt(cs.iter().map(|c| c.communication.allreduce_ratio_total).collect()).1),
+            fmt_cluster_drain(
+                mean_opt(cs.iter().map(|c| c.cluster_drain_seconds).collect()).1,
+                mean_opt(cs.iter().map(|c| c.training_seconds).collect()).1,
+            ),
         ));
     }
     out.push_str("\nMeans of time to target and of MiB to target are over the seeds that reached it (see `reached`). \
         × less than all-reduce: what a per-step fp32 ring all-reduce of the same model would send per peer \
         (2·(N−1)/N · 4 bytes · parameters, each step) over what the run sent per peer, to the target and over the whole run; \
         `-` for one peer (centralized: all-reduce sends nothing) or a target not reached.\n\n## Every run\n\n");
-    out.push_str(&format!("| run | runner | time to target (s) | every peer (s) | final mean {metric} | final worst {metric} | consensus dist | MiB sent/peer | wall (s) | drained | drain (s) | MiB to target/peer | × less than all-reduce to target | × less than all-reduce total |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"));
+    out.push_str(&format!("| run | runner | time to target (s) | every peer (s) | final mean {metric} | final worst {metric} | consensus dist | MiB sent/peer | wall (s) | drained | drain (s) | MiB to target/peer | × less than all-reduce to target | × less than all-reduce total | cluster drain (s, % of training) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"));
     for c in &s.cells {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {:.1e} | {:.1} | {:.1} | {}/{} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.1e} | {:.1} | {:.1} | {}/{} | {} | {} | {} | {} | {} |\n",
             c.cell,
             c.runner,
             fmt_secs(c.time_to_target_seconds),
@@ -502,6 +539,7 @@ pub fn report(s: &LabSummary) -> String {
             fmt_mib(c.communication.bytes_to_target_per_peer),
             fmt_ratio(c.communication.allreduce_ratio_to_target),
             fmt_ratio(c.communication.allreduce_ratio_total),
+            fmt_cluster_drain(c.cluster_drain_seconds, c.training_seconds),
         ));
     }
     if !s.failed.is_empty() {

@@ -406,6 +406,8 @@ mod tests {
             wall_seconds: 1.0,
             peers_drained: 4,
             drain_seconds: None,
+            cluster_drain_seconds: None,
+            training_seconds: None,
             communication: Communication::default(),
         }
     }

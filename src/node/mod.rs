@@ -335,6 +335,7 @@ pub async fn run_peer_observed(
     let mut drain_ended = false;
     let mut drain_started: Option<Instant> = None;
     let mut drain_seconds: Option<f64> = None;
+    let mut drain_ended_unix: Option<f64> = None;
     let mut stopping = false;
     let mut training_end_requested = false;
     // Set by a stop request: when the peer must be gone (`leave_grace`).
@@ -501,6 +502,7 @@ pub async fn run_peer_observed(
                     drained = *complete;
                     drain_ended = true;
                     drain_seconds = drain_started.map(|at| at.elapsed().as_secs_f64());
+                    drain_ended_unix = Some(crate::clock::unix_now());
                 }
                 Event::DeltaApplied {
                     origin,
@@ -658,6 +660,7 @@ pub async fn run_peer_observed(
         samples: progress.samples,
         drained,
         drain_seconds,
+        drain_ended_unix,
         members,
         stats: core.stats().clone(),
         transport: net,

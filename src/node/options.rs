@@ -95,6 +95,9 @@ pub struct PeerOutcome {
     /// Seconds from the start of the drain (training over, last delta published) to its end;
     /// `None` when the peer stopped before its drain ended.
     pub drain_seconds: Option<f64>,
+    /// When the drain ended (Unix seconds), so the drains of several peers can be put on one
+    /// clock; `None` like `drain_seconds`.
+    pub drain_ended_unix: Option<f64>,
     /// Members known at exit.
     pub members: Vec<MemberSummary>,
     /// Protocol counters at exit.

@@ -105,6 +105,7 @@ pub fn centralized(
         samples: progress.samples,
         drained: true,
         drain_seconds: None,
+        drain_ended_unix: None,
         parameters: hooks.params.len() as u64,
     };
     Ok(summarize(

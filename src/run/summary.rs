@@ -46,6 +46,10 @@ pub struct PeerSummary {
     /// baselines, which have no drain, and for a peer stopped before its drain ended.
     #[serde(default)]
     pub drain_seconds: Option<f64>,
+    /// When its drain ended (Unix seconds); null like `drain_seconds` and in summaries written
+    /// before it was recorded.
+    #[serde(default)]
+    pub drain_ended_unix: Option<f64>,
     /// Parameters of its final model (fp32 values); 0 in summaries written before it was
     /// recorded.
     #[serde(default)]
@@ -163,6 +167,7 @@ pub(super) fn peer_summary(o: &PeerOutcome) -> PeerSummary {
         samples: o.samples,
         drained: o.drained,
         drain_seconds: o.drain_seconds,
+        drain_ended_unix: o.drain_ended_unix,
         parameters: o.base.len() as u64,
     }
 }
@@ -182,6 +187,7 @@ pub(super) fn sync_peer_summary(o: &crate::sync::SyncOutcome) -> PeerSummary {
         samples: o.samples,
         drained: o.complete,
         drain_seconds: None,
+        drain_ended_unix: None,
         parameters: o.base.len() as u64,
     }
 }

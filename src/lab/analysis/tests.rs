@@ -51,6 +51,8 @@ fn time_to_target_uses_every_peers_latest_accuracy() {
         samples: 64,
         drained: true,
         drain_seconds: Some(if name == "peer-0" { 0.5 } else { 1.5 }),
+        // peer-0 drains 1009.5–1010.0, peer-1 1009.0–1010.5 (the run started at 1000).
+        drain_ended_unix: Some(if name == "peer-0" { 1010.0 } else { 1010.5 }),
         parameters: 1000,
     };
     let summary = RunSummary {
@@ -79,6 +81,10 @@ fn time_to_target_uses_every_peers_latest_accuracy() {
     // The longest drain of the run, and how many of the cell's 4 peers drained (2 ran).
     assert_eq!(s.drain_seconds, Some(1.5));
     assert_eq!(s.peers_drained, 2);
+    // The cluster's drain runs from the last drain start (1009.5) to the last end (1010.5);
+    // training from the start (1000) to that last drain start.
+    assert_eq!(s.cluster_drain_seconds, Some(1.0));
+    assert_eq!(s.training_seconds, Some(9.5));
     let text = report(&LabSummary {
         name: "t".into(),
         target: lab.target().unwrap(),
@@ -96,6 +102,7 @@ fn time_to_target_uses_every_peers_latest_accuracy() {
     );
     assert!(text.contains("| gossip |"), "{text}");
     assert!(text.contains("| 2/4 | 1.5 |"), "{text}");
+    assert!(text.contains("| 1.0 (11%) |"), "{text}");
     assert!(text.contains("Target: accuracy ≥ 0.75"), "{text}");
 }
 
@@ -144,6 +151,7 @@ fn a_loss_target_is_reached_from_above() {
         samples: 64,
         drained: true,
         drain_seconds: None,
+        drain_ended_unix: None,
         parameters: 1000,
     };
     let summary = RunSummary {
@@ -224,6 +232,7 @@ fn run_summary(mode: &str, peers: &[(&str, u64, u64)], parameters: u64) -> RunSu
             samples: steps * 64,
             drained: true,
             drain_seconds: None,
+            drain_ended_unix: None,
             parameters,
         })
         .collect();
@@ -375,7 +384,7 @@ fn a_centralized_cell_is_timed_from_its_lines_and_has_no_allreduce_ratio() {
         });
         let to_target = if reached { "0.00" } else { "-" };
         assert!(
-            text.contains(&format!("| {to_target} | - | - |\n")),
+            text.contains(&format!("| {to_target} | - | - | - |\n")),
             "{text}"
         );
     }
