@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         let identity = std::sync::Arc::new(rumor::certs::load_identity(&certs, &name)?);
         let mut config = rumor::config::Config::from_toml(&format!(
             "[peer]\nname = '{name}'\nlisten = '127.0.0.1:0'\ndata_dir = '{}'\nmin_peers = {peers}\n\
-             [train]\nepochs = 40\nlr = 0.003\nbatch_size = 32\nshard = '{}/{peers}'\n",
+             [train]\nepochs = 40\nlr = 0.003\nlr_schedule = 'cosine'\nbatch_size = 32\nshard = '{}/{peers}'\n",
             dir.path().join(&name).display(),
             p + 1
         ))?;
