@@ -234,6 +234,13 @@ pub struct TrainSection {
     /// not applied yet (0: all it has heard of must be in), for at most
     /// `staleness_wait_limit` per phase.
     pub max_staleness: f64,
+    /// Bounded staleness by phase clocks: before a local phase the gossip trainer waits while
+    /// it has published more than this many deltas beyond the latest one it holds from the
+    /// slowest other member still training (0: every such member's delta of the phase just
+    /// ended must be in). A straggler holds the others back at most `staleness_wait_limit` per
+    /// phase; with `publish_every` a period of time every peer's clock runs at the same rate,
+    /// however fast it trains.
+    pub max_phase_lead: u64,
     /// The longest the gossip trainer waits for others' deltas before one local phase; 0s:
     /// never wait (no staleness bound).
     #[serde(with = "humantime_serde")]
@@ -277,6 +284,7 @@ impl Default for TrainSection {
             low_priority: false,
             max_runtime_lag: std::time::Duration::from_millis(20),
             max_staleness: 0.0,
+            max_phase_lead: 0,
             staleness_wait_limit: std::time::Duration::from_secs(2),
             rng_seed: 42,
             threads: 1,

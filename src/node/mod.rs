@@ -314,6 +314,7 @@ pub async fn run_peer_observed(
     let unacked = Arc::new(AtomicUsize::new(0));
     let (runtime_lag, _beating) = runtime_lag::RuntimeLag::start();
     let unseen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let phase = Arc::new(trainer::PhaseGauge::default());
     let (report_tx, mut reports) = mpsc::unbounded_channel();
     let mut trainer: Option<TrainerHandle> = None;
     let (mut sender, mut outcomes) = Sender::new(
@@ -387,6 +388,8 @@ pub async fn run_peer_observed(
                             refusals: &mut local_refusals,
                         };
                         publish_local(&mut core, &mut out, weight, values, progress.step, plan.lr)?;
+                        phase.lead.store(core.phase_lead(), Ordering::SeqCst);
+                        phase.published.fetch_add(1, Ordering::SeqCst);
                     }
                     Some(FromTrainer::Progress(p)) => {
                         observer.progress(&p);
@@ -480,6 +483,7 @@ pub async fn run_peer_observed(
                                 unacked: unacked.clone(),
                                 runtime: Some(runtime_lag.clone()),
                                 unseen: unseen.clone(),
+                                phase: phase.clone(),
                             },
                             report_tx.clone(),
                             options.name.clone(),
@@ -532,6 +536,7 @@ pub async fn run_peer_observed(
         live.store(core.live_count(), Ordering::SeqCst);
         unacked.store(core.own_deltas_unacked(), Ordering::SeqCst);
         unseen.store(core.unseen_deltas(), Ordering::SeqCst);
+        phase.lead.store(core.phase_lead(), Ordering::SeqCst);
         let now = Instant::now();
         audit.flush_if_due(now);
 

@@ -67,6 +67,20 @@ pub struct Gauges {
     /// Deltas live members published that are not applied here
     /// ([`rumor_proto::Core::unseen_deltas`], [`TrainPlan::max_staleness`]).
     pub unseen: Arc<std::sync::atomic::AtomicU64>,
+    /// The phase clock ([`rumor_proto::Core::phase_lead`], [`TrainPlan::max_phase_lead`]).
+    pub phase: Arc<PhaseGauge>,
+}
+
+/// What the shell tells the trainer of its phase clock: how many of the trainer's publishes it
+/// has handed to the core, and the core's [`rumor_proto::Core::phase_lead`] after the latest.
+/// The trainer compares the first with its own count, so it never reads a lead from before its
+/// last publish.
+#[derive(Debug, Default)]
+pub struct PhaseGauge {
+    /// Publishes the shell has handed to the core.
+    pub published: std::sync::atomic::AtomicU64,
+    /// Local phases beyond the slowest other member still training.
+    pub lead: std::sync::atomic::AtomicU64,
 }
 
 /// A running trainer thread.
@@ -111,6 +125,9 @@ impl TrainerHandle {
                     unacked: gauges.unacked,
                     runtime: gauges.runtime,
                     unseen: gauges.unseen,
+                    phase: gauges.phase,
+                    publishes: 0,
+                    max_phase_lead: plan.max_phase_lead,
                     max_staleness: plan.max_staleness,
                     staleness_wait_limit: plan.staleness_wait_limit,
                     staleness_wait: Duration::ZERO,
@@ -176,6 +193,11 @@ struct GossipHooks {
     /// Time yielded to the runtime so far.
     runtime_wait: Duration,
     unseen: Arc<std::sync::atomic::AtomicU64>,
+    phase: Arc<PhaseGauge>,
+    /// Deltas this trainer has sent to the shell to publish.
+    publishes: u64,
+    /// [`TrainPlan::max_phase_lead`].
+    max_phase_lead: u64,
     /// [`TrainPlan::max_staleness`].
     max_staleness: f64,
     /// [`TrainPlan::staleness_wait_limit`].
@@ -282,21 +304,30 @@ impl GossipHooks {
 
     /// Bounded staleness (stale synchronous parallel, Ho et al. 2013, "More effective
     /// distributed ML via a stale synchronous parallel parameter server", without its server):
-    /// before a local phase, waits while the live members have published more than
-    /// `⌊max_staleness × (live − 1)⌋` deltas not applied here, so a peer never trains ahead on a
-    /// base that lacks the others' progress. It waits for deltas already published (announced
-    /// by their origins at once, [`rumor_proto::Core::unseen_deltas`]), never for another
-    /// peer's training: a member that publishes less often holds nobody up, and a dead or
-    /// suspected one is not counted. At most `staleness_wait_limit` per phase, so a delta that
-    /// never comes (refused by the norm check, say) slows training but never stops it. Returns
-    /// how long it waited.
+    /// before a local phase, waits while
+    /// - this peer has run more than `max_phase_lead` phases beyond the slowest other member
+    ///   still training, counted in that member's deltas applied here
+    ///   ([`rumor_proto::Core::phase_lead`]), or
+    /// - the live members have published more than `⌊max_staleness × (live − 1)⌋` deltas not
+    ///   applied here (announced by their origins at once,
+    ///   [`rumor_proto::Core::unseen_deltas`]),
+    ///
+    /// so a peer never trains ahead on a base that lacks the others' progress. A dead or
+    /// suspected member is not waited for, nor one that waits for peers, drains or left. At
+    /// most `staleness_wait_limit` per phase, so a delta that never comes (refused by the norm
+    /// check, or from a straggler) slows training but never stops it. Returns how long it
+    /// waited.
     fn wait_for_others(&self) -> Duration {
         let started = Instant::now();
         let limit = || {
             let others = self.live.load(Ordering::SeqCst).saturating_sub(1);
             (self.max_staleness * others as f64).floor() as u64
         };
-        while self.unseen.load(Ordering::SeqCst) > limit()
+        let ahead = || {
+            self.phase.published.load(Ordering::SeqCst) < self.publishes
+                || self.phase.lead.load(Ordering::SeqCst) > self.max_phase_lead
+        };
+        while (ahead() || self.unseen.load(Ordering::SeqCst) > limit())
             && started.elapsed() < self.staleness_wait_limit
             && !self.stop.load(Ordering::SeqCst)
         {
@@ -346,6 +377,7 @@ impl GossipHooks {
         model::axpy(&mut self.base, 1.0, &delta)?;
         trainer.set_work(&self.base)?;
         self.since_publish = 0;
+        self.publishes += 1;
         let _ = self.reports.send(FromTrainer::Publish {
             weight,
             values: delta,

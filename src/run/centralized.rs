@@ -75,6 +75,7 @@ pub fn centralized(
         low_priority: false,
         max_runtime_lag: std::time::Duration::ZERO,
         max_staleness: 0.0,
+        max_phase_lead: 0,
         staleness_wait_limit: std::time::Duration::ZERO,
     };
     let total_steps = plan.total_steps(workload.train_examples());

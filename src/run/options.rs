@@ -139,6 +139,7 @@ pub fn workload_for(
                 dataset: data.name.clone(),
                 train: Arc::new(data.train.subset(&rows)),
                 test: test.clone(),
+                epoch_examples: Some(data.train.len().div_ceil(shard.count.max(1))),
             }))
         }
         (RunData::Text { text, validation }, None, ModelChoice::CharGpt(size)) => {
@@ -166,7 +167,9 @@ pub fn workload_for(
 /// The budget of one of `peers` peers training `workload` under `config`: `(epochs, max_steps)`.
 /// With `train.tokens` set and a workload counted in tokens, each peer takes ⌈tokens / peers⌉
 /// tokens (so the cluster trains as many as the centralized baseline), as whole steps of
-/// `batch_size` examples, and the epochs stop bounding the run; otherwise `train.epochs`.
+/// `batch_size` examples, and the epochs stop bounding the run. Otherwise `train.epochs`
+/// epochs of [`Workload::epoch_examples`] each, in whole batches: when that is not the shard's
+/// own size (a shard of a skewed partition), as steps, cycling over the shard.
 pub fn budget(config: &Config, workload: &dyn Workload, peers: usize) -> (u32, Option<u64>) {
     let t = &config.train;
     match (t.tokens, workload.budget_unit()) {
@@ -175,7 +178,15 @@ pub fn budget(config: &Config, workload: &dyn Workload, peers: usize) -> (u32, O
             let per_peer = tokens.div_ceil(peers.max(1) as u64);
             (u32::MAX, Some(per_peer.div_ceil(per_step)))
         }
-        _ => (t.epochs, None),
+        _ => {
+            let per_epoch = workload.epoch_examples();
+            if per_epoch == workload.train_examples() {
+                (t.epochs, None)
+            } else {
+                let steps = (per_epoch / t.batch_size.max(1)) as u64 * u64::from(t.epochs);
+                (u32::MAX, Some(steps))
+            }
+        }
     }
 }
 
@@ -331,6 +342,7 @@ pub fn workload_peer_options(
         low_priority: t.low_priority,
         max_runtime_lag: t.max_runtime_lag,
         max_staleness: t.max_staleness,
+        max_phase_lead: t.max_phase_lead,
         staleness_wait_limit: t.staleness_wait_limit,
         eval_snapshots: t.deferred_eval.then(|| config.peer.data_dir.join("evals")),
     };

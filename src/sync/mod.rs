@@ -31,9 +31,10 @@
 //! **End.** When its budget is spent, a peer sends a *final* frame with its model; peers ignore
 //! a finished peer in later rounds. Every peer then waits for the final model of every peer it
 //! still counts live and sets its model to their mean: with no timeouts all peers end with the
-//! same model (consensus distance 0). With non-IID shards of unequal size, peers with smaller
-//! shards finish first and stop taking part in the rounds; their final models enter the final
-//! mean with equal weight (FedAvg with equal client weights).
+//! same model (consensus distance 0). Every peer trains the same number of steps whatever its
+//! shard's size (`Workload::epoch_examples`); should budgets still differ (a run cut short by
+//! time), peers that finish first stop taking part in the rounds, and their final models enter
+//! the final mean with equal weight (FedAvg with equal client weights).
 //!
 //! # Frames
 //!

@@ -309,6 +309,7 @@ mod tests {
             dataset: "synthetic".into(),
             train: Arc::new(train),
             test: Arc::new(test),
+            epoch_examples: None,
         });
         let plan = TrainPlan {
             epochs: 2,
@@ -331,6 +332,7 @@ mod tests {
             low_priority: false,
             max_runtime_lag: std::time::Duration::ZERO,
             max_staleness: 0.0,
+            max_phase_lead: 0,
             staleness_wait_limit: std::time::Duration::ZERO,
         };
         let (_, initial) = crate::workload::describe_params(workload.as_ref(), 7).unwrap();

@@ -77,6 +77,10 @@ pub struct TrainPlan {
     /// Bounded staleness (`train.max_staleness`): before a local phase the gossip trainer
     /// waits while more than ⌊this × (live − 1)⌋ deltas others published are not applied here.
     pub max_staleness: f64,
+    /// Bounded staleness by phase clocks (`train.max_phase_lead`): before a local phase the
+    /// gossip trainer waits while it has published more than this many deltas beyond the
+    /// latest one it holds from the slowest other member still training.
+    pub max_phase_lead: u64,
     /// The longest that wait lasts per phase (`train.staleness_wait_limit`; zero: no wait).
     pub staleness_wait_limit: std::time::Duration,
 }

@@ -278,6 +278,7 @@ mod tests {
                 dataset: "synthetic".into(),
                 train: train.clone(),
                 test: test.clone(),
+                epoch_examples: None,
             })
         };
         let text = TextData::from_text("synthetic", "", &synthetic_text(3, 20_000)).unwrap();

@@ -75,6 +75,9 @@ pub struct ImageClassification {
     pub train: Arc<Dataset>,
     /// The held-out rows every peer evaluates on.
     pub test: Arc<Dataset>,
+    /// Examples in one epoch of this peer's budget: the training set's size over the number of
+    /// shards, rounded up (None: this shard's size). See [`Workload::epoch_examples`].
+    pub epoch_examples: Option<usize>,
 }
 
 impl ImageClassification {
@@ -98,6 +101,10 @@ impl ImageClassification {
 }
 
 impl Workload for ImageClassification {
+    fn epoch_examples(&self) -> usize {
+        self.epoch_examples.unwrap_or(self.train.len())
+    }
+
     fn card(&self) -> ModelCard {
         match &self.model {
             ImageModel::Mlp(spec) => ModelCard::mlp(spec),

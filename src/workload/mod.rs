@@ -212,6 +212,16 @@ pub trait Workload: Send + Sync {
     /// Training examples in this peer's shard; an epoch visits each once.
     fn train_examples(&self) -> usize;
 
+    /// Examples one epoch of the budget counts: by default the shard's own
+    /// ([`Workload::train_examples`]). A shard of a partition says the training set's size over
+    /// the number of shards, so every peer trains as many samples whatever its shard's size (a
+    /// skewed partition leaves shards of very different sizes), as a distributed sampler gives
+    /// every rank the same count: a smaller shard is visited more than once, a larger one
+    /// partly, in its own seeded order each pass.
+    fn epoch_examples(&self) -> usize {
+        self.train_examples()
+    }
+
     /// The batch of shard examples `indices` (each `< train_examples()`), on `device`.
     ///
     /// # Errors

@@ -33,6 +33,7 @@ mod events;
 mod lifecycle;
 mod membership;
 mod outbox;
+mod phase_clock;
 mod queries;
 mod replica;
 mod stats;
@@ -95,6 +96,8 @@ pub struct Core {
     replica: Replica,
     /// Where this peer is in its life, and the policy that moves it on.
     lifecycle: PeerLifecycle,
+    /// Clock offsets of the members, for [`Core::phase_lead`].
+    phase_clocks: phase_clock::PhaseClocks,
     /// Transmits ready for the caller.
     transmits: VecDeque<Transmit>,
 }
@@ -164,6 +167,7 @@ impl Core {
             dissemination: Dissemination::new(&config, now, &mut timers),
             lifecycle: PeerLifecycle::new(&config, seeds, now, &mut timers),
             replica,
+            phase_clocks: phase_clock::PhaseClocks::default(),
             out: Outbox::new(me, config.max_ttl, rng_seed, now),
             timers,
             transmits: VecDeque::new(),
@@ -515,6 +519,11 @@ impl Core {
     ) -> Result<u64, RejectReason> {
         self.out.now = self.out.now.max(now);
         let next = self.replica.published() + 1;
+        self.phase_clocks.before_publish(
+            self.out.me.id,
+            self.replica.published(),
+            self.membership.live(),
+        );
         let content = content_hash(&values);
         let signature = self.membership.sign_delta(next, weight, &content);
         let (version, values) = self.replica.publish(

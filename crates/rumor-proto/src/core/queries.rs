@@ -63,6 +63,20 @@ impl Core {
             .sum()
     }
 
+    /// How many local phases this peer has published beyond the slowest other member still
+    /// training, in that member's deltas applied here (the stale-synchronous-parallel clock
+    /// difference; members that joined late are offset by what this peer had published when
+    /// it first counted them). 0 when it is level with everyone. The trainer waits before a
+    /// phase while this exceeds `train.max_phase_lead`.
+    pub fn phase_lead(&self) -> u64 {
+        self.phase_clocks.lead(
+            self.out.me.id,
+            self.replica.published(),
+            self.replica.applied(),
+            self.membership.live(),
+        )
+    }
+
     /// Live members (alive or suspect), this peer included: the `n` of the weight `w = 1/n`.
     pub fn live_count(&self) -> usize {
         self.membership.live_count()

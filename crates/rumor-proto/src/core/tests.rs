@@ -663,3 +663,36 @@ fn unseen_deltas_count_what_alive_members_published_above_what_is_applied() {
         "a suspected member is not waited for"
     );
 }
+
+/// Phase lead: own versions beyond the slowest other member still training, in its deltas
+/// applied here; a member that joined after this peer's first publish is offset, one that
+/// drains is not waited for.
+#[test]
+fn phase_lead_counts_own_versions_beyond_the_slowest_training_member() {
+    let (mut core, now) = core_with_members(3);
+    core.start_training();
+    assert_eq!(core.phase_lead(), 0);
+    core.publish(now, 1.0 / 3.0, vec![0.1; P]).unwrap();
+    core.publish(now, 1.0 / 3.0, vec![0.1; P]).unwrap();
+    assert_eq!(core.phase_lead(), 2, "nothing from members 2 and 3 yet");
+    core.handle_message(now, sender(2), delta_envelope(2, 1, 1, 0.1));
+    core.handle_message(now, sender(2), delta_envelope(2, 2, 1, 0.1));
+    assert_eq!(core.phase_lead(), 2, "member 3 is still two behind");
+    core.handle_message(now, sender(3), delta_envelope(3, 1, 1, 0.1));
+    assert_eq!(core.phase_lead(), 1);
+    // Member 4 joins now: it is not expected to catch up with the two versions before it.
+    core.handle_message(now, sender(2), view_from(2, 2, vec![member(4)]));
+    core.publish(now, 0.25, vec![0.1; P]).unwrap();
+    assert_eq!(
+        core.phase_lead(),
+        2,
+        "member 3 is now two behind, member 4 one"
+    );
+    // Member 3 drains: it publishes no more and holds nobody back.
+    let mut draining = member(3);
+    draining.heartbeat = 5;
+    draining.lifecycle = Lifecycle::Draining;
+    membership::sign_record(&peer(3).keys, &mut draining);
+    core.handle_message(now, sender(3), view_from(3, 2, vec![draining]));
+    assert_eq!(core.phase_lead(), 1, "member 2 and member 4 are one behind");
+}
