@@ -410,3 +410,41 @@ pub fn local_peer_options(
     };
     peer_options(&c, identity, data, n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Under a skewed partition every peer gets the same number of steps, whatever its shard's
+    /// size: the training set over the shards, in whole batches, times the epochs.
+    #[test]
+    fn a_skewed_partition_gives_every_peer_the_same_budget() -> Result<(), RunError> {
+        let mut config = Config::default();
+        config.train.dataset = crate::data::DatasetSpec::Synthetic;
+        config.train.non_iid_alpha = Some(0.3);
+        config.train.batch_size = 16;
+        config.train.epochs = 2;
+        let data = load_data(&config)?;
+        let RunData::Images { data: images, .. } = &data else {
+            panic!("synthetic data is images");
+        };
+        let total = images.train.len();
+        let mut sizes = Vec::new();
+        for index in 0..4 {
+            let workload = workload_for(&config, &data, data::ShardSpec::new(index, 4)?)?;
+            sizes.push(workload.train_examples());
+            let steps = (total.div_ceil(4) / 16) as u64 * 2;
+            assert_eq!(
+                budget(&config, workload.as_ref(), 4),
+                (u32::MAX, Some(steps))
+            );
+        }
+        assert!(
+            sizes.iter().min() != sizes.iter().max(),
+            "the partition should be skewed: {sizes:?}"
+        );
+        let whole = workload_for(&config, &data, data::ShardSpec::WHOLE)?;
+        assert_eq!(budget(&config, whole.as_ref(), 1), (2, None));
+        Ok(())
+    }
+}
