@@ -41,7 +41,12 @@ impl OriginEntry {
             .unwrap_or(self.contiguous)
     }
 
-    /// How many exception entries are stored.
+    /// The versions above the contiguous prefix that are present, in increasing order.
+    pub fn exceptions(&self) -> impl Iterator<Item = u64> + '_ {
+        self.exceptions.iter().copied()
+    }
+
+    /// How many versions above the contiguous prefix are present.
     pub fn exceptions_len(&self) -> usize {
         self.exceptions.len()
     }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::id::PeerId;
 
-pub use statement::{content_hash, contents_fingerprint, ContentHash, RETRACTED};
+pub use statement::{content_hash, contents_fingerprint, drain_summary, ContentHash, RETRACTED};
 
 /// Bytes of a [`PeerId`] taken from its credential's [`KeyId`] (the rest is the data dir's seed).
 pub const KEY_PREFIX_LEN: usize = 8;

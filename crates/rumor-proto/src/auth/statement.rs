@@ -16,6 +16,43 @@ pub type ContentHash = [u8; 32];
 /// output is all ones in practice).
 pub const RETRACTED: ContentHash = [0xff; 32];
 
+/// What a draining peer's [`crate::wire::DrainBeacon`] says it holds: the first 16 bytes of the
+/// SHA-256 over its applied set (per origin in id order: the contiguous prefix and the versions
+/// above it), its per-origin content fingerprints ([`contents_fingerprint`]) and the
+/// `(origin, version)` pairs it holds equivocation proofs for. Equal summaries mean equal
+/// applied sets, equal contents for every origin both know all contents of, and equal proofs:
+/// what the drain condition compares (up to a SHA-256 collision).
+pub fn drain_summary(
+    applied: &crate::version_vector::VersionVector,
+    contents: &[(PeerId, [u8; 16])],
+    equivocations: &[(PeerId, u64)],
+) -> [u8; 16] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(b"rumor/drain/1");
+    context.update(&(applied.origins().len() as u64).to_le_bytes());
+    for (origin, entry) in applied.origins() {
+        context.update(origin.as_uuid().as_bytes());
+        context.update(&entry.contiguous().to_le_bytes());
+        context.update(&(entry.exceptions_len() as u64).to_le_bytes());
+        for version in entry.exceptions() {
+            context.update(&version.to_le_bytes());
+        }
+    }
+    context.update(&(contents.len() as u64).to_le_bytes());
+    for (origin, fingerprint) in contents {
+        context.update(origin.as_uuid().as_bytes());
+        context.update(fingerprint);
+    }
+    context.update(&(equivocations.len() as u64).to_le_bytes());
+    for (origin, version) in equivocations {
+        context.update(origin.as_uuid().as_bytes());
+        context.update(&version.to_le_bytes());
+    }
+    let mut summary = [0u8; 16];
+    summary.copy_from_slice(&context.finish().as_ref()[..16]);
+    summary
+}
+
 /// A fingerprint of the contents applied under an origin's versions: the first 16 bytes of
 /// the SHA-256 over the origin and its `(version, content hash)` pairs in increasing version
 /// order. Not incremental on purpose: additive set hashes can be collided by whoever chooses

@@ -278,3 +278,55 @@ fn sim_drained_peers_agree_when_logs_evict_what_a_partition_missed() {
         }
     }
 }
+
+/// Beyond `fanout` + 1 peers, a drain round sends full digests to `fanout` members and drain
+/// beacons to the others; beacons that say draining with this peer's summary count as
+/// agreement, and one that differs is answered with a full digest.
+#[test]
+fn drain_beacons_stand_in_for_digests_beyond_fanout() {
+    use super::tests::{core_with_members, drain, peer, sender};
+    use crate::wire::{DrainBeacon, Lifecycle, MessageId, MessageKind};
+    let (mut core, now) = core_with_members(8);
+    core.start_training();
+    core.start_drain(now);
+    core.handle_timeout(now);
+    let (sent, _) = drain(&mut core);
+    let fanout = core.config().fanout;
+    let sent_to = |kind: MessageKind| -> usize {
+        sent.iter()
+            .filter(|t| t.envelope.payload.kind() == kind)
+            .map(|t| t.to.len())
+            .sum()
+    };
+    assert_eq!(sent_to(MessageKind::Digest), fanout);
+    assert_eq!(sent_to(MessageKind::DrainBeacon), 7 - fanout);
+    let summary = core.replica.drain_summary();
+    let beacon = |n: u128, summary: [u8; 16]| Envelope {
+        id: MessageId::from_uuid(uuid::Uuid::new_v4()),
+        origin: peer(n).id,
+        origin_addr: peer(n).addr,
+        version: 0,
+        ttl: 1,
+        payload: Payload::DrainBeacon(DrainBeacon {
+            lifecycle: Lifecycle::Draining,
+            summary,
+        }),
+    };
+    for n in 2..8 {
+        core.handle_message(now, sender(n), beacon(n, summary));
+    }
+    assert!(!core.drain_complete(), "member 8 has not reported");
+    drain(&mut core);
+    core.handle_message(now, sender(8), beacon(8, [7; 16]));
+    assert!(!core.drain_complete(), "member 8 holds something else");
+    let answered = drain(&mut core)
+        .0
+        .into_iter()
+        .any(|t| t.envelope.payload.kind() == MessageKind::Digest && t.to == vec![peer(8).addr]);
+    assert!(answered, "a differing beacon is answered with a digest");
+    core.handle_message(now, sender(8), beacon(8, summary));
+    assert!(
+        core.drain_complete(),
+        "every member reported the same holdings"
+    );
+}

@@ -27,7 +27,7 @@ pub use crate::id::{MessageId, PeerId};
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"RMOR";
 /// Version of the frame layout and message types; a peer rejects frames of another version.
-pub const PROTOCOL_VERSION: u8 = 4;
+pub const PROTOCOL_VERSION: u8 = 5;
 /// Bytes before the body: magic, protocol version, body length.
 pub const HEADER_LEN: usize = 9;
 /// Hard upper bound on a body, whatever the configured limit (bytes). Bounds bincode's allocations.
@@ -99,6 +99,9 @@ pub enum Payload {
     Have(Have),
     /// Lazy push: the sender asks for these deltas, which it was told of in a `Have`.
     Want(Want),
+    /// Drain: the sender's lifecycle and a summary of what it holds, in place of a full
+    /// `Digest` to the members it does not send one to this round.
+    DrainBeacon(DrainBeacon),
 }
 
 impl Payload {
@@ -117,6 +120,7 @@ impl Payload {
             Payload::PingReq(_) => MessageKind::PingReq,
             Payload::Equivocation(_) => MessageKind::Equivocation,
             Payload::Have(_) => MessageKind::Have,
+            Payload::DrainBeacon(_) => MessageKind::DrainBeacon,
             Payload::Want(_) => MessageKind::Want,
         }
     }
@@ -151,11 +155,13 @@ pub enum MessageKind {
     Have,
     /// [`Payload::Want`]
     Want,
+    /// [`Payload::DrainBeacon`]
+    DrainBeacon,
 }
 
 impl MessageKind {
     /// All kinds, in a fixed order.
-    pub const ALL: [MessageKind; 13] = [
+    pub const ALL: [MessageKind; 14] = [
         MessageKind::Delta,
         MessageKind::Membership,
         MessageKind::Join,
@@ -169,6 +175,7 @@ impl MessageKind {
         MessageKind::Equivocation,
         MessageKind::Have,
         MessageKind::Want,
+        MessageKind::DrainBeacon,
     ];
 
     /// Lower-case name, as used in metric labels.
@@ -187,6 +194,7 @@ impl MessageKind {
             MessageKind::Equivocation => "equivocation",
             MessageKind::Have => "have",
             MessageKind::Want => "want",
+            MessageKind::DrainBeacon => "drain_beacon",
         }
     }
 }
@@ -439,6 +447,19 @@ pub struct Digest {
     pub equivocations: Vec<(PeerId, u64)>,
 }
 
+/// What a draining peer tells the members it sends no full [`Digest`] to in a drain round: its
+/// lifecycle and [`crate::auth::drain_summary`] of its replica (applied set, content
+/// fingerprints, equivocation proofs). Two peers with equal summaries hold the same deltas with
+/// the same contents, so a receiver can count the sender as caught up without the sender's
+/// applied vector (O(origins) bytes) in every message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DrainBeacon {
+    /// The sender's lifecycle state.
+    pub lifecycle: Lifecycle,
+    /// The sender's drain summary (the first 16 bytes of a SHA-256).
+    pub summary: [u8; 16],
+}
+
 /// A graceful leave.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LeaveNotice {
@@ -612,6 +633,7 @@ impl Envelope {
             Payload::PingReq(req) => validate_records(&req.updates),
             Payload::Have(have) => lazy::validate_have(have, limits),
             Payload::Want(want) => lazy::validate_want(want),
+            Payload::DrainBeacon(_) => Ok(()),
         }
     }
 }

@@ -12,7 +12,8 @@ use std::time::Instant;
 use crate::id::PeerId;
 use crate::version_vector::VersionVector;
 use crate::wire::{
-    DeltaPayload, Digest, Envelope, HaveEntry, Lifecycle, MemberStatus, Payload, MAX_LAZY_ENTRIES,
+    DeltaPayload, Digest, DrainBeacon, Envelope, HaveEntry, Lifecycle, MemberStatus, Payload,
+    MAX_LAZY_ENTRIES,
 };
 
 use super::{Dissemination, PeerProgress};
@@ -53,8 +54,10 @@ pub(super) fn logged_delta_envelope(
 }
 
 impl Dissemination {
-    /// [`Timer::AntiEntropy`]: a digest to one random member while training, to every live
-    /// member while draining, none before training.
+    /// [`Timer::AntiEntropy`]: a digest to one random member while training; while draining,
+    /// a digest to `fanout` random live members and a [`DrainBeacon`] to every other one (so
+    /// a round costs O(N) small messages and O(fanout) digests of O(N) bytes per peer, not N
+    /// digests); none before training.
     pub fn on_anti_entropy(
         &mut self,
         out: &mut Outbox,
@@ -75,9 +78,62 @@ impl Dissemination {
             self.anti_entropy_interval
         };
         timers.set(Timer::AntiEntropy, now + period);
+        self.beacon_answers_left = self.fanout;
         let live = membership.live_peer_addrs(&[]);
-        let targets = if draining { live } else { out.choose(live, 1) };
-        self.send_digest(out, targets, membership, replica, lifecycle, false);
+        if !draining {
+            let target = out.choose(live, 1);
+            self.send_digest(out, target, membership, replica, lifecycle, false);
+        } else if live.len() <= self.fanout {
+            self.send_digest(out, live, membership, replica, lifecycle, false);
+        } else {
+            let full = out.choose(live.clone(), self.fanout);
+            let rest: Vec<SocketAddr> = live.into_iter().filter(|a| !full.contains(a)).collect();
+            self.send_digest(out, full, membership, replica, lifecycle, false);
+            let beacon = DrainBeacon {
+                lifecycle,
+                summary: replica.drain_summary(),
+            };
+            let envelope = out.envelope(membership.heartbeat(), 1, Payload::DrainBeacon(beacon));
+            out.send(rest, envelope);
+        }
+    }
+
+    /// A drain beacon from `origin` (a member): remember it as its latest report. One that
+    /// differs from this peer's summary is answered with a full digest (at most `fanout` per
+    /// anti-entropy period, and once per period per member), so the two compare in full and
+    /// push each other what one lacks, as a digest to every member would have.
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle_beacon(
+        &mut self,
+        out: &mut Outbox,
+        membership: &Membership,
+        replica: &Replica,
+        lifecycle: Lifecycle,
+        origin: PeerId,
+        origin_addr: SocketAddr,
+        beacon: DrainBeacon,
+    ) {
+        if membership.get(&origin).is_none() {
+            return;
+        }
+        let differs = beacon.summary != replica.drain_summary();
+        self.beacons
+            .insert(origin, (beacon.lifecycle, beacon.summary));
+        if !differs || lifecycle < Lifecycle::Training || self.beacon_answers_left == 0 {
+            return;
+        }
+        let now = out.now;
+        if self
+            .last_digest_to
+            .get(&origin)
+            .is_some_and(|at| now.saturating_duration_since(*at) < self.drain_anti_entropy_interval)
+        {
+            return;
+        }
+        self.beacon_answers_left -= 1;
+        self.last_digest_to.insert(origin, now);
+        let addr = membership.addr_of(&origin).unwrap_or(origin_addr);
+        self.send_digest(out, vec![addr], membership, replica, lifecycle, false);
     }
 
     /// Sends digests to every live member from `now` on (the drain started).
@@ -210,6 +266,7 @@ impl Dissemination {
         // Progress is kept for members of the view only: digests claiming other origins would
         // otherwise grow this map (each entry a version vector) without bound.
         if membership.get(&origin).is_some() {
+            self.beacons.remove(&origin);
             self.progress.insert(
                 origin,
                 PeerProgress {
@@ -281,6 +338,7 @@ impl Dissemination {
     /// Forgets what `peer` reported (it went down).
     pub fn forget(&mut self, peer: &PeerId) {
         self.progress.remove(peer);
+        self.beacons.remove(peer);
     }
 
     /// The lifecycle and applied set `peer` last reported in a digest.
@@ -299,7 +357,15 @@ impl Dissemination {
         let fingerprint = replica.applied_fingerprint();
         let ours = replica.fingerprints();
         let equivocations = replica.equivocations();
+        let summary = replica.drain_summary();
         membership.live().all(|m| {
+            if let Some((lifecycle, theirs)) = self.beacons.get(&m.peer_id) {
+                // Its latest report is a beacon: equal summaries, equal holdings.
+                return m.peer_id == me
+                    || (m.status == MemberStatus::Alive
+                        && *lifecycle >= Lifecycle::Draining
+                        && *theirs == summary);
+            }
             m.peer_id == me
                 || (m.status == MemberStatus::Alive
                     && self.progress.get(&m.peer_id).is_some_and(|p| {

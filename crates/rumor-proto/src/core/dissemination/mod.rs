@@ -63,6 +63,12 @@ pub struct Dissemination {
     sent: SendLedger,
     /// Each member's last reported applied set and lifecycle.
     progress: HashMap<PeerId, PeerProgress>,
+    /// Each member's last drain beacon (lifecycle, drain summary), when it came after its last
+    /// digest.
+    beacons: HashMap<PeerId, (Lifecycle, [u8; 16])>,
+    /// Beacons that differ from this peer's summary it may still answer with a digest until
+    /// the next anti-entropy tick.
+    beacon_answers_left: usize,
     /// When a digest was last sent to a peer because its applied fingerprint differed.
     last_digest_to: HashMap<PeerId, Instant>,
     /// How much each requester may still be sent.
@@ -108,6 +114,8 @@ impl Dissemination {
             seen: SeenCache::new(config.seen_retention, config.seen_capacity),
             sent: SendLedger::new(config.resend_after),
             progress: HashMap::new(),
+            beacons: HashMap::new(),
+            beacon_answers_left: config.fanout,
             last_digest_to: HashMap::new(),
             lazy_push_threshold: config.lazy_push_threshold,
             pull_timeout: config.pull_timeout,

@@ -69,6 +69,8 @@ pub struct Replica {
     generation: u64,
     /// `applied.fingerprint()` as last computed, until `applied` changes.
     applied_fingerprint: std::cell::OnceCell<u64>,
+    /// [`Replica::drain_summary`] as last computed, until anything it covers changes.
+    drain_summary: std::cell::OnceCell<[u8; 16]>,
 }
 
 impl Replica {
@@ -89,6 +91,7 @@ impl Replica {
             fingerprints: Default::default(),
             generation: 0,
             applied_fingerprint: Default::default(),
+            drain_summary: Default::default(),
         }
     }
 
@@ -137,6 +140,7 @@ impl Replica {
     fn changed(&mut self) {
         self.fingerprints.take();
         self.applied_fingerprint.take();
+        self.drain_summary.take();
         self.generation += 1;
     }
 
@@ -146,6 +150,14 @@ impl Replica {
         *self
             .applied_fingerprint
             .get_or_init(|| self.applied.fingerprint())
+    }
+
+    /// [`crate::auth::drain_summary`] of the applied set, the content fingerprints and the
+    /// proofs held (what a drain beacon says).
+    pub fn drain_summary(&self) -> [u8; 16] {
+        *self.drain_summary.get_or_init(|| {
+            crate::auth::drain_summary(&self.applied, self.fingerprints(), &self.equivocations())
+        })
     }
 
     /// A number that changes whenever the applied set, the contents or the proofs do.
