@@ -122,18 +122,45 @@ impl Dissemination {
         if !differs || lifecycle < Lifecycle::Training || self.beacon_answers_left == 0 {
             return;
         }
+        let gap = self.drain_anti_entropy_interval;
+        if self.digest_at_most_every(
+            out,
+            membership,
+            replica,
+            lifecycle,
+            origin,
+            origin_addr,
+            gap,
+        ) {
+            self.beacon_answers_left -= 1;
+        }
+    }
+
+    /// Sends `peer` this peer's digest unless one went to it less than `gap` ago; returns
+    /// whether it did.
+    #[allow(clippy::too_many_arguments)]
+    fn digest_at_most_every(
+        &mut self,
+        out: &mut Outbox,
+        membership: &Membership,
+        replica: &Replica,
+        lifecycle: Lifecycle,
+        peer: PeerId,
+        addr: SocketAddr,
+        gap: std::time::Duration,
+    ) -> bool {
         let now = out.now;
         if self
             .last_digest_to
-            .get(&origin)
-            .is_some_and(|at| now.saturating_duration_since(*at) < self.drain_anti_entropy_interval)
+            .get(&peer)
+            .is_some_and(|at| now.saturating_duration_since(*at) < gap)
         {
-            return;
+            return false;
         }
-        self.beacon_answers_left -= 1;
-        self.last_digest_to.insert(origin, now);
-        let addr = membership.addr_of(&origin).unwrap_or(origin_addr);
+        self.last_digest_to.insert(peer, now);
+        let addr = membership.addr_of(&peer).unwrap_or(addr);
         self.send_digest(out, vec![addr], membership, replica, lifecycle, false);
+        true
     }
 
     /// Sends digests to every live member from `now` on (the drain started).
@@ -299,17 +326,8 @@ impl Dissemination {
         if hash == replica.applied_fingerprint() || !joined {
             return;
         }
-        let now = out.now;
-        if self
-            .last_digest_to
-            .get(&peer)
-            .is_some_and(|at| now.saturating_duration_since(*at) < self.anti_entropy_interval)
-        {
-            return;
-        }
-        self.last_digest_to.insert(peer, now);
-        let addr = membership.addr_of(&peer).unwrap_or(addr);
-        self.send_digest(out, vec![addr], membership, replica, lifecycle, false);
+        let gap = self.anti_entropy_interval;
+        self.digest_at_most_every(out, membership, replica, lifecycle, peer, addr, gap);
     }
 
     fn send_digest(
