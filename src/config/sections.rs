@@ -238,8 +238,7 @@ pub struct TrainSection {
     /// it has published more than this many deltas beyond the latest one it holds from the
     /// slowest other member still training (0: every such member's delta of the phase just
     /// ended must be in). A straggler holds the others back at most `staleness_wait_limit` per
-    /// phase; with `publish_every` a period of time every peer's clock runs at the same rate,
-    /// however fast it trains.
+    /// phase; a larger value lets fast peers run that many phases ahead.
     pub max_phase_lead: u64,
     /// The longest the gossip trainer waits for others' deltas before one local phase; 0s:
     /// never wait (no staleness bound).
