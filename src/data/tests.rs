@@ -1,3 +1,8 @@
+//! Tests for dataset specs and loading.
+//!
+//! Compiled only under `#[cfg(test)]` (the parent declares `#[cfg(test)] mod tests;`): every
+//! `unwrap`/`expect` here runs on data the test itself built, and a failure fails the test.
+
 use super::*;
 
 #[test]

@@ -1,4 +1,7 @@
 //! Tests for the R reader on streams built byte by byte here.
+//!
+//! Compiled only under `#[cfg(test)]` (the parent declares `#[cfg(test)] mod tests;`): every
+//! `unwrap`/`expect` here runs on data the test itself built, and a failure fails the test.
 
 use std::io::Write;
 use std::path::Path;

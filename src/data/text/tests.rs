@@ -1,4 +1,7 @@
 //! Tests for text loading, vocabularies, splitting, sharding and the Austen reader.
+//!
+//! Compiled only under `#[cfg(test)]` (the parent declares `#[cfg(test)] mod tests;`): every
+//! `unwrap`/`expect` here runs on data the test itself built, and a failure fails the test.
 
 use std::collections::HashSet;
 use std::io::Write;

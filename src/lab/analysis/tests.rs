@@ -1,4 +1,7 @@
 //! The lab's analysis of hand-made `metrics.jsonl` lines.
+//!
+//! Compiled only under `#[cfg(test)]` (the parent declares `#[cfg(test)] mod tests;`): every
+//! `unwrap`/`expect` here runs on data the test itself built, and a failure fails the test.
 
 use std::path::Path;
 
