@@ -267,19 +267,23 @@ pub enum DataError {
         count: usize,
     },
 
-    /// The partition leaves some shard without rows.
+    /// The partition leaves some shard with fewer rows than it needs (none, or fewer than one
+    /// batch of a Dirichlet partition, after [`shard::MAX_DIRICHLET_DRAWS`] draws).
     #[error(
-        "shard {}/{count} would be empty: {rows} rows cannot be split into {count} non-empty shards \
-         with this partition (use fewer shards, more data, or a larger Dirichlet alpha)",
+        "shard {}/{count} would hold fewer than {min_rows} rows: {rows} rows cannot be split into \
+         {count} shards of at least {min_rows} rows with this partition (use fewer shards, more \
+         data, a larger Dirichlet alpha or a smaller batch)",
         .index + 1
     )]
-    EmptyShard {
-        /// 0-based index of the (first) empty shard.
+    ShardTooSmall {
+        /// 0-based index of the (first) shard that is too small.
         index: usize,
         /// The shard count.
         count: usize,
         /// Total rows being split.
         rows: usize,
+        /// The fewest rows a shard may hold.
+        min_rows: usize,
     },
 
     /// A text file is not valid UTF-8.

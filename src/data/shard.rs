@@ -23,9 +23,11 @@ const DOMAIN_DIRICHLET: [u8; 8] = *b"sharddir";
 /// RNG domain for epoch orders.
 const DOMAIN_EPOCH: [u8; 8] = *b"epochord";
 
-/// How many times a Dirichlet partition is redrawn when it leaves a shard empty before giving up
-/// with [`DataError::EmptyShard`]. Redrawing until every shard has data is what common reference
-/// implementations of this partition do; all peers redraw identically.
+/// How many times a Dirichlet partition is redrawn when it leaves a shard with fewer rows than
+/// it needs before giving up with [`DataError::ShardTooSmall`]. Redrawing until every shard
+/// holds a minimum number of rows is what common reference implementations of this partition
+/// do (NIID-Bench, Li et al. 2022, redraws until every party holds at least 10 samples); all
+/// peers redraw identically.
 pub const MAX_DIRICHLET_DRAWS: usize = 100;
 
 /// Which shard this peer trains on: written `K/N` with 1-based `K` in `1..=N`, stored 0-based.
@@ -162,18 +164,22 @@ impl fmt::Display for Partition {
 ///   by at most one.
 /// - Dirichlet non-IID: for each class, proportions over the `count` shards are drawn from
 ///   Dirichlet(`alpha`, …, `alpha`) and the class's rows (shuffled) are split accordingly (Hsu,
-///   Qi, Brown 2019). If that leaves a shard empty the whole partition is redrawn, up to
-///   [`MAX_DIRICHLET_DRAWS`] times.
+///   Qi, Brown 2019). If that leaves a shard with fewer than `min_rows` rows (at least 1; a
+///   caller passes the batch size, so every shard can take a step) the whole partition is
+///   redrawn, up to [`MAX_DIRICHLET_DRAWS`] times. A draw that already meets the minimum is
+///   kept, so raising `min_rows` never changes a partition that satisfied it.
 ///
 /// Errors: [`DataError::BadAlpha`] if `alpha <= 0` or non-finite, [`DataError::ZeroShards`],
 /// [`DataError::ShardIndexOutOfRange`], [`DataError::LabelOutOfRange`] if a label is
-/// `>= classes`, [`DataError::EmptyShard`] if any shard ends up without rows.
+/// `>= classes`, [`DataError::ShardTooSmall`] if an IID shard ends up without rows or every
+/// Dirichlet draw leaves a shard with fewer than `min_rows`.
 pub fn shard_indices(
     labels: &[u8],
     classes: usize,
     shard: ShardSpec,
     partition: Partition,
     seed: u64,
+    min_rows: usize,
 ) -> Result<Vec<usize>, DataError> {
     shard.validate()?;
     if let Partition::Dirichlet { alpha } = partition {
@@ -188,10 +194,11 @@ pub fn shard_indices(
         Partition::Iid => {
             if rows < count {
                 // floor(rows / count) == 0: shard 0 (at least) is empty.
-                return Err(DataError::EmptyShard {
+                return Err(DataError::ShardTooSmall {
                     index: 0,
                     count,
                     rows,
+                    min_rows: 1,
                 });
             }
             let mut order: Vec<usize> = (0..rows).collect();
@@ -200,20 +207,22 @@ pub fn shard_indices(
             order[bound(shard.index)..bound(shard.index + 1)].to_vec()
         }
         Partition::Dirichlet { alpha } => {
-            dirichlet_partition(labels, classes, count, alpha, seed)?.swap_remove(shard.index)
+            dirichlet_partition(labels, classes, count, alpha, seed, min_rows.max(1))?
+                .swap_remove(shard.index)
         }
     };
     mine.sort_unstable();
     Ok(mine)
 }
 
-/// All `count` shards of a Dirichlet partition, every one non-empty.
+/// All `count` shards of a Dirichlet partition, every one with at least `min_rows` rows.
 fn dirichlet_partition(
     labels: &[u8],
     classes: usize,
     count: usize,
     alpha: f64,
     seed: u64,
+    min_rows: usize,
 ) -> Result<Vec<Vec<usize>>, DataError> {
     // Labels are u8 and already checked to be < classes, so 256 buckets always suffice.
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.min(256)];
@@ -222,7 +231,7 @@ fn dirichlet_partition(
     }
     let gamma = Gamma::new(alpha + 1.0, 1.0).map_err(|_| DataError::BadAlpha { alpha })?;
     let mut rng = seeded_rng(seed, DOMAIN_DIRICHLET, 0);
-    let mut first_empty = 0;
+    let mut first_small = 0;
     for _ in 0..MAX_DIRICHLET_DRAWS {
         let mut shards: Vec<Vec<usize>> = vec![Vec::new(); count];
         for class_rows in &by_class {
@@ -246,15 +255,16 @@ fn dirichlet_partition(
                 start = end;
             }
         }
-        match shards.iter().position(Vec::is_empty) {
+        match shards.iter().position(|rows| rows.len() < min_rows) {
             None => return Ok(shards),
-            Some(k) => first_empty = k,
+            Some(k) => first_small = k,
         }
     }
-    Err(DataError::EmptyShard {
-        index: first_empty,
+    Err(DataError::ShardTooSmall {
+        index: first_small,
         count,
         rows: labels.len(),
+        min_rows,
     })
 }
 
@@ -319,7 +329,7 @@ mod tests {
         seed: u64,
     ) -> Result<Vec<Vec<usize>>, DataError> {
         (0..count)
-            .map(|index| shard_indices(labels, 10, ShardSpec { index, count }, partition, seed))
+            .map(|index| shard_indices(labels, 10, ShardSpec { index, count }, partition, seed, 1))
             .collect()
     }
 
@@ -387,6 +397,55 @@ mod tests {
     }
 
     #[test]
+    fn dirichlet_draws_again_until_every_shard_holds_min_rows() -> Result<(), DataError> {
+        let labels = skewed_labels(6_000);
+        let (count, alpha) = (16, 0.1);
+        let shards_with = |min_rows: usize| -> Result<Vec<Vec<usize>>, DataError> {
+            (0..count)
+                .map(|index| {
+                    let spec = ShardSpec { index, count };
+                    shard_indices(
+                        &labels,
+                        10,
+                        spec,
+                        Partition::Dirichlet { alpha },
+                        5,
+                        min_rows,
+                    )
+                })
+                .collect()
+        };
+        let any = shards_with(1)?;
+        let smallest = any.iter().map(Vec::len).min().unwrap_or(0);
+        assert!(
+            smallest < 64,
+            "this seed's first draw must leave a small shard: {smallest}"
+        );
+        let at_least = shards_with(64)?;
+        assert_partition(&at_least, labels.len());
+        assert!(at_least.iter().all(|s| s.len() >= 64));
+        // A minimum the first draw already meets changes nothing.
+        assert_eq!(shards_with(smallest)?, any);
+        // One no draw can meet is an error naming the minimum, for every shard index.
+        let err = shard_indices(
+            &labels,
+            10,
+            ShardSpec { index: 3, count },
+            Partition::Dirichlet { alpha },
+            5,
+            labels.len(),
+        );
+        assert!(matches!(
+            err,
+            Err(DataError::ShardTooSmall {
+                min_rows: 6_000,
+                ..
+            })
+        ));
+        Ok(())
+    }
+
+    #[test]
     fn tiny_alpha_still_partitions() -> Result<(), DataError> {
         let labels: Vec<u8> = (0..2_000).map(|i| (i % 10) as u8).collect();
         let shards = all_shards(&labels, 4, Partition::Dirichlet { alpha: 1e-3 }, 1)?;
@@ -399,9 +458,9 @@ mod tests {
         let labels = skewed_labels(500);
         for partition in [Partition::Iid, Partition::Dirichlet { alpha: 0.5 }] {
             let spec = ShardSpec { index: 1, count: 4 };
-            let a = shard_indices(&labels, 10, spec, partition, 9)?;
-            let b = shard_indices(&labels, 10, spec, partition, 9)?;
-            let c = shard_indices(&labels, 10, spec, partition, 10)?;
+            let a = shard_indices(&labels, 10, spec, partition, 9, 1)?;
+            let b = shard_indices(&labels, 10, spec, partition, 9, 1)?;
+            let c = shard_indices(&labels, 10, spec, partition, 10, 1)?;
             assert_eq!(a, b);
             assert_ne!(a, c);
         }
@@ -414,7 +473,7 @@ mod tests {
         let spec = ShardSpec { index: 0, count: 2 };
         for alpha in [0.0, -1.0, f64::NAN, f64::INFINITY] {
             assert!(matches!(
-                shard_indices(&labels, 10, spec, Partition::Dirichlet { alpha }, 0),
+                shard_indices(&labels, 10, spec, Partition::Dirichlet { alpha }, 0, 1),
                 Err(DataError::BadAlpha { .. })
             ));
         }
@@ -424,7 +483,8 @@ mod tests {
                 10,
                 ShardSpec { index: 0, count: 0 },
                 Partition::Iid,
-                0
+                0,
+                1
             ),
             Err(DataError::ZeroShards)
         ));
@@ -434,12 +494,13 @@ mod tests {
                 10,
                 ShardSpec { index: 2, count: 2 },
                 Partition::Iid,
-                0
+                0,
+                1
             ),
             Err(DataError::ShardIndexOutOfRange { index: 2, count: 2 })
         ));
         assert!(matches!(
-            shard_indices(&labels, 5, spec, Partition::Iid, 0),
+            shard_indices(&labels, 5, spec, Partition::Iid, 0, 1),
             Err(DataError::LabelOutOfRange { .. })
         ));
         // Fewer rows than shards: every peer gets the error, not just the empty ones.
@@ -450,8 +511,9 @@ mod tests {
                 ShardSpec { index, count: 5 },
                 Partition::Iid,
                 0,
+                1,
             );
-            assert!(matches!(err, Err(DataError::EmptyShard { .. })));
+            assert!(matches!(err, Err(DataError::ShardTooSmall { .. })));
         }
         let err = shard_indices(
             &[1, 2, 3],
@@ -459,11 +521,12 @@ mod tests {
             ShardSpec { index: 0, count: 5 },
             Partition::Dirichlet { alpha: 1.0 },
             0,
+            1,
         );
-        assert!(matches!(err, Err(DataError::EmptyShard { .. })));
+        assert!(matches!(err, Err(DataError::ShardTooSmall { .. })));
         assert!(matches!(
-            shard_indices(&[], 10, ShardSpec::WHOLE, Partition::Iid, 0),
-            Err(DataError::EmptyShard { .. })
+            shard_indices(&[], 10, ShardSpec::WHOLE, Partition::Iid, 0, 1),
+            Err(DataError::ShardTooSmall { .. })
         ));
     }
 
@@ -549,7 +612,7 @@ mod tests {
             let partition = alpha.map_or(Partition::Iid, |alpha| Partition::Dirichlet { alpha });
             match all_shards(&labels, count, partition, seed) {
                 Ok(shards) => assert_partition(&shards, labels.len()),
-                Err(err) => prop_assert!(matches!(err, DataError::EmptyShard { .. }), "{}", err),
+                Err(err) => prop_assert!(matches!(err, DataError::ShardTooSmall { .. }), "{}", err),
             }
         }
 

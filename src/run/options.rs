@@ -132,6 +132,8 @@ pub fn workload_for(
                     shard,
                     config.partition()?,
                     config.train.rng_seed,
+                    // A skewed partition gives every shard at least one batch.
+                    config.train.batch_size,
                 )?
             };
             Ok(Arc::new(ImageClassification {
