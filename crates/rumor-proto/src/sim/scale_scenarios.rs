@@ -136,6 +136,7 @@ pub(super) fn train_churn_and_drain_with(
     }
     let drain_started = sim.now;
     let mut finished: Vec<Option<(VersionVector, Vec<f32>, Instant)>> = vec![None; sim.peers.len()];
+    let mut verified = 0;
     let end = sim.now + Duration::from_secs(300);
     while sim.now < end && draining.iter().any(|&i| finished[i].is_none()) {
         sim.run_for(Duration::from_millis(20));
@@ -145,6 +146,7 @@ pub(super) fn train_churn_and_drain_with(
                     .then(|| (c.applied().clone(), c.base().to_vec()))
             });
             if let Some((applied, base)) = done {
+                verified += sim.peer(i).map_or(0, |c| c.stats().signatures_verified);
                 finished[i] = Some((applied, base, sim.now));
                 sim.with_peer(i, |c, _| c.leave());
                 sim.crash(i);
@@ -187,6 +189,7 @@ pub(super) fn train_churn_and_drain_with(
             ));
         }
     }
+    let (computed, cached) = sim.signature_checks();
     let last = ends
         .iter()
         .map(|(_, _, at)| *at)
@@ -194,7 +197,8 @@ pub(super) fn train_churn_and_drain_with(
         .unwrap_or(drain_started);
     Ok(format!(
         "{} peers drained on one set of {} deltas; trained {trained:?}, drain {:?} (virtual), {} \
-         messages delivered, {} lost",
+         messages delivered, {} lost, {verified} signature checks by the peers that drained, \
+         {computed} computed and {cached} answered from the cache by all",
         draining.len(),
         first_applied.len(),
         last.saturating_duration_since(drain_started),
