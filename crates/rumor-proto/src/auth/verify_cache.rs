@@ -7,18 +7,23 @@
 //! encoding), and answers a triple it holds without verifying again. It holds only successes:
 //! a signature that does not verify is checked, and refused, every time it is presented, and a
 //! triple differing from a cached one in any byte (another signature, another statement,
-//! another credential) is a different key and is verified. Admission ([`Verifier::admit`]) is
-//! never cached: it can depend on the clock (validity) and on revocation.
+//! another credential) is a different key and is verified.
+//!
+//! Admission ([`Verifier::admit`]) is not cached unless asked for
+//! ([`CachingVerifier::caching_admissions`]): a real CA's verdict depends on the clock
+//! (validity) and on revocation, not on the credential's bytes alone. The test CA's depends
+//! on nothing else, and for it admitted credentials are remembered by [`KeyId`] (their
+//! SHA-256), successes only, like signatures.
 //!
 //! The simulator gives all its peers one of these around the test verifier: every peer still
-//! checks every delta and record it receives, through the same calls and counters, but a
-//! statement signed once is verified once per run instead of once per peer.
+//! checks every delta, record and credential it receives, through the same calls and
+//! counters, but a statement signed once is verified once per run instead of once per peer.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use super::{AuthError, Credential, Signature, Verifier};
+use super::{AuthError, Credential, KeyId, Signature, Verifier};
 
 /// Valid triples remembered; the cache is emptied when it fills (they are verified again on
 /// their next check).
@@ -29,8 +34,10 @@ pub struct CachingVerifier<V> {
     inner: V,
     /// SHA-256 of each valid (credential, statement, signature), length-prefixed.
     valid: Mutex<HashSet<[u8; 32]>>,
-    /// Most entries `valid` holds before it is emptied.
+    /// Most entries `valid` (and `admitted`) holds before it is emptied.
     capacity: usize,
+    /// Credentials admitted, when admissions are cached (`None`: every one goes to `inner`).
+    admitted: Option<Mutex<HashSet<KeyId>>>,
     /// Signatures verified by `inner` (valid or not).
     verified: AtomicU64,
     /// Checks answered from the cache.
@@ -49,9 +56,18 @@ impl<V: Verifier> CachingVerifier<V> {
             inner,
             valid: Mutex::new(HashSet::new()),
             capacity: capacity.max(1),
+            admitted: None,
             verified: AtomicU64::new(0),
             hits: AtomicU64::new(0),
         }
+    }
+
+    /// Remembers admitted credentials too. Only for an `inner` whose [`Verifier::admit`] is a
+    /// pure function of the credential's bytes (the test CA's): a real CA's verdict changes
+    /// with the clock and with revocation.
+    pub fn caching_admissions(mut self) -> Self {
+        self.admitted = Some(Mutex::new(HashSet::new()));
+        self
     }
 
     /// How many signatures the wrapped verifier has checked (valid or not).
@@ -80,7 +96,16 @@ fn key(credential: &Credential, statement: &[u8], signature: &Signature) -> [u8;
 
 impl<V: Verifier> Verifier for CachingVerifier<V> {
     fn admit(&self, credential: &Credential) -> Result<(), AuthError> {
-        self.inner.admit(credential)
+        let Some(admitted) = &self.admitted else {
+            return self.inner.admit(credential);
+        };
+        let key = credential.key_id();
+        if lock(admitted).contains(&key) {
+            return Ok(());
+        }
+        self.inner.admit(credential)?;
+        remember(&mut lock(admitted), key, self.capacity);
+        Ok(())
     }
 
     fn verify(
@@ -90,26 +115,29 @@ impl<V: Verifier> Verifier for CachingVerifier<V> {
         signature: &Signature,
     ) -> Result<(), AuthError> {
         let key = key(credential, statement, signature);
-        // A poisoned lock only means another holder panicked mid-insert; the set is still a
-        // set of valid keys.
-        if self
-            .valid
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(&key)
-        {
+        if lock(&self.valid).contains(&key) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
         self.verified.fetch_add(1, Ordering::Relaxed);
         self.inner.verify(credential, statement, signature)?;
-        let mut valid = self.valid.lock().unwrap_or_else(PoisonError::into_inner);
-        if valid.len() >= self.capacity {
-            valid.clear();
-        }
-        valid.insert(key);
+        remember(&mut lock(&self.valid), key, self.capacity);
         Ok(())
     }
+}
+
+/// Locks a cache. A poisoned lock only means another holder panicked mid-insert; the set is
+/// still a set of checked keys.
+fn lock<T>(set: &Mutex<HashSet<T>>) -> std::sync::MutexGuard<'_, HashSet<T>> {
+    set.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Adds `key` to `set`, emptying it first when it holds `capacity` keys.
+fn remember<T: std::hash::Hash + Eq>(set: &mut HashSet<T>, key: T, capacity: usize) {
+    if set.len() >= capacity {
+        set.clear();
+    }
+    set.insert(key);
 }
 
 #[cfg(test)]
@@ -146,6 +174,27 @@ mod tests {
             );
         }
         assert_eq!((cache.verified(), cache.hits()), (7, 2));
+    }
+
+    #[test]
+    fn admissions_are_cached_only_when_asked_and_only_when_admitted() {
+        let ca = TestCa::new(0);
+        let member = ca.issue(1);
+        let stranger = TestCa::new(9).issue(1);
+        for cache in [
+            CachingVerifier::new(ca.verifier()),
+            CachingVerifier::new(ca.verifier()).caching_admissions(),
+        ] {
+            for _ in 0..2 {
+                assert!(cache.admit(member.credential()).is_ok());
+                assert!(cache.admit(stranger.credential()).is_err());
+            }
+        }
+        let cache = CachingVerifier::new(ca.verifier()).caching_admissions();
+        assert!(cache.admit(member.credential()).is_ok());
+        assert!(lock(cache.admitted.as_ref().unwrap()).contains(&member.key_id()));
+        assert!(cache.admit(stranger.credential()).is_err());
+        assert_eq!(lock(cache.admitted.as_ref().unwrap()).len(), 1);
     }
 
     #[test]

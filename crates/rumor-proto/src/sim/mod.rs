@@ -157,8 +157,8 @@ pub struct Sim {
     /// Each started peer's id and certificate key id, computed once.
     identities: HashMap<usize, (PeerId, KeyId)>,
     /// The verifier every peer checks with: the test CA's, with one cache of valid signatures
-    /// for the whole run ([`CachingVerifier`]), so a statement signed once is verified once,
-    /// not once per peer.
+    /// and admitted test credentials for the whole run ([`CachingVerifier`]), so a statement
+    /// signed once is verified once, not once per peer.
     verifier: Arc<CachingVerifier<TestVerifier>>,
     config: CoreConfig,
     /// When each peer first applied each delta it received, and in how many hops: one more
@@ -189,7 +189,9 @@ impl Sim {
             timers: Vec::new(),
             seq: 0,
             identities: HashMap::new(),
-            verifier: Arc::new(CachingVerifier::new(test_keys::TestCa::new(0).verifier())),
+            verifier: Arc::new(
+                CachingVerifier::new(test_keys::TestCa::new(0).verifier()).caching_admissions(),
+            ),
             config,
             first_applied: HashMap::new(),
             interned: HashMap::new(),

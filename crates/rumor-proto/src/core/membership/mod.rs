@@ -204,9 +204,10 @@ impl Membership {
     /// Addresses of the live members other than this peer and `exclude`.
     pub fn live_peer_addrs(&self, exclude: &[PeerId]) -> Vec<SocketAddr> {
         self.table
-            .live()
-            .filter(|m| m.peer_id != self.me && !exclude.contains(&m.peer_id))
-            .map(|m| m.addr)
+            .live_addrs()
+            .iter()
+            .filter(|(peer, _)| *peer != self.me && !exclude.contains(peer))
+            .map(|&(_, addr)| addr)
             .collect()
     }
 

@@ -5,6 +5,7 @@
 //! heartbeat. The merge is commutative, associative and idempotent, so views can be gossiped in
 //! any order and any number of times.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
@@ -37,6 +38,9 @@ pub struct MemberTable {
     dead: BTreeSet<PeerId>,
     /// The peers listening at each address (one, unless a peer came back under a new id).
     addrs: HashMap<SocketAddr, BTreeSet<PeerId>>,
+    /// The live members' ids and addresses, by id, as last listed; emptied when a member
+    /// joins, becomes live or not, or moves (not on heartbeats).
+    live_addrs: OnceCell<Vec<(PeerId, SocketAddr)>>,
 }
 
 impl MemberTable {
@@ -103,6 +107,14 @@ impl MemberTable {
         self.live
     }
 
+    /// The live members' ids and listen addresses, by id, the local peer included (what
+    /// picking gossip targets reads: a flat list, rebuilt only when liveness or an address
+    /// changes).
+    pub fn live_addrs(&self) -> &[(PeerId, SocketAddr)] {
+        self.live_addrs
+            .get_or_init(|| self.live().map(|r| (r.peer_id, r.addr)).collect())
+    }
+
     /// The members whose record says dead, by peer id.
     pub fn dead(&self) -> impl Iterator<Item = &MemberRecord> {
         self.dead.iter().filter_map(|peer| self.records.get(peer))
@@ -117,9 +129,18 @@ impl MemberTable {
     /// Stores `record`, keeping the counts and indexes in step with the record it replaces.
     fn put(&mut self, record: MemberRecord) {
         let peer = record.peer_id;
-        if let Some(old) = self.records.get(&peer) {
-            let (status, addr) = (old.status, old.addr);
-            self.unindex(peer, status, addr);
+        let listed = (is_live(record.status), record.addr);
+        match self.records.get(&peer) {
+            Some(old) => {
+                let (status, addr) = (old.status, old.addr);
+                if (is_live(status), addr) != listed {
+                    self.live_addrs.take();
+                }
+                self.unindex(peer, status, addr);
+            }
+            None => {
+                self.live_addrs.take();
+            }
         }
         self.index(peer, record.status, record.addr);
         self.records.insert(peer, record);
