@@ -19,6 +19,7 @@
 
 pub mod statement;
 pub mod test_keys;
+pub mod verify_cache;
 
 use std::fmt;
 use std::sync::Arc;

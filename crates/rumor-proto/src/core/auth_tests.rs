@@ -149,6 +149,43 @@ fn a_replayed_record_with_a_changed_field_is_refused() {
 }
 
 #[test]
+fn a_record_equal_to_the_held_one_is_not_verified_again_but_one_changed_under_it_is_refused() {
+    let (mut core, now) = core_with_members(3);
+    let held = core
+        .members()
+        .find(|m| m.peer_id == peer(2).id)
+        .cloned()
+        .unwrap();
+    let verified = core.stats().signatures_verified;
+    // Member 2's own incarnation and heartbeat with another published version, under the held
+    // signature, claimed as a suspicion (so it is checked): refused. So is a bad signature.
+    let mut changed = held.clone();
+    changed.published += 1;
+    changed.status = MemberStatus::Suspect;
+    let mut forged = held.clone();
+    forged.heartbeat += 1;
+    forged.signature.0[0] ^= 1;
+    core.handle_message(now, sender(3), view_from(3, 5, vec![changed, forged]));
+    assert_eq!(refused(&core, "signature"), 2);
+    assert_eq!(
+        core.members().find(|m| m.peer_id == held.peer_id),
+        Some(&held)
+    );
+    // The held record again, and a suspicion of it: the same signed statement, not verified
+    // again; the suspicion is merged.
+    let mut suspect = held.clone();
+    suspect.status = MemberStatus::Suspect;
+    core.handle_message(now, sender(3), view_from(3, 6, vec![held.clone(), suspect]));
+    assert_eq!(core.stats().signatures_verified, verified);
+    assert_eq!(refused(&core, "signature"), 2);
+    let status = core
+        .members()
+        .find(|m| m.peer_id == held.peer_id)
+        .map(|m| m.status);
+    assert_eq!(status, Some(MemberStatus::Suspect));
+}
+
+#[test]
 fn a_message_speaking_for_another_member_is_dropped() {
     let (mut core, now) = core_with_members(3);
     // Member 3 sends a ping and a view claiming to be member 2.

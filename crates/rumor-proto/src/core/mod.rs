@@ -207,7 +207,6 @@ impl Core {
         let out = &mut self.out;
         let timers = &mut self.timers;
         let draining = self.lifecycle.state() == Lifecycle::Draining;
-        let applied_hash = self.replica.applied_fingerprint();
         for timer in Timer::ALL {
             match timer {
                 Timer::Join if timers.take_expired(timer, now) => {
@@ -228,8 +227,9 @@ impl Core {
                 // One SWIM round: the three probe timers, then suspicions and relays, each
                 // handled only when due.
                 Timer::ProbeIndirect => {
+                    let replica = &self.replica;
                     self.membership
-                        .on_probe_timers(out, now, timers, applied_hash)
+                        .on_probe_timers(out, now, timers, || replica.applied_fingerprint())
                 }
                 Timer::AntiEntropy if timers.is_expired(timer, now) => {
                     self.dissemination.on_anti_entropy(
@@ -372,7 +372,6 @@ impl Core {
         let origin = envelope.origin;
         let from = from.addr;
         let out = &mut self.out;
-        let applied_hash = self.replica.applied_fingerprint();
         match envelope.payload {
             Payload::Delta(ref delta) => {
                 let delta = delta.clone();
@@ -428,12 +427,16 @@ impl Core {
             Payload::Ping(probe) => {
                 self.membership.merge_view(out, probe.updates, Some(origin));
                 self.check_fingerprint(origin, from, probe.applied_hash);
+                // Only probes carry the applied-set fingerprint, which walks the whole set
+                // after each change: it is computed for them alone.
+                let applied_hash = self.replica.applied_fingerprint();
                 self.membership
                     .answer_ping(&mut self.out, from, probe.seq, applied_hash);
             }
             Payload::Ack(probe) => {
                 self.membership.merge_view(out, probe.updates, Some(origin));
                 self.check_fingerprint(origin, from, probe.applied_hash);
+                let applied_hash = self.replica.applied_fingerprint();
                 self.membership.handle_ack(
                     &mut self.out,
                     now,
@@ -443,6 +446,7 @@ impl Core {
                 );
             }
             Payload::PingReq(req) => {
+                let applied_hash = self.replica.applied_fingerprint();
                 self.membership
                     .handle_ping_req(out, now, origin, from, req, applied_hash)
             }
@@ -639,13 +643,12 @@ impl Core {
         }
         let draining = self.lifecycle.state() == Lifecycle::Draining;
         let (caught_up, view) = if draining {
-            let applied = self.replica.applied();
             let me = self.out.me.id;
             let dead = self.membership.declared_dead(me);
             (
                 self.dissemination
                     .all_caught_up(me, &self.membership, &self.replica),
-                lifecycle::drain::drain_view(dead, applied),
+                lifecycle::drain::drain_view(dead, self.replica.applied_fingerprint()),
             )
         } else {
             (false, None)

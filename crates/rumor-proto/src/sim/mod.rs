@@ -19,7 +19,9 @@ use crate::id::PeerId;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::auth::{test_keys, KeyId, PeerKeys};
+use crate::auth::test_keys::{self, TestVerifier};
+use crate::auth::verify_cache::CachingVerifier;
+use crate::auth::{KeyId, PeerKeys};
 use crate::core::{Core, CoreConfig, Event, LocalPeer, RestoredState, Sender};
 use crate::wire::{self, Envelope, Payload};
 
@@ -154,6 +156,10 @@ pub struct Sim {
     seq: u64,
     /// Each started peer's id and certificate key id, computed once.
     identities: HashMap<usize, (PeerId, KeyId)>,
+    /// The verifier every peer checks with: the test CA's, with one cache of valid signatures
+    /// and admitted test credentials for the whole run ([`CachingVerifier`]), so a statement
+    /// signed once is verified once, not once per peer.
+    verifier: Arc<CachingVerifier<TestVerifier>>,
     config: CoreConfig,
     /// When each peer first applied each delta it received, and in how many hops: one more
     /// than the sender's own copy took (a delta's origin holds it at 0 hops). By
@@ -183,6 +189,9 @@ impl Sim {
             timers: Vec::new(),
             seq: 0,
             identities: HashMap::new(),
+            verifier: Arc::new(
+                CachingVerifier::new(test_keys::TestCa::new(0).verifier()).caching_admissions(),
+            ),
             config,
             first_applied: HashMap::new(),
             interned: HashMap::new(),
@@ -203,6 +212,12 @@ impl Sim {
         test_keys::member(index as u64 + 1)
     }
 
+    /// Signature checks made by all peers so far: how many the test CA's verifier computed,
+    /// and how many were answered from the run's cache of valid signatures.
+    pub fn signature_checks(&self) -> (u64, u64) {
+        (self.verifier.verified(), self.verifier.hits())
+    }
+
     /// The key id of the certificate of the peer at `index`, as a transport would report it.
     fn key_of(&self, index: usize) -> KeyId {
         self.identities
@@ -221,7 +236,8 @@ impl Sim {
     /// `index + 1`, name `p{index}`), the addresses of the peers at `seeds` and an RNG seed
     /// drawn from the simulator's.
     fn start_args(&mut self, index: usize, seeds: &[usize]) -> (LocalPeer, Vec<SocketAddr>, u64) {
-        let (id, keys) = Self::identity(index);
+        let (id, mut keys) = Self::identity(index);
+        keys.verifier = self.verifier.clone();
         self.identities.insert(index, (id, keys.key_id()));
         let me = LocalPeer {
             id,

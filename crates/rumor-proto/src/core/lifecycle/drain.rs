@@ -16,7 +16,6 @@ use std::hash::{Hash, Hasher};
 use std::time::Instant;
 
 use crate::id::PeerId;
-use crate::version_vector::VersionVector;
 use crate::wire::Lifecycle;
 
 use super::PeerLifecycle;
@@ -89,11 +88,13 @@ impl PeerLifecycle {
 }
 
 /// What must stay unchanged while the drain settles: the members declared `dead` (by failure
-/// detection, not by leaving) with their incarnations, and the `applied` set, as one
-/// fingerprint. `None` when no member is declared dead: there is no false verdict to wait out.
+/// detection, not by leaving) with their incarnations, and the applied set (by
+/// `applied_fingerprint`, its
+/// [`crate::version_vector::VersionVector::fingerprint`]), as one fingerprint. `None` when
+/// no member is declared dead: there is no false verdict to wait out.
 pub fn drain_view(
     dead: impl Iterator<Item = (PeerId, u64)>,
-    applied: &VersionVector,
+    applied_fingerprint: u64,
 ) -> Option<u64> {
     let mut dead: Vec<(PeerId, u64)> = dead.collect();
     if dead.is_empty() {
@@ -102,6 +103,6 @@ pub fn drain_view(
     dead.sort();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     dead.hash(&mut hasher);
-    applied.fingerprint().hash(&mut hasher);
+    applied_fingerprint.hash(&mut hasher);
     Some(hasher.finish())
 }

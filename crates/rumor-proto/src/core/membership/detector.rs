@@ -22,13 +22,14 @@ use crate::core::timer::{Timer, TimerTable};
 impl Membership {
     /// The probe timers ([`Timer::ProbeIndirect`], [`Timer::ProbeFail`], [`Timer::Probe`])
     /// due at `now`, in that order, then suspicions that ran out and relays nobody answered.
-    /// `applied_hash` is the applied-set fingerprint carried on probes.
+    /// `applied_hash` gives the applied-set fingerprint carried on probes (asked for only when
+    /// a probe is sent: computing it walks the applied set).
     pub fn on_probe_timers(
         &mut self,
         out: &mut Outbox,
         now: Instant,
         timers: &mut TimerTable,
-        applied_hash: u64,
+        applied_hash: impl FnOnce() -> u64,
     ) {
         let config = self.swim_config.clone();
         let mult = self.swim.health_multiplier();
@@ -70,7 +71,7 @@ impl Membership {
                         timers.set(Timer::ProbeIndirect, now + config.probe_timeout * mult);
                         timers.set(Timer::ProbeFail, now + config.probe_interval * mult);
                         out.stats.probes_sent += 1;
-                        let ping = self.probe_payload(seq, applied_hash);
+                        let ping = self.probe_payload(seq, applied_hash());
                         let envelope = out.envelope(0, 1, Payload::Ping(ping));
                         out.send(vec![addr], envelope);
                     }

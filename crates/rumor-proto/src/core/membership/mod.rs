@@ -118,8 +118,9 @@ impl Membership {
     /// The members declared dead by failure detection (not those that left), other than `me`,
     /// with their incarnations.
     pub fn declared_dead(&self, me: PeerId) -> impl Iterator<Item = (PeerId, u64)> + '_ {
-        self.iter()
-            .filter(move |m| m.status == MemberStatus::Dead && m.peer_id != me)
+        self.table
+            .dead()
+            .filter(move |m| m.peer_id != me)
             .map(|m| (m.peer_id, m.incarnation))
     }
 
@@ -203,9 +204,10 @@ impl Membership {
     /// Addresses of the live members other than this peer and `exclude`.
     pub fn live_peer_addrs(&self, exclude: &[PeerId]) -> Vec<SocketAddr> {
         self.table
-            .live()
-            .filter(|m| m.peer_id != self.me && !exclude.contains(&m.peer_id))
-            .map(|m| m.addr)
+            .live_addrs()
+            .iter()
+            .filter(|(peer, _)| *peer != self.me && !exclude.contains(peer))
+            .map(|&(_, addr)| addr)
             .collect()
     }
 
@@ -323,10 +325,11 @@ impl Membership {
 
     /// Changes this peer's own record and signs it again.
     fn update_own(&mut self, change: impl FnOnce(&mut MemberRecord)) {
-        if let Some(me) = self.table.get_mut(&self.me) {
+        let keys = &self.keys;
+        self.table.update(&self.me, |me| {
             change(me);
-            sign_record(&self.keys, me);
-        }
+            sign_record(keys, me);
+        });
     }
 
     /// Queues this peer's record for piggybacking.

@@ -5,7 +5,9 @@
 //! heartbeat. The merge is commutative, associative and idempotent, so views can be gossiped in
 //! any order and any number of times.
 
-use std::collections::BTreeMap;
+use std::cell::OnceCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
 
 use crate::id::PeerId;
 use crate::wire::{MemberRecord, MemberStatus};
@@ -24,30 +26,41 @@ pub enum MergeOutcome {
     Unchanged,
 }
 
-/// Records by peer id (ordered, so iteration is deterministic).
+/// Records by peer id (ordered, so iteration is deterministic), with the counts and indexes
+/// that per-message work reads kept up to date on every change, so none of them walks the
+/// table: the number of live members, the members declared dead, and who listens where.
 #[derive(Clone, Debug, Default)]
 pub struct MemberTable {
     records: BTreeMap<PeerId, MemberRecord>,
+    /// How many records are live (alive or suspect).
+    live: usize,
+    /// The peers whose record says dead.
+    dead: BTreeSet<PeerId>,
+    /// The peers listening at each address (one, unless a peer came back under a new id).
+    addrs: HashMap<SocketAddr, BTreeSet<PeerId>>,
+    /// The live members' ids and addresses, by id, as last listed; emptied when a member
+    /// joins, becomes live or not, or moves (not on heartbeats).
+    live_addrs: OnceCell<Vec<(PeerId, SocketAddr)>>,
 }
 
 impl MemberTable {
     /// A view holding only `me`.
     pub fn new(me: MemberRecord) -> Self {
-        let mut records = BTreeMap::new();
-        records.insert(me.peer_id, me);
-        Self { records }
+        let mut table = Self::default();
+        table.put(me);
+        table
     }
 
     /// Merges one record by version.
     pub fn merge(&mut self, record: MemberRecord) -> MergeOutcome {
-        match self.records.get_mut(&record.peer_id) {
+        match self.records.get(&record.peer_id) {
             None => {
-                self.records.insert(record.peer_id, record);
+                self.put(record);
                 MergeOutcome::New
             }
             Some(existing) if existing.is_superseded_by(&record) => {
                 let previous = existing.status;
-                *existing = record;
+                self.put(record);
                 MergeOutcome::Updated { previous }
             }
             Some(_) => MergeOutcome::Unchanged,
@@ -57,7 +70,7 @@ impl MemberTable {
     /// Puts `record` in place of the held one whatever their versions (a local verdict, such
     /// as a revocation).
     pub fn replace(&mut self, record: MemberRecord) {
-        self.records.insert(record.peer_id, record);
+        self.put(record);
     }
 
     /// The record of `peer`, if known.
@@ -65,9 +78,13 @@ impl MemberTable {
         self.records.get(peer)
     }
 
-    /// Mutable access to the record of `peer` (used for the local peer's own record).
-    pub fn get_mut(&mut self, peer: &PeerId) -> Option<&mut MemberRecord> {
-        self.records.get_mut(peer)
+    /// Changes the record of `peer` in place (used for the local peer's own record); nothing
+    /// when it is not known.
+    pub fn update(&mut self, peer: &PeerId, change: impl FnOnce(&mut MemberRecord)) {
+        if let Some(mut record) = self.records.get(peer).cloned() {
+            change(&mut record);
+            self.put(record);
+        }
     }
 
     /// All records, by peer id.
@@ -82,20 +99,82 @@ impl MemberTable {
 
     /// Members that count as live (alive or suspect), the local peer included.
     pub fn live(&self) -> impl Iterator<Item = &MemberRecord> {
-        self.records
-            .values()
-            .filter(|r| matches!(r.status, MemberStatus::Alive | MemberStatus::Suspect))
+        self.records.values().filter(|r| is_live(r.status))
     }
 
     /// Number of live members, the local peer included.
     pub fn live_count(&self) -> usize {
-        self.live().count()
+        self.live
     }
 
-    /// The peer listening at `addr`, if any.
-    pub fn by_addr(&self, addr: std::net::SocketAddr) -> Option<&MemberRecord> {
-        self.records.values().find(|r| r.addr == addr)
+    /// The live members' ids and listen addresses, by id, the local peer included (what
+    /// picking gossip targets reads: a flat list, rebuilt only when liveness or an address
+    /// changes).
+    pub fn live_addrs(&self) -> &[(PeerId, SocketAddr)] {
+        self.live_addrs
+            .get_or_init(|| self.live().map(|r| (r.peer_id, r.addr)).collect())
     }
+
+    /// The members whose record says dead, by peer id.
+    pub fn dead(&self) -> impl Iterator<Item = &MemberRecord> {
+        self.dead.iter().filter_map(|peer| self.records.get(peer))
+    }
+
+    /// The peer listening at `addr`, if any (the lowest id when several are).
+    pub fn by_addr(&self, addr: SocketAddr) -> Option<&MemberRecord> {
+        let peer = self.addrs.get(&addr)?.first()?;
+        self.records.get(peer)
+    }
+
+    /// Stores `record`, keeping the counts and indexes in step with the record it replaces.
+    fn put(&mut self, record: MemberRecord) {
+        let peer = record.peer_id;
+        let listed = (is_live(record.status), record.addr);
+        match self.records.get(&peer) {
+            Some(old) => {
+                let (status, addr) = (old.status, old.addr);
+                if (is_live(status), addr) != listed {
+                    self.live_addrs.take();
+                }
+                self.unindex(peer, status, addr);
+            }
+            None => {
+                self.live_addrs.take();
+            }
+        }
+        self.index(peer, record.status, record.addr);
+        self.records.insert(peer, record);
+    }
+
+    fn index(&mut self, peer: PeerId, status: MemberStatus, addr: SocketAddr) {
+        if is_live(status) {
+            self.live += 1;
+        }
+        if status == MemberStatus::Dead {
+            self.dead.insert(peer);
+        }
+        self.addrs.entry(addr).or_default().insert(peer);
+    }
+
+    fn unindex(&mut self, peer: PeerId, status: MemberStatus, addr: SocketAddr) {
+        if is_live(status) {
+            self.live -= 1;
+        }
+        if status == MemberStatus::Dead {
+            self.dead.remove(&peer);
+        }
+        if let Some(peers) = self.addrs.get_mut(&addr) {
+            peers.remove(&peer);
+            if peers.is_empty() {
+                self.addrs.remove(&addr);
+            }
+        }
+    }
+}
+
+/// Whether a record with `status` counts as a live member.
+fn is_live(status: MemberStatus) -> bool {
+    matches!(status, MemberStatus::Alive | MemberStatus::Suspect)
 }
 
 #[cfg(test)]
