@@ -330,3 +330,134 @@ fn drain_beacons_stand_in_for_digests_beyond_fanout() {
         "every member reported the same holdings"
     );
 }
+
+/// A digest from member `n`: it is `lifecycle` and holds `applied`.
+fn digest_from(
+    n: u128,
+    applied: &crate::version_vector::VersionVector,
+    lifecycle: Lifecycle,
+) -> Envelope {
+    use super::tests::peer;
+    Envelope {
+        id: crate::id::MessageId::from_uuid(uuid::Uuid::new_v4()),
+        origin: peer(n).id,
+        origin_addr: peer(n).addr,
+        version: 0,
+        ttl: 1,
+        payload: Payload::Digest(crate::wire::Digest {
+            applied: applied.clone(),
+            lifecycle,
+            reply: true,
+            contents: Vec::new(),
+            equivocations: Vec::new(),
+        }),
+    }
+}
+
+/// Member `n`'s signed record with `status`, as a third member would gossip it.
+fn record_with(n: u128, status: crate::wire::MemberStatus) -> crate::wire::MemberRecord {
+    let mut record = super::tests::member(n);
+    record.status = status;
+    membership::sign_record(&super::tests::peer(n).keys, &mut record);
+    record
+}
+
+/// A suspected member blocks the drain only until it reports this peer's applied set: under
+/// loss some member of a large cluster is nearly always suspected, so requiring none would keep
+/// every peer draining. With a member declared dead (the drain must settle), a suspect's
+/// matching report counts only while it is at most `drain_settle` old: one cut off since could
+/// hold the dead member's last delta.
+#[test]
+fn a_suspected_member_with_a_matching_report_does_not_block_the_drain() {
+    use super::tests::{core_with_members, drain, sender, view_from};
+    use crate::wire::MemberStatus;
+
+    // No member dead: a matching report is enough, however old.
+    let (mut core, now) = core_with_members(3);
+    core.start_training();
+    core.publish(now, 1.0 / 3.0, vec![0.1; P]).unwrap();
+    core.start_drain(now);
+    core.handle_message(
+        now,
+        sender(2),
+        view_from(2, 1, vec![record_with(3, MemberStatus::Suspect)]),
+    );
+    assert_eq!(
+        core.membership
+            .get(&super::tests::peer(3).id)
+            .map(|m| m.status),
+        Some(MemberStatus::Suspect)
+    );
+    let applied = core.applied().clone();
+    core.handle_message(
+        now,
+        sender(2),
+        digest_from(2, &applied, Lifecycle::Draining),
+    );
+    core.handle_message(
+        now,
+        sender(3),
+        digest_from(3, &applied, Lifecycle::Training),
+    );
+    drain(&mut core);
+    assert!(
+        !core.drain_complete(),
+        "a suspect still training blocks the drain"
+    );
+    core.handle_message(
+        now,
+        sender(3),
+        digest_from(3, &applied, Lifecycle::Draining),
+    );
+    drain(&mut core);
+    assert!(
+        core.drain_complete(),
+        "a suspect that reports this peer's set does not"
+    );
+
+    // Member 4 declared dead: the drain settles, and the suspect's report must stay fresh.
+    let settle = super::tests::config().drain_settle;
+    let (mut core, now) = core_with_members(4);
+    core.start_training();
+    core.publish(now, 0.25, vec![0.1; P]).unwrap();
+    core.start_drain(now);
+    core.handle_message(
+        now,
+        sender(2),
+        view_from(
+            2,
+            1,
+            vec![
+                record_with(3, MemberStatus::Suspect),
+                record_with(4, MemberStatus::Dead),
+            ],
+        ),
+    );
+    let applied = core.applied().clone();
+    let report = |core: &mut Core, at: Instant| {
+        core.handle_message(at, sender(2), digest_from(2, &applied, Lifecycle::Draining));
+        core.handle_message(at, sender(3), digest_from(3, &applied, Lifecycle::Draining));
+        drain(core);
+    };
+    report(&mut core, now);
+    let later = now + settle + Duration::from_millis(100);
+    core.handle_message(
+        later,
+        sender(2),
+        digest_from(2, &applied, Lifecycle::Draining),
+    );
+    drain(&mut core);
+    assert!(
+        !core.drain_complete(),
+        "a suspect's report older than drain_settle does not count while a member is dead"
+    );
+    let mut at = later;
+    while at <= later + settle + Duration::from_millis(200) {
+        report(&mut core, at);
+        at += Duration::from_millis(200);
+    }
+    assert!(
+        core.drain_complete(),
+        "fresh matching reports from the suspect let it settle"
+    );
+}

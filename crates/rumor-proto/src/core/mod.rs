@@ -645,10 +645,17 @@ impl Core {
         let (caught_up, view) = if draining {
             let me = self.out.me.id;
             let dead = self.membership.declared_dead(me);
+            let view = lifecycle::drain::drain_view(dead, self.replica.applied_fingerprint());
+            let suspect_reports_within = view.map(|_| self.config.drain_settle);
             (
-                self.dissemination
-                    .all_caught_up(me, &self.membership, &self.replica),
-                lifecycle::drain::drain_view(dead, self.replica.applied_fingerprint()),
+                self.dissemination.all_caught_up(
+                    me,
+                    &self.membership,
+                    &self.replica,
+                    now,
+                    suspect_reports_within,
+                ),
+                view,
             )
         } else {
             (false, None)

@@ -107,10 +107,11 @@ impl Core {
         self.dissemination.peer_progress(peer)
     }
 
-    /// Whether draining may end: this peer is draining, and for the last
-    /// [`CoreConfig::drain_settle`] every other live member has said it is draining (so its last
-    /// delta is published) and reported the same applied set as this peer, none was under
-    /// suspicion, and neither the live members nor the applied set changed.
+    /// Whether draining may end: this peer is draining, and every other live member (suspected
+    /// or not) has said it is draining (so its last delta is published) and reported the same
+    /// applied set as this peer. While some member is declared dead this must have held for the
+    /// last [`CoreConfig::drain_settle`] with the same dead members and applied set, and a
+    /// suspected member's report must be no older than that.
     pub fn drain_complete(&self) -> bool {
         self.lifecycle.drain_complete()
     }

@@ -7,7 +7,7 @@
 //! changed.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::id::PeerId;
 use crate::version_vector::VersionVector;
@@ -16,7 +16,7 @@ use crate::wire::{
     MAX_LAZY_ENTRIES,
 };
 
-use super::{Dissemination, PeerProgress};
+use super::{BeaconReport, Dissemination, PeerProgress};
 use crate::core::membership::Membership;
 use crate::core::outbox::Outbox;
 use crate::core::replica::delta_log::LoggedDelta;
@@ -117,8 +117,14 @@ impl Dissemination {
             return;
         }
         let differs = beacon.summary != replica.drain_summary();
-        self.beacons
-            .insert(origin, (beacon.lifecycle, beacon.summary));
+        self.beacons.insert(
+            origin,
+            BeaconReport {
+                lifecycle: beacon.lifecycle,
+                summary: beacon.summary,
+                received_at: out.now,
+            },
+        );
         if !differs || lifecycle < Lifecycle::Training || self.beacon_answers_left == 0 {
             return;
         }
@@ -303,6 +309,7 @@ impl Dissemination {
                     lifecycle: theirs,
                     contents,
                     equivocations,
+                    received_at: out.now,
                 },
             );
         }
@@ -364,45 +371,63 @@ impl Dissemination {
         self.progress.get(peer).map(|p| (p.lifecycle, &p.applied))
     }
 
-    /// Whether every live member other than `me` is alive (not suspect), has said it is
-    /// draining or past it, and reported exactly `replica`'s applied set, the same content
-    /// fingerprint for every origin both know all contents of, and the same equivocations:
-    /// the drain condition's part that is about others. A peer never counts as caught up
-    /// while it is known to hold other contents.
-    pub fn all_caught_up(&self, me: PeerId, membership: &Membership, replica: &Replica) -> bool {
+    /// Whether every live member other than `me` has said it is draining or past it and
+    /// reported exactly `replica`'s applied set, the same content fingerprint for every origin
+    /// both know all contents of, and the same equivocations: the drain condition's part that
+    /// is about others. A peer never counts as caught up while it is known to hold other
+    /// contents.
+    ///
+    /// A suspect member counts on the same terms, except that with `suspect_reports_within`
+    /// set (some member is declared dead, so the drain must settle) its matching report must
+    /// have arrived within that long before `now`: a member cut off since an older report could
+    /// hold a dead member's delta that it can no longer report (docs/ALGORITHM.md, *Drain
+    /// condition*).
+    pub fn all_caught_up(
+        &self,
+        me: PeerId,
+        membership: &Membership,
+        replica: &Replica,
+        now: Instant,
+        suspect_reports_within: Option<Duration>,
+    ) -> bool {
         let generation = replica.generation();
         let applied = replica.applied();
         let fingerprint = replica.applied_fingerprint();
         let ours = replica.fingerprints();
         let equivocations = replica.equivocations();
         let summary = replica.drain_summary();
+        let recent_enough = |m: &crate::wire::MemberRecord, received_at: Instant| {
+            m.status == MemberStatus::Alive
+                || suspect_reports_within
+                    .is_none_or(|within| now.saturating_duration_since(received_at) <= within)
+        };
         membership.live().all(|m| {
-            if let Some((lifecycle, theirs)) = self.beacons.get(&m.peer_id) {
-                // Its latest report is a beacon: equal summaries, equal holdings.
-                return m.peer_id == me
-                    || (m.status == MemberStatus::Alive
-                        && *lifecycle >= Lifecycle::Draining
-                        && *theirs == summary);
+            if m.peer_id == me {
+                return true;
             }
-            m.peer_id == me
-                || (m.status == MemberStatus::Alive
-                    && self.progress.get(&m.peer_id).is_some_and(|p| {
-                        if p.lifecycle < Lifecycle::Draining {
-                            return false;
-                        }
-                        // Reports are compared in full once per change on either side.
-                        if p.matched_at.get() == Some(generation) {
-                            return true;
-                        }
-                        let matches = p.applied_fingerprint == fingerprint
-                            && p.applied == *applied
-                            && p.equivocations == equivocations
-                            && same_contents(&p.contents, ours);
-                        if matches {
-                            p.matched_at.set(Some(generation));
-                        }
-                        matches
-                    }))
+            if let Some(beacon) = self.beacons.get(&m.peer_id) {
+                // Its latest report is a beacon: equal summaries, equal holdings.
+                return beacon.lifecycle >= Lifecycle::Draining
+                    && beacon.summary == summary
+                    && recent_enough(m, beacon.received_at);
+            }
+            self.progress.get(&m.peer_id).is_some_and(|p| {
+                if p.lifecycle < Lifecycle::Draining || !recent_enough(m, p.received_at) {
+                    return false;
+                }
+                // Reports are compared in full once per change on either side.
+                if p.matched_at.get() == Some(generation) {
+                    return true;
+                }
+                let matches = p.applied_fingerprint == fingerprint
+                    && p.applied == *applied
+                    && p.equivocations == equivocations
+                    && same_contents(&p.contents, ours);
+                if matches {
+                    p.matched_at.set(Some(generation));
+                }
+                matches
+            })
         })
     }
 }

@@ -43,6 +43,17 @@ struct PeerProgress {
     contents: Vec<(crate::id::PeerId, [u8; 16])>,
     /// The equivocations it holds proofs for, sorted.
     equivocations: Vec<(crate::id::PeerId, u64)>,
+    /// When this report arrived (virtual time).
+    received_at: Instant,
+}
+
+/// A member's drain beacon, kept when it came after the member's last digest.
+struct BeaconReport {
+    lifecycle: Lifecycle,
+    /// Its `drain_summary`.
+    summary: [u8; 16],
+    /// When it arrived (virtual time).
+    received_at: Instant,
 }
 
 /// The dissemination sub-machine. See the module docs.
@@ -65,7 +76,7 @@ pub struct Dissemination {
     progress: HashMap<PeerId, PeerProgress>,
     /// Each member's last drain beacon (lifecycle, drain summary), when it came after its last
     /// digest.
-    beacons: HashMap<PeerId, (Lifecycle, [u8; 16])>,
+    beacons: HashMap<PeerId, BeaconReport>,
     /// Beacons that differ from this peer's summary it may still answer with a digest until
     /// the next anti-entropy tick.
     beacon_answers_left: usize,

@@ -1,8 +1,9 @@
 //! The drain: after its last delta, a peer keeps gossiping until every live peer holds the
 //! same applied set, or until the drain deadline.
 //!
-//! The drain completes once the condition holds (this peer draining; every other live member
-//! alive, draining or past it, and reporting this peer's applied set; none under suspicion).
+//! The drain completes once the condition holds (this peer draining; every other live member,
+//! suspected or not, draining or past it and reporting this peer's applied set; while some
+//! member is declared dead, a suspect's report no older than `drain_settle`).
 //!
 //! The settle only guards against a false death: a member wrongly declared dead is not waited
 //! for, so every peer that agrees without it could stop at once without its last deltas. A live
