@@ -354,6 +354,18 @@ fn digest_from(
     }
 }
 
+/// Member `n` reports, at `at`, that it is `lifecycle` and holds exactly what `core` holds; the
+/// core's answers are drained.
+fn hear_report(core: &mut Core, at: Instant, n: u128, lifecycle: Lifecycle) {
+    let applied = core.applied().clone();
+    core.handle_message(
+        at,
+        super::tests::sender(n),
+        digest_from(n, &applied, lifecycle),
+    );
+    super::tests::drain(core);
+}
+
 /// Member `n`'s signed record with `status`, as a third member would gossip it.
 fn record_with(n: u128, status: crate::wire::MemberStatus) -> crate::wire::MemberRecord {
     let mut record = super::tests::member(n);
@@ -369,7 +381,7 @@ fn record_with(n: u128, status: crate::wire::MemberStatus) -> crate::wire::Membe
 /// hold the dead member's last delta.
 #[test]
 fn a_suspected_member_with_a_matching_report_does_not_block_the_drain() {
-    use super::tests::{core_with_members, drain, sender, view_from};
+    use super::tests::{core_with_members, sender, view_from};
     use crate::wire::MemberStatus;
 
     // No member dead: a matching report is enough, however old.
@@ -388,28 +400,13 @@ fn a_suspected_member_with_a_matching_report_does_not_block_the_drain() {
             .map(|m| m.status),
         Some(MemberStatus::Suspect)
     );
-    let applied = core.applied().clone();
-    core.handle_message(
-        now,
-        sender(2),
-        digest_from(2, &applied, Lifecycle::Draining),
-    );
-    core.handle_message(
-        now,
-        sender(3),
-        digest_from(3, &applied, Lifecycle::Training),
-    );
-    drain(&mut core);
+    hear_report(&mut core, now, 2, Lifecycle::Draining);
+    hear_report(&mut core, now, 3, Lifecycle::Training);
     assert!(
         !core.drain_complete(),
         "a suspect still training blocks the drain"
     );
-    core.handle_message(
-        now,
-        sender(3),
-        digest_from(3, &applied, Lifecycle::Draining),
-    );
-    drain(&mut core);
+    hear_report(&mut core, now, 3, Lifecycle::Draining);
     assert!(
         core.drain_complete(),
         "a suspect that reports this peer's set does not"
@@ -433,27 +430,18 @@ fn a_suspected_member_with_a_matching_report_does_not_block_the_drain() {
             ],
         ),
     );
-    let applied = core.applied().clone();
-    let report = |core: &mut Core, at: Instant| {
-        core.handle_message(at, sender(2), digest_from(2, &applied, Lifecycle::Draining));
-        core.handle_message(at, sender(3), digest_from(3, &applied, Lifecycle::Draining));
-        drain(core);
-    };
-    report(&mut core, now);
+    hear_report(&mut core, now, 2, Lifecycle::Draining);
+    hear_report(&mut core, now, 3, Lifecycle::Draining);
     let later = now + settle + Duration::from_millis(100);
-    core.handle_message(
-        later,
-        sender(2),
-        digest_from(2, &applied, Lifecycle::Draining),
-    );
-    drain(&mut core);
+    hear_report(&mut core, later, 2, Lifecycle::Draining);
     assert!(
         !core.drain_complete(),
         "a suspect's report older than drain_settle does not count while a member is dead"
     );
     let mut at = later;
     while at <= later + settle + Duration::from_millis(200) {
-        report(&mut core, at);
+        hear_report(&mut core, at, 2, Lifecycle::Draining);
+        hear_report(&mut core, at, 3, Lifecycle::Draining);
         at += Duration::from_millis(200);
     }
     assert!(
