@@ -22,7 +22,7 @@ fn checkpoint(sim: &Sim, index: usize) -> Option<RestoredState> {
     sim.peer(index).map(|c| RestoredState {
         base: c.base().to_vec(),
         applied: c.applied().clone(),
-        contents: Vec::new(),
+        contents: c.contents(),
         published: c.published(),
         incarnation: c.incarnation(),
     })
