@@ -595,6 +595,7 @@ impl Core {
     /// by itself once the gate opens.
     pub fn start_training(&mut self) {
         self.set_lifecycle(Lifecycle::Training);
+        self.after_input(self.out.now);
     }
 
     /// The training budget is spent and the last delta published: keep gossiping, with digests
@@ -700,11 +701,20 @@ impl Core {
         );
     }
 
-    /// Moves to `lifecycle` and announces it in this peer's record.
+    /// Moves to `lifecycle` and announces it in this peer's record: piggybacked like any
+    /// change, and, for training and draining, also sent at once to every live member (one
+    /// small control message each, once per run). Others' phase clocks act on those two: a
+    /// peer waits only for members it knows are training, and stops waiting for one it knows
+    /// is draining. Gossip alone takes several `gossip_interval` periods to reach everyone, so
+    /// peers that pass the `min_peers` gate together would each train phases alone before
+    /// hearing that the others had started.
     fn set_lifecycle(&mut self, lifecycle: Lifecycle) {
         self.lifecycle.set_state(lifecycle);
         self.membership
             .set_own_lifecycle(lifecycle, self.replica.published());
+        if matches!(lifecycle, Lifecycle::Training | Lifecycle::Draining) {
+            self.membership.announce_own(&mut self.out);
+        }
     }
 }
 

@@ -601,6 +601,38 @@ fn anti_entropy_respects_send_outcomes() {
     assert_eq!(core.own_deltas_unacked(), 0);
 }
 
+/// The addresses each announcement of peer 1's own record (a `Membership` message holding that
+/// record alone, asking for no answer) that satisfies `matches` went to, one sorted list per
+/// message.
+fn own_announcements(
+    transmits: &[Transmit],
+    matches: impl Fn(&MemberRecord) -> bool,
+) -> Vec<Vec<SocketAddr>> {
+    transmits
+        .iter()
+        .filter_map(|t| match &t.envelope.payload {
+            Payload::Membership(view)
+                if view.members.len() == 1
+                    && view.members[0].peer_id == peer(1).id
+                    && !view.push_pull
+                    && matches(&view.members[0]) =>
+            {
+                let mut to = t.to.clone();
+                to.sort();
+                Some(to)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Peers 2 and 3's addresses, sorted.
+fn others_of_three() -> Vec<SocketAddr> {
+    let mut live = vec![peer(2).addr, peer(3).addr];
+    live.sort();
+    live
+}
+
 /// A publish is announced at once to every live member: the origin's record alone, with the new
 /// published version, in a control message (the staleness bound counts on it).
 #[test]
@@ -610,24 +642,24 @@ fn a_publish_is_announced_to_every_live_member() {
     drain(&mut core);
     let version = core.publish(now, 0.5, vec![0.1; P]).unwrap();
     let (transmits, _) = drain(&mut core);
-    let announced: Vec<&Transmit> = transmits
-        .iter()
-        .filter(|t| match &t.envelope.payload {
-            Payload::Membership(view) => {
-                view.members.len() == 1
-                    && view.members[0].peer_id == peer(1).id
-                    && view.members[0].published == version
-                    && !view.push_pull
-            }
-            _ => false,
-        })
-        .collect();
-    assert_eq!(announced.len(), 1, "{transmits:?}");
-    let mut to = announced[0].to.clone();
-    to.sort();
-    let mut live = vec![peer(2).addr, peer(3).addr];
-    live.sort();
-    assert_eq!(to, live);
+    let announced = own_announcements(&transmits, |r| r.published == version);
+    assert_eq!(announced, vec![others_of_three()], "{transmits:?}");
+}
+
+/// Starting to train and starting to drain are announced at once to every live member, not
+/// only piggybacked: others' phase clocks wait only for members they know are training.
+#[test]
+fn starting_to_train_and_to_drain_are_announced_to_every_live_member() {
+    let (mut core, now) = core_with_members(3);
+    drain(&mut core);
+    core.start_training();
+    let (transmits, _) = drain(&mut core);
+    let training = own_announcements(&transmits, |r| r.lifecycle == Lifecycle::Training);
+    assert_eq!(training, vec![others_of_three()], "{transmits:?}");
+    core.start_drain(now);
+    let (transmits, _) = drain(&mut core);
+    let draining = own_announcements(&transmits, |r| r.lifecycle == Lifecycle::Draining);
+    assert_eq!(draining, vec![others_of_three()], "{transmits:?}");
 }
 
 /// Unseen deltas: versions live, unsuspected members say they published above the highest of
