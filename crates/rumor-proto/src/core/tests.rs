@@ -342,6 +342,20 @@ fn snapshot_install_reapplies_deltas_it_lacks() {
     assert_eq!(core.stats().inexact_merges, 0);
 }
 
+/// A snapshot that does not say what a delta held (its donor restored a checkpoint from before
+/// contents were kept) does not make this peer forget what it knew: otherwise its drain
+/// summary could never again equal a peer's that still knows.
+#[test]
+fn snapshot_install_keeps_contents_the_snapshot_does_not_give() {
+    let (mut core, now) = core_with_members(3);
+    core.handle_message(now, sender(2), delta_envelope(2, 1, 1, 1.0));
+    let known = core.contents();
+    assert_eq!(known.len(), 1);
+    core.handle_message(now, sender(2), snapshot_from_2(3.0, &[(2, 1), (2, 2)]));
+    assert!(core.applied().contains(peer(2).id, 2));
+    assert_eq!(core.contents(), known);
+}
+
 /// A one-hop message from peer 2.
 fn from_2(payload: Payload) -> Envelope {
     Envelope {

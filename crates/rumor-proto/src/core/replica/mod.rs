@@ -362,6 +362,18 @@ impl Replica {
         let mut applied = snapshot.applied;
         let mut contents = Contents::from_list(&snapshot.contents);
         contents.retain_applied(&applied);
+        // What the snapshot does not say a delta held, this peer may still know: keep it, so
+        // a donor whose own knowledge has gaps (a checkpoint from before contents were kept)
+        // does not spread them.
+        // A retraction is not kept: the snapshot's base may hold the delta.
+        for (origin, version, content) in self.contents.to_list() {
+            if applied.contains(origin, version)
+                && contents.get(origin, version).is_none()
+                && !self.contents.is_retracted(origin, version)
+            {
+                contents.insert(origin, version, content);
+            }
+        }
         let extra: Vec<(PeerId, u64)> = self.applied.difference(&applied).collect();
         let mut exact = true;
         for (origin, version) in extra {
