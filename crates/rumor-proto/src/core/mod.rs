@@ -469,7 +469,11 @@ impl Core {
                 from,
                 beacon,
             ),
-            Payload::Snapshot(snapshot) => self.replica.receive_snapshot(out, snapshot),
+            Payload::Snapshot(snapshot) => {
+                let membership = &self.membership;
+                self.replica
+                    .receive_snapshot(out, snapshot, &|o| membership.highest_announced(&o))
+            }
             Payload::Leave(notice) => self.membership.handle_leave(out, origin, notice),
             Payload::Equivocation(proof) => self.handle_proof(from, proof),
             Payload::Have(have) => self.dissemination.handle_have(
@@ -680,7 +684,11 @@ impl Core {
         }
         let mut snapshot = welcome.snapshot;
         snapshot.applied.normalize();
-        self.replica.install_snapshot(&mut self.out, snapshot);
+        let membership = &self.membership;
+        self.replica
+            .install_snapshot(&mut self.out, snapshot, &|o| {
+                membership.highest_announced(&o)
+            });
         self.out.event(Event::Joined {
             via: origin,
             members: self.membership.live_count(),

@@ -356,6 +356,67 @@ fn snapshot_install_keeps_contents_the_snapshot_does_not_give() {
     assert_eq!(core.contents(), known);
 }
 
+/// A snapshot claiming a version of some origin more than `max_version_jump` above the highest
+/// known here is refused and counted, whatever else it holds: an applied set is enumerated in
+/// places, so an invented prefix of 2⁴⁰ versions must never be installed.
+#[test]
+fn a_snapshot_claiming_versions_far_ahead_is_refused() {
+    let (mut core, now) = core_with_members(3);
+    let jump = core.config().max_version_jump;
+    core.handle_message(
+        now,
+        sender(2),
+        snapshot_from_2(3.0, &[(2, 1), (3, 2 * jump)]),
+    );
+    assert!(core.applied().is_empty());
+    assert!(core.base().iter().all(|&v| v == 0.0));
+    assert_eq!(core.stats().deltas_rejected.get("version_jump"), Some(&1));
+    core.handle_message(now, sender(2), snapshot_from_2(3.0, &[(2, 1), (3, jump)]));
+    assert!(core.applied().contains(peer(3).id, jump));
+    assert!(core.base().iter().all(|&v| v == 3.0));
+    // A contiguous prefix of 2⁴⁰ versions, as a decoder would read it off the wire, then a
+    // digest from a member lacking them: without the bound, listing what it lacks would not fit
+    // in memory.
+    let huge = vector_with_prefix(peer(2).id, 1 << 40);
+    let Payload::Snapshot(mut snapshot) = snapshot_from_2(5.0, &[]).payload else {
+        unreachable!()
+    };
+    snapshot.applied = huge;
+    core.handle_message(now, sender(2), from_2(Payload::Snapshot(snapshot)));
+    assert_eq!(core.stats().deltas_rejected.get("version_jump"), Some(&2));
+    assert_eq!(core.applied().max_of(peer(2).id), 1);
+    core.handle_message(now, sender(2), empty_digest_from_2());
+}
+
+/// A version vector holding `1..=prefix` of `origin`, built the way a decoder builds one.
+fn vector_with_prefix(origin: PeerId, prefix: u64) -> VersionVector {
+    #[derive(serde::Serialize)]
+    struct Entry {
+        contiguous: u64,
+        exceptions: std::collections::BTreeSet<u64>,
+    }
+    #[derive(serde::Serialize)]
+    struct Vector {
+        entries: std::collections::BTreeMap<PeerId, Entry>,
+    }
+    let vector = Vector {
+        entries: [(
+            origin,
+            Entry {
+                contiguous: prefix,
+                exceptions: Default::default(),
+            },
+        )]
+        .into(),
+    };
+    let config = bincode::config::standard();
+    let bytes = bincode::serde::encode_to_vec(&vector, config).unwrap();
+    let (decoded, _): (VersionVector, usize) =
+        bincode::serde::decode_from_slice(&bytes, config).unwrap();
+    assert_eq!(decoded.max_of(origin), prefix);
+    decoded
+}
+
 /// A one-hop message from peer 2.
 fn from_2(payload: Payload) -> Envelope {
     Envelope {

@@ -165,6 +165,18 @@ impl Membership {
         self.get(peer).map_or(0, |m| m.published)
     }
 
+    /// The highest version of `peer` that its record announces, and for this peer also the
+    /// highest that others' records of it announced (a peer restarted without its state learns
+    /// its earlier versions that way). 0 when unknown.
+    pub fn highest_announced(&self, peer: &PeerId) -> u64 {
+        let announced = self.announced_version(peer);
+        if *peer == self.me {
+            announced.max(self.own_published_heard)
+        } else {
+            announced
+        }
+    }
+
     /// Checks a delta `(origin, version)` whose values hash to `content` against its origin's
     /// admitted record: the origin must be known (only admitted records enter the table, so
     /// invented origins are refused) and `signature` must verify over the delta's statement.

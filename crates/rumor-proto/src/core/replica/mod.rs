@@ -333,7 +333,14 @@ impl Replica {
     /// instead of both trading losses back and forth (and a late copy of an old snapshot never
     /// undoes newer merges). Every change of the applied set thus raises its rank. A refused
     /// snapshot is counted (`snapshots_refused`); anti-entropy then goes the other way.
-    pub fn receive_snapshot(&mut self, out: &mut Outbox, mut snapshot: Snapshot) {
+    /// `announced` gives the highest version each origin's record announces (see
+    /// [`Replica::install_snapshot`]).
+    pub fn receive_snapshot(
+        &mut self,
+        out: &mut Outbox,
+        mut snapshot: Snapshot,
+        announced: &dyn Fn(PeerId) -> u64,
+    ) {
         snapshot.applied.normalize();
         if snapshot.applied.is_subset_of(&self.applied) {
             return;
@@ -346,17 +353,37 @@ impl Replica {
             out.stats.snapshots_refused += 1;
             return;
         }
-        self.install_snapshot(out, snapshot);
+        self.install_snapshot(out, snapshot, announced);
     }
 
     /// Replaces the base by `snapshot`, then re-applies the deltas this peer holds that the
     /// snapshot lacks (docs/ALGORITHM.md). Deltas no longer in the log are left out of both the
     /// base and the applied set, so anti-entropy can still bring them; such an install counts
-    /// as inexact. A snapshot of the wrong length or with non-finite values is refused.
-    pub fn install_snapshot(&mut self, out: &mut Outbox, snapshot: Snapshot) {
+    /// as inexact. A snapshot of the wrong length or with non-finite values is refused, and so
+    /// is one that claims a version more than `max_version_jump` above the highest this peer
+    /// knows of its origin (applied here, or `announced(origin)` by its record), the bound a
+    /// delta meets: an applied set is enumerated in places (what a digest's sender lacks), so
+    /// a claimed prefix of 2⁴⁰ versions would exhaust memory. Refusals are counted by reason
+    /// (`deltas_rejected`).
+    pub fn install_snapshot(
+        &mut self,
+        out: &mut Outbox,
+        snapshot: Snapshot,
+        announced: &dyn Fn(PeerId) -> u64,
+    ) {
         if let Err(reason) = self.admission.check_base(&snapshot.base) {
             out.reject(self.me, reason);
             return;
+        }
+        for (&origin, entry) in snapshot.applied.origins() {
+            let mut known = self.applied.max_of(origin).max(announced(origin));
+            if origin == self.me {
+                known = known.max(self.published);
+            }
+            if let Err(reason) = self.admission.check_version_jump(known, entry.max()) {
+                out.reject(origin, reason);
+                return;
+            }
         }
         let mut base = snapshot.base.to_vec();
         let mut applied = snapshot.applied;
