@@ -391,8 +391,8 @@ impl Replica {
         contents.retain_applied(&applied);
         // What the snapshot does not say a delta held, this peer may still know: keep it, so
         // a donor whose own knowledge has gaps (a checkpoint from before contents were kept)
-        // does not spread them.
-        // A retraction is not kept: the snapshot's base may hold the delta.
+        // does not spread them. A retraction is not kept: the snapshot's base may hold the
+        // delta.
         for (origin, version, content) in self.contents.to_list() {
             if applied.contains(origin, version)
                 && contents.get(origin, version).is_none()
