@@ -176,8 +176,9 @@ pub struct TrainSection {
     /// Budget in tokens for text models, over all peers together (the centralized baseline
     /// trains the same number); each of N peers trains ⌈tokens / N⌉. Absent: `epochs` alone.
     pub tokens: Option<u64>,
-    /// `constant`, `cosine` or `cosine:warmup=F,floor=F`: the learning rate over the run
-    /// (linear warm-up over a fraction of the steps, cosine decay to floor × lr).
+    /// `constant`, `cosine` (the default: warm-up 0.05, floor 0.1) or
+    /// `cosine:warmup=F,floor=F`: the learning rate over the run (linear warm-up over a
+    /// fraction of the steps, cosine decay to floor × lr).
     #[serde(with = "text")]
     pub lr_schedule: LrSchedule,
     /// Where training runs: `cpu`, `cuda`, `cuda:N` or `metal` (a GPU needs a build with the
@@ -265,7 +266,7 @@ impl Default for TrainSection {
             non_iid_alpha: None,
             epochs: 2,
             tokens: None,
-            lr_schedule: LrSchedule::Constant,
+            lr_schedule: LrSchedule::default(),
             device: crate::train::DeviceChoice::Cpu,
             max_train_time: None,
             batch_size: 64,

@@ -7,11 +7,11 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// How the learning rate moves over a run of `total` optimizer steps.
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
+/// How the learning rate moves over a run of `total` optimizer steps. The default is
+/// [`LrSchedule::WarmupCosine`] with [`DEFAULT_WARMUP`] and [`DEFAULT_FLOOR`].
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LrSchedule {
     /// The configured learning rate throughout (`constant`).
-    #[default]
     Constant,
     /// Linear warm-up from 0 to the configured rate over the first `warmup` fraction of the
     /// steps, then cosine decay to `floor` × the rate at the last step
@@ -28,6 +28,15 @@ pub enum LrSchedule {
 pub const DEFAULT_WARMUP: f64 = 0.05;
 /// Default final-rate fraction of `cosine`.
 pub const DEFAULT_FLOOR: f64 = 0.1;
+
+impl Default for LrSchedule {
+    fn default() -> Self {
+        LrSchedule::WarmupCosine {
+            warmup: DEFAULT_WARMUP,
+            floor: DEFAULT_FLOOR,
+        }
+    }
+}
 
 impl LrSchedule {
     /// The rate for the step that follows `step` steps done, of `total`, with base rate
