@@ -185,7 +185,8 @@ pub struct TrainSection {
     /// cargo feature of that name).
     #[serde(with = "text")]
     pub device: crate::train::DeviceChoice,
-    /// Stop training after this long even if epochs remain (a time-boxed run); absent: no limit.
+    /// Stop training after this long even if epochs remain (a time-boxed run; the learning-rate
+    /// schedule follows whichever limit is nearer); absent: no limit.
     #[serde(default, with = "humantime_serde::option")]
     pub max_train_time: Option<Duration>,
     /// Samples per optimizer step.

@@ -130,21 +130,35 @@ pub enum ModelError {
     /// too high.
     #[error(
         "training diverged at step {step}: {what} became non-finite (NaN or infinity); the \
-         learning rate {lr:e} is probably too high"
+         learning rate {lr:e}{} is probably too high",
+        scheduled_rate(.lr, .lr_at_step)
     )]
     Diverged {
         /// The optimizer step (1-based) after which it was noticed.
         step: u64,
         /// What held the non-finite value, e.g. "the training loss".
         what: &'static str,
-        /// The learning rate the trainer ran with.
+        /// The learning rate the trainer was configured with (after scaling by the number of
+        /// peers): the schedule's peak.
         lr: f64,
+        /// The rate the schedule gave that step (equal to `lr` without a schedule).
+        lr_at_step: f64,
     },
 
     /// A parameter named by the layout was not created by the model builder (a bug in this
     /// module, reported rather than panicking).
     #[error("parameter {0} missing from the model")]
     MissingParameter(String),
+}
+
+/// The part of [`ModelError::Diverged`]'s message about the schedule: empty when the step ran
+/// at the configured rate.
+fn scheduled_rate(lr: &f64, lr_at_step: &f64) -> String {
+    if lr_at_step == lr {
+        String::new()
+    } else {
+        format!(" ({lr_at_step:e} at that step of its schedule)")
+    }
 }
 
 impl From<crate::fsutil::PathIoError> for ModelError {

@@ -714,6 +714,7 @@ fn publish_local(
                 step,
                 what: "a local delta",
                 lr,
+                lr_at_step: lr,
             }))
         }
         Err(reason) => {

@@ -31,6 +31,8 @@ pub struct Trainer {
     /// The model's variables in layout order.
     vars: Vec<Var>,
     optimizer: AdamW,
+    /// The rate the trainer was built with (a schedule's peak), named when training diverges.
+    peak_lr: f64,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -129,6 +131,7 @@ impl Trainer {
             model,
             vars,
             optimizer,
+            peak_lr: lr,
         };
         trainer.set_work(initial)?;
         Ok(trainer)
@@ -233,7 +236,8 @@ impl Trainer {
         ModelError::Diverged {
             step,
             what,
-            lr: self.learning_rate(),
+            lr: self.peak_lr,
+            lr_at_step: self.learning_rate(),
         }
     }
 

@@ -451,6 +451,11 @@ fn a_diverging_run_stops_with_an_error_naming_the_learning_rate() {
         assert!(stderr.contains(lr_said), "{mode}: {stderr}");
         assert!(stderr.contains("non-finite"), "{mode}: {stderr}");
         assert!(stderr.contains("probably too high"), "{mode}: {stderr}");
+        // The default schedule was still warming up: the rate of that step is named too.
+        assert!(
+            stderr.contains("at that step of its schedule"),
+            "{mode}: {stderr}"
+        );
         assert!(!stderr.contains("local delta refused"), "{mode}: {stderr}");
         assert!(!stderr.contains("trainer: trainer"), "{mode}: {stderr}");
     }
