@@ -178,27 +178,21 @@ mod tests {
     #[test]
     fn a_time_boxed_run_follows_whichever_limit_is_nearer() {
         let limit = Some(Duration::from_secs(40));
-        // Steps alone without a time limit, or when they are further along.
-        assert_eq!(
-            schedule_position(30, 100, None, Duration::from_secs(39)),
-            30.0
-        );
-        assert_eq!(
-            schedule_position(30, 100, limit, Duration::from_secs(4)),
-            30.0
-        );
-        // Time when it is further along: 10 s of 40 is a quarter of the steps.
-        assert_eq!(
-            schedule_position(3, 100, limit, Duration::from_secs(10)),
-            25.0
-        );
-        // Never past the end, and a zero limit is no limit.
-        assert_eq!(
-            schedule_position(3, 100, limit, Duration::from_secs(80)),
-            100.0
-        );
         let zero = Some(Duration::ZERO);
-        assert_eq!(schedule_position(3, 100, zero, Duration::from_secs(5)), 3.0);
+        // (steps done of 100, time limit, seconds elapsed, position)
+        for (done, time_limit, secs, position) in [
+            // Steps alone without a time limit, or when they are further along.
+            (30, None, 39, 30.0),
+            (30, limit, 4, 30.0),
+            // Time when it is further along: 10 s of 40 is a quarter of the steps.
+            (3, limit, 10, 25.0),
+            // Never past the end, and a zero limit is no limit.
+            (3, limit, 80, 100.0),
+            (3, zero, 5, 3.0),
+        ] {
+            let at = schedule_position(done, 100, time_limit, Duration::from_secs(secs));
+            assert_eq!(at, position, "{done} steps, {time_limit:?}, {secs} s");
+        }
         // So 1000 epochs cut off after 40 s warm up and decay within those 40 s.
         let s = LrSchedule::default();
         let at = |secs| {
