@@ -186,7 +186,7 @@ pub struct TrainSection {
     #[serde(with = "text")]
     pub device: crate::train::DeviceChoice,
     /// Stop training after this long even if epochs remain (a time-boxed run; the learning-rate
-    /// schedule follows whichever limit is nearer); absent: no limit.
+    /// schedule still runs over the epochs); absent: no limit.
     #[serde(default, with = "humantime_serde::option")]
     pub max_train_time: Option<Duration>,
     /// Samples per optimizer step.

@@ -5,14 +5,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::certs::{self, PeerIdentity};
 use crate::config::{Config, ConfigError};
 use crate::data::text::TextData;
 use crate::data::{self, Dataset, TrainTest};
 use crate::node::PeerOptions;
-use crate::train::TrainPlan;
+use crate::train::{LrSchedule, TrainPlan};
 use crate::workload::image::{ImageClassification, ImageModel};
 use crate::workload::text::CharLanguageModel;
 use crate::workload::{describe_params, ModelChoice, Workload};
@@ -348,6 +348,7 @@ pub fn workload_peer_options(
         staleness_wait_limit: t.staleness_wait_limit,
         eval_snapshots: t.deferred_eval.then(|| config.peer.data_dir.join("evals")),
     };
+    warn_if_time_limit_cuts_schedule(&plan, workload.train_examples());
     let p = &config.peer;
     // Default: the list next to the CA the identity trusts (none if `peer.certs` holds another).
     let revocation_list = p
@@ -375,6 +376,30 @@ pub fn workload_peer_options(
         loss: config.loss_config(shard_spec.index),
         audit_log: p.audit_log.clone(),
     })
+}
+
+/// Says once per process that `train.max_train_time` does not shorten the learning-rate
+/// schedule: it runs over the step budget, so training that the time limit (or a signal) is
+/// meant to end, with an epoch count far beyond it, would stay in its warm-up.
+fn warn_if_time_limit_cuts_schedule(plan: &TrainPlan, examples: usize) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let Some(limit) = plan.max_train_time else {
+        return;
+    };
+    if plan.lr_schedule == LrSchedule::Constant {
+        return;
+    }
+    ONCE.call_once(|| {
+        warn!(
+            "train.max_train_time ({}) does not shorten the {} learning-rate schedule, which \
+             runs over the budget of {} steps per peer: a run the limit ends first stops part-way \
+             through it; for training meant to end by time or by signal set \
+             train.lr_schedule = \"constant\"",
+            humantime::format_duration(limit),
+            plan.lr_schedule,
+            plan.total_steps(examples)
+        );
+    });
 }
 
 /// Options of local peer `i` of `up` (a peer started with the cluster, or one an operator

@@ -21,7 +21,7 @@ pub use eval::{evaluate_snapshot, write_eval_snapshot};
 pub use outer::{OuterKind, OuterOptimizer, OuterSettings};
 pub use plan::{StepPosition, TrainPlan, TrainProgress};
 pub use publish::PublishPeriod;
-pub use schedule::{schedule_position, LrSchedule};
+pub use schedule::LrSchedule;
 pub use trainer::Trainer;
 
 use std::sync::Arc;
@@ -101,8 +101,7 @@ pub trait TrainHooks {
 /// Each epoch visits the shard in [`epoch_order`] (seeded by `plan.order_seed`) in batches of
 /// `plan.batch_size`, dropping the last incomplete one; the loop ends after `plan.epochs` epochs
 /// or `plan.max_steps` steps, whichever comes first. The learning rate follows
-/// `plan.lr_schedule` over that many steps, or over `plan.max_train_time` when that is nearer
-/// ([`schedule_position`]). The first `plan.start_step` batches are
+/// `plan.lr_schedule` over that many steps. The first `plan.start_step` batches are
 /// skipped (a resumed peer). A step diverging to a non-finite loss fails with an error naming
 /// the learning rate. Every [`REPORT_EVERY`] steps, and every `plan.eval_every` steps with an
 /// evaluation (or a file, with `plan.eval_snapshots`), [`TrainHooks::report`] receives the mean
@@ -157,13 +156,7 @@ pub fn run_training<H: TrainHooks>(
             }
             let iteration = Instant::now();
             hooks.before_step(&mut trainer)?;
-            let position = schedule_position(
-                progress.step,
-                total_steps,
-                plan.max_train_time,
-                started_training.elapsed(),
-            );
-            if let Some(lr) = plan.lr_schedule.lr_at(plan.lr, position, total_steps) {
+            if let Some(lr) = plan.lr_schedule.lr_at(plan.lr, progress.step, total_steps) {
                 trainer.set_learning_rate(lr);
             }
             let step_started = Instant::now();

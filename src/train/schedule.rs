@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -40,16 +39,15 @@ impl Default for LrSchedule {
 }
 
 impl LrSchedule {
-    /// The rate for the step that follows `done` steps of `total` (fractional in a time-boxed
-    /// run: see [`schedule_position`]), with base rate `base`; None for
-    /// [`LrSchedule::Constant`] (leave the optimizer's rate alone).
-    pub fn lr_at(&self, base: f64, done: f64, total: u64) -> Option<f64> {
+    /// The rate for the step that follows `step` steps done, of `total`, with base rate
+    /// `base`; None for [`LrSchedule::Constant`] (leave the optimizer's rate alone).
+    pub fn lr_at(&self, base: f64, step: u64, total: u64) -> Option<f64> {
         match *self {
             LrSchedule::Constant => None,
             LrSchedule::WarmupCosine { warmup, floor } => {
                 let total = total.max(1) as f64;
                 let warm = (warmup * total).round();
-                let s = done.max(0.0);
+                let s = step as f64;
                 if s < warm {
                     return Some(base * (s + 1.0) / warm);
                 }
@@ -59,27 +57,6 @@ impl LrSchedule {
                 Some(base * (floor + (1.0 - floor) * cosine))
             }
         }
-    }
-}
-
-/// How far through its schedule a run is before its next step, in steps of `total`: the steps
-/// `done`, or, in a run limited to `time_limit` that has run for `elapsed`, the same share of
-/// `total` as the time spent is of the limit, whichever is further. A run ends at whichever
-/// limit it reaches first, so its schedule follows that one: a run of many epochs cut off by
-/// time warms up and decays over its time, not over steps it will never take.
-pub fn schedule_position(
-    done: u64,
-    total: u64,
-    time_limit: Option<Duration>,
-    elapsed: Duration,
-) -> f64 {
-    let by_steps = done as f64;
-    match time_limit {
-        Some(limit) if !limit.is_zero() => {
-            let share = (elapsed.as_secs_f64() / limit.as_secs_f64()).min(1.0);
-            by_steps.max(share * total as f64)
-        }
-        _ => by_steps,
     }
 }
 
@@ -166,42 +143,13 @@ mod tests {
                 floor: 0.1
             }
         );
-        let lr = |step: u64| s.lr_at(1.0, step as f64, 100).unwrap_or(f64::NAN);
+        let lr = |step| s.lr_at(1.0, step, 100).unwrap_or(f64::NAN);
         assert!((lr(0) - 0.1).abs() < 1e-12);
         assert!((lr(9) - 1.0).abs() < 1e-12);
         assert!((lr(10) - 1.0).abs() < 1e-12);
         assert!(lr(55) < lr(30) && lr(80) < lr(55));
         assert!((lr(100) - 0.1).abs() < 1e-12);
-        assert_eq!(LrSchedule::Constant.lr_at(1.0, 5.0, 10), None);
-    }
-
-    #[test]
-    fn a_time_boxed_run_follows_whichever_limit_is_nearer() {
-        let limit = Some(Duration::from_secs(40));
-        let zero = Some(Duration::ZERO);
-        // (steps done of 100, time limit, seconds elapsed, position)
-        for (done, time_limit, secs, position) in [
-            // Steps alone without a time limit, or when they are further along.
-            (30, None, 39, 30.0),
-            (30, limit, 4, 30.0),
-            // Time when it is further along: 10 s of 40 is a quarter of the steps.
-            (3, limit, 10, 25.0),
-            // Never past the end, and a zero limit is no limit.
-            (3, limit, 80, 100.0),
-            (3, zero, 5, 3.0),
-        ] {
-            let at = schedule_position(done, 100, time_limit, Duration::from_secs(secs));
-            assert_eq!(at, position, "{done} steps, {time_limit:?}, {secs} s");
-        }
-        // So 1000 epochs cut off after 40 s warm up and decay within those 40 s.
-        let s = LrSchedule::default();
-        let at = |secs| {
-            let done = schedule_position(20, 1_000_000, limit, Duration::from_secs(secs));
-            s.lr_at(1.0, done, 1_000_000).unwrap_or(f64::NAN)
-        };
-        assert!(at(1) > 0.4 && at(1) < 0.6, "{}", at(1));
-        assert!((at(2) - 1.0).abs() < 1e-9, "{}", at(2));
-        assert!((at(40) - DEFAULT_FLOOR).abs() < 1e-9, "{}", at(40));
+        assert_eq!(LrSchedule::Constant.lr_at(1.0, 5, 10), None);
     }
 
     #[test]

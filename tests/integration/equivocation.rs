@@ -116,8 +116,11 @@ async fn an_equivocating_member_is_quarantined_by_a_training_cluster_that_ends_i
         c.peer.data_dir = dir.path().join(name);
         c.peer.min_peers = n;
         c.train.shard = format!("{}/{n}", i + 1).parse().unwrap();
+        // Training until the test ends it: a constant rate, so deltas have their usual norm
+        // (chaos's delta must pass the norm check) rather than a warm-up's over 1000 epochs.
         c.train.epochs = 1000;
         c.train.max_train_time = Some(Duration::from_secs(40));
+        c.train.lr_schedule = rumor::train::LrSchedule::Constant;
         params = c.train.model.param_count().expect("an MLP");
         let opts = peer_options(&c, ids[i].clone(), &data, n).unwrap();
         let mut h = PeerHandle::spawn(opts);
