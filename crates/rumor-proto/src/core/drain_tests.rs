@@ -154,6 +154,47 @@ fn sim_lossless_drain_ends_within_a_second_of_agreement() {
     }
 }
 
+/// Once every member drains, a peer reports holdings that changed at once (at most four times
+/// a drain round) instead of at its next round. Three peers drain first; the last one starts
+/// its drain, with its last delta, 180 ms before their next round: every peer finishes within
+/// half a round (100 ms) of that, where waiting for the rounds took over 180 ms.
+#[test]
+fn sim_the_last_delta_of_a_run_is_reported_without_waiting_for_a_round() {
+    for seed in [41u64, 42, 43] {
+        let n = 4;
+        let rounds = 3;
+        let mut sim = trained_cluster(seed, n, rounds);
+        let last_delta = |sim: &mut Sim, i: usize| {
+            sim.with_peer(i, |c, now| {
+                c.publish(now, 1.0 / n as f32, delta_values(i, rounds + 1))
+                    .unwrap();
+                c.start_drain(now);
+            });
+        };
+        for i in 0..n - 1 {
+            last_delta(&mut sim, i);
+        }
+        // Their rounds fall every 200 ms from now: the last peer starts 20 ms after the second.
+        sim.run_for(Duration::from_millis(420));
+        assert!(
+            (0..n - 1).all(|i| sim.peer(i).is_some_and(|c| !c.drain_complete())),
+            "seed {seed}: nobody finishes while a member still trains"
+        );
+        last_delta(&mut sim, n - 1);
+        let started = sim.now;
+        let finished = finish_drains(&mut sim, Duration::from_secs(10));
+        for (i, f) in finished.iter().enumerate() {
+            let (at, applied) = f.unwrap_or_else(|| panic!("seed {seed}: peer {i} never finished"));
+            let after = at.saturating_duration_since(started);
+            assert!(
+                after <= Duration::from_millis(100),
+                "seed {seed}: peer {i} finished {after:?} after the last peer began its drain"
+            );
+            assert_eq!(applied, n as u64 * (rounds + 1), "seed {seed}: peer {i}");
+        }
+    }
+}
+
 /// A peer cut off for 2 s (shorter than the old settle time, too short to be declared dead) just
 /// as everyone starts draining, with its last delta not yet out: the others suspect it but do not
 /// finish without it, and after the heal every peer finishes with every delta.

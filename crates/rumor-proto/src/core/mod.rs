@@ -241,6 +241,15 @@ impl Core {
                         self.lifecycle.state(),
                     )
                 }
+                Timer::DrainReport if timers.take_expired(timer, now) => {
+                    self.dissemination.on_drain_report(
+                        out,
+                        now,
+                        &self.membership,
+                        &self.replica,
+                        self.lifecycle.state(),
+                    )
+                }
                 Timer::Pull if timers.is_expired(timer, now) => {
                     self.dissemination
                         .on_pull_timer(out, now, timers, &self.replica)
@@ -647,6 +656,14 @@ impl Core {
             self.set_lifecycle(Lifecycle::Training);
         }
         let draining = self.lifecycle.state() == Lifecycle::Draining;
+        if draining {
+            self.dissemination.schedule_early_report(
+                now,
+                &mut self.timers,
+                &self.membership,
+                self.replica.generation(),
+            );
+        }
         let (caught_up, view) = if draining {
             let me = self.out.me.id;
             let dead = self.membership.declared_dead(me);

@@ -29,6 +29,9 @@ pub enum Timer {
     Suspicion,
     /// Send an anti-entropy digest (dissemination).
     AntiEntropy,
+    /// While draining, report holdings that changed since the last round early
+    /// (dissemination).
+    DrainReport,
     /// The earliest pull of a lazily pushed delta runs out: ask the next announcer
     /// (dissemination).
     Pull,
@@ -42,7 +45,7 @@ pub enum Timer {
 
 impl Timer {
     /// Every timer, in firing order.
-    pub const ALL: [Timer; 13] = [
+    pub const ALL: [Timer; 14] = [
         Timer::Join,
         Timer::Gossip,
         Timer::PushPull,
@@ -52,6 +55,7 @@ impl Timer {
         Timer::Probe,
         Timer::Suspicion,
         Timer::AntiEntropy,
+        Timer::DrainReport,
         Timer::Pull,
         Timer::JoinDeadline,
         Timer::DrainDeadline,

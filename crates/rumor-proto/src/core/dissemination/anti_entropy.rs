@@ -23,6 +23,11 @@ use crate::core::replica::delta_log::LoggedDelta;
 use crate::core::replica::Replica;
 use crate::core::timer::{Timer, TimerTable};
 
+/// How many early drain reports ([`Dissemination::schedule_early_report`]) and rounds may go
+/// per `drain_anti_entropy_interval`: an early report waits at least a quarter of the interval
+/// after the last report.
+pub const EARLY_REPORTS_PER_ROUND: u32 = 4;
+
 /// Whether two sorted fingerprint lists agree on every origin both list.
 fn same_contents(theirs: &[(PeerId, [u8; 16])], ours: &[(PeerId, [u8; 16])]) -> bool {
     theirs.iter().all(|(origin, fingerprint)| {
@@ -78,6 +83,11 @@ impl Dissemination {
             self.anti_entropy_interval
         };
         timers.set(Timer::AntiEntropy, now + period);
+        if draining {
+            // This round reports to every live member: an early report would repeat it.
+            self.last_report = Some((now, replica.generation()));
+            timers.stop(Timer::DrainReport);
+        }
         self.beacon_answers_left = self.fanout;
         let live = membership.live_peer_addrs(&[]);
         if !draining {
@@ -96,6 +106,67 @@ impl Dissemination {
             let envelope = out.envelope(membership.heartbeat(), 1, Payload::DrainBeacon(beacon));
             out.send(rest, envelope);
         }
+    }
+
+    /// While draining, once every live member has said it is draining: when this peer's
+    /// holdings (`generation`) changed since it last reported them, sets
+    /// [`Timer::DrainReport`] to the earliest instant an early report may go, at most
+    /// [`EARLY_REPORTS_PER_ROUND`] per `drain_anti_entropy_interval` counting the rounds,
+    /// unless the next round comes first. The last deltas of a run are then reported as soon
+    /// as they are applied rather than at the next round, which is what ends the drain; while
+    /// some member still trains, its deltas keep changing the holdings and the rounds suffice.
+    pub fn schedule_early_report(
+        &self,
+        now: Instant,
+        timers: &mut TimerTable,
+        membership: &Membership,
+        generation: u64,
+    ) {
+        let Some((reported_at, reported)) = self.last_report else {
+            return;
+        };
+        if reported == generation || timers.get(Timer::DrainReport).is_some() {
+            return;
+        }
+        let me = membership.own().peer_id;
+        if !membership
+            .live()
+            .all(|m| m.peer_id == me || m.lifecycle >= Lifecycle::Draining)
+        {
+            return;
+        }
+        let gap = self.drain_anti_entropy_interval / EARLY_REPORTS_PER_ROUND;
+        let due = now.max(reported_at + gap);
+        if timers
+            .get(Timer::AntiEntropy)
+            .is_some_and(|round| round <= due)
+        {
+            return;
+        }
+        timers.set(Timer::DrainReport, due);
+    }
+
+    /// [`Timer::DrainReport`]: a [`DrainBeacon`] with this peer's current summary to every
+    /// other live member (a beacon whatever the cluster's size: it is all the drain condition
+    /// needs, and one that differs is answered with a digest).
+    pub fn on_drain_report(
+        &mut self,
+        out: &mut Outbox,
+        now: Instant,
+        membership: &Membership,
+        replica: &Replica,
+        lifecycle: Lifecycle,
+    ) {
+        if lifecycle != Lifecycle::Draining {
+            return;
+        }
+        let beacon = DrainBeacon {
+            lifecycle,
+            summary: replica.drain_summary(),
+        };
+        let envelope = out.envelope(membership.heartbeat(), 1, Payload::DrainBeacon(beacon));
+        out.send(membership.live_peer_addrs(&[]), envelope);
+        self.last_report = Some((now, replica.generation()));
     }
 
     /// A drain beacon from `origin` (a member): remember it as its latest report. One that

@@ -82,6 +82,9 @@ pub struct Dissemination {
     beacon_answers_left: usize,
     /// When a digest was last sent to a peer because its applied fingerprint differed.
     last_digest_to: HashMap<PeerId, Instant>,
+    /// While draining: when this peer last reported its holdings to every live member (a drain
+    /// round or an early report), and the replica generation it reported.
+    last_report: Option<(Instant, u64)>,
     /// How much each requester may still be sent.
     answers: AnswerLimits,
     /// Deltas larger than this (bytes on the wire) are announced and pulled ([`lazy`]).
@@ -128,6 +131,7 @@ impl Dissemination {
             beacons: HashMap::new(),
             beacon_answers_left: config.fanout,
             last_digest_to: HashMap::new(),
+            last_report: None,
             lazy_push_threshold: config.lazy_push_threshold,
             pull_timeout: config.pull_timeout,
             pulls: Pulls::default(),
