@@ -87,6 +87,16 @@ pub(super) fn trained_cluster(seed: u64, n: usize, rounds: u64) -> Sim {
     sim
 }
 
+/// Peer `i` of `n` publishes its last delta (round `rounds + 1`) and starts its drain, as the
+/// trainer does when its budget is spent.
+fn publish_last_and_drain(sim: &mut Sim, i: usize, n: usize, rounds: u64) {
+    sim.with_peer(i, |c, now| {
+        c.publish(now, 1.0 / n as f32, delta_values(i, rounds + 1))
+            .unwrap();
+        c.start_drain(now);
+    });
+}
+
 /// Runs until every peer has finished its drain, doing what the node does then (leave, stop);
 /// returns each peer's virtual time and applied-set size when it finished, or `None` for a peer
 /// still draining after `limit`.
@@ -122,11 +132,7 @@ fn sim_lossless_drain_ends_within_a_second_of_agreement() {
         // Peers run out of training budget at different times, each publishing its last delta
         // as it starts draining (as the trainer does).
         for i in 0..n {
-            sim.with_peer(i, |c, now| {
-                c.publish(now, 1.0 / n as f32, delta_values(i, rounds + 1))
-                    .unwrap();
-                c.start_drain(now);
-            });
+            publish_last_and_drain(&mut sim, i, n, rounds);
             sim.run_for(Duration::from_millis(300));
         }
         // The instant every peer is draining with the same applied set (virtual time).
@@ -164,15 +170,8 @@ fn sim_the_last_delta_of_a_run_is_reported_without_waiting_for_a_round() {
         let n = 4;
         let rounds = 3;
         let mut sim = trained_cluster(seed, n, rounds);
-        let last_delta = |sim: &mut Sim, i: usize| {
-            sim.with_peer(i, |c, now| {
-                c.publish(now, 1.0 / n as f32, delta_values(i, rounds + 1))
-                    .unwrap();
-                c.start_drain(now);
-            });
-        };
         for i in 0..n - 1 {
-            last_delta(&mut sim, i);
+            publish_last_and_drain(&mut sim, i, n, rounds);
         }
         // Their rounds fall every 200 ms from now: the last peer starts 20 ms after the second.
         sim.run_for(Duration::from_millis(420));
@@ -180,7 +179,7 @@ fn sim_the_last_delta_of_a_run_is_reported_without_waiting_for_a_round() {
             (0..n - 1).all(|i| sim.peer(i).is_some_and(|c| !c.drain_complete())),
             "seed {seed}: nobody finishes while a member still trains"
         );
-        last_delta(&mut sim, n - 1);
+        publish_last_and_drain(&mut sim, n - 1, n, rounds);
         let started = sim.now;
         let finished = finish_drains(&mut sim, Duration::from_secs(10));
         for (i, f) in finished.iter().enumerate() {
@@ -206,11 +205,7 @@ fn sim_drain_waits_for_a_briefly_cut_off_member() {
         let mut sim = trained_cluster(seed, n, rounds);
         sim.partition(&[0, 1, 2], &[3]);
         for i in 0..n {
-            sim.with_peer(i, |c, now| {
-                c.publish(now, 1.0 / n as f32, delta_values(i, rounds + 1))
-                    .unwrap();
-                c.start_drain(now);
-            });
+            publish_last_and_drain(&mut sim, i, n, rounds);
         }
         let mut ended_early = false;
         for _ in 0..20 {
