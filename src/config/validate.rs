@@ -101,9 +101,10 @@ impl Config {
         )?;
         check(
             g.max_delta_norm_factor.is_finite()
-                && (g.max_delta_norm_factor == 0.0 || g.max_delta_norm_factor >= 1.0),
+                && (g.max_delta_norm_factor == 0.0 || g.max_delta_norm_factor >= 2.0),
             "gossip.max_delta_norm_factor",
-            "must be 0 (off) or a number ≥ 1",
+            "must be 0 (off) or a number ≥ 2 (a peer scales its own deltas down to half this \
+             factor times the median norm: below 2 that would shrink its ordinary deltas)",
         )?;
         check(
             self.peer.min_peers >= 1,

@@ -48,7 +48,7 @@ use rumor_proto::core::{Core, Event, LocalPeer, Sender as MessageSender};
 use rumor_proto::wire::Lifecycle;
 use sender::Sender;
 use status::{member_summaries, update_status};
-use trainer::{FromTrainer, TrainProgress, TrainerHandle};
+use trainer::{FromTrainer, LocalDelta, TrainProgress, TrainerHandle};
 use versions::VersionLedger;
 use warn_limiter::WarnLimiter;
 
@@ -315,6 +315,7 @@ pub async fn run_peer_observed(
     let (runtime_lag, _beating) = runtime_lag::RuntimeLag::start();
     let unseen = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let phase = Arc::new(trainer::PhaseGauge::default());
+    let own_norm_bound = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (report_tx, mut reports) = mpsc::unbounded_channel();
     let mut trainer: Option<TrainerHandle> = None;
     let (mut sender, mut outcomes) = Sender::new(
@@ -344,6 +345,7 @@ pub async fn run_peer_observed(
     let mut last_status = Instant::now();
     let mut remote_logs = RemoteLogs::default();
     let mut local_refusals = RateLimitedLog::new(crate::ratelog::LOG_INTERVAL);
+    let mut clips = RateLimitedLog::new(crate::ratelog::LOG_INTERVAL);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -381,13 +383,14 @@ pub async fn run_peer_observed(
             }
             report = reports.recv(), if !paused => {
                 match report {
-                    Some(FromTrainer::Publish { weight, values }) => {
+                    Some(FromTrainer::Publish(delta)) => {
                         let mut out = Publisher {
                             ledger: &mut ledger,
                             audit: &mut audit,
                             refusals: &mut local_refusals,
+                            clips: &mut clips,
                         };
-                        publish_local(&mut core, &mut out, weight, values, progress.step, plan.lr)?;
+                        publish_local(&mut core, &mut out, delta, progress.step, plan.lr)?;
                         phase.lead.store(core.phase_lead(), Ordering::SeqCst);
                         phase.published.fetch_add(1, Ordering::SeqCst);
                     }
@@ -484,6 +487,7 @@ pub async fn run_peer_observed(
                                 runtime: Some(runtime_lag.clone()),
                                 unseen: unseen.clone(),
                                 phase: phase.clone(),
+                                own_norm_bound: own_norm_bound.clone(),
                             },
                             report_tx.clone(),
                             options.name.clone(),
@@ -537,6 +541,10 @@ pub async fn run_peer_observed(
         unacked.store(core.own_deltas_unacked(), Ordering::SeqCst);
         unseen.store(core.unseen_deltas(), Ordering::SeqCst);
         phase.lead.store(core.phase_lead(), Ordering::SeqCst);
+        own_norm_bound.store(
+            core.own_delta_norm_bound().unwrap_or(0.0).to_bits(),
+            Ordering::SeqCst,
+        );
         let now = Instant::now();
         audit.flush_if_due(now);
 
@@ -563,13 +571,14 @@ pub async fn run_peer_observed(
                 t.stop();
             }
             while let Ok(report) = reports.try_recv() {
-                if let FromTrainer::Publish { weight, values } = report {
+                if let FromTrainer::Publish(delta) = report {
                     let mut out = Publisher {
                         ledger: &mut ledger,
                         audit: &mut audit,
                         refusals: &mut local_refusals,
+                        clips: &mut clips,
                     };
-                    publish_local(&mut core, &mut out, weight, values, progress.step, plan.lr)?;
+                    publish_local(&mut core, &mut out, delta, progress.step, plan.lr)?;
                 }
             }
             break;
@@ -681,13 +690,17 @@ struct Publisher<'a> {
     audit: &'a mut AuditLog,
     /// Throttles the log lines of refused deltas.
     refusals: &'a mut RateLimitedLog<rumor_proto::core::RejectReason>,
+    /// Throttles the log lines of clipped deltas.
+    clips: &'a mut RateLimitedLog<()>,
 }
 
 /// Hands a local delta from the trainer to the core, once the version it will get is reserved
 /// durably in the ledger (the delta leaves only after this returns, when the driver flushes the
 /// core's sends). The trainer checks its deltas, so a non-finite one here still means training
 /// diverged: an error naming the learning rate `lr`, which stops the peer. Any other refusal is
-/// logged, at most once per reason every [`crate::ratelog::LOG_INTERVAL`].
+/// logged, at most once per reason every [`crate::ratelog::LOG_INTERVAL`]. A delta the trainer
+/// scaled down to the bound for own deltas is counted (`own_deltas_clipped`) and logged at most
+/// once per interval.
 ///
 /// Errors: [`NodeError::VersionLedger`] when the version cannot be reserved (nothing is
 /// published: the peer stops rather than risk reusing a version after a crash);
@@ -695,12 +708,29 @@ struct Publisher<'a> {
 fn publish_local(
     core: &mut Core,
     out: &mut Publisher<'_>,
-    weight: f32,
-    values: Vec<f32>,
+    delta: LocalDelta,
     step: u64,
     lr: f64,
 ) -> Result<(), NodeError> {
+    let LocalDelta {
+        weight,
+        values,
+        norm_before_clip,
+    } = delta;
     out.ledger.reserve(core.published() + 1)?;
+    if let Some(norm) = norm_before_clip {
+        core.count_own_delta_clipped();
+        if let Some(suppressed) = out.clips.hit(Instant::now(), &()) {
+            warn!(
+                norm,
+                bound = core.own_delta_norm_bound().unwrap_or_default(),
+                suppressed,
+                "local delta scaled down to the norm bound for own deltas (half the bar the \
+                 other members hold it to): this peer moves the model much further per delta \
+                 than the others (a higher learning rate, more steps per delta, a smaller view)"
+            );
+        }
+    }
     let hash = out.audit.hash(&values);
     match core.publish(Instant::now(), weight, values) {
         Ok(version) => {

@@ -5,7 +5,9 @@
 //!
 //! Publishing (`docs/ALGORITHM.md`, "Operations"): `d = outer(w · (work − base))`, `base += d`,
 //! `work = base`, with `w = 1/n`, n the live members at that moment and `outer` the peer's outer
-//! optimizer ([`crate::train::OuterOptimizer`]; the identity by default). Receiving: `base += d`, `work += d`.
+//! optimizer ([`crate::train::OuterOptimizer`]; the identity by default). A delta whose norm is
+//! above the core's bound for its own deltas ([`rumor_proto::Core::own_delta_norm_bound`]) is
+//! scaled down to it before it is quantized. Receiving: `base += d`, `work += d`.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,16 +38,23 @@ pub enum ToTrainer {
     ReplaceBase(Arc<[f32]>),
 }
 
+/// A local delta for the core to publish, already added to the trainer's base.
+#[derive(Debug)]
+pub struct LocalDelta {
+    /// `w = 1/n`.
+    pub weight: f32,
+    /// `outer(w · (work − base))`, clipped and quantized, flat (P values).
+    pub values: Vec<f32>,
+    /// The L2 norm the delta had before it was scaled down to the core's bound for own deltas;
+    /// `None` when it was within the bound.
+    pub norm_before_clip: Option<f64>,
+}
+
 /// Reports from the trainer thread to the node.
 #[derive(Debug)]
 pub enum FromTrainer {
-    /// A local delta to publish: values already scaled by `weight`.
-    Publish {
-        /// `w = 1/n`.
-        weight: f32,
-        /// `w · (work − base)`, flat.
-        values: Vec<f32>,
-    },
+    /// A local delta to publish.
+    Publish(LocalDelta),
     /// Progress after a step.
     Progress(TrainProgress),
     /// The budget is spent and the last delta published.
@@ -69,6 +78,9 @@ pub struct Gauges {
     pub unseen: Arc<std::sync::atomic::AtomicU64>,
     /// The phase clock ([`rumor_proto::Core::phase_lead`], [`TrainPlan::max_phase_lead`]).
     pub phase: Arc<PhaseGauge>,
+    /// The bits of the `f64` L2 norm own deltas are scaled down to
+    /// ([`rumor_proto::Core::own_delta_norm_bound`]); 0: no bound yet.
+    pub own_norm_bound: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the shell tells the trainer of its phase clock: how many of the trainer's publishes it
@@ -126,6 +138,7 @@ impl TrainerHandle {
                     runtime: gauges.runtime,
                     unseen: gauges.unseen,
                     phase: gauges.phase,
+                    own_norm_bound: gauges.own_norm_bound,
                     publishes: 0,
                     max_phase_lead: plan.max_phase_lead,
                     max_staleness: plan.max_staleness,
@@ -194,6 +207,7 @@ struct GossipHooks {
     runtime_wait: Duration,
     unseen: Arc<std::sync::atomic::AtomicU64>,
     phase: Arc<PhaseGauge>,
+    own_norm_bound: Arc<std::sync::atomic::AtomicU64>,
     /// Deltas this trainer has sent to the shell to publish.
     publishes: u64,
     /// [`TrainPlan::max_phase_lead`].
@@ -371,6 +385,10 @@ impl GossipHooks {
         let mut delta = model::scaled_difference(&work, &self.base, weight)?;
         trainer.check_finite(step, "the local update", &delta)?;
         self.outer.step(&mut delta)?;
+        // Held to a tighter bar than the one others hold it to, so that no member refuses what
+        // this peer applies; what the clip takes off is dropped, as in gradient clipping.
+        let bound = f64::from_bits(self.own_norm_bound.load(Ordering::SeqCst));
+        let norm_before_clip = rumor_proto::core::clip_to_norm(&mut delta, bound);
         // The quantized delta is what every peer adds, this one included; what rounding left
         // out goes into the next delta.
         self.quantizer.quantize(&mut delta);
@@ -378,10 +396,11 @@ impl GossipHooks {
         trainer.set_work(&self.base)?;
         self.since_publish = 0;
         self.publishes += 1;
-        let _ = self.reports.send(FromTrainer::Publish {
+        let _ = self.reports.send(FromTrainer::Publish(LocalDelta {
             weight,
             values: delta,
-        });
+            norm_before_clip,
+        }));
         Ok(())
     }
 }

@@ -116,6 +116,17 @@ pub async fn start_peers(
     base: &Config,
     data: &RunData,
 ) -> Vec<rumor::node::PeerHandle> {
+    start_peers_with(dir, names, base, data, |_, _| {}).await
+}
+
+/// [`start_peers`], with `adjust(i, config)` changing peer `i`'s config last.
+pub async fn start_peers_with(
+    dir: &Path,
+    names: &[&str],
+    base: &Config,
+    data: &RunData,
+    adjust: impl Fn(usize, &mut Config),
+) -> Vec<rumor::node::PeerHandle> {
     let ids = identities(&dir.join("certs"), names);
     let n = names.len();
     let mut handles = Vec::new();
@@ -126,6 +137,7 @@ pub async fn start_peers(
         c.peer.seeds = seed.into_iter().collect();
         c.peer.data_dir = dir.join(name);
         c.train.shard = format!("{}/{n}", i + 1).parse().expect("shard");
+        adjust(i, &mut c);
         let opts = rumor::run::peer_options(&c, ids[i].clone(), data, n).expect("peer options");
         let mut h = rumor::node::PeerHandle::spawn(opts);
         if i == 0 {

@@ -15,6 +15,7 @@ mod exhaustion;
 mod flood;
 mod forgery;
 mod health;
+mod heterogeneous;
 mod kubernetes;
 mod lab;
 mod models;

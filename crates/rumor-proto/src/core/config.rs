@@ -23,6 +23,14 @@ pub const NORM_WINDOW: usize = 64;
 /// delta of the right shape passes.
 pub const NORM_MIN_SAMPLES: usize = 8;
 
+/// A peer holds its own deltas to this share of the bar it holds others' to: before it
+/// publishes, a delta whose norm is above `OWN_NORM_SHARE × max_delta_norm_factor ×` the median
+/// of its current norm window is scaled down to that norm
+/// ([`super::Core::own_delta_norm_bound`]). The margin covers the difference between this
+/// peer's window and a receiver's reference, so an honest peer's delta is never refused by
+/// some members and applied by others.
+pub const OWN_NORM_SHARE: f64 = 0.5;
+
 /// Protocol settings. Durations are wall-clock intervals; sizes are bytes.
 ///
 /// This is the `[gossip]` section of the configuration file as it is: keys are the field names,
@@ -95,7 +103,8 @@ pub struct CoreConfig {
     /// norm is rejected as [`super::RejectReason::Norm`]. The reference is the highest median of the
     /// norms of the last [`NORM_WINDOW`] accepted deltas seen so far; it never decreases, so an
     /// early (large) delta delivered late still passes. No check before [`NORM_MIN_SAMPLES`]
-    /// deltas were accepted; 0 disables the check.
+    /// deltas were accepted; 0 disables the check. A peer scales its own deltas down to
+    /// [`OWN_NORM_SHARE`] of this bar before it publishes them.
     pub max_delta_norm_factor: f32,
     /// A received delta whose version is more than this many versions above the highest
     /// version known of its origin is rejected as [`super::RejectReason::VersionJump`]. The known

@@ -89,7 +89,7 @@ pub(super) fn trained_cluster(seed: u64, n: usize, rounds: u64) -> Sim {
 
 /// Peer `i` of `n` publishes its last delta (round `rounds + 1`) and starts its drain, as the
 /// trainer does when its budget is spent.
-fn publish_last_and_drain(sim: &mut Sim, i: usize, n: usize, rounds: u64) {
+pub(super) fn publish_last_and_drain(sim: &mut Sim, i: usize, n: usize, rounds: u64) {
     sim.with_peer(i, |c, now| {
         c.publish(now, 1.0 / n as f32, delta_values(i, rounds + 1))
             .unwrap();
@@ -100,7 +100,7 @@ fn publish_last_and_drain(sim: &mut Sim, i: usize, n: usize, rounds: u64) {
 /// Runs until every peer has finished its drain, doing what the node does then (leave, stop);
 /// returns each peer's virtual time and applied-set size when it finished, or `None` for a peer
 /// still draining after `limit`.
-fn finish_drains(sim: &mut Sim, limit: Duration) -> Vec<Option<(Instant, u64)>> {
+pub(super) fn finish_drains(sim: &mut Sim, limit: Duration) -> Vec<Option<(Instant, u64)>> {
     let n = sim.peers.len();
     let mut finished: Vec<Option<(Instant, u64)>> = vec![None; n];
     let end = sim.now + limit;

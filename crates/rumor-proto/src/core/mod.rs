@@ -41,6 +41,7 @@ pub mod timer;
 
 pub use config::{
     CoreConfig, LifecycleConfig, LocalPeer, RestoredState, NORM_MIN_SAMPLES, NORM_WINDOW,
+    OWN_NORM_SHARE,
 };
 pub use events::{Event, RejectReason};
 pub use lifecycle::join::INTRODUCE_EVERY;
@@ -48,6 +49,7 @@ pub use lifecycle::resume::{decide_resume, CheckpointFound, ResumeDecision, Resu
 pub use membership::admission::{RecordRefusal, MAX_IDENTITIES_PER_CERTIFICATE};
 pub use membership::{sign_record, swim};
 pub use outbox::Transmit;
+pub use replica::admission::clip_to_norm;
 pub use replica::delta_log::encoded_bytes;
 pub use stats::CoreStats;
 
@@ -584,6 +586,12 @@ impl Core {
         Ok(version)
     }
 
+    /// Counts a local delta the trainer scaled down to [`Core::own_delta_norm_bound`] before
+    /// handing it to [`Core::publish`] (`own_deltas_clipped`).
+    pub fn count_own_delta_clipped(&mut self) {
+        self.out.stats.own_deltas_clipped += 1;
+    }
+
     /// Raises this peer's published version to at least `version`: the highest version it may
     /// have sent before a restart (the shell keeps it durable before each publish), so that the
     /// next [`Core::publish`] uses a version never used before.
@@ -755,5 +763,7 @@ mod equivocation_tests;
 mod fuzz_tests;
 #[cfg(test)]
 mod lazy_tests;
+#[cfg(test)]
+mod norm_tests;
 #[cfg(test)]
 mod tests;

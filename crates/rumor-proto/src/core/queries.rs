@@ -77,6 +77,16 @@ impl Core {
         )
     }
 
+    /// The largest L2 norm this peer's next delta (values as added to the base, already scaled
+    /// by its weight) may have: [`super::OWN_NORM_SHARE`] of the bar its norm check sets for
+    /// others' deltas, at the median of its current norm window. The trainer scales a larger
+    /// delta down to it ([`super::clip_to_norm`]) before it publishes, so that no member
+    /// refuses a delta this peer has already applied. `None`: no bound yet (fewer than
+    /// [`super::NORM_MIN_SAMPLES`] deltas seen) or the check is off.
+    pub fn own_delta_norm_bound(&self) -> Option<f64> {
+        self.replica.own_norm_bound()
+    }
+
     /// Live members (alive or suspect), this peer included: the `n` of the weight `w = 1/n`.
     pub fn live_count(&self) -> usize {
         self.membership.live_count()

@@ -36,6 +36,9 @@ pub struct CoreStats {
     pub deltas_applied: u64,
     /// Deltas published by this peer.
     pub deltas_published: u64,
+    /// Of those, deltas the trainer scaled down to [`super::Core::own_delta_norm_bound`]
+    /// before publishing (reported with [`super::Core::count_own_delta_clipped`]).
+    pub own_deltas_clipped: u64,
     /// Forwarded envelopes (counted once per forward, not per destination).
     pub forwarded: u64,
     /// Envelopes not forwarded because their TTL reached 0.

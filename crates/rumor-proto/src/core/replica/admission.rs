@@ -2,11 +2,12 @@
 //! version, a version jump far beyond what is known of its origin, and an L2 norm far above
 //! the norms of recently accepted deltas.
 //!
-//! A refused delta changes nothing. The norm window is this file's only state.
+//! A refused delta changes nothing. The norm window is this file's only state. The same window
+//! gives the bound a peer clips its own deltas to before publishing ([`clip_to_norm`]).
 
 use std::collections::VecDeque;
 
-use super::super::config::{CoreConfig, NORM_MIN_SAMPLES, NORM_WINDOW};
+use super::super::config::{CoreConfig, NORM_MIN_SAMPLES, NORM_WINDOW, OWN_NORM_SHARE};
 use super::super::events::RejectReason;
 
 /// The checks and the norm reference they keep. See the module docs.
@@ -22,6 +23,8 @@ pub struct Admission {
     norms: VecDeque<f64>,
     /// The highest median of `norms` seen (0 until [`NORM_MIN_SAMPLES`] were accepted).
     norm_reference: f64,
+    /// The median of `norms` now (0 until [`NORM_MIN_SAMPLES`] were accepted).
+    norm_median: f64,
 }
 
 impl Admission {
@@ -33,6 +36,7 @@ impl Admission {
             max_version_jump: config.max_version_jump,
             norms: VecDeque::with_capacity(NORM_WINDOW),
             norm_reference: 0.0,
+            norm_median: 0.0,
         }
     }
 
@@ -83,6 +87,23 @@ impl Admission {
         Ok(())
     }
 
+    /// The largest L2 norm this peer lets its own next delta have:
+    /// [`OWN_NORM_SHARE`] × `max_delta_norm_factor` (at least 1) × the median of the current
+    /// window. `None`
+    /// while the check is off or the window holds fewer than [`NORM_MIN_SAMPLES`] norms.
+    ///
+    /// The current median, not the reference: the reference only rises, while a receiver that
+    /// joined late, or heard less, holds a lower one, so a delta sized by the highest median
+    /// ever seen here could still be refused there. A receiver's reference is at least its own
+    /// current median, which follows the same deltas as this one.
+    pub fn own_norm_bound(&self) -> Option<f64> {
+        let factor = f64::from(self.max_norm_factor);
+        // Never below the median itself, or clipping would shrink the typical delta, and with
+        // it the median, round after round.
+        let share = (OWN_NORM_SHARE * factor).max(1.0);
+        (factor > 0.0 && self.norm_median > 0.0).then_some(share * self.norm_median)
+    }
+
     /// Adds an accepted delta's norm to the window and raises the reference to the window's
     /// median if that is higher.
     ///
@@ -100,7 +121,8 @@ impl Admission {
         if self.norms.len() >= NORM_MIN_SAMPLES {
             let mut sorted: Vec<f64> = self.norms.iter().copied().collect();
             sorted.sort_by(f64::total_cmp);
-            self.norm_reference = self.norm_reference.max(sorted[sorted.len() / 2]);
+            self.norm_median = sorted[sorted.len() / 2];
+            self.norm_reference = self.norm_reference.max(self.norm_median);
         }
     }
 }
@@ -112,4 +134,99 @@ pub fn l2_norm(values: &[f32]) -> f64 {
         .map(|&v| f64::from(v) * f64::from(v))
         .sum::<f64>()
         .sqrt()
+}
+
+/// Scales `values` down so that their L2 norm is at most `bound` (norm clipping, as in
+/// gradient clipping: Pascanu et al., 2013, "On the difficulty of training recurrent neural
+/// networks"; with the bound a multiple of a running median of norms, as in adaptive clipping:
+/// Andrew et al., 2021, "Differentially private learning with adaptive clipping"). Returns the
+/// norm before, when it was above `bound` and the values were scaled; `None` (values untouched)
+/// otherwise, also for a bound that is not finite and positive.
+pub fn clip_to_norm(values: &mut [f32], bound: f64) -> Option<f64> {
+    if !(bound.is_finite() && bound > 0.0) {
+        return None;
+    }
+    let norm = l2_norm(values);
+    if norm.is_nan() || norm <= bound {
+        return None;
+    }
+    // Rounding each product to f32 can leave the norm a hair above the bound: aim just below.
+    let scale = (bound / norm * (1.0 - 1e-6)) as f32;
+    for v in values.iter_mut() {
+        *v *= scale;
+    }
+    Some(norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(factor: f32) -> Admission {
+        Admission::new(&CoreConfig {
+            param_count: 4,
+            max_delta_norm_factor: factor,
+            ..CoreConfig::default()
+        })
+    }
+
+    #[test]
+    fn own_bound_is_a_share_of_the_receivers_bar_at_the_current_median() {
+        let mut a = admission(10.0);
+        for _ in 0..NORM_MIN_SAMPLES - 1 {
+            a.record_norm(1.0);
+        }
+        assert_eq!(
+            a.own_norm_bound(),
+            None,
+            "no bound before the window has a median"
+        );
+        a.record_norm(1.0);
+        assert_eq!(a.own_norm_bound(), Some(OWN_NORM_SHARE * 10.0));
+        // Deltas shrink (a decaying learning rate): the reference stays, the own bound follows.
+        for _ in 0..NORM_WINDOW {
+            a.record_norm(0.1);
+        }
+        assert!(a.check_norm(9.0).is_ok(), "the reference never goes down");
+        let bound = a.own_norm_bound().unwrap_or_default();
+        assert!(
+            (bound - OWN_NORM_SHARE * 10.0 * 0.1).abs() < 1e-12,
+            "{bound}"
+        );
+        assert_eq!(admission(0.0).own_norm_bound(), None, "the check is off");
+    }
+
+    #[test]
+    fn clipping_scales_a_delta_down_to_the_bound_and_leaves_smaller_ones_alone() {
+        let mut values = vec![3.0f32, 4.0, 0.0, 0.0];
+        assert_eq!(clip_to_norm(&mut values, 5.0), None);
+        assert_eq!(values, [3.0, 4.0, 0.0, 0.0]);
+        assert_eq!(clip_to_norm(&mut values, 1.0), Some(5.0));
+        let norm = l2_norm(&values);
+        assert!(norm <= 1.0 && norm > 0.999_99, "{norm}");
+        assert!(
+            (values[0] / values[1] - 0.75).abs() < 1e-6,
+            "direction kept: {values:?}"
+        );
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let mut v = vec![3.0f32, 4.0];
+            assert_eq!(clip_to_norm(&mut v, bad), None, "bound {bad}");
+            assert_eq!(v, [3.0, 4.0]);
+        }
+    }
+
+    #[test]
+    fn a_clipped_own_delta_passes_a_receiver_that_saw_the_same_deltas() {
+        let (mut origin, mut receiver) = (admission(10.0), admission(10.0));
+        for i in 0..40 {
+            let n = 1.0 + f64::from(i % 5) * 0.1;
+            origin.record_norm(n);
+            receiver.record_norm(n);
+        }
+        let mut huge = vec![100.0f32; 4];
+        let bound = origin.own_norm_bound().unwrap_or_default();
+        assert!(receiver.check_norm(l2_norm(&huge)).is_err());
+        assert!(clip_to_norm(&mut huge, bound).is_some());
+        assert!(receiver.check_norm(l2_norm(&huge)).is_ok());
+    }
 }

@@ -200,6 +200,11 @@ impl Replica {
         }
     }
 
+    /// See [`admission::Admission::own_norm_bound`].
+    pub fn own_norm_bound(&self) -> Option<f64> {
+        self.admission.own_norm_bound()
+    }
+
     /// Raises the published version to `version` (a restarted peer learning what it published
     /// before its checkpoint), so that it never publishes a version twice.
     pub fn learn_published(&mut self, version: u64) {
