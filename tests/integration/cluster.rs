@@ -7,7 +7,7 @@ use rumor::model;
 use rumor::node::PeerHandle;
 use rumor::run::peer_options;
 
-use crate::common::{dataset, identities, start_peers, test_config, within};
+use crate::common::{dataset, identities, start_peers, test_config, wait_all, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_peers_from_one_seed_train_and_agree() {
@@ -38,13 +38,7 @@ async fn four_peers_train_and_agree(adjust: impl FnOnce(&mut rumor::config::Conf
     base.train.epochs = 1;
     adjust(&mut base);
     let handles = start_peers(dir.path(), &names, &base, &data).await;
-    let mut outcomes = Vec::new();
-    for h in handles {
-        let o = within(Duration::from_secs(300), "peer finishes", h.wait())
-            .await
-            .expect("peer succeeds");
-        outcomes.push(o);
-    }
+    let outcomes = wait_all(handles, Duration::from_secs(300)).await;
     let accs: Vec<f32> = outcomes.iter().map(|o| o.accuracy()).collect();
     let bases: Vec<&[f32]> = outcomes.iter().map(|o| o.base.as_slice()).collect();
     let distance = model::consensus_distance(&bases).unwrap();

@@ -83,6 +83,34 @@ pub fn heavy_test_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Runs `body` on a 2-thread runtime while holding the heavy-test lock (a std mutex, so it is
+/// not held across an await of the test's own runtime).
+pub fn heavy<F: std::future::Future<Output = ()>>(body: F) {
+    let _serial = heavy_test_lock();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(body);
+}
+
+/// Waits for every peer to finish, each within `limit`; panics naming the first that fails or
+/// runs over.
+pub async fn wait_all(
+    handles: Vec<rumor::node::PeerHandle>,
+    limit: Duration,
+) -> Vec<rumor::node::PeerOutcome> {
+    let mut outcomes = Vec::new();
+    for h in handles {
+        let o = within(limit, "peer finishes", h.wait())
+            .await
+            .expect("peer succeeds");
+        outcomes.push(o);
+    }
+    outcomes
+}
+
 /// Runs `rumor compare --json --checkpoints` over the checkpoints in `dir/NAME` for each name
 /// and returns the consensus distance it reports.
 pub fn compare_checkpoints(dir: &Path, names: &[&str]) -> f64 {

@@ -79,7 +79,7 @@ fn dns_seeds_find_peers_that_start_later_past_a_dead_address() {
         eprintln!("SKIPPED dns seeds test: {reason}");
         return;
     }
-    crate::flood::heavy(dns_seeds());
+    crate::common::heavy(dns_seeds());
 }
 
 async fn dns_seeds() {

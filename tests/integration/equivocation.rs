@@ -20,7 +20,7 @@ use rumor_proto::wire::Lifecycle;
 use rumor_proto::PeerId;
 
 use crate::common::{
-    compare_checkpoints, dataset, heavy_test_lock, identities, test_config, within,
+    compare_checkpoints, dataset, heavy_test_lock, identities, test_config, wait_all, within,
 };
 use crate::observability::{scrape, value};
 
@@ -299,13 +299,7 @@ async fn an_equivocating_member_is_quarantined_by_a_training_cluster_that_ends_i
 
     // Training ends; every peer drains and they agree, the equivocated version resolved to
     // nothing everywhere.
-    let mut outcomes = Vec::new();
-    for h in handles {
-        let o = within(Duration::from_secs(180), "a peer finishes", h.wait())
-            .await
-            .expect("peer succeeds");
-        outcomes.push(o);
-    }
+    let outcomes = wait_all(handles, Duration::from_secs(180)).await;
     drop(servers);
     for o in &outcomes {
         assert!(

@@ -12,9 +12,10 @@ use rumor::certs::CLUSTER_SERVER_NAME;
 use rumor::handshake_flood::{flood_initials, HandshakeFloodOptions};
 use rumor::net::{Transport, TransportConfig};
 
+use crate::common::heavy;
 use crate::flood::{
-    end_training, heavy, memory, metrics, mib, poll_until, read_addr, setup, spawn_peer, steps,
-    wait_exit, Peer,
+    end_training, memory, metrics, mib, poll_until, read_addr, setup, spawn_peer, steps, wait_exit,
+    Peer,
 };
 use crate::observability::value;
 

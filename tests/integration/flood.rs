@@ -20,6 +20,7 @@ use rumor::chaos::target::TargetCounts;
 use rumor::chaos::{run_chaos, ChaosKind, ChaosOptions, ChaosReport};
 use rumor::metrics::http::get;
 
+use crate::common::heavy;
 use crate::observability::{scrape, value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rumor");
@@ -258,18 +259,6 @@ const FLOOD_COUNTERS: [&str; 4] = [
     "rumor_messages_rate_limited_total{}",
     "rumor_oversize_messages_total{}",
 ];
-
-/// Runs `body` on a 2-thread runtime while holding the heavy-test lock (a std mutex, so it is
-/// not held across an await of the test's own runtime).
-pub(crate) fn heavy<F: std::future::Future<Output = ()>>(body: F) {
-    let _serial = crate::common::heavy_test_lock();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(body);
-}
 
 #[test]
 fn flood_of_100k_messages_is_absorbed_and_the_cluster_stays_consistent() {

@@ -21,9 +21,10 @@ use rumor::metrics::http::fetch_status;
 use rumor::metrics::StatusSnapshot;
 use rumor_proto::core::MAX_IDENTITIES_PER_CERTIFICATE;
 
+use crate::common::heavy;
 use crate::flood::{
-    assert_figures_match, chaos_against, chaos_options, heavy, metrics, poll_until, read_addr,
-    setup, spawn_peer, steps, Peer,
+    assert_figures_match, chaos_against, chaos_options, metrics, poll_until, read_addr, setup,
+    spawn_peer, steps, Peer,
 };
 use crate::observability::value;
 

@@ -33,7 +33,7 @@ fn rumor_health(peer: &Peer, ready: bool) -> (bool, String) {
 
 #[test]
 fn health_and_readiness_follow_the_peer_lifecycle() {
-    crate::flood::heavy(health_and_readiness());
+    crate::common::heavy(health_and_readiness());
 }
 
 async fn health_and_readiness() {
@@ -96,7 +96,7 @@ async fn health_and_readiness() {
 /// `/healthz` answering `finished` and `/readyz` not ready, until SIGTERM ends it with exit 0.
 #[test]
 fn a_lingering_peer_stays_up_after_its_run_until_sigterm() {
-    crate::flood::heavy(lingering());
+    crate::common::heavy(lingering());
 }
 
 async fn lingering() {

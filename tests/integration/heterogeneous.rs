@@ -8,17 +8,11 @@ use std::time::Duration;
 use rumor::model;
 use rumor::train::LrSchedule;
 
-use crate::common::{dataset, heavy_test_lock, start_peers_with, test_config, within};
+use crate::common::{dataset, heavy, start_peers_with, test_config, wait_all};
 
 #[test]
 fn a_peer_with_a_far_higher_learning_rate_is_clipped_and_the_cluster_ends_consistent() {
-    let _serial = heavy_test_lock();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(run());
+    heavy(run());
 }
 
 async fn run() {
@@ -39,13 +33,7 @@ async fn run() {
         }
     })
     .await;
-    let mut outcomes = Vec::new();
-    for h in handles {
-        let o = within(Duration::from_secs(300), "peer finishes", h.wait())
-            .await
-            .expect("peer succeeds");
-        outcomes.push(o);
-    }
+    let outcomes = wait_all(handles, Duration::from_secs(300)).await;
     for o in &outcomes {
         eprintln!(
             "{}: drained {}, applied {}, clipped {} of {} own deltas, norm refusals {}",

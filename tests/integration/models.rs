@@ -6,7 +6,7 @@ use rumor::data::DatasetSpec;
 use rumor::model;
 use rumor::run::{load_data, RunData};
 
-use crate::common::{start_peers, test_config, within};
+use crate::common::{start_peers, test_config, wait_all};
 
 /// Runs `names.len()` peers of `base` on `data` to the end; returns their outcomes.
 async fn run_peers(
@@ -16,13 +16,9 @@ async fn run_peers(
 ) -> Vec<rumor::node::PeerOutcome> {
     let dir = tempfile::tempdir().unwrap();
     let handles = start_peers(dir.path(), names, base, data).await;
-    let mut outcomes = Vec::new();
-    for h in handles {
-        let o = within(Duration::from_secs(400), "peer finishes", h.wait())
-            .await
-            .expect("peer succeeds");
+    let outcomes = wait_all(handles, Duration::from_secs(400)).await;
+    for o in &outcomes {
         assert!(o.drained, "{} drained consistent", o.name);
-        outcomes.push(o);
     }
     outcomes
 }

@@ -6,19 +6,13 @@ use std::time::Duration;
 
 use rumor::model;
 
-use crate::common::{dataset, heavy_test_lock, start_peers, within};
+use crate::common::{dataset, heavy, start_peers, wait_all};
 
 const PEERS: usize = 16;
 
 #[test]
 fn sixteen_peers_on_few_cores_end_drained_and_consistent() {
-    let _serial = heavy_test_lock();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(sixteen_peers());
+    heavy(sixteen_peers());
 }
 
 async fn sixteen_peers() {
@@ -36,13 +30,7 @@ async fn sixteen_peers() {
     // not about how fast it comes.
     base.peer.drain_timeout = Duration::from_secs(120);
     let handles = start_peers(dir.path(), &name_refs, &base, &dataset()).await;
-    let mut outcomes = Vec::new();
-    for h in handles {
-        let o = within(Duration::from_secs(600), "peer finishes", h.wait())
-            .await
-            .expect("peer succeeds");
-        outcomes.push(o);
-    }
+    let outcomes = wait_all(handles, Duration::from_secs(600)).await;
     let bases: Vec<&[f32]> = outcomes.iter().map(|o| o.base.as_slice()).collect();
     let distance = model::consensus_distance(&bases).unwrap();
     let drained = outcomes.iter().filter(|o| o.drained).count();
