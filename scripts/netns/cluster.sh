@@ -24,7 +24,8 @@
 #     --peer-args "ARGS"    more flags for every `rumor peer` (e.g. "--congestion bbr")
 #     --events "STEPS"      shell run once every peer is up, with these helpers:
 #                             freeze H | resume H | kill H | restart H | partition H1 H2 | heal
-#                             loss H P | sleep S
+#                             loss H P | sleep S | wait_training H (until host H's peer has
+#                             reported training steps in its metrics.jsonl; 120 s at most)
 #     --out DIR             where to collect results (default ./netns-results)
 #     --timeout S           longest wait for the peers to finish (default 300)
 #     --bin PATH            the rumor binary (default target/release/rumor; on ssh hosts
@@ -220,6 +221,15 @@ freeze() { on "$1" "kill -STOP \$(cat $REMOTE_DIR/host-$1/pid)"; echo "froze hos
 resume() { on "$1" "kill -CONT \$(cat $REMOTE_DIR/host-$1/pid)"; echo "resumed host-$1"; }
 kill_host() { on "$1" "kill -9 \$(cat $REMOTE_DIR/host-$1/pid)" || true; echo "killed host-$1"; }
 restart() { start "$1" --resume; echo "restarted host-$1"; }
+wait_training() { # wait_training H: until the peer has logged a training step (120 s at most)
+    local h=$1
+    for _ in $(seq 1 1200); do
+        on "$h" "grep -q '\"lifecycle\":\"training\"' $REMOTE_DIR/host-$h/metrics.jsonl 2>/dev/null" \
+            && { echo "host-$h is training"; return 0; }
+        sleep 0.1
+    done
+    echo "host-$h did not start training" >&2; return 1
+}
 wait_ready() {
     local h=$1
     for _ in $(seq 1 300); do on "$h" "[ -s $REMOTE_DIR/host-$h/ready ]" && return 0; sleep 0.1; done

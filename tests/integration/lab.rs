@@ -163,11 +163,11 @@ fn namespace_cluster_with_kernel_loss_on_one_host_finishes_consistent() {
         .arg(&script)
         .args(["--bin", env!("CARGO_BIN_EXE_rumor")])
         .args(["--hosts", "3", "--loss", "3=20", "--timeout", "300"])
-        // Enough epochs that host 2 is still training when it is frozen and resumed: one epoch
-        // of the synthetic set can end, drain included, before the events run.
+        // Host 2 is frozen once it trains, and enough epochs that it still trains when it is
+        // resumed: one epoch of the synthetic set can end, drain included, within a second.
         .args(["--dataset", "synthetic", "--epochs", "10"])
         .args(["--peer-args", "--congestion bbr"])
-        .args(["--events", "sleep 1; freeze 2; sleep 1; resume 2"])
+        .args(["--events", "wait_training 2; freeze 2; sleep 1; resume 2"])
         .arg("--out")
         .arg(out.path())
         .status()
