@@ -10,33 +10,44 @@ use super::tests::delta_values;
 use super::*;
 use crate::sim::Sim;
 
-/// After a few ordinary rounds on 4 peers, peer 3 publishes `big` deltas 40 times the others'
-/// size, scaled to its own bound when `clip` is set; then every peer publishes its last delta
-/// and drains. Returns each peer's applied-set size at the end of its drain (`None`: still
-/// draining after 5 s) and the norm refusals counted over the cluster.
-fn one_peer_with_large_deltas(seed: u64, clip: bool) -> (Vec<Option<u64>>, u64) {
-    let (n, rounds, big) = (4usize, 6u64, 3u64);
-    let mut sim: Sim = trained_cluster(seed, n, rounds);
-    for round in rounds + 1..=rounds + big {
-        sim.with_peer(n - 1, |c, now| {
-            let mut values: Vec<f32> = delta_values(n - 1, round)
-                .iter()
-                .map(|v| v * 40.0)
-                .collect();
-            if clip {
-                let bound = c.own_delta_norm_bound();
-                assert!(bound.is_some(), "seed {seed}: the peer has a bound");
-                let clipped = clip_to_norm(&mut values, bound.unwrap_or_default());
-                assert!(clipped.is_some(), "seed {seed}: round {round} is clipped");
-            }
-            c.publish(now, 1.0 / n as f32, values).unwrap();
-        });
+/// `n` peers publish `ordinary` rounds of ordinary deltas, then `big` rounds in which peer
+/// `n - 1`'s deltas are 40 times the others' (scaled to its own bound when `clip` is set); then
+/// every peer publishes its last delta and drains. Returns each peer's applied-set size at the
+/// end of its drain (`None`: still draining after 5 s) and the norm refusals counted over the
+/// cluster.
+fn one_peer_with_large_deltas(
+    seed: u64,
+    n: usize,
+    (ordinary, big): (u64, u64),
+    clip: bool,
+) -> (Vec<Option<u64>>, u64) {
+    let mut sim: Sim = trained_cluster(seed, n, ordinary);
+    let mut clipped = 0;
+    for round in ordinary + 1..=ordinary + big {
+        for i in 0..n {
+            sim.with_peer(i, |c, now| {
+                let scale = if i == n - 1 { 40.0 } else { 1.0 };
+                let mut values: Vec<f32> =
+                    delta_values(i, round).iter().map(|v| v * scale).collect();
+                if clip {
+                    if let Some(bound) = c.own_delta_norm_bound() {
+                        clipped += u64::from(clip_to_norm(&mut values, bound).is_some());
+                    }
+                }
+                c.publish(now, 1.0 / n as f32, values).unwrap();
+            });
+        }
         sim.run_for(Duration::from_millis(100));
     }
+    if clip {
+        // Every large delta but those published before anything was heard.
+        assert!(
+            clipped >= big - 1,
+            "seed {seed}: {clipped} of {big} clipped"
+        );
+    }
     for i in 0..n {
-        // The others' last deltas take the rounds peer 3 spent on its large ones.
-        let last = if i == n - 1 { rounds + big } else { rounds };
-        publish_last_and_drain(&mut sim, i, n, last);
+        publish_last_and_drain(&mut sim, i, n, ordinary + big);
     }
     let refused: u64 = (0..n)
         .filter_map(|i| sim.peer(i))
@@ -55,26 +66,32 @@ fn one_peer_with_large_deltas(seed: u64, clip: bool) -> (Vec<Option<u64>>, u64) 
 /// Clipped to its own bound, the large peer's deltas pass every member's check, and every peer
 /// drains with every delta. Unclipped, the same deltas are refused by the others while their
 /// origin holds them, and nobody can finish its drain: the split the bound exists to prevent.
+/// Once after ordinary rounds on 4 peers, once from the first round on 3 peers (where the
+/// large peer's own deltas would own the median of a window that counted them).
 #[test]
 fn sim_a_peer_with_far_larger_deltas_is_clipped_and_the_cluster_drains_on_one_set() {
     for seed in [61u64, 62, 63] {
-        let (finished, refused) = one_peer_with_large_deltas(seed, true);
-        assert_eq!(refused, 0, "seed {seed}: no norm refusals when clipped");
-        // 4 peers × 7 deltas, and peer 3's 3 large ones.
-        let all = 4 * 7 + 3;
-        assert!(
-            finished.iter().all(|&f| f == Some(all)),
-            "seed {seed}: every peer drains with all {all} deltas: {finished:?}"
-        );
+        for (n, rounds) in [(4usize, (6u64, 3u64)), (3, (0, 12))] {
+            let (finished, refused) = one_peer_with_large_deltas(seed, n, rounds, true);
+            assert_eq!(
+                refused, 0,
+                "seed {seed}, {n} peers: no norm refusal when clipped"
+            );
+            let all = n as u64 * (rounds.0 + rounds.1 + 1);
+            assert!(
+                finished.iter().all(|&f| f == Some(all)),
+                "seed {seed}, {n} peers: every peer drains with all {all} deltas: {finished:?}"
+            );
 
-        let (finished, refused) = one_peer_with_large_deltas(seed, false);
-        assert!(
-            refused > 0,
-            "seed {seed}: unclipped, the others refuse them"
-        );
-        assert!(
-            finished.iter().any(Option::is_none),
-            "seed {seed}: unclipped, the cluster cannot drain: {finished:?}"
-        );
+            let (finished, refused) = one_peer_with_large_deltas(seed, n, rounds, false);
+            assert!(
+                refused > 0,
+                "seed {seed}, {n} peers: unclipped, the others refuse them"
+            );
+            assert!(
+                finished.iter().any(Option::is_none),
+                "seed {seed}, {n} peers: unclipped, the cluster cannot drain: {finished:?}"
+            );
+        }
     }
 }

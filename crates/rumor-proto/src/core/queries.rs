@@ -79,10 +79,10 @@ impl Core {
 
     /// The largest L2 norm this peer's next delta (values as added to the base, already scaled
     /// by its weight) may have: [`super::OWN_NORM_SHARE`] of the bar its norm check sets for
-    /// others' deltas, at the median of its current norm window. The trainer scales a larger
-    /// delta down to it ([`super::clip_to_norm`]) before it publishes, so that no member
-    /// refuses a delta this peer has already applied. `None`: no bound yet (fewer than
-    /// [`super::NORM_MIN_SAMPLES`] deltas seen) or the check is off.
+    /// others' deltas, at the median norm of the deltas it recently accepted from other members.
+    /// The trainer scales a larger delta down to it ([`super::clip_to_norm`]) before it
+    /// publishes, so that no member refuses a delta this peer has already applied. `None`: no
+    /// other member's delta accepted yet, or the check is off.
     pub fn own_delta_norm_bound(&self) -> Option<f64> {
         self.replica.own_norm_bound()
     }

@@ -2,8 +2,9 @@
 //! version, a version jump far beyond what is known of its origin, and an L2 norm far above
 //! the norms of recently accepted deltas.
 //!
-//! A refused delta changes nothing. The norm window is this file's only state. The same window
-//! gives the bound a peer clips its own deltas to before publishing ([`clip_to_norm`]).
+//! A refused delta changes nothing. The norm windows are this file's only state: one of every
+//! accepted delta (the check's reference), one of other members' deltas (the bound a peer clips
+//! its own deltas to before publishing, [`clip_to_norm`]).
 
 use std::collections::VecDeque;
 
@@ -23,8 +24,9 @@ pub struct Admission {
     norms: VecDeque<f64>,
     /// The highest median of `norms` seen (0 until [`NORM_MIN_SAMPLES`] were accepted).
     norm_reference: f64,
-    /// The median of `norms` now (0 until [`NORM_MIN_SAMPLES`] were accepted).
-    norm_median: f64,
+    /// L2 norms of the last [`NORM_WINDOW`] deltas accepted from other live members (a ring):
+    /// what this peer's own deltas are measured against.
+    others_norms: VecDeque<f64>,
 }
 
 impl Admission {
@@ -36,7 +38,7 @@ impl Admission {
             max_version_jump: config.max_version_jump,
             norms: VecDeque::with_capacity(NORM_WINDOW),
             norm_reference: 0.0,
-            norm_median: 0.0,
+            others_norms: VecDeque::with_capacity(NORM_WINDOW),
         }
     }
 
@@ -87,44 +89,64 @@ impl Admission {
         Ok(())
     }
 
-    /// The largest L2 norm this peer lets its own next delta have:
-    /// [`OWN_NORM_SHARE`] × `max_delta_norm_factor` (at least 1) × the median of the current
-    /// window. `None`
-    /// while the check is off or the window holds fewer than [`NORM_MIN_SAMPLES`] norms.
+    /// The largest L2 norm this peer lets its own next delta have: [`OWN_NORM_SHARE`] ×
+    /// `max_delta_norm_factor` (at least 1) × the median of the norms of the last
+    /// [`NORM_WINDOW`] deltas accepted from other live members. `None` while the check is off
+    /// or no such delta was accepted yet.
     ///
-    /// The current median, not the reference: the reference only rises, while a receiver that
-    /// joined late, or heard less, holds a lower one, so a delta sized by the highest median
-    /// ever seen here could still be refused there. A receiver's reference is at least its own
-    /// current median, which follows the same deltas as this one.
+    /// Others' deltas only, from the first one: a receiver's window holds the others' deltas
+    /// and this peer's own, already held to this bound, so its median is not far below this one
+    /// unless this peer's deltas are the smallest (and then they are not clipped); its reference
+    /// is the highest median it has seen, at least its current one. Neither the reference here
+    /// (it only rises, while a receiver that joined late holds a lower one) nor a window with
+    /// this peer's own large deltas in it (a peer with a third of the deltas can own the median
+    /// early on) would keep that margin. And the bound exists from the first delta heard, before
+    /// receivers hold the [`NORM_MIN_SAMPLES`] their check waits for.
     pub fn own_norm_bound(&self) -> Option<f64> {
         let factor = f64::from(self.max_norm_factor);
+        if factor <= 0.0 || self.others_norms.is_empty() {
+            return None;
+        }
         // Never below the median itself, or clipping would shrink the typical delta, and with
         // it the median, round after round.
         let share = (OWN_NORM_SHARE * factor).max(1.0);
-        (factor > 0.0 && self.norm_median > 0.0).then_some(share * self.norm_median)
+        Some(share * median(&self.others_norms))
     }
 
     /// Adds an accepted delta's norm to the window and raises the reference to the window's
-    /// median if that is higher.
+    /// median if that is higher; `from_others`: received from another live member (else
+    /// published here), which also counts towards [`Admission::own_norm_bound`].
     ///
     /// The reference never goes down: deltas shrink as training converges, and a delta
     /// published early but delivered late (a straggler, an anti-entropy repair) must still pass,
     /// or the peers that rejected it would never be consistent with those that applied it.
-    pub fn record_norm(&mut self, norm: f64) {
+    pub fn record_norm(&mut self, norm: f64, from_others: bool) {
         if norm.is_nan() || norm <= 0.0 {
             return;
         }
-        if self.norms.len() >= NORM_WINDOW {
-            self.norms.pop_front();
+        push_bounded(&mut self.norms, norm);
+        if from_others {
+            push_bounded(&mut self.others_norms, norm);
         }
-        self.norms.push_back(norm);
         if self.norms.len() >= NORM_MIN_SAMPLES {
-            let mut sorted: Vec<f64> = self.norms.iter().copied().collect();
-            sorted.sort_by(f64::total_cmp);
-            self.norm_median = sorted[sorted.len() / 2];
-            self.norm_reference = self.norm_reference.max(self.norm_median);
+            self.norm_reference = self.norm_reference.max(median(&self.norms));
         }
     }
+}
+
+/// Appends to a ring of at most [`NORM_WINDOW`] norms.
+fn push_bounded(ring: &mut VecDeque<f64>, norm: f64) {
+    if ring.len() >= NORM_WINDOW {
+        ring.pop_front();
+    }
+    ring.push_back(norm);
+}
+
+/// The median of a non-empty ring of norms (the upper one of an even count).
+fn median(ring: &VecDeque<f64>) -> f64 {
+    let mut sorted: Vec<f64> = ring.iter().copied().collect();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
 
 /// The L2 norm of `values`, accumulated in f64.
@@ -171,21 +193,18 @@ mod tests {
     }
 
     #[test]
-    fn own_bound_is_a_share_of_the_receivers_bar_at_the_current_median() {
+    fn own_bound_is_a_share_of_the_receivers_bar_at_the_median_of_others_deltas() {
         let mut a = admission(10.0);
-        for _ in 0..NORM_MIN_SAMPLES - 1 {
-            a.record_norm(1.0);
-        }
-        assert_eq!(
-            a.own_norm_bound(),
-            None,
-            "no bound before the window has a median"
-        );
-        a.record_norm(1.0);
+        a.record_norm(50.0, false);
+        assert_eq!(a.own_norm_bound(), None, "own deltas do not set the bound");
+        a.record_norm(1.0, true);
         assert_eq!(a.own_norm_bound(), Some(OWN_NORM_SHARE * 10.0));
+        for _ in 0..NORM_MIN_SAMPLES {
+            a.record_norm(1.0, true);
+        }
         // Deltas shrink (a decaying learning rate): the reference stays, the own bound follows.
         for _ in 0..NORM_WINDOW {
-            a.record_norm(0.1);
+            a.record_norm(0.1, true);
         }
         assert!(a.check_norm(9.0).is_ok(), "the reference never goes down");
         let bound = a.own_norm_bound().unwrap_or_default();
@@ -194,6 +213,9 @@ mod tests {
             "{bound}"
         );
         assert_eq!(admission(0.0).own_norm_bound(), None, "the check is off");
+        let mut low = admission(1.5);
+        low.record_norm(2.0, true);
+        assert_eq!(low.own_norm_bound(), Some(2.0), "never below the median");
     }
 
     #[test]
@@ -220,8 +242,8 @@ mod tests {
         let (mut origin, mut receiver) = (admission(10.0), admission(10.0));
         for i in 0..40 {
             let n = 1.0 + f64::from(i % 5) * 0.1;
-            origin.record_norm(n);
-            receiver.record_norm(n);
+            origin.record_norm(n, true);
+            receiver.record_norm(n, true);
         }
         let mut huge = vec![100.0f32; 4];
         let bound = origin.own_norm_bound().unwrap_or_default();

@@ -227,7 +227,7 @@ impl Replica {
         signature: crate::auth::Signature,
     ) -> Result<(u64, Arc<[f32]>), RejectReason> {
         self.admission.check_shape(weight, &values)?;
-        self.admission.record_norm(l2_norm(&values));
+        self.admission.record_norm(l2_norm(&values), false);
         self.published += 1;
         let version = self.published;
         let values: Arc<[f32]> = values.into();
@@ -289,7 +289,7 @@ impl Replica {
         // Deltas from origins outside the view (or all-zero ones) could otherwise drag the
         // median down until honest deltas fail.
         if origin_is_live {
-            self.admission.record_norm(norm);
+            self.admission.record_norm(norm, origin != self.me);
         }
         let before = self.applied.max_of(origin);
         add_into(&mut self.base, &delta.values);
