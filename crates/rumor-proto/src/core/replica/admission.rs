@@ -27,6 +27,9 @@ pub struct Admission {
     /// L2 norms of the last [`NORM_WINDOW`] deltas accepted from other live members (a ring):
     /// what this peer's own deltas are measured against.
     others_norms: VecDeque<f64>,
+    /// The median of `others_norms` (0 while it is empty), kept current: the shell reads the
+    /// bound after every input.
+    others_median: f64,
 }
 
 impl Admission {
@@ -39,6 +42,7 @@ impl Admission {
             norms: VecDeque::with_capacity(NORM_WINDOW),
             norm_reference: 0.0,
             others_norms: VecDeque::with_capacity(NORM_WINDOW),
+            others_median: 0.0,
         }
     }
 
@@ -104,13 +108,13 @@ impl Admission {
     /// receivers hold the [`NORM_MIN_SAMPLES`] their check waits for.
     pub fn own_norm_bound(&self) -> Option<f64> {
         let factor = f64::from(self.max_norm_factor);
-        if factor <= 0.0 || self.others_norms.is_empty() {
+        if factor <= 0.0 || self.others_median <= 0.0 {
             return None;
         }
         // Never below the median itself, or clipping would shrink the typical delta, and with
         // it the median, round after round.
         let share = (OWN_NORM_SHARE * factor).max(1.0);
-        Some(share * median(&self.others_norms))
+        Some(share * self.others_median)
     }
 
     /// Adds an accepted delta's norm to the window and raises the reference to the window's
@@ -127,6 +131,7 @@ impl Admission {
         push_bounded(&mut self.norms, norm);
         if from_others {
             push_bounded(&mut self.others_norms, norm);
+            self.others_median = median(&self.others_norms);
         }
         if self.norms.len() >= NORM_MIN_SAMPLES {
             self.norm_reference = self.norm_reference.max(median(&self.norms));
