@@ -26,9 +26,8 @@ pub const NORM_MIN_SAMPLES: usize = 8;
 /// A peer holds its own deltas to this share of the bar it holds others' to: before it
 /// publishes, a delta whose norm is above `OWN_NORM_SHARE × max_delta_norm_factor ×` the median
 /// norm of the last [`NORM_WINDOW`] deltas it accepted from other members is scaled down to
-/// that norm
-/// ([`super::Core::own_delta_norm_bound`]). The margin covers the difference between this
-/// peer's window and a receiver's reference, so an honest peer's delta is never refused by
+/// that norm ([`super::Core::own_delta_norm_bound`]). The margin covers the difference between
+/// this peer's window and a receiver's reference, so an honest peer's delta is never refused by
 /// some members and applied by others.
 pub const OWN_NORM_SHARE: f64 = 0.5;
 
